@@ -1,0 +1,57 @@
+//! Typed frames on QUIC streams, using the codec in `river_proto::frame`.
+
+use quinn::{RecvStream, SendStream};
+use river_proto::frame::{self, FrameError, StreamHeader, StreamKind, HEADER_LEN};
+use serde::{de::DeserializeOwned, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum FramedError {
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    #[error("stream closed: {0}")]
+    Read(#[from] quinn::ReadExactError),
+    #[error("stream write failed: {0}")]
+    Write(#[from] quinn::WriteError),
+    #[error("connection lost: {0}")]
+    Connection(#[from] quinn::ConnectionError),
+    #[error("stream ended before a message arrived")]
+    Ended,
+}
+
+/// Opens a bidirectional stream and writes its header.
+pub async fn open(
+    conn: &quinn::Connection,
+    kind: StreamKind,
+) -> Result<(SendStream, RecvStream), FramedError> {
+    let (mut send, recv) = conn.open_bi().await?;
+    send.write_all(&StreamHeader::new(kind).encode()).await?;
+    Ok((send, recv))
+}
+
+/// Reads and checks the header at the start of an accepted stream.
+pub async fn read_header(recv: &mut RecvStream) -> Result<StreamHeader, FramedError> {
+    let mut buf = [0u8; HEADER_LEN];
+    recv.read_exact(&mut buf).await?;
+    Ok(StreamHeader::decode(buf)?)
+}
+
+pub async fn send_msg<T: Serialize>(send: &mut SendStream, msg: &T) -> Result<(), FramedError> {
+    send.write_all(&frame::encode(msg)?).await?;
+    Ok(())
+}
+
+/// The next message, or `None` when the peer finished the stream cleanly between messages.
+pub async fn recv_msg<T: DeserializeOwned>(
+    recv: &mut RecvStream,
+) -> Result<Option<T>, FramedError> {
+    let mut prefix = [0u8; 4];
+    match recv.read_exact(&mut prefix).await {
+        Ok(()) => {}
+        Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    let len = frame::check_len(prefix)?;
+    let mut body = vec![0u8; len];
+    recv.read_exact(&mut body).await?;
+    Ok(Some(frame::decode(&body)?))
+}

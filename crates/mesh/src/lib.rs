@@ -1,0 +1,71 @@
+//! The QUIC mesh: endpoint and TLS configuration, peer identities, and typed frames on streams.
+//!
+//! Architecture invariant: this is the only crate that knows quinn. Roles (host, runner, CLI)
+//! open connections and streams through it and speak in `river_proto` messages.
+
+mod framed;
+mod tls;
+
+pub use framed::{open, read_header, recv_msg, send_msg, FramedError};
+pub use quinn::{Connection, Endpoint, RecvStream, SendStream, VarInt};
+pub use tls::{client_config, peer_subject, server_config, Identity, Trust, ALPN};
+
+/// Application close codes, so the far side can tell a refusal from a crash.
+pub mod close {
+    use quinn::VarInt;
+    /// Normal shutdown.
+    pub const DONE: VarInt = VarInt::from_u32(0);
+    /// The peer's certificate was revoked or its node removed.
+    pub const REVOKED: VarInt = VarInt::from_u32(0x10);
+    /// The peer sent something it must not (wrong stream kind for its identity, garbage).
+    pub const PROTOCOL: VarInt = VarInt::from_u32(0x11);
+    /// A join-only connection finished its join.
+    pub const JOINED: VarInt = VarInt::from_u32(0x12);
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MeshError {
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("key or certificate file: {0}")]
+    Pem(String),
+    #[error("QUIC configuration: {0}")]
+    Quic(String),
+    #[error("could not open the QUIC socket: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("connecting to {addr}: {source}")]
+    Connect {
+        addr: std::net::SocketAddr,
+        source: quinn::ConnectError,
+    },
+    #[error("connection to {addr} failed: {source}")]
+    Connection {
+        addr: std::net::SocketAddr,
+        source: quinn::ConnectionError,
+    },
+}
+
+/// Binds a client endpoint on an ephemeral UDP port of the right address family.
+pub fn client_endpoint(peer: std::net::SocketAddr) -> Result<Endpoint, MeshError> {
+    let bind: std::net::SocketAddr = if peer.is_ipv6() {
+        "[::]:0"
+    } else {
+        "0.0.0.0:0"
+    }
+    .parse()
+    .map_err(|_| MeshError::Quic("bad bind address".into()))?;
+    Ok(Endpoint::client(bind)?)
+}
+
+/// Dials `addr` and completes the handshake.
+pub async fn connect(
+    endpoint: &Endpoint,
+    addr: std::net::SocketAddr,
+    config: quinn::ClientConfig,
+) -> Result<Connection, MeshError> {
+    endpoint
+        .connect_with(config, addr, river_pki::HOST_SERVER_NAME)
+        .map_err(|source| MeshError::Connect { addr, source })?
+        .await
+        .map_err(|source| MeshError::Connection { addr, source })
+}

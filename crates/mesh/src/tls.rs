@@ -1,0 +1,197 @@
+//! rustls and quinn configuration: mutual TLS with the cluster CA, the one crypto provider (ring),
+//! and first-contact verification of the host by the CA fingerprint carried in a join token.
+
+use crate::MeshError;
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// ALPN of river's mesh protocol; the version is in every stream header too.
+pub const ALPN: &[u8] = b"river/1";
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A certificate chain and its private key.
+pub struct Identity {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity")
+            .field("chain_len", &self.chain.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Identity {
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, MeshError> {
+        let chain = rustls_pemfile::certs(&mut cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| MeshError::Pem(e.to_string()))?;
+        if chain.is_empty() {
+            return Err(MeshError::Pem("no certificate found".into()));
+        }
+        let key = rustls_pemfile::private_key(&mut key_pem.as_bytes())
+            .map_err(|e| MeshError::Pem(e.to_string()))?
+            .ok_or_else(|| MeshError::Pem("no private key found".into()))?;
+        Ok(Self { chain, key })
+    }
+}
+
+/// How a client decides to trust the host.
+#[derive(Debug, Clone)]
+pub enum Trust {
+    /// The cluster CA certificate (DER), stored after joining.
+    Ca(Vec<u8>),
+    /// Only the SHA-256 of the CA certificate, from a join token: the host must present the CA
+    /// in its chain, and the chain must verify up to it.
+    Fingerprint([u8; 32]),
+}
+
+fn transport() -> Arc<quinn::TransportConfig> {
+    let mut t = quinn::TransportConfig::default();
+    // Keepalives keep idle forwards and sessions open through NATs for hours; the idle timeout
+    // notices a vanished peer quickly without depending on heartbeats.
+    t.keep_alive_interval(Some(Duration::from_secs(5)));
+    t.max_idle_timeout(Some(
+        Duration::from_secs(20)
+            .try_into()
+            .expect("20s fits a VarInt"),
+    ));
+    t.max_concurrent_bidi_streams(4096u32.into());
+    t.max_concurrent_uni_streams(256u32.into());
+    t.stream_receive_window((8u32 * 1024 * 1024).into());
+    t.receive_window((32u32 * 1024 * 1024).into());
+    t.send_window(32 * 1024 * 1024);
+    Arc::new(t)
+}
+
+fn roots(ca_der: &[u8]) -> Result<Arc<RootCertStore>, MeshError> {
+    let mut r = RootCertStore::empty();
+    r.add(CertificateDer::from(ca_der.to_vec()))?;
+    Ok(Arc::new(r))
+}
+
+/// The host's server config. Client certificates are verified against the cluster CA when
+/// presented; a client without one may only join (the host enforces that per stream).
+pub fn server_config(identity: Identity, ca_der: &[u8]) -> Result<quinn::ServerConfig, MeshError> {
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots(ca_der)?, provider())
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| MeshError::Quic(e.to_string()))?;
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(identity.chain, identity.key)?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    tls.max_early_data_size = 0;
+    let quic = QuicServerConfig::try_from(tls).map_err(|e| MeshError::Quic(e.to_string()))?;
+    let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(quic));
+    cfg.transport_config(transport());
+    Ok(cfg)
+}
+
+/// A client config: who we are (none while joining) and how we trust the host.
+pub fn client_config(
+    identity: Option<Identity>,
+    trust: Trust,
+) -> Result<quinn::ClientConfig, MeshError> {
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?;
+    let builder = match trust {
+        Trust::Ca(der) => builder.with_root_certificates(roots(&der)?),
+        Trust::Fingerprint(fp) => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(PinnedCa { fp })),
+    };
+    let mut tls = match identity {
+        Some(id) => builder.with_client_auth_cert(id.chain, id.key)?,
+        None => builder.with_no_client_auth(),
+    };
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let quic = QuicClientConfig::try_from(tls).map_err(|e| MeshError::Quic(e.to_string()))?;
+    let mut cfg = quinn::ClientConfig::new(Arc::new(quic));
+    cfg.transport_config(transport());
+    Ok(cfg)
+}
+
+/// First-contact verifier: finds the CA whose fingerprint the token carries among the
+/// certificates the host sent, then verifies the host certificate against it as usual.
+#[derive(Debug)]
+struct PinnedCa {
+    fp: [u8; 32],
+}
+
+impl ServerCertVerifier for PinnedCa {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let ca = intermediates.iter().find(|c| river_pki::fingerprint(c) == self.fp).ok_or_else(|| {
+            rustls::Error::General(
+                "the host's CA does not match the fingerprint in the join token (wrong host, or the token is for another cluster)".into(),
+            )
+        })?;
+        let roots = roots(ca).map_err(|e| rustls::Error::General(e.to_string()))?;
+        let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider())
+            .build()
+            .map_err(|e| rustls::Error::General(e.to_string()))?;
+        inner.verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        // Only TLS 1.3 is offered.
+        Err(rustls::Error::PeerIncompatible(
+            rustls::PeerIncompatible::Tls12NotOffered,
+        ))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &provider().signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// Who the peer of a connection is, from its verified certificate. `None` for a client that
+/// presented no certificate (a joiner).
+pub fn peer_subject(conn: &quinn::Connection) -> Option<(river_pki::Subject, river_pki::CertInfo)> {
+    let certs = conn
+        .peer_identity()?
+        .downcast::<Vec<CertificateDer<'static>>>()
+        .ok()?;
+    let info = river_pki::inspect(certs.first()?).ok()?;
+    Some((info.subject.clone()?, info))
+}

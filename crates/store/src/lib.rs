@@ -1,0 +1,477 @@
+//! The host's durable state in SQLite: nodes, tokens, users, revocations and the audit trail.
+//!
+//! Architecture invariant: this is the only crate that knows sqlx or SQL. It speaks in the
+//! record types below; callers never see rows. Migrations live in `migrations/` and run at open.
+
+use river_proto::msg::{NodeInfo, NodeState, NodeUsage, Role, TokenPurpose};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("database migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored record is corrupt: {0}")]
+    Corrupt(String),
+    #[error("join token was used up or revoked while this request was in flight")]
+    TokenSpent,
+    #[error("{0} already exists")]
+    Exists(String),
+}
+
+type Result<T> = std::result::Result<T, StoreError>;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeRecord {
+    pub name: String,
+    pub state: NodeState,
+    pub address: Option<String>,
+    pub info: NodeInfo,
+    pub usage: Option<NodeUsage>,
+    pub last_heartbeat_ms: Option<i64>,
+    pub joined_at: i64,
+    pub cert_serial: String,
+    pub cert_expires_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    pub id: String,
+    pub secret_hash: String,
+    pub purpose: TokenPurpose,
+    pub user: Option<(String, Role)>,
+    pub created_by: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub uses_left: u32,
+    pub revoked: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    pub name: String,
+    pub role: Role,
+    pub created_at: i64,
+}
+
+/// A handle on the database; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+fn state_str(s: NodeState) -> &'static str {
+    s.as_str()
+}
+
+fn parse_state(s: &str) -> Result<NodeState> {
+    match s {
+        "online" => Ok(NodeState::Online),
+        "offline" => Ok(NodeState::Offline),
+        _ => Err(StoreError::Corrupt(format!("node state {s:?}"))),
+    }
+}
+
+fn purpose_str(p: TokenPurpose) -> &'static str {
+    match p {
+        TokenPurpose::Node => "node",
+        TokenPurpose::User => "user",
+    }
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn unjson<T: serde::de::DeserializeOwned>(s: &str) -> Result<T> {
+    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn role(s: &str) -> Result<Role> {
+    Role::from_str(s).map_err(StoreError::Corrupt)
+}
+
+fn node_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<NodeRecord> {
+    Ok(NodeRecord {
+        name: r.try_get("name")?,
+        state: parse_state(r.try_get::<&str, _>("state")?)?,
+        address: r.try_get("address")?,
+        info: unjson(r.try_get::<&str, _>("info_json")?)?,
+        usage: r
+            .try_get::<Option<&str>, _>("usage_json")?
+            .map(unjson)
+            .transpose()?,
+        last_heartbeat_ms: r.try_get("last_heartbeat_ms")?,
+        joined_at: r.try_get("joined_at")?,
+        cert_serial: r.try_get("cert_serial")?,
+        cert_expires_at: r.try_get("cert_expires_at")?,
+    })
+}
+
+fn token_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<TokenRecord> {
+    let purpose = match r.try_get::<&str, _>("purpose")? {
+        "node" => TokenPurpose::Node,
+        "user" => TokenPurpose::User,
+        p => return Err(StoreError::Corrupt(format!("token purpose {p:?}"))),
+    };
+    let user = match (
+        r.try_get::<Option<String>, _>("user_name")?,
+        r.try_get::<Option<&str>, _>("user_role")?,
+    ) {
+        (Some(n), Some(ro)) => Some((n, role(ro)?)),
+        _ => None,
+    };
+    Ok(TokenRecord {
+        id: r.try_get("id")?,
+        secret_hash: r.try_get("secret_hash")?,
+        purpose,
+        user,
+        created_by: r.try_get("created_by")?,
+        created_at: r.try_get("created_at")?,
+        expires_at: r.try_get("expires_at")?,
+        uses_left: u32::try_from(r.try_get::<i64, _>("uses_left")?).unwrap_or(0),
+        revoked: r.try_get::<i64, _>("revoked")? != 0,
+    })
+}
+
+impl Store {
+    /// Opens (creating if needed) the database file and brings its schema up to date.
+    pub async fn open(path: &Path) -> Result<Self> {
+        let opts = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    pub async fn meta(&self, key: &str) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    pub async fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        sqlx::query("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value")
+            .bind(key)
+            .bind(value)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    // --- nodes ---
+
+    /// Records a joined node and spends one use of its token, atomically: a token with one use
+    /// left can never join two nodes.
+    pub async fn join_node(&self, token_id: &str, now: i64, node: &NodeRecord) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let spent = sqlx::query("UPDATE tokens SET uses_left = uses_left - 1 WHERE id = ? AND uses_left > 0 AND revoked = 0 AND expires_at > ?")
+            .bind(token_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        if spent.rows_affected() != 1 {
+            return Err(StoreError::TokenSpent);
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO nodes (name, state, address, info_json, joined_at, cert_serial, cert_expires_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO NOTHING",
+        )
+        .bind(&node.name)
+        .bind(state_str(node.state))
+        .bind(&node.address)
+        .bind(json(&node.info)?)
+        .bind(node.joined_at)
+        .bind(&node.cert_serial)
+        .bind(node.cert_expires_at)
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() != 1 {
+            return Err(StoreError::Exists(format!("node {}", node.name)));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn node(&self, name: &str) -> Result<Option<NodeRecord>> {
+        sqlx::query("SELECT * FROM nodes WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(node_from_row)
+            .transpose()
+    }
+
+    pub async fn nodes(&self) -> Result<Vec<NodeRecord>> {
+        sqlx::query("SELECT * FROM nodes ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(node_from_row)
+            .collect()
+    }
+
+    /// A runner's session began: what it reported and where it came from.
+    pub async fn node_session(
+        &self,
+        name: &str,
+        info: &NodeInfo,
+        address: &str,
+        now_ms: i64,
+    ) -> Result<()> {
+        sqlx::query("UPDATE nodes SET info_json = ?, address = ?, state = 'online', last_heartbeat_ms = ? WHERE name = ?")
+            .bind(json(info)?)
+            .bind(address)
+            .bind(now_ms)
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn heartbeat(&self, name: &str, usage: &NodeUsage, now_ms: i64) -> Result<()> {
+        sqlx::query("UPDATE nodes SET usage_json = ?, last_heartbeat_ms = ?, state = 'online' WHERE name = ?")
+            .bind(json(usage)?)
+            .bind(now_ms)
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_node_state(&self, name: &str, state: NodeState) -> Result<()> {
+        sqlx::query("UPDATE nodes SET state = ? WHERE name = ?")
+            .bind(state_str(state))
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_node_cert(&self, name: &str, serial: &str, expires_at: i64) -> Result<()> {
+        sqlx::query("UPDATE nodes SET cert_serial = ?, cert_expires_at = ? WHERE name = ?")
+            .bind(serial)
+            .bind(expires_at)
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Removes a node and revokes its certificate in one transaction.
+    pub async fn remove_node(&self, name: &str, now: i64) -> Result<Option<NodeRecord>> {
+        let mut tx = self.pool.begin().await?;
+        let Some(node) = sqlx::query("SELECT * FROM nodes WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?
+            .as_ref()
+            .map(node_from_row)
+            .transpose()?
+        else {
+            return Ok(None);
+        };
+        sqlx::query("INSERT OR IGNORE INTO revoked_certs (serial, subject, revoked_at, expires_at) VALUES (?, ?, ?, ?)")
+            .bind(&node.cert_serial)
+            .bind(format!("node {name}"))
+            .bind(now)
+            .bind(node.cert_expires_at)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM nodes WHERE name = ?")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(node))
+    }
+
+    // --- certificates ---
+
+    pub async fn revoke_cert(
+        &self,
+        serial: &str,
+        subject: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<()> {
+        sqlx::query("INSERT OR IGNORE INTO revoked_certs (serial, subject, revoked_at, expires_at) VALUES (?, ?, ?, ?)")
+            .bind(serial)
+            .bind(subject)
+            .bind(now)
+            .bind(expires_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn is_revoked(&self, serial: &str) -> Result<bool> {
+        Ok(
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM revoked_certs WHERE serial = ?")
+                .bind(serial)
+                .fetch_one(&self.pool)
+                .await?
+                > 0,
+        )
+    }
+
+    // --- tokens ---
+
+    pub async fn insert_token(&self, t: &TokenRecord) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO tokens (id, secret_hash, purpose, user_name, user_role, created_by, created_at, expires_at, uses_left, revoked)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&t.id)
+        .bind(&t.secret_hash)
+        .bind(purpose_str(t.purpose))
+        .bind(t.user.as_ref().map(|u| u.0.clone()))
+        .bind(t.user.as_ref().map(|u| u.1.as_str()))
+        .bind(&t.created_by)
+        .bind(t.created_at)
+        .bind(t.expires_at)
+        .bind(i64::from(t.uses_left))
+        .bind(t.revoked)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn token(&self, id: &str) -> Result<Option<TokenRecord>> {
+        sqlx::query("SELECT * FROM tokens WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(token_from_row)
+            .transpose()
+    }
+
+    pub async fn tokens(&self) -> Result<Vec<TokenRecord>> {
+        sqlx::query("SELECT * FROM tokens ORDER BY created_at, id")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(token_from_row)
+            .collect()
+    }
+
+    pub async fn revoke_token(&self, id: &str) -> Result<bool> {
+        Ok(sqlx::query("UPDATE tokens SET revoked = 1 WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected()
+            == 1)
+    }
+
+    // --- users ---
+
+    /// Creates a user and spends one use of its invite (when there is one), atomically.
+    pub async fn enrol_user(
+        &self,
+        token_id: Option<&str>,
+        now: i64,
+        user: &UserRecord,
+        serial: &str,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        if let Some(id) = token_id {
+            let spent = sqlx::query("UPDATE tokens SET uses_left = uses_left - 1 WHERE id = ? AND uses_left > 0 AND revoked = 0 AND expires_at > ?")
+                .bind(id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            if spent.rows_affected() != 1 {
+                return Err(StoreError::TokenSpent);
+            }
+        }
+        // Re-enrolling an existing user (a new laptop, a lost key) keeps the user and its role.
+        sqlx::query(
+            "INSERT INTO users (name, role, created_at, cert_serial) VALUES (?, ?, ?, ?)
+             ON CONFLICT(name) DO UPDATE SET cert_serial = excluded.cert_serial",
+        )
+        .bind(&user.name)
+        .bind(user.role.as_str())
+        .bind(user.created_at)
+        .bind(serial)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn user(&self, name: &str) -> Result<Option<UserRecord>> {
+        let Some(r) = sqlx::query("SELECT * FROM users WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(UserRecord {
+            name: r.try_get("name")?,
+            role: role(r.try_get::<&str, _>("role")?)?,
+            created_at: r.try_get("created_at")?,
+        }))
+    }
+
+    pub async fn users(&self) -> Result<Vec<UserRecord>> {
+        sqlx::query("SELECT * FROM users ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(UserRecord {
+                    name: r.try_get("name")?,
+                    role: role(r.try_get::<&str, _>("role")?)?,
+                    created_at: r.try_get("created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    // --- audit ---
+
+    pub async fn event(&self, now_ms: i64, actor: &str, action: &str, detail: &str) -> Result<()> {
+        sqlx::query("INSERT INTO events (at_ms, actor, action, detail) VALUES (?, ?, ?, ?)")
+            .bind(now_ms)
+            .bind(actor)
+            .bind(action)
+            .bind(detail)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn events(&self, limit: u32) -> Result<Vec<(i64, String, String, String)>> {
+        Ok(sqlx::query_as(
+            "SELECT at_ms, actor, action, detail FROM events ORDER BY id DESC LIMIT ?",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}
+
+#[cfg(test)]
+mod tests;

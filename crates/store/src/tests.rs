@@ -1,0 +1,148 @@
+use super::*;
+
+async fn store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(&dir.path().join("river.db")).await.unwrap();
+    (dir, s)
+}
+
+fn token(id: &str, uses: u32, expires_at: i64) -> TokenRecord {
+    TokenRecord {
+        id: id.into(),
+        secret_hash: "h".into(),
+        purpose: TokenPurpose::Node,
+        user: None,
+        created_by: "admin".into(),
+        created_at: 0,
+        expires_at,
+        uses_left: uses,
+        revoked: false,
+    }
+}
+
+fn node(name: &str) -> NodeRecord {
+    NodeRecord {
+        name: name.into(),
+        state: NodeState::Offline,
+        address: None,
+        info: NodeInfo {
+            hostname: name.into(),
+            cores: 4,
+            ..Default::default()
+        },
+        usage: None,
+        last_heartbeat_ms: None,
+        joined_at: 10,
+        cert_serial: format!("serial-{name}"),
+        cert_expires_at: 1000,
+    }
+}
+
+#[tokio::test]
+async fn a_single_use_token_joins_exactly_one_node() {
+    let (_d, s) = store().await;
+    s.insert_token(&token("t1", 1, 100)).await.unwrap();
+    s.join_node("t1", 50, &node("a")).await.unwrap();
+    assert!(matches!(
+        s.join_node("t1", 50, &node("b")).await,
+        Err(StoreError::TokenSpent)
+    ));
+    assert_eq!(s.nodes().await.unwrap().len(), 1);
+    assert_eq!(s.token("t1").await.unwrap().unwrap().uses_left, 0);
+}
+
+#[tokio::test]
+async fn expired_or_revoked_tokens_join_nothing() {
+    let (_d, s) = store().await;
+    s.insert_token(&token("old", 5, 100)).await.unwrap();
+    assert!(matches!(
+        s.join_node("old", 100, &node("a")).await,
+        Err(StoreError::TokenSpent)
+    ));
+    s.insert_token(&token("rev", 5, 1000)).await.unwrap();
+    assert!(s.revoke_token("rev").await.unwrap());
+    assert!(matches!(
+        s.join_node("rev", 50, &node("a")).await,
+        Err(StoreError::TokenSpent)
+    ));
+}
+
+#[tokio::test]
+async fn a_taken_name_does_not_spend_the_token() {
+    let (_d, s) = store().await;
+    s.insert_token(&token("t", 2, 100)).await.unwrap();
+    s.join_node("t", 1, &node("a")).await.unwrap();
+    assert!(matches!(
+        s.join_node("t", 1, &node("a")).await,
+        Err(StoreError::Exists(_))
+    ));
+    assert_eq!(s.token("t").await.unwrap().unwrap().uses_left, 1);
+}
+
+#[tokio::test]
+async fn removing_a_node_revokes_its_certificate_and_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("river.db");
+    {
+        let s = Store::open(&path).await.unwrap();
+        s.insert_token(&token("t", 1, 100)).await.unwrap();
+        s.join_node("t", 1, &node("a")).await.unwrap();
+        s.heartbeat(
+            "a",
+            &NodeUsage {
+                cpu_percent: 12.5,
+                ..Default::default()
+            },
+            77,
+        )
+        .await
+        .unwrap();
+        assert!(s.remove_node("a", 5).await.unwrap().is_some());
+        s.close().await;
+    }
+    let s = Store::open(&path).await.unwrap();
+    assert!(s.node("a").await.unwrap().is_none());
+    assert!(s.is_revoked("serial-a").await.unwrap());
+    assert!(!s.is_revoked("serial-b").await.unwrap());
+    assert!(s.remove_node("a", 6).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn heartbeats_are_recorded() {
+    let (_d, s) = store().await;
+    s.insert_token(&token("t", 1, 100)).await.unwrap();
+    s.join_node("t", 1, &node("a")).await.unwrap();
+    let usage = NodeUsage {
+        cpu_percent: 40.0,
+        memory_used_bytes: 123,
+        gpus: vec![],
+    };
+    s.heartbeat("a", &usage, 5_000).await.unwrap();
+    let n = s.node("a").await.unwrap().unwrap();
+    assert_eq!(n.state, NodeState::Online);
+    assert_eq!(n.usage, Some(usage));
+    assert_eq!(n.last_heartbeat_ms, Some(5_000));
+}
+
+#[tokio::test]
+async fn users_keep_their_role_on_re_enrolment() {
+    let (_d, s) = store().await;
+    let ann = UserRecord {
+        name: "ann".into(),
+        role: Role::Operator,
+        created_at: 1,
+    };
+    s.enrol_user(None, 1, &ann, "s1").await.unwrap();
+    s.enrol_user(
+        None,
+        2,
+        &UserRecord {
+            role: Role::Viewer,
+            ..ann.clone()
+        },
+        "s2",
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.user("ann").await.unwrap().unwrap().role, Role::Operator);
+}
