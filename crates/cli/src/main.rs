@@ -1,1 +1,42 @@
-fn main() {}
+//! `river`: one binary for the host, the runner and every client command. This file only parses
+//! arguments and hands over to `cmd/`.
+
+mod args;
+mod client;
+mod cmd;
+mod output;
+
+use clap::Parser as _;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args = args::Cli::parse();
+    init_logging(&args);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(cmd::run(args)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(args: &args::Cli) {
+    // Servers log at info by default; client commands stay quiet unless asked.
+    let default = if args.command.is_server() { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RIVER_LOG").unwrap_or_else(|_| default.into());
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(ansi)
+        .init();
+}

@@ -1,1 +1,150 @@
-//! placeholder
+//! The host role: the cluster's control plane. It owns the CA, the SQLite state and the mesh
+//! endpoint that runners and users connect to, and serves the HTTPS API.
+//!
+//! Architecture invariant: the host is a library. `river host` and `river up` start it through
+//! [`start`], and tests start it in-process the same way, with a temporary state directory and
+//! port 0. It never depends on the runner crate: both speak only `river_proto` messages.
+
+pub mod config;
+
+mod api;
+mod clock;
+mod init;
+mod join;
+mod mesh;
+mod registry;
+mod rpc;
+
+use anyhow::Context as _;
+use river_mesh::Endpoint;
+use river_pki::Ca;
+use river_proto::liveness::LivenessPolicy;
+use river_store::Store;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::task::JoinSet;
+
+pub use config::HostConfig;
+
+/// Everything a request handler needs, shared by all connections.
+pub(crate) struct Ctx {
+    cfg: HostConfig,
+    store: Store,
+    ca: Ca,
+    ca_fp: [u8; 32],
+    registry: registry::Registry,
+    policy: LivenessPolicy,
+}
+
+/// A running host. Dropping it does not stop it: call [`RunningHost::shutdown`].
+pub struct RunningHost {
+    /// Where the mesh (QUIC, UDP) listens.
+    pub mesh_addr: SocketAddr,
+    /// Where the HTTPS API (TCP) listens.
+    pub api_addr: SocketAddr,
+    /// The first admin's credential bundle, for the local CLI.
+    pub admin_dir: PathBuf,
+    /// SHA-256 of the CA certificate, hex.
+    pub ca_fingerprint: String,
+    ctx: Arc<Ctx>,
+    endpoint: Endpoint,
+    tasks: JoinSet<()>,
+}
+
+impl std::fmt::Debug for RunningHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningHost")
+            .field("mesh_addr", &self.mesh_addr)
+            .field("api_addr", &self.api_addr)
+            .finish()
+    }
+}
+
+impl RunningHost {
+    /// Makes a node join token, as `river token create` does, for `river up` and tests.
+    pub async fn create_node_token(&self, ttl_secs: u64, uses: u32) -> anyhow::Result<String> {
+        let created = rpc::create_node_token(&self.ctx, "host", ttl_secs, uses).await?;
+        Ok(created.token)
+    }
+
+    /// Stops accepting, closes every connection and the database.
+    pub async fn shutdown(mut self) {
+        self.endpoint.close(river_mesh::close::DONE, b"host shutting down");
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+        self.endpoint.wait_idle().await;
+        self.ctx.store.close().await;
+    }
+
+    /// Waits until one of the host's serving loops ends (they only end on a fatal error).
+    pub async fn wait(&mut self) {
+        self.tasks.join_next().await;
+    }
+}
+
+/// Starts a host: prepares the state directory, binds the mesh and API ports and serves.
+pub async fn start(cfg: HostConfig) -> anyhow::Result<RunningHost> {
+    let state = init::prepare(&cfg).await?;
+    let policy = cfg.liveness();
+    let (endpoint, listener) = bind(&cfg, &state).await?;
+    let mesh_addr = endpoint.local_addr()?;
+    let api_addr = listener.local_addr()?;
+    let admin_dir = init::admin_bundle(&cfg, &state, &advertised(&cfg, mesh_addr)).await?;
+
+    let registry = registry::Registry::default();
+    registry.load(&state.store.nodes().await?);
+    let ctx = Arc::new(Ctx {
+        ca_fp: state.ca.fingerprint(),
+        ca: state.ca,
+        store: state.store,
+        registry,
+        policy,
+        cfg,
+    });
+    let mut tasks = JoinSet::new();
+    tasks.spawn(mesh::serve(ctx.clone(), endpoint.clone()));
+    tasks.spawn(api::serve(ctx.clone(), listener, state.https_tls));
+    tasks.spawn(registry::monitor(ctx.clone()));
+    tracing::info!(%mesh_addr, %api_addr, ca = %hex::encode(ctx.ca_fp), "host is serving");
+    Ok(RunningHost {
+        mesh_addr,
+        api_addr,
+        admin_dir,
+        ca_fingerprint: hex::encode(ctx.ca_fp),
+        ctx,
+        endpoint,
+        tasks,
+    })
+}
+
+/// The address clients should dial, for the admin credential: the first advertised name, or
+/// loopback when the host listens on every address.
+fn advertised(cfg: &HostConfig, bound: SocketAddr) -> String {
+    match cfg.advertise.first() {
+        Some(name) if name.contains(':') && !name.starts_with('[') && name.parse::<std::net::Ipv6Addr>().is_err() => {
+            name.clone()
+        }
+        Some(name) => format!("{name}:{}", bound.port()),
+        None if bound.ip().is_unspecified() => format!("127.0.0.1:{}", bound.port()),
+        None => bound.to_string(),
+    }
+}
+
+/// Binds QUIC on UDP and HTTPS on TCP at the same port. With port 0, retries until a port is free
+/// on both.
+async fn bind(cfg: &HostConfig, state: &init::State) -> anyhow::Result<(Endpoint, tokio::net::TcpListener)> {
+    for _ in 0..20 {
+        let endpoint = Endpoint::server(state.quic.clone(), cfg.listen)
+            .with_context(|| format!("cannot listen on udp {} for the mesh", cfg.listen))?;
+        let port = endpoint.local_addr()?.port();
+        match tokio::net::TcpListener::bind(SocketAddr::new(cfg.listen.ip(), port)).await {
+            Ok(l) => return Ok((endpoint, l)),
+            Err(e) if cfg.listen.port() != 0 => {
+                return Err(e).with_context(|| format!("cannot listen on tcp {} for the HTTPS API", cfg.listen));
+            }
+            Err(_) => endpoint.close(river_mesh::close::DONE, b""),
+        }
+    }
+    anyhow::bail!("no port free on both UDP and TCP at {}", cfg.listen.ip())
+}

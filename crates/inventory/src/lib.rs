@@ -57,8 +57,7 @@ impl Inventory {
             .and_then(|s| parse::cpulist(&s))
             .unwrap_or_default();
         let cores = if online.is_empty() {
-            std::thread::available_parallelism()
-                .map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX))
+            std::thread::available_parallelism().map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX))
         } else {
             u32::try_from(online.len()).unwrap_or(u32::MAX)
         };
@@ -88,11 +87,7 @@ impl Inventory {
                     .ok()
                     .and_then(|m| parse::numa_meminfo(&m))
                     .unwrap_or(0);
-                Some(NumaNode {
-                    id,
-                    cpus,
-                    memory_bytes,
-                })
+                Some(NumaNode { id, cpus, memory_bytes })
             })
             .collect();
         nodes.sort_by_key(|n| n.id);
@@ -106,9 +101,7 @@ impl Inventory {
             .read(&self.proc_, "meminfo")
             .map(|m| parse::meminfo(&m))
             .unwrap_or_default();
-        let cpu = self
-            .read(&self.proc_, "stat")
-            .and_then(|s| parse::cpu_times(&s));
+        let cpu = self.read(&self.proc_, "stat").and_then(|s| parse::cpu_times(&s));
         let cpu_percent = match (self.last_cpu, cpu) {
             (Some(a), Some(b)) => parse::cpu_percent(a, b),
             _ => 0.0,
@@ -116,10 +109,7 @@ impl Inventory {
         self.last_cpu = cpu;
         NodeUsage {
             cpu_percent,
-            memory_used_bytes: mem
-                .total
-                .unwrap_or(0)
-                .saturating_sub(mem.available.unwrap_or(0)),
+            memory_used_bytes: mem.total.unwrap_or(0).saturating_sub(mem.available.unwrap_or(0)),
             gpus: self.gpus.usage(),
         }
     }

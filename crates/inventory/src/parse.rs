@@ -50,9 +50,7 @@ pub fn meminfo(s: &str) -> MemInfo {
 
 /// `/sys/devices/system/node/nodeN/meminfo`: its MemTotal.
 pub fn numa_meminfo(s: &str) -> Option<u64> {
-    s.lines()
-        .find(|l| l.contains("MemTotal:"))
-        .and_then(kb_field)
+    s.lines().find(|l| l.contains("MemTotal:")).and_then(kb_field)
 }
 
 /// Busy and total jiffies from the first line of `/proc/stat`.
@@ -123,13 +121,7 @@ mod tests {
     fn cpu_use_between_samples() {
         let a = cpu_times("cpu  10 0 10 80 0 0 0 0 0 0\ncpu0 1 2 3 4").unwrap();
         let b = cpu_times("cpu  20 0 20 160 0 0 0 0 0 0").unwrap();
-        assert_eq!(
-            a,
-            CpuTimes {
-                busy: 20,
-                total: 100
-            }
-        );
+        assert_eq!(a, CpuTimes { busy: 20, total: 100 });
         assert!((cpu_percent(a, b) - 20.0).abs() < 0.01);
         assert_eq!(cpu_times("intr 1 2"), None);
     }

@@ -19,10 +19,7 @@ pub enum FramedError {
 }
 
 /// Opens a bidirectional stream and writes its header.
-pub async fn open(
-    conn: &quinn::Connection,
-    kind: StreamKind,
-) -> Result<(SendStream, RecvStream), FramedError> {
+pub async fn open(conn: &quinn::Connection, kind: StreamKind) -> Result<(SendStream, RecvStream), FramedError> {
     let (mut send, recv) = conn.open_bi().await?;
     send.write_all(&StreamHeader::new(kind).encode()).await?;
     Ok((send, recv))
@@ -41,9 +38,7 @@ pub async fn send_msg<T: Serialize>(send: &mut SendStream, msg: &T) -> Result<()
 }
 
 /// The next message, or `None` when the peer finished the stream cleanly between messages.
-pub async fn recv_msg<T: DeserializeOwned>(
-    recv: &mut RecvStream,
-) -> Result<Option<T>, FramedError> {
+pub async fn recv_msg<T: DeserializeOwned>(recv: &mut RecvStream) -> Result<Option<T>, FramedError> {
     let mut prefix = [0u8; 4];
     match recv.read_exact(&mut prefix).await {
         Ok(()) => {}

@@ -3,12 +3,15 @@
 //! Architecture invariant: this is the only crate that knows quinn. Roles (host, runner, CLI)
 //! open connections and streams through it and speak in `river_proto` messages.
 
+pub mod client;
 mod framed;
 mod tls;
 
 pub use framed::{open, read_header, recv_msg, send_msg, FramedError};
-pub use quinn::{Connection, Endpoint, RecvStream, SendStream, VarInt};
-pub use tls::{client_config, peer_subject, server_config, Identity, Trust, ALPN};
+pub use quinn::{ClientConfig, Connection, ConnectionError, Endpoint, RecvStream, SendStream, ServerConfig, VarInt};
+pub use tls::{
+    client_config, https_server_config, peer_of_certs, peer_subject, server_config, Identity, Peer, Trust, ALPN,
+};
 
 /// Application close codes, so the far side can tell a refusal from a crash.
 pub mod close {
@@ -47,13 +50,9 @@ pub enum MeshError {
 
 /// Binds a client endpoint on an ephemeral UDP port of the right address family.
 pub fn client_endpoint(peer: std::net::SocketAddr) -> Result<Endpoint, MeshError> {
-    let bind: std::net::SocketAddr = if peer.is_ipv6() {
-        "[::]:0"
-    } else {
-        "0.0.0.0:0"
-    }
-    .parse()
-    .map_err(|_| MeshError::Quic("bad bind address".into()))?;
+    let bind: std::net::SocketAddr = if peer.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }
+        .parse()
+        .map_err(|_| MeshError::Quic("bad bind address".into()))?;
     Ok(Endpoint::client(bind)?)
 }
 
@@ -68,4 +67,39 @@ pub async fn connect(
         .map_err(|source| MeshError::Connect { addr, source })?
         .await
         .map_err(|source| MeshError::Connection { addr, source })
+}
+
+/// Why a connection ended, as far as a client deciding whether to retry cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ended {
+    /// The host refused this identity for good (removed node, revoked or foreign certificate);
+    /// retrying cannot help. Carries the host's or TLS's reason.
+    Refused(String),
+    /// Anything else: the host went away, the network broke. Retry.
+    Transient(String),
+}
+
+/// Certificate-related TLS alerts: the peer does not accept who we are (or we do not accept it).
+const CERT_ALERTS: [u8; 8] = [42, 43, 44, 45, 46, 48, 49, 116];
+
+fn is_cert_alert(code: quinn::TransportErrorCode) -> bool {
+    CERT_ALERTS
+        .iter()
+        .any(|a| code == quinn::TransportErrorCode::crypto(*a))
+}
+
+/// Classifies a connection error.
+pub fn ended(e: &quinn::ConnectionError) -> Ended {
+    match e {
+        quinn::ConnectionError::ApplicationClosed(c) if c.error_code == close::REVOKED => {
+            Ended::Refused(String::from_utf8_lossy(&c.reason).into_owned())
+        }
+        quinn::ConnectionError::ConnectionClosed(c) if is_cert_alert(c.error_code) => {
+            Ended::Refused(format!("the host rejected this certificate ({e}); it is from another cluster or expired: join again with a new token"))
+        }
+        quinn::ConnectionError::TransportError(t) if is_cert_alert(t.code) => {
+            Ended::Refused(format!("the host's certificate is not trusted ({e}); is this the right host?"))
+        }
+        other => Ended::Transient(other.to_string()),
+    }
 }

@@ -62,11 +62,7 @@ fn transport() -> Arc<quinn::TransportConfig> {
     // Keepalives keep idle forwards and sessions open through NATs for hours; the idle timeout
     // notices a vanished peer quickly without depending on heartbeats.
     t.keep_alive_interval(Some(Duration::from_secs(5)));
-    t.max_idle_timeout(Some(
-        Duration::from_secs(20)
-            .try_into()
-            .expect("20s fits a VarInt"),
-    ));
+    t.max_idle_timeout(Some(Duration::from_secs(20).try_into().expect("20s fits a VarInt")));
     t.max_concurrent_bidi_streams(4096u32.into());
     t.max_concurrent_uni_streams(256u32.into());
     t.stream_receive_window((8u32 * 1024 * 1024).into());
@@ -101,12 +97,9 @@ pub fn server_config(identity: Identity, ca_der: &[u8]) -> Result<quinn::ServerC
 }
 
 /// A client config: who we are (none while joining) and how we trust the host.
-pub fn client_config(
-    identity: Option<Identity>,
-    trust: Trust,
-) -> Result<quinn::ClientConfig, MeshError> {
-    let builder = rustls::ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])?;
+pub fn client_config(identity: Option<Identity>, trust: Trust) -> Result<quinn::ClientConfig, MeshError> {
+    let builder =
+        rustls::ClientConfig::builder_with_provider(provider()).with_protocol_versions(&[&rustls::version::TLS13])?;
     let builder = match trust {
         Trust::Ca(der) => builder.with_root_certificates(roots(&der)?),
         Trust::Fingerprint(fp) => builder
@@ -170,28 +163,57 @@ impl ServerCertVerifier for PinnedCa {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &provider().signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &provider().signature_verification_algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        provider()
-            .signature_verification_algorithms
-            .supported_schemes()
+        provider().signature_verification_algorithms.supported_schemes()
     }
 }
 
-/// Who the peer of a connection is, from its verified certificate. `None` for a client that
-/// presented no certificate (a joiner).
-pub fn peer_subject(conn: &quinn::Connection) -> Option<(river_pki::Subject, river_pki::CertInfo)> {
+/// Who a peer is, from the certificate chain it presented (already verified by rustls).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Peer {
+    /// No certificate: may only join.
+    Anonymous,
+    /// A certificate from the cluster CA naming a river identity.
+    Known(river_pki::Subject, river_pki::CertInfo),
+    /// A certificate that verified but names no river identity: refused.
+    Unrecognised,
+}
+
+pub fn peer_of_certs(certs: Option<&[CertificateDer<'_>]>) -> Peer {
+    let Some(first) = certs.and_then(|c| c.first()) else {
+        return Peer::Anonymous;
+    };
+    match river_pki::inspect(first) {
+        Ok(info) => match info.subject.clone() {
+            Some(s) => Peer::Known(s, info),
+            None => Peer::Unrecognised,
+        },
+        Err(_) => Peer::Unrecognised,
+    }
+}
+
+/// Who the peer of a QUIC connection is.
+pub fn peer_subject(conn: &quinn::Connection) -> Peer {
     let certs = conn
-        .peer_identity()?
-        .downcast::<Vec<CertificateDer<'static>>>()
-        .ok()?;
-    let info = river_pki::inspect(certs.first()?).ok()?;
-    Some((info.subject.clone()?, info))
+        .peer_identity()
+        .and_then(|a| a.downcast::<Vec<CertificateDer<'static>>>().ok());
+    peer_of_certs(certs.as_deref().map(Vec::as_slice))
+}
+
+/// TLS for the HTTPS API: the host certificate, TLS 1.2 and 1.3 for curl and browsers, and client
+/// certificates from the cluster CA accepted (not required: `/api/health` is open).
+pub fn https_server_config(identity: Identity, ca_der: &[u8]) -> Result<Arc<rustls::ServerConfig>, MeshError> {
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots(ca_der)?, provider())
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| MeshError::Quic(e.to_string()))?;
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(identity.chain, identity.key)?;
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(tls))
 }

@@ -9,8 +9,8 @@
 //! PEM strings back; writing files with the right modes is the caller's job.
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 use sha2::{Digest, Sha256};
 use std::fmt;
@@ -20,8 +20,13 @@ use time::OffsetDateTime;
 /// it dialled. Trust comes from the cluster CA, not from DNS.
 pub const HOST_SERVER_NAME: &str = "host.river";
 
-/// Certificates are valid from a little before `now`, so a peer whose clock lags accepts them.
+/// Certificates are valid from a little before `now`, so a peer whose clock lags accepts them:
+/// five minutes, or a tenth of a short lifetime, so the renewal point stays in the future.
 const BACKDATE_SECS: i64 = 300;
+
+fn backdate(lifetime_secs: i64) -> i64 {
+    BACKDATE_SECS.min(lifetime_secs / 10)
+}
 
 pub const CA_LIFETIME_SECS: i64 = 10 * 365 * 24 * 3600;
 pub const HOST_LIFETIME_SECS: i64 = 365 * 24 * 3600;
@@ -118,18 +123,13 @@ fn at(secs: i64) -> Result<OffsetDateTime, PkiError> {
 
 fn random_serial() -> SerialNumber {
     let mut bytes = [0u8; 16];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
-        .expect("system RNG failed");
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).expect("system RNG failed");
     // Positive, and never starting with a zero byte, so every tool prints it the same way.
     bytes[0] = (bytes[0] & 0x7f) | 0x40;
     SerialNumber::from_slice(&bytes)
 }
 
-fn leaf_params(
-    subject: &Subject,
-    now: i64,
-    lifetime_secs: i64,
-) -> Result<CertificateParams, PkiError> {
+fn leaf_params(subject: &Subject, now: i64, lifetime_secs: i64) -> Result<CertificateParams, PkiError> {
     let mut p = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::OrganizationName, "river");
@@ -142,7 +142,7 @@ fn leaf_params(
     );
     p.distinguished_name = dn;
     p.subject_alt_names = vec![SanType::URI(subject.uri().try_into()?)];
-    p.not_before = at(now - BACKDATE_SECS)?;
+    p.not_before = at(now - backdate(lifetime_secs))?;
     p.not_after = at(now + lifetime_secs)?;
     p.serial_number = Some(random_serial());
     p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
@@ -206,29 +206,16 @@ impl Ca {
     }
 
     fn issuer(&self) -> Result<Issuer<'_, &KeyPair>, PkiError> {
-        Ok(Issuer::from_ca_cert_der(
-            &self.cert_der.clone().into(),
-            &self.key,
-        )?)
+        Ok(Issuer::from_ca_cert_der(&self.cert_der.clone().into(), &self.key)?)
     }
 
     /// The host's own server certificate, valid for `names` (DNS names or IPs) as well as
     /// [`HOST_SERVER_NAME`]. The host makes its own key here: it is the CA's machine.
-    pub fn issue_host(
-        &self,
-        names: &[String],
-        now: i64,
-        lifetime_secs: i64,
-    ) -> Result<Issued, PkiError> {
+    pub fn issue_host(&self, names: &[String], now: i64, lifetime_secs: i64) -> Result<Issued, PkiError> {
         let key = KeyPair::generate()?;
         let mut p = leaf_params(&Subject::Host, now, lifetime_secs)?;
         let mut all: Vec<String> = vec![HOST_SERVER_NAME.to_owned()];
-        all.extend(
-            names
-                .iter()
-                .filter(|n| n.as_str() != HOST_SERVER_NAME)
-                .cloned(),
-        );
+        all.extend(names.iter().filter(|n| n.as_str() != HOST_SERVER_NAME).cloned());
         for n in all {
             let san = match n.parse::<std::net::IpAddr>() {
                 Ok(ip) => SanType::IpAddress(ip),
@@ -236,10 +223,7 @@ impl Ca {
             };
             p.subject_alt_names.push(san);
         }
-        p.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
         let cert = p.signed_by(&key, &self.issuer()?)?;
         Ok(Issued {
             cert_pem: cert.pem(),
@@ -257,24 +241,16 @@ impl Ca {
         lifetime_secs: i64,
     ) -> Result<String, PkiError> {
         if *subject == Subject::Host {
-            return Err(PkiError::BadCsr(
-                "host certificates are not issued from a CSR".into(),
-            ));
+            return Err(PkiError::BadCsr("host certificates are not issued from a CSR".into()));
         }
-        let csr = CertificateSigningRequestParams::from_pem(csr_pem)
-            .map_err(|e| PkiError::BadCsr(e.to_string()))?;
+        let csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| PkiError::BadCsr(e.to_string()))?;
         let p = leaf_params(subject, now, lifetime_secs)?;
         Ok(p.signed_by(&csr.public_key, &self.issuer()?)?.pem())
     }
 
     /// Issues a user certificate together with a new key, for the local admin credential made at
     /// host init (the host is where that credential is used first).
-    pub fn issue_user_with_key(
-        &self,
-        name: &str,
-        now: i64,
-        lifetime_secs: i64,
-    ) -> Result<Issued, PkiError> {
+    pub fn issue_user_with_key(&self, name: &str, now: i64, lifetime_secs: i64) -> Result<Issued, PkiError> {
         let key = KeyPair::generate()?;
         let p = leaf_params(&Subject::User(name.to_owned()), now, lifetime_secs)?;
         let cert = p.signed_by(&key, &self.issuer()?)?;
@@ -302,8 +278,7 @@ pub fn fingerprint(der: &[u8]) -> [u8; 32] {
 
 /// The first certificate in a PEM text, as DER.
 pub fn pem_to_der(pem: &str) -> Result<Vec<u8>, PkiError> {
-    let (_, p) = x509_parser::pem::parse_x509_pem(pem.as_bytes())
-        .map_err(|e| PkiError::BadPem(e.to_string()))?;
+    let (_, p) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).map_err(|e| PkiError::BadPem(e.to_string()))?;
     if p.label != "CERTIFICATE" {
         return Err(PkiError::BadPem(format!(
             "expected a CERTIFICATE block, found {}",
@@ -324,8 +299,7 @@ pub struct CertInfo {
 }
 
 pub fn inspect(der: &[u8]) -> Result<CertInfo, PkiError> {
-    let (_, cert) =
-        x509_parser::parse_x509_certificate(der).map_err(|e| PkiError::BadCert(e.to_string()))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| PkiError::BadCert(e.to_string()))?;
     let subject = cert
         .subject_alternative_name()
         .map_err(|e| PkiError::BadCert(e.to_string()))?

@@ -34,22 +34,10 @@ fn ca_round_trips_through_pem_and_keeps_its_fingerprint() {
 fn serials_are_unique() {
     let ca = Ca::generate("test", NOW).unwrap();
     let (_k, csr) = new_key_and_csr("x").unwrap();
-    let a = inspect(
-        &pem_to_der(
-            &ca.issue_from_csr(&csr, &Subject::Node("a".into()), NOW, 60)
-                .unwrap(),
-        )
-        .unwrap(),
-    )
-    .unwrap();
-    let b = inspect(
-        &pem_to_der(
-            &ca.issue_from_csr(&csr, &Subject::Node("a".into()), NOW, 60)
-                .unwrap(),
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    let a =
+        inspect(&pem_to_der(&ca.issue_from_csr(&csr, &Subject::Node("a".into()), NOW, 60).unwrap()).unwrap()).unwrap();
+    let b =
+        inspect(&pem_to_der(&ca.issue_from_csr(&csr, &Subject::Node("a".into()), NOW, 60).unwrap()).unwrap()).unwrap();
     assert_ne!(a.serial, b.serial);
 }
 
@@ -65,13 +53,20 @@ fn garbage_csr_is_an_error() {
 
 #[test]
 fn subject_uris_refuse_bad_names() {
-    assert_eq!(
-        Subject::from_uri("river://node/a"),
-        Some(Subject::Node("a".into()))
-    );
+    assert_eq!(Subject::from_uri("river://node/a"), Some(Subject::Node("a".into())));
     assert_eq!(Subject::from_uri("river://user/../x"), None);
     assert_eq!(Subject::from_uri("river://admin/x"), None);
     assert_eq!(Subject::from_uri("https://host"), None);
+}
+
+#[test]
+fn short_lived_certificates_renew_in_the_future() {
+    let ca = Ca::generate("test", NOW).unwrap();
+    let (_k, csr) = new_key_and_csr("x").unwrap();
+    let pem = ca.issue_from_csr(&csr, &Subject::Node("a".into()), NOW, 20).unwrap();
+    let info = inspect(&pem_to_der(&pem).unwrap()).unwrap();
+    let at = renew_at(info.not_before, info.not_after);
+    assert!(at > NOW + 10 && at < NOW + 20, "renews at now+{}", at - NOW);
 }
 
 #[test]

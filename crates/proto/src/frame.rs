@@ -101,8 +101,7 @@ pub enum FrameError {
 /// Encodes `msg` as one frame: length prefix and postcard body.
 pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, FrameError> {
     let mut out = vec![0u8; 4];
-    let out = postcard::to_extend(msg, std::mem::take(&mut out))
-        .map_err(|e| FrameError::Malformed(e.to_string()))?;
+    let out = postcard::to_extend(msg, std::mem::take(&mut out)).map_err(|e| FrameError::Malformed(e.to_string()))?;
     let body_len = out.len() - 4;
     if body_len > MAX_FRAME_LEN {
         return Err(FrameError::TooLarge(body_len));
@@ -190,10 +189,7 @@ mod tests {
     #[test]
     fn frames_split_across_arbitrary_chunks() {
         let a = encode(&Request::NodeList).unwrap();
-        let b = encode(&Request::NodeShow {
-            name: "gpu-01".into(),
-        })
-        .unwrap();
+        let b = encode(&Request::NodeShow { name: "gpu-01".into() }).unwrap();
         let stream: Vec<u8> = a.iter().chain(b.iter()).copied().collect();
         for chunk in 1..stream.len() {
             let mut d = FrameDecoder::default();
@@ -206,12 +202,7 @@ mod tests {
             }
             assert_eq!(
                 got,
-                vec![
-                    Request::NodeList,
-                    Request::NodeShow {
-                        name: "gpu-01".into()
-                    }
-                ]
+                vec![Request::NodeList, Request::NodeShow { name: "gpu-01".into() }]
             );
         }
     }

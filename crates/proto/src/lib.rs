@@ -11,6 +11,4 @@ pub mod msg;
 pub mod name;
 pub mod token;
 
-pub use frame::{
-    FrameDecoder, FrameError, StreamHeader, StreamKind, MAX_FRAME_LEN, PROTOCOL_VERSION,
-};
+pub use frame::{FrameDecoder, FrameError, StreamHeader, StreamKind, MAX_FRAME_LEN, PROTOCOL_VERSION};

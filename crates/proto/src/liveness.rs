@@ -22,9 +22,7 @@ impl LivenessPolicy {
     /// A node is online while its last heartbeat is younger than `offline_after_ms`.
     pub fn state(&self, last_heartbeat_ms: Option<i64>, now_ms: i64) -> NodeState {
         match last_heartbeat_ms {
-            Some(last) if now_ms.saturating_sub(last) < self.offline_after_ms as i64 => {
-                NodeState::Online
-            }
+            Some(last) if now_ms.saturating_sub(last) < self.offline_after_ms as i64 => NodeState::Online,
             _ => NodeState::Offline,
         }
     }

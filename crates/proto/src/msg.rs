@@ -123,11 +123,7 @@ impl std::str::FromStr for Role {
             "user" => Role::User,
             "operator" => Role::Operator,
             "admin" => Role::Admin,
-            _ => {
-                return Err(format!(
-                    "unknown role {s:?}; use viewer, user, operator or admin"
-                ))
-            }
+            _ => return Err(format!("unknown role {s:?}; use viewer, user, operator or admin")),
         })
     }
 }
@@ -184,26 +180,16 @@ pub enum ErrorKind {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Response {
-    Error {
-        kind: ErrorKind,
-        message: String,
-    },
-    Done {
-        message: String,
-    },
-    WhoAmI {
-        identity: String,
-        role: Option<Role>,
-    },
+    Error { kind: ErrorKind, message: String },
+    Done { message: String },
+    WhoAmI { identity: String, role: Option<Role> },
     Status(ClusterStatus),
     Nodes(Vec<NodeView>),
     Node(Box<NodeView>),
     TokenCreated(TokenCreated),
     Tokens(Vec<TokenView>),
     Users(Vec<UserView>),
-    Renewed {
-        cert_pem: String,
-    },
+    Renewed { cert_pem: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

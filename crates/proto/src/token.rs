@@ -23,7 +23,9 @@ pub struct JoinToken {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TokenParseError {
-    #[error("not a river join token (it should start with `{PREFIX}.`); copy the whole line `river token create` printed")]
+    #[error(
+        "not a river join token (it should start with `{PREFIX}.`); copy the whole line `river token create` printed"
+    )]
     NotAToken,
     #[error("join token is damaged ({0}); copy the whole line `river token create` printed")]
     Damaged(&'static str),
@@ -49,16 +51,10 @@ impl JoinToken {
         if parts.next() != Some(PREFIX) {
             return Err(TokenParseError::NotAToken);
         }
-        let (Some(id), Some(secret), Some(ca), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        let (Some(id), Some(secret), Some(ca), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
             return Err(TokenParseError::Damaged("wrong number of parts"));
         };
-        if id.len() != 10
-            || !id
-                .bytes()
-                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-        {
+        if id.len() != 10 || !id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
             return Err(TokenParseError::Damaged("bad id"));
         }
         let secret: [u8; SECRET_LEN] = B64
@@ -86,12 +82,7 @@ impl JoinToken {
     /// Compares a stored hash with this token's in constant time.
     pub fn matches_hash(&self, stored: &str) -> bool {
         let ours = self.secret_hash();
-        ours.len() == stored.len()
-            && ours
-                .bytes()
-                .zip(stored.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
+        ours.len() == stored.len() && ours.bytes().zip(stored.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
     }
 }
 
@@ -221,13 +212,6 @@ mod tests {
             .check(50),
             Err(TokenRefusal::UsedUp)
         );
-        assert_eq!(
-            TokenState {
-                revoked: true,
-                ..ok
-            }
-            .check(50),
-            Err(TokenRefusal::Revoked)
-        );
+        assert_eq!(TokenState { revoked: true, ..ok }.check(50), Err(TokenRefusal::Revoked));
     }
 }

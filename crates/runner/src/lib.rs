@@ -1,1 +1,164 @@
-//! placeholder
+//! The runner role: one agent per compute node. It joins the cluster once with a token, then
+//! keeps one mesh connection to the host: a hello describing the machine, heartbeats with live
+//! usage, and certificate renewal before expiry. When the host goes away it reconnects with
+//! backoff, forever; only a removal from the cluster stops it.
+//!
+//! Architecture invariant: a library like the host, started by `river runner`, `river up` and
+//! in-process tests through [`start`]. It never depends on the host crate.
+
+pub mod config;
+mod renew;
+mod session;
+
+use anyhow::{bail, Context as _};
+use river_creds::Bundle;
+use river_inventory::{GpuSource, Inventory};
+use river_proto::name::Name;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::sync::watch;
+
+pub use config::RunnerConfig;
+
+/// What a runner reports about itself, for `river up`, tests and benchmarks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunnerStatus {
+    pub connected: bool,
+    /// Sessions started since the process began (1 while the first connection lasts).
+    pub sessions: u64,
+    /// Heartbeats the host acknowledged.
+    pub acked: u64,
+    /// Certificates renewed.
+    pub renewals: u64,
+    /// Set when the runner stopped for good, with the reason.
+    pub stopped: Option<String>,
+}
+
+/// A running runner.
+#[derive(Debug)]
+pub struct RunningRunner {
+    pub name: String,
+    pub status: watch::Receiver<RunnerStatus>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningRunner {
+    pub async fn shutdown(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+
+    /// Waits for the runner to stop by itself (only a fatal refusal does that).
+    pub async fn wait(&mut self) -> anyhow::Result<()> {
+        (&mut self.task).await.context("runner task")?
+    }
+}
+
+pub(crate) fn identity_dir(cfg: &RunnerConfig) -> PathBuf {
+    cfg.state_dir.join("identity")
+}
+
+/// Joins with `token` when this runner has no identity yet; with one already, the token is not
+/// needed (and is ignored with a note, so a systemd unit that still passes it keeps working).
+pub async fn ensure_joined(cfg: &RunnerConfig, join: Option<(&str, &str)>) -> anyhow::Result<Bundle> {
+    let dir = identity_dir(cfg);
+    if Bundle::exists(&dir) {
+        if join.is_some() {
+            tracing::info!("already joined ({}); ignoring --token", dir.display());
+        }
+        return Ok(Bundle::load(&dir)?);
+    }
+    let Some((host, token)) = join else {
+        bail!(
+            "this runner has not joined a cluster yet ({} is empty): start it once with \
+             `river runner --join HOST:PORT --token TOKEN` (make a token on the host with `river token create`)",
+            dir.display()
+        );
+    };
+    let name = match &cfg.name {
+        Some(n) => Name::parse(n)?,
+        None => Name::from_hostname(&river_inventory::hostname())
+            .context("this machine's hostname is not a valid node name; pass --name")?,
+    };
+    river_creds::private_dir(&cfg.state_dir)?;
+    let bundle = river_mesh::client::enrol(host, token, name.as_str(), "node").await?;
+    bundle.save(&dir)?;
+    tracing::info!(node = %name, host, "joined the cluster");
+    Ok(bundle)
+}
+
+/// Starts the runner's session loop in the background. The runner must have joined.
+pub fn start(cfg: RunnerConfig, bundle: Bundle) -> RunningRunner {
+    let (tx, rx) = watch::channel(RunnerStatus::default());
+    let name = bundle.meta.name.trim_start_matches("node ").to_owned();
+    let gpus = if cfg.fake_gpus.is_empty() {
+        GpuSource::detect()
+    } else {
+        GpuSource::Fake(cfg.fake_gpus.clone())
+    };
+    let inventory = Inventory::new(gpus);
+    let task = tokio::spawn(run(cfg, inventory, tx));
+    RunningRunner { name, status: rx, task }
+}
+
+async fn run(cfg: RunnerConfig, mut inventory: Inventory, status: watch::Sender<RunnerStatus>) -> anyhow::Result<()> {
+    let renewer = tokio::spawn(renew::keep_renewed(cfg.clone(), status.clone()));
+    let mut backoff = Backoff::default();
+    let result = loop {
+        let bundle = Bundle::load(&identity_dir(&cfg))?;
+        match session::run(&bundle, &mut inventory, &status, &mut backoff).await {
+            Ok(()) => {}
+            Err(session::SessionError::Fatal(reason)) => {
+                tracing::error!("{reason}");
+                status.send_modify(|s| s.stopped = Some(reason.clone()));
+                break Err(anyhow::anyhow!(reason));
+            }
+            Err(session::SessionError::Retry(e)) => tracing::warn!("connection to the host: {e}"),
+        }
+        status.send_modify(|s| s.connected = false);
+        let wait = backoff.next();
+        tracing::info!("reconnecting in {:.1}s", wait.as_secs_f32());
+        tokio::time::sleep(wait).await;
+    };
+    renewer.abort();
+    result
+}
+
+/// Exponential backoff with jitter: 0.5 s doubling to 30 s, reset once a session is up.
+#[derive(Debug, Default)]
+pub(crate) struct Backoff {
+    attempt: u32,
+}
+
+impl Backoff {
+    fn next(&mut self) -> Duration {
+        let base = 500u64.saturating_mul(1 << self.attempt.min(6)).min(30_000);
+        self.attempt = self.attempt.saturating_add(1);
+        let jitter = rand::random::<u64>() % (base / 4 + 1);
+        Duration::from_millis(base - base / 8 + jitter)
+    }
+
+    pub(crate) fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_a_cap_and_resets() {
+        let mut b = Backoff::default();
+        let first = b.next();
+        assert!(
+            first >= Duration::from_millis(430) && first <= Duration::from_millis(600),
+            "{first:?}"
+        );
+        for _ in 0..20 {
+            assert!(b.next() <= Duration::from_millis(34_000));
+        }
+        b.reset();
+        assert!(b.next() < Duration::from_secs(1));
+    }
+}

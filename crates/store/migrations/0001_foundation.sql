@@ -14,6 +14,7 @@ CREATE TABLE nodes (
     last_heartbeat_ms INTEGER,
     joined_at         INTEGER NOT NULL,
     cert_serial       TEXT NOT NULL,
+    prev_cert_serial  TEXT,
     cert_expires_at   INTEGER NOT NULL
 );
 

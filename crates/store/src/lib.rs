@@ -102,10 +102,7 @@ fn node_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<NodeRecord> {
         state: parse_state(r.try_get::<&str, _>("state")?)?,
         address: r.try_get("address")?,
         info: unjson(r.try_get::<&str, _>("info_json")?)?,
-        usage: r
-            .try_get::<Option<&str>, _>("usage_json")?
-            .map(unjson)
-            .transpose()?,
+        usage: r.try_get::<Option<&str>, _>("usage_json")?.map(unjson).transpose()?,
         last_heartbeat_ms: r.try_get("last_heartbeat_ms")?,
         joined_at: r.try_get("joined_at")?,
         cert_serial: r.try_get("cert_serial")?,
@@ -149,10 +146,7 @@ impl Store {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(opts)
-            .await?;
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
         Ok(Self { pool })
     }
@@ -169,11 +163,13 @@ impl Store {
     }
 
     pub async fn set_meta(&self, key: &str, value: &str) -> Result<()> {
-        sqlx::query("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value")
-            .bind(key)
-            .bind(value)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -231,20 +227,16 @@ impl Store {
     }
 
     /// A runner's session began: what it reported and where it came from.
-    pub async fn node_session(
-        &self,
-        name: &str,
-        info: &NodeInfo,
-        address: &str,
-        now_ms: i64,
-    ) -> Result<()> {
-        sqlx::query("UPDATE nodes SET info_json = ?, address = ?, state = 'online', last_heartbeat_ms = ? WHERE name = ?")
-            .bind(json(info)?)
-            .bind(address)
-            .bind(now_ms)
-            .bind(name)
-            .execute(&self.pool)
-            .await?;
+    pub async fn node_session(&self, name: &str, info: &NodeInfo, address: &str, now_ms: i64) -> Result<()> {
+        sqlx::query(
+            "UPDATE nodes SET info_json = ?, address = ?, state = 'online', last_heartbeat_ms = ? WHERE name = ?",
+        )
+        .bind(json(info)?)
+        .bind(address)
+        .bind(now_ms)
+        .bind(name)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -267,17 +259,34 @@ impl Store {
         Ok(())
     }
 
+    /// A node renewed its certificate. The previous one stays accepted until the runner has the
+    /// new one safely on disk and reconnects with it; older ones are refused.
     pub async fn set_node_cert(&self, name: &str, serial: &str, expires_at: i64) -> Result<()> {
-        sqlx::query("UPDATE nodes SET cert_serial = ?, cert_expires_at = ? WHERE name = ?")
-            .bind(serial)
-            .bind(expires_at)
-            .bind(name)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE nodes SET prev_cert_serial = cert_serial, cert_serial = ?, cert_expires_at = ? WHERE name = ?",
+        )
+        .bind(serial)
+        .bind(expires_at)
+        .bind(name)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
-    /// Removes a node and revokes its certificate in one transaction.
+    /// Whether `serial` is a certificate this node may connect with now.
+    pub async fn node_accepts(&self, name: &str, serial: &str) -> Result<bool> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM nodes WHERE name = ? AND (cert_serial = ? OR prev_cert_serial = ?)",
+        )
+        .bind(name)
+        .bind(serial)
+        .bind(serial)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n > 0 && !self.is_revoked(serial).await?)
+    }
+
+    /// Removes a node and revokes its certificates in one transaction.
     pub async fn remove_node(&self, name: &str, now: i64) -> Result<Option<NodeRecord>> {
         let mut tx = self.pool.begin().await?;
         let Some(node) = sqlx::query("SELECT * FROM nodes WHERE name = ?")
@@ -290,13 +299,21 @@ impl Store {
         else {
             return Ok(None);
         };
-        sqlx::query("INSERT OR IGNORE INTO revoked_certs (serial, subject, revoked_at, expires_at) VALUES (?, ?, ?, ?)")
-            .bind(&node.cert_serial)
+        let prev: Option<String> = sqlx::query_scalar("SELECT prev_cert_serial FROM nodes WHERE name = ?")
+            .bind(name)
+            .fetch_one(&mut *tx)
+            .await?;
+        for serial in std::iter::once(node.cert_serial.clone()).chain(prev) {
+            sqlx::query(
+                "INSERT OR IGNORE INTO revoked_certs (serial, subject, revoked_at, expires_at) VALUES (?, ?, ?, ?)",
+            )
+            .bind(serial)
             .bind(format!("node {name}"))
             .bind(now)
             .bind(node.cert_expires_at)
             .execute(&mut *tx)
             .await?;
+        }
         sqlx::query("DELETE FROM nodes WHERE name = ?")
             .bind(name)
             .execute(&mut *tx)
@@ -307,20 +324,16 @@ impl Store {
 
     // --- certificates ---
 
-    pub async fn revoke_cert(
-        &self,
-        serial: &str,
-        subject: &str,
-        now: i64,
-        expires_at: i64,
-    ) -> Result<()> {
-        sqlx::query("INSERT OR IGNORE INTO revoked_certs (serial, subject, revoked_at, expires_at) VALUES (?, ?, ?, ?)")
-            .bind(serial)
-            .bind(subject)
-            .bind(now)
-            .bind(expires_at)
-            .execute(&self.pool)
-            .await?;
+    pub async fn revoke_cert(&self, serial: &str, subject: &str, now: i64, expires_at: i64) -> Result<()> {
+        sqlx::query(
+            "INSERT OR IGNORE INTO revoked_certs (serial, subject, revoked_at, expires_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(serial)
+        .bind(subject)
+        .bind(now)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -387,13 +400,7 @@ impl Store {
     // --- users ---
 
     /// Creates a user and spends one use of its invite (when there is one), atomically.
-    pub async fn enrol_user(
-        &self,
-        token_id: Option<&str>,
-        now: i64,
-        user: &UserRecord,
-        serial: &str,
-    ) -> Result<()> {
+    pub async fn enrol_user(&self, token_id: Option<&str>, now: i64, user: &UserRecord, serial: &str) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         if let Some(id) = token_id {
             let spent = sqlx::query("UPDATE tokens SET uses_left = uses_left - 1 WHERE id = ? AND uses_left > 0 AND revoked = 0 AND expires_at > ?")
@@ -464,12 +471,12 @@ impl Store {
     }
 
     pub async fn events(&self, limit: u32) -> Result<Vec<(i64, String, String, String)>> {
-        Ok(sqlx::query_as(
-            "SELECT at_ms, actor, action, detail FROM events ORDER BY id DESC LIMIT ?",
+        Ok(
+            sqlx::query_as("SELECT at_ms, actor, action, detail FROM events ORDER BY id DESC LIMIT ?")
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?,
         )
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?)
     }
 }
 

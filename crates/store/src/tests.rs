@@ -146,3 +146,20 @@ async fn users_keep_their_role_on_re_enrolment() {
     .unwrap();
     assert_eq!(s.user("ann").await.unwrap().unwrap().role, Role::Operator);
 }
+
+#[tokio::test]
+async fn a_renewed_node_is_accepted_with_its_new_and_previous_certificate_only() {
+    let (_d, s) = store().await;
+    s.insert_token(&token("t", 1, 100)).await.unwrap();
+    s.join_node("t", 1, &node("a")).await.unwrap();
+    assert!(s.node_accepts("a", "serial-a").await.unwrap());
+    s.set_node_cert("a", "s2", 2000).await.unwrap();
+    s.set_node_cert("a", "s3", 3000).await.unwrap();
+    assert!(s.node_accepts("a", "s3").await.unwrap());
+    assert!(s.node_accepts("a", "s2").await.unwrap());
+    assert!(!s.node_accepts("a", "serial-a").await.unwrap());
+    assert!(!s.node_accepts("b", "s3").await.unwrap());
+    s.remove_node("a", 5).await.unwrap();
+    assert!(s.is_revoked("s2").await.unwrap() && s.is_revoked("s3").await.unwrap());
+    assert!(!s.node_accepts("a", "s3").await.unwrap());
+}

@@ -1,0 +1,207 @@
+//! Command-line arguments, every command with `--help` and an example.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(name = "river", version, about = "A self-hosted cluster manager for GPU labs", long_about = None)]
+#[command(after_help = "Start a one-machine cluster:  river up\nThen:                         river status")]
+pub struct Cli {
+    /// Where the CLI keeps its credentials (ca.crt, cert.pem, key.pem, cluster.toml).
+    #[arg(long, global = true, env = "RIVER_CONFIG_DIR", value_name = "DIR")]
+    pub config_dir: Option<PathBuf>,
+    /// Output format for commands that print data.
+    #[arg(short, long, global = true, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the host (control plane).
+    #[command(after_help = "Example:\n  river host --state-dir /var/lib/river/host --advertise head.lab.example")]
+    Host(HostArgs),
+    /// Run a runner (one per compute node).
+    #[command(
+        after_help = "Examples:\n  river runner --join head.lab.example:7443 --token rvt1.…   # first start\n  river runner                                               # later starts"
+    )]
+    Runner(RunnerArgs),
+    /// Start a whole one-machine cluster: a host and a local runner joined to it.
+    #[command(
+        after_help = "Examples:\n  river up                 # foreground, Ctrl-C stops it\n  river up --detach        # background; `river down` stops it"
+    )]
+    Up(UpArgs),
+    /// Stop a cluster started with `river up --detach`.
+    Down(DownArgs),
+    /// Cluster summary.
+    Status,
+    /// Who the CLI is logged in as.
+    Whoami,
+    /// Nodes of the cluster.
+    #[command(subcommand)]
+    Node(NodeCmd),
+    /// Join tokens for runners.
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// Users and invitations.
+    #[command(subcommand)]
+    User(UserCmd),
+    /// Log in to a cluster with an invite from `river user invite`.
+    #[command(after_help = "Example:\n  river login head.lab.example:7443 --token rvt1.…")]
+    Login(LoginArgs),
+    /// Write config files and systemd units.
+    #[command(subcommand)]
+    Init(InitCmd),
+}
+
+impl Command {
+    pub fn is_server(&self) -> bool {
+        matches!(self, Command::Host(_) | Command::Runner(_) | Command::Up(_))
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct HostArgs {
+    /// Config file (TOML); `river init config --host` writes one with every default.
+    #[arg(short, long, env = "RIVER_HOST_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// State directory (CA, keys, database). Overrides the config file.
+    #[arg(long, env = "RIVER_HOST_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Address for the mesh (UDP) and HTTPS API (TCP). Overrides the config file.
+    #[arg(long, env = "RIVER_HOST_LISTEN")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Name or IP runners and users reach the host at (repeatable). Overrides the config file.
+    #[arg(long)]
+    pub advertise: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunnerArgs {
+    /// Config file (TOML); `river init config --runner` writes one with every default.
+    #[arg(short, long, env = "RIVER_RUNNER_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// State directory (node identity). Overrides the config file.
+    #[arg(long, env = "RIVER_RUNNER_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Host to join, HOST[:PORT] (first start only).
+    #[arg(long, value_name = "HOST:PORT", requires = "token")]
+    pub join: Option<String>,
+    /// Join token from `river token create` (first start only).
+    #[arg(long, env = "RIVER_JOIN_TOKEN", hide_env_values = true, requires = "join")]
+    pub token: Option<String>,
+    /// Node name (default: the hostname).
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Where the cluster keeps its state (default: ~/.local/share/river).
+    #[arg(long, env = "RIVER_UP_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Address of the host's mesh and API.
+    #[arg(long, default_value = "127.0.0.1:7443")]
+    pub listen: std::net::SocketAddr,
+    /// Run in the background and return once the cluster is ready.
+    #[arg(short, long)]
+    pub detach: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DownArgs {
+    /// The state directory given to `river up` (default: ~/.local/share/river).
+    #[arg(long, env = "RIVER_UP_DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodeCmd {
+    /// List nodes.
+    #[command(after_help = "Example:\n  river node list -o json")]
+    List,
+    /// Show one node in detail.
+    Show { name: String },
+    /// Remove a node and revoke its certificate: it can no longer connect.
+    #[command(after_help = "Example:\n  river node remove gpu-07")]
+    Remove { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCmd {
+    /// Create a join token for runners.
+    #[command(after_help = "Example:\n  river token create --ttl 2h --uses 5")]
+    Create {
+        /// How long the token is valid.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
+        /// How many runners may join with it.
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+    },
+    /// List tokens (never their secrets).
+    List,
+    /// Revoke a token so no one can join with it.
+    Revoke { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCmd {
+    /// Invite a user: prints a one-time token for `river login`.
+    #[command(after_help = "Example:\n  river user invite ann --role operator --ttl 24h")]
+    Invite {
+        name: String,
+        /// viewer, user, operator or admin.
+        #[arg(long, default_value = "user")]
+        role: String,
+        /// How long the invite is valid.
+        #[arg(long, default_value = "72h", value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
+    },
+    /// List users.
+    List,
+}
+
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// The host, HOST[:PORT].
+    pub host: String,
+    /// Invite token from `river user invite`.
+    #[arg(long, env = "RIVER_LOGIN_TOKEN", hide_env_values = true)]
+    pub token: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InitCmd {
+    /// Print (or write) a commented config file with every default.
+    #[command(after_help = "Example:\n  river init config --host -o /etc/river/host.toml")]
+    Config {
+        #[arg(long, conflicts_with = "runner", required_unless_present = "runner")]
+        host: bool,
+        #[arg(long)]
+        runner: bool,
+        /// Write to this file instead of standard output (never overwrites).
+        #[arg(short = 'f', long = "file")]
+        file: Option<PathBuf>,
+    },
+    /// Write a systemd unit for the host or the runner.
+    #[command(
+        after_help = "Example:\n  river init service --runner --dir /etc/systemd/system && systemctl daemon-reload"
+    )]
+    Service {
+        #[arg(long, conflicts_with = "runner", required_unless_present = "runner")]
+        host: bool,
+        #[arg(long)]
+        runner: bool,
+        /// Directory to write the unit into (default: print it).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}

@@ -1,0 +1,88 @@
+//! The CLI's connection to the host: the user's credential bundle, renewed when due.
+
+use anyhow::{bail, Context as _};
+use river_creds::Bundle;
+use river_mesh::{Connection, Endpoint};
+use river_proto::msg::{Request, Response};
+use std::path::{Path, PathBuf};
+
+/// `--config-dir`, else `$XDG_CONFIG_HOME/river`, else `~/.config/river`.
+pub fn config_dir(flag: Option<&Path>) -> PathBuf {
+    if let Some(p) = flag {
+        return p.to_owned();
+    }
+    if let Some(x) = std::env::var_os("XDG_CONFIG_HOME").filter(|x| !x.is_empty()) {
+        return PathBuf::from(x).join("river");
+    }
+    home().join(".config/river")
+}
+
+pub fn home() -> PathBuf {
+    std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from)
+}
+
+pub struct Client {
+    conn: Connection,
+    endpoint: Endpoint,
+}
+
+impl Client {
+    pub async fn connect(dir: &Path) -> anyhow::Result<Self> {
+        let bundle = Bundle::load(dir)?;
+        let (endpoint, conn) = river_mesh::client::connect_bundle(&bundle)
+            .await
+            .with_context(|| format!("cannot reach the river host at {}", bundle.meta.host))?;
+        // Renew the user certificate when it is past 70% of its life, so regular use never
+        // meets an expired one.
+        if let Ok(info) = bundle.cert_info() {
+            if now_s() >= river_pki::renew_at(info.not_before, info.not_after) {
+                let name = bundle.meta.name.trim_start_matches("user ").to_owned();
+                match river_mesh::client::renew(&conn, &bundle, &name).await {
+                    Ok(renewed) => {
+                        renewed.save(dir)?;
+                        tracing::info!("renewed the user certificate in {}", dir.display());
+                    }
+                    Err(e) => eprintln!("warning: could not renew the user certificate: {e}"),
+                }
+            }
+        }
+        Ok(Self { conn, endpoint })
+    }
+
+    /// Sends a request; a refusal from the host becomes an error with its message.
+    pub async fn call(&self, req: Request) -> anyhow::Result<Response> {
+        let resp = river_mesh::client::call(&self.conn, &req).await.map_err(|e| match &e {
+            river_mesh::client::ClientError::Framed(river_mesh::FramedError::Connection(c)) => {
+                match river_mesh::ended(c) {
+                    river_mesh::Ended::Refused(r) => anyhow::anyhow!("{r}"),
+                    river_mesh::Ended::Transient(r) => anyhow::anyhow!("lost the connection to the host: {r}"),
+                }
+            }
+            _ => anyhow::anyhow!("{e}"),
+        })?;
+        if let Response::Error { message, .. } = resp {
+            bail!("{message}");
+        }
+        Ok(resp)
+    }
+
+    pub async fn close(self) {
+        self.conn.close(river_mesh::close::DONE, b"");
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), self.endpoint.wait_idle()).await;
+    }
+}
+
+/// Connects, sends one request, closes.
+pub async fn once(dir: &Path, req: Request) -> anyhow::Result<Response> {
+    let client = Client::connect(dir).await?;
+    let resp = client.call(req).await;
+    client.close().await;
+    resp
+}
+
+pub fn now_s() -> i64 {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,29 @@
+//! One module per command group; [`run`] dispatches.
+
+mod init;
+mod node;
+mod serve;
+mod token;
+mod user;
+
+use crate::args::{Cli, Command};
+use crate::client::config_dir;
+use std::process::ExitCode;
+
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let dir = config_dir(cli.config_dir.as_deref());
+    match cli.command {
+        Command::Host(a) => serve::host(a).await,
+        Command::Runner(a) => serve::runner(a).await,
+        Command::Up(a) => serve::up(a, &dir).await,
+        Command::Down(a) => serve::down(a),
+        Command::Status => node::status(&dir, cli.output).await,
+        Command::Whoami => user::whoami(&dir, cli.output).await,
+        Command::Node(c) => node::run(c, &dir, cli.output).await,
+        Command::Token(c) => token::run(c, &dir, cli.output).await,
+        Command::User(c) => user::run(c, &dir, cli.output).await,
+        Command::Login(a) => user::login(a, &dir).await,
+        Command::Init(c) => init::run(c),
+    }?;
+    Ok(ExitCode::SUCCESS)
+}

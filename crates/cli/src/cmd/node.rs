@@ -1,0 +1,161 @@
+//! `river node …` and `river status`.
+
+use crate::args::{NodeCmd, Output};
+use crate::client::{now_s, once};
+use crate::output::{ago, bytes, show, table};
+use river_proto::msg::{NodeView, Request, Response};
+use std::path::Path;
+
+pub async fn run(cmd: NodeCmd, dir: &Path, output: Output) -> anyhow::Result<()> {
+    match cmd {
+        NodeCmd::List => {
+            let Response::Nodes(nodes) = once(dir, Request::NodeList).await? else {
+                anyhow::bail!("unexpected answer")
+            };
+            show(output, &nodes, |nodes| list(nodes))
+        }
+        NodeCmd::Show { name } => {
+            let Response::Node(node) = once(dir, Request::NodeShow { name }).await? else {
+                anyhow::bail!("unexpected answer")
+            };
+            show(output, &node, |n| detail(n))
+        }
+        NodeCmd::Remove { name } => {
+            let Response::Done { message } = once(dir, Request::NodeRemove { name }).await? else {
+                anyhow::bail!("unexpected answer")
+            };
+            println!("{message}");
+            Ok(())
+        }
+    }
+}
+
+fn last_seen(n: &NodeView) -> String {
+    n.last_heartbeat_ms
+        .map_or_else(|| "never".into(), |ms| ago(ms / 1000, now_s()))
+}
+
+fn list(nodes: &[NodeView]) {
+    if nodes.is_empty() {
+        println!("no nodes yet; join one with `river token create` and `river runner --join HOST:PORT --token TOKEN`");
+        return;
+    }
+    let rows = nodes
+        .iter()
+        .map(|n| {
+            let usage = n.usage.as_ref();
+            vec![
+                n.name.clone(),
+                n.state.as_str().to_owned(),
+                n.info.cores.to_string(),
+                bytes(n.info.memory_bytes),
+                n.info.gpus.len().to_string(),
+                n.info.numa.len().to_string(),
+                usage.map_or("-".into(), |u| format!("{:.0}%", u.cpu_percent)),
+                usage.map_or("-".into(), |u| bytes(u.memory_used_bytes)),
+                last_seen(n),
+                n.info.version.clone(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "NAME",
+            "STATE",
+            "CORES",
+            "MEMORY",
+            "GPUS",
+            "NUMA",
+            "CPU",
+            "MEM USED",
+            "LAST SEEN",
+            "VERSION",
+        ],
+        rows,
+    );
+}
+
+fn detail(n: &NodeView) {
+    println!("name:        {}", n.name);
+    println!("state:       {}", n.state.as_str());
+    println!("hostname:    {}", n.info.hostname);
+    println!("address:     {}", n.address.as_deref().unwrap_or("-"));
+    println!("version:     {}", n.info.version);
+    println!("cores:       {}", n.info.cores);
+    println!("memory:      {}", bytes(n.info.memory_bytes));
+    println!("last seen:   {}", last_seen(n));
+    println!("joined:      {}", ago(n.joined_at, now_s()));
+    println!("certificate: expires {}", ago(n.cert_expires_at, now_s()));
+    if let Some(u) = &n.usage {
+        println!(
+            "usage:       cpu {:.1}%, memory {}",
+            u.cpu_percent,
+            bytes(u.memory_used_bytes)
+        );
+    }
+    for numa in &n.info.numa {
+        println!(
+            "numa {}:      cpus {}, memory {}",
+            numa.id,
+            cpus(&numa.cpus),
+            bytes(numa.memory_bytes)
+        );
+    }
+    for g in &n.info.gpus {
+        let numa = g.numa.map_or(String::new(), |n| format!(", numa {n}"));
+        println!(
+            "gpu {}:       {} ({}{numa}) {}",
+            g.index,
+            g.name,
+            bytes(g.memory_bytes),
+            g.uuid
+        );
+    }
+}
+
+/// `[0,1,2,3,8]` → `0-3,8`.
+fn cpus(list: &[u32]) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < list.len() {
+        let start = list[i];
+        let mut end = start;
+        while i + 1 < list.len() && list[i + 1] == end + 1 {
+            i += 1;
+            end = list[i];
+        }
+        out.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}-{end}")
+        });
+        i += 1;
+    }
+    out.join(",")
+}
+
+pub async fn status(dir: &Path, output: Output) -> anyhow::Result<()> {
+    let Response::Status(s) = once(dir, Request::Status).await? else {
+        anyhow::bail!("unexpected answer")
+    };
+    show(output, &s, |s| {
+        println!("river {}", s.version);
+        println!("nodes:  {} online, {} offline", s.nodes_online, s.nodes_offline);
+        println!(
+            "online: {} cores, {} memory, {} GPUs",
+            s.cores,
+            bytes(s.memory_bytes),
+            s.gpus
+        );
+        println!("CA:     sha256 {}", s.ca_fingerprint);
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cpu_ranges() {
+        assert_eq!(super::cpus(&[0, 1, 2, 3, 8, 10, 11]), "0-3,8,10-11");
+        assert_eq!(super::cpus(&[]), "");
+    }
+}

@@ -1,0 +1,129 @@
+//! The HTTPS API for scripts and the dashboard. TLS from the cluster CA; callers authenticate
+//! with a user certificate (`curl --cert`). Each route turns into a [`Request`] handled by
+//! [`crate::rpc`], so the API and the CLI share authorization and behaviour, and errors map to
+//! HTTP statuses in one place ([`status_of`]). The routes are described in `openapi.json`.
+
+use crate::mesh::Caller;
+use crate::{rpc, Ctx};
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response as HttpResponse};
+use axum::routing::get;
+use axum::{Extension, Json, Router};
+use river_mesh::Peer;
+use river_pki::Subject;
+use river_proto::msg::{ErrorKind, Request, Response};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The OpenAPI description of these routes, served at `/api/openapi.json`.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+#[derive(Clone)]
+struct ApiCaller(Option<Caller>);
+
+pub(crate) async fn serve(ctx: Arc<Ctx>, listener: tokio::net::TcpListener, tls: Arc<rustls::ServerConfig>) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let app = router(ctx.clone());
+    loop {
+        let (tcp, remote) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!("accepting an API connection: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let (acceptor, app, ctx) = (acceptor.clone(), app.clone(), ctx.clone());
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => return tracing::debug!(%remote, "API TLS handshake failed: {e}"),
+                Err(_) => return tracing::debug!(%remote, "API TLS handshake timed out"),
+            };
+            let caller = caller(&ctx, river_mesh::peer_of_certs(tls.get_ref().1.peer_certificates())).await;
+            let svc = hyper_util::service::TowerToHyperService::new(app.layer(Extension(ApiCaller(caller))));
+            let io = hyper_util::rt::TokioIo::new(tls);
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, svc)
+                .await
+            {
+                tracing::debug!(%remote, "API connection: {e}");
+            }
+        });
+    }
+}
+
+/// API callers are users with a current certificate; nodes have no business here.
+async fn caller(ctx: &Ctx, peer: Peer) -> Option<Caller> {
+    let Peer::Known(Subject::User(name), info) = peer else {
+        return None;
+    };
+    if ctx.store.is_revoked(&info.serial).await.unwrap_or(true) {
+        return None;
+    }
+    let user = ctx.store.user(&name).await.ok()??;
+    Some(Caller::User { name, role: user.role })
+}
+
+fn router(ctx: Arc<Ctx>) -> Router {
+    Router::new()
+        .route("/api/health", get(health))
+        .route(
+            "/api/openapi.json",
+            get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
+        )
+        .route("/api/status", get(|s, c| call(s, c, Request::Status)))
+        .route("/api/nodes", get(|s, c| call(s, c, Request::NodeList)))
+        .route("/api/nodes/{name}", get(node))
+        .with_state(ctx)
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }))
+}
+
+async fn node(s: State<Arc<Ctx>>, c: Extension<ApiCaller>, Path(name): Path<String>) -> HttpResponse {
+    call(s, c, Request::NodeShow { name }).await
+}
+
+/// The one place an error becomes an HTTP status.
+fn status_of(kind: &ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+        ErrorKind::Invalid => StatusCode::BAD_REQUEST,
+        ErrorKind::Conflict => StatusCode::CONFLICT,
+        ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn error(status: StatusCode, message: &str) -> HttpResponse {
+    (status, Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+async fn call(
+    State(ctx): State<Arc<Ctx>>,
+    Extension(ApiCaller(caller)): Extension<ApiCaller>,
+    req: Request,
+) -> HttpResponse {
+    let Some(caller) = caller else {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "this endpoint needs a river user certificate: curl --cacert ca.crt --cert cert.pem --key key.pem (files from `river login`)",
+        );
+    };
+    let body = match rpc::handle(&ctx, &caller, req).await {
+        Response::Error { kind, message } => return error(status_of(&kind), &message),
+        Response::Done { message } => serde_json::json!({ "message": message }),
+        Response::WhoAmI { identity, role } => serde_json::json!({ "identity": identity, "role": role }),
+        Response::Status(s) => serde_json::json!(s),
+        Response::Nodes(n) => serde_json::json!(n),
+        Response::Node(n) => serde_json::json!(n),
+        Response::TokenCreated(t) => serde_json::json!(t),
+        Response::Tokens(t) => serde_json::json!(t),
+        Response::Users(u) => serde_json::json!(u),
+        Response::Renewed { cert_pem } => serde_json::json!({ "cert_pem": cert_pem }),
+    };
+    Json(body).into_response()
+}

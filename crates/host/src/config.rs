@@ -1,0 +1,124 @@
+//! Host configuration: a TOML file, every field optional with the defaults below.
+
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The port river uses by default, for the mesh (UDP) and the HTTPS API (TCP) alike.
+pub const DEFAULT_PORT: u16 = 7443;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HostConfig {
+    /// Where the CA, the host's keys and the database live.
+    pub state_dir: PathBuf,
+    /// Address of the mesh (QUIC over UDP) and the HTTPS API (TCP).
+    pub listen: SocketAddr,
+    /// Names or IPs (optionally with a port) that runners and users use to reach the host; they
+    /// go into the host certificate for HTTPS clients. The first is written into credentials.
+    pub advertise: Vec<String>,
+    /// How often runners send heartbeats.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// A node with no heartbeat for this long is offline.
+    #[serde(with = "humantime_serde")]
+    pub offline_after: Duration,
+    /// Lifetime of node certificates; runners renew at 70%.
+    #[serde(with = "humantime_serde")]
+    pub node_cert_lifetime: Duration,
+    /// Lifetime of user certificates; the CLI renews at 70% when used.
+    #[serde(with = "humantime_serde")]
+    pub user_cert_lifetime: Duration,
+    /// Longest time a join token or invite may be valid.
+    #[serde(with = "humantime_serde")]
+    pub max_token_ttl: Duration,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        Self {
+            state_dir: "/var/lib/river/host".into(),
+            listen: SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)),
+            advertise: Vec::new(),
+            heartbeat_interval: Duration::from_secs(5),
+            offline_after: Duration::from_secs(30),
+            node_cert_lifetime: Duration::from_secs(30 * 86_400),
+            user_cert_lifetime: Duration::from_secs(7 * 86_400),
+            max_token_ttl: Duration::from_secs(30 * 86_400),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config {path}: {source}")]
+    Parse { path: PathBuf, source: toml::de::Error },
+    #[error("config: {0}")]
+    Invalid(String),
+}
+
+impl HostConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        let cfg: Self = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.into(),
+            source,
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.heartbeat_interval.is_zero() {
+            return Err(ConfigError::Invalid("heartbeat_interval must be more than 0".into()));
+        }
+        if self.offline_after <= self.heartbeat_interval {
+            return Err(ConfigError::Invalid(format!(
+                "offline_after ({:?}) must be longer than heartbeat_interval ({:?}), or every node flaps offline",
+                self.offline_after, self.heartbeat_interval
+            )));
+        }
+        if self.node_cert_lifetime < Duration::from_secs(10) || self.user_cert_lifetime < Duration::from_secs(10) {
+            return Err(ConfigError::Invalid(
+                "certificate lifetimes must be at least 10s".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn liveness(&self) -> river_proto::liveness::LivenessPolicy {
+        river_proto::liveness::LivenessPolicy {
+            heartbeat_interval_ms: u64::try_from(self.heartbeat_interval.as_millis()).unwrap_or(u64::MAX),
+            offline_after_ms: u64::try_from(self.offline_after.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partial_files_keep_defaults_and_unknown_keys_are_refused() {
+        let c: HostConfig = toml::from_str("offline_after = \"12s\"\n").unwrap();
+        assert_eq!(c.offline_after, Duration::from_secs(12));
+        assert_eq!(c.heartbeat_interval, Duration::from_secs(5));
+        assert!(toml::from_str::<HostConfig>("ofline_after = \"12s\"\n").is_err());
+    }
+
+    #[test]
+    fn offline_must_outlast_the_heartbeat() {
+        let c = HostConfig {
+            offline_after: Duration::from_secs(5),
+            ..Default::default()
+        };
+        assert!(c.validate().unwrap_err().to_string().contains("flaps"));
+        HostConfig::default().validate().unwrap();
+    }
+}

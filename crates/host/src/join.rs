@@ -1,0 +1,188 @@
+//! Joining: a peer without a certificate may open one `Join` stream, present a token and a CSR,
+//! and leave with a certificate. Nothing else is possible on such a connection.
+
+use crate::clock::{now_ms, now_s};
+use crate::mesh::FIRST_FRAME_TIMEOUT;
+use crate::Ctx;
+use river_mesh::{close, read_header, recv_msg, send_msg, Connection};
+use river_pki::Subject;
+use river_proto::msg::{JoinRequest, JoinResponse, NodeState, TokenPurpose};
+use river_proto::name::Name;
+use river_proto::token::{JoinToken, TokenRefusal, TokenState};
+use river_proto::StreamKind;
+use river_store::{NodeRecord, StoreError, UserRecord};
+use std::sync::Arc;
+
+pub(crate) async fn serve_joiner(ctx: Arc<Ctx>, conn: Connection) {
+    let remote = conn.remote_address();
+    let outcome = tokio::time::timeout(FIRST_FRAME_TIMEOUT, async {
+        let (mut send, mut recv) = conn.accept_bi().await.ok()?;
+        let header = read_header(&mut recv).await.ok()?;
+        if header.kind != StreamKind::Join {
+            return None;
+        }
+        let req: JoinRequest = recv_msg(&mut recv).await.ok()??;
+        let resp = join(&ctx, &req, &remote.to_string()).await;
+        send_msg(&mut send, &resp).await.ok()?;
+        let _ = send.finish();
+        Some(resp)
+    })
+    .await;
+    match outcome {
+        Ok(Some(JoinResponse::Issued { name, .. })) => {
+            // Let the joiner read the answer and hang up itself.
+            let _ = tokio::time::timeout(FIRST_FRAME_TIMEOUT, conn.closed()).await;
+            conn.close(close::JOINED, b"joined");
+            tracing::info!(%remote, %name, "issued a certificate");
+        }
+        Ok(Some(JoinResponse::Refused { reason })) => {
+            let _ = tokio::time::timeout(FIRST_FRAME_TIMEOUT, conn.closed()).await;
+            tracing::warn!(%remote, "refused a join: {reason}");
+        }
+        _ => {
+            tracing::warn!(%remote, "closed a connection without a certificate that did not join");
+            conn.close(close::PROTOCOL, b"a connection without a certificate may only join");
+        }
+    }
+}
+
+fn refused(reason: impl ToString) -> JoinResponse {
+    JoinResponse::Refused {
+        reason: reason.to_string(),
+    }
+}
+
+async fn join(ctx: &Ctx, req: &JoinRequest, remote: &str) -> JoinResponse {
+    let token = match JoinToken::parse(&req.token) {
+        Ok(t) => t,
+        Err(e) => return refused(e),
+    };
+    if token.ca_fingerprint != ctx.ca_fp {
+        return refused("this join token belongs to another cluster (its CA fingerprint does not match this host's)");
+    }
+    let record = match ctx.store.token(&token.id).await {
+        Ok(Some(r)) if token.matches_hash(&r.secret_hash) => r,
+        Ok(_) => return refused(TokenRefusal::Unknown),
+        Err(e) => return refused(format!("host database error: {e}")),
+    };
+    let state = TokenState {
+        expires_at: record.expires_at,
+        uses_left: record.uses_left,
+        revoked: record.revoked,
+    };
+    if let Err(why) = state.check(now_s()) {
+        return refused(why);
+    }
+    match (record.purpose, &record.user) {
+        (TokenPurpose::Node, _) => join_node(ctx, &record.id, req, remote).await,
+        (TokenPurpose::User, Some((name, role))) => join_user(ctx, &record.id, req, name, *role).await,
+        (TokenPurpose::User, None) => refused("this invite names no user; create a new one with `river user invite`"),
+    }
+}
+
+fn lifetime(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
+async fn join_node(ctx: &Ctx, token_id: &str, req: &JoinRequest, remote: &str) -> JoinResponse {
+    let name = match Name::parse(&req.name) {
+        Ok(n) => n,
+        Err(e) => return refused(format!("{e} (choose one with `river runner --name`)")),
+    };
+    if let Ok(Some(_)) = ctx.store.node(name.as_str()).await {
+        return refused(format!(
+            "a node named {name} is already in the cluster; remove it first (`river node remove {name}`) or join with another `--name`"
+        ));
+    }
+    let now = now_s();
+    let cert_pem = match ctx.ca.issue_from_csr(
+        &req.csr_pem,
+        &Subject::Node(name.to_string()),
+        now,
+        lifetime(ctx.cfg.node_cert_lifetime),
+    ) {
+        Ok(c) => c,
+        Err(e) => return refused(e),
+    };
+    let Ok(info) = river_pki::pem_to_der(&cert_pem).and_then(|d| river_pki::inspect(&d)) else {
+        return refused("host could not read back the certificate it issued");
+    };
+    let record = NodeRecord {
+        name: name.to_string(),
+        state: NodeState::Offline,
+        address: Some(remote.to_owned()),
+        info: Default::default(),
+        usage: None,
+        last_heartbeat_ms: None,
+        joined_at: now,
+        cert_serial: info.serial,
+        cert_expires_at: info.not_after,
+    };
+    match ctx.store.join_node(token_id, now, &record).await {
+        Ok(()) => {}
+        Err(StoreError::TokenSpent) => return refused(TokenRefusal::UsedUp),
+        Err(StoreError::Exists(_)) => return refused(format!("a node named {name} is already in the cluster")),
+        Err(e) => return refused(format!("host database error: {e}")),
+    }
+    ctx.registry.load(std::slice::from_ref(&record));
+    let _ = ctx
+        .store
+        .event(
+            now_ms(),
+            &format!("node {name}"),
+            "node.join",
+            &format!("token {token_id} from {remote}"),
+        )
+        .await;
+    JoinResponse::Issued {
+        name: name.to_string(),
+        cert_pem,
+        ca_pem: ctx.ca.cert_pem().to_owned(),
+    }
+}
+
+async fn join_user(
+    ctx: &Ctx,
+    token_id: &str,
+    req: &JoinRequest,
+    name: &str,
+    role: river_proto::msg::Role,
+) -> JoinResponse {
+    let now = now_s();
+    let cert_pem = match ctx.ca.issue_from_csr(
+        &req.csr_pem,
+        &Subject::User(name.to_owned()),
+        now,
+        lifetime(ctx.cfg.user_cert_lifetime),
+    ) {
+        Ok(c) => c,
+        Err(e) => return refused(e),
+    };
+    let Ok(info) = river_pki::pem_to_der(&cert_pem).and_then(|d| river_pki::inspect(&d)) else {
+        return refused("host could not read back the certificate it issued");
+    };
+    let user = UserRecord {
+        name: name.to_owned(),
+        role,
+        created_at: now,
+    };
+    match ctx.store.enrol_user(Some(token_id), now, &user, &info.serial).await {
+        Ok(()) => {}
+        Err(StoreError::TokenSpent) => return refused(TokenRefusal::UsedUp),
+        Err(e) => return refused(format!("host database error: {e}")),
+    }
+    let _ = ctx
+        .store
+        .event(
+            now_ms(),
+            &format!("user {name}"),
+            "user.login",
+            &format!("invite {token_id}"),
+        )
+        .await;
+    JoinResponse::Issued {
+        name: name.to_owned(),
+        cert_pem,
+        ca_pem: ctx.ca.cert_pem().to_owned(),
+    }
+}

@@ -1,0 +1,230 @@
+//! Serving the mesh: every connection is identified by its certificate, and every stream it
+//! opens is checked against what that identity may do before anything is read from it.
+
+use crate::clock::now_ms;
+use crate::{join, rpc, Ctx};
+use river_mesh::{close, peer_subject, read_header, recv_msg, send_msg, Connection, Endpoint, FramedError, Peer};
+use river_mesh::{RecvStream, SendStream};
+use river_pki::Subject;
+use river_proto::msg::{Heartbeat, HeartbeatAck, Hello, HelloReply, Request, Response};
+use river_proto::StreamKind;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a peer has to send a stream's header or first message.
+pub(crate) const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Stream error codes.
+const STREAM_REFUSED: u32 = 1;
+const STREAM_MALFORMED: u32 = 2;
+
+pub(crate) async fn serve(ctx: Arc<Ctx>, endpoint: Endpoint) {
+    while let Some(incoming) = endpoint.accept().await {
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            let remote = incoming.remote_address();
+            match incoming.await {
+                Ok(conn) => connection(ctx, conn).await,
+                // Garbage on the port, a wrong CA, a client certificate from elsewhere: the
+                // handshake fails and only this peer is affected.
+                Err(e) => tracing::info!(%remote, "refused a connection: {e}"),
+            }
+        });
+    }
+}
+
+async fn connection(ctx: Arc<Ctx>, conn: Connection) {
+    let remote = conn.remote_address();
+    match peer_subject(&conn) {
+        Peer::Anonymous => join::serve_joiner(ctx, conn).await,
+        Peer::Known(Subject::Node(name), info) => {
+            if !ctx.store.node_accepts(&name, &info.serial).await.unwrap_or(false) {
+                tracing::warn!(node = %name, %remote, "refused node: removed from the cluster or certificate superseded");
+                conn.close(close::REVOKED, b"this node was removed from the cluster or its certificate revoked; join again with a new token (`river token create` on the host)");
+                return;
+            }
+            streams(&ctx, &conn, Caller::Node(name)).await;
+        }
+        Peer::Known(Subject::User(name), info) => {
+            let role = match (ctx.store.user(&name).await, ctx.store.is_revoked(&info.serial).await) {
+                (Ok(Some(u)), Ok(false)) => u.role,
+                _ => {
+                    tracing::warn!(user = %name, %remote, "refused user: unknown or certificate revoked");
+                    conn.close(close::REVOKED, b"this user is not known to the host or its certificate was revoked; log in again with an invite (`river login`)");
+                    return;
+                }
+            };
+            streams(&ctx, &conn, Caller::User { name, role }).await;
+        }
+        Peer::Known(Subject::Host, _) | Peer::Unrecognised => {
+            tracing::warn!(%remote, "refused a certificate that names no node or user");
+            conn.close(close::PROTOCOL, b"certificate names no river node or user");
+        }
+    }
+}
+
+/// Who opened a stream, as far as authorization is concerned.
+#[derive(Debug, Clone)]
+pub(crate) enum Caller {
+    Node(String),
+    User { name: String, role: river_proto::msg::Role },
+}
+
+impl Caller {
+    pub fn actor(&self) -> String {
+        match self {
+            Caller::Node(n) => format!("node {n}"),
+            Caller::User { name, .. } => format!("user {name}"),
+        }
+    }
+}
+
+async fn streams(ctx: &Arc<Ctx>, conn: &Connection, caller: Caller) {
+    loop {
+        let (send, recv) = match conn.accept_bi().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(who = %caller.actor(), "connection ended: {e}");
+                return;
+            }
+        };
+        let (ctx, conn, caller) = (ctx.clone(), conn.clone(), caller.clone());
+        tokio::spawn(async move {
+            if let Err(e) = stream(&ctx, &conn, &caller, send, recv).await {
+                tracing::info!(who = %caller.actor(), "stream closed with an error: {e}");
+            }
+        });
+    }
+}
+
+async fn stream(
+    ctx: &Arc<Ctx>,
+    conn: &Connection,
+    caller: &Caller,
+    mut send: SendStream,
+    mut recv: RecvStream,
+) -> Result<(), FramedError> {
+    let header = match tokio::time::timeout(FIRST_FRAME_TIMEOUT, read_header(&mut recv)).await {
+        Ok(Ok(h)) => h,
+        Ok(Err(e)) => {
+            refuse(&mut send, &mut recv, STREAM_MALFORMED);
+            return Err(e);
+        }
+        Err(_) => {
+            refuse(&mut send, &mut recv, STREAM_MALFORMED);
+            return Err(FramedError::Ended);
+        }
+    };
+    let result = match (header.kind, caller) {
+        (StreamKind::Control, Caller::Node(name)) => control(ctx, conn, name, &mut send, &mut recv).await,
+        (StreamKind::Heartbeat, Caller::Node(name)) => heartbeats(ctx, name, &mut send, &mut recv).await,
+        (StreamKind::Rpc, _) => request(ctx, caller, &mut send, &mut recv).await,
+        (kind, _) => {
+            tracing::warn!(who = %caller.actor(), ?kind, "refused a stream kind this identity may not open");
+            refuse(&mut send, &mut recv, STREAM_REFUSED);
+            return Ok(());
+        }
+    };
+    if let Err(FramedError::Frame(_)) = &result {
+        refuse(&mut send, &mut recv, STREAM_MALFORMED);
+    }
+    result
+}
+
+fn refuse(send: &mut SendStream, recv: &mut RecvStream, code: u32) {
+    let _ = send.reset(code.into());
+    let _ = recv.stop(code.into());
+}
+
+/// A runner's session: its hello, then the stream stays open for host-initiated messages.
+async fn control(
+    ctx: &Arc<Ctx>,
+    conn: &Connection,
+    name: &str,
+    send: &mut SendStream,
+    recv: &mut RecvStream,
+) -> Result<(), FramedError> {
+    let hello: Hello = match tokio::time::timeout(FIRST_FRAME_TIMEOUT, recv_msg(recv)).await {
+        Ok(Ok(Some(h))) => h,
+        Ok(Ok(None)) | Err(_) => return Err(FramedError::Ended),
+        Ok(Err(e)) => return Err(e),
+    };
+    let address = conn.remote_address().to_string();
+    if let Err(e) = ctx.store.node_session(name, &hello.info, &address, now_ms()).await {
+        tracing::error!(node = %name, "recording session: {e}");
+    }
+    if ctx.registry.seen(name, now_ms()) {
+        tracing::info!(node = %name, %address, cores = hello.info.cores, gpus = hello.info.gpus.len(), "node is online");
+        let _ = ctx
+            .store
+            .event(now_ms(), &format!("node {name}"), "node.online", &address)
+            .await;
+    }
+    // The session, not the connection, is what the registry tracks: a runner's short renewal
+    // connection must not replace its session.
+    ctx.registry.attach(name, conn.clone());
+    let result = async {
+        send_msg(
+            send,
+            &HelloReply::Welcome {
+                heartbeat_interval_ms: ctx.policy.heartbeat_interval_ms,
+            },
+        )
+        .await?;
+        // Nothing more comes from the runner on this stream yet; wait for it to end with the session.
+        while recv_msg::<Hello>(recv).await?.is_some() {}
+        Ok(())
+    }
+    .await;
+    ctx.registry.detach(name, conn);
+    result
+}
+
+async fn heartbeats(
+    ctx: &Arc<Ctx>,
+    name: &str,
+    send: &mut SendStream,
+    recv: &mut RecvStream,
+) -> Result<(), FramedError> {
+    // Acks are tiny; keep them ahead of anything else the host sends this runner.
+    let _ = send.set_priority(100);
+    while let Some(hb) = recv_msg::<Heartbeat>(recv).await? {
+        let now = now_ms();
+        if ctx.registry.seen(name, now) {
+            tracing::info!(node = %name, "node is online");
+            let _ = ctx
+                .store
+                .event(now, &format!("node {name}"), "node.online", "heartbeat")
+                .await;
+        }
+        if let Err(e) = ctx.store.heartbeat(name, &hb.usage, now).await {
+            tracing::error!(node = %name, "recording heartbeat: {e}");
+        }
+        send_msg(send, &HeartbeatAck { seq: hb.seq }).await?;
+    }
+    Ok(())
+}
+
+async fn request(
+    ctx: &Arc<Ctx>,
+    caller: &Caller,
+    send: &mut SendStream,
+    recv: &mut RecvStream,
+) -> Result<(), FramedError> {
+    let req: Request = match tokio::time::timeout(FIRST_FRAME_TIMEOUT, recv_msg(recv)).await {
+        Ok(Ok(Some(r))) => r,
+        Ok(Ok(None)) | Err(_) => return Err(FramedError::Ended),
+        Ok(Err(e)) => {
+            let msg = Response::Error {
+                kind: river_proto::msg::ErrorKind::Invalid,
+                message: e.to_string(),
+            };
+            let _ = send_msg(send, &msg).await;
+            return Err(e);
+        }
+    };
+    let resp = rpc::handle(ctx, caller, req).await;
+    send_msg(send, &resp).await?;
+    let _ = send.finish();
+    Ok(())
+}

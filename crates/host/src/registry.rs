@@ -1,0 +1,120 @@
+//! Live state of the nodes: which connection each runner is on, and whether it is online.
+//!
+//! The database is the record; this is the fast path the heartbeat handler and the liveness
+//! monitor use, loaded from the database at start so a restarted host keeps judging nodes by
+//! their last heartbeat.
+
+use crate::clock::now_ms;
+use crate::Ctx;
+use river_mesh::Connection;
+use river_proto::msg::NodeState;
+use river_store::NodeRecord;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+#[derive(Default)]
+pub(crate) struct Registry {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    sessions: HashMap<String, Connection>,
+    live: HashMap<String, (NodeState, Option<i64>)>,
+}
+
+impl Registry {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding this lock leaves plain maps behind, still consistent enough.
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn load(&self, nodes: &[NodeRecord]) {
+        let mut g = self.lock();
+        for n in nodes {
+            g.live.insert(n.name.clone(), (n.state, n.last_heartbeat_ms));
+        }
+    }
+
+    /// A runner connected. A previous connection of the same node (a runner that restarted
+    /// before its old connection timed out) is closed.
+    pub fn attach(&self, name: &str, conn: Connection) {
+        if let Some(old) = self.lock().sessions.insert(name.to_owned(), conn) {
+            old.close(
+                river_mesh::close::DONE,
+                b"replaced by a newer connection from the same node",
+            );
+        }
+    }
+
+    pub fn detach(&self, name: &str, conn: &Connection) {
+        let mut g = self.lock();
+        if g.sessions.get(name).is_some_and(|c| c.stable_id() == conn.stable_id()) {
+            g.sessions.remove(name);
+        }
+    }
+
+    /// A heartbeat or hello arrived. Returns true when this brings the node back online.
+    pub fn seen(&self, name: &str, now_ms: i64) -> bool {
+        let mut g = self.lock();
+        let entry = g.live.entry(name.to_owned()).or_insert((NodeState::Offline, None));
+        let was_offline = entry.0 == NodeState::Offline;
+        *entry = (NodeState::Online, Some(now_ms));
+        was_offline
+    }
+
+    pub fn state(&self, name: &str) -> Option<NodeState> {
+        self.lock().live.get(name).map(|e| e.0)
+    }
+
+    /// Forgets a removed node and cuts its connection.
+    pub fn remove(&self, name: &str) {
+        let mut g = self.lock();
+        g.live.remove(name);
+        if let Some(c) = g.sessions.remove(name) {
+            c.close(river_mesh::close::REVOKED, b"this node was removed from the cluster");
+        }
+    }
+
+    /// Applies the liveness policy; returns the nodes whose state changed.
+    fn tick(&self, policy: &river_proto::liveness::LivenessPolicy, now_ms: i64) -> Vec<(String, NodeState)> {
+        let mut g = self.lock();
+        let changes: Vec<(String, NodeState)> = policy
+            .changes(g.live.iter().map(|(n, (s, last))| (n.as_str(), *s, *last)), now_ms)
+            .into_iter()
+            .map(|(n, s)| (n.to_owned(), s))
+            .collect();
+        for (n, s) in &changes {
+            if let Some(e) = g.live.get_mut(n) {
+                e.0 = *s;
+            }
+        }
+        changes
+    }
+}
+
+/// Marks nodes offline (and online again) as their heartbeats stop and resume.
+pub(crate) async fn monitor(ctx: Arc<Ctx>) {
+    let period = Duration::from_millis((ctx.policy.heartbeat_interval_ms / 2).clamp(100, 1_000));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        for (name, state) in ctx.registry.tick(&ctx.policy, now_ms()) {
+            match state {
+                NodeState::Offline => {
+                    tracing::warn!(node = %name, "node is offline: no heartbeat for {}ms", ctx.policy.offline_after_ms)
+                }
+                NodeState::Online => tracing::info!(node = %name, "node is online"),
+            }
+            if let Err(e) = ctx.store.set_node_state(&name, state).await {
+                tracing::error!(node = %name, "recording node state: {e}");
+            }
+            let _ = ctx
+                .store
+                .event(now_ms(), "host", &format!("node.{}", state.as_str()), &name)
+                .await;
+        }
+    }
+}

@@ -1,0 +1,330 @@
+//! Requests from the CLI (and the HTTPS API, which turns each HTTP request into the same
+//! [`Request`]): authorization first, in one pure function, then the action.
+
+use crate::clock::{now_ms, now_s};
+use crate::mesh::Caller;
+use crate::Ctx;
+use river_pki::Subject;
+use river_proto::msg::{
+    ClusterStatus, ErrorKind, NodeState, NodeView, Request, Response, Role, TokenCreated, TokenPurpose, TokenView,
+    UserView,
+};
+use river_proto::name::Name;
+use river_proto::token::JoinToken;
+use river_store::{NodeRecord, TokenRecord};
+
+fn err(kind: ErrorKind, message: impl Into<String>) -> Response {
+    Response::Error {
+        kind,
+        message: message.into(),
+    }
+}
+
+/// Who may do what. Nodes may only renew their own certificate; users by role.
+pub(crate) fn authorize(caller: &Caller, req: &Request) -> Result<(), String> {
+    let role = match caller {
+        Caller::Node(_) => {
+            return match req {
+                Request::Renew { .. } | Request::WhoAmI => Ok(()),
+                _ => Err("nodes may only renew their certificate".into()),
+            }
+        }
+        Caller::User { role, .. } => *role,
+    };
+    let needed = match req {
+        Request::WhoAmI | Request::Status | Request::NodeList | Request::NodeShow { .. } | Request::Renew { .. } => {
+            Role::Viewer
+        }
+        Request::UserList => Role::Operator,
+        Request::UserInvite { role: invited, .. } => {
+            if *invited >= Role::Operator {
+                Role::Admin
+            } else {
+                Role::Operator
+            }
+        }
+        Request::NodeRemove { .. } | Request::TokenCreate { .. } | Request::TokenList | Request::TokenRevoke { .. } => {
+            Role::Admin
+        }
+    };
+    if role >= needed {
+        Ok(())
+    } else {
+        Err(format!(
+            "this needs the {} role; you are {}",
+            needed.as_str(),
+            role.as_str()
+        ))
+    }
+}
+
+pub(crate) async fn handle(ctx: &Ctx, caller: &Caller, req: Request) -> Response {
+    if let Err(why) = authorize(caller, &req) {
+        tracing::warn!(who = %caller.actor(), ?req, "refused: {why}");
+        return err(ErrorKind::Forbidden, why);
+    }
+    match act(ctx, caller, req).await {
+        Ok(r) => r,
+        Err(e) => err(ErrorKind::Internal, format!("host error: {e}")),
+    }
+}
+
+async fn act(ctx: &Ctx, caller: &Caller, req: Request) -> anyhow::Result<Response> {
+    Ok(match req {
+        Request::WhoAmI => match caller {
+            Caller::Node(n) => Response::WhoAmI {
+                identity: format!("node {n}"),
+                role: None,
+            },
+            Caller::User { name, role } => Response::WhoAmI {
+                identity: format!("user {name}"),
+                role: Some(*role),
+            },
+        },
+        Request::Status => Response::Status(status(ctx).await?),
+        Request::NodeList => Response::Nodes(ctx.store.nodes().await?.into_iter().map(|n| view(ctx, n)).collect()),
+        Request::NodeShow { name } => match ctx.store.node(&name).await? {
+            Some(n) => Response::Node(Box::new(view(ctx, n))),
+            None => err(
+                ErrorKind::NotFound,
+                format!("no node named {name}; `river node list` shows the nodes"),
+            ),
+        },
+        Request::NodeRemove { name } => match ctx.store.remove_node(&name, now_s()).await? {
+            Some(_) => {
+                ctx.registry.remove(&name);
+                ctx.store.event(now_ms(), &caller.actor(), "node.remove", &name).await?;
+                Response::Done {
+                    message: format!("removed node {name}; its certificate is revoked and it can no longer connect"),
+                }
+            }
+            None => err(
+                ErrorKind::NotFound,
+                format!("no node named {name}; `river node list` shows the nodes"),
+            ),
+        },
+        Request::TokenCreate { ttl_secs, uses } => {
+            if uses == 0 {
+                return Ok(err(ErrorKind::Invalid, "a token needs at least one use"));
+            }
+            match check_ttl(ctx, ttl_secs) {
+                Ok(()) => Response::TokenCreated(create_node_token(ctx, &caller.actor(), ttl_secs, uses).await?),
+                Err(r) => r,
+            }
+        }
+        Request::TokenList => Response::Tokens(
+            ctx.store
+                .tokens()
+                .await?
+                .into_iter()
+                .map(|t| TokenView {
+                    id: t.id,
+                    purpose: t.purpose,
+                    user: t.user.map(|u| u.0),
+                    created_at: t.created_at,
+                    expires_at: t.expires_at,
+                    uses_left: t.uses_left,
+                    revoked: t.revoked,
+                })
+                .collect(),
+        ),
+        Request::TokenRevoke { id } => {
+            if ctx.store.revoke_token(&id).await? {
+                ctx.store.event(now_ms(), &caller.actor(), "token.revoke", &id).await?;
+                Response::Done {
+                    message: format!("revoked token {id}"),
+                }
+            } else {
+                err(
+                    ErrorKind::NotFound,
+                    format!("no token with id {id}; `river token list` shows them"),
+                )
+            }
+        }
+        Request::UserInvite { name, role, ttl_secs } => {
+            let name = match Name::parse(&name) {
+                Ok(n) => n,
+                Err(e) => return Ok(err(ErrorKind::Invalid, e.to_string())),
+            };
+            if let Err(r) = check_ttl(ctx, ttl_secs) {
+                return Ok(r);
+            }
+            let created = create_token(
+                ctx,
+                &caller.actor(),
+                ttl_secs,
+                1,
+                TokenPurpose::User,
+                Some((name.to_string(), role)),
+            )
+            .await?;
+            Response::TokenCreated(created)
+        }
+        Request::UserList => Response::Users(
+            ctx.store
+                .users()
+                .await?
+                .into_iter()
+                .map(|u| UserView {
+                    name: u.name,
+                    role: u.role,
+                    created_at: u.created_at,
+                })
+                .collect(),
+        ),
+        Request::Renew { csr_pem } => renew(ctx, caller, &csr_pem).await?,
+    })
+}
+
+fn check_ttl(ctx: &Ctx, ttl_secs: u64) -> Result<(), Response> {
+    let max = ctx.cfg.max_token_ttl.as_secs();
+    if ttl_secs == 0 || ttl_secs > max {
+        return Err(err(
+            ErrorKind::Invalid,
+            format!("token lifetime must be between 1s and {max}s (max_token_ttl)"),
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) async fn create_node_token(
+    ctx: &Ctx,
+    actor: &str,
+    ttl_secs: u64,
+    uses: u32,
+) -> anyhow::Result<TokenCreated> {
+    create_token(ctx, actor, ttl_secs, uses, TokenPurpose::Node, None).await
+}
+
+async fn create_token(
+    ctx: &Ctx,
+    actor: &str,
+    ttl_secs: u64,
+    uses: u32,
+    purpose: TokenPurpose,
+    user: Option<(String, Role)>,
+) -> anyhow::Result<TokenCreated> {
+    let token = JoinToken::generate(&mut rand::rng(), ctx.ca_fp);
+    let now = now_s();
+    let expires_at = now.saturating_add(i64::try_from(ttl_secs).unwrap_or(i64::MAX));
+    let detail = match &user {
+        Some((n, r)) => format!("invite {} for user {n} ({})", token.id, r.as_str()),
+        None => format!("token {} ({uses} uses)", token.id),
+    };
+    ctx.store
+        .insert_token(&TokenRecord {
+            id: token.id.clone(),
+            secret_hash: token.secret_hash(),
+            purpose,
+            user,
+            created_by: actor.to_owned(),
+            created_at: now,
+            expires_at,
+            uses_left: uses,
+            revoked: false,
+        })
+        .await?;
+    ctx.store.event(now_ms(), actor, "token.create", &detail).await?;
+    Ok(TokenCreated {
+        id: token.id.clone(),
+        token: token.to_string(),
+        expires_at,
+        uses,
+    })
+}
+
+async fn renew(ctx: &Ctx, caller: &Caller, csr_pem: &str) -> anyhow::Result<Response> {
+    let now = now_s();
+    let (subject, lifetime) = match caller {
+        Caller::Node(n) => (Subject::Node(n.clone()), ctx.cfg.node_cert_lifetime),
+        Caller::User { name, .. } => (Subject::User(name.clone()), ctx.cfg.user_cert_lifetime),
+    };
+    let lifetime = i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX);
+    let cert_pem = match ctx.ca.issue_from_csr(csr_pem, &subject, now, lifetime) {
+        Ok(c) => c,
+        Err(e) => return Ok(err(ErrorKind::Invalid, e.to_string())),
+    };
+    let info = river_pki::inspect(&river_pki::pem_to_der(&cert_pem)?)?;
+    match caller {
+        Caller::Node(n) => ctx.store.set_node_cert(n, &info.serial, info.not_after).await?,
+        Caller::User { name, role } => {
+            let user = river_store::UserRecord {
+                name: name.clone(),
+                role: *role,
+                created_at: now,
+            };
+            ctx.store.enrol_user(None, now, &user, &info.serial).await?;
+        }
+    }
+    ctx.store
+        .event(now_ms(), &caller.actor(), "cert.renew", &info.serial)
+        .await?;
+    Ok(Response::Renewed { cert_pem })
+}
+
+fn view(ctx: &Ctx, n: NodeRecord) -> NodeView {
+    let state = ctx.registry.state(&n.name).unwrap_or(n.state);
+    NodeView {
+        name: n.name,
+        state,
+        address: n.address,
+        info: n.info,
+        usage: n.usage,
+        last_heartbeat_ms: n.last_heartbeat_ms,
+        joined_at: n.joined_at,
+        cert_expires_at: n.cert_expires_at,
+    }
+}
+
+async fn status(ctx: &Ctx) -> anyhow::Result<ClusterStatus> {
+    let nodes: Vec<NodeView> = ctx.store.nodes().await?.into_iter().map(|n| view(ctx, n)).collect();
+    let online: Vec<&NodeView> = nodes.iter().filter(|n| n.state == NodeState::Online).collect();
+    let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    Ok(ClusterStatus {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        ca_fingerprint: hex::encode(ctx.ca_fp),
+        nodes_online: count(online.len()),
+        nodes_offline: count(nodes.len() - online.len()),
+        cores: online.iter().map(|n| n.info.cores).sum(),
+        memory_bytes: online.iter().map(|n| n.info.memory_bytes).sum(),
+        gpus: count(online.iter().map(|n| n.info.gpus.len()).sum()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(role: Role) -> Caller {
+        Caller::User { name: "u".into(), role }
+    }
+
+    #[test]
+    fn viewers_read_admins_change() {
+        assert!(authorize(&user(Role::Viewer), &Request::NodeList).is_ok());
+        assert!(authorize(&user(Role::Viewer), &Request::NodeRemove { name: "a".into() }).is_err());
+        assert!(authorize(&user(Role::Operator), &Request::TokenCreate { ttl_secs: 1, uses: 1 }).is_err());
+        assert!(authorize(&user(Role::Admin), &Request::TokenCreate { ttl_secs: 1, uses: 1 }).is_ok());
+    }
+
+    #[test]
+    fn operators_invite_only_below_themselves() {
+        let invite = |role| Request::UserInvite {
+            name: "x".into(),
+            role,
+            ttl_secs: 60,
+        };
+        assert!(authorize(&user(Role::Operator), &invite(Role::User)).is_ok());
+        assert!(authorize(&user(Role::Operator), &invite(Role::Operator)).is_err());
+        assert!(authorize(&user(Role::Admin), &invite(Role::Admin)).is_ok());
+        assert!(authorize(&user(Role::User), &invite(Role::Viewer)).is_err());
+    }
+
+    #[test]
+    fn nodes_can_only_renew() {
+        let node = Caller::Node("n".into());
+        assert!(authorize(&node, &Request::Renew { csr_pem: String::new() }).is_ok());
+        assert!(authorize(&node, &Request::NodeList).is_err());
+        assert!(authorize(&node, &Request::TokenCreate { ttl_secs: 1, uses: 1 }).is_err());
+    }
+}

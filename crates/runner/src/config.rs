@@ -1,0 +1,50 @@
+//! Runner configuration: a TOML file, every field optional.
+
+use river_inventory::FakeGpu;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunnerConfig {
+    /// Where the node's identity (key 0600, certificate, CA) and local records live.
+    pub state_dir: PathBuf,
+    /// The node's name in the cluster; the hostname when unset.
+    pub name: Option<String>,
+    /// GPUs to report instead of asking NVML, for machines without GPUs (tests, demos).
+    pub fake_gpus: Vec<FakeGpu>,
+}
+
+impl Default for RunnerConfig {
+    fn default() -> Self {
+        Self {
+            state_dir: "/var/lib/river/runner".into(),
+            name: None,
+            fake_gpus: Vec::new(),
+        }
+    }
+}
+
+impl RunnerConfig {
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read config {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fake_gpus_from_toml() {
+        let c: RunnerConfig = toml::from_str(
+            "name = \"gpu-01\"\n[[fake_gpus]]\nname = \"Fake H100\"\nmemory_bytes = 85899345920\nnuma = 0\n",
+        )
+        .unwrap();
+        assert_eq!(c.fake_gpus.len(), 1);
+        assert_eq!(c.name.as_deref(), Some("gpu-01"));
+        assert!(toml::from_str::<RunnerConfig>("nmae = \"x\"").is_err());
+    }
+}

@@ -1,0 +1,124 @@
+//! One session with the host: connect, hello, then heartbeats until the connection ends.
+
+use crate::{Backoff, RunnerStatus};
+use river_creds::Bundle;
+use river_inventory::Inventory;
+use river_mesh::client::{connect_bundle, ClientError};
+use river_mesh::{ended, open, recv_msg, send_msg, ConnectionError, Ended, FramedError, MeshError};
+use river_proto::msg::{Heartbeat, HeartbeatAck, Hello, HelloReply};
+use river_proto::StreamKind;
+use std::time::Duration;
+use tokio::sync::watch;
+
+#[derive(Debug)]
+pub(crate) enum SessionError {
+    /// The host will never accept this node again as it is.
+    Fatal(String),
+    /// Try again later.
+    Retry(String),
+}
+
+fn classify_conn(e: &ConnectionError) -> SessionError {
+    match ended(e) {
+        Ended::Refused(r) => SessionError::Fatal(r),
+        Ended::Transient(r) => SessionError::Retry(r),
+    }
+}
+
+fn classify(e: ClientError) -> SessionError {
+    match e {
+        ClientError::Mesh(MeshError::Connection { source, .. }) => classify_conn(&source),
+        ClientError::Framed(FramedError::Connection(source)) => classify_conn(&source),
+        other => SessionError::Retry(other.to_string()),
+    }
+}
+
+pub(crate) async fn run(
+    bundle: &Bundle,
+    inventory: &mut Inventory,
+    status: &watch::Sender<RunnerStatus>,
+    backoff: &mut Backoff,
+) -> Result<(), SessionError> {
+    let (endpoint, conn) = connect_bundle(bundle).await.map_err(classify)?;
+    let result = session(&conn, inventory, status, backoff).await;
+    // Prefer the host's own reason for ending the connection over a stream error it caused.
+    let result = match (result, conn.close_reason()) {
+        (Err(_), Some(reason)) => Err(classify_conn(&reason)),
+        (r, _) => r,
+    };
+    conn.close(river_mesh::close::DONE, b"");
+    let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+    result
+}
+
+async fn session(
+    conn: &river_mesh::Connection,
+    inventory: &mut Inventory,
+    status: &watch::Sender<RunnerStatus>,
+    backoff: &mut Backoff,
+) -> Result<(), SessionError> {
+    let retry = |e: FramedError| match e {
+        FramedError::Connection(c) => classify_conn(&c),
+        other => SessionError::Retry(other.to_string()),
+    };
+    let (mut csend, mut crecv) = open(conn, StreamKind::Control).await.map_err(retry)?;
+    send_msg(
+        &mut csend,
+        &Hello {
+            info: inventory.info(&river_inventory::hostname()),
+        },
+    )
+    .await
+    .map_err(retry)?;
+    let interval = match recv_msg::<HelloReply>(&mut crecv).await.map_err(retry)? {
+        Some(HelloReply::Welcome { heartbeat_interval_ms }) => Duration::from_millis(heartbeat_interval_ms.max(100)),
+        Some(HelloReply::Refused { reason }) => return Err(SessionError::Fatal(reason)),
+        None => {
+            return Err(SessionError::Retry(
+                "host closed the session before welcoming it".into(),
+            ))
+        }
+    };
+    backoff.reset();
+    status.send_modify(|s| {
+        s.connected = true;
+        s.sessions += 1;
+    });
+    tracing::info!(remote = %conn.remote_address(), "connected to the host");
+
+    let (mut hsend, mut hrecv) = open(conn, StreamKind::Heartbeat).await.map_err(retry)?;
+    // Heartbeats go ahead of any bulk data this runner sends on the same connection.
+    let _ = hsend.set_priority(100);
+    let beats = async {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        for seq in 0u64.. {
+            tick.tick().await;
+            send_msg(
+                &mut hsend,
+                &Heartbeat {
+                    seq,
+                    usage: inventory.usage(),
+                },
+            )
+            .await?;
+        }
+        Ok::<(), FramedError>(())
+    };
+    let acks = async {
+        while recv_msg::<HeartbeatAck>(&mut hrecv).await?.is_some() {
+            status.send_modify(|s| s.acked += 1);
+        }
+        Ok::<(), FramedError>(())
+    };
+    let control = async {
+        while recv_msg::<HelloReply>(&mut crecv).await?.is_some() {}
+        Ok::<(), FramedError>(())
+    };
+    tokio::select! {
+        r = beats => r.map_err(retry),
+        r = acks => r.map_err(retry),
+        r = control => r.map_err(retry),
+        e = conn.closed() => Err(classify_conn(&e)),
+    }
+}
