@@ -26,7 +26,7 @@ pub enum ClientError {
     Pki(#[from] river_pki::PkiError),
     #[error(transparent)]
     Creds(#[from] river_creds::CredsError),
-    #[error("the host refused: {0}")]
+    #[error("{0}")]
     Refused(String),
     #[error("the host closed the stream without answering")]
     NoAnswer,
@@ -115,12 +115,23 @@ pub async fn connect_bundle(bundle: &Bundle) -> Result<(Endpoint, Connection), C
     Ok((endpoint, conn))
 }
 
+/// A connection the host ended on purpose becomes a refusal with the host's reason.
+fn refusal(e: crate::FramedError) -> ClientError {
+    match &e {
+        crate::FramedError::Connection(c) => match crate::ended(c) {
+            crate::Ended::Refused(reason) => ClientError::Refused(reason),
+            crate::Ended::Transient(_) => ClientError::Framed(e),
+        },
+        _ => ClientError::Framed(e),
+    }
+}
+
 /// Sends one request on its own stream and waits for the answer.
 pub async fn call(conn: &Connection, req: &Request) -> Result<Response, ClientError> {
-    let (mut send, mut recv) = open(conn, StreamKind::Rpc).await?;
-    send_msg(&mut send, req).await?;
+    let (mut send, mut recv) = open(conn, StreamKind::Rpc).await.map_err(refusal)?;
+    send_msg(&mut send, req).await.map_err(refusal)?;
     let _ = send.finish();
-    recv_msg(&mut recv).await?.ok_or(ClientError::NoAnswer)
+    recv_msg(&mut recv).await.map_err(refusal)?.ok_or(ClientError::NoAnswer)
 }
 
 /// Renews the certificate in `bundle` over `conn` with a new key made here. Returns the new

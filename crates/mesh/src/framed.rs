@@ -9,13 +9,34 @@ pub enum FramedError {
     #[error(transparent)]
     Frame(#[from] FrameError),
     #[error("stream closed: {0}")]
-    Read(#[from] quinn::ReadExactError),
+    Read(quinn::ReadExactError),
     #[error("stream write failed: {0}")]
-    Write(#[from] quinn::WriteError),
+    Write(quinn::WriteError),
+    /// The whole connection ended; [`crate::ended`] tells whether retrying can help.
     #[error("connection lost: {0}")]
     Connection(#[from] quinn::ConnectionError),
     #[error("stream ended before a message arrived")]
     Ended,
+}
+
+// A stream that fails because its connection ended reports the connection's reason, so callers
+// see "removed from the cluster" rather than "stream closed".
+impl From<quinn::ReadExactError> for FramedError {
+    fn from(e: quinn::ReadExactError) -> Self {
+        match e {
+            quinn::ReadExactError::ReadError(quinn::ReadError::ConnectionLost(c)) => Self::Connection(c),
+            other => Self::Read(other),
+        }
+    }
+}
+
+impl From<quinn::WriteError> for FramedError {
+    fn from(e: quinn::WriteError) -> Self {
+        match e {
+            quinn::WriteError::ConnectionLost(c) => Self::Connection(c),
+            other => Self::Write(other),
+        }
+    }
 }
 
 /// Opens a bidirectional stream and writes its header.
