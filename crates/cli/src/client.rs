@@ -51,14 +51,12 @@ impl Client {
 
     /// Sends a request; a refusal from the host becomes an error with its message.
     pub async fn call(&self, req: Request) -> anyhow::Result<Response> {
-        let resp = river_mesh::client::call(&self.conn, &req).await.map_err(|e| match &e {
+        // Refusals already carry the host's reason; a dropped connection gets context.
+        let resp = river_mesh::client::call(&self.conn, &req).await.map_err(|e| match e {
             river_mesh::client::ClientError::Framed(river_mesh::FramedError::Connection(c)) => {
-                match river_mesh::ended(c) {
-                    river_mesh::Ended::Refused(r) => anyhow::anyhow!("{r}"),
-                    river_mesh::Ended::Transient(r) => anyhow::anyhow!("lost the connection to the host: {r}"),
-                }
+                anyhow::anyhow!("lost the connection to the host: {c}")
             }
-            _ => anyhow::anyhow!("{e}"),
+            other => anyhow::anyhow!("{other}"),
         })?;
         if let Response::Error { message, .. } = resp {
             bail!("{message}");

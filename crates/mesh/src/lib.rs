@@ -41,6 +41,8 @@ pub enum MeshError {
         addr: std::net::SocketAddr,
         source: quinn::ConnectError,
     },
+    #[error("no answer from {0} within 5s: is the river host running there, and is UDP open to it?")]
+    NoAnswer(std::net::SocketAddr),
     #[error("connection to {addr} failed: {source}")]
     Connection {
         addr: std::net::SocketAddr,
@@ -56,17 +58,22 @@ pub fn client_endpoint(peer: std::net::SocketAddr) -> Result<Endpoint, MeshError
     Ok(Endpoint::client(bind)?)
 }
 
+/// How long a handshake may take before the host counts as unreachable.
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Dials `addr` and completes the handshake.
 pub async fn connect(
     endpoint: &Endpoint,
     addr: std::net::SocketAddr,
     config: quinn::ClientConfig,
 ) -> Result<Connection, MeshError> {
-    endpoint
+    let connecting = endpoint
         .connect_with(config, addr, river_pki::HOST_SERVER_NAME)
-        .map_err(|source| MeshError::Connect { addr, source })?
-        .await
-        .map_err(|source| MeshError::Connection { addr, source })
+        .map_err(|source| MeshError::Connect { addr, source })?;
+    match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
+        Ok(r) => r.map_err(|source| MeshError::Connection { addr, source }),
+        Err(_) => Err(MeshError::NoAnswer(addr)),
+    }
 }
 
 /// Why a connection ended, as far as a client deciding whether to retry cares.
