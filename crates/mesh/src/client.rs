@@ -32,6 +32,8 @@ pub enum ClientError {
     NoAnswer,
     #[error("the host sent a CA that does not match the join token; not trusting it")]
     CaMismatch,
+    #[error("{addr} failed the TLS check against the join token ({reason}); check the host address, or use a token from this cluster")]
+    WrongHost { addr: SocketAddr, reason: String },
 }
 
 /// Resolves `HOST[:PORT]` (port 7443 when absent).
@@ -63,12 +65,18 @@ pub async fn enrol(host: &str, token_text: &str, name: &str, kind: &str) -> Resu
     let addr = resolve(host).await?;
     let (key_pem, csr_pem) = river_pki::new_key_and_csr(name)?;
     let endpoint = crate::client_endpoint(addr)?;
-    let conn = connect(
-        &endpoint,
-        addr,
-        client_config(None, Trust::Fingerprint(token.ca_fingerprint))?,
-    )
-    .await?;
+    let trust = client_config(None, Trust::Fingerprint(token.ca_fingerprint))?;
+    let conn = match connect(&endpoint, addr, trust).await {
+        Ok(c) => c,
+        // A TLS failure here means the host is not the one the token names.
+        Err(MeshError::Connection {
+            source: quinn::ConnectionError::TransportError(t),
+            ..
+        }) if (0x100..0x200).contains(&u64::from(t.code)) => {
+            return Err(ClientError::WrongHost { addr, reason: t.reason });
+        }
+        Err(e) => return Err(e.into()),
+    };
     let answer = async {
         let (mut send, mut recv) = open(&conn, StreamKind::Join).await?;
         send_msg(

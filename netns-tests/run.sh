@@ -1,0 +1,220 @@
+#!/usr/bin/env bash
+# netns-tests: the real `river` binary, one network namespace per machine.
+#
+#   ns $H (host)            ns $R1 (runner r1)      ns $R2 (runner r2)
+#   10.77.0.1  h0           10.77.0.11  r1          10.77.0.12  r2
+#        |                       |                       |
+#   -----+-------- bridge br0 in ns $SW (the "switch") --+-----
+#     (cutting a link: ip -n $SW link set <port> down)
+#
+# Each scenario asserts what an operator sees (`river node list`, exit codes, log lines), waits
+# by polling real state (never fixed sleeps for correctness), and everything is torn down on exit,
+# pass or fail. Usage: netns-tests/run.sh [path/to/river] [scenario...]
+set -euo pipefail
+
+RIVER=${1:-target/debug/river}
+RIVER=$(realpath "$RIVER")
+shift || true
+ONLY=("$@")
+
+if [[ $EUID -ne 0 ]] || ! command -v ip >/dev/null || ! command -v nsenter >/dev/null; then
+  echo "SKIP netns-tests: needs root, iproute2 and nsenter (util-linux)"
+  exit 0
+fi
+
+ID=$$
+SW=rv${ID}sw H=rv${ID}h R1=rv${ID}r1 R2=rv${ID}r2 R3=rv${ID}r3
+T=$(mktemp -d /tmp/river-netns.XXXXXX)
+PASS=0 FAIL=0
+
+# Scenarios run in subshells, so process ids live in files: $T/pid.NAME.
+track() { echo "$2" >"$T/pid.$1"; }
+pid_of() { cat "$T/pid.$1"; }
+
+cleanup() {
+  set +e
+  for f in "$T"/pid.*; do [[ -f $f ]] && kill "$(cat "$f")" 2>/dev/null; done
+  sleep 0.3
+  for f in "$T"/pid.*; do [[ -f $f ]] && kill -9 "$(cat "$f")" 2>/dev/null; done
+  for ns in $SW $H $R1 $R2 $R3; do ip netns del "$ns" 2>/dev/null; done
+  if [[ $FAIL -gt 0 ]]; then
+    echo "--- logs of the last run (kept in $T) ---"
+    tail -n 30 "$T"/*.log 2>/dev/null
+  else
+    rm -rf "$T"
+  fi
+}
+trap cleanup EXIT
+
+in_ns() { local ns=$1; shift; nsenter --net=/run/netns/"$ns" "$@"; }
+
+# Machine $1 with address $2 gets a veth whose other end ($3) joins the bridge.
+machine() {
+  local ns=$1 addr=$2 port=$3
+  ip netns add "$ns"
+  ip link add "${port}" type veth peer name eth0 netns "$ns"
+  ip link set "${port}" netns "$SW"
+  ip -n "$SW" link set "${port}" master br0 up
+  ip -n "$ns" addr add "$addr/24" dev eth0
+  ip -n "$ns" link set eth0 up
+  ip -n "$ns" link set lo up
+}
+
+topology() {
+  ip netns add "$SW"
+  ip -n "$SW" link add br0 type bridge
+  ip -n "$SW" link set br0 up
+  machine "$H" 10.77.0.1 p${ID}h
+  machine "$R1" 10.77.0.11 p${ID}r1
+  machine "$R2" 10.77.0.12 p${ID}r2
+  machine "$R3" 10.77.0.13 p${ID}r3
+}
+
+# wait_for DESCRIPTION SECONDS COMMAND...: polls until COMMAND succeeds.
+wait_for() {
+  local what=$1 secs=$2; shift 2
+  local deadline=$((SECONDS + secs))
+  until "$@" >/dev/null 2>&1; do
+    if [[ $SECONDS -ge $deadline ]]; then
+      echo "    timed out after ${secs}s waiting for: $what"
+      return 1
+    fi
+    sleep 0.2
+  done
+}
+
+cli() { in_ns "$H" env RIVER_CONFIG_DIR="$T/host/admin" "$RIVER" "$@"; }
+node_state() { cli node list -o json | python3 -c "import json,sys; print({n['name']: n['state'] for n in json.load(sys.stdin)}.get('$1', 'absent'))"; }
+state_is() { [[ $(node_state "$1") == "$2" ]]; }
+
+start_host() {
+  cat >"$T/host.toml" <<TOML
+state_dir = "$T/host"
+listen = "10.77.0.1:7443"
+advertise = ["10.77.0.1"]
+heartbeat_interval = "500ms"
+offline_after = "3s"
+TOML
+  in_ns "$H" "$RIVER" host --config "$T/host.toml" >>"$T/host.log" 2>&1 &
+  track host $!
+  wait_for "host admin credentials" 20 test -f "$T/host/admin/cluster.toml"
+  wait_for "host answers" 20 cli status
+}
+
+# start_runner NS NAME [extra args]: starts a runner (joining when given --join/--token).
+start_runner() {
+  local ns=$1 name=$2; shift 2
+  in_ns "$ns" "$RIVER" runner --state-dir "$T/$name" --name "$name" "$@" >>"$T/$name.log" 2>&1 &
+  track "$name" $!
+}
+
+new_token() { cli token create --ttl 10m --uses "${1:-1}" 2>/dev/null | head -n1; }
+
+scenario() {
+  local name=$1
+  if [[ ${#ONLY[@]} -gt 0 && ! " ${ONLY[*]} " =~ " $name " ]]; then return; fi
+  echo "# $name"
+  if ( set -e; "test_$name" ); then
+    echo "ok - $name"; PASS=$((PASS + 1))
+  else
+    echo "not ok - $name"; FAIL=$((FAIL + 1))
+  fi
+}
+
+# ---------------------------------------------------------------------------------------------
+
+test_join() {
+  start_runner "$R1" r1 --join 10.77.0.1:7443 --token "$(new_token)"
+  start_runner "$R2" r2 --join 10.77.0.1:7443 --token "$(new_token)"
+  wait_for "r1 online" 20 state_is r1 Online
+  wait_for "r2 online" 20 state_is r2 Online
+  # The host sees each runner at its own address, over the bridge.
+  cli node show r1 | grep -q "address:     10.77.0.11:"
+  cli node list | grep -q "^r2 *online"
+}
+
+test_cut_link() {
+  ip -n "$SW" link set p${ID}r1 down
+  wait_for "r1 offline after the link is cut" 15 state_is r1 Offline
+  [[ $(node_state r2) == Online ]] || { echo "    r2 went offline too"; return 1; }
+  ip -n "$SW" link set p${ID}r1 up
+  wait_for "r1 online once the link is back" 40 state_is r1 Online
+}
+
+test_long_cut() {
+  # Longer than QUIC's idle timeout: the connection dies, the runner reconnects by itself.
+  ip -n "$SW" link set p${ID}r2 down
+  wait_for "r2 offline" 15 state_is r2 Offline
+  wait_for "r2's runner notices the broken connection" 40 grep -q "reconnecting in" "$T/r2.log"
+  ip -n "$SW" link set p${ID}r2 up
+  wait_for "r2 online after reconnecting" 60 state_is r2 Online
+}
+
+test_host_restart() {
+  local pid; pid=$(pid_of host)
+  kill "$pid"
+  wait_for "host stops" 20 bash -c "! kill -0 $pid"
+  ! cli status 2>/dev/null
+  start_host
+  wait_for "r1 back after the host restart" 60 state_is r1 Online
+  wait_for "r2 back after the host restart" 60 state_is r2 Online
+}
+
+test_revoked_node() {
+  cli node remove r2 | grep -q "revoked"
+  # The runner is told and stops, saying why; started again, it is refused again.
+  wait_for "r2's runner stops" 20 bash -c "! kill -0 $(pid_of r2)"
+  grep -q "removed from the cluster" "$T/r2.log"
+  in_ns "$R2" "$RIVER" runner --state-dir "$T/r2" >"$T/r2-again.log" 2>&1 && { echo "    a removed node ran again"; return 1; }
+  grep -q "removed from the cluster" "$T/r2-again.log"
+  [[ $(node_state r2) == absent ]]
+  [[ $(node_state r1) == Online ]]
+}
+
+test_wrong_ca() {
+  # A second cluster, on the host machine's namespace at another port.
+  in_ns "$H" "$RIVER" host --state-dir "$T/other" --listen 10.77.0.1:7444 >>"$T/other.log" 2>&1 &
+  track other $!
+  wait_for "second host" 20 test -f "$T/other/admin/cluster.toml"
+  local foreign
+  foreign=$(in_ns "$H" env RIVER_CONFIG_DIR="$T/other/admin" "$RIVER" token create 2>/dev/null | head -n1)
+  # Its token does not work against our host: the CA fingerprint does not match.
+  if in_ns "$R3" "$RIVER" runner --state-dir "$T/r3" --name r3 --join 10.77.0.1:7443 --token "$foreign" >"$T/r3.log" 2>&1; then
+    echo "    joined with another cluster's token"; return 1
+  fi
+  grep -q "does not match the fingerprint" "$T/r3.log"
+  # A runner of the other cluster, pointed at our host, is refused at the TLS handshake.
+  in_ns "$R3" "$RIVER" runner --state-dir "$T/r3b" --name r3 --join 10.77.0.1:7444 --token "$foreign" >"$T/r3b.log" 2>&1 &
+  local pid=$!
+  track r3b "$pid"
+  wait_for "r3 joined the other cluster" 20 grep -q "joined the cluster" "$T/r3b.log"
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+  # Pointed at our host with the other cluster's CA, the runner refuses our host...
+  sed -i 's/7444/7443/' "$T/r3b/identity/cluster.toml"
+  if in_ns "$R3" "$RIVER" runner --state-dir "$T/r3b" >"$T/r3c.log" 2>&1; then
+    echo "    a foreign runner stayed connected"; return 1
+  fi
+  grep -q "host's certificate is not trusted" "$T/r3c.log"
+  # ...and trusting our CA but presenting the other cluster's certificate, our host refuses it.
+  cp "$T/host/ca.crt" "$T/r3b/identity/ca.crt"
+  if in_ns "$R3" "$RIVER" runner --state-dir "$T/r3b" >"$T/r3d.log" 2>&1; then
+    echo "    our host accepted a foreign certificate"; return 1
+  fi
+  grep -q "host rejected this certificate" "$T/r3d.log"
+  [[ $(node_state r3) == absent ]]
+  cli status | grep -q "1 online"
+}
+
+# ---------------------------------------------------------------------------------------------
+
+topology
+start_host
+scenario join
+scenario cut_link
+scenario long_cut
+scenario host_restart
+scenario revoked_node
+scenario wrong_ca
+echo
+echo "netns: $PASS passed, $FAIL failed"
+[[ $FAIL -eq 0 ]]
