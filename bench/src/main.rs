@@ -1,1 +1,58 @@
-fn main() {}
+//! river's benchmarks. Each prints its figures next to a baseline measured in the same run.
+//! See docs/benchmarks.md for what they measure and the figures on our machines.
+
+mod heartbeats;
+mod proc;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(about = "river benchmarks (not tests: they print figures)")]
+struct Cli {
+    /// The river binary to measure (build it with `cargo build --release`).
+    #[arg(long, default_value = "target/release/river", global = true)]
+    river: PathBuf,
+    #[command(subcommand)]
+    bench: Bench,
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// N simulated runners, each with its own certificate, heartbeating against a real host.
+    Heartbeats {
+        /// Numbers of runners to simulate, one run each.
+        #[arg(long, value_delimiter = ',', default_value = "100,1000")]
+        runners: Vec<usize>,
+        /// Heartbeat interval.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        interval: std::time::Duration,
+        /// How long to measure once every runner is connected.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        measure: std::time::Duration,
+    },
+    /// Idle memory of a real host and runner (`river host`, `river runner`).
+    Footprint {
+        /// How long to let them idle before measuring.
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        idle: std::time::Duration,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let river = std::fs::canonicalize(&cli.river)
+        .map_err(|e| anyhow::anyhow!("{}: {e}; build it with `cargo build --release -p river`", cli.river.display()))?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async {
+        match cli.bench {
+            Bench::Heartbeats { runners, interval, measure } => {
+                for n in runners {
+                    heartbeats::run(&river, n, interval, measure).await?;
+                }
+                Ok(())
+            }
+            Bench::Footprint { idle } => heartbeats::footprint(&river, idle).await,
+        }
+    })
+}

@@ -63,8 +63,12 @@ fn transport() -> Arc<quinn::TransportConfig> {
     // notices a vanished peer quickly without depending on heartbeats.
     t.keep_alive_interval(Some(Duration::from_secs(5)));
     t.max_idle_timeout(Some(Duration::from_secs(20).try_into().expect("20s fits a VarInt")));
-    t.max_concurrent_bidi_streams(4096u32.into());
-    t.max_concurrent_uni_streams(256u32.into());
+    // quinn allocates state up front for every stream the peer may open, so these limits cost
+    // memory on every connection (4096 streams ≈ 400 KiB each). Streams are credited back as
+    // they close, so this bounds concurrency, not throughput; a connection that needs more
+    // (a busy forward) can be raised with `set_max_concurrent_bi_streams`.
+    t.max_concurrent_bidi_streams(128u32.into());
+    t.max_concurrent_uni_streams(16u32.into());
     t.stream_receive_window((8u32 * 1024 * 1024).into());
     t.receive_window((32u32 * 1024 * 1024).into());
     t.send_window(32 * 1024 * 1024);

@@ -145,6 +145,8 @@ fn leaf_params(subject: &Subject, now: i64, lifetime_secs: i64) -> Result<Certif
     p.not_before = at(now - backdate(lifetime_secs))?;
     p.not_after = at(now + lifetime_secs)?;
     p.serial_number = Some(random_serial());
+    // An explicit CA:FALSE, so no verifier has to guess.
+    p.is_ca = IsCa::ExplicitNoCa;
     p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     p.use_authority_key_identifier_extension = true;

@@ -1,0 +1,224 @@
+//! Host scale: N simulated runners, each with its own certificate issued through the real join
+//! flow, heartbeat against a real `river host` process. Reports the host's CPU and memory per
+//! runner, heartbeat round-trip latency and false offlines; the baseline is the same host with no
+//! runners, measured in the same run.
+
+use crate::proc::{cpu_secs, rss_bytes, until, River};
+use river_creds::Bundle;
+use river_mesh::{client, client_config, connect, open, recv_msg, send_msg, Identity, Trust};
+use river_proto::msg::{Heartbeat, HeartbeatAck, Hello, HelloReply, NodeInfo, NodeState, NodeUsage, Request, Response};
+use river_proto::StreamKind;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    loop {
+        let t = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = t.local_addr().expect("addr").port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+struct Shared {
+    ready: AtomicUsize,
+    /// Failed connection attempts (each retried, as a real runner does).
+    failed: AtomicUsize,
+    last_error: Mutex<String>,
+    recording: AtomicBool,
+    latencies_us: Mutex<Vec<u32>>,
+}
+
+/// Starts a host process with the given heartbeat timing; returns it and its admin bundle.
+async fn host(river: &Path, dir: &Path, interval: Duration) -> anyhow::Result<(River, Bundle, SocketAddr)> {
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+    let cfg = dir.join("host.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "state_dir = {:?}\nlisten = \"{addr}\"\nheartbeat_interval = \"{}ms\"\noffline_after = \"{}ms\"\n",
+            dir.join("host"),
+            interval.as_millis(),
+            interval.as_millis() * 6
+        ),
+    )?;
+    let host = River::spawn(river, &["host", "--config", cfg.to_str().unwrap_or_default()], &dir.join("host.log"))?;
+    let admin_dir = dir.join("host/admin");
+    until(Duration::from_secs(30), "the host's admin credential", || admin_dir.join("cluster.toml").exists()).await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    Ok((host, Bundle::load(&admin_dir)?, addr))
+}
+
+async fn admin_call(admin: &Bundle, req: Request) -> anyhow::Result<Response> {
+    let (_e, conn) = client::connect_bundle(admin).await?;
+    Ok(client::call(&conn, &req).await?)
+}
+
+pub async fn run(river: &Path, n: usize, interval: Duration, measure: Duration) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (host, admin, addr) = host(river, dir.path(), interval).await?;
+    let pid = host.pid();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_idle = rss_bytes(pid)?;
+
+    let Response::TokenCreated(t) = admin_call(&admin, Request::TokenCreate { ttl_secs: 3600, uses: u32::try_from(n)? }).await? else {
+        anyhow::bail!("no token")
+    };
+    let join_start = Instant::now();
+    let sem = Arc::new(tokio::sync::Semaphore::new(16));
+    let mut joins = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let (sem, token, host) = (sem.clone(), t.token.clone(), addr.to_string());
+        joins.spawn(async move {
+            let _permit = sem.acquire().await;
+            client::enrol(&host, &token, &format!("sim-{i:05}"), "node").await
+        });
+    }
+    let mut bundles = Vec::with_capacity(n);
+    while let Some(r) = joins.join_next().await {
+        bundles.push(r??);
+    }
+    let join_secs = join_start.elapsed().as_secs_f64();
+
+    let shared = Arc::new(Shared { ready: AtomicUsize::new(0), failed: AtomicUsize::new(0), last_error: Mutex::new(String::new()), recording: AtomicBool::new(false), latencies_us: Mutex::new(Vec::new()) });
+    let mut sims = tokio::task::JoinSet::new();
+    let connect_start = Instant::now();
+    let mut endpoint = river_mesh::client_endpoint(addr)?;
+    for (i, b) in bundles.into_iter().enumerate() {
+        // A few hundred connections per UDP socket, like a NAT would multiplex them.
+        if i % 250 == 0 {
+            endpoint = river_mesh::client_endpoint(addr)?;
+        }
+        sims.spawn(sim(b, endpoint.clone(), addr, interval, shared.clone()));
+        if i % 50 == 49 {
+            tokio::task::yield_now().await;
+        }
+    }
+    let waited = until(Duration::from_secs(180), "every runner connected", || shared.ready.load(Ordering::Relaxed) == n).await;
+    let failed = shared.failed.load(Ordering::Relaxed);
+    if failed > 0 {
+        eprintln!("{failed} connection attempts failed and were retried; last: {}", shared.last_error.lock().map(|l| l.clone()).unwrap_or_default());
+    }
+    waited?;
+    let connect_secs = connect_start.elapsed().as_secs_f64();
+    // One interval for every runner to send its first heartbeat, then measure.
+    tokio::time::sleep(interval + Duration::from_millis(500)).await;
+    shared.recording.store(true, Ordering::Relaxed);
+    let cpu0 = cpu_secs(pid)?;
+    let t0 = Instant::now();
+    tokio::time::sleep(measure).await;
+    let cpu = (cpu_secs(pid)? - cpu0) / t0.elapsed().as_secs_f64() * 100.0;
+    shared.recording.store(false, Ordering::Relaxed);
+    let rss = rss_bytes(pid)?;
+
+    let Response::Nodes(nodes) = admin_call(&admin, Request::NodeList).await? else { anyhow::bail!("no node list") };
+    let offline_now = nodes.iter().filter(|n| n.state != NodeState::Online).count();
+    let log = std::fs::read_to_string(dir.path().join("host.log"))?;
+    let offline_events = log.lines().filter(|l| l.contains("node is offline")).count();
+
+    let mut lat = std::mem::take(&mut *shared.latencies_us.lock().map_err(|_| anyhow::anyhow!("poisoned"))?);
+    lat.sort_unstable();
+    let pct = |p: f64| -> f64 {
+        if lat.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((lat.len() as f64 - 1.0) * p).round() as usize;
+        f64::from(lat[i]) / 1000.0
+    };
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    println!(
+        "| {n} | {:.0} ms | {join_secs:.1} s | {connect_secs:.1} s | {} | {cpu:.1}% | {:.1} MiB | {:.1} MiB | {:.1} KiB | {:.2} ms | {:.2} ms | {:.2} ms | {} |",
+        interval.as_millis(),
+        lat.len(),
+        mib(rss_idle),
+        mib(rss),
+        (rss.saturating_sub(rss_idle)) as f64 / 1024.0 / n as f64,
+        pct(0.5),
+        pct(0.99),
+        pct(1.0),
+        offline_now + offline_events,
+    );
+    sims.abort_all();
+    drop(host);
+    Ok(())
+}
+
+async fn sim(bundle: Bundle, endpoint: river_mesh::Endpoint, addr: SocketAddr, interval: Duration, shared: Arc<Shared>) -> anyhow::Result<()> {
+    let cfg = client_config(Some(Identity::from_pem(&bundle.cert_pem, &bundle.key_pem)?), Trust::Ca(bundle.ca_der()?))?;
+    let conn = loop {
+        match connect(&endpoint, addr, cfg.clone()).await {
+            Ok(c) => break c,
+            Err(e) => {
+                shared.failed.fetch_add(1, Ordering::Relaxed);
+                if let Ok(mut l) = shared.last_error.lock() {
+                    *l = e.to_string();
+                }
+                tokio::time::sleep(Duration::from_millis(500 + rand::random::<u64>() % 1000)).await;
+            }
+        }
+    };
+    let (mut cs, mut cr) = open(&conn, StreamKind::Control).await?;
+    let info = NodeInfo { hostname: bundle.meta.name.clone(), cores: 64, memory_bytes: 512 << 30, version: "bench".into(), ..Default::default() };
+    send_msg(&mut cs, &Hello { info }).await?;
+    let Some(HelloReply::Welcome { .. }) = recv_msg::<HelloReply>(&mut cr).await? else { anyhow::bail!("not welcomed") };
+    shared.ready.fetch_add(1, Ordering::Relaxed);
+    let (mut hs, mut hr) = open(&conn, StreamKind::Heartbeat).await?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+    let reader = {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(_ack)) = recv_msg::<HeartbeatAck>(&mut hr).await {
+                if let Some(sent) = rx.recv().await {
+                    if shared.recording.load(Ordering::Relaxed) {
+                        let us = u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX);
+                        if let Ok(mut l) = shared.latencies_us.lock() {
+                            l.push(us);
+                        }
+                    }
+                }
+            }
+        })
+    };
+    // Spread the runners over the interval, as real ones started at different times are.
+    let phase = Duration::from_micros(rand::random::<u64>() % u64::try_from(interval.as_micros()).unwrap_or(1).max(1));
+    tokio::time::sleep(phase).await;
+    let mut tick = tokio::time::interval(interval);
+    let usage = NodeUsage { cpu_percent: 12.5, memory_used_bytes: 64 << 30, gpus: Vec::new() };
+    for seq in 0u64.. {
+        tick.tick().await;
+        let _ = tx.send(Instant::now());
+        send_msg(&mut hs, &Heartbeat { seq, usage: usage.clone() }).await?;
+    }
+    reader.abort();
+    Ok(())
+}
+
+/// Idle memory of a real host and runner.
+pub async fn footprint(river: &Path, idle: Duration) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (host, admin, addr) = host(river, dir.path(), Duration::from_secs(5)).await?;
+    let Response::TokenCreated(t) = admin_call(&admin, Request::TokenCreate { ttl_secs: 600, uses: 1 }).await? else {
+        anyhow::bail!("no token")
+    };
+    let state = dir.path().join("runner");
+    let runner = River::spawn(
+        river,
+        &["runner", "--state-dir", state.to_str().unwrap_or_default(), "--name", "idle", "--join", &addr.to_string(), "--token", &t.token],
+        &dir.path().join("runner.log"),
+    )?;
+    let log = dir.path().join("runner.log");
+    until(Duration::from_secs(30), "the runner connected", || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("connected to the host"))
+    })
+    .await?;
+    tokio::time::sleep(idle).await;
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    println!("| river host (1 runner) | {:.1} MiB | 40 MiB |", mib(rss_bytes(host.pid())?));
+    println!("| river runner | {:.1} MiB | 20 MiB |", mib(rss_bytes(runner.pid())?));
+    Ok(())
+}
