@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: installs what the tests need (Debian/Ubuntu), then
+# runs format and lint checks, unit and in-process tests, the openssl checks of issued
+# certificates and the network-namespace tests with the real binary.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+install_needs() {
+  local missing=()
+  command -v ip >/dev/null || missing+=(iproute2)
+  command -v nsenter >/dev/null || missing+=(util-linux)
+  command -v openssl >/dev/null || missing+=(openssl)
+  command -v curl >/dev/null || missing+=(curl)
+  command -v python3 >/dev/null || missing+=(python3)
+  if [[ ${#missing[@]} -gt 0 ]]; then
+    if [[ $EUID -eq 0 ]] && command -v apt-get >/dev/null; then
+      echo "== installing ${missing[*]}"
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    else
+      echo "missing: ${missing[*]}; install them (tests that need them will say they are skipped)"
+    fi
+  fi
+  command -v cargo >/dev/null || { echo "cargo not found: install Rust (https://rustup.rs)"; exit 1; }
+  rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy 2>/dev/null || true
+}
+
+install_needs
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== unit and in-process tests"
+cargo test --workspace --locked
+echo "== build the river binary for the process-level tests"
+cargo build --locked -p river
+echo "== pki: issued certificates checked with openssl"
+bash pki/verify.sh target/debug/river
+echo "== netns: real binaries in network namespaces"
+bash netns-tests/run.sh target/debug/river
