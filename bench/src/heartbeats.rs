@@ -47,9 +47,16 @@ async fn host(river: &Path, dir: &Path, interval: Duration) -> anyhow::Result<(R
             interval.as_millis() * 6
         ),
     )?;
-    let host = River::spawn(river, &["host", "--config", cfg.to_str().unwrap_or_default()], &dir.join("host.log"))?;
+    let host = River::spawn(
+        river,
+        &["host", "--config", cfg.to_str().unwrap_or_default()],
+        &dir.join("host.log"),
+    )?;
     let admin_dir = dir.join("host/admin");
-    until(Duration::from_secs(30), "the host's admin credential", || admin_dir.join("cluster.toml").exists()).await?;
+    until(Duration::from_secs(30), "the host's admin credential", || {
+        admin_dir.join("cluster.toml").exists()
+    })
+    .await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     Ok((host, Bundle::load(&admin_dir)?, addr))
 }
@@ -66,7 +73,15 @@ pub async fn run(river: &Path, n: usize, interval: Duration, measure: Duration) 
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_idle = rss_bytes(pid)?;
 
-    let Response::TokenCreated(t) = admin_call(&admin, Request::TokenCreate { ttl_secs: 3600, uses: u32::try_from(n)? }).await? else {
+    let Response::TokenCreated(t) = admin_call(
+        &admin,
+        Request::TokenCreate {
+            ttl_secs: 3600,
+            uses: u32::try_from(n)?,
+        },
+    )
+    .await?
+    else {
         anyhow::bail!("no token")
     };
     let join_start = Instant::now();
@@ -85,7 +100,13 @@ pub async fn run(river: &Path, n: usize, interval: Duration, measure: Duration) 
     }
     let join_secs = join_start.elapsed().as_secs_f64();
 
-    let shared = Arc::new(Shared { ready: AtomicUsize::new(0), failed: AtomicUsize::new(0), last_error: Mutex::new(String::new()), recording: AtomicBool::new(false), latencies_us: Mutex::new(Vec::new()) });
+    let shared = Arc::new(Shared {
+        ready: AtomicUsize::new(0),
+        failed: AtomicUsize::new(0),
+        last_error: Mutex::new(String::new()),
+        recording: AtomicBool::new(false),
+        latencies_us: Mutex::new(Vec::new()),
+    });
     let mut sims = tokio::task::JoinSet::new();
     let connect_start = Instant::now();
     let mut endpoint = river_mesh::client_endpoint(addr)?;
@@ -99,10 +120,16 @@ pub async fn run(river: &Path, n: usize, interval: Duration, measure: Duration) 
             tokio::task::yield_now().await;
         }
     }
-    let waited = until(Duration::from_secs(180), "every runner connected", || shared.ready.load(Ordering::Relaxed) == n).await;
+    let waited = until(Duration::from_secs(180), "every runner connected", || {
+        shared.ready.load(Ordering::Relaxed) == n
+    })
+    .await;
     let failed = shared.failed.load(Ordering::Relaxed);
     if failed > 0 {
-        eprintln!("{failed} connection attempts failed and were retried; last: {}", shared.last_error.lock().map(|l| l.clone()).unwrap_or_default());
+        eprintln!(
+            "{failed} connection attempts failed and were retried; last: {}",
+            shared.last_error.lock().map(|l| l.clone()).unwrap_or_default()
+        );
     }
     waited?;
     let connect_secs = connect_start.elapsed().as_secs_f64();
@@ -116,7 +143,9 @@ pub async fn run(river: &Path, n: usize, interval: Duration, measure: Duration) 
     shared.recording.store(false, Ordering::Relaxed);
     let rss = rss_bytes(pid)?;
 
-    let Response::Nodes(nodes) = admin_call(&admin, Request::NodeList).await? else { anyhow::bail!("no node list") };
+    let Response::Nodes(nodes) = admin_call(&admin, Request::NodeList).await? else {
+        anyhow::bail!("no node list")
+    };
     let offline_now = nodes.iter().filter(|n| n.state != NodeState::Online).count();
     let log = std::fs::read_to_string(dir.path().join("host.log"))?;
     let offline_events = log.lines().filter(|l| l.contains("node is offline")).count();
@@ -148,8 +177,17 @@ pub async fn run(river: &Path, n: usize, interval: Duration, measure: Duration) 
     Ok(())
 }
 
-async fn sim(bundle: Bundle, endpoint: river_mesh::Endpoint, addr: SocketAddr, interval: Duration, shared: Arc<Shared>) -> anyhow::Result<()> {
-    let cfg = client_config(Some(Identity::from_pem(&bundle.cert_pem, &bundle.key_pem)?), Trust::Ca(bundle.ca_der()?))?;
+async fn sim(
+    bundle: Bundle,
+    endpoint: river_mesh::Endpoint,
+    addr: SocketAddr,
+    interval: Duration,
+    shared: Arc<Shared>,
+) -> anyhow::Result<()> {
+    let cfg = client_config(
+        Some(Identity::from_pem(&bundle.cert_pem, &bundle.key_pem)?),
+        Trust::Ca(bundle.ca_der()?),
+    )?;
     let conn = loop {
         match connect(&endpoint, addr, cfg.clone()).await {
             Ok(c) => break c,
@@ -163,9 +201,17 @@ async fn sim(bundle: Bundle, endpoint: river_mesh::Endpoint, addr: SocketAddr, i
         }
     };
     let (mut cs, mut cr) = open(&conn, StreamKind::Control).await?;
-    let info = NodeInfo { hostname: bundle.meta.name.clone(), cores: 64, memory_bytes: 512 << 30, version: "bench".into(), ..Default::default() };
+    let info = NodeInfo {
+        hostname: bundle.meta.name.clone(),
+        cores: 64,
+        memory_bytes: 512 << 30,
+        version: "bench".into(),
+        ..Default::default()
+    };
     send_msg(&mut cs, &Hello { info }).await?;
-    let Some(HelloReply::Welcome { .. }) = recv_msg::<HelloReply>(&mut cr).await? else { anyhow::bail!("not welcomed") };
+    let Some(HelloReply::Welcome { .. }) = recv_msg::<HelloReply>(&mut cr).await? else {
+        anyhow::bail!("not welcomed")
+    };
     shared.ready.fetch_add(1, Ordering::Relaxed);
     let (mut hs, mut hr) = open(&conn, StreamKind::Heartbeat).await?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
@@ -188,11 +234,22 @@ async fn sim(bundle: Bundle, endpoint: river_mesh::Endpoint, addr: SocketAddr, i
     let phase = Duration::from_micros(rand::random::<u64>() % u64::try_from(interval.as_micros()).unwrap_or(1).max(1));
     tokio::time::sleep(phase).await;
     let mut tick = tokio::time::interval(interval);
-    let usage = NodeUsage { cpu_percent: 12.5, memory_used_bytes: 64 << 30, gpus: Vec::new() };
+    let usage = NodeUsage {
+        cpu_percent: 12.5,
+        memory_used_bytes: 64 << 30,
+        gpus: Vec::new(),
+    };
     for seq in 0u64.. {
         tick.tick().await;
         let _ = tx.send(Instant::now());
-        send_msg(&mut hs, &Heartbeat { seq, usage: usage.clone() }).await?;
+        send_msg(
+            &mut hs,
+            &Heartbeat {
+                seq,
+                usage: usage.clone(),
+            },
+        )
+        .await?;
     }
     reader.abort();
     Ok(())
@@ -208,7 +265,17 @@ pub async fn footprint(river: &Path, idle: Duration) -> anyhow::Result<()> {
     let state = dir.path().join("runner");
     let runner = River::spawn(
         river,
-        &["runner", "--state-dir", state.to_str().unwrap_or_default(), "--name", "idle", "--join", &addr.to_string(), "--token", &t.token],
+        &[
+            "runner",
+            "--state-dir",
+            state.to_str().unwrap_or_default(),
+            "--name",
+            "idle",
+            "--join",
+            &addr.to_string(),
+            "--token",
+            &t.token,
+        ],
         &dir.path().join("runner.log"),
     )?;
     let log = dir.path().join("runner.log");
@@ -218,7 +285,10 @@ pub async fn footprint(river: &Path, idle: Duration) -> anyhow::Result<()> {
     .await?;
     tokio::time::sleep(idle).await;
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
-    println!("| river host (1 runner) | {:.1} MiB | 40 MiB |", mib(rss_bytes(host.pid())?));
+    println!(
+        "| river host (1 runner) | {:.1} MiB | 40 MiB |",
+        mib(rss_bytes(host.pid())?)
+    );
     println!("| river runner | {:.1} MiB | 20 MiB |", mib(rss_bytes(runner.pid())?));
     Ok(())
 }

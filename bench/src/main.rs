@@ -41,12 +41,20 @@ enum Bench {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let river = std::fs::canonicalize(&cli.river)
-        .map_err(|e| anyhow::anyhow!("{}: {e}; build it with `cargo build --release -p river`", cli.river.display()))?;
+    let river = std::fs::canonicalize(&cli.river).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: {e}; build it with `cargo build --release -p river`",
+            cli.river.display()
+        )
+    })?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async {
         match cli.bench {
-            Bench::Heartbeats { runners, interval, measure } => {
+            Bench::Heartbeats {
+                runners,
+                interval,
+                measure,
+            } => {
                 for n in runners {
                     heartbeats::run(&river, n, interval, measure).await?;
                 }

@@ -19,8 +19,15 @@ pub fn cpu_secs(pid: u32) -> anyhow::Result<f64> {
 /// Resident memory of a process, in bytes.
 pub fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).ok_or_else(|| anyhow::anyhow!("no VmRSS"))?;
-    let kb: u64 = line.split_whitespace().nth(1).ok_or_else(|| anyhow::anyhow!("bad VmRSS"))?.parse()?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .ok_or_else(|| anyhow::anyhow!("no VmRSS"))?;
+    let kb: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .ok_or_else(|| anyhow::anyhow!("bad VmRSS"))?
+        .parse()?;
     Ok(kb * 1024)
 }
 
@@ -30,7 +37,12 @@ pub struct River(pub Child);
 impl River {
     pub fn spawn(river: &Path, args: &[&str], log: &Path) -> anyhow::Result<Self> {
         let log = std::fs::File::create(log)?;
-        let child = Command::new(river).args(args).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).spawn()?;
+        let child = Command::new(river)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
         Ok(Self(child))
     }
 
