@@ -228,4 +228,89 @@ mod tests {
             let _ = decode::<Response>(&bytes);
         }
     }
+
+    fn samples() -> Vec<Vec<u8>> {
+        use crate::msg::*;
+        let info = NodeInfo {
+            hostname: "gpu-01".into(),
+            cores: 64,
+            memory_bytes: 1 << 40,
+            numa: vec![NumaNode { id: 0, cpus: vec![0, 1, 2], memory_bytes: 1 << 39 }],
+            gpus: vec![Gpu { index: 0, name: "H100".into(), uuid: "GPU-1".into(), memory_bytes: 80 << 30, numa: Some(0) }],
+            version: "0.1.0".into(),
+        };
+        let usage = NodeUsage {
+            cpu_percent: 12.5,
+            memory_used_bytes: 7,
+            gpus: vec![GpuUsage { index: 0, util_percent: 99, memory_used_bytes: 1, temperature_c: Some(60) }],
+        };
+        let body = |v: Vec<u8>| v[4..].to_vec();
+        vec![
+            body(encode(&Request::UserInvite { name: "ann".into(), role: Role::Operator, ttl_secs: 60 }).unwrap()),
+            body(encode(&Request::Renew { csr_pem: "-----BEGIN".into() }).unwrap()),
+            body(encode(&Hello { info: info.clone() }).unwrap()),
+            body(encode(&Heartbeat { seq: u64::MAX, usage: usage.clone() }).unwrap()),
+            body(encode(&JoinRequest { token: "rvt1.x".into(), name: "n".into(), csr_pem: "c".into() }).unwrap()),
+            body(encode(&Response::Nodes(vec![NodeView {
+                name: "n".into(),
+                state: NodeState::Online,
+                address: Some("1.2.3.4:5".into()),
+                info,
+                usage: Some(usage),
+                last_heartbeat_ms: Some(1),
+                joined_at: 2,
+                cert_expires_at: 3,
+            }]))
+            .unwrap()),
+        ]
+    }
+
+    /// Mutated valid encodings reach deep into the decoder: every one must decode or fail cleanly,
+    /// for every message type the peer might claim it is.
+    #[test]
+    fn mutated_messages_never_panic() {
+        use crate::msg::*;
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let samples = samples();
+        for _ in 0..30_000 {
+            let mut m = samples[(next() % samples.len() as u64) as usize].clone();
+            match next() % 4 {
+                0 => {
+                    let i = (next() % m.len() as u64) as usize;
+                    m[i] ^= 1 << (next() % 8);
+                }
+                1 => m.truncate((next() % m.len() as u64) as usize),
+                2 => {
+                    let i = (next() % m.len() as u64) as usize;
+                    m[i] = (next() & 0xff) as u8;
+                    let j = (i + 1) % m.len();
+                    m[j] = 0xff;
+                }
+                _ => {
+                    let other = &samples[(next() % samples.len() as u64) as usize];
+                    let cut = (next() % m.len() as u64) as usize;
+                    m.truncate(cut);
+                    m.extend_from_slice(&other[cut.min(other.len())..]);
+                }
+            }
+            let _ = decode::<Request>(&m);
+            let _ = decode::<Response>(&m);
+            let _ = decode::<Hello>(&m);
+            let _ = decode::<Heartbeat>(&m);
+            let _ = decode::<JoinRequest>(&m);
+            let _ = decode::<JoinResponse>(&m);
+            let mut d = FrameDecoder::default();
+            d.push(&m);
+            let _ = d.next_frame();
+            if m.len() >= HEADER_LEN {
+                let _ = StreamHeader::decode([m[0], m[1], m[2], m[3]]);
+            }
+        }
+    }
 }
