@@ -172,11 +172,39 @@ pub async fn run(river: &Path, n: usize, interval: Duration, measure: Duration) 
         pct(1.0),
         offline_now + offline_events,
     );
+    // A host restart the way systemd does it: SIGTERM, then start again on the same state.
+    let pid = host.pid();
+    std::process::Command::new("kill").arg(pid.to_string()).status()?;
+    drop(host);
+    until(Duration::from_secs(60), "every runner to notice", || {
+        shared.ready.load(Ordering::Relaxed) == 0
+    })
+    .await?;
+    let restarted = Instant::now();
+    let host = River::spawn(
+        river,
+        &[
+            "host",
+            "--config",
+            dir.path().join("host.toml").to_str().unwrap_or_default(),
+        ],
+        &dir.path().join("host2.log"),
+    )?;
+    until(Duration::from_secs(300), "every runner back", || {
+        shared.ready.load(Ordering::Relaxed) == n
+    })
+    .await?;
+    println!(
+        "  after a host restart (SIGTERM, start): all {n} runners back in {:.1} s",
+        restarted.elapsed().as_secs_f64()
+    );
     sims.abort_all();
     drop(host);
     Ok(())
 }
 
+/// A simulated runner: connects (retrying with the runner's backoff), says hello, heartbeats, and
+/// reconnects when the host goes away, as `river runner` does.
 async fn sim(
     bundle: Bundle,
     endpoint: river_mesh::Endpoint,
@@ -188,19 +216,37 @@ async fn sim(
         Some(Identity::from_pem(&bundle.cert_pem, &bundle.key_pem)?),
         Trust::Ca(bundle.ca_der()?),
     )?;
-    let conn = loop {
+    let mut attempt = 0u32;
+    loop {
         match connect(&endpoint, addr, cfg.clone()).await {
-            Ok(c) => break c,
+            Ok(conn) => {
+                attempt = 0;
+                let _ = session(&conn, &bundle, interval, &shared).await;
+            }
             Err(e) => {
                 shared.failed.fetch_add(1, Ordering::Relaxed);
                 if let Ok(mut l) = shared.last_error.lock() {
                     *l = e.to_string();
                 }
-                tokio::time::sleep(Duration::from_millis(500 + rand::random::<u64>() % 1000)).await;
             }
         }
-    };
-    let (mut cs, mut cr) = open(&conn, StreamKind::Control).await?;
+        // The runner's backoff: 0.5 s doubling to 30 s, with jitter.
+        let base = 500u64.saturating_mul(1 << attempt.min(6)).min(30_000);
+        attempt += 1;
+        tokio::time::sleep(Duration::from_millis(
+            base - base / 8 + rand::random::<u64>() % (base / 4 + 1),
+        ))
+        .await;
+    }
+}
+
+async fn session(
+    conn: &river_mesh::Connection,
+    bundle: &Bundle,
+    interval: Duration,
+    shared: &Arc<Shared>,
+) -> anyhow::Result<()> {
+    let (mut cs, mut cr) = open(conn, StreamKind::Control).await?;
     let info = NodeInfo {
         hostname: bundle.meta.name.clone(),
         cores: 64,
@@ -213,11 +259,17 @@ async fn sim(
         anyhow::bail!("not welcomed")
     };
     shared.ready.fetch_add(1, Ordering::Relaxed);
-    let (mut hs, mut hr) = open(&conn, StreamKind::Heartbeat).await?;
+    let result = heartbeats(conn, interval, shared).await;
+    shared.ready.fetch_sub(1, Ordering::Relaxed);
+    result
+}
+
+async fn heartbeats(conn: &river_mesh::Connection, interval: Duration, shared: &Arc<Shared>) -> anyhow::Result<()> {
+    let (mut hs, mut hr) = open(conn, StreamKind::Heartbeat).await?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
     let reader = {
         let shared = shared.clone();
-        tokio::spawn(async move {
+        async move {
             while let Ok(Some(_ack)) = recv_msg::<HeartbeatAck>(&mut hr).await {
                 if let Some(sent) = rx.recv().await {
                     if shared.recording.load(Ordering::Relaxed) {
@@ -228,31 +280,38 @@ async fn sim(
                     }
                 }
             }
-        })
+        }
     };
-    // Spread the runners over the interval, as real ones started at different times are.
-    let phase = Duration::from_micros(rand::random::<u64>() % u64::try_from(interval.as_micros()).unwrap_or(1).max(1));
-    tokio::time::sleep(phase).await;
-    let mut tick = tokio::time::interval(interval);
-    let usage = NodeUsage {
-        cpu_percent: 12.5,
-        memory_used_bytes: 64 << 30,
-        gpus: Vec::new(),
+    let writer = async move {
+        // Spread the runners over the interval, as real ones started at different times are.
+        let phase =
+            Duration::from_micros(rand::random::<u64>() % u64::try_from(interval.as_micros()).unwrap_or(1).max(1));
+        tokio::time::sleep(phase).await;
+        let mut tick = tokio::time::interval(interval);
+        let usage = NodeUsage {
+            cpu_percent: 12.5,
+            memory_used_bytes: 64 << 30,
+            gpus: Vec::new(),
+        };
+        for seq in 0u64.. {
+            tick.tick().await;
+            let _ = tx.send(Instant::now());
+            send_msg(
+                &mut hs,
+                &Heartbeat {
+                    seq,
+                    usage: usage.clone(),
+                },
+            )
+            .await?;
+        }
+        Ok::<(), anyhow::Error>(())
     };
-    for seq in 0u64.. {
-        tick.tick().await;
-        let _ = tx.send(Instant::now());
-        send_msg(
-            &mut hs,
-            &Heartbeat {
-                seq,
-                usage: usage.clone(),
-            },
-        )
-        .await?;
+    tokio::select! {
+        () = reader => Ok(()),
+        r = writer => r,
+        e = conn.closed() => Err(e.into()),
     }
-    reader.abort();
-    Ok(())
 }
 
 /// Idle memory of a real host and runner.

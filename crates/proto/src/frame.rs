@@ -235,33 +235,75 @@ mod tests {
             hostname: "gpu-01".into(),
             cores: 64,
             memory_bytes: 1 << 40,
-            numa: vec![NumaNode { id: 0, cpus: vec![0, 1, 2], memory_bytes: 1 << 39 }],
-            gpus: vec![Gpu { index: 0, name: "H100".into(), uuid: "GPU-1".into(), memory_bytes: 80 << 30, numa: Some(0) }],
+            numa: vec![NumaNode {
+                id: 0,
+                cpus: vec![0, 1, 2],
+                memory_bytes: 1 << 39,
+            }],
+            gpus: vec![Gpu {
+                index: 0,
+                name: "H100".into(),
+                uuid: "GPU-1".into(),
+                memory_bytes: 80 << 30,
+                numa: Some(0),
+            }],
             version: "0.1.0".into(),
         };
         let usage = NodeUsage {
             cpu_percent: 12.5,
             memory_used_bytes: 7,
-            gpus: vec![GpuUsage { index: 0, util_percent: 99, memory_used_bytes: 1, temperature_c: Some(60) }],
+            gpus: vec![GpuUsage {
+                index: 0,
+                util_percent: 99,
+                memory_used_bytes: 1,
+                temperature_c: Some(60),
+            }],
         };
         let body = |v: Vec<u8>| v[4..].to_vec();
         vec![
-            body(encode(&Request::UserInvite { name: "ann".into(), role: Role::Operator, ttl_secs: 60 }).unwrap()),
-            body(encode(&Request::Renew { csr_pem: "-----BEGIN".into() }).unwrap()),
+            body(
+                encode(&Request::UserInvite {
+                    name: "ann".into(),
+                    role: Role::Operator,
+                    ttl_secs: 60,
+                })
+                .unwrap(),
+            ),
+            body(
+                encode(&Request::Renew {
+                    csr_pem: "-----BEGIN".into(),
+                })
+                .unwrap(),
+            ),
             body(encode(&Hello { info: info.clone() }).unwrap()),
-            body(encode(&Heartbeat { seq: u64::MAX, usage: usage.clone() }).unwrap()),
-            body(encode(&JoinRequest { token: "rvt1.x".into(), name: "n".into(), csr_pem: "c".into() }).unwrap()),
-            body(encode(&Response::Nodes(vec![NodeView {
-                name: "n".into(),
-                state: NodeState::Online,
-                address: Some("1.2.3.4:5".into()),
-                info,
-                usage: Some(usage),
-                last_heartbeat_ms: Some(1),
-                joined_at: 2,
-                cert_expires_at: 3,
-            }]))
-            .unwrap()),
+            body(
+                encode(&Heartbeat {
+                    seq: u64::MAX,
+                    usage: usage.clone(),
+                })
+                .unwrap(),
+            ),
+            body(
+                encode(&JoinRequest {
+                    token: "rvt1.x".into(),
+                    name: "n".into(),
+                    csr_pem: "c".into(),
+                })
+                .unwrap(),
+            ),
+            body(
+                encode(&Response::Nodes(vec![NodeView {
+                    name: "n".into(),
+                    state: NodeState::Online,
+                    address: Some("1.2.3.4:5".into()),
+                    info,
+                    usage: Some(usage),
+                    last_heartbeat_ms: Some(1),
+                    joined_at: 2,
+                    cert_expires_at: 3,
+                }]))
+                .unwrap(),
+            ),
         ]
     }
 
