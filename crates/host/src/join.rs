@@ -80,10 +80,6 @@ async fn join(ctx: &Ctx, req: &JoinRequest, remote: &str) -> JoinResponse {
     }
 }
 
-fn lifetime(d: std::time::Duration) -> i64 {
-    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
-}
-
 async fn join_node(ctx: &Ctx, token_id: &str, req: &JoinRequest, remote: &str) -> JoinResponse {
     let name = match Name::parse(&req.name) {
         Ok(n) => n,
@@ -95,17 +91,13 @@ async fn join_node(ctx: &Ctx, token_id: &str, req: &JoinRequest, remote: &str) -
         ));
     }
     let now = now_s();
-    let cert_pem = match ctx.ca.issue_from_csr(
+    let (cert_pem, info) = match ctx.issue(
         &req.csr_pem,
         &Subject::Node(name.to_string()),
-        now,
-        lifetime(ctx.cfg.node_cert_lifetime),
+        ctx.cfg.node_cert_lifetime,
     ) {
-        Ok(c) => c,
+        Ok(x) => x,
         Err(e) => return refused(e),
-    };
-    let Ok(info) = river_pki::pem_to_der(&cert_pem).and_then(|d| river_pki::inspect(&d)) else {
-        return refused("host could not read back the certificate it issued");
     };
     let record = NodeRecord {
         name: name.to_string(),
@@ -149,17 +141,13 @@ async fn join_user(
     role: river_proto::msg::Role,
 ) -> JoinResponse {
     let now = now_s();
-    let cert_pem = match ctx.ca.issue_from_csr(
+    let (cert_pem, info) = match ctx.issue(
         &req.csr_pem,
         &Subject::User(name.to_owned()),
-        now,
-        lifetime(ctx.cfg.user_cert_lifetime),
+        ctx.cfg.user_cert_lifetime,
     ) {
-        Ok(c) => c,
+        Ok(x) => x,
         Err(e) => return refused(e),
-    };
-    let Ok(info) = river_pki::pem_to_der(&cert_pem).and_then(|d| river_pki::inspect(&d)) else {
-        return refused("host could not read back the certificate it issued");
     };
     let user = UserRecord {
         name: name.to_owned(),

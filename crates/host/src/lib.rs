@@ -37,6 +37,27 @@ pub(crate) struct Ctx {
     policy: LivenessPolicy,
 }
 
+impl Ctx {
+    /// Signs a certificate for `subject` from a CSR and reads back what it says (its serial and
+    /// expiry go into the database). The error is a sentence for the requester.
+    pub(crate) fn issue(
+        &self,
+        csr_pem: &str,
+        subject: &river_pki::Subject,
+        lifetime: std::time::Duration,
+    ) -> Result<(String, river_pki::CertInfo), String> {
+        let lifetime = i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX);
+        let cert_pem = self
+            .ca
+            .issue_from_csr(csr_pem, subject, clock::now_s(), lifetime)
+            .map_err(|e| e.to_string())?;
+        let info = river_pki::pem_to_der(&cert_pem)
+            .and_then(|d| river_pki::inspect(&d))
+            .map_err(|e| format!("host could not read back the certificate it issued: {e}"))?;
+        Ok((cert_pem, info))
+    }
+}
+
 /// A running host. Dropping it does not stop it: call [`RunningHost::shutdown`].
 pub struct RunningHost {
     /// Where the mesh (QUIC, UDP) listens.

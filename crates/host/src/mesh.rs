@@ -131,6 +131,15 @@ async fn stream(
     result
 }
 
+/// The first message of a stream, which must come within [`FIRST_FRAME_TIMEOUT`].
+async fn first_msg<T: serde::de::DeserializeOwned>(recv: &mut RecvStream) -> Result<T, FramedError> {
+    match tokio::time::timeout(FIRST_FRAME_TIMEOUT, recv_msg(recv)).await {
+        Ok(Ok(Some(m))) => Ok(m),
+        Ok(Ok(None)) | Err(_) => Err(FramedError::Ended),
+        Ok(Err(e)) => Err(e),
+    }
+}
+
 fn refuse(send: &mut SendStream, recv: &mut RecvStream, code: u32) {
     let _ = send.reset(code.into());
     let _ = recv.stop(code.into());
@@ -144,11 +153,7 @@ async fn control(
     send: &mut SendStream,
     recv: &mut RecvStream,
 ) -> Result<(), FramedError> {
-    let hello: Hello = match tokio::time::timeout(FIRST_FRAME_TIMEOUT, recv_msg(recv)).await {
-        Ok(Ok(Some(h))) => h,
-        Ok(Ok(None)) | Err(_) => return Err(FramedError::Ended),
-        Ok(Err(e)) => return Err(e),
-    };
+    let hello: Hello = first_msg(recv).await?;
     let address = conn.remote_address().to_string();
     if let Err(e) = ctx.store.node_session(name, &hello.info, &address, now_ms()).await {
         tracing::error!(node = %name, "recording session: {e}");
@@ -211,10 +216,9 @@ async fn request(
     send: &mut SendStream,
     recv: &mut RecvStream,
 ) -> Result<(), FramedError> {
-    let req: Request = match tokio::time::timeout(FIRST_FRAME_TIMEOUT, recv_msg(recv)).await {
-        Ok(Ok(Some(r))) => r,
-        Ok(Ok(None)) | Err(_) => return Err(FramedError::Ended),
-        Ok(Err(e)) => {
+    let req: Request = match first_msg(recv).await {
+        Ok(r) => r,
+        Err(e @ FramedError::Frame(_)) => {
             let msg = Response::Error {
                 kind: river_proto::msg::ErrorKind::Invalid,
                 message: e.to_string(),
@@ -222,6 +226,7 @@ async fn request(
             let _ = send_msg(send, &msg).await;
             return Err(e);
         }
+        Err(e) => return Err(e),
     };
     let resp = rpc::handle(ctx, caller, req).await;
     send_msg(send, &resp).await?;

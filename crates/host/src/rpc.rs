@@ -239,12 +239,10 @@ async fn renew(ctx: &Ctx, caller: &Caller, csr_pem: &str) -> anyhow::Result<Resp
         Caller::Node(n) => (Subject::Node(n.clone()), ctx.cfg.node_cert_lifetime),
         Caller::User { name, .. } => (Subject::User(name.clone()), ctx.cfg.user_cert_lifetime),
     };
-    let lifetime = i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX);
-    let cert_pem = match ctx.ca.issue_from_csr(csr_pem, &subject, now, lifetime) {
-        Ok(c) => c,
-        Err(e) => return Ok(err(ErrorKind::Invalid, e.to_string())),
+    let (cert_pem, info) = match ctx.issue(csr_pem, &subject, lifetime) {
+        Ok(x) => x,
+        Err(e) => return Ok(err(ErrorKind::Invalid, e)),
     };
-    let info = river_pki::inspect(&river_pki::pem_to_der(&cert_pem)?)?;
     match caller {
         Caller::Node(n) => ctx.store.set_node_cert(n, &info.serial, info.not_after).await?,
         Caller::User { name, role } => {
