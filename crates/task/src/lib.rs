@@ -1,0 +1,11 @@
+//! The task domain: what a user asks for (targets, sizes, resources), the states a task moves
+//! through, and where and when it runs (placement and the queue).
+//!
+//! Architecture invariant: no I/O, no runtime, no clock reads. The host feeds it snapshots of the
+//! cluster and of the queue and applies the decisions it returns; every rule is unit-tested here.
+//! (Groundwork for command tasks: the host does not use it yet.)
+
+pub mod place;
+pub mod size;
+pub mod state;
+pub mod target;
