@@ -123,6 +123,8 @@ scenario() {
 
 # ---------------------------------------------------------------------------------------------
 
+#   [h 10.77.0.1] ---br0--- [r1 .11]   r1, r2 join with one-time tokens;
+#                   \------- [r2 .12]   both listed online, each at its own address
 test_join() {
   start_runner "$R1" r1 --join 10.77.0.1:7443 --token "$(new_token)"
   start_runner "$R2" r2 --join 10.77.0.1:7443 --token "$(new_token)"
@@ -133,6 +135,8 @@ test_join() {
   cli node list | grep -q "^r2 *online"
 }
 
+#   [h] ---br0---X--- [r1]   r1's port on the bridge goes down for a while:
+#            \------- [r2]   r1 offline (r2 stays online), then online again on the same connection
 test_cut_link() {
   ip -n "$SW" link set p${ID}r1 down
   wait_for "r1 offline after the link is cut" 15 state_is r1 Offline
@@ -141,6 +145,8 @@ test_cut_link() {
   wait_for "r1 online once the link is back" 40 state_is r1 Online
 }
 
+#   [h] ---br0--- [r1]
+#            \--X-- [r2]   cut past QUIC's 20 s idle timeout: r2's runner reconnects by itself
 test_long_cut() {
   # Longer than QUIC's idle timeout: the connection dies, the runner reconnects by itself.
   ip -n "$SW" link set p${ID}r2 down
@@ -150,6 +156,7 @@ test_long_cut() {
   wait_for "r2 online after reconnecting" 60 state_is r2 Online
 }
 
+#   [h restarts] ---br0--- [r1], [r2]   both come back without help
 test_host_restart() {
   local pid; pid=$(pid_of host)
   kill "$pid"
@@ -160,6 +167,8 @@ test_host_restart() {
   wait_for "r2 back after the host restart" 60 state_is r2 Online
 }
 
+#   [h] ---br0--- [r1]
+#            \-------- [r2 removed]   r2 is cut off, stops, and is refused if started again
 test_revoked_node() {
   cli node remove r2 | grep -q "revoked"
   # The runner is told and stops, saying why; started again, it is refused again.
@@ -171,6 +180,8 @@ test_revoked_node() {
   [[ $(node_state r1) == Online ]]
 }
 
+#   [h :7443 cluster A, :7444 cluster B] ---br0--- [r3]
+#   a B token against A fails the fingerprint check; B's runner is refused by A, both ways round
 test_wrong_ca() {
   # A second cluster, on the host machine's namespace at another port.
   in_ns "$H" "$RIVER" host --state-dir "$T/other" --listen 10.77.0.1:7444 >>"$T/other.log" 2>&1 &
