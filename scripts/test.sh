@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The whole test suite, from a fresh machine: installs what the tests need (Debian/Ubuntu), then
-# runs format and lint checks, unit and in-process tests, the openssl checks of issued
-# certificates and the network-namespace tests with the real binary.
+# The whole test suite, from a fresh machine: installs what the tests need (Debian/Ubuntu; a
+# Docker engine and a busybox test image through scripts/docker-env.sh), then runs format and lint
+# checks, unit and in-process tests (containers against the real engine), the openssl checks of
+# issued certificates and the network-namespace tests with the real binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +26,13 @@ install_needs() {
 }
 
 install_needs
+if [[ $EUID -eq 0 ]]; then
+  # A real Docker engine and the busybox test image; the container tests must then run, not skip.
+  bash scripts/docker-env.sh
+  export RIVER_REQUIRE_DOCKER=1
+else
+  echo "not root: Docker tests will say they are skipped"
+fi
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"
