@@ -14,9 +14,23 @@ if [[ ${#missing[@]} -gt 0 ]]; then
 fi
 
 if ! docker info >/dev/null 2>&1; then
+  # A dockerd killed without cleaning up leaves its pidfile, and a new one refuses to start.
+  # "Gone" includes a zombie, and a pid reused by another program.
+  for pidfile in /var/run/docker.pid /var/run/docker/containerd/containerd.pid; do
+    [[ -f $pidfile ]] || continue
+    pid=$(cat "$pidfile")
+    state=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null || true)
+    comm=$(cat "/proc/$pid/comm" 2>/dev/null || true)
+    if [[ -z $state || $state == Z || ( $comm != dockerd && $comm != containerd ) ]]; then rm -f "$pidfile"; fi
+  done
   echo "== starting dockerd (log: /tmp/river-dockerd.log)"
   nohup dockerd >/tmp/river-dockerd.log 2>&1 &
-  for _ in $(seq 1 120); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
+  dockerd_pid=$!
+  for _ in $(seq 1 120); do
+    docker info >/dev/null 2>&1 && break
+    kill -0 "$dockerd_pid" 2>/dev/null || break
+    sleep 0.5
+  done
   docker info >/dev/null 2>&1 || { echo "dockerd did not start:"; tail -20 /tmp/river-dockerd.log; exit 1; }
 fi
 
