@@ -50,6 +50,9 @@ pub enum Command {
     /// Join tokens for runners.
     #[command(subcommand)]
     Token(TokenCmd),
+    /// Command tasks: submit, watch, control.
+    #[command(subcommand)]
+    Task(TaskCmd),
     /// Users and invitations.
     #[command(subcommand)]
     User(UserCmd),
@@ -204,4 +207,77 @@ pub enum InitCmd {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TaskCmd {
+    /// Submit a command; it waits in the queue until its resources are free.
+    #[command(
+        after_help = "Examples:\n  river task submit --image pytorch:24.01 -c 8 -m 32G --gpus 2 -- python train.py\n  river task submit -t gpu-01:0::0,1 --image IMG --wait -- nvidia-smi"
+    )]
+    Submit(SubmitArgs),
+    /// List tasks.
+    #[command(after_help = "Example:\n  river task list -s running --node gpu-01 -o json")]
+    List {
+        /// Only tasks in this state (queued, assigned, running, paused, completed, failed, killed, oom, lost).
+        #[arg(short, long)]
+        state: Option<String>,
+        /// Only tasks on this node.
+        #[arg(long)]
+        node: Option<String>,
+    },
+    /// Show one task.
+    Status { id: u64 },
+    /// Kill a task (cancels it if it is still queued).
+    #[command(after_help = "Example:\n  river task kill 42")]
+    Kill { id: u64 },
+    /// Pause a running task (its processes are frozen).
+    Pause { id: u64 },
+    /// Resume a paused task.
+    Resume { id: u64 },
+    /// Print a task's output.
+    #[command(after_help = "Example:\n  river task logs 42 --stderr")]
+    Logs {
+        id: u64,
+        /// Standard error instead of standard output.
+        #[arg(long)]
+        stderr: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    /// Where to run: HOST, HOST:NUMA, HOST::GPU,GPU or HOST:NUMA::GPU,GPU. Repeat for one task per target.
+    #[arg(short, long = "target")]
+    pub targets: Vec<String>,
+    /// Cores to pin the task to.
+    #[arg(short, long, default_value_t = 1)]
+    pub cores: u32,
+    /// Memory limit, like 512M or 8G.
+    #[arg(short, long)]
+    pub memory: Option<String>,
+    /// Number of GPUs (or name them in the target).
+    #[arg(long, default_value_t = 0)]
+    pub gpus: u32,
+    /// Container image present on the nodes.
+    #[arg(long)]
+    pub image: String,
+    /// Environment variable for the task, K=V (repeatable).
+    #[arg(short = 'e', long = "env-var", value_name = "K=V")]
+    pub env: Vec<String>,
+    /// Bind mount SRC:DST[:ro] from the node (repeatable).
+    #[arg(long = "mount")]
+    pub mounts: Vec<String>,
+    /// Working directory inside the container.
+    #[arg(long)]
+    pub workdir: Option<String>,
+    /// A name to find the task by.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Wait for the task to end and exit with its exit code.
+    #[arg(short, long)]
+    pub wait: bool,
+    /// The command and its arguments.
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
 }

@@ -3,6 +3,7 @@
 mod init;
 mod node;
 mod serve;
+mod task;
 mod token;
 mod user;
 
@@ -22,6 +23,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Node(c) => node::run(c, &dir, cli.output).await,
         Command::Token(c) => token::run(c, &dir, cli.output).await,
         Command::User(c) => user::run(c, &dir, cli.output).await,
+        Command::Task(c) => return task::run(c, &dir, cli.output).await,
         Command::Login(a) => user::login(a, &dir).await,
         Command::Init(c) => init::run(c),
     }?;

@@ -145,6 +145,51 @@ fn up_detach_then_status_nodes_tokens_and_down() {
         "token list must not show secrets: {list}"
     );
 
+    // A task, if this machine has Docker and the test image: `--wait` exits with its exit code.
+    let docker = std::process::Command::new("docker")
+        .args(["image", "inspect", "river-test/busybox:1"])
+        .output();
+    if docker.is_ok_and(|o| o.status.success()) {
+        let o = river(
+            &cfg,
+            &[
+                "task",
+                "submit",
+                "--image",
+                "river-test/busybox:1",
+                "--wait",
+                "--",
+                "sh",
+                "-c",
+                "echo hi; exit 7",
+            ],
+        );
+        assert_eq!(o.status.code(), Some(7), "{:?}", text(&o));
+        let (out, _) = text(&river(&cfg, &["task", "logs", "1"]));
+        assert_eq!(out, "hi\n");
+        let o = river(
+            &cfg,
+            &[
+                "task",
+                "submit",
+                "--image",
+                "river-test/busybox:1",
+                "-c",
+                "9999",
+                "--",
+                "true",
+            ],
+        );
+        assert_eq!(o.status.code(), Some(1));
+        assert!(text(&o).1.contains("asks for 9999 cores"), "{:?}", text(&o));
+    } else {
+        assert!(
+            std::env::var_os("RIVER_REQUIRE_DOCKER").is_none(),
+            "Docker is required here"
+        );
+        eprintln!("skipped the task part: no Docker test image");
+    }
+
     // The key files are private.
     for key in [
         state.join("host/ca.key"),

@@ -124,6 +124,10 @@ async fn call(
         Response::Tokens(t) => serde_json::json!(t),
         Response::Users(u) => serde_json::json!(u),
         Response::Renewed { cert_pem } => serde_json::json!({ "cert_pem": cert_pem }),
+        Response::TaskSubmitted { batch, ids } => serde_json::json!({ "batch": batch, "ids": ids }),
+        Response::Tasks(t) => serde_json::json!(t),
+        Response::Task(t) => serde_json::json!(t),
+        Response::Logs(bytes) => serde_json::json!({ "logs": String::from_utf8_lossy(&bytes) }),
     };
     Json(body).into_response()
 }

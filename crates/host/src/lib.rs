@@ -14,6 +14,7 @@ mod join;
 mod mesh;
 mod registry;
 mod rpc;
+mod tasks;
 
 use anyhow::Context as _;
 use river_mesh::Endpoint;
@@ -35,6 +36,8 @@ pub(crate) struct Ctx {
     ca_fp: [u8; 32],
     registry: registry::Registry,
     policy: LivenessPolicy,
+    /// Wakes the scheduler.
+    kick: tokio::sync::Notify,
 }
 
 impl Ctx {
@@ -70,7 +73,7 @@ pub struct RunningHost {
     pub ca_fingerprint: String,
     ctx: Arc<Ctx>,
     endpoint: Endpoint,
-    tasks: JoinSet<()>,
+    serving: JoinSet<()>,
 }
 
 impl std::fmt::Debug for RunningHost {
@@ -92,15 +95,15 @@ impl RunningHost {
     /// Stops accepting, closes every connection and the database.
     pub async fn shutdown(mut self) {
         self.endpoint.close(river_mesh::close::DONE, b"host shutting down");
-        self.tasks.abort_all();
-        while self.tasks.join_next().await.is_some() {}
+        self.serving.abort_all();
+        while self.serving.join_next().await.is_some() {}
         self.endpoint.wait_idle().await;
         self.ctx.store.close().await;
     }
 
     /// Waits until one of the host's serving loops ends (they only end on a fatal error).
     pub async fn wait(&mut self) {
-        self.tasks.join_next().await;
+        self.serving.join_next().await;
     }
 }
 
@@ -122,11 +125,13 @@ pub async fn start(cfg: HostConfig) -> anyhow::Result<RunningHost> {
         registry,
         policy,
         cfg,
+        kick: tokio::sync::Notify::new(),
     });
-    let mut tasks = JoinSet::new();
-    tasks.spawn(mesh::serve(ctx.clone(), endpoint.clone()));
-    tasks.spawn(api::serve(ctx.clone(), listener, state.https_tls));
-    tasks.spawn(registry::monitor(ctx.clone()));
+    let mut serving = JoinSet::new();
+    serving.spawn(mesh::serve(ctx.clone(), endpoint.clone()));
+    serving.spawn(api::serve(ctx.clone(), listener, state.https_tls));
+    serving.spawn(registry::monitor(ctx.clone()));
+    serving.spawn(tasks::scheduler(ctx.clone()));
     tracing::info!(%mesh_addr, %api_addr, ca = %hex::encode(ctx.ca_fp), "host is serving");
     Ok(RunningHost {
         mesh_addr,
@@ -135,7 +140,7 @@ pub async fn start(cfg: HostConfig) -> anyhow::Result<RunningHost> {
         ca_fingerprint: hex::encode(ctx.ca_fp),
         ctx,
         endpoint,
-        tasks,
+        serving,
     })
 }
 

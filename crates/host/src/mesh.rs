@@ -6,7 +6,7 @@ use crate::{join, rpc, Ctx};
 use river_mesh::{close, peer_subject, read_header, recv_msg, send_msg, Connection, Endpoint, FramedError, Peer};
 use river_mesh::{RecvStream, SendStream};
 use river_pki::Subject;
-use river_proto::msg::{Heartbeat, HeartbeatAck, Hello, HelloReply, Request, Response};
+use river_proto::msg::{Heartbeat, HeartbeatAck, Hello, HelloReply, Request, Response, RunnerMsg};
 use river_proto::StreamKind;
 use std::sync::Arc;
 use std::time::Duration;
@@ -167,7 +167,9 @@ async fn control(
     }
     // The session, not the connection, is what the registry tracks: a runner's short renewal
     // connection must not replace its session.
-    ctx.registry.attach(name, conn.clone());
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    ctx.registry.attach(name, conn.clone(), tx);
+    ctx.kick.notify_one();
     let result = async {
         send_msg(
             send,
@@ -176,9 +178,20 @@ async fn control(
             },
         )
         .await?;
-        // Nothing more comes from the runner on this stream yet; wait for it to end with the session.
-        while recv_msg::<Hello>(recv).await?.is_some() {}
-        Ok(())
+        loop {
+            tokio::select! {
+                out = rx.recv() => match out {
+                    Some(msg) => send_msg(send, &msg).await?,
+                    None => return Ok(()),
+                },
+                incoming = recv_msg::<RunnerMsg>(recv) => match incoming? {
+                    Some(RunnerMsg::Task { id, state, exit_code, message }) => {
+                        crate::tasks::on_report(ctx, name, id, &state, exit_code, message).await;
+                    }
+                    None => return Ok(()),
+                },
+            }
+        }
     }
     .await;
     ctx.registry.detach(name, conn);

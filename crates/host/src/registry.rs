@@ -7,7 +7,7 @@
 use crate::clock::now_ms;
 use crate::Ctx;
 use river_mesh::Connection;
-use river_proto::msg::NodeState;
+use river_proto::msg::{HostMsg, NodeState};
 use river_store::NodeRecord;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -18,9 +18,15 @@ pub(crate) struct Registry {
     inner: Mutex<Inner>,
 }
 
+/// A runner's live session: its connection, and the queue of messages for its control stream.
+struct Session {
+    conn: Connection,
+    tx: tokio::sync::mpsc::UnboundedSender<HostMsg>,
+}
+
 #[derive(Default)]
 struct Inner {
-    sessions: HashMap<String, Connection>,
+    sessions: HashMap<String, Session>,
     live: HashMap<String, (NodeState, Option<i64>)>,
 }
 
@@ -39,9 +45,9 @@ impl Registry {
 
     /// A runner connected. A previous connection of the same node (a runner that restarted
     /// before its old connection timed out) is closed.
-    pub fn attach(&self, name: &str, conn: Connection) {
-        if let Some(old) = self.lock().sessions.insert(name.to_owned(), conn) {
-            old.close(
+    pub fn attach(&self, name: &str, conn: Connection, tx: tokio::sync::mpsc::UnboundedSender<HostMsg>) {
+        if let Some(old) = self.lock().sessions.insert(name.to_owned(), Session { conn, tx }) {
+            old.conn.close(
                 river_mesh::close::DONE,
                 b"replaced by a newer connection from the same node",
             );
@@ -50,9 +56,26 @@ impl Registry {
 
     pub fn detach(&self, name: &str, conn: &Connection) {
         let mut g = self.lock();
-        if g.sessions.get(name).is_some_and(|c| c.stable_id() == conn.stable_id()) {
+        if g.sessions
+            .get(name)
+            .is_some_and(|s| s.conn.stable_id() == conn.stable_id())
+        {
             g.sessions.remove(name);
         }
+    }
+
+    /// Queues a message for a runner's control stream; false when it has no session.
+    pub fn send(&self, name: &str, msg: HostMsg) -> bool {
+        self.lock().sessions.get(name).is_some_and(|s| s.tx.send(msg).is_ok())
+    }
+
+    /// The connection of a runner's session, to open streams toward it.
+    pub fn connection(&self, name: &str) -> Option<Connection> {
+        self.lock().sessions.get(name).map(|s| s.conn.clone())
+    }
+
+    pub fn connected(&self, name: &str) -> bool {
+        self.lock().sessions.contains_key(name)
     }
 
     /// A heartbeat or hello arrived. Returns true when this brings the node back online.
@@ -72,8 +95,9 @@ impl Registry {
     pub fn remove(&self, name: &str) {
         let mut g = self.lock();
         g.live.remove(name);
-        if let Some(c) = g.sessions.remove(name) {
-            c.close(river_mesh::close::REVOKED, b"this node was removed from the cluster");
+        if let Some(s) = g.sessions.remove(name) {
+            s.conn
+                .close(river_mesh::close::REVOKED, b"this node was removed from the cluster");
         }
     }
 

@@ -46,6 +46,9 @@ pub(crate) fn authorize(caller: &Caller, req: &Request) -> Result<(), String> {
         Request::NodeRemove { .. } | Request::TokenCreate { .. } | Request::TokenList | Request::TokenRevoke { .. } => {
             Role::Admin
         }
+        Request::TaskList { .. } | Request::TaskShow { .. } => Role::Viewer,
+        // Whose task it is is checked with the task in hand.
+        Request::TaskSubmit(_) | Request::TaskSignal { .. } | Request::TaskLogs { .. } => Role::User,
     };
     if role >= needed {
         Ok(())
@@ -173,6 +176,33 @@ async fn act(ctx: &Ctx, caller: &Caller, req: Request) -> anyhow::Result<Respons
                 .collect(),
         ),
         Request::Renew { csr_pem } => renew(ctx, caller, &csr_pem).await?,
+        Request::TaskSubmit(spec) => crate::tasks::submit(ctx, caller, spec).await?,
+        Request::TaskList { state, node } => {
+            if let Some(st) = &state {
+                if let Err(e) = st.parse::<river_task::state::TaskState>() {
+                    return Ok(err(ErrorKind::Invalid, e));
+                }
+            }
+            let tasks = ctx.store.tasks(state.as_deref()).await?;
+            let tasks = tasks
+                .into_iter()
+                .filter(|t| {
+                    node.as_ref()
+                        .is_none_or(|n| t.placement.as_ref().is_some_and(|p| &p.node == n))
+                })
+                .map(crate::tasks::view)
+                .collect();
+            Response::Tasks(tasks)
+        }
+        Request::TaskShow { id } => match ctx.store.task(id).await? {
+            Some(t) => Response::Task(Box::new(crate::tasks::view(t))),
+            None => err(
+                ErrorKind::NotFound,
+                format!("no task {id}; `river task list` shows the tasks"),
+            ),
+        },
+        Request::TaskSignal { id, signal } => crate::tasks::signal(ctx, caller, id, signal).await?,
+        Request::TaskLogs { id, stderr } => crate::tasks::logs(ctx, caller, id, stderr).await?,
     })
 }
 

@@ -32,6 +32,8 @@ pub enum StreamKind {
     Heartbeat = 3,
     /// One request and one response from a CLI or a runner.
     Rpc = 4,
+    /// Host → runner: a task's output.
+    Logs = 5,
 }
 
 impl StreamKind {
@@ -41,6 +43,7 @@ impl StreamKind {
             2 => Self::Control,
             3 => Self::Heartbeat,
             4 => Self::Rpc,
+            5 => Self::Logs,
             _ => return None,
         })
     }

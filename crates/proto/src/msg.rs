@@ -167,6 +167,22 @@ pub enum Request {
     Renew {
         csr_pem: String,
     },
+    TaskSubmit(TaskSpec),
+    TaskList {
+        state: Option<String>,
+        node: Option<String>,
+    },
+    TaskShow {
+        id: u64,
+    },
+    TaskSignal {
+        id: u64,
+        signal: Signal,
+    },
+    TaskLogs {
+        id: u64,
+        stderr: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -190,6 +206,10 @@ pub enum Response {
     Tokens(Vec<TokenView>),
     Users(Vec<UserView>),
     Renewed { cert_pem: String },
+    TaskSubmitted { batch: u64, ids: Vec<u64> },
+    Tasks(Vec<TaskView>),
+    Task(Box<TaskView>),
+    Logs(Vec<u8>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -259,4 +279,97 @@ pub struct UserView {
     pub name: String,
     pub role: Role,
     pub created_at: i64,
+}
+
+// --- tasks ---
+
+/// A bind mount asked for by a task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountSpec {
+    pub source: String,
+    pub target: String,
+    pub read_only: bool,
+}
+
+/// What a user submits. Targets and sizes arrive parsed by the CLI but are checked again by the
+/// host, which never trusts the client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskSpec {
+    pub command: Vec<String>,
+    pub image: String,
+    pub env: Vec<(String, String)>,
+    pub cores: u32,
+    pub memory_bytes: Option<u64>,
+    pub gpus: u32,
+    /// `HOST[:NUMA][::GPU,GPU]`; several make one task each, sharing a batch. Empty: placed.
+    pub targets: Vec<String>,
+    pub mounts: Vec<MountSpec>,
+    pub workdir: Option<String>,
+    pub name: Option<String>,
+}
+
+/// Where a task was placed, as the runner needs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskPlacement {
+    pub node: String,
+    pub cores: Vec<u32>,
+    pub numa: Option<u32>,
+    pub gpus: Vec<u32>,
+    pub memory_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskView {
+    pub id: u64,
+    pub batch: u64,
+    pub name: Option<String>,
+    pub owner: String,
+    pub state: String,
+    pub spec: TaskSpec,
+    pub placement: Option<TaskPlacement>,
+    pub exit_code: Option<i64>,
+    pub message: Option<String>,
+    pub submitted_at_ms: i64,
+    pub started_at_ms: Option<i64>,
+    pub finished_at_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Signal {
+    Kill,
+    Pause,
+    Resume,
+}
+
+/// Host → runner, on the session's `Control` stream after the welcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HostMsg {
+    Start {
+        id: u64,
+        spec: Box<TaskSpec>,
+        placement: TaskPlacement,
+    },
+    Signal {
+        id: u64,
+        signal: Signal,
+    },
+}
+
+/// Runner → host, on the session's `Control` stream after the hello.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RunnerMsg {
+    /// `state` is a task state name (`running`, `paused`, `completed`, …).
+    Task {
+        id: u64,
+        state: String,
+        exit_code: Option<i64>,
+        message: Option<String>,
+    },
+}
+
+/// Host → runner on a `Logs` stream: one request, then the runner sends the bytes and finishes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogsRequest {
+    pub id: u64,
+    pub stderr: bool,
 }

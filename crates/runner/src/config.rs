@@ -13,6 +13,8 @@ pub struct RunnerConfig {
     pub name: Option<String>,
     /// GPUs to report instead of asking NVML, for machines without GPUs (tests, demos).
     pub fake_gpus: Vec<FakeGpu>,
+    /// The Docker engine's socket; the default socket when unset.
+    pub docker_socket: Option<PathBuf>,
 }
 
 impl Default for RunnerConfig {
@@ -21,6 +23,7 @@ impl Default for RunnerConfig {
             state_dir: "/var/lib/river/runner".into(),
             name: None,
             fake_gpus: Vec::new(),
+            docker_socket: None,
         }
     }
 }

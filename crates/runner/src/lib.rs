@@ -7,6 +7,7 @@
 //! in-process tests through [`start`]. It never depends on the host crate.
 
 pub mod config;
+mod exec;
 mod renew;
 mod session;
 
@@ -103,10 +104,25 @@ pub fn start(cfg: RunnerConfig, bundle: Bundle) -> RunningRunner {
 
 async fn run(cfg: RunnerConfig, mut inventory: Inventory, status: watch::Sender<RunnerStatus>) -> anyhow::Result<()> {
     let renewer = tokio::spawn(renew::keep_renewed(cfg.clone(), status.clone()));
+    // Task reports queue here while the host is unreachable and go out with the next session.
+    let (reports_tx, mut reports) = tokio::sync::mpsc::unbounded_channel();
+    let identity = Bundle::load(&identity_dir(&cfg))?;
+    let node = identity.meta.name.trim_start_matches("node ").to_owned();
+    let cluster: String = identity
+        .ca_der()
+        .map(|d| river_pki::fingerprint(&d))
+        .map(|fp| fp[..4].iter().map(|b| format!("{b:02x}")).collect())?;
+    let exec = std::sync::Arc::new(exec::Executor::new(
+        node,
+        cluster,
+        cfg.state_dir.join("tasks"),
+        cfg.docker_socket.clone(),
+        reports_tx,
+    ));
     let mut backoff = Backoff::default();
     let result = loop {
         let bundle = Bundle::load(&identity_dir(&cfg))?;
-        match session::run(&bundle, &mut inventory, &status, &mut backoff).await {
+        match session::run(&bundle, &mut inventory, &status, &mut backoff, &exec, &mut reports).await {
             Ok(()) => {}
             Err(session::SessionError::Fatal(reason)) => {
                 tracing::error!("{reason}");

@@ -1,13 +1,16 @@
 //! One session with the host: connect, hello, then heartbeats until the connection ends.
 
+use crate::exec::Executor;
 use crate::{Backoff, RunnerStatus};
 use river_creds::Bundle;
 use river_inventory::Inventory;
 use river_mesh::client::{connect_bundle, ClientError};
 use river_mesh::{ended, open, recv_msg, send_msg, ConnectionError, Ended, FramedError, MeshError};
-use river_proto::msg::{Heartbeat, HeartbeatAck, Hello, HelloReply};
+use river_proto::msg::{Heartbeat, HeartbeatAck, Hello, HelloReply, HostMsg, LogsRequest, RunnerMsg};
 use river_proto::StreamKind;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::mpsc;
 use tokio::sync::watch;
 
 #[derive(Debug)]
@@ -38,9 +41,11 @@ pub(crate) async fn run(
     inventory: &mut Inventory,
     status: &watch::Sender<RunnerStatus>,
     backoff: &mut Backoff,
+    exec: &Arc<Executor>,
+    reports: &mut mpsc::UnboundedReceiver<RunnerMsg>,
 ) -> Result<(), SessionError> {
     let (endpoint, conn) = connect_bundle(bundle).await.map_err(classify)?;
-    let result = session(&conn, inventory, status, backoff).await;
+    let result = session(&conn, inventory, status, backoff, exec, reports).await;
     // Prefer the host's own reason for ending the connection over a stream error it caused.
     let result = match (result, conn.close_reason()) {
         (Err(_), Some(reason)) => Err(classify_conn(&reason)),
@@ -56,6 +61,8 @@ async fn session(
     inventory: &mut Inventory,
     status: &watch::Sender<RunnerStatus>,
     backoff: &mut Backoff,
+    exec: &Arc<Executor>,
+    reports: &mut mpsc::UnboundedReceiver<RunnerMsg>,
 ) -> Result<(), SessionError> {
     let retry = |e: FramedError| match e {
         FramedError::Connection(c) => classify_conn(&c),
@@ -111,14 +118,50 @@ async fn session(
         }
         Ok::<(), FramedError>(())
     };
+    // The control stream: the host's orders in, task reports out.
     let control = async {
-        while recv_msg::<HelloReply>(&mut crecv).await?.is_some() {}
-        Ok::<(), FramedError>(())
+        loop {
+            tokio::select! {
+                msg = recv_msg::<HostMsg>(&mut crecv) => match msg? {
+                    Some(m) => exec.handle(m),
+                    None => return Ok::<(), FramedError>(()),
+                },
+                Some(report) = reports.recv() => send_msg(&mut csend, &report).await?,
+            }
+        }
+    };
+    // Streams the host opens toward this runner.
+    let incoming = async {
+        while let Ok((send, recv)) = conn.accept_bi().await {
+            tokio::spawn(host_stream(exec.clone(), send, recv));
+        }
     };
     tokio::select! {
         r = beats => r.map_err(retry),
         r = acks => r.map_err(retry),
         r = control => r.map_err(retry),
+        () = incoming => Err(SessionError::Retry("the host stopped opening streams".into())),
         e = conn.closed() => Err(classify_conn(&e)),
+    }
+}
+
+/// A stream the host opened: only `Logs` so far.
+async fn host_stream(exec: Arc<Executor>, mut send: river_mesh::SendStream, mut recv: river_mesh::RecvStream) {
+    let served = async {
+        let header = river_mesh::read_header(&mut recv).await?;
+        if header.kind != StreamKind::Logs {
+            let _ = send.reset(1u32.into());
+            return Ok(());
+        }
+        let Some(req) = recv_msg::<LogsRequest>(&mut recv).await? else {
+            return Ok(());
+        };
+        let bytes = exec.logs(req.id, req.stderr).await;
+        send.write_all(&bytes).await.map_err(FramedError::from)?;
+        let _ = send.finish();
+        Ok::<(), FramedError>(())
+    };
+    if let Err(e) = served.await {
+        tracing::debug!("host stream: {e}");
     }
 }

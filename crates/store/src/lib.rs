@@ -3,7 +3,7 @@
 //! Architecture invariant: this is the only crate that knows sqlx or SQL. It speaks in the
 //! record types below; callers never see rows. Migrations live in `migrations/` and run at open.
 
-use river_proto::msg::{NodeInfo, NodeState, NodeUsage, Role, TokenPurpose};
+use river_proto::msg::{NodeInfo, NodeState, NodeUsage, Role, TaskPlacement, TaskSpec, TokenPurpose};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 use std::path::Path;
@@ -57,6 +57,48 @@ pub struct UserRecord {
     pub name: String,
     pub role: Role,
     pub created_at: i64,
+}
+
+/// A task as stored. `state` is a task state name; the task crate owns its meaning.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskRecord {
+    pub id: u64,
+    pub batch: u64,
+    pub name: Option<String>,
+    pub owner: String,
+    pub spec: TaskSpec,
+    /// The one target of this task, when it had one.
+    pub target: Option<String>,
+    pub state: String,
+    pub placement: Option<TaskPlacement>,
+    pub exit_code: Option<i64>,
+    pub message: Option<String>,
+    pub submitted_at_ms: i64,
+    pub started_at_ms: Option<i64>,
+    pub finished_at_ms: Option<i64>,
+}
+
+fn task_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<TaskRecord> {
+    let id: i64 = r.try_get("id")?;
+    let batch: i64 = r.try_get("batch")?;
+    Ok(TaskRecord {
+        id: u64::try_from(id).map_err(|_| StoreError::Corrupt(format!("task id {id}")))?,
+        batch: u64::try_from(batch).map_err(|_| StoreError::Corrupt(format!("batch {batch}")))?,
+        name: r.try_get("name")?,
+        owner: r.try_get("owner")?,
+        spec: unjson(r.try_get::<&str, _>("spec_json")?)?,
+        target: r.try_get("target")?,
+        state: r.try_get("state")?,
+        placement: r
+            .try_get::<Option<&str>, _>("placement_json")?
+            .map(unjson)
+            .transpose()?,
+        exit_code: r.try_get("exit_code")?,
+        message: r.try_get("message")?,
+        submitted_at_ms: r.try_get("submitted_at_ms")?,
+        started_at_ms: r.try_get("started_at_ms")?,
+        finished_at_ms: r.try_get("finished_at_ms")?,
+    })
 }
 
 /// A handle on the database; cheap to clone.
@@ -455,6 +497,100 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    // --- tasks ---
+
+    /// Queues one task per target (one untargeted task when `targets` is empty), sharing a batch
+    /// id (the first task's id), in one transaction. Returns the ids.
+    pub async fn insert_tasks(
+        &self,
+        owner: &str,
+        spec: &TaskSpec,
+        targets: &[String],
+        now_ms: i64,
+    ) -> Result<Vec<u64>> {
+        let mut tx = self.pool.begin().await?;
+        let one: [Option<&String>; 1] = [None];
+        let targets: Vec<Option<&String>> = if targets.is_empty() {
+            one.to_vec()
+        } else {
+            targets.iter().map(Some).collect()
+        };
+        let spec_json = json(spec)?;
+        let mut ids = Vec::with_capacity(targets.len());
+        for target in targets {
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO tasks (batch, name, owner, spec_json, target, state, submitted_at_ms)
+                 VALUES (0, ?, ?, ?, ?, 'queued', ?) RETURNING id",
+            )
+            .bind(&spec.name)
+            .bind(owner)
+            .bind(&spec_json)
+            .bind(target)
+            .bind(now_ms)
+            .fetch_one(&mut *tx)
+            .await?;
+            ids.push(id);
+        }
+        let batch = ids[0];
+        for id in &ids {
+            sqlx::query("UPDATE tasks SET batch = ? WHERE id = ?")
+                .bind(batch)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(ids.into_iter().map(|i| u64::try_from(i).unwrap_or(0)).collect())
+    }
+
+    pub async fn task(&self, id: u64) -> Result<Option<TaskRecord>> {
+        let id = i64::try_from(id).map_err(|_| StoreError::Corrupt(format!("task id {id}")))?;
+        sqlx::query("SELECT * FROM tasks WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(task_from_row)
+            .transpose()
+    }
+
+    /// Tasks, oldest first; with `state`, only those in it.
+    pub async fn tasks(&self, state: Option<&str>) -> Result<Vec<TaskRecord>> {
+        let rows = match state {
+            Some(st) => {
+                sqlx::query("SELECT * FROM tasks WHERE state = ? ORDER BY id")
+                    .bind(st)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            None => {
+                sqlx::query("SELECT * FROM tasks ORDER BY id")
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        rows.iter().map(task_from_row).collect()
+    }
+
+    /// Writes a task's mutable fields.
+    pub async fn update_task(&self, t: &TaskRecord) -> Result<()> {
+        let id = i64::try_from(t.id).map_err(|_| StoreError::Corrupt(format!("task id {}", t.id)))?;
+        sqlx::query(
+            "UPDATE tasks SET state = ?, placement_json = ?, exit_code = ?, message = ?, started_at_ms = ?, finished_at_ms = ?
+             WHERE id = ?",
+        )
+        .bind(&t.state)
+        .bind(t.placement.as_ref().map(json).transpose()?)
+        .bind(t.exit_code)
+        .bind(&t.message)
+        .bind(t.started_at_ms)
+        .bind(t.finished_at_ms)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     // --- audit ---

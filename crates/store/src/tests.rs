@@ -163,3 +163,41 @@ async fn a_renewed_node_is_accepted_with_its_new_and_previous_certificate_only()
     assert!(s.is_revoked("s2").await.unwrap() && s.is_revoked("s3").await.unwrap());
     assert!(!s.node_accepts("a", "s3").await.unwrap());
 }
+
+#[tokio::test]
+async fn tasks_are_queued_per_target_in_one_batch_and_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("river.db");
+    let spec = river_proto::msg::TaskSpec {
+        command: vec!["true".into()],
+        image: "img".into(),
+        env: vec![],
+        cores: 1,
+        memory_bytes: None,
+        gpus: 0,
+        targets: vec!["a".into(), "b".into()],
+        mounts: vec![],
+        workdir: None,
+        name: Some("x".into()),
+    };
+    let ids = {
+        let s = Store::open(&path).await.unwrap();
+        let ids = s.insert_tasks("ann", &spec, &spec.targets, 5).await.unwrap();
+        let mut t = s.task(ids[1]).await.unwrap().unwrap();
+        t.state = "running".into();
+        t.exit_code = Some(0);
+        s.update_task(&t).await.unwrap();
+        s.close().await;
+        ids
+    };
+    let s = Store::open(&path).await.unwrap();
+    assert_eq!(ids.len(), 2);
+    let all = s.tasks(None).await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert!(all
+        .iter()
+        .all(|t| t.batch == ids[0] && t.owner == "ann" && t.spec == spec));
+    assert_eq!(all[1].target.as_deref(), Some("b"));
+    assert_eq!(s.tasks(Some("queued")).await.unwrap().len(), 1);
+    assert_eq!(s.task(ids[1]).await.unwrap().unwrap().state, "running");
+}

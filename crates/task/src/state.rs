@@ -49,6 +49,17 @@ impl TaskState {
     }
 }
 
+impl std::str::FromStr for TaskState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        use TaskState::*;
+        [Queued, Assigned, Running, Paused, Completed, Failed, Killed, Oom, Lost]
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| format!("unknown task state {s:?}; use queued, assigned, running, paused, completed, failed, killed, oom or lost"))
+    }
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("a {} task cannot become {}", from.as_str(), to.as_str())]
 pub struct InvalidTransition {
@@ -96,6 +107,14 @@ mod tests {
     use super::*;
 
     const ALL: [TaskState; 9] = [Queued, Assigned, Running, Paused, Completed, Failed, Killed, Oom, Lost];
+
+    #[test]
+    fn names_round_trip() {
+        for s in ALL {
+            assert_eq!(s.as_str().parse::<TaskState>(), Ok(s));
+        }
+        assert!("done".parse::<TaskState>().is_err());
+    }
 
     #[test]
     fn final_states_are_final() {

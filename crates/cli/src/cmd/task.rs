@@ -1,0 +1,222 @@
+//! `river task …`.
+
+use crate::args::{Output, SubmitArgs, TaskCmd};
+use crate::client::{now_s, once, Client};
+use crate::output::{ago, show, table};
+use anyhow::{bail, Context as _};
+use river_proto::msg::{MountSpec, Request, Response, Signal, TaskSpec, TaskView};
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+pub async fn run(cmd: TaskCmd, dir: &Path, output: Output) -> anyhow::Result<ExitCode> {
+    match cmd {
+        TaskCmd::Submit(a) => return submit(a, dir, output).await,
+        TaskCmd::List { state, node } => {
+            let Response::Tasks(tasks) = once(dir, Request::TaskList { state, node }).await? else {
+                bail!("unexpected answer")
+            };
+            show(output, &tasks, |t| list(t))?;
+        }
+        TaskCmd::Status { id } => {
+            let Response::Task(t) = once(dir, Request::TaskShow { id }).await? else {
+                bail!("unexpected answer")
+            };
+            show(output, &t, |t| detail(t))?;
+        }
+        TaskCmd::Kill { id } => signal(dir, id, Signal::Kill).await?,
+        TaskCmd::Pause { id } => signal(dir, id, Signal::Pause).await?,
+        TaskCmd::Resume { id } => signal(dir, id, Signal::Resume).await?,
+        TaskCmd::Logs { id, stderr } => {
+            let Response::Logs(bytes) = once(dir, Request::TaskLogs { id, stderr }).await? else {
+                bail!("unexpected answer")
+            };
+            use std::io::Write as _;
+            std::io::stdout().write_all(&bytes)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn signal(dir: &Path, id: u64, signal: Signal) -> anyhow::Result<()> {
+    let Response::Done { message } = once(dir, Request::TaskSignal { id, signal }).await? else {
+        bail!("unexpected answer")
+    };
+    println!("{message}");
+    Ok(())
+}
+
+fn parse_spec(a: SubmitArgs) -> anyhow::Result<TaskSpec> {
+    // Parse at the edge, so mistakes are reported before anything is sent.
+    for t in &a.targets {
+        river_task::target::Target::parse(t).map_err(|e| anyhow::anyhow!(e))?;
+    }
+    let memory_bytes = a
+        .memory
+        .as_deref()
+        .map(river_task::size::parse)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let env = a
+        .env
+        .iter()
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+            _ => bail!("invalid --env-var {kv:?}: use NAME=VALUE"),
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mounts = a
+        .mounts
+        .iter()
+        .map(|m| {
+            let parts: Vec<&str> = m.split(':').collect();
+            match parts.as_slice() {
+                [src, dst] => Ok(MountSpec {
+                    source: (*src).into(),
+                    target: (*dst).into(),
+                    read_only: false,
+                }),
+                [src, dst, "ro"] => Ok(MountSpec {
+                    source: (*src).into(),
+                    target: (*dst).into(),
+                    read_only: true,
+                }),
+                _ => bail!("invalid --mount {m:?}: use SRC:DST or SRC:DST:ro"),
+            }
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    for m in &mounts {
+        if !m.source.starts_with('/') || !m.target.starts_with('/') {
+            bail!("invalid --mount {}:{}: both paths must be absolute", m.source, m.target);
+        }
+    }
+    Ok(TaskSpec {
+        command: a.command,
+        image: a.image,
+        env,
+        cores: a.cores,
+        memory_bytes,
+        gpus: a.gpus,
+        targets: a.targets,
+        mounts,
+        workdir: a.workdir,
+        name: a.name,
+    })
+}
+
+async fn submit(a: SubmitArgs, dir: &Path, output: Output) -> anyhow::Result<ExitCode> {
+    let wait = a.wait;
+    let spec = parse_spec(a)?;
+    let client = Client::connect(dir).await?;
+    let Response::TaskSubmitted { batch, ids } = client.call(Request::TaskSubmit(spec)).await? else {
+        bail!("unexpected answer")
+    };
+    if !wait {
+        client.close().await;
+        let v = serde_json::json!({ "batch": batch, "ids": ids });
+        show(output, &v, |_| {
+            for id in &ids {
+                println!("{id}");
+            }
+            eprintln!(
+                "submitted {}; follow with `river task status {}`",
+                plural(ids.len()),
+                ids[0]
+            );
+        })?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    // --wait: until every task of the batch has ended; exit with the first failure's code.
+    let last = loop {
+        let mut now = Vec::new();
+        for id in &ids {
+            let Response::Task(t) = client.call(Request::TaskShow { id: *id }).await? else {
+                bail!("unexpected answer")
+            };
+            now.push(*t);
+        }
+        if now
+            .iter()
+            .all(|t| ["completed", "failed", "killed", "oom"].contains(&t.state.as_str()))
+        {
+            break now;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    client.close().await;
+    show(output, &last, |tasks| {
+        for t in tasks {
+            eprintln!(
+                "task {} {}{}",
+                t.id,
+                t.state,
+                t.exit_code.map(|c| format!(" (exit code {c})")).unwrap_or_default()
+            );
+            if let Some(m) = &t.message {
+                eprintln!("  {m}");
+            }
+        }
+    })?;
+    let code = last
+        .iter()
+        .find(|t| t.state != "completed")
+        .map_or(0, |t| t.exit_code.unwrap_or(1));
+    Ok(ExitCode::from(u8::try_from(code.clamp(0, 255)).context("exit code")?))
+}
+
+fn plural(n: usize) -> String {
+    if n == 1 {
+        "1 task".into()
+    } else {
+        format!("{n} tasks")
+    }
+}
+
+fn list(tasks: &[TaskView]) {
+    if tasks.is_empty() {
+        println!("no tasks");
+        return;
+    }
+    let rows = tasks
+        .iter()
+        .map(|t| {
+            vec![
+                t.id.to_string(),
+                t.name.clone().unwrap_or_default(),
+                t.state.clone(),
+                t.placement.as_ref().map_or("-".into(), |p| p.node.clone()),
+                t.spec.cores.to_string(),
+                t.exit_code.map_or(String::new(), |c| c.to_string()),
+                ago(t.submitted_at_ms / 1000, now_s()),
+                t.spec.command.join(" "),
+            ]
+        })
+        .collect();
+    table(
+        &["ID", "NAME", "STATE", "NODE", "CORES", "EXIT", "SUBMITTED", "COMMAND"],
+        rows,
+    );
+}
+
+fn detail(t: &TaskView) {
+    println!(
+        "task:      {}{}",
+        t.id,
+        t.name.as_ref().map(|n| format!(" ({n})")).unwrap_or_default()
+    );
+    println!("state:     {}", t.state);
+    println!("owner:     {}", t.owner);
+    println!("command:   {}", t.spec.command.join(" "));
+    println!("image:     {}", t.spec.image);
+    if let Some(p) = &t.placement {
+        let numa = p.numa.map(|n| format!(", NUMA {n}")).unwrap_or_default();
+        println!("node:      {} (cores {:?}{numa}, GPUs {:?})", p.node, p.cores, p.gpus);
+    }
+    if let Some(c) = t.exit_code {
+        println!("exit code: {c}");
+    }
+    if let Some(m) = &t.message {
+        println!("message:   {m}");
+    }
+    println!("submitted: {}", ago(t.submitted_at_ms / 1000, now_s()));
+}

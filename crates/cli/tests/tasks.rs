@@ -1,0 +1,323 @@
+//! Command tasks end to end, in process: a real host, a real runner and the real Docker engine with
+//! the busybox test image (`scripts/docker-env.sh`). Without Docker these say they are skipped;
+//! with `RIVER_REQUIRE_DOCKER=1` they fail instead.
+
+#[path = "support/harness.rs"]
+mod harness;
+
+use harness::*;
+use river_proto::msg::{ErrorKind, Request, Response, Signal, TaskSpec, TaskView};
+use std::time::Duration;
+
+const IMAGE: &str = "river-test/busybox:1";
+
+async fn docker_ready() -> bool {
+    let why = match river_docker::Runtime::connect(None).await {
+        Ok(rt) if rt.image_present(IMAGE).await.unwrap_or(false) => return true,
+        Ok(_) => format!("image {IMAGE} is missing; run scripts/docker-env.sh"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        std::env::var_os("RIVER_REQUIRE_DOCKER").is_none(),
+        "Docker is required here: {why}"
+    );
+    eprintln!("skipped: {why}");
+    false
+}
+
+fn spec(script: &str) -> TaskSpec {
+    TaskSpec {
+        command: vec!["sh".into(), "-c".into(), script.into()],
+        image: IMAGE.into(),
+        env: vec![],
+        cores: 1,
+        memory_bytes: None,
+        gpus: 0,
+        targets: vec![],
+        mounts: vec![],
+        workdir: None,
+        name: None,
+    }
+}
+
+async fn submit(conn: &river_mesh::Connection, s: TaskSpec) -> Vec<u64> {
+    match call(conn, Request::TaskSubmit(s)).await {
+        Response::TaskSubmitted { ids, .. } => ids,
+        other => panic!("submit: {other:?}"),
+    }
+}
+
+async fn show(conn: &river_mesh::Connection, id: u64) -> TaskView {
+    match call(conn, Request::TaskShow { id }).await {
+        Response::Task(t) => *t,
+        other => panic!("show: {other:?}"),
+    }
+}
+
+async fn wait_state(conn: &river_mesh::Connection, id: u64, states: &[&str]) -> TaskView {
+    let mut last = String::new();
+    for _ in 0..600 {
+        let t = show(conn, id).await;
+        if states.contains(&t.state.as_str()) {
+            return t;
+        }
+        last = t.state;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("task {id} stayed {last}, never {states:?}");
+}
+
+async fn logs(conn: &river_mesh::Connection, id: u64, stderr: bool) -> String {
+    match call(conn, Request::TaskLogs { id, stderr }).await {
+        Response::Logs(b) => String::from_utf8_lossy(&b).into_owned(),
+        other => panic!("logs: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_task_runs_pinned_and_its_output_and_exit_code_come_back() {
+    if !docker_ready().await {
+        return;
+    }
+    let d = tmp();
+    let host = start_host(host_cfg(d.path())).await;
+    let (_c, runner) = runner(&host, d.path(), "w1").await;
+    let conn = admin(&host).await;
+    eventually(Duration::from_secs(15), "node online", || async {
+        node_state(&host, "w1")
+            .await
+            .is_some_and(|s| s == river_proto::msg::NodeState::Online)
+    })
+    .await;
+
+    let script = "cat /sys/fs/cgroup/cpuset/cpuset.cpus 2>/dev/null || cat /sys/fs/cgroup/cpuset.cpus.effective; echo task=$RIVER_TASK_ID; echo oops >&2; exit 3";
+    let id = submit(&conn, spec(script)).await[0];
+    let t = wait_state(&conn, id, &["completed", "failed"]).await;
+    assert_eq!((t.state.as_str(), t.exit_code), ("failed", Some(3)));
+    let p = t.placement.expect("placed");
+    assert_eq!(p.node, "w1");
+    let out = logs(&conn, id, false).await;
+    let mut lines = out.lines();
+    assert_eq!(
+        lines.next(),
+        Some(
+            p.cores
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+                .as_str()
+        ),
+        "pinned to its cores: {out}"
+    );
+    assert_eq!(lines.next(), Some(format!("task={id}").as_str()));
+    assert_eq!(logs(&conn, id, true).await, "oops\n");
+    runner.shutdown().await;
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_busy_node_queues_tasks_and_runs_them_all() {
+    if !docker_ready().await {
+        return;
+    }
+    let d = tmp();
+    let host = start_host(host_cfg(d.path())).await;
+    let (_c, runner) = runner(&host, d.path(), "w2").await;
+    let conn = admin(&host).await;
+    eventually(Duration::from_secs(15), "node online", || async {
+        node_state(&host, "w2").await == Some(river_proto::msg::NodeState::Online)
+    })
+    .await;
+    let cores = nodes(&host).await[0].info.cores;
+    // Twice as many one-core tasks as the node has cores: some must wait, none may fail.
+    let mut ids = Vec::new();
+    for i in 0..cores * 2 {
+        ids.extend(submit(&conn, spec(&format!("sleep 1; echo done {i}"))).await);
+    }
+    let queued = match call(
+        &conn,
+        Request::TaskList {
+            state: Some("queued".into()),
+            node: None,
+        },
+    )
+    .await
+    {
+        Response::Tasks(t) => t.len(),
+        other => panic!("{other:?}"),
+    };
+    assert!(queued > 0, "with every core busy, tasks wait in the queue");
+    for id in &ids {
+        let t = wait_state(&conn, *id, &["completed", "failed", "killed", "oom"]).await;
+        assert_eq!(t.state, "completed", "task {id}: {:?}", t.message);
+    }
+    runner.shutdown().await;
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn kill_pause_resume_and_cancel() {
+    if !docker_ready().await {
+        return;
+    }
+    let d = tmp();
+    let host = start_host(host_cfg(d.path())).await;
+    let (_c, runner) = runner(&host, d.path(), "w3").await;
+    let conn = admin(&host).await;
+    eventually(Duration::from_secs(15), "node online", || async {
+        node_state(&host, "w3").await == Some(river_proto::msg::NodeState::Online)
+    })
+    .await;
+    let id = submit(&conn, spec("sleep 120")).await[0];
+    wait_state(&conn, id, &["running"]).await;
+    assert!(matches!(
+        call(
+            &conn,
+            Request::TaskSignal {
+                id,
+                signal: Signal::Pause
+            }
+        )
+        .await,
+        Response::Done { .. }
+    ));
+    wait_state(&conn, id, &["paused"]).await;
+    assert!(matches!(
+        call(
+            &conn,
+            Request::TaskSignal {
+                id,
+                signal: Signal::Resume
+            }
+        )
+        .await,
+        Response::Done { .. }
+    ));
+    wait_state(&conn, id, &["running"]).await;
+    assert!(matches!(
+        call(
+            &conn,
+            Request::TaskSignal {
+                id,
+                signal: Signal::Kill
+            }
+        )
+        .await,
+        Response::Done { .. }
+    ));
+    let t = wait_state(&conn, id, &["killed", "failed", "completed"]).await;
+    assert_eq!((t.state.as_str(), t.exit_code), ("killed", Some(137)));
+    // A task no node can hold right now waits; cancelling it never starts it.
+    let cores = nodes(&host).await[0].info.cores;
+    let mut big = spec("true");
+    big.cores = cores;
+    let blocker = submit(&conn, spec("sleep 120")).await[0];
+    wait_state(&conn, blocker, &["running"]).await;
+    let waiting = submit(&conn, big).await[0];
+    assert_eq!(show(&conn, waiting).await.state, "queued");
+    assert!(matches!(
+        call(
+            &conn,
+            Request::TaskSignal {
+                id: waiting,
+                signal: Signal::Kill
+            }
+        )
+        .await,
+        Response::Done { .. }
+    ));
+    let t = show(&conn, waiting).await;
+    assert_eq!((t.state.as_str(), t.placement), ("killed", None));
+    call(
+        &conn,
+        Request::TaskSignal {
+            id: blocker,
+            signal: Signal::Kill,
+        },
+    )
+    .await;
+    wait_state(&conn, blocker, &["killed"]).await;
+    runner.shutdown().await;
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn impossible_tasks_are_refused_at_submit_with_the_reason() {
+    let d = tmp();
+    let host = start_host(host_cfg(d.path())).await;
+    let (_c, runner) = runner(&host, d.path(), "w4").await;
+    let conn = admin(&host).await;
+    eventually(Duration::from_secs(15), "node online", || async {
+        node_state(&host, "w4").await == Some(river_proto::msg::NodeState::Online)
+    })
+    .await;
+    let cases = [
+        (
+            TaskSpec {
+                cores: 10_000,
+                ..spec("true")
+            },
+            "asks for 10000 cores",
+        ),
+        (
+            TaskSpec {
+                targets: vec!["nope".into()],
+                ..spec("true")
+            },
+            "unknown host nope",
+        ),
+        (
+            TaskSpec {
+                targets: vec!["w4:7".into()],
+                ..spec("true")
+            },
+            "no NUMA node 7",
+        ),
+        (
+            TaskSpec {
+                targets: vec!["w4::0".into()],
+                ..spec("true")
+            },
+            "no GPU 0",
+        ),
+        (
+            TaskSpec {
+                gpus: 1,
+                ..spec("true")
+            },
+            "asks for 1 GPUs",
+        ),
+        (
+            TaskSpec {
+                command: vec![],
+                ..spec("true")
+            },
+            "no command",
+        ),
+    ];
+    for (s, why) in cases {
+        match call(&conn, Request::TaskSubmit(s)).await {
+            Response::Error {
+                kind: ErrorKind::Invalid,
+                message,
+            } => assert!(message.contains(why), "{message}"),
+            other => panic!("{why}: {other:?}"),
+        }
+    }
+    let listed = match call(
+        &conn,
+        Request::TaskList {
+            state: None,
+            node: None,
+        },
+    )
+    .await
+    {
+        Response::Tasks(t) => t.len(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(listed, 0, "nothing refused was queued");
+    runner.shutdown().await;
+    host.shutdown().await;
+}

@@ -1,0 +1,340 @@
+//! Command tasks on the host: submission (refused only when impossible), the queue and the
+//! scheduler, runners' reports, signals and logs. Placement rules live in `river_task::place`;
+//! this module feeds them the cluster as it is and applies what they decide.
+
+use crate::clock::now_ms;
+use crate::mesh::Caller;
+use crate::Ctx;
+use river_mesh::{open, send_msg};
+use river_proto::msg::{
+    ErrorKind, HostMsg, LogsRequest, NodeState, Response, Role, Signal, TaskPlacement, TaskSpec, TaskView,
+};
+use river_proto::StreamKind;
+use river_store::{NodeRecord, TaskRecord};
+use river_task::place::{self, Ask, GpuSlot, Numa, Usage};
+use river_task::state::{transition, TaskState};
+use river_task::target::Target;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Largest log a single `task logs` answer carries.
+const MAX_LOGS: usize = 16 << 20;
+
+fn err(kind: ErrorKind, message: impl Into<String>) -> Response {
+    Response::Error {
+        kind,
+        message: message.into(),
+    }
+}
+
+fn state_of(t: &TaskRecord) -> TaskState {
+    t.state.parse().unwrap_or(TaskState::Failed)
+}
+
+/// The scheduler's view of a node.
+fn sched_node(ctx: &Ctx, n: &NodeRecord) -> place::Node {
+    let numa = if n.info.numa.is_empty() {
+        vec![Numa {
+            id: 0,
+            cpus: (0..n.info.cores).collect(),
+        }]
+    } else {
+        n.info
+            .numa
+            .iter()
+            .map(|x| Numa {
+                id: x.id,
+                cpus: x.cpus.clone(),
+            })
+            .collect()
+    };
+    place::Node {
+        name: n.name.clone(),
+        online: ctx.registry.state(&n.name) == Some(NodeState::Online) && ctx.registry.connected(&n.name),
+        memory: n.info.memory_bytes,
+        numa,
+        gpus: n
+            .info
+            .gpus
+            .iter()
+            .map(|g| GpuSlot {
+                index: g.index,
+                numa: g.numa,
+            })
+            .collect(),
+    }
+}
+
+fn ask(spec: &TaskSpec, target: Option<&str>) -> Result<Ask, String> {
+    Ok(Ask {
+        cores: spec.cores,
+        memory: spec.memory_bytes.unwrap_or(0),
+        gpus: spec.gpus,
+        target: target.map(Target::parse).transpose()?,
+    })
+}
+
+pub(crate) fn view(t: TaskRecord) -> TaskView {
+    TaskView {
+        id: t.id,
+        batch: t.batch,
+        name: t.name,
+        owner: t.owner,
+        state: t.state,
+        spec: t.spec,
+        placement: t.placement,
+        exit_code: t.exit_code,
+        message: t.message,
+        submitted_at_ms: t.submitted_at_ms,
+        started_at_ms: t.started_at_ms,
+        finished_at_ms: t.finished_at_ms,
+    }
+}
+
+pub(crate) async fn submit(ctx: &Ctx, caller: &Caller, spec: TaskSpec) -> anyhow::Result<Response> {
+    if spec.command.is_empty() {
+        return Ok(err(
+            ErrorKind::Invalid,
+            "no command given; put it after `--`, e.g. river task submit -- python train.py",
+        ));
+    }
+    if spec.image.trim().is_empty() {
+        return Ok(err(ErrorKind::Invalid, "no image given; choose one with --image"));
+    }
+    // Impossible requests are refused now, with the reason; possible ones wait their turn. A
+    // node that joined but has not reported its machine yet cannot judge: its tasks just wait.
+    let all = ctx.store.nodes().await?;
+    let unknown = |name: &str| all.iter().any(|n| n.name == name && n.info.cores == 0);
+    let nodes: Vec<place::Node> = all
+        .iter()
+        .filter(|n| n.info.cores > 0)
+        .map(|n| sched_node(ctx, n))
+        .collect();
+    let targets: Vec<Option<&str>> = if spec.targets.is_empty() {
+        vec![None]
+    } else {
+        spec.targets.iter().map(|t| Some(t.as_str())).collect()
+    };
+    for t in &targets {
+        let a = match ask(&spec, *t) {
+            Ok(a) => a,
+            Err(e) => return Ok(err(ErrorKind::Invalid, e)),
+        };
+        let judgeable = match &a.target {
+            Some(t) => !unknown(t.node.as_str()),
+            None => !nodes.is_empty() || all.is_empty(),
+        };
+        if judgeable {
+            if let Err(why) = place::check(&a, &nodes) {
+                return Ok(err(ErrorKind::Invalid, why));
+            }
+        }
+    }
+    let ids = ctx
+        .store
+        .insert_tasks(&caller.actor(), &spec, &spec.targets, now_ms())
+        .await?;
+    ctx.store
+        .event(now_ms(), &caller.actor(), "task.submit", &format!("{ids:?}"))
+        .await?;
+    ctx.kick.notify_one();
+    Ok(Response::TaskSubmitted { batch: ids[0], ids })
+}
+
+/// Starts what can start. Runs on every submission, task end and node arrival, and every 2 s.
+pub(crate) async fn scheduler(ctx: Arc<Ctx>) {
+    loop {
+        if let Err(e) = schedule_once(&ctx).await {
+            tracing::error!("scheduling: {e}");
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(2), ctx.kick.notified()).await;
+    }
+}
+
+async fn schedule_once(ctx: &Ctx) -> anyhow::Result<()> {
+    let tasks = ctx.store.tasks(None).await?;
+    let queue: Vec<(u64, Ask)> = tasks
+        .iter()
+        .filter(|t| state_of(t) == TaskState::Queued)
+        .filter_map(|t| ask(&t.spec, t.target.as_deref()).ok().map(|a| (t.id, a)))
+        .collect();
+    if queue.is_empty() {
+        return Ok(());
+    }
+    let nodes: Vec<place::Node> = ctx.store.nodes().await?.iter().map(|n| sched_node(ctx, n)).collect();
+    let mut used: BTreeMap<String, Usage> = BTreeMap::new();
+    for t in tasks.iter().filter(|t| state_of(t).holds_resources()) {
+        if let Some(p) = &t.placement {
+            used.entry(p.node.clone()).or_default().add(&to_place(p));
+        }
+    }
+    for (id, p) in place::schedule(&queue, &nodes, &mut used) {
+        let Some(mut t) = tasks.iter().find(|t| t.id == id).cloned() else {
+            continue;
+        };
+        let placement = TaskPlacement {
+            node: p.node.clone(),
+            cores: p.cores,
+            numa: p.numa,
+            gpus: p.gpus,
+            memory_bytes: p.memory,
+        };
+        t.state = TaskState::Assigned.as_str().into();
+        t.placement = Some(placement.clone());
+        ctx.store.update_task(&t).await?;
+        if !ctx.registry.send(
+            &p.node,
+            HostMsg::Start {
+                id,
+                spec: Box::new(t.spec.clone()),
+                placement,
+            },
+        ) {
+            // The runner left between the snapshot and now: back to the queue.
+            t.state = TaskState::Queued.as_str().into();
+            t.placement = None;
+            ctx.store.update_task(&t).await?;
+        } else {
+            tracing::info!(task = id, node = %p.node, "task assigned");
+        }
+    }
+    Ok(())
+}
+
+fn to_place(p: &TaskPlacement) -> place::Placement {
+    place::Placement {
+        node: p.node.clone(),
+        cores: p.cores.clone(),
+        numa: p.numa,
+        gpus: p.gpus.clone(),
+        memory: p.memory_bytes,
+    }
+}
+
+/// A runner reported on one of its tasks. Reports that would break the state machine (a late
+/// "running" for a killed task, a task on another node) are logged and dropped.
+pub(crate) async fn on_report(
+    ctx: &Ctx,
+    node: &str,
+    id: u64,
+    state: &str,
+    exit_code: Option<i64>,
+    message: Option<String>,
+) {
+    let result = async {
+        let Some(mut t) = ctx.store.task(id).await? else {
+            anyhow::bail!("unknown task {id}")
+        };
+        if t.placement.as_ref().map(|p| p.node.as_str()) != Some(node) {
+            anyhow::bail!("task {id} is not placed on node {node}");
+        }
+        let to: TaskState = state.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+        let from = state_of(&t);
+        if from == to {
+            return Ok(());
+        }
+        transition(from, to)?;
+        t.state = to.as_str().into();
+        if to == TaskState::Running && t.started_at_ms.is_none() {
+            t.started_at_ms = Some(now_ms());
+        }
+        if to.is_final() {
+            t.finished_at_ms = Some(now_ms());
+            t.exit_code = exit_code;
+        }
+        if message.is_some() {
+            t.message = message;
+        }
+        ctx.store.update_task(&t).await?;
+        tracing::info!(task = id, %node, state = to.as_str(), "task state");
+        if to.is_final() {
+            ctx.kick.notify_one();
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::warn!(%node, task = id, "ignored a task report: {e}");
+    }
+}
+
+fn may_touch(caller: &Caller, t: &TaskRecord) -> bool {
+    match caller {
+        Caller::User { role, .. } => *role >= Role::Operator || caller.actor() == t.owner,
+        Caller::Node(_) => false,
+    }
+}
+
+pub(crate) async fn signal(ctx: &Ctx, caller: &Caller, id: u64, signal: Signal) -> anyhow::Result<Response> {
+    let Some(mut t) = ctx.store.task(id).await? else {
+        return Ok(err(
+            ErrorKind::NotFound,
+            format!("no task {id}; `river task list` shows the tasks"),
+        ));
+    };
+    if !may_touch(caller, &t) {
+        return Ok(err(ErrorKind::Forbidden, format!("task {id} belongs to {}", t.owner)));
+    }
+    let state = state_of(&t);
+    let wanted = match signal {
+        Signal::Kill => TaskState::Killed,
+        Signal::Pause => TaskState::Paused,
+        Signal::Resume => TaskState::Running,
+    };
+    if let Err(e) = transition(state, wanted) {
+        return Ok(err(ErrorKind::Conflict, format!("task {id}: {e}")));
+    }
+    if state == TaskState::Queued {
+        // Never started: cancel it here.
+        t.state = TaskState::Killed.as_str().into();
+        t.finished_at_ms = Some(now_ms());
+        t.message = Some(format!("cancelled by {}", caller.actor()));
+        ctx.store.update_task(&t).await?;
+        return Ok(Response::Done {
+            message: format!("cancelled queued task {id}"),
+        });
+    }
+    let node = t.placement.as_ref().map(|p| p.node.clone()).unwrap_or_default();
+    if !ctx.registry.send(&node, HostMsg::Signal { id, signal }) {
+        return Ok(err(
+            ErrorKind::Conflict,
+            format!("node {node} of task {id} is not connected; try again when it is back"),
+        ));
+    }
+    ctx.store
+        .event(now_ms(), &caller.actor(), "task.signal", &format!("{id} {signal:?}"))
+        .await?;
+    Ok(Response::Done {
+        message: format!("sent {} to task {id} on {node}", format!("{signal:?}").to_lowercase()),
+    })
+}
+
+pub(crate) async fn logs(ctx: &Ctx, caller: &Caller, id: u64, stderr: bool) -> anyhow::Result<Response> {
+    let Some(t) = ctx.store.task(id).await? else {
+        return Ok(err(
+            ErrorKind::NotFound,
+            format!("no task {id}; `river task list` shows the tasks"),
+        ));
+    };
+    if !may_touch(caller, &t) {
+        return Ok(err(ErrorKind::Forbidden, format!("task {id} belongs to {}", t.owner)));
+    }
+    let Some(node) = t.placement.as_ref().map(|p| p.node.clone()) else {
+        return Ok(Response::Logs(Vec::new()));
+    };
+    let Some(conn) = ctx.registry.connection(&node) else {
+        return Ok(err(
+            ErrorKind::Conflict,
+            format!("node {node}, which has the logs of task {id}, is offline"),
+        ));
+    };
+    let (mut send, mut recv) = open(&conn, StreamKind::Logs).await?;
+    send_msg(&mut send, &LogsRequest { id, stderr }).await?;
+    let _ = send.finish();
+    let bytes = recv
+        .read_to_end(MAX_LOGS)
+        .await
+        .map_err(|e| anyhow::anyhow!("reading logs from {node}: {e}"))?;
+    Ok(Response::Logs(bytes))
+}

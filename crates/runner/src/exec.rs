@@ -1,0 +1,230 @@
+//! Running tasks on this node: containers through `river_docker`, output to files under
+//! `state_dir/tasks/ID/`, and a report to the host at each change of state.
+
+use futures_util::StreamExt;
+use river_docker::{ContainerSpec, Mount, Output, Runtime};
+use river_proto::msg::{HostMsg, RunnerMsg, Signal, TaskPlacement, TaskSpec};
+use river_task::state::{exit_state, TaskState};
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{mpsc, OnceCell};
+
+pub(crate) struct Executor {
+    node: String,
+    /// A short id of the cluster (its CA fingerprint's start), so clusters sharing a Docker engine
+    /// never touch each other's containers.
+    cluster: String,
+    dir: PathBuf,
+    socket: Option<PathBuf>,
+    runtime: OnceCell<Result<Runtime, String>>,
+    reports: mpsc::UnboundedSender<RunnerMsg>,
+    /// Tasks a user asked to kill, so their end reads `killed`, not `failed`.
+    kills: Mutex<HashSet<u64>>,
+}
+
+impl Executor {
+    /// `river-<cluster>-<node>-task-<id>`: unique per engine even when several runners or
+    /// clusters share it.
+    fn container_name(&self, id: u64) -> String {
+        format!("river-{}-{}-task-{id}", self.cluster, self.node)
+    }
+}
+
+fn cpuset(ids: &[u32]) -> String {
+    ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+}
+
+impl Executor {
+    pub fn new(
+        node: String,
+        cluster: String,
+        dir: PathBuf,
+        socket: Option<PathBuf>,
+        reports: mpsc::UnboundedSender<RunnerMsg>,
+    ) -> Self {
+        Self {
+            node,
+            cluster,
+            dir,
+            socket,
+            runtime: OnceCell::new(),
+            reports,
+            kills: Mutex::new(HashSet::new()),
+        }
+    }
+
+    async fn runtime(&self) -> Result<&Runtime, String> {
+        let r = self
+            .runtime
+            .get_or_init(|| async {
+                Runtime::connect(self.socket.as_deref())
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+            .await;
+        r.as_ref().map_err(Clone::clone)
+    }
+
+    fn report(&self, id: u64, state: TaskState, exit_code: Option<i64>, message: Option<String>) {
+        let _ = self.reports.send(RunnerMsg::Task {
+            id,
+            state: state.as_str().into(),
+            exit_code,
+            message,
+        });
+    }
+
+    pub fn handle(self: &Arc<Self>, msg: HostMsg) {
+        let me = self.clone();
+        match msg {
+            HostMsg::Start { id, spec, placement } => {
+                tokio::spawn(async move { me.run(id, *spec, placement).await });
+            }
+            HostMsg::Signal { id, signal } => {
+                tokio::spawn(async move { me.signal(id, signal).await });
+            }
+        }
+    }
+
+    fn container(&self, id: u64, spec: &TaskSpec, p: &TaskPlacement) -> ContainerSpec {
+        let mut env: Vec<String> = vec![
+            format!("RIVER_TASK_ID={id}"),
+            format!("RIVER_NODE={}", self.node),
+            format!("RIVER_CORES={}", p.cores.len()),
+            format!("RIVER_GPUS={}", cpuset(&p.gpus)),
+        ];
+        env.extend(spec.env.iter().map(|(k, v)| format!("{k}={v}")));
+        ContainerSpec {
+            name: self.container_name(id),
+            image: spec.image.clone(),
+            command: spec.command.clone(),
+            env,
+            workdir: spec.workdir.clone(),
+            cpuset_cpus: Some(cpuset(&p.cores)),
+            cpuset_mems: p.numa.map(|n| n.to_string()),
+            memory_bytes: (p.memory_bytes > 0).then_some(p.memory_bytes),
+            gpus: p.gpus.iter().map(u32::to_string).collect(),
+            mounts: spec
+                .mounts
+                .iter()
+                .map(|m| Mount {
+                    source: m.source.clone().into(),
+                    target: m.target.clone(),
+                    read_only: m.read_only,
+                })
+                .collect(),
+            labels: BTreeMap::from([
+                ("river.task".into(), id.to_string()),
+                ("river.node".into(), self.node.clone()),
+                ("river.cluster".into(), self.cluster.clone()),
+            ]),
+            privileged: false,
+        }
+    }
+
+    async fn run(self: Arc<Self>, id: u64, spec: TaskSpec, placement: TaskPlacement) {
+        let rt = match self.runtime().await {
+            Ok(rt) => rt,
+            Err(e) => return self.report(id, TaskState::Failed, None, Some(format!("node {}: {e}", self.node))),
+        };
+        let cspec = self.container(id, &spec, &placement);
+        let _ = rt.remove(&cspec.name).await;
+        let started = async {
+            let cid = rt.create(&cspec).await?;
+            rt.start(&cid).await?;
+            Ok::<String, river_docker::RuntimeError>(cid)
+        }
+        .await;
+        let cid = match started {
+            Ok(cid) => cid,
+            Err(e) => {
+                let _ = rt.remove(&cspec.name).await;
+                return self.report(
+                    id,
+                    TaskState::Failed,
+                    None,
+                    Some(format!("could not start on {}: {e}", self.node)),
+                );
+            }
+        };
+        self.report(id, TaskState::Running, None, None);
+        let pump = tokio::spawn(pump_output(rt.clone(), cid.clone(), self.dir.join(id.to_string())));
+        let exit = rt.wait(&cid).await;
+        let _ = pump.await;
+        let killed = self.kills.lock().map(|mut k| k.remove(&id)).unwrap_or(false);
+        match exit {
+            Ok(exit) => {
+                let state = exit_state(exit.code, exit.oom_killed, killed);
+                let message = (state == TaskState::Oom).then(|| {
+                    format!(
+                        "killed by the kernel: it exceeded its memory limit of {} bytes",
+                        placement.memory_bytes
+                    )
+                });
+                self.report(id, state, Some(exit.code), message);
+            }
+            Err(e) => self.report(
+                id,
+                TaskState::Failed,
+                None,
+                Some(format!("lost track of the container: {e}")),
+            ),
+        }
+        let _ = rt.remove(&cid).await;
+    }
+
+    async fn signal(self: Arc<Self>, id: u64, signal: Signal) {
+        let Ok(rt) = self.runtime().await else { return };
+        let name = self.container_name(id);
+        let result = match signal {
+            Signal::Kill => {
+                if let Ok(mut k) = self.kills.lock() {
+                    k.insert(id);
+                }
+                rt.kill(&name).await
+            }
+            Signal::Pause => rt
+                .pause(&name)
+                .await
+                .map(|()| self.report(id, TaskState::Paused, None, None)),
+            Signal::Resume => rt
+                .resume(&name)
+                .await
+                .map(|()| self.report(id, TaskState::Running, None, None)),
+        };
+        if let Err(e) = result {
+            tracing::warn!(task = id, "{signal:?}: {e}");
+        }
+    }
+
+    /// A task's output so far.
+    pub async fn logs(&self, id: u64, stderr: bool) -> Vec<u8> {
+        let file = self
+            .dir
+            .join(id.to_string())
+            .join(if stderr { "stderr.log" } else { "stdout.log" });
+        tokio::fs::read(file).await.unwrap_or_default()
+    }
+}
+
+/// Copies a container's output into `dir/stdout.log` and `dir/stderr.log` until it stops.
+async fn pump_output(rt: Runtime, cid: String, dir: PathBuf) -> std::io::Result<()> {
+    tokio::fs::create_dir_all(&dir).await?;
+    let mut out = tokio::fs::File::create(dir.join("stdout.log")).await?;
+    let mut err = tokio::fs::File::create(dir.join("stderr.log")).await?;
+    let mut s = Box::pin(rt.output(&cid, true));
+    while let Some(chunk) = s.next().await {
+        match chunk {
+            Ok(Output::Stdout(b)) => out.write_all(&b).await?,
+            Ok(Output::Stderr(b)) => err.write_all(&b).await?,
+            Err(e) => {
+                tracing::warn!(container = %cid, "reading output: {e}");
+                break;
+            }
+        }
+    }
+    out.flush().await?;
+    err.flush().await
+}
