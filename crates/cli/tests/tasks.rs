@@ -321,3 +321,84 @@ async fn impossible_tasks_are_refused_at_submit_with_the_reason() {
     runner.shutdown().await;
     host.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_runner_restart_loses_no_task() {
+    if !docker_ready().await {
+        return;
+    }
+    let d = tmp();
+    let host = start_host(host_cfg(d.path())).await;
+    let (cfg, runner) = runner(&host, d.path(), "w5").await;
+    let conn = admin(&host).await;
+    let online = || async { node_state(&host, "w5").await == Some(river_proto::msg::NodeState::Online) };
+    eventually(Duration::from_secs(15), "node online", online).await;
+    // One task outlives the runner's absence; one ends during it.
+    let long = submit(&conn, spec("sleep 4; echo survived; exit 6")).await[0];
+    let short = submit(&conn, spec("sleep 1; echo short; exit 5")).await[0];
+    wait_state(&conn, long, &["running"]).await;
+    wait_state(&conn, short, &["running"]).await;
+    runner.shutdown().await;
+    // The host notices the node is gone and cannot know what its tasks are doing.
+    let t = wait_state(&conn, long, &["lost"]).await;
+    assert!(t.message.unwrap_or_default().contains("went offline"));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let bundle = river_runner::ensure_joined(&cfg, None).await.unwrap();
+    let runner = river_runner::start(cfg, bundle);
+    // Back online, the runner re-adopts the running container and reports the one that ended.
+    let t = wait_state(&conn, short, &["failed", "completed"]).await;
+    assert_eq!((t.state.as_str(), t.exit_code), ("failed", Some(5)));
+    let t = wait_state(&conn, long, &["failed", "completed"]).await;
+    assert_eq!((t.state.as_str(), t.exit_code), ("failed", Some(6)), "{:?}", t.message);
+    assert_eq!(
+        logs(&conn, long, false).await,
+        "survived\n",
+        "the whole output, written once"
+    );
+    assert_eq!(logs(&conn, short, false).await, "short\n");
+    runner.shutdown().await;
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_host_restart_loses_no_task() {
+    if !docker_ready().await {
+        return;
+    }
+    let d = tmp();
+    let mut cfg = host_cfg(d.path());
+    let host = start_host(cfg.clone()).await;
+    cfg.listen = host.mesh_addr;
+    let (_c, runner) = runner(&host, d.path(), "w6").await;
+    let conn = admin(&host).await;
+    eventually(Duration::from_secs(15), "node online", || async {
+        node_state(&host, "w6").await == Some(river_proto::msg::NodeState::Online)
+    })
+    .await;
+    let id = submit(&conn, spec("sleep 2; echo through")).await[0];
+    wait_state(&conn, id, &["running"]).await;
+    let queued = submit(
+        &conn,
+        TaskSpec {
+            cores: nodes(&host).await[0].info.cores,
+            ..spec("echo after")
+        },
+    )
+    .await[0];
+    host.shutdown().await;
+    let host = start_host(cfg).await;
+    let conn = admin(&host).await;
+    let t = wait_state(&conn, id, &["completed", "failed"]).await;
+    assert_eq!(
+        (t.state.as_str(), t.exit_code),
+        ("completed", Some(0)),
+        "{:?}",
+        t.message
+    );
+    assert_eq!(logs(&conn, id, false).await, "through\n");
+    // The queued task was kept and runs once the cores are free.
+    let t = wait_state(&conn, queued, &["completed", "failed"]).await;
+    assert_eq!(t.state, "completed");
+    runner.shutdown().await;
+    host.shutdown().await;
+}

@@ -165,19 +165,28 @@ async fn control(
             .event(now_ms(), &format!("node {name}"), "node.online", &address)
             .await;
     }
+    send_msg(
+        send,
+        &HelloReply::Welcome {
+            heartbeat_interval_ms: ctx.policy.heartbeat_interval_ms,
+        },
+    )
+    .await?;
+    // What the runner has must be settled before anything new is scheduled on it; otherwise a task
+    // assigned a moment ago could look like one the runner lost.
+    match first_msg::<RunnerMsg>(recv).await? {
+        RunnerMsg::Snapshot { tasks } => crate::tasks::reconcile(ctx, name, tasks).await,
+        other => {
+            tracing::warn!(node = %name, "session began with {other:?} instead of a snapshot");
+            return Err(FramedError::Ended);
+        }
+    }
     // The session, not the connection, is what the registry tracks: a runner's short renewal
     // connection must not replace its session.
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     ctx.registry.attach(name, conn.clone(), tx);
     ctx.kick.notify_one();
     let result = async {
-        send_msg(
-            send,
-            &HelloReply::Welcome {
-                heartbeat_interval_ms: ctx.policy.heartbeat_interval_ms,
-            },
-        )
-        .await?;
         loop {
             tokio::select! {
                 out = rx.recv() => match out {
@@ -188,6 +197,7 @@ async fn control(
                     Some(RunnerMsg::Task { id, state, exit_code, message }) => {
                         crate::tasks::on_report(ctx, name, id, &state, exit_code, message).await;
                     }
+                    Some(RunnerMsg::Snapshot { tasks }) => crate::tasks::reconcile(ctx, name, tasks).await,
                     None => return Ok(()),
                 },
             }

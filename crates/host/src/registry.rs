@@ -128,7 +128,8 @@ pub(crate) async fn monitor(ctx: Arc<Ctx>) {
         for (name, state) in ctx.registry.tick(&ctx.policy, now_ms()) {
             match state {
                 NodeState::Offline => {
-                    tracing::warn!(node = %name, "node is offline: no heartbeat for {}ms", ctx.policy.offline_after_ms)
+                    tracing::warn!(node = %name, "node is offline: no heartbeat for {}ms", ctx.policy.offline_after_ms);
+                    crate::tasks::node_lost(&ctx, &name).await;
                 }
                 NodeState::Online => tracing::info!(node = %name, "node is online"),
             }

@@ -338,3 +338,61 @@ pub(crate) async fn logs(ctx: &Ctx, caller: &Caller, id: u64, stderr: bool) -> a
         .map_err(|e| anyhow::anyhow!("reading logs from {node}: {e}"))?;
     Ok(Response::Logs(bytes))
 }
+
+/// The node's tasks whose fate the host cannot know while it is offline.
+pub(crate) async fn node_lost(ctx: &Ctx, node: &str) {
+    let Ok(tasks) = ctx.store.tasks(None).await else { return };
+    for mut t in tasks
+        .into_iter()
+        .filter(|t| t.placement.as_ref().is_some_and(|p| p.node == node))
+    {
+        let from = state_of(&t);
+        if matches!(from, TaskState::Assigned | TaskState::Running | TaskState::Paused) {
+            t.state = TaskState::Lost.as_str().into();
+            t.message = Some(format!("node {node} went offline; the task may still be running there"));
+            if let Err(e) = ctx.store.update_task(&t).await {
+                tracing::error!(task = t.id, "marking lost: {e}");
+            }
+        }
+    }
+}
+
+/// Settles, at the start of a runner's session, every task the host placed on that node: what the
+/// runner still runs carries on (a lost task comes back), what ended while the host could not hear
+/// gets its end, a start order that never arrived is queued again, and a task the node no longer
+/// has at all has failed.
+pub(crate) async fn reconcile(ctx: &Ctx, node: &str, reports: Vec<river_proto::msg::TaskReport>) {
+    let Ok(tasks) = ctx.store.tasks(None).await else { return };
+    let known: std::collections::HashMap<u64, river_proto::msg::TaskReport> =
+        reports.into_iter().map(|r| (r.id, r)).collect();
+    for t in tasks
+        .into_iter()
+        .filter(|t| t.placement.as_ref().is_some_and(|p| p.node == node))
+    {
+        let from = state_of(&t);
+        if from.is_final() {
+            continue;
+        }
+        if let Some(r) = known.get(&t.id) {
+            on_report(ctx, node, t.id, &r.state, r.exit_code, r.message.clone()).await;
+            continue;
+        }
+        let mut t = t;
+        match from {
+            TaskState::Assigned => {
+                t.state = TaskState::Queued.as_str().into();
+                t.placement = None;
+            }
+            TaskState::Running | TaskState::Paused | TaskState::Lost => {
+                t.state = TaskState::Failed.as_str().into();
+                t.finished_at_ms = Some(now_ms());
+                t.message = Some(format!("node {node} no longer has this task (its container is gone)"));
+            }
+            _ => continue,
+        }
+        if let Err(e) = ctx.store.update_task(&t).await {
+            tracing::error!(task = t.id, "reconciling: {e}");
+        }
+    }
+    ctx.kick.notify_one();
+}

@@ -365,6 +365,19 @@ pub enum RunnerMsg {
         exit_code: Option<i64>,
         message: Option<String>,
     },
+    /// First message of every session: the tasks whose containers exist on this node (with their
+    /// state) and the recorded ends of tasks that finished, so the host can settle what happened
+    /// while it could not hear. The host schedules nothing on the node before it has this.
+    Snapshot { tasks: Vec<TaskReport> },
+}
+
+/// One task's state as a runner knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskReport {
+    pub id: u64,
+    pub state: String,
+    pub exit_code: Option<i64>,
+    pub message: Option<String>,
 }
 
 /// Host → runner on a `Logs` stream: one request, then the runner sends the bytes and finishes.

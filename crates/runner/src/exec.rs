@@ -3,7 +3,7 @@
 
 use futures_util::StreamExt;
 use river_docker::{ContainerSpec, Mount, Output, Runtime};
-use river_proto::msg::{HostMsg, RunnerMsg, Signal, TaskPlacement, TaskSpec};
+use river_proto::msg::{HostMsg, RunnerMsg, Signal, TaskPlacement, TaskReport, TaskSpec};
 use river_task::state::{exit_state, TaskState};
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
@@ -22,6 +22,8 @@ pub(crate) struct Executor {
     reports: mpsc::UnboundedSender<RunnerMsg>,
     /// Tasks a user asked to kill, so their end reads `killed`, not `failed`.
     kills: Mutex<HashSet<u64>>,
+    /// Closed when the runner stops: work spawned here stops with it, as in a process exit.
+    stop: tokio::sync::watch::Receiver<()>,
 }
 
 impl Executor {
@@ -43,6 +45,7 @@ impl Executor {
         dir: PathBuf,
         socket: Option<PathBuf>,
         reports: mpsc::UnboundedSender<RunnerMsg>,
+        stop: tokio::sync::watch::Receiver<()>,
     ) -> Self {
         Self {
             node,
@@ -52,7 +55,18 @@ impl Executor {
             runtime: OnceCell::new(),
             reports,
             kills: Mutex::new(HashSet::new()),
+            stop,
         }
+    }
+
+    fn spawn(&self, work: impl std::future::Future<Output = ()> + Send + 'static) {
+        let mut stop = self.stop.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = work => {}
+                _ = stop.changed() => {}
+            }
+        });
     }
 
     async fn runtime(&self) -> Result<&Runtime, String> {
@@ -68,6 +82,19 @@ impl Executor {
     }
 
     fn report(&self, id: u64, state: TaskState, exit_code: Option<i64>, message: Option<String>) {
+        if state.is_final() {
+            // On disk before anything else: the next session's snapshot repeats it, so an end the
+            // host did not hear (host down, runner restarted) is never lost.
+            let r = TaskReport {
+                id,
+                state: state.as_str().into(),
+                exit_code,
+                message: message.clone(),
+            };
+            if let Err(e) = self.record(&r) {
+                tracing::error!(task = id, "recording how the task ended: {e}");
+            }
+        }
         let _ = self.reports.send(RunnerMsg::Task {
             id,
             state: state.as_str().into(),
@@ -76,14 +103,124 @@ impl Executor {
         });
     }
 
+    fn record(&self, r: &TaskReport) -> anyhow::Result<()> {
+        let json = serde_json::json!({ "state": r.state, "exit_code": r.exit_code, "message": r.message });
+        river_creds::write_atomic(
+            &self.dir.join(r.id.to_string()).join("result.json"),
+            json.to_string().as_bytes(),
+            0o644,
+        )?;
+        Ok(())
+    }
+
+    fn recorded(&self) -> Vec<TaskReport> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                let id: u64 = e.file_name().to_str()?.parse().ok()?;
+                let v: serde_json::Value =
+                    serde_json::from_slice(&std::fs::read(e.path().join("result.json")).ok()?).ok()?;
+                Some(TaskReport {
+                    id,
+                    state: v["state"].as_str()?.to_owned(),
+                    exit_code: v["exit_code"].as_i64(),
+                    message: v["message"].as_str().map(str::to_owned),
+                })
+            })
+            .collect()
+    }
+
+    /// This node's river containers: (task id, container id).
+    async fn containers(&self, rt: &Runtime) -> Vec<(u64, String)> {
+        let mine = format!("river.cluster={}", self.cluster);
+        match rt.list(&mine).await {
+            Ok(found) => found
+                .into_iter()
+                .filter(|c| c.labels.get("river.node") == Some(&self.node))
+                .filter_map(|c| Some((c.labels.get("river.task")?.parse().ok()?, c.id)))
+                .collect(),
+            Err(e) => {
+                tracing::warn!("listing containers: {e}");
+                Vec::new()
+            }
+        }
+    }
+
+    /// At start: keeps watching tasks whose containers kept running while the runner was down, and
+    /// records how the others ended.
+    pub async fn adopt(self: &Arc<Self>) {
+        let Ok(rt) = self.runtime().await else { return };
+        let recorded: HashSet<u64> = self.recorded().iter().map(|r| r.id).collect();
+        for (id, cid) in self.containers(rt).await {
+            match rt.status(&cid).await {
+                Ok(st) if st.exit.is_none() => {
+                    tracing::info!(task = id, "re-adopted a running task");
+                    let me = self.clone();
+                    self.spawn(async move { me.watch(id, cid, None).await });
+                }
+                Ok(st) => {
+                    if !recorded.contains(&id) {
+                        // Its output, all of it, before the container goes.
+                        if let Err(e) = pump_output(rt.clone(), cid.clone(), self.dir.join(id.to_string())).await {
+                            tracing::warn!(task = id, "saving the output: {e}");
+                        }
+                        if let Some(exit) = st.exit {
+                            let state = exit_state(exit.code, exit.oom_killed, false);
+                            self.report(
+                                id,
+                                state,
+                                Some(exit.code),
+                                Some("ended while the runner was down".into()),
+                            );
+                        }
+                    }
+                    let _ = rt.remove(&cid).await;
+                }
+                Err(e) => tracing::warn!(task = id, "inspecting a container: {e}"),
+            }
+        }
+    }
+
+    /// What the host should know at the start of a session.
+    pub async fn snapshot(&self) -> Vec<TaskReport> {
+        let mut out = self.recorded();
+        let done: HashSet<u64> = out.iter().map(|r| r.id).collect();
+        if let Ok(rt) = self.runtime().await {
+            for (id, cid) in self.containers(rt).await {
+                if done.contains(&id) {
+                    continue;
+                }
+                if let Ok(st) = rt.status(&cid).await {
+                    let state = if st.paused {
+                        TaskState::Paused
+                    } else {
+                        TaskState::Running
+                    };
+                    if st.exit.is_none() {
+                        out.push(TaskReport {
+                            id,
+                            state: state.as_str().into(),
+                            exit_code: None,
+                            message: None,
+                        });
+                    }
+                }
+            }
+        }
+        out
+    }
+
     pub fn handle(self: &Arc<Self>, msg: HostMsg) {
         let me = self.clone();
         match msg {
             HostMsg::Start { id, spec, placement } => {
-                tokio::spawn(async move { me.run(id, *spec, placement).await });
+                self.spawn(async move { me.run(id, *spec, placement).await });
             }
             HostMsg::Signal { id, signal } => {
-                tokio::spawn(async move { me.signal(id, signal).await });
+                self.spawn(async move { me.signal(id, signal).await });
             }
         }
     }
@@ -150,19 +287,24 @@ impl Executor {
             }
         };
         self.report(id, TaskState::Running, None, None);
-        let pump = tokio::spawn(pump_output(rt.clone(), cid.clone(), self.dir.join(id.to_string())));
-        let exit = rt.wait(&cid).await;
-        let _ = pump.await;
+        self.watch(id, cid, Some(placement.memory_bytes)).await;
+    }
+
+    /// Follows a started container to its end: output to files, then the report, then removal.
+    async fn watch(&self, id: u64, cid: String, memory: Option<u64>) {
+        let Ok(rt) = self.runtime().await else { return };
+        // Output and end together, so both stop if the runner does.
+        let (exit, _) = tokio::join!(
+            rt.wait(&cid),
+            pump_output(rt.clone(), cid.clone(), self.dir.join(id.to_string()))
+        );
         let killed = self.kills.lock().map(|mut k| k.remove(&id)).unwrap_or(false);
         match exit {
             Ok(exit) => {
                 let state = exit_state(exit.code, exit.oom_killed, killed);
-                let message = (state == TaskState::Oom).then(|| {
-                    format!(
-                        "killed by the kernel: it exceeded its memory limit of {} bytes",
-                        placement.memory_bytes
-                    )
-                });
+                let limit = memory.map(|m| format!(" of {m} bytes")).unwrap_or_default();
+                let message = (state == TaskState::Oom)
+                    .then(|| format!("killed by the kernel: it exceeded its memory limit{limit}"));
                 self.report(id, state, Some(exit.code), message);
             }
             Err(e) => self.report(

@@ -104,6 +104,8 @@ pub fn start(cfg: RunnerConfig, bundle: Bundle) -> RunningRunner {
 
 async fn run(cfg: RunnerConfig, mut inventory: Inventory, status: watch::Sender<RunnerStatus>) -> anyhow::Result<()> {
     let renewer = tokio::spawn(renew::keep_renewed(cfg.clone(), status.clone()));
+    // Dropped when this function ends (or is aborted): the executor's work stops with it.
+    let (_stop, stop) = tokio::sync::watch::channel(());
     // Task reports queue here while the host is unreachable and go out with the next session.
     let (reports_tx, mut reports) = tokio::sync::mpsc::unbounded_channel();
     let identity = Bundle::load(&identity_dir(&cfg))?;
@@ -118,7 +120,9 @@ async fn run(cfg: RunnerConfig, mut inventory: Inventory, status: watch::Sender<
         cfg.state_dir.join("tasks"),
         cfg.docker_socket.clone(),
         reports_tx,
+        stop,
     ));
+    exec.adopt().await;
     let mut backoff = Backoff::default();
     let result = loop {
         let bundle = Bundle::load(&identity_dir(&cfg))?;

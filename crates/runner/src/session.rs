@@ -86,6 +86,14 @@ async fn session(
             ))
         }
     };
+    send_msg(
+        &mut csend,
+        &RunnerMsg::Snapshot {
+            tasks: exec.snapshot().await,
+        },
+    )
+    .await
+    .map_err(retry)?;
     backoff.reset();
     status.send_modify(|s| {
         s.connected = true;
