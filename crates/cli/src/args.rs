@@ -236,12 +236,15 @@ pub enum TaskCmd {
     /// Resume a paused task.
     Resume { id: u64 },
     /// Print a task's output.
-    #[command(after_help = "Example:\n  river task logs 42 --stderr")]
+    #[command(after_help = "Examples:\n  river task logs 42 --stderr\n  river task logs -f 42")]
     Logs {
         id: u64,
         /// Standard error instead of standard output.
         #[arg(long)]
         stderr: bool,
+        /// Keep printing new output until the task ends.
+        #[arg(short, long)]
+        follow: bool,
     },
 }
 

@@ -64,6 +64,14 @@ impl Client {
         Ok(resp)
     }
 
+    /// Opens a stream of `kind` to the host.
+    pub async fn open(
+        &self,
+        kind: river_proto::StreamKind,
+    ) -> anyhow::Result<(river_mesh::SendStream, river_mesh::RecvStream)> {
+        Ok(river_mesh::open(&self.conn, kind).await?)
+    }
+
     pub async fn close(self) {
         self.conn.close(river_mesh::close::DONE, b"");
         let _ = tokio::time::timeout(std::time::Duration::from_secs(1), self.endpoint.wait_idle()).await;

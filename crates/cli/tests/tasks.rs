@@ -402,3 +402,50 @@ async fn a_host_restart_loses_no_task() {
     runner.shutdown().await;
     host.shutdown().await;
 }
+
+/// Opens `logs -f` as the CLI does: a `Logs` stream, an answer frame, then raw bytes.
+async fn follow(conn: &river_mesh::Connection, id: u64) -> river_mesh::RecvStream {
+    let (mut send, mut recv) = river_mesh::open(conn, river_proto::StreamKind::Logs).await.unwrap();
+    river_mesh::send_msg(&mut send, &river_proto::msg::LogsRequest { id, stderr: false, follow: true }).await.unwrap();
+    let _ = send.finish();
+    match river_mesh::recv_msg::<Response>(&mut recv).await.unwrap() {
+        Some(Response::Logs(_)) => recv,
+        other => panic!("follow: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn logs_follow_live_and_end_with_the_task() {
+    if !docker_ready().await {
+        return;
+    }
+    let d = tmp();
+    let host = start_host(host_cfg(d.path())).await;
+    let (_c, runner) = runner(&host, d.path(), "w7").await;
+    let conn = admin(&host).await;
+    eventually(Duration::from_secs(15), "node online", || async { node_state(&host, "w7").await == Some(river_proto::msg::NodeState::Online) }).await;
+    let id = submit(&conn, spec("echo first; sleep 2; echo second")).await[0];
+    wait_state(&conn, id, &["running"]).await;
+    let mut recv = follow(&conn, id).await;
+    // The first line arrives while the task still runs: streamed, not collected at the end.
+    let first = recv.read_chunk(1024, true).await.unwrap().expect("output");
+    assert_eq!(&first.bytes[..], b"first\n");
+    assert_eq!(show(&conn, id).await.state, "running");
+    let rest = recv.read_to_end(1 << 20).await.unwrap();
+    assert_eq!(String::from_utf8_lossy(&rest), "second\n");
+    // The stream ended because the task did.
+    let t = wait_state(&conn, id, &["completed", "failed"]).await;
+    assert_eq!(t.state, "completed");
+    // Following a finished task gives its whole output and ends.
+    let all = follow(&conn, id).await.read_to_end(1 << 20).await.unwrap();
+    assert_eq!(String::from_utf8_lossy(&all), "first\nsecond\n");
+    // A task that never started has nothing to follow, and says so.
+    let (mut send, mut recv) = river_mesh::open(&conn, river_proto::StreamKind::Logs).await.unwrap();
+    river_mesh::send_msg(&mut send, &river_proto::msg::LogsRequest { id: 999, stderr: false, follow: true }).await.unwrap();
+    match river_mesh::recv_msg::<Response>(&mut recv).await.unwrap() {
+        Some(Response::Error { kind: ErrorKind::NotFound, .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    runner.shutdown().await;
+    host.shutdown().await;
+}

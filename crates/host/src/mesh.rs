@@ -119,6 +119,7 @@ async fn stream(
         (StreamKind::Control, Caller::Node(name)) => control(ctx, conn, name, &mut send, &mut recv).await,
         (StreamKind::Heartbeat, Caller::Node(name)) => heartbeats(ctx, name, &mut send, &mut recv).await,
         (StreamKind::Rpc, _) => request(ctx, caller, &mut send, &mut recv).await,
+        (StreamKind::Logs, Caller::User { .. }) => crate::tasks::stream_logs(ctx, caller, &mut send, &mut recv).await,
         (kind, _) => {
             tracing::warn!(who = %caller.actor(), ?kind, "refused a stream kind this identity may not open");
             refuse(&mut send, &mut recv, STREAM_REFUSED);

@@ -310,33 +310,114 @@ pub(crate) async fn signal(ctx: &Ctx, caller: &Caller, id: u64, signal: Signal) 
     })
 }
 
-pub(crate) async fn logs(ctx: &Ctx, caller: &Caller, id: u64, stderr: bool) -> anyhow::Result<Response> {
+/// Where a task's output is: the connection to its node, `None` if it never started, or the
+/// refusal to send back.
+async fn logs_source(
+    ctx: &Ctx,
+    caller: &Caller,
+    id: u64,
+) -> anyhow::Result<Result<Option<river_mesh::Connection>, Response>> {
     let Some(t) = ctx.store.task(id).await? else {
-        return Ok(err(
+        return Ok(Err(err(
             ErrorKind::NotFound,
             format!("no task {id}; `river task list` shows the tasks"),
-        ));
+        )));
     };
     if !may_touch(caller, &t) {
-        return Ok(err(ErrorKind::Forbidden, format!("task {id} belongs to {}", t.owner)));
+        return Ok(Err(err(
+            ErrorKind::Forbidden,
+            format!("task {id} belongs to {}", t.owner),
+        )));
     }
     let Some(node) = t.placement.as_ref().map(|p| p.node.clone()) else {
-        return Ok(Response::Logs(Vec::new()));
+        return Ok(Ok(None));
     };
-    let Some(conn) = ctx.registry.connection(&node) else {
-        return Ok(err(
+    match ctx.registry.connection(&node) {
+        Some(conn) => Ok(Ok(Some(conn))),
+        None => Ok(Err(err(
             ErrorKind::Conflict,
             format!("node {node}, which has the logs of task {id}, is offline"),
-        ));
+        ))),
+    }
+}
+
+/// A task's output so far, in one answer.
+pub(crate) async fn logs(ctx: &Ctx, caller: &Caller, id: u64, stderr: bool) -> anyhow::Result<Response> {
+    let conn = match logs_source(ctx, caller, id).await? {
+        Ok(Some(conn)) => conn,
+        Ok(None) => return Ok(Response::Logs(Vec::new())),
+        Err(refusal) => return Ok(refusal),
     };
     let (mut send, mut recv) = open(&conn, StreamKind::Logs).await?;
-    send_msg(&mut send, &LogsRequest { id, stderr }).await?;
+    send_msg(
+        &mut send,
+        &LogsRequest {
+            id,
+            stderr,
+            follow: false,
+        },
+    )
+    .await?;
     let _ = send.finish();
     let bytes = recv
         .read_to_end(MAX_LOGS)
         .await
-        .map_err(|e| anyhow::anyhow!("reading logs from {node}: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("reading logs: {e}"))?;
     Ok(Response::Logs(bytes))
+}
+
+/// `river task logs -f`: a `Logs` stream from a user. The answer is a `Response` frame (an error,
+/// or `Logs` with nothing in it), then the output as raw bytes, relayed from the task's runner as it
+/// comes, until the task ends.
+pub(crate) async fn stream_logs(
+    ctx: &Ctx,
+    caller: &Caller,
+    send: &mut river_mesh::SendStream,
+    recv: &mut river_mesh::RecvStream,
+) -> Result<(), river_mesh::FramedError> {
+    let Some(req) = river_mesh::recv_msg::<LogsRequest>(recv).await? else {
+        return Ok(());
+    };
+    let source = match logs_source(ctx, caller, req.id).await {
+        Ok(s) => s,
+        Err(e) => Err(err(ErrorKind::Internal, format!("host error: {e}"))),
+    };
+    let conn = match source {
+        Ok(Some(conn)) => conn,
+        Ok(None) => {
+            send_msg(
+                send,
+                &err(
+                    ErrorKind::Conflict,
+                    format!("task {} has not started yet; it has no output", req.id),
+                ),
+            )
+            .await?;
+            let _ = send.finish();
+            return Ok(());
+        }
+        Err(refusal) => {
+            send_msg(send, &refusal).await?;
+            let _ = send.finish();
+            return Ok(());
+        }
+    };
+    send_msg(send, &Response::Logs(Vec::new())).await?;
+    let (mut to_runner, mut from_runner) = open(&conn, StreamKind::Logs).await?;
+    send_msg(&mut to_runner, &req).await?;
+    let _ = to_runner.finish();
+    // Chunk by chunk: QUIC flow control slows the runner when the user reads slowly.
+    let read_failed = |e: river_mesh::ReadError| {
+        tracing::debug!("relaying logs: {e}");
+        river_mesh::FramedError::Ended
+    };
+    while let Some(chunk) = from_runner.read_chunk(64 * 1024, true).await.map_err(read_failed)? {
+        send.write_chunk(chunk.bytes)
+            .await
+            .map_err(river_mesh::FramedError::from)?;
+    }
+    let _ = send.finish();
+    Ok(())
 }
 
 /// The node's tasks whose fate the host cannot know while it is offline.

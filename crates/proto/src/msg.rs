@@ -385,4 +385,6 @@ pub struct TaskReport {
 pub struct LogsRequest {
     pub id: u64,
     pub stderr: bool,
+    /// Keep sending new output until the task ends.
+    pub follow: bool,
 }

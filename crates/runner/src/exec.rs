@@ -341,13 +341,37 @@ impl Executor {
         }
     }
 
-    /// A task's output so far.
-    pub async fn logs(&self, id: u64, stderr: bool) -> Vec<u8> {
+    /// Sends a task's output to `out`: with `follow` and a running container, as it comes until the
+    /// container stops (from the engine, which keeps it all); otherwise what was saved.
+    pub async fn send_logs(
+        &self,
+        id: u64,
+        stderr: bool,
+        follow: bool,
+        out: &mut river_mesh::SendStream,
+    ) -> anyhow::Result<()> {
+        if follow {
+            if let Ok(rt) = self.runtime().await {
+                let name = self.container_name(id);
+                if rt.status(&name).await.is_ok_and(|s| s.exit.is_none()) {
+                    let mut s = Box::pin(rt.output(&name, true));
+                    while let Some(chunk) = s.next().await {
+                        match chunk? {
+                            Output::Stdout(b) if !stderr => out.write_all(&b).await?,
+                            Output::Stderr(b) if stderr => out.write_all(&b).await?,
+                            _ => {}
+                        }
+                    }
+                    return Ok(());
+                }
+            }
+        }
         let file = self
             .dir
             .join(id.to_string())
             .join(if stderr { "stderr.log" } else { "stdout.log" });
-        tokio::fs::read(file).await.unwrap_or_default()
+        out.write_all(&tokio::fs::read(file).await.unwrap_or_default()).await?;
+        Ok(())
     }
 }
 

@@ -164,8 +164,9 @@ async fn host_stream(exec: Arc<Executor>, mut send: river_mesh::SendStream, mut 
         let Some(req) = recv_msg::<LogsRequest>(&mut recv).await? else {
             return Ok(());
         };
-        let bytes = exec.logs(req.id, req.stderr).await;
-        send.write_all(&bytes).await.map_err(FramedError::from)?;
+        if let Err(e) = exec.send_logs(req.id, req.stderr, req.follow, &mut send).await {
+            tracing::debug!(task = req.id, "sending logs: {e}");
+        }
         let _ = send.finish();
         Ok::<(), FramedError>(())
     };

@@ -27,7 +27,16 @@ pub async fn run(cmd: TaskCmd, dir: &Path, output: Output) -> anyhow::Result<Exi
         TaskCmd::Kill { id } => signal(dir, id, Signal::Kill).await?,
         TaskCmd::Pause { id } => signal(dir, id, Signal::Pause).await?,
         TaskCmd::Resume { id } => signal(dir, id, Signal::Resume).await?,
-        TaskCmd::Logs { id, stderr } => {
+        TaskCmd::Logs {
+            id,
+            stderr,
+            follow: true,
+        } => follow(dir, id, stderr).await?,
+        TaskCmd::Logs {
+            id,
+            stderr,
+            follow: false,
+        } => {
             let Response::Logs(bytes) = once(dir, Request::TaskLogs { id, stderr }).await? else {
                 bail!("unexpected answer")
             };
@@ -219,4 +228,33 @@ fn detail(t: &TaskView) {
         println!("message:   {m}");
     }
     println!("submitted: {}", ago(t.submitted_at_ms / 1000, now_s()));
+}
+
+/// `logs -f`: the host relays the task's output from its node as it is written.
+async fn follow(dir: &Path, id: u64, stderr: bool) -> anyhow::Result<()> {
+    use tokio::io::AsyncWriteExt as _;
+    let client = Client::connect(dir).await?;
+    let (mut send, mut recv) = client.open(river_proto::StreamKind::Logs).await?;
+    river_mesh::send_msg(
+        &mut send,
+        &river_proto::msg::LogsRequest {
+            id,
+            stderr,
+            follow: true,
+        },
+    )
+    .await?;
+    let _ = send.finish();
+    match river_mesh::recv_msg::<Response>(&mut recv).await? {
+        Some(Response::Error { message, .. }) => bail!("{message}"),
+        Some(_) => {}
+        None => bail!("the host closed the stream without answering"),
+    }
+    let mut out = tokio::io::stdout();
+    while let Some(chunk) = recv.read_chunk(64 * 1024, true).await.context("following the logs")? {
+        out.write_all(&chunk.bytes).await?;
+        out.flush().await?;
+    }
+    client.close().await;
+    Ok(())
 }
