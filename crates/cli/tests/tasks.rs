@@ -406,7 +406,16 @@ async fn a_host_restart_loses_no_task() {
 /// Opens `logs -f` as the CLI does: a `Logs` stream, an answer frame, then raw bytes.
 async fn follow(conn: &river_mesh::Connection, id: u64) -> river_mesh::RecvStream {
     let (mut send, mut recv) = river_mesh::open(conn, river_proto::StreamKind::Logs).await.unwrap();
-    river_mesh::send_msg(&mut send, &river_proto::msg::LogsRequest { id, stderr: false, follow: true }).await.unwrap();
+    river_mesh::send_msg(
+        &mut send,
+        &river_proto::msg::LogsRequest {
+            id,
+            stderr: false,
+            follow: true,
+        },
+    )
+    .await
+    .unwrap();
     let _ = send.finish();
     match river_mesh::recv_msg::<Response>(&mut recv).await.unwrap() {
         Some(Response::Logs(_)) => recv,
@@ -423,7 +432,10 @@ async fn logs_follow_live_and_end_with_the_task() {
     let host = start_host(host_cfg(d.path())).await;
     let (_c, runner) = runner(&host, d.path(), "w7").await;
     let conn = admin(&host).await;
-    eventually(Duration::from_secs(15), "node online", || async { node_state(&host, "w7").await == Some(river_proto::msg::NodeState::Online) }).await;
+    eventually(Duration::from_secs(15), "node online", || async {
+        node_state(&host, "w7").await == Some(river_proto::msg::NodeState::Online)
+    })
+    .await;
     let id = submit(&conn, spec("echo first; sleep 2; echo second")).await[0];
     wait_state(&conn, id, &["running"]).await;
     let mut recv = follow(&conn, id).await;
@@ -441,11 +453,108 @@ async fn logs_follow_live_and_end_with_the_task() {
     assert_eq!(String::from_utf8_lossy(&all), "first\nsecond\n");
     // A task that never started has nothing to follow, and says so.
     let (mut send, mut recv) = river_mesh::open(&conn, river_proto::StreamKind::Logs).await.unwrap();
-    river_mesh::send_msg(&mut send, &river_proto::msg::LogsRequest { id: 999, stderr: false, follow: true }).await.unwrap();
+    river_mesh::send_msg(
+        &mut send,
+        &river_proto::msg::LogsRequest {
+            id: 999,
+            stderr: false,
+            follow: true,
+        },
+    )
+    .await
+    .unwrap();
     match river_mesh::recv_msg::<Response>(&mut recv).await.unwrap() {
-        Some(Response::Error { kind: ErrorKind::NotFound, .. }) => {}
+        Some(Response::Error {
+            kind: ErrorKind::NotFound,
+            ..
+        }) => {}
         other => panic!("{other:?}"),
     }
     runner.shutdown().await;
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn gpus_are_placed_from_a_fake_inventory_and_batches_span_nodes() {
+    if !docker_ready().await {
+        return;
+    }
+    let d = tmp();
+    let host = start_host(host_cfg(d.path())).await;
+    // Two runners: g1 with two fake GPUs, g2 with none.
+    let mut g1 = runner_cfg(d.path(), "g1");
+    g1.fake_gpus = (0..2)
+        .map(|i| river_inventory::FakeGpu {
+            name: format!("Fake {i}"),
+            memory_bytes: 16 << 30,
+            numa: None,
+        })
+        .collect();
+    let b1 = join(&host, &g1, &token(&host, 600, 1).await).await.unwrap();
+    let r1 = river_runner::start(g1, b1);
+    let (_c2, r2) = runner(&host, d.path(), "g2").await;
+    let conn = admin(&host).await;
+    let host_ref = &host;
+    for n in ["g1", "g2"] {
+        eventually(Duration::from_secs(15), "nodes online", || async move {
+            node_state(host_ref, n).await == Some(river_proto::msg::NodeState::Online)
+        })
+        .await;
+    }
+    // Untargeted GPU tasks can only go to g1, each gets its own GPU, and a third waits.
+    let gpu = |script: &str| TaskSpec {
+        gpus: 1,
+        ..spec(script)
+    };
+    let a = submit(&conn, gpu("echo gpus=$RIVER_GPUS; sleep 2")).await[0];
+    let b = submit(&conn, gpu("echo gpus=$RIVER_GPUS; sleep 2")).await[0];
+    let c = submit(&conn, gpu("echo gpus=$RIVER_GPUS")).await[0];
+    wait_state(&conn, a, &["running"]).await;
+    wait_state(&conn, b, &["running"]).await;
+    assert_eq!(show(&conn, c).await.state, "queued", "both GPUs are busy");
+    let mut seen = Vec::new();
+    for id in [a, b, c] {
+        let t = wait_state(&conn, id, &["completed", "failed"]).await;
+        assert_eq!(t.state, "completed", "{:?}", t.message);
+        let p = t.placement.unwrap();
+        assert_eq!(p.node, "g1");
+        assert_eq!(logs(&conn, id, false).await, format!("gpus={}\n", p.gpus[0]));
+        seen.push(p.gpus[0]);
+    }
+    assert_ne!(seen[0], seen[1], "two tasks never share a GPU");
+    // A named GPU is honoured.
+    let named = submit(
+        &conn,
+        TaskSpec {
+            targets: vec!["g1::1".into()],
+            ..spec("echo gpus=$RIVER_GPUS")
+        },
+    )
+    .await[0];
+    wait_state(&conn, named, &["completed"]).await;
+    assert_eq!(logs(&conn, named, false).await, "gpus=1\n");
+    // One submission, one task per target, one batch.
+    let ids = match call(
+        &conn,
+        Request::TaskSubmit(TaskSpec {
+            targets: vec!["g1".into(), "g2".into()],
+            ..spec("echo $RIVER_NODE")
+        }),
+    )
+    .await
+    {
+        Response::TaskSubmitted { batch, ids } => {
+            assert_eq!(batch, ids[0]);
+            ids
+        }
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(ids.len(), 2);
+    for (id, node) in ids.iter().zip(["g1", "g2"]) {
+        wait_state(&conn, *id, &["completed"]).await;
+        assert_eq!(logs(&conn, *id, false).await, format!("{node}\n"));
+    }
+    r1.shutdown().await;
+    r2.shutdown().await;
     host.shutdown().await;
 }

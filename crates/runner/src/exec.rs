@@ -11,13 +11,26 @@ use std::sync::{Arc, Mutex};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, OnceCell};
 
-pub(crate) struct Executor {
-    node: String,
+/// What an executor is told about its node.
+pub(crate) struct Settings {
+    pub node: String,
     /// A short id of the cluster (its CA fingerprint's start), so clusters sharing a Docker engine
     /// never touch each other's containers.
+    pub cluster: String,
+    /// Where task output and results are kept.
+    pub dir: PathBuf,
+    pub socket: Option<PathBuf>,
+    /// The node's GPUs are a fake inventory: tasks learn their GPUs from `RIVER_GPUS`, and no
+    /// device is requested from the NVIDIA runtime.
+    pub fake_gpus: bool,
+}
+
+pub(crate) struct Executor {
+    node: String,
     cluster: String,
     dir: PathBuf,
     socket: Option<PathBuf>,
+    fake_gpus: bool,
     runtime: OnceCell<Result<Runtime, String>>,
     reports: mpsc::UnboundedSender<RunnerMsg>,
     /// Tasks a user asked to kill, so their end reads `killed`, not `failed`.
@@ -39,19 +52,13 @@ fn cpuset(ids: &[u32]) -> String {
 }
 
 impl Executor {
-    pub fn new(
-        node: String,
-        cluster: String,
-        dir: PathBuf,
-        socket: Option<PathBuf>,
-        reports: mpsc::UnboundedSender<RunnerMsg>,
-        stop: tokio::sync::watch::Receiver<()>,
-    ) -> Self {
+    pub fn new(s: Settings, reports: mpsc::UnboundedSender<RunnerMsg>, stop: tokio::sync::watch::Receiver<()>) -> Self {
         Self {
-            node,
-            cluster,
-            dir,
-            socket,
+            node: s.node,
+            cluster: s.cluster,
+            dir: s.dir,
+            socket: s.socket,
+            fake_gpus: s.fake_gpus,
             runtime: OnceCell::new(),
             reports,
             kills: Mutex::new(HashSet::new()),
@@ -242,7 +249,11 @@ impl Executor {
             cpuset_cpus: Some(cpuset(&p.cores)),
             cpuset_mems: p.numa.map(|n| n.to_string()),
             memory_bytes: (p.memory_bytes > 0).then_some(p.memory_bytes),
-            gpus: p.gpus.iter().map(u32::to_string).collect(),
+            gpus: if self.fake_gpus {
+                Vec::new()
+            } else {
+                p.gpus.iter().map(u32::to_string).collect()
+            },
             mounts: spec
                 .mounts
                 .iter()

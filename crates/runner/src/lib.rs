@@ -114,14 +114,14 @@ async fn run(cfg: RunnerConfig, mut inventory: Inventory, status: watch::Sender<
         .ca_der()
         .map(|d| river_pki::fingerprint(&d))
         .map(|fp| fp[..4].iter().map(|b| format!("{b:02x}")).collect())?;
-    let exec = std::sync::Arc::new(exec::Executor::new(
+    let settings = exec::Settings {
         node,
         cluster,
-        cfg.state_dir.join("tasks"),
-        cfg.docker_socket.clone(),
-        reports_tx,
-        stop,
-    ));
+        dir: cfg.state_dir.join("tasks"),
+        socket: cfg.docker_socket.clone(),
+        fake_gpus: !cfg.fake_gpus.is_empty(),
+    };
+    let exec = std::sync::Arc::new(exec::Executor::new(settings, reports_tx, stop));
     exec.adopt().await;
     let mut backoff = Backoff::default();
     let result = loop {
