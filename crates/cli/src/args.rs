@@ -277,6 +277,9 @@ pub struct SubmitArgs {
     /// A name to find the task by.
     #[arg(long)]
     pub name: Option<String>,
+    /// Run with full access to the node (operators only, and only where the host allows it).
+    #[arg(long)]
+    pub privileged: bool,
     /// Wait for the task to end and exit with its exit code.
     #[arg(short, long)]
     pub wait: bool,

@@ -37,6 +37,7 @@ fn spec(script: &str) -> TaskSpec {
         mounts: vec![],
         workdir: None,
         name: None,
+        privileged: false,
     }
 }
 
@@ -556,5 +557,92 @@ async fn gpus_are_placed_from_a_fake_inventory_and_batches_span_nodes() {
     }
     r1.shutdown().await;
     r2.shutdown().await;
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn memory_limits_mounts_and_privilege_are_enforced() {
+    if !docker_ready().await {
+        return;
+    }
+    let d = tmp();
+    let host = start_host(host_cfg(d.path())).await;
+    let shared = d.path().join("nfs");
+    std::fs::create_dir_all(&shared).unwrap();
+    std::fs::write(shared.join("in.txt"), "dataset").unwrap();
+    let mut cfg = runner_cfg(d.path(), "w8");
+    cfg.shared_dir = Some(shared.clone());
+    let bundle = join(&host, &cfg, &token(&host, 600, 1).await).await.unwrap();
+    let runner = river_runner::start(cfg, bundle);
+    let conn = admin(&host).await;
+    eventually(Duration::from_secs(15), "node online", || async {
+        node_state(&host, "w8").await == Some(river_proto::msg::NodeState::Online)
+    })
+    .await;
+
+    // Over its memory limit: the kernel kills it, and the task says so.
+    let oom = submit(
+        &conn,
+        TaskSpec {
+            memory_bytes: Some(32 << 20),
+            ..spec("head -c 300m /dev/zero | tail > /dev/null")
+        },
+    )
+    .await[0];
+    let t = wait_state(&conn, oom, &["oom", "failed", "completed"]).await;
+    assert_eq!(t.state, "oom", "{:?}", t.message);
+    assert!(t.message.unwrap_or_default().contains("memory limit of 33554432 bytes"));
+
+    // /shared and /local_temp are there; a mount under the shared directory reaches the task.
+    let sub = shared.join("sub");
+    std::fs::create_dir_all(&sub).unwrap();
+    let ok = TaskSpec {
+        mounts: vec![river_proto::msg::MountSpec { source: sub.display().to_string(), target: "/data".into(), read_only: true }],
+        ..spec("cat /shared/in.txt; echo out > /shared/out.txt; echo tmp > /local_temp/x && echo scratch-ok; test -d /data && echo data-ok")
+    };
+    let id = submit(&conn, ok).await[0];
+    let t = wait_state(&conn, id, &["completed", "failed"]).await;
+    assert_eq!(t.state, "completed", "{:?}", t.message);
+    assert_eq!(logs(&conn, id, false).await, "datasetscratch-ok\ndata-ok\n");
+    assert_eq!(std::fs::read_to_string(shared.join("out.txt")).unwrap(), "out\n");
+
+    // Anything else of the node's filesystem is refused, also through `..`.
+    for source in ["/etc".to_string(), format!("{}/../..", sub.display())] {
+        let bad = TaskSpec {
+            mounts: vec![river_proto::msg::MountSpec {
+                source: source.clone(),
+                target: "/x".into(),
+                read_only: false,
+            }],
+            ..spec("cat /x/passwd")
+        };
+        let id = submit(&conn, bad).await[0];
+        let t = wait_state(&conn, id, &["failed", "completed"]).await;
+        assert_eq!(t.state, "failed", "{source}");
+        assert!(
+            t.message
+                .unwrap_or_default()
+                .contains("not under a directory tasks may mount"),
+            "{source}"
+        );
+    }
+
+    // Privileged tasks are off unless the host allows them.
+    match call(
+        &conn,
+        Request::TaskSubmit(TaskSpec {
+            privileged: true,
+            ..spec("true")
+        }),
+    )
+    .await
+    {
+        Response::Error {
+            kind: ErrorKind::Forbidden,
+            message,
+        } => assert!(message.contains("allow_privileged"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    runner.shutdown().await;
     host.shutdown().await;
 }

@@ -33,6 +33,8 @@ pub struct HostConfig {
     /// Longest time a join token or invite may be valid.
     #[serde(with = "humantime_serde")]
     pub max_token_ttl: Duration,
+    /// Whether operators may run privileged tasks (full access to the node). Off by default.
+    pub allow_privileged: bool,
 }
 
 impl Default for HostConfig {
@@ -46,6 +48,7 @@ impl Default for HostConfig {
             node_cert_lifetime: Duration::from_secs(30 * 86_400),
             user_cert_lifetime: Duration::from_secs(7 * 86_400),
             max_token_ttl: Duration::from_secs(30 * 86_400),
+            allow_privileged: false,
         }
     }
 }

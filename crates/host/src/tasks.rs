@@ -99,6 +99,17 @@ pub(crate) async fn submit(ctx: &Ctx, caller: &Caller, spec: TaskSpec) -> anyhow
             "no command given; put it after `--`, e.g. river task submit -- python train.py",
         ));
     }
+    if spec.privileged {
+        if !ctx.cfg.allow_privileged {
+            return Ok(err(
+                ErrorKind::Forbidden,
+                "privileged tasks are off on this cluster; an admin can allow them with `allow_privileged = true` in the host config",
+            ));
+        }
+        if !matches!(caller, Caller::User { role, .. } if *role >= Role::Operator) {
+            return Ok(err(ErrorKind::Forbidden, "privileged tasks need the operator role"));
+        }
+    }
     if spec.image.trim().is_empty() {
         return Ok(err(ErrorKind::Invalid, "no image given; choose one with --image"));
     }

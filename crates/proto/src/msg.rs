@@ -306,6 +306,8 @@ pub struct TaskSpec {
     pub mounts: Vec<MountSpec>,
     pub workdir: Option<String>,
     pub name: Option<String>,
+    /// Full access to the node (needs the operator role and `allow_privileged` on the host).
+    pub privileged: bool,
 }
 
 /// Where a task was placed, as the runner needs it.

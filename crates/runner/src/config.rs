@@ -15,6 +15,14 @@ pub struct RunnerConfig {
     pub fake_gpus: Vec<FakeGpu>,
     /// The Docker engine's socket; the default socket when unset.
     pub docker_socket: Option<PathBuf>,
+    /// A directory shared by the cluster's nodes (NFS, say), mounted in every task at `/shared`.
+    pub shared_dir: Option<PathBuf>,
+    /// Node-local scratch space, mounted in every task at `/local_temp`; `state_dir/scratch` when
+    /// unset.
+    pub scratch_dir: Option<PathBuf>,
+    /// Directories of this node that tasks may mount with `--mount`, besides the shared and scratch
+    /// directories. Anything else is refused: a mount of `/` would hand the node to the task.
+    pub allowed_mounts: Vec<PathBuf>,
 }
 
 impl Default for RunnerConfig {
@@ -24,6 +32,9 @@ impl Default for RunnerConfig {
             name: None,
             fake_gpus: Vec::new(),
             docker_socket: None,
+            shared_dir: None,
+            scratch_dir: None,
+            allowed_mounts: Vec::new(),
         }
     }
 }

@@ -23,6 +23,12 @@ pub(crate) struct Settings {
     /// The node's GPUs are a fake inventory: tasks learn their GPUs from `RIVER_GPUS`, and no
     /// device is requested from the NVIDIA runtime.
     pub fake_gpus: bool,
+    /// Mounted at `/shared` in every task.
+    pub shared: Option<PathBuf>,
+    /// Mounted at `/local_temp` in every task.
+    pub scratch: PathBuf,
+    /// Where else `--mount` sources may come from.
+    pub allowed_mounts: Vec<PathBuf>,
 }
 
 pub(crate) struct Executor {
@@ -31,6 +37,9 @@ pub(crate) struct Executor {
     dir: PathBuf,
     socket: Option<PathBuf>,
     fake_gpus: bool,
+    shared: Option<PathBuf>,
+    scratch: PathBuf,
+    allowed_mounts: Vec<PathBuf>,
     runtime: OnceCell<Result<Runtime, String>>,
     reports: mpsc::UnboundedSender<RunnerMsg>,
     /// Tasks a user asked to kill, so their end reads `killed`, not `failed`.
@@ -59,6 +68,9 @@ impl Executor {
             dir: s.dir,
             socket: s.socket,
             fake_gpus: s.fake_gpus,
+            shared: s.shared,
+            scratch: s.scratch,
+            allowed_mounts: s.allowed_mounts,
             runtime: OnceCell::new(),
             reports,
             kills: Mutex::new(HashSet::new()),
@@ -232,7 +244,49 @@ impl Executor {
         }
     }
 
-    fn container(&self, id: u64, spec: &TaskSpec, p: &TaskPlacement) -> ContainerSpec {
+    /// The task's mounts: `/shared` and `/local_temp`, then the ones it asked for, each of which
+    /// must resolve (symlinks and `..` followed) to somewhere under those or `allowed_mounts`.
+    fn mounts(&self, spec: &TaskSpec) -> Result<Vec<Mount>, String> {
+        std::fs::create_dir_all(&self.scratch)
+            .map_err(|e| format!("scratch directory {}: {e}", self.scratch.display()))?;
+        let mut out = vec![Mount {
+            source: self.scratch.clone(),
+            target: "/local_temp".into(),
+            read_only: false,
+        }];
+        if let Some(shared) = &self.shared {
+            out.push(Mount {
+                source: shared.clone(),
+                target: "/shared".into(),
+                read_only: false,
+            });
+        }
+        let roots: Vec<PathBuf> = self
+            .shared
+            .iter()
+            .chain(std::iter::once(&self.scratch))
+            .chain(&self.allowed_mounts)
+            .filter_map(|r| std::fs::canonicalize(r).ok())
+            .collect();
+        for m in &spec.mounts {
+            let source = std::fs::canonicalize(&m.source)
+                .map_err(|e| format!("mount source {} on node {}: {e}", m.source, self.node))?;
+            if !roots.iter().any(|r| source.starts_with(r)) {
+                return Err(format!(
+                    "mount source {} is not under a directory tasks may mount on node {} (its shared_dir, scratch_dir or allowed_mounts)",
+                    m.source, self.node
+                ));
+            }
+            out.push(Mount {
+                source,
+                target: m.target.clone(),
+                read_only: m.read_only,
+            });
+        }
+        Ok(out)
+    }
+
+    fn container(&self, id: u64, spec: &TaskSpec, p: &TaskPlacement) -> Result<ContainerSpec, String> {
         let mut env: Vec<String> = vec![
             format!("RIVER_TASK_ID={id}"),
             format!("RIVER_NODE={}", self.node),
@@ -240,7 +294,7 @@ impl Executor {
             format!("RIVER_GPUS={}", cpuset(&p.gpus)),
         ];
         env.extend(spec.env.iter().map(|(k, v)| format!("{k}={v}")));
-        ContainerSpec {
+        Ok(ContainerSpec {
             name: self.container_name(id),
             image: spec.image.clone(),
             command: spec.command.clone(),
@@ -254,22 +308,15 @@ impl Executor {
             } else {
                 p.gpus.iter().map(u32::to_string).collect()
             },
-            mounts: spec
-                .mounts
-                .iter()
-                .map(|m| Mount {
-                    source: m.source.clone().into(),
-                    target: m.target.clone(),
-                    read_only: m.read_only,
-                })
-                .collect(),
+            mounts: self.mounts(spec)?,
             labels: BTreeMap::from([
                 ("river.task".into(), id.to_string()),
                 ("river.node".into(), self.node.clone()),
                 ("river.cluster".into(), self.cluster.clone()),
             ]),
-            privileged: false,
-        }
+            // The host allowed it: the cluster permits it and the submitter is an operator.
+            privileged: spec.privileged,
+        })
     }
 
     async fn run(self: Arc<Self>, id: u64, spec: TaskSpec, placement: TaskPlacement) {
@@ -277,7 +324,10 @@ impl Executor {
             Ok(rt) => rt,
             Err(e) => return self.report(id, TaskState::Failed, None, Some(format!("node {}: {e}", self.node))),
         };
-        let cspec = self.container(id, &spec, &placement);
+        let cspec = match self.container(id, &spec, &placement) {
+            Ok(c) => c,
+            Err(why) => return self.report(id, TaskState::Failed, None, Some(why)),
+        };
         let _ = rt.remove(&cspec.name).await;
         let started = async {
             let cid = rt.create(&cspec).await?;

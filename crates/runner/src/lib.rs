@@ -120,6 +120,9 @@ async fn run(cfg: RunnerConfig, mut inventory: Inventory, status: watch::Sender<
         dir: cfg.state_dir.join("tasks"),
         socket: cfg.docker_socket.clone(),
         fake_gpus: !cfg.fake_gpus.is_empty(),
+        shared: cfg.shared_dir.clone(),
+        scratch: cfg.scratch_dir.clone().unwrap_or_else(|| cfg.state_dir.join("scratch")),
+        allowed_mounts: cfg.allowed_mounts.clone(),
     };
     let exec = std::sync::Arc::new(exec::Executor::new(settings, reports_tx, stop));
     exec.adopt().await;

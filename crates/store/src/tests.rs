@@ -179,6 +179,7 @@ async fn tasks_are_queued_per_target_in_one_batch_and_survive_reopen() {
         mounts: vec![],
         workdir: None,
         name: Some("x".into()),
+        privileged: false,
     };
     let ids = {
         let s = Store::open(&path).await.unwrap();

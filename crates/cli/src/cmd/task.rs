@@ -110,6 +110,7 @@ fn parse_spec(a: SubmitArgs) -> anyhow::Result<TaskSpec> {
         mounts,
         workdir: a.workdir,
         name: a.name,
+        privileged: a.privileged,
     })
 }
 
