@@ -3,6 +3,7 @@
 
 mod heartbeats;
 mod proc;
+mod tasks;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -30,6 +31,14 @@ enum Bench {
         /// How long to measure once every runner is connected.
         #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
         measure: std::time::Duration,
+    },
+    /// N no-op container tasks through river, against `docker run --rm` in the same run.
+    Tasks {
+        #[arg(long, default_value_t = 200)]
+        count: usize,
+        /// Baseline runs at a time (river runs one task per core of the node).
+        #[arg(long, default_value_t = 2)]
+        concurrency: usize,
     },
     /// Idle memory of a real host and runner (`river host`, `river runner`).
     Footprint {
@@ -61,6 +70,7 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             }
             Bench::Footprint { idle } => heartbeats::footprint(&river, idle).await,
+            Bench::Tasks { count, concurrency } => tasks::run(&river, count, concurrency).await,
         }
     })
 }

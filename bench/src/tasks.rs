@@ -1,0 +1,197 @@
+//! Task dispatch: N no-op container tasks through a real `river host` and `river runner`, against
+//! plain `docker run --rm` of the same image in the same run. Latencies come from the host's own
+//! timestamps (submitted, started, finished), so the client's polling adds nothing.
+
+use crate::proc::{until, River};
+use river_creds::Bundle;
+use river_mesh::client;
+use river_proto::msg::{Request, Response, TaskSpec};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const IMAGE: &str = "river-test/busybox:1";
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss
+    )]
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+#[allow(clippy::cast_precision_loss)]
+pub async fn run(river: &Path, count: usize, concurrency: usize) -> anyhow::Result<()> {
+    // Baseline: `docker run --rm IMAGE true`, `concurrency` at a time, as many runs.
+    let start = Instant::now();
+    let mut base = Vec::with_capacity(count);
+    let mut left = count;
+    while left > 0 {
+        let n = left.min(concurrency);
+        let runs: Vec<_> = (0..n)
+            .map(|_| {
+                tokio::spawn(async {
+                    let t = Instant::now();
+                    let ok = tokio::process::Command::new("docker")
+                        .args(["run", "--rm", IMAGE, "true"])
+                        .status()
+                        .await;
+                    (
+                        ok.map(|s| s.success()).unwrap_or(false),
+                        t.elapsed().as_secs_f64() * 1000.0,
+                    )
+                })
+            })
+            .collect();
+        for r in runs {
+            let (ok, ms) = r.await?;
+            anyhow::ensure!(
+                ok,
+                "docker run failed: is dockerd running and {IMAGE} built (scripts/docker-env.sh)?"
+            );
+            base.push(ms);
+        }
+        left -= n;
+    }
+    let base_secs = start.elapsed().as_secs_f64();
+    base.sort_by(f64::total_cmp);
+
+    // river: a host and a runner, each its own process.
+    let dir = tempfile::tempdir()?;
+    let port = {
+        let t = std::net::TcpListener::bind("127.0.0.1:0")?;
+        t.local_addr()?.port()
+    };
+    let addr = format!("127.0.0.1:{port}");
+    let host_dir = dir.path().join("host");
+    let _host = River::spawn(
+        river,
+        &[
+            "host",
+            "--state-dir",
+            host_dir.to_str().unwrap_or_default(),
+            "--listen",
+            &addr,
+        ],
+        &dir.path().join("host.log"),
+    )?;
+    until(Duration::from_secs(30), "the host", || {
+        host_dir.join("admin/cluster.toml").exists()
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let admin = Bundle::load(&host_dir.join("admin"))?;
+    let (_e, conn) = client::connect_bundle(&admin).await?;
+    let Response::TokenCreated(t) = client::call(&conn, &Request::TokenCreate { ttl_secs: 600, uses: 1 }).await? else {
+        anyhow::bail!("no token")
+    };
+    let runner_dir = dir.path().join("runner");
+    let _runner = River::spawn(
+        river,
+        &[
+            "runner",
+            "--state-dir",
+            runner_dir.to_str().unwrap_or_default(),
+            "--name",
+            "bench",
+            "--join",
+            &addr,
+            "--token",
+            &t.token,
+        ],
+        &dir.path().join("runner.log"),
+    )?;
+    let log = dir.path().join("runner.log");
+    until(Duration::from_secs(30), "the runner", || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("connected to the host"))
+    })
+    .await?;
+
+    // Each task takes one core, so the node runs as many at once as it has cores.
+    let spec = TaskSpec {
+        command: vec!["true".into()],
+        image: IMAGE.into(),
+        env: vec![],
+        cores: 1,
+        memory_bytes: None,
+        gpus: 0,
+        targets: vec![],
+        mounts: vec![],
+        workdir: None,
+        name: None,
+        privileged: false,
+    };
+    for _ in 0..count {
+        let Response::TaskSubmitted { .. } = client::call(&conn, &Request::TaskSubmit(spec.clone())).await? else {
+            anyhow::bail!("submit refused")
+        };
+    }
+    let tasks = loop {
+        let Response::Tasks(all) = client::call(
+            &conn,
+            &Request::TaskList {
+                state: None,
+                node: None,
+            },
+        )
+        .await?
+        else {
+            anyhow::bail!("no task list")
+        };
+        if all.iter().all(|t| t.finished_at_ms.is_some()) {
+            break all;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let failed = tasks.iter().filter(|t| t.state != "completed").count();
+    let mut to_running: Vec<f64> = tasks
+        .iter()
+        .filter_map(|t| Some((t.started_at_ms? - t.submitted_at_ms) as f64))
+        .collect();
+    let mut to_done: Vec<f64> = tasks
+        .iter()
+        .filter_map(|t| Some((t.finished_at_ms? - t.submitted_at_ms) as f64))
+        .collect();
+    to_running.sort_by(f64::total_cmp);
+    to_done.sort_by(f64::total_cmp);
+    let first = tasks.iter().map(|t| t.submitted_at_ms).min().unwrap_or(0);
+    let last = tasks.iter().filter_map(|t| t.finished_at_ms).max().unwrap_or(0);
+    let river_secs = (last - first) as f64 / 1000.0;
+    // Per-task cost once queueing is taken out: the service time the node's cores saw.
+    let mut service: Vec<f64> = tasks
+        .iter()
+        .filter_map(|t| Some((t.finished_at_ms? - t.started_at_ms?) as f64))
+        .collect();
+    service.sort_by(f64::total_cmp);
+
+    println!("| what | count | p50 | p99 | throughput |");
+    println!("|---|---|---|---|---|");
+    println!(
+        "| `docker run --rm {IMAGE} true`, {concurrency} at a time | {count} | {:.0} ms | {:.0} ms | {:.2} runs/s |",
+        pct(&base, 0.5),
+        pct(&base, 0.99),
+        count as f64 / base_secs
+    );
+    println!(
+        "| river, submit → completed (includes queueing) | {count} | {:.0} ms | {:.0} ms | {:.2} tasks/s |",
+        pct(&to_done, 0.5),
+        pct(&to_done, 0.99),
+        count as f64 / river_secs
+    );
+    println!(
+        "| river, submit → running (includes queueing) | {count} | {:.0} ms | {:.0} ms | |",
+        pct(&to_running, 0.5),
+        pct(&to_running, 0.99)
+    );
+    println!(
+        "| river, running → completed (per task, no queueing) | {count} | {:.0} ms | {:.0} ms | |",
+        pct(&service, 0.5),
+        pct(&service, 0.99)
+    );
+    println!("failed tasks: {failed}");
+    Ok(())
+}
