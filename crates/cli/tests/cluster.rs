@@ -406,3 +406,63 @@ async fn state_survives_a_host_restart() {
         .expect("token kept");
     host.shutdown().await;
 }
+
+/// `curl` against the host's HTTPS API, as a script would use it. Returns (status, body).
+fn curl(host: &river_host::RunningHost, cert: bool, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    let dir = &host.admin_dir;
+    let mut c = std::process::Command::new("curl");
+    c.args(["-s", "-w", "\n%{http_code}", "--cacert"]).arg(dir.join("ca.crt")).args(["-X", method]);
+    if cert {
+        c.arg("--cert").arg(dir.join("cert.pem")).arg("--key").arg(dir.join("key.pem"));
+    }
+    if let Some(b) = body {
+        c.args(["-H", "content-type: application/json", "-d", b]);
+    }
+    c.arg(format!("https://localhost:{}{path}", host.api_addr.port()));
+    let out = c.output().expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_https_api_serves_nodes_and_tasks_to_certificate_holders() {
+    if std::process::Command::new("curl").arg("--version").output().is_err() {
+        assert!(std::env::var_os("CI").is_none(), "curl is required in CI");
+        eprintln!("skipped: no curl");
+        return;
+    }
+    let d = tmp();
+    let host = start_host(host_cfg(d.path())).await;
+    let h = &host;
+    let (code, body) = tokio::task::block_in_place(|| curl(h, false, "GET", "/api/health", None));
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"ok\""));
+    let (code, body) = tokio::task::block_in_place(|| curl(h, false, "GET", "/api/nodes", None));
+    assert_eq!(code, 401, "{body}");
+    assert!(body.contains("river user certificate"));
+    let (code, body) = tokio::task::block_in_place(|| curl(h, true, "GET", "/api/nodes", None));
+    assert_eq!((code, body.as_str()), (200, "[]"));
+    // No node could run it: refused with the reason.
+    let spec = r#"{"command": ["true"], "image": "img", "cores": 4}"#;
+    let (code, body) = tokio::task::block_in_place(|| curl(h, true, "POST", "/api/tasks", Some(spec)));
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("no nodes yet"), "{body}");
+    // With a node that has not reported yet, the task queues; it can be read back and cancelled.
+    join(&host, &runner_cfg(d.path(), "later"), &token(&host, 600, 1).await).await.unwrap();
+    let (code, body) = tokio::task::block_in_place(|| curl(h, true, "POST", "/api/tasks", Some(spec)));
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let id = v["ids"][0].as_u64().unwrap();
+    let (code, body) = tokio::task::block_in_place(|| curl(h, true, "GET", &format!("/api/tasks/{id}"), None));
+    assert_eq!(code, 200);
+    let t: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((t["state"].as_str(), t["spec"]["cores"].as_u64()), (Some("queued"), Some(4)));
+    let (code, _) = tokio::task::block_in_place(|| curl(h, true, "POST", &format!("/api/tasks/{id}/kill"), None));
+    assert_eq!(code, 200);
+    let (_, body) = tokio::task::block_in_place(|| curl(h, true, "GET", "/api/tasks?state=killed", None));
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&body).unwrap().as_array().unwrap().len(), 1);
+    let (code, _) = tokio::task::block_in_place(|| curl(h, true, "GET", "/api/tasks/999", None));
+    assert_eq!(code, 404);
+    host.shutdown().await;
+}

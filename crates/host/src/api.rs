@@ -5,14 +5,16 @@
 
 use crate::mesh::Caller;
 use crate::{rpc, Ctx};
+use axum::extract::Query;
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response as HttpResponse};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use river_mesh::Peer;
 use river_pki::Subject;
 use river_proto::msg::{ErrorKind, Request, Response};
+use river_proto::msg::{Signal, TaskSpec};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -76,6 +78,10 @@ fn router(ctx: Arc<Ctx>) -> Router {
         .route("/api/status", get(|s, c| call(s, c, Request::Status)))
         .route("/api/nodes", get(|s, c| call(s, c, Request::NodeList)))
         .route("/api/nodes/{name}", get(node))
+        .route("/api/tasks", get(tasks).post(submit))
+        .route("/api/tasks/{id}", get(task))
+        .route("/api/tasks/{id}/logs", get(task_logs))
+        .route("/api/tasks/{id}/{action}", post(task_signal))
         .with_state(ctx)
 }
 
@@ -85,6 +91,61 @@ async fn health() -> Json<serde_json::Value> {
 
 async fn node(s: State<Arc<Ctx>>, c: Extension<ApiCaller>, Path(name): Path<String>) -> HttpResponse {
     call(s, c, Request::NodeShow { name }).await
+}
+
+#[derive(serde::Deserialize)]
+struct TaskFilter {
+    state: Option<String>,
+    node: Option<String>,
+}
+
+async fn tasks(s: State<Arc<Ctx>>, c: Extension<ApiCaller>, Query(f): Query<TaskFilter>) -> HttpResponse {
+    call(
+        s,
+        c,
+        Request::TaskList {
+            state: f.state,
+            node: f.node,
+        },
+    )
+    .await
+}
+
+async fn submit(s: State<Arc<Ctx>>, c: Extension<ApiCaller>, Json(spec): Json<TaskSpec>) -> HttpResponse {
+    call(s, c, Request::TaskSubmit(spec)).await
+}
+
+async fn task(s: State<Arc<Ctx>>, c: Extension<ApiCaller>, Path(id): Path<u64>) -> HttpResponse {
+    call(s, c, Request::TaskShow { id }).await
+}
+
+#[derive(serde::Deserialize)]
+struct LogsQuery {
+    #[serde(default)]
+    stderr: bool,
+}
+
+async fn task_logs(
+    s: State<Arc<Ctx>>,
+    c: Extension<ApiCaller>,
+    Path(id): Path<u64>,
+    Query(q): Query<LogsQuery>,
+) -> HttpResponse {
+    call(s, c, Request::TaskLogs { id, stderr: q.stderr }).await
+}
+
+async fn task_signal(
+    s: State<Arc<Ctx>>,
+    c: Extension<ApiCaller>,
+    Path((id, action)): Path<(u64, String)>,
+) -> HttpResponse {
+    let signal = match action.as_str() {
+        "kill" => Signal::Kill,
+        "pause" => Signal::Pause,
+        "resume" => Signal::Resume,
+        _ => return error(StatusCode::NOT_FOUND, "no such action; use kill, pause or resume"),
+    };
+    call(s, c, Request::TaskSignal { id, signal }).await
 }
 
 /// The one place an error becomes an HTTP status.

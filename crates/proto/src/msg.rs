@@ -291,22 +291,35 @@ pub struct MountSpec {
     pub read_only: bool,
 }
 
+fn one() -> u32 {
+    1
+}
+
 /// What a user submits. Targets and sizes arrive parsed by the CLI but are checked again by the
 /// host, which never trusts the client.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskSpec {
     pub command: Vec<String>,
     pub image: String,
+    #[serde(default)]
     pub env: Vec<(String, String)>,
+    #[serde(default = "one")]
     pub cores: u32,
+    #[serde(default)]
     pub memory_bytes: Option<u64>,
+    #[serde(default)]
     pub gpus: u32,
     /// `HOST[:NUMA][::GPU,GPU]`; several make one task each, sharing a batch. Empty: placed.
+    #[serde(default)]
     pub targets: Vec<String>,
+    #[serde(default)]
     pub mounts: Vec<MountSpec>,
+    #[serde(default)]
     pub workdir: Option<String>,
+    #[serde(default)]
     pub name: Option<String>,
     /// Full access to the node (needs the operator role and `allow_privileged` on the host).
+    #[serde(default)]
     pub privileged: bool,
 }
 
