@@ -112,19 +112,7 @@ pub async fn run(river: &Path, count: usize, concurrency: usize) -> anyhow::Resu
     .await?;
 
     // Each task takes one core, so the node runs as many at once as it has cores.
-    let spec = TaskSpec {
-        command: vec!["true".into()],
-        image: IMAGE.into(),
-        env: vec![],
-        cores: 1,
-        memory_bytes: None,
-        gpus: 0,
-        targets: vec![],
-        mounts: vec![],
-        workdir: None,
-        name: None,
-        privileged: false,
-    };
+    let spec = TaskSpec::new(IMAGE, vec!["true".into()]);
     for _ in 0..count {
         let Response::TaskSubmitted { .. } = client::call(&conn, &Request::TaskSubmit(spec.clone())).await? else {
             anyhow::bail!("submit refused")

@@ -411,9 +411,14 @@ async fn state_survives_a_host_restart() {
 fn curl(host: &river_host::RunningHost, cert: bool, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
     let dir = &host.admin_dir;
     let mut c = std::process::Command::new("curl");
-    c.args(["-s", "-w", "\n%{http_code}", "--cacert"]).arg(dir.join("ca.crt")).args(["-X", method]);
+    c.args(["-s", "-w", "\n%{http_code}", "--cacert"])
+        .arg(dir.join("ca.crt"))
+        .args(["-X", method]);
     if cert {
-        c.arg("--cert").arg(dir.join("cert.pem")).arg("--key").arg(dir.join("key.pem"));
+        c.arg("--cert")
+            .arg(dir.join("cert.pem"))
+            .arg("--key")
+            .arg(dir.join("key.pem"));
     }
     if let Some(b) = body {
         c.args(["-H", "content-type: application/json", "-d", b]);
@@ -449,7 +454,9 @@ async fn the_https_api_serves_nodes_and_tasks_to_certificate_holders() {
     assert_eq!(code, 400, "{body}");
     assert!(body.contains("no nodes yet"), "{body}");
     // With a node that has not reported yet, the task queues; it can be read back and cancelled.
-    join(&host, &runner_cfg(d.path(), "later"), &token(&host, 600, 1).await).await.unwrap();
+    join(&host, &runner_cfg(d.path(), "later"), &token(&host, 600, 1).await)
+        .await
+        .unwrap();
     let (code, body) = tokio::task::block_in_place(|| curl(h, true, "POST", "/api/tasks", Some(spec)));
     assert_eq!(code, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -457,11 +464,21 @@ async fn the_https_api_serves_nodes_and_tasks_to_certificate_holders() {
     let (code, body) = tokio::task::block_in_place(|| curl(h, true, "GET", &format!("/api/tasks/{id}"), None));
     assert_eq!(code, 200);
     let t: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!((t["state"].as_str(), t["spec"]["cores"].as_u64()), (Some("queued"), Some(4)));
+    assert_eq!(
+        (t["state"].as_str(), t["spec"]["cores"].as_u64()),
+        (Some("queued"), Some(4))
+    );
     let (code, _) = tokio::task::block_in_place(|| curl(h, true, "POST", &format!("/api/tasks/{id}/kill"), None));
     assert_eq!(code, 200);
     let (_, body) = tokio::task::block_in_place(|| curl(h, true, "GET", "/api/tasks?state=killed", None));
-    assert_eq!(serde_json::from_str::<serde_json::Value>(&body).unwrap().as_array().unwrap().len(), 1);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     let (code, _) = tokio::task::block_in_place(|| curl(h, true, "GET", "/api/tasks/999", None));
     assert_eq!(code, 404);
     host.shutdown().await;

@@ -26,19 +26,30 @@ async fn docker_ready() -> bool {
 }
 
 fn spec(script: &str) -> TaskSpec {
-    TaskSpec {
-        command: vec!["sh".into(), "-c".into(), script.into()],
-        image: IMAGE.into(),
-        env: vec![],
-        cores: 1,
-        memory_bytes: None,
-        gpus: 0,
-        targets: vec![],
-        mounts: vec![],
-        workdir: None,
-        name: None,
-        privileged: false,
-    }
+    TaskSpec::new(IMAGE, vec!["sh".into(), "-c".into(), script.into()])
+}
+
+/// A host and one runner named `name`, online, and an admin connection.
+async fn cluster(
+    d: &std::path::Path,
+    name: &str,
+) -> (
+    river_host::RunningHost,
+    river_runner::RunningRunner,
+    river_mesh::Connection,
+) {
+    let host = start_host(host_cfg(d)).await;
+    let (_cfg, runner) = runner(&host, d, name).await;
+    let conn = admin(&host).await;
+    online(&host, name).await;
+    (host, runner, conn)
+}
+
+async fn online(host: &river_host::RunningHost, name: &str) {
+    eventually(Duration::from_secs(15), "node online", || async {
+        node_state(host, name).await == Some(river_proto::msg::NodeState::Online)
+    })
+    .await;
 }
 
 async fn submit(conn: &river_mesh::Connection, s: TaskSpec) -> Vec<u64> {
@@ -123,13 +134,7 @@ async fn a_busy_node_queues_tasks_and_runs_them_all() {
         return;
     }
     let d = tmp();
-    let host = start_host(host_cfg(d.path())).await;
-    let (_c, runner) = runner(&host, d.path(), "w2").await;
-    let conn = admin(&host).await;
-    eventually(Duration::from_secs(15), "node online", || async {
-        node_state(&host, "w2").await == Some(river_proto::msg::NodeState::Online)
-    })
-    .await;
+    let (host, runner, conn) = cluster(d.path(), "w2").await;
     let cores = nodes(&host).await[0].info.cores;
     // Twice as many one-core tasks as the node has cores: some must wait, none may fail.
     let mut ids = Vec::new();
@@ -163,13 +168,7 @@ async fn kill_pause_resume_and_cancel() {
         return;
     }
     let d = tmp();
-    let host = start_host(host_cfg(d.path())).await;
-    let (_c, runner) = runner(&host, d.path(), "w3").await;
-    let conn = admin(&host).await;
-    eventually(Duration::from_secs(15), "node online", || async {
-        node_state(&host, "w3").await == Some(river_proto::msg::NodeState::Online)
-    })
-    .await;
+    let (host, runner, conn) = cluster(d.path(), "w3").await;
     let id = submit(&conn, spec("sleep 120")).await[0];
     wait_state(&conn, id, &["running"]).await;
     assert!(matches!(
@@ -246,13 +245,7 @@ async fn kill_pause_resume_and_cancel() {
 #[tokio::test]
 async fn impossible_tasks_are_refused_at_submit_with_the_reason() {
     let d = tmp();
-    let host = start_host(host_cfg(d.path())).await;
-    let (_c, runner) = runner(&host, d.path(), "w4").await;
-    let conn = admin(&host).await;
-    eventually(Duration::from_secs(15), "node online", || async {
-        node_state(&host, "w4").await == Some(river_proto::msg::NodeState::Online)
-    })
-    .await;
+    let (host, runner, conn) = cluster(d.path(), "w4").await;
     let cases = [
         (
             TaskSpec {
@@ -372,10 +365,7 @@ async fn a_host_restart_loses_no_task() {
     cfg.listen = host.mesh_addr;
     let (_c, runner) = runner(&host, d.path(), "w6").await;
     let conn = admin(&host).await;
-    eventually(Duration::from_secs(15), "node online", || async {
-        node_state(&host, "w6").await == Some(river_proto::msg::NodeState::Online)
-    })
-    .await;
+    online(&host, "w6").await;
     let id = submit(&conn, spec("sleep 2; echo through")).await[0];
     wait_state(&conn, id, &["running"]).await;
     let queued = submit(
@@ -430,13 +420,7 @@ async fn logs_follow_live_and_end_with_the_task() {
         return;
     }
     let d = tmp();
-    let host = start_host(host_cfg(d.path())).await;
-    let (_c, runner) = runner(&host, d.path(), "w7").await;
-    let conn = admin(&host).await;
-    eventually(Duration::from_secs(15), "node online", || async {
-        node_state(&host, "w7").await == Some(river_proto::msg::NodeState::Online)
-    })
-    .await;
+    let (host, runner, conn) = cluster(d.path(), "w7").await;
     let id = submit(&conn, spec("echo first; sleep 2; echo second")).await[0];
     wait_state(&conn, id, &["running"]).await;
     let mut recv = follow(&conn, id).await;
@@ -575,10 +559,7 @@ async fn memory_limits_mounts_and_privilege_are_enforced() {
     let bundle = join(&host, &cfg, &token(&host, 600, 1).await).await.unwrap();
     let runner = river_runner::start(cfg, bundle);
     let conn = admin(&host).await;
-    eventually(Duration::from_secs(15), "node online", || async {
-        node_state(&host, "w8").await == Some(river_proto::msg::NodeState::Online)
-    })
-    .await;
+    online(&host, "w8").await;
 
     // Over its memory limit: the kernel kills it, and the task says so.
     let oom = submit(

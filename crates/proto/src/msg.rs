@@ -323,6 +323,25 @@ pub struct TaskSpec {
     pub privileged: bool,
 }
 
+impl TaskSpec {
+    /// A one-core task running `command` in `image`, with nothing else asked for.
+    pub fn new(image: impl Into<String>, command: Vec<String>) -> Self {
+        Self {
+            command,
+            image: image.into(),
+            env: Vec::new(),
+            cores: 1,
+            memory_bytes: None,
+            gpus: 0,
+            targets: Vec::new(),
+            mounts: Vec::new(),
+            workdir: None,
+            name: None,
+            privileged: false,
+        }
+    }
+}
+
 /// Where a task was placed, as the runner needs it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskPlacement {
