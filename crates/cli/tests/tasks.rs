@@ -79,6 +79,14 @@ async fn wait_state(conn: &river_mesh::Connection, id: u64, states: &[&str]) -> 
     panic!("task {id} stayed {last}, never {states:?}");
 }
 
+/// Sends a kill, pause or resume, which the host must accept.
+async fn signal(conn: &river_mesh::Connection, id: u64, signal: Signal) {
+    match call(conn, Request::TaskSignal { id, signal }).await {
+        Response::Done { .. } => {}
+        other => panic!("{signal:?} of task {id}: {other:?}"),
+    }
+}
+
 async fn logs(conn: &river_mesh::Connection, id: u64, stderr: bool) -> String {
     match call(conn, Request::TaskLogs { id, stderr }).await {
         Response::Logs(b) => String::from_utf8_lossy(&b).into_owned(),
@@ -171,41 +179,11 @@ async fn kill_pause_resume_and_cancel() {
     let (host, runner, conn) = cluster(d.path(), "w3").await;
     let id = submit(&conn, spec("sleep 120")).await[0];
     wait_state(&conn, id, &["running"]).await;
-    assert!(matches!(
-        call(
-            &conn,
-            Request::TaskSignal {
-                id,
-                signal: Signal::Pause
-            }
-        )
-        .await,
-        Response::Done { .. }
-    ));
+    signal(&conn, id, Signal::Pause).await;
     wait_state(&conn, id, &["paused"]).await;
-    assert!(matches!(
-        call(
-            &conn,
-            Request::TaskSignal {
-                id,
-                signal: Signal::Resume
-            }
-        )
-        .await,
-        Response::Done { .. }
-    ));
+    signal(&conn, id, Signal::Resume).await;
     wait_state(&conn, id, &["running"]).await;
-    assert!(matches!(
-        call(
-            &conn,
-            Request::TaskSignal {
-                id,
-                signal: Signal::Kill
-            }
-        )
-        .await,
-        Response::Done { .. }
-    ));
+    signal(&conn, id, Signal::Kill).await;
     let t = wait_state(&conn, id, &["killed", "failed", "completed"]).await;
     assert_eq!((t.state.as_str(), t.exit_code), ("killed", Some(137)));
     // A task no node can hold right now waits; cancelling it never starts it.
@@ -216,27 +194,10 @@ async fn kill_pause_resume_and_cancel() {
     wait_state(&conn, blocker, &["running"]).await;
     let waiting = submit(&conn, big).await[0];
     assert_eq!(show(&conn, waiting).await.state, "queued");
-    assert!(matches!(
-        call(
-            &conn,
-            Request::TaskSignal {
-                id: waiting,
-                signal: Signal::Kill
-            }
-        )
-        .await,
-        Response::Done { .. }
-    ));
+    signal(&conn, waiting, Signal::Kill).await;
     let t = show(&conn, waiting).await;
     assert_eq!((t.state.as_str(), t.placement), ("killed", None));
-    call(
-        &conn,
-        Request::TaskSignal {
-            id: blocker,
-            signal: Signal::Kill,
-        },
-    )
-    .await;
+    signal(&conn, blocker, Signal::Kill).await;
     wait_state(&conn, blocker, &["killed"]).await;
     runner.shutdown().await;
     host.shutdown().await;
