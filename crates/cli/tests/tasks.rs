@@ -588,3 +588,36 @@ async fn memory_limits_mounts_and_privilege_are_enforced() {
     runner.shutdown().await;
     host.shutdown().await;
 }
+
+#[tokio::test]
+async fn removing_a_node_fails_its_tasks_with_the_reason() {
+    if !docker_ready().await {
+        return;
+    }
+    let d = tmp();
+    let (host, mut runner, conn) = cluster(d.path(), "w9").await;
+    let id = submit(&conn, spec("sleep 60")).await[0];
+    wait_state(&conn, id, &["running"]).await;
+    assert!(matches!(
+        call(&conn, Request::NodeRemove { name: "w9".into() }).await,
+        Response::Done { .. }
+    ));
+    let t = show(&conn, id).await;
+    assert_eq!(t.state, "failed");
+    assert!(t.message.unwrap_or_default().contains("removed from the cluster"));
+    // The removed runner stops by itself.
+    let _ = tokio::time::timeout(Duration::from_secs(15), runner.wait())
+        .await
+        .expect("runner stops");
+    match call(&conn, Request::Status).await {
+        Response::Status(s) => assert_eq!((s.tasks_active, s.tasks_queued), (0, 0)),
+        other => panic!("{other:?}"),
+    }
+    // ...and takes its tasks' containers with it.
+    let rt = river_docker::Runtime::connect(None).await.unwrap();
+    assert!(
+        rt.list("river.node=w9").await.unwrap().is_empty(),
+        "containers of a removed node are gone"
+    );
+    host.shutdown().await;
+}

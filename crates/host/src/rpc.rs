@@ -96,6 +96,7 @@ async fn act(ctx: &Ctx, caller: &Caller, req: Request) -> anyhow::Result<Respons
         Request::NodeRemove { name } => match ctx.store.remove_node(&name, now_s()).await? {
             Some(_) => {
                 ctx.registry.remove(&name);
+                crate::tasks::node_removed(ctx, &name).await?;
                 ctx.store.event(now_ms(), &caller.actor(), "node.remove", &name).await?;
                 Response::Done {
                     message: format!("removed node {name}; its certificate is revoked and it can no longer connect"),
@@ -308,6 +309,8 @@ async fn status(ctx: &Ctx) -> anyhow::Result<ClusterStatus> {
     let nodes: Vec<NodeView> = ctx.store.nodes().await?.into_iter().map(|n| view(ctx, n)).collect();
     let online: Vec<&NodeView> = nodes.iter().filter(|n| n.state == NodeState::Online).collect();
     let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    let unfinished = ctx.store.unfinished_tasks().await?;
+    let queued = unfinished.iter().filter(|t| t.state == "queued").count();
     Ok(ClusterStatus {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         ca_fingerprint: hex::encode(ctx.ca_fp),
@@ -316,6 +319,13 @@ async fn status(ctx: &Ctx) -> anyhow::Result<ClusterStatus> {
         cores: online.iter().map(|n| n.info.cores).sum(),
         memory_bytes: online.iter().map(|n| n.info.memory_bytes).sum(),
         gpus: count(online.iter().map(|n| n.info.gpus.len()).sum()),
+        tasks_queued: count(queued),
+        tasks_active: count(
+            unfinished
+                .iter()
+                .filter(|t| ["assigned", "running", "paused"].contains(&t.state.as_str()))
+                .count(),
+        ),
     })
 }
 

@@ -164,7 +164,7 @@ pub(crate) async fn scheduler(ctx: Arc<Ctx>) {
 }
 
 async fn schedule_once(ctx: &Ctx) -> anyhow::Result<()> {
-    let tasks = ctx.store.tasks(None).await?;
+    let tasks = ctx.store.unfinished_tasks().await?;
     let queue: Vec<(u64, Ask)> = tasks
         .iter()
         .filter(|t| state_of(t) == TaskState::Queued)
@@ -433,7 +433,9 @@ pub(crate) async fn stream_logs(
 
 /// The node's tasks whose fate the host cannot know while it is offline.
 pub(crate) async fn node_lost(ctx: &Ctx, node: &str) {
-    let Ok(tasks) = ctx.store.tasks(None).await else { return };
+    let Ok(tasks) = ctx.store.unfinished_tasks().await else {
+        return;
+    };
     for mut t in tasks
         .into_iter()
         .filter(|t| t.placement.as_ref().is_some_and(|p| p.node == node))
@@ -454,7 +456,9 @@ pub(crate) async fn node_lost(ctx: &Ctx, node: &str) {
 /// gets its end, a start order that never arrived is queued again, and a task the node no longer
 /// has at all has failed.
 pub(crate) async fn reconcile(ctx: &Ctx, node: &str, reports: Vec<river_proto::msg::TaskReport>) {
-    let Ok(tasks) = ctx.store.tasks(None).await else { return };
+    let Ok(tasks) = ctx.store.unfinished_tasks().await else {
+        return;
+    };
     let known: std::collections::HashMap<u64, river_proto::msg::TaskReport> =
         reports.into_iter().map(|r| (r.id, r)).collect();
     for t in tasks
@@ -487,4 +491,18 @@ pub(crate) async fn reconcile(ctx: &Ctx, node: &str, reports: Vec<river_proto::m
         }
     }
     ctx.kick.notify_one();
+}
+
+/// A node was removed from the cluster: what it was running is gone with it.
+pub(crate) async fn node_removed(ctx: &Ctx, node: &str) -> anyhow::Result<()> {
+    for mut t in ctx.store.unfinished_tasks().await? {
+        if t.placement.as_ref().is_some_and(|p| p.node == node) {
+            t.state = TaskState::Failed.as_str().into();
+            t.finished_at_ms = Some(now_ms());
+            t.message = Some(format!("node {node} was removed from the cluster"));
+            ctx.store.update_task(&t).await?;
+        }
+    }
+    ctx.kick.notify_one();
+    Ok(())
 }

@@ -127,7 +127,7 @@ pub async fn connect_bundle(bundle: &Bundle) -> Result<(Endpoint, Connection), C
 fn refusal(e: crate::FramedError) -> ClientError {
     match &e {
         crate::FramedError::Connection(c) => match crate::ended(c) {
-            crate::Ended::Refused(reason) => ClientError::Refused(reason),
+            crate::Ended::Refused(reason) | crate::Ended::Removed(reason) => ClientError::Refused(reason),
             crate::Ended::Transient(_) => ClientError::Framed(e),
         },
         _ => ClientError::Framed(e),

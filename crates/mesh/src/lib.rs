@@ -80,8 +80,10 @@ pub async fn connect(
 /// Why a connection ended, as far as a client deciding whether to retry cares.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ended {
-    /// The host refused this identity for good (removed node, revoked or foreign certificate);
-    /// retrying cannot help. Carries the host's or TLS's reason.
+    /// The host removed this node (or revoked this user) on purpose. Carries its reason.
+    Removed(String),
+    /// TLS refused this identity or the host's (foreign or expired certificate); retrying cannot
+    /// help. Carries the reason.
     Refused(String),
     /// Anything else: the host went away, the network broke. Retry.
     Transient(String),
@@ -100,7 +102,7 @@ fn is_cert_alert(code: quinn::TransportErrorCode) -> bool {
 pub fn ended(e: &quinn::ConnectionError) -> Ended {
     match e {
         quinn::ConnectionError::ApplicationClosed(c) if c.error_code == close::REVOKED => {
-            Ended::Refused(String::from_utf8_lossy(&c.reason).into_owned())
+            Ended::Removed(String::from_utf8_lossy(&c.reason).into_owned())
         }
         quinn::ConnectionError::ConnectionClosed(c) if is_cert_alert(c.error_code) => {
             Ended::Refused(format!("the host rejected this certificate ({e}); it is from another cluster or expired: join again with a new token"))

@@ -251,6 +251,9 @@ pub struct ClusterStatus {
     pub cores: u32,
     pub memory_bytes: u64,
     pub gpus: u32,
+    pub tasks_queued: u32,
+    /// Assigned, running or paused.
+    pub tasks_active: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

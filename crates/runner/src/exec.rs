@@ -203,6 +203,19 @@ impl Executor {
         }
     }
 
+    /// The node left the cluster: its tasks' containers go too (they would otherwise hold cores
+    /// and GPUs on a machine no one schedules on).
+    pub async fn stop_all(&self) {
+        let Ok(rt) = self.runtime().await else { return };
+        for (id, cid) in self.containers(rt).await {
+            tracing::info!(
+                task = id,
+                "removing the container of a task of a node that left the cluster"
+            );
+            let _ = rt.remove(&cid).await;
+        }
+    }
+
     /// What the host should know at the start of a session.
     pub async fn snapshot(&self) -> Vec<TaskReport> {
         let mut out = self.recorded();

@@ -131,6 +131,12 @@ async fn run(cfg: RunnerConfig, mut inventory: Inventory, status: watch::Sender<
         let bundle = Bundle::load(&identity_dir(&cfg))?;
         match session::run(&bundle, &mut inventory, &status, &mut backoff, &exec, &mut reports).await {
             Ok(()) => {}
+            Err(session::SessionError::Removed(reason)) => {
+                tracing::error!("{reason}");
+                exec.stop_all().await;
+                status.send_modify(|s| s.stopped = Some(reason.clone()));
+                break Err(anyhow::anyhow!(reason));
+            }
             Err(session::SessionError::Fatal(reason)) => {
                 tracing::error!("{reason}");
                 status.send_modify(|s| s.stopped = Some(reason.clone()));

@@ -15,6 +15,8 @@ use tokio::sync::watch;
 
 #[derive(Debug)]
 pub(crate) enum SessionError {
+    /// The host removed this node from the cluster.
+    Removed(String),
     /// The host will never accept this node again as it is.
     Fatal(String),
     /// Try again later.
@@ -23,6 +25,7 @@ pub(crate) enum SessionError {
 
 fn classify_conn(e: &ConnectionError) -> SessionError {
     match ended(e) {
+        Ended::Removed(r) => SessionError::Removed(r),
         Ended::Refused(r) => SessionError::Fatal(r),
         Ended::Transient(r) => SessionError::Retry(r),
     }

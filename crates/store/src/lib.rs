@@ -556,6 +556,17 @@ impl Store {
             .transpose()
     }
 
+    /// Tasks that have not ended, oldest first: what the scheduler and reconciliation look at, so
+    /// their cost does not grow with the history.
+    pub async fn unfinished_tasks(&self) -> Result<Vec<TaskRecord>> {
+        sqlx::query("SELECT * FROM tasks WHERE state NOT IN ('completed', 'failed', 'killed', 'oom') ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(task_from_row)
+            .collect()
+    }
+
     /// Tasks, oldest first; with `state`, only those in it.
     pub async fn tasks(&self, state: Option<&str>) -> Result<Vec<TaskRecord>> {
         let rows = match state {

@@ -147,6 +147,7 @@ pub async fn status(dir: &Path, output: Output) -> anyhow::Result<()> {
             bytes(s.memory_bytes),
             s.gpus
         );
+        println!("tasks:  {} running, {} queued", s.tasks_active, s.tasks_queued);
         println!("CA:     sha256 {}", s.ca_fingerprint);
     })
 }
