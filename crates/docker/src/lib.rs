@@ -22,6 +22,8 @@ pub enum RuntimeError {
     Unavailable { socket: String, reason: String },
     #[error("image {0} is not on this node")]
     NoImage(String),
+    #[error("image {image} is not on this node and pulling it failed ({reason}); load it with `docker load`, or use one the node has")]
+    PullFailed { image: String, reason: String },
     #[error("container {0} does not exist")]
     NotFound(String),
     #[error("docker: {0}")]
@@ -140,7 +142,7 @@ impl Runtime {
     /// Creates (does not start) a container; returns its id.
     pub async fn create(&self, spec: &ContainerSpec) -> Result<String> {
         if !self.image_present(&spec.image).await? {
-            return Err(RuntimeError::NoImage(spec.image.clone()));
+            self.pull(&spec.image).await?;
         }
         let memory = spec.memory_bytes.map(|m| i64::try_from(m).unwrap_or(i64::MAX));
         let host = HostConfig {
@@ -197,6 +199,28 @@ impl Runtime {
             .await
             .map_err(docker_err)?
             .id)
+    }
+
+    /// Pulls an image from its registry, for nodes that can reach one.
+    pub async fn pull(&self, image: &str) -> Result<()> {
+        let (name, tag) = match image.rsplit_once(':').filter(|(_, t)| !t.contains('/')) {
+            Some((n, t)) => (n, t),
+            None => (image, "latest"),
+        };
+        let opts = bollard::query_parameters::CreateImageOptions {
+            from_image: Some(name.to_owned()),
+            tag: Some(tag.to_owned()),
+            ..Default::default()
+        };
+        let mut progress = self.docker.create_image(Some(opts), None, None);
+        while let Some(step) = progress.next().await {
+            if let Err(e) = step {
+                return Err(RuntimeError::NoImage(format!(
+                    "{image} (not on this node, and pulling it failed: {e})"
+                )));
+            }
+        }
+        Ok(())
     }
 
     pub async fn start(&self, id: &str) -> Result<()> {

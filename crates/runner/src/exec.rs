@@ -40,7 +40,9 @@ pub(crate) struct Executor {
     shared: Option<PathBuf>,
     scratch: PathBuf,
     allowed_mounts: Vec<PathBuf>,
-    runtime: OnceCell<Result<Runtime, String>>,
+    /// Connected on first use; a failed attempt is not kept, so a Docker engine started after the
+    /// runner is found by the next task.
+    runtime: OnceCell<Runtime>,
     reports: mpsc::UnboundedSender<RunnerMsg>,
     /// Tasks a user asked to kill, so their end reads `killed`, not `failed`.
     kills: Mutex<HashSet<u64>>,
@@ -89,15 +91,10 @@ impl Executor {
     }
 
     async fn runtime(&self) -> Result<&Runtime, String> {
-        let r = self
-            .runtime
-            .get_or_init(|| async {
-                Runtime::connect(self.socket.as_deref())
-                    .await
-                    .map_err(|e| e.to_string())
-            })
-            .await;
-        r.as_ref().map_err(Clone::clone)
+        self.runtime
+            .get_or_try_init(|| Runtime::connect(self.socket.as_deref()))
+            .await
+            .map_err(|e| e.to_string())
     }
 
     fn report(&self, id: u64, state: TaskState, exit_code: Option<i64>, message: Option<String>) {
