@@ -215,9 +215,10 @@ impl Runtime {
         let mut progress = self.docker.create_image(Some(opts), None, None);
         while let Some(step) = progress.next().await {
             if let Err(e) = step {
-                return Err(RuntimeError::NoImage(format!(
-                    "{image} (not on this node, and pulling it failed: {e})"
-                )));
+                return Err(RuntimeError::PullFailed {
+                    image: image.to_owned(),
+                    reason: e.to_string(),
+                });
             }
         }
         Ok(())

@@ -187,7 +187,7 @@ async fn a_missing_image_or_engine_is_a_clear_error() {
     s.image = "river-test/does-not-exist:0".into();
     // Not on the node and no registry to pull it from: the error says both.
     match rt.create(&s).await {
-        Err(e @ RuntimeError::NoImage(_)) => assert!(e.to_string().contains("pulling it failed"), "{e}"),
+        Err(e @ RuntimeError::PullFailed { .. }) => assert!(e.to_string().contains("pulling it failed"), "{e}"),
         other => panic!("{other:?}"),
     }
     let e = Runtime::connect(Some(std::path::Path::new("/nonexistent/docker.sock")))
