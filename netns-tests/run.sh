@@ -23,7 +23,7 @@ if [[ $EUID -ne 0 ]] || ! command -v ip >/dev/null || ! command -v nsenter >/dev
 fi
 
 ID=$$
-SW=rv${ID}sw H=rv${ID}h R1=rv${ID}r1 R2=rv${ID}r2 R3=rv${ID}r3
+SW=rv${ID}sw H=rv${ID}h R1=rv${ID}r1 R2=rv${ID}r2 R3=rv${ID}r3 R4=rv${ID}r4
 T=$(mktemp -d /tmp/river-netns.XXXXXX)
 PASS=0 FAIL=0
 
@@ -33,10 +33,17 @@ pid_of() { cat "$T/pid.$1"; }
 
 cleanup() {
   set +e
+  # Docker engines first, given time to unmount their layers.
+  for f in "$T"/dockerd.*.pid; do
+    [[ -f $f ]] || continue
+    pid=$(cat "$f"); kill "$pid" 2>/dev/null
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+  done
   for f in "$T"/pid.*; do [[ -f $f ]] && kill "$(cat "$f")" 2>/dev/null; done
   sleep 0.3
   for f in "$T"/pid.*; do [[ -f $f ]] && kill -9 "$(cat "$f")" 2>/dev/null; done
-  for ns in $SW $H $R1 $R2 $R3; do ip netns del "$ns" 2>/dev/null; done
+  for ns in $SW $H $R1 $R2 $R3 $R4; do ip netns del "$ns" 2>/dev/null; done
+  grep " $T" /proc/mounts | awk '{print $2}' | sort -r | xargs -r -n1 umount -l 2>/dev/null
   if [[ $FAIL -gt 0 ]]; then
     echo "--- logs of the last run (kept in $T) ---"
     tail -n 30 "$T"/*.log 2>/dev/null
@@ -68,6 +75,7 @@ topology() {
   machine "$R1" 10.77.0.11 p${ID}r1
   machine "$R2" 10.77.0.12 p${ID}r2
   machine "$R3" 10.77.0.13 p${ID}r3
+  machine "$R4" 10.77.0.14 p${ID}r4
 }
 
 # wait_for DESCRIPTION SECONDS COMMAND...: polls until COMMAND succeeds.
@@ -216,6 +224,41 @@ test_wrong_ca() {
   cli status | grep -q "1 online"
 }
 
+#   [h] ---br0--- [r4 + its own dockerd]
+#   a task submitted at the host runs in r4's engine; its output and exit code come back
+test_tasks() {
+  if ! command -v dockerd >/dev/null || ! docker image inspect river-test/busybox:1 >/dev/null 2>&1; then
+    echo "    SKIP: needs dockerd and river-test/busybox:1 (scripts/docker-env.sh)"
+    [[ -z ${RIVER_REQUIRE_DOCKER:-} ]]
+    return
+  fi
+  local sock=$T/docker-r4.sock
+  in_ns "$R4" dockerd --data-root "$T/docker-r4" --exec-root "$T/docker-r4-exec" --pidfile "$T/dockerd.r4.pid" \
+    -H "unix://$sock" --bridge=none --iptables=false --ip-masq=false --cgroup-parent=river-netns-$ID \
+    >"$T/dockerd-r4.log" 2>&1 &
+  wait_for "r4's Docker engine" 60 docker -H "unix://$sock" info
+  docker save river-test/busybox:1 | docker -H "unix://$sock" load >/dev/null
+  cat >"$T/r4.toml" <<TOML
+state_dir = "$T/d1"
+name = "d1"
+docker_socket = "$sock"
+TOML
+  in_ns "$R4" "$RIVER" runner --config "$T/r4.toml" --join 10.77.0.1:7443 --token "$(new_token)" >>"$T/d1.log" 2>&1 &
+  track d1 $!
+  wait_for "d1 online" 20 state_is d1 Online
+  local out code
+  set +e
+  out=$(cli task submit -t d1 --image river-test/busybox:1 --wait -- sh -c 'echo from-$RIVER_NODE; exit 3' 2>&1)
+  code=$?
+  set -e
+  [[ $code -eq 3 ]] || { echo "    --wait gave exit code $code: $out"; return 1; }
+  local id
+  id=$(cli task list -o json | python3 -c "import json,sys; print(max(t['id'] for t in json.load(sys.stdin)))")
+  [[ $(cli task logs "$id") == from-d1 ]] || { echo "    logs: $(cli task logs "$id")"; return 1; }
+  # It ran in r4's engine: the host machine's engine never saw it.
+  ! docker ps -a --filter label=river.node=d1 --format '{{.Names}}' | grep -q .
+}
+
 # ---------------------------------------------------------------------------------------------
 
 topology
@@ -226,6 +269,7 @@ scenario long_cut
 scenario host_restart
 scenario revoked_node
 scenario wrong_ca
+scenario tasks
 echo
 echo "netns: $PASS passed, $FAIL failed"
 [[ $FAIL -eq 0 ]]
