@@ -3,7 +3,7 @@
 //! runner, heartbeat round-trip latency and false offlines; the baseline is the same host with no
 //! runners, measured in the same run.
 
-use crate::proc::{cpu_secs, rss_bytes, until, River};
+use crate::proc::{admin_call, cpu_secs, host, rss_bytes, runner, until, River};
 use river_creds::Bundle;
 use river_mesh::{client, client_config, connect, open, recv_msg, send_msg, Identity, Trust};
 use river_proto::msg::{Heartbeat, HeartbeatAck, Hello, HelloReply, NodeInfo, NodeState, NodeUsage, Request, Response};
@@ -14,16 +14,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-fn free_port() -> u16 {
-    loop {
-        let t = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = t.local_addr().expect("addr").port();
-        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
 struct Shared {
     ready: AtomicUsize,
     /// Failed connection attempts (each retried, as a real runner does).
@@ -31,39 +21,6 @@ struct Shared {
     last_error: Mutex<String>,
     recording: AtomicBool,
     latencies_us: Mutex<Vec<u32>>,
-}
-
-/// Starts a host process with the given heartbeat timing; returns it and its admin bundle.
-async fn host(river: &Path, dir: &Path, interval: Duration) -> anyhow::Result<(River, Bundle, SocketAddr)> {
-    let port = free_port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
-    let cfg = dir.join("host.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "state_dir = {:?}\nlisten = \"{addr}\"\nheartbeat_interval = \"{}ms\"\noffline_after = \"{}ms\"\n",
-            dir.join("host"),
-            interval.as_millis(),
-            interval.as_millis() * 6
-        ),
-    )?;
-    let host = River::spawn(
-        river,
-        &["host", "--config", cfg.to_str().unwrap_or_default()],
-        &dir.join("host.log"),
-    )?;
-    let admin_dir = dir.join("host/admin");
-    until(Duration::from_secs(30), "the host's admin credential", || {
-        admin_dir.join("cluster.toml").exists()
-    })
-    .await?;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    Ok((host, Bundle::load(&admin_dir)?, addr))
-}
-
-async fn admin_call(admin: &Bundle, req: Request) -> anyhow::Result<Response> {
-    let (_e, conn) = client::connect_bundle(admin).await?;
-    Ok(client::call(&conn, &req).await?)
 }
 
 pub async fn run(river: &Path, n: usize, interval: Duration, measure: Duration) -> anyhow::Result<()> {
@@ -318,30 +275,7 @@ async fn heartbeats(conn: &river_mesh::Connection, interval: Duration, shared: &
 pub async fn footprint(river: &Path, idle: Duration) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let (host, admin, addr) = host(river, dir.path(), Duration::from_secs(5)).await?;
-    let Response::TokenCreated(t) = admin_call(&admin, Request::TokenCreate { ttl_secs: 600, uses: 1 }).await? else {
-        anyhow::bail!("no token")
-    };
-    let state = dir.path().join("runner");
-    let runner = River::spawn(
-        river,
-        &[
-            "runner",
-            "--state-dir",
-            state.to_str().unwrap_or_default(),
-            "--name",
-            "idle",
-            "--join",
-            &addr.to_string(),
-            "--token",
-            &t.token,
-        ],
-        &dir.path().join("runner.log"),
-    )?;
-    let log = dir.path().join("runner.log");
-    until(Duration::from_secs(30), "the runner connected", || {
-        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("connected to the host"))
-    })
-    .await?;
+    let runner = runner(river, dir.path(), &admin, addr, "idle").await?;
     tokio::time::sleep(idle).await;
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     println!(

@@ -1,5 +1,9 @@
 //! Reading a process's CPU time and memory from /proc, and running `river` processes.
 
+use river_creds::Bundle;
+use river_mesh::client;
+use river_proto::msg::{Request, Response};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -68,4 +72,76 @@ pub async fn until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) -> 
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Ok(())
+}
+
+fn free_port() -> u16 {
+    loop {
+        let t = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = t.local_addr().expect("addr").port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// Starts a host process with the given heartbeat timing; returns it and its admin bundle.
+pub async fn host(river: &Path, dir: &Path, interval: Duration) -> anyhow::Result<(River, Bundle, SocketAddr)> {
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+    let cfg = dir.join("host.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "state_dir = {:?}\nlisten = \"{addr}\"\nheartbeat_interval = \"{}ms\"\noffline_after = \"{}ms\"\n",
+            dir.join("host"),
+            interval.as_millis(),
+            interval.as_millis() * 6
+        ),
+    )?;
+    let host = River::spawn(
+        river,
+        &["host", "--config", cfg.to_str().unwrap_or_default()],
+        &dir.join("host.log"),
+    )?;
+    let admin_dir = dir.join("host/admin");
+    until(Duration::from_secs(30), "the host's admin credential", || {
+        admin_dir.join("cluster.toml").exists()
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    Ok((host, Bundle::load(&admin_dir)?, addr))
+}
+
+pub async fn admin_call(admin: &Bundle, req: Request) -> anyhow::Result<Response> {
+    let (_e, conn) = client::connect_bundle(admin).await?;
+    Ok(client::call(&conn, &req).await?)
+}
+
+/// Joins a `river runner` process named `name` to the host and waits until it is connected.
+pub async fn runner(river: &Path, dir: &Path, admin: &Bundle, addr: SocketAddr, name: &str) -> anyhow::Result<River> {
+    let Response::TokenCreated(t) = admin_call(admin, Request::TokenCreate { ttl_secs: 600, uses: 1 }).await? else {
+        anyhow::bail!("no token")
+    };
+    let state = dir.join(format!("runner-{name}"));
+    let log = dir.join(format!("runner-{name}.log"));
+    let runner = River::spawn(
+        river,
+        &[
+            "runner",
+            "--state-dir",
+            state.to_str().unwrap_or_default(),
+            "--name",
+            name,
+            "--join",
+            &addr.to_string(),
+            "--token",
+            &t.token,
+        ],
+        &log,
+    )?;
+    until(Duration::from_secs(30), "the runner connected", || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("connected to the host"))
+    })
+    .await?;
+    Ok(runner)
 }

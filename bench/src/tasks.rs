@@ -2,8 +2,7 @@
 //! plain `docker run --rm` of the same image in the same run. Latencies come from the host's own
 //! timestamps (submitted, started, finished), so the client's polling adds nothing.
 
-use crate::proc::{until, River};
-use river_creds::Bundle;
+use crate::proc::{host, runner};
 use river_mesh::client;
 use river_proto::msg::{Request, Response, TaskSpec};
 use std::path::Path;
@@ -62,54 +61,9 @@ pub async fn run(river: &Path, count: usize, concurrency: usize) -> anyhow::Resu
 
     // river: a host and a runner, each its own process.
     let dir = tempfile::tempdir()?;
-    let port = {
-        let t = std::net::TcpListener::bind("127.0.0.1:0")?;
-        t.local_addr()?.port()
-    };
-    let addr = format!("127.0.0.1:{port}");
-    let host_dir = dir.path().join("host");
-    let _host = River::spawn(
-        river,
-        &[
-            "host",
-            "--state-dir",
-            host_dir.to_str().unwrap_or_default(),
-            "--listen",
-            &addr,
-        ],
-        &dir.path().join("host.log"),
-    )?;
-    until(Duration::from_secs(30), "the host", || {
-        host_dir.join("admin/cluster.toml").exists()
-    })
-    .await?;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let admin = Bundle::load(&host_dir.join("admin"))?;
+    let (_host, admin, addr) = host(river, dir.path(), Duration::from_secs(5)).await?;
+    let _runner = runner(river, dir.path(), &admin, addr, "bench").await?;
     let (_e, conn) = client::connect_bundle(&admin).await?;
-    let Response::TokenCreated(t) = client::call(&conn, &Request::TokenCreate { ttl_secs: 600, uses: 1 }).await? else {
-        anyhow::bail!("no token")
-    };
-    let runner_dir = dir.path().join("runner");
-    let _runner = River::spawn(
-        river,
-        &[
-            "runner",
-            "--state-dir",
-            runner_dir.to_str().unwrap_or_default(),
-            "--name",
-            "bench",
-            "--join",
-            &addr,
-            "--token",
-            &t.token,
-        ],
-        &dir.path().join("runner.log"),
-    )?;
-    let log = dir.path().join("runner.log");
-    until(Duration::from_secs(30), "the runner", || {
-        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("connected to the host"))
-    })
-    .await?;
 
     // Each task takes one core, so the node runs as many at once as it has cores.
     let spec = TaskSpec::new(IMAGE, vec!["true".into()]);
