@@ -145,6 +145,34 @@ fn up_detach_then_status_nodes_tokens_and_down() {
         "token list must not show secrets: {list}"
     );
 
+    // A teammate: invited, logs in with their own credentials, sees the cluster, cannot administer it.
+    let o = river(&cfg, &["user", "invite", "vic", "--role", "viewer", "--ttl", "10m"]);
+    let (invite, _) = text(&o);
+    assert!(
+        o.status.success() && invite.trim().starts_with("rvt1."),
+        "{:?}",
+        text(&o)
+    );
+    let vic = d.path().join("vic");
+    let o = river(&vic, &["login", &listen, "--token", invite.trim()]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert!(text(&o).0.contains("as user vic"));
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(vic.join("key.pem")).unwrap().permissions()) & 0o777;
+    assert_eq!(mode, 0o600);
+    assert_eq!(text(&river(&vic, &["whoami"])).0.trim(), "user vic (viewer)");
+    assert!(text(&river(&vic, &["status"])).0.contains("1 online"));
+    let o = river(&vic, &["token", "create"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).1.contains("needs the admin role"), "{:?}", text(&o));
+    // The invite was one-time.
+    let o = river(&d.path().join("eve"), &["login", &listen, "--token", invite.trim()]);
+    assert!(
+        !o.status.success() && text(&o).1.contains("no uses left"),
+        "{:?}",
+        text(&o)
+    );
+
     // A task, if this machine has Docker and the test image: `--wait` exits with its exit code.
     let docker = std::process::Command::new("docker")
         .args(["image", "inspect", "river-test/busybox:1"])
