@@ -298,9 +298,7 @@ pub(crate) async fn signal(ctx: &Ctx, caller: &Caller, id: u64, signal: Signal) 
     }
     if state == TaskState::Queued {
         // Never started: cancel it here.
-        t.state = TaskState::Killed.as_str().into();
-        t.finished_at_ms = Some(now_ms());
-        t.message = Some(format!("cancelled by {}", caller.actor()));
+        end_here(&mut t, TaskState::Killed, format!("cancelled by {}", caller.actor()));
         ctx.store.update_task(&t).await?;
         return Ok(Response::Done {
             message: format!("cancelled queued task {id}"),
@@ -431,17 +429,32 @@ pub(crate) async fn stream_logs(
     Ok(())
 }
 
-/// The node's tasks whose fate the host cannot know while it is offline.
-pub(crate) async fn node_lost(ctx: &Ctx, node: &str) {
-    let Ok(tasks) = ctx.store.unfinished_tasks().await else {
-        return;
-    };
-    for mut t in tasks
+/// The tasks placed on `node` that have not ended.
+async fn unfinished_on(ctx: &Ctx, node: &str) -> anyhow::Result<Vec<TaskRecord>> {
+    let tasks = ctx.store.unfinished_tasks().await?;
+    Ok(tasks
         .into_iter()
         .filter(|t| t.placement.as_ref().is_some_and(|p| p.node == node))
-    {
-        let from = state_of(&t);
-        if matches!(from, TaskState::Assigned | TaskState::Running | TaskState::Paused) {
+        .collect())
+}
+
+/// Ends a task on the host's own authority (cancelled, its node gone), saying why.
+fn end_here(t: &mut TaskRecord, state: TaskState, why: String) {
+    t.state = state.as_str().into();
+    t.finished_at_ms = Some(now_ms());
+    t.message = Some(why);
+}
+
+/// The node's tasks whose fate the host cannot know while it is offline.
+pub(crate) async fn node_lost(ctx: &Ctx, node: &str) {
+    let Ok(tasks) = unfinished_on(ctx, node).await else {
+        return;
+    };
+    for mut t in tasks {
+        if matches!(
+            state_of(&t),
+            TaskState::Assigned | TaskState::Running | TaskState::Paused
+        ) {
             t.state = TaskState::Lost.as_str().into();
             t.message = Some(format!("node {node} went offline; the task may still be running there"));
             if let Err(e) = ctx.store.update_task(&t).await {
@@ -456,33 +469,27 @@ pub(crate) async fn node_lost(ctx: &Ctx, node: &str) {
 /// gets its end, a start order that never arrived is queued again, and a task the node no longer
 /// has at all has failed.
 pub(crate) async fn reconcile(ctx: &Ctx, node: &str, reports: Vec<river_proto::msg::TaskReport>) {
-    let Ok(tasks) = ctx.store.unfinished_tasks().await else {
+    let Ok(tasks) = unfinished_on(ctx, node).await else {
         return;
     };
     let known: std::collections::HashMap<u64, river_proto::msg::TaskReport> =
         reports.into_iter().map(|r| (r.id, r)).collect();
-    for t in tasks
-        .into_iter()
-        .filter(|t| t.placement.as_ref().is_some_and(|p| p.node == node))
-    {
-        let from = state_of(&t);
-        if from.is_final() {
-            continue;
-        }
+    for mut t in tasks {
         if let Some(r) = known.get(&t.id) {
             on_report(ctx, node, t.id, &r.state, r.exit_code, r.message.clone()).await;
             continue;
         }
-        let mut t = t;
-        match from {
+        match state_of(&t) {
             TaskState::Assigned => {
                 t.state = TaskState::Queued.as_str().into();
                 t.placement = None;
             }
             TaskState::Running | TaskState::Paused | TaskState::Lost => {
-                t.state = TaskState::Failed.as_str().into();
-                t.finished_at_ms = Some(now_ms());
-                t.message = Some(format!("node {node} no longer has this task (its container is gone)"));
+                end_here(
+                    &mut t,
+                    TaskState::Failed,
+                    format!("node {node} no longer has this task (its container is gone)"),
+                );
             }
             _ => continue,
         }
@@ -495,13 +502,13 @@ pub(crate) async fn reconcile(ctx: &Ctx, node: &str, reports: Vec<river_proto::m
 
 /// A node was removed from the cluster: what it was running is gone with it.
 pub(crate) async fn node_removed(ctx: &Ctx, node: &str) -> anyhow::Result<()> {
-    for mut t in ctx.store.unfinished_tasks().await? {
-        if t.placement.as_ref().is_some_and(|p| p.node == node) {
-            t.state = TaskState::Failed.as_str().into();
-            t.finished_at_ms = Some(now_ms());
-            t.message = Some(format!("node {node} was removed from the cluster"));
-            ctx.store.update_task(&t).await?;
-        }
+    for mut t in unfinished_on(ctx, node).await? {
+        end_here(
+            &mut t,
+            TaskState::Failed,
+            format!("node {node} was removed from the cluster"),
+        );
+        ctx.store.update_task(&t).await?;
     }
     ctx.kick.notify_one();
     Ok(())
