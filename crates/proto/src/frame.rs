@@ -34,6 +34,12 @@ pub enum StreamKind {
     Rpc = 4,
     /// Host → runner: a task's output.
     Logs = 5,
+    /// Runner → host: part of an environment's archive, from an offset (see `msg::BlobRequest`).
+    Blob = 6,
+    /// Host → runner: save an image (or commit a task's container) and send the archive.
+    Export = 7,
+    /// User → host → runner: a terminal or command in a task's container (see `msg::TerminalOpen`).
+    Terminal = 8,
 }
 
 impl StreamKind {
@@ -44,6 +50,9 @@ impl StreamKind {
             3 => Self::Heartbeat,
             4 => Self::Rpc,
             5 => Self::Logs,
+            6 => Self::Blob,
+            7 => Self::Export,
+            8 => Self::Terminal,
             _ => return None,
         })
     }
@@ -167,6 +176,10 @@ mod tests {
             StreamKind::Control,
             StreamKind::Heartbeat,
             StreamKind::Rpc,
+            StreamKind::Logs,
+            StreamKind::Blob,
+            StreamKind::Export,
+            StreamKind::Terminal,
         ] {
             let h = StreamHeader::new(kind);
             assert_eq!(StreamHeader::decode(h.encode()), Ok(h));

@@ -139,6 +139,9 @@ pub enum TokenPurpose {
 
 /// One request on an `Rpc` stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+// One request per stream, built once: its size in memory does not matter, and boxing the spec
+// would only add noise at every call site.
+#[allow(clippy::large_enum_variant)]
 pub enum Request {
     WhoAmI,
     Status,
@@ -183,6 +186,26 @@ pub enum Request {
         id: u64,
         stderr: bool,
     },
+    /// A new environment from an image one of the nodes has or can pull (`node`: that one).
+    EnvCreate {
+        name: String,
+        from: String,
+        node: Option<String>,
+    },
+    EnvList,
+    EnvRm {
+        name: String,
+    },
+    /// The running container of an environment being edited, started if there is none: the task
+    /// that `river env shell` connects to.
+    EnvShell {
+        name: String,
+    },
+    /// Save the container started by `EnvShell` as the environment's next version, then stop it.
+    EnvCommit {
+        name: String,
+        message: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -196,20 +219,64 @@ pub enum ErrorKind {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Response {
-    Error { kind: ErrorKind, message: String },
-    Done { message: String },
-    WhoAmI { identity: String, role: Option<Role> },
+    Error {
+        kind: ErrorKind,
+        message: String,
+    },
+    Done {
+        message: String,
+    },
+    WhoAmI {
+        identity: String,
+        role: Option<Role>,
+    },
     Status(ClusterStatus),
     Nodes(Vec<NodeView>),
     Node(Box<NodeView>),
     TokenCreated(TokenCreated),
     Tokens(Vec<TokenView>),
     Users(Vec<UserView>),
-    Renewed { cert_pem: String },
-    TaskSubmitted { batch: u64, ids: Vec<u64> },
+    Renewed {
+        cert_pem: String,
+    },
+    TaskSubmitted {
+        batch: u64,
+        ids: Vec<u64>,
+    },
     Tasks(Vec<TaskView>),
     Task(Box<TaskView>),
     Logs(Vec<u8>),
+    Env(Box<EnvView>),
+    Envs(Vec<EnvView>),
+    /// The task holding an environment's editing container; `started`: it was just created.
+    EnvSession {
+        task: u64,
+        started: bool,
+    },
+}
+
+/// An environment and its versions, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvView {
+    pub name: String,
+    pub owner: String,
+    pub created_at_ms: i64,
+    pub versions: Vec<EnvVersion>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvVersion {
+    pub version: u32,
+    /// What tasks see as their image: `river-env/NAME:vN`, or a registry reference for a version
+    /// that points at one (the default environment before anyone commits to it).
+    pub image: String,
+    /// The archive the host keeps, absent for a registry reference.
+    pub archive: Option<ArchiveRef>,
+    pub created_by: String,
+    pub created_at_ms: i64,
+    pub message: Option<String>,
+    /// How many times nodes fetched this version's archive in full.
+    pub fetches: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -324,6 +391,25 @@ pub struct TaskSpec {
     /// Full access to the node (needs the operator role and `allow_privileged` on the host).
     #[serde(default)]
     pub privileged: bool,
+    /// A river environment to run in (`river env list`); with neither this nor `image`, the
+    /// `default` environment. The host resolves it to `image` and `archive` at submit.
+    #[serde(default)]
+    pub environment: Option<String>,
+    /// Set by the host: the environment version's archive, which the runner fetches over the mesh
+    /// if its engine lacks the image.
+    #[serde(default)]
+    pub archive: Option<ArchiveRef>,
+}
+
+/// One environment version as an image archive kept by the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchiveRef {
+    /// The image's id (`sha256:…`, the digest of its config): what the container runs, so a tag
+    /// that means something else on a shared engine can never be picked up instead.
+    pub image_id: String,
+    /// SHA-256 of the archive (`docker save` output), hex.
+    pub digest: String,
+    pub size: u64,
 }
 
 impl TaskSpec {
@@ -341,6 +427,8 @@ impl TaskSpec {
             workdir: None,
             name: None,
             privileged: false,
+            environment: None,
+            archive: None,
         }
     }
 }
@@ -369,6 +457,9 @@ pub struct TaskView {
     pub submitted_at_ms: i64,
     pub started_at_ms: Option<i64>,
     pub finished_at_ms: Option<i64>,
+    /// While the node fetches the task's environment: bytes received and the total.
+    #[serde(default)]
+    pub fetch: Option<(u64, u64)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -406,6 +497,8 @@ pub enum RunnerMsg {
     /// state) and the recorded ends of tasks that finished, so the host can settle what happened
     /// while it could not hear. The host schedules nothing on the node before it has this.
     Snapshot { tasks: Vec<TaskReport> },
+    /// Progress of fetching the environment archive a waiting task needs.
+    Fetch { id: u64, done: u64, total: u64 },
 }
 
 /// One task's state as a runner knows it.
@@ -415,6 +508,87 @@ pub struct TaskReport {
     pub state: String,
     pub exit_code: Option<i64>,
     pub message: Option<String>,
+}
+
+/// Runner → host on a `Blob` stream: the archive with this digest, from `offset` (a retry resumes
+/// where the last attempt stopped). The host answers with a [`BlobReply`], then the bytes, raw,
+/// and finishes the stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobRequest {
+    pub digest: String,
+    pub offset: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BlobReply {
+    /// `size` is the whole archive's; the bytes from the offset follow.
+    Ok {
+        size: u64,
+    },
+    Missing {
+        message: String,
+    },
+}
+
+/// Host → runner on an `Export` stream: make `tag` from `source`, then answer with an
+/// [`ExportReply`] and, when it is `Ok`, the `docker save` archive of `tag`, raw, to the end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportRequest {
+    pub source: ExportSource,
+    pub tag: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExportSource {
+    /// An image the node has, or pulls.
+    Image(String),
+    /// The container of a task running on the node, committed as it is now.
+    Task(u64),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExportReply {
+    Ok { image_id: String },
+    Failed { message: String },
+}
+
+/// First frame of a `Terminal` stream, from the user to the host and, once the host has checked
+/// the user may reach the task, from the host to the task's runner. Then [`TermIn`] frames go
+/// toward the container and [`TermOut`] frames come back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TerminalOpen {
+    pub task: u64,
+    /// Empty: the container's shell (bash if it has one, else sh).
+    pub command: Vec<String>,
+    /// A pseudo-terminal (interactive use); without one, stdout and stderr stay apart.
+    pub tty: bool,
+    pub rows: u16,
+    pub cols: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TermIn {
+    Input(Vec<u8>),
+    Resize {
+        rows: u16,
+        cols: u16,
+    },
+    /// The user's input ended (closes the command's stdin).
+    Eof,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TermOut {
+    /// The command is running; input may follow.
+    Started,
+    Stdout(Vec<u8>),
+    Stderr(Vec<u8>),
+    /// The command ended; the last frame.
+    Exit {
+        code: i64,
+    },
+    /// Refused or failed, with the reason; the last frame.
+    Error(String),
 }
 
 /// Host → runner on a `Logs` stream: one request, then the runner sends the bytes and finishes.

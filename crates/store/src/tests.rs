@@ -179,7 +179,7 @@ async fn tasks_are_queued_per_target_in_one_batch_and_survive_reopen() {
         mounts: vec![],
         workdir: None,
         name: Some("x".into()),
-        privileged: false,
+        ..river_proto::msg::TaskSpec::new("img", vec!["true".into()])
     };
     let ids = {
         let s = Store::open(&path).await.unwrap();
@@ -201,4 +201,63 @@ async fn tasks_are_queued_per_target_in_one_batch_and_survive_reopen() {
     assert_eq!(all[1].target.as_deref(), Some("b"));
     assert_eq!(s.tasks(Some("queued")).await.unwrap().len(), 1);
     assert_eq!(s.task(ids[1]).await.unwrap().unwrap().state, "running");
+}
+
+fn version(image: &str, digest: Option<&str>) -> EnvVersion {
+    EnvVersion {
+        version: 1,
+        image: image.into(),
+        archive: digest.map(|d| ArchiveRef {
+            image_id: format!("sha256:{d}"),
+            digest: d.into(),
+            size: 10,
+        }),
+        created_by: "admin".into(),
+        created_at_ms: 5,
+        message: None,
+        fetches: 0,
+    }
+}
+
+#[tokio::test]
+async fn environments_version_and_share_archives() {
+    let (_d, s) = store().await;
+    s.create_env("py", "alice", 1, &version("python:3.12", None))
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.create_env("py", "bob", 2, &version("x", None)).await,
+        Err(StoreError::Exists(_))
+    ));
+    assert_eq!(
+        s.add_env_version("py", &version("river-env/py:v2", Some("aa")))
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        s.add_env_version("py", &version("river-env/py:v3", Some("bb")))
+            .await
+            .unwrap(),
+        3
+    );
+    s.create_env("copy", "bob", 3, &version("river-env/copy:v1", Some("bb")))
+        .await
+        .unwrap();
+    s.count_fetch("aa").await.unwrap();
+
+    let py = s.env("py").await.unwrap().unwrap();
+    assert_eq!(py.owner, "alice");
+    let numbers: Vec<u32> = py.versions.iter().map(|v| v.version).collect();
+    assert_eq!(numbers, [1, 2, 3]);
+    assert_eq!(py.versions[1].fetches, 1);
+    assert_eq!(py.versions[1].archive.as_ref().unwrap().image_id, "sha256:aa");
+    assert_eq!(s.envs().await.unwrap().len(), 2);
+
+    // "bb" is still used by `copy`: only "aa" may be deleted.
+    assert_eq!(s.remove_env("py").await.unwrap(), Some(vec!["aa".to_string()]));
+    assert_eq!(s.remove_env("py").await.unwrap(), None);
+    assert!(s.archive_known("bb").await.unwrap());
+    assert!(!s.archive_known("aa").await.unwrap());
+    assert!(s.add_env_version("py", &version("x", None)).await.is_err());
 }
