@@ -4,7 +4,6 @@
 //! create, start, wait for, signal and list containers in river's terms (cores, memory, GPUs,
 //! mounts, labels) and get river's terms back (an exit code and whether the kernel killed the
 //! container for memory, read from the engine's state rather than guessed from exit code 137).
-//! (Groundwork for command tasks: the runner does not use it yet.)
 
 use bollard::models::{ContainerCreateBody, DeviceRequest, HostConfig, Mount as DockerMount, MountType};
 use bollard::query_parameters::{
@@ -39,6 +38,14 @@ fn docker_err(e: bollard::errors::Error) -> RuntimeError {
             message,
         } => RuntimeError::NotFound(message),
         other => RuntimeError::Docker(other.to_string()),
+    }
+}
+
+/// `repo:tag` split at the tag's colon (not a registry port's); no tag means `latest`.
+fn split_ref(image: &str) -> (&str, &str) {
+    match image.rsplit_once(':').filter(|(_, t)| !t.contains('/')) {
+        Some((n, t)) => (n, t),
+        None => (image, "latest"),
     }
 }
 
@@ -203,10 +210,7 @@ impl Runtime {
 
     /// Pulls an image from its registry, for nodes that can reach one.
     pub async fn pull(&self, image: &str) -> Result<()> {
-        let (name, tag) = match image.rsplit_once(':').filter(|(_, t)| !t.contains('/')) {
-            Some((n, t)) => (n, t),
-            None => (image, "latest"),
-        };
+        let (name, tag) = split_ref(image);
         let opts = bollard::query_parameters::CreateImageOptions {
             from_image: Some(name.to_owned()),
             tag: Some(tag.to_owned()),
@@ -322,6 +326,151 @@ impl Runtime {
             .collect())
     }
 
+    /// The image's id (`sha256:…`), or `None` if the engine does not have it.
+    pub async fn image_id(&self, image: &str) -> Result<Option<String>> {
+        match self.docker.inspect_image(image).await {
+            Ok(i) => Ok(i.id),
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
+            Err(e) => Err(docker_err(e)),
+        }
+    }
+
+    /// Gives `image` the name `tag` (`repo:tag`).
+    pub async fn tag(&self, image: &str, tag: &str) -> Result<()> {
+        let (repo, t) = split_ref(tag);
+        let opts = bollard::query_parameters::TagImageOptions {
+            repo: Some(repo.to_owned()),
+            tag: Some(t.to_owned()),
+        };
+        self.docker.tag_image(image, Some(opts)).await.map_err(docker_err)
+    }
+
+    /// Saves a container's filesystem as the image `tag`, keeping the command and entrypoint of
+    /// the image it was started from (not the command it happens to run). Returns the image id.
+    pub async fn commit(&self, container: &str, tag: &str) -> Result<String> {
+        let c = self
+            .docker
+            .inspect_container(container, None::<bollard::query_parameters::InspectContainerOptions>)
+            .await
+            .map_err(docker_err)?;
+        let base = match c.image.as_deref() {
+            Some(image) => self.docker.inspect_image(image).await.ok().and_then(|i| i.config),
+            None => None,
+        };
+        let (repo, t) = split_ref(tag);
+        let opts = bollard::query_parameters::CommitContainerOptions {
+            container: Some(container.to_owned()),
+            repo: Some(repo.to_owned()),
+            tag: Some(t.to_owned()),
+            pause: true,
+            ..Default::default()
+        };
+        let config = bollard::models::ContainerConfig {
+            cmd: base.as_ref().and_then(|b| b.cmd.clone()),
+            entrypoint: base.as_ref().and_then(|b| b.entrypoint.clone()),
+            // The task's own variables (RIVER_TASK_ID, …) must not become the image's.
+            env: base.as_ref().and_then(|b| b.env.clone()),
+            ..Default::default()
+        };
+        let id = self.docker.commit_container(opts, config).await.map_err(docker_err)?.id;
+        Ok(id)
+    }
+
+    /// The `docker save` archive of one image, as it is produced.
+    pub fn save(&self, image: &str) -> impl Stream<Item = Result<bytes::Bytes>> + Send + use<> {
+        self.docker.export_image(image).map(|r| r.map_err(docker_err))
+    }
+
+    /// Loads a `docker save` archive from a file (`docker load`).
+    pub async fn load(&self, archive: &Path) -> Result<()> {
+        use tokio::io::AsyncReadExt;
+        let file = tokio::fs::File::open(archive)
+            .await
+            .map_err(|e| RuntimeError::Docker(format!("opening {}: {e}", archive.display())))?;
+        let body = futures_util::stream::unfold(file, |mut f| async move {
+            let mut buf = vec![0u8; 256 * 1024];
+            match f.read(&mut buf).await {
+                Ok(0) => None,
+                Ok(n) => {
+                    buf.truncate(n);
+                    Some((Ok::<_, std::io::Error>(bytes::Bytes::from(buf)), f))
+                }
+                Err(e) => Some((Err(e), f)),
+            }
+        });
+        let opts = bollard::query_parameters::ImportImageOptions {
+            quiet: true,
+            ..Default::default()
+        };
+        let mut progress = std::pin::pin!(self.docker.import_image_stream(opts, body, None));
+        while let Some(step) = progress.next().await {
+            let info = step.map_err(docker_err)?;
+            if let Some(e) = info.error_detail.and_then(|d| d.message) {
+                return Err(RuntimeError::Docker(format!("loading {}: {e}", archive.display())));
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes an image (by id or name), untagging it everywhere.
+    pub async fn remove_image(&self, image: &str) -> Result<()> {
+        let opts = bollard::query_parameters::RemoveImageOptions {
+            force: true,
+            ..Default::default()
+        };
+        match self.docker.remove_image(image, Some(opts), None).await {
+            Ok(_) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+            Err(e) => Err(docker_err(e)),
+        }
+    }
+
+    /// Starts `cmd` in a running container, attached: its input and output are returned.
+    pub async fn exec(&self, container: &str, cmd: Vec<String>, tty: bool) -> Result<Exec> {
+        let opts = bollard::exec::CreateExecOptions {
+            attach_stdin: Some(true),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            tty: Some(tty),
+            cmd: Some(cmd),
+            env: tty.then(|| vec!["TERM=xterm-256color".to_owned()]),
+            ..Default::default()
+        };
+        let id = self.docker.create_exec(container, opts).await.map_err(docker_err)?.id;
+        let started = self
+            .docker
+            .start_exec(
+                &id,
+                Some(bollard::exec::StartExecOptions {
+                    detach: false,
+                    tty,
+                    output_capacity: None,
+                }),
+            )
+            .await
+            .map_err(docker_err)?;
+        match started {
+            bollard::exec::StartExecResults::Attached { output, input } => Ok(Exec {
+                id,
+                output: Box::pin(output.filter_map(|item| async move { log_item(item) })),
+                input,
+            }),
+            bollard::exec::StartExecResults::Detached => Err(RuntimeError::Docker("exec started detached".into())),
+        }
+    }
+
+    pub async fn resize_exec(&self, id: &str, rows: u16, cols: u16) -> Result<()> {
+        let opts = bollard::query_parameters::ResizeExecOptions {
+            h: i32::from(rows),
+            w: i32::from(cols),
+        };
+        self.docker.resize_exec(id, opts).await.map_err(docker_err)
+    }
+
+    /// The exit code of a finished exec.
+    pub async fn exec_exit(&self, id: &str) -> Result<Option<i64>> {
+        Ok(self.docker.inspect_exec(id).await.map_err(docker_err)?.exit_code)
+    }
+
     /// The container's output from the start, as it comes; with `follow`, until it stops.
     pub fn output(&self, id: &str, follow: bool) -> impl Stream<Item = Result<Output>> + Send + use<> {
         let opts = LogsOptions {
@@ -330,16 +479,29 @@ impl Runtime {
             stderr: true,
             ..Default::default()
         };
-        self.docker.logs(id, Some(opts)).filter_map(|item| async move {
-            match item {
-                Ok(
-                    bollard::container::LogOutput::StdOut { message }
-                    | bollard::container::LogOutput::Console { message },
-                ) => Some(Ok(Output::Stdout(message.to_vec()))),
-                Ok(bollard::container::LogOutput::StdErr { message }) => Some(Ok(Output::Stderr(message.to_vec()))),
-                Ok(bollard::container::LogOutput::StdIn { .. }) => None,
-                Err(e) => Some(Err(docker_err(e))),
-            }
-        })
+        self.docker
+            .logs(id, Some(opts))
+            .filter_map(|item| async move { log_item(item) })
     }
+}
+
+fn log_item(
+    item: std::result::Result<bollard::container::LogOutput, bollard::errors::Error>,
+) -> Option<Result<Output>> {
+    match item {
+        Ok(bollard::container::LogOutput::StdOut { message } | bollard::container::LogOutput::Console { message }) => {
+            Some(Ok(Output::Stdout(message.to_vec())))
+        }
+        Ok(bollard::container::LogOutput::StdErr { message }) => Some(Ok(Output::Stderr(message.to_vec()))),
+        Ok(bollard::container::LogOutput::StdIn { .. }) => None,
+        Err(e) => Some(Err(docker_err(e))),
+    }
+}
+
+/// A command started in a container: its id (to resize and to read its exit code), output and
+/// input.
+pub struct Exec {
+    pub id: String,
+    pub output: std::pin::Pin<Box<dyn Stream<Item = Result<Output>> + Send>>,
+    pub input: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
 }
