@@ -71,3 +71,27 @@ pub async fn recv_msg<T: DeserializeOwned>(recv: &mut RecvStream) -> Result<Opti
     recv.read_exact(&mut body).await?;
     Ok(Some(frame::decode(&body)?))
 }
+
+/// Copies `from` into `to` chunk by chunk until `from` finishes, then finishes `to`. QUIC flow
+/// control carries backpressure through: `to` filling up stops reads from `from`. Returns the
+/// bytes copied.
+pub async fn pipe(from: &mut RecvStream, to: &mut SendStream) -> Result<u64, FramedError> {
+    let mut n = 0u64;
+    loop {
+        match from.read_chunk(256 * 1024, true).await {
+            Ok(Some(chunk)) => {
+                n += chunk.bytes.len() as u64;
+                to.write_chunk(chunk.bytes).await?;
+            }
+            Ok(None) => break,
+            Err(quinn::ReadError::ConnectionLost(c)) => return Err(FramedError::Connection(c)),
+            Err(_) => {
+                // The sender reset its stream: pass the reset on rather than a clean end.
+                let _ = to.reset(0u32.into());
+                return Err(FramedError::Ended);
+            }
+        }
+    }
+    let _ = to.finish();
+    Ok(n)
+}

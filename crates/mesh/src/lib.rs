@@ -7,7 +7,7 @@ pub mod client;
 mod framed;
 mod tls;
 
-pub use framed::{open, read_header, recv_msg, send_msg, FramedError};
+pub use framed::{open, pipe, read_header, recv_msg, send_msg, FramedError};
 pub use quinn::ReadError;
 pub use quinn::{ClientConfig, Connection, ConnectionError, Endpoint, RecvStream, SendStream, ServerConfig, VarInt};
 pub use tls::{
