@@ -78,6 +78,7 @@ fn router(ctx: Arc<Ctx>) -> Router {
         .route("/api/status", get(|s, c| call(s, c, Request::Status)))
         .route("/api/nodes", get(|s, c| call(s, c, Request::NodeList)))
         .route("/api/nodes/{name}", get(node))
+        .route("/api/envs", get(|s, c| call(s, c, Request::EnvList)))
         .route("/api/tasks", get(tasks).post(submit))
         .route("/api/tasks/{id}", get(task))
         .route("/api/tasks/{id}/logs", get(task_logs))
@@ -189,6 +190,9 @@ async fn call(
         Response::Tasks(t) => serde_json::json!(t),
         Response::Task(t) => serde_json::json!(t),
         Response::Logs(bytes) => serde_json::json!({ "logs": String::from_utf8_lossy(&bytes) }),
+        Response::Env(e) => serde_json::json!(e),
+        Response::Envs(e) => serde_json::json!(e),
+        Response::EnvSession { task, started } => serde_json::json!({ "task": task, "started": started }),
     };
     Json(body).into_response()
 }

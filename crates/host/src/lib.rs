@@ -9,12 +9,14 @@ pub mod config;
 
 mod api;
 mod clock;
+mod envs;
 mod init;
 mod join;
 mod mesh;
 mod registry;
 mod rpc;
 mod tasks;
+mod terminal;
 
 use anyhow::Context as _;
 use river_mesh::Endpoint;
@@ -38,9 +40,25 @@ pub(crate) struct Ctx {
     policy: LivenessPolicy,
     /// Wakes the scheduler.
     kick: tokio::sync::Notify,
+    /// Tasks whose node is fetching their environment: bytes so far and total.
+    fetches: std::sync::Mutex<std::collections::HashMap<u64, (u64, u64)>>,
 }
 
 impl Ctx {
+    pub(crate) fn fetch_progress(&self, id: u64, done: u64, total: u64) {
+        if let Ok(mut f) = self.fetches.lock() {
+            if done >= total {
+                f.remove(&id);
+            } else {
+                f.insert(id, (done, total));
+            }
+        }
+    }
+
+    pub(crate) fn fetching(&self, id: u64) -> Option<(u64, u64)> {
+        self.fetches.lock().ok()?.get(&id).copied()
+    }
+
     /// Signs a certificate for `subject` from a CSR and reads back what it says (its serial and
     /// expiry go into the database). The error is a sentence for the requester.
     pub(crate) fn issue(
@@ -126,7 +144,9 @@ pub async fn start(cfg: HostConfig) -> anyhow::Result<RunningHost> {
         policy,
         cfg,
         kick: tokio::sync::Notify::new(),
+        fetches: Default::default(),
     });
+    envs::ensure_default(&ctx).await?;
     let mut serving = JoinSet::new();
     serving.spawn(mesh::serve(ctx.clone(), endpoint.clone()));
     serving.spawn(api::serve(ctx.clone(), listener, state.https_tls));

@@ -120,6 +120,8 @@ async fn stream(
         (StreamKind::Heartbeat, Caller::Node(name)) => heartbeats(ctx, name, &mut send, &mut recv).await,
         (StreamKind::Rpc, _) => request(ctx, caller, &mut send, &mut recv).await,
         (StreamKind::Logs, Caller::User { .. }) => crate::tasks::stream_logs(ctx, caller, &mut send, &mut recv).await,
+        (StreamKind::Blob, Caller::Node(_)) => crate::envs::serve_blob(ctx, &mut send, &mut recv).await,
+        (StreamKind::Terminal, Caller::User { .. }) => crate::terminal::relay(ctx, caller, &mut send, &mut recv).await,
         (kind, _) => {
             tracing::warn!(who = %caller.actor(), ?kind, "refused a stream kind this identity may not open");
             refuse(&mut send, &mut recv, STREAM_REFUSED);
@@ -199,6 +201,7 @@ async fn control(
                         crate::tasks::on_report(ctx, name, id, &state, exit_code, message).await;
                     }
                     Some(RunnerMsg::Snapshot { tasks }) => crate::tasks::reconcile(ctx, name, tasks).await,
+                    Some(RunnerMsg::Fetch { id, done, total }) => ctx.fetch_progress(id, done, total),
                     None => return Ok(()),
                 },
             }

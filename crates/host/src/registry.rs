@@ -69,6 +69,18 @@ impl Registry {
         self.lock().sessions.get(name).is_some_and(|s| s.tx.send(msg).is_ok())
     }
 
+    /// Nodes with a session, by name.
+    pub fn connected_nodes(&self) -> Vec<(String, Connection)> {
+        let mut out: Vec<_> = self
+            .lock()
+            .sessions
+            .iter()
+            .map(|(n, s)| (n.clone(), s.conn.clone()))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
     /// The connection of a runner's session, to open streams toward it.
     pub fn connection(&self, name: &str) -> Option<Connection> {
         self.lock().sessions.get(name).map(|s| s.conn.clone())

@@ -49,6 +49,11 @@ pub(crate) fn authorize(caller: &Caller, req: &Request) -> Result<(), String> {
         Request::TaskList { .. } | Request::TaskShow { .. } => Role::Viewer,
         // Whose task it is is checked with the task in hand.
         Request::TaskSubmit(_) | Request::TaskSignal { .. } | Request::TaskLogs { .. } => Role::User,
+        Request::EnvList => Role::Viewer,
+        // Whose environment it is is checked with it in hand.
+        Request::EnvCreate { .. } | Request::EnvRm { .. } | Request::EnvShell { .. } | Request::EnvCommit { .. } => {
+            Role::User
+        }
     };
     if role >= needed {
         Ok(())
@@ -191,12 +196,12 @@ async fn act(ctx: &Ctx, caller: &Caller, req: Request) -> anyhow::Result<Respons
                     node.as_ref()
                         .is_none_or(|n| t.placement.as_ref().is_some_and(|p| &p.node == n))
                 })
-                .map(crate::tasks::view)
+                .map(|t| crate::tasks::view(ctx, t))
                 .collect();
             Response::Tasks(tasks)
         }
         Request::TaskShow { id } => match ctx.store.task(id).await? {
-            Some(t) => Response::Task(Box::new(crate::tasks::view(t))),
+            Some(t) => Response::Task(Box::new(crate::tasks::view(ctx, t))),
             None => err(
                 ErrorKind::NotFound,
                 format!("no task {id}; `river task list` shows the tasks"),
@@ -204,6 +209,13 @@ async fn act(ctx: &Ctx, caller: &Caller, req: Request) -> anyhow::Result<Respons
         },
         Request::TaskSignal { id, signal } => crate::tasks::signal(ctx, caller, id, signal).await?,
         Request::TaskLogs { id, stderr } => crate::tasks::logs(ctx, caller, id, stderr).await?,
+        Request::EnvCreate { name, from, node } => {
+            crate::envs::create(ctx, caller, &name, &from, node.as_deref()).await?
+        }
+        Request::EnvList => crate::envs::list(ctx).await?,
+        Request::EnvRm { name } => crate::envs::remove(ctx, caller, &name).await?,
+        Request::EnvShell { name } => crate::envs::shell(ctx, caller, &name).await?,
+        Request::EnvCommit { name, message } => crate::envs::commit(ctx, caller, &name, message).await?,
     })
 }
 

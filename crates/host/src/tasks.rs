@@ -75,8 +75,12 @@ fn ask(spec: &TaskSpec, target: Option<&str>) -> Result<Ask, String> {
     })
 }
 
-pub(crate) fn view(t: TaskRecord) -> TaskView {
+pub(crate) fn view(ctx: &Ctx, t: TaskRecord) -> TaskView {
+    let fetch = (state_of(&t) == TaskState::Assigned)
+        .then(|| ctx.fetching(t.id))
+        .flatten();
     TaskView {
+        fetch,
         id: t.id,
         batch: t.batch,
         name: t.name,
@@ -110,8 +114,9 @@ pub(crate) async fn submit(ctx: &Ctx, caller: &Caller, spec: TaskSpec) -> anyhow
             return Ok(err(ErrorKind::Forbidden, "privileged tasks need the operator role"));
         }
     }
-    if spec.image.trim().is_empty() {
-        return Ok(err(ErrorKind::Invalid, "no image given; choose one with --image"));
+    let mut spec = spec;
+    if let Err(refusal) = crate::envs::resolve(ctx, &mut spec).await? {
+        return Ok(refusal);
     }
     // Impossible requests are refused now, with the reason; possible ones wait their turn. A
     // node that joined but has not reported its machine yet cannot judge: its tasks just wait.
@@ -270,7 +275,7 @@ pub(crate) async fn on_report(
     }
 }
 
-fn may_touch(caller: &Caller, t: &TaskRecord) -> bool {
+pub(crate) fn may_touch(caller: &Caller, t: &TaskRecord) -> bool {
     match caller {
         Caller::User { role, .. } => *role >= Role::Operator || caller.actor() == t.owner,
         Caller::Node(_) => false,

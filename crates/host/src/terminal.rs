@@ -1,0 +1,66 @@
+//! `river connect`: the host checks that the user may reach the task, then relays the `Terminal`
+//! stream to the task's runner and back, byte for byte. It never looks inside the session.
+
+use crate::mesh::Caller;
+use crate::Ctx;
+use river_mesh::{open, pipe, recv_msg, send_msg, FramedError, RecvStream, SendStream};
+use river_proto::msg::{TermOut, TerminalOpen};
+use river_proto::StreamKind;
+use river_task::state::TaskState;
+
+/// Which runner to relay to, or why not.
+async fn route(ctx: &Ctx, caller: &Caller, task: u64) -> Result<river_mesh::Connection, String> {
+    let t = match ctx.store.task(task).await {
+        Ok(Some(t)) => t,
+        Ok(None) => return Err(format!("no task {task}; `river task list` shows the tasks")),
+        Err(e) => return Err(format!("host error: {e}")),
+    };
+    if !crate::tasks::may_touch(caller, &t) {
+        return Err(format!("task {task} belongs to {}; you may not reach it", t.owner));
+    }
+    let state: TaskState = t.state.parse().unwrap_or(TaskState::Failed);
+    if state != TaskState::Running {
+        return Err(format!(
+            "task {task} is {}; only a running task can be reached",
+            t.state
+        ));
+    }
+    let node = t.placement.map(|p| p.node).unwrap_or_default();
+    ctx.registry
+        .connection(&node)
+        .ok_or_else(|| format!("node {node}, where task {task} runs, is offline"))
+}
+
+pub(crate) async fn relay(
+    ctx: &Ctx,
+    caller: &Caller,
+    send: &mut SendStream,
+    recv: &mut RecvStream,
+) -> Result<(), FramedError> {
+    let Some(req) = recv_msg::<TerminalOpen>(recv).await? else {
+        return Ok(());
+    };
+    let conn = match route(ctx, caller, req.task).await {
+        Ok(c) => c,
+        Err(why) => {
+            send_msg(send, &TermOut::Error(why)).await?;
+            let _ = send.finish();
+            return Ok(());
+        }
+    };
+    tracing::info!(who = %caller.actor(), task = req.task, tty = req.tty, "terminal opened");
+    let (mut to_runner, mut from_runner) = open(&conn, StreamKind::Terminal).await?;
+    send_msg(&mut to_runner, &req).await?;
+    // Whichever way ends first, the other is finished with it; the runner ends the session.
+    let up = pipe(recv, &mut to_runner);
+    let down = pipe(&mut from_runner, send);
+    tokio::pin!(up, down);
+    tokio::select! {
+        r = &mut down => { r?; }
+        r = &mut up => {
+            r?;
+            down.await?;
+        }
+    }
+    Ok(())
+}
