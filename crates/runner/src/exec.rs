@@ -29,6 +29,8 @@ pub(crate) struct Settings {
     pub scratch: PathBuf,
     /// Where else `--mount` sources may come from.
     pub allowed_mounts: Vec<PathBuf>,
+    /// Where environment archives are kept while they arrive.
+    pub blobs: PathBuf,
 }
 
 pub(crate) struct Executor {
@@ -48,6 +50,9 @@ pub(crate) struct Executor {
     kills: Mutex<HashSet<u64>>,
     /// Closed when the runner stops: work spawned here stops with it, as in a process exit.
     stop: tokio::sync::watch::Receiver<()>,
+    /// The current session's connection, for fetching environments.
+    host: tokio::sync::watch::Sender<Option<river_mesh::Connection>>,
+    images: crate::images::Images,
 }
 
 impl Executor {
@@ -64,7 +69,10 @@ fn cpuset(ids: &[u32]) -> String {
 
 impl Executor {
     pub fn new(s: Settings, reports: mpsc::UnboundedSender<RunnerMsg>, stop: tokio::sync::watch::Receiver<()>) -> Self {
+        let (host, host_rx) = tokio::sync::watch::channel(None);
         Self {
+            host,
+            images: crate::images::Images::new(s.blobs, host_rx),
             node: s.node,
             cluster: s.cluster,
             dir: s.dir,
@@ -78,6 +86,49 @@ impl Executor {
             kills: Mutex::new(HashSet::new()),
             stop,
         }
+    }
+
+    /// The session's connection to the host, or `None` between sessions.
+    pub fn set_host(&self, conn: Option<river_mesh::Connection>) {
+        self.host.send_replace(conn);
+    }
+
+    /// Serves an `Export` stream from the host.
+    pub async fn export(&self, req: river_proto::msg::ExportRequest, send: &mut river_mesh::SendStream) {
+        let rt = match self.runtime().await {
+            Ok(rt) => rt,
+            Err(message) => {
+                let _ = river_mesh::send_msg(send, &river_proto::msg::ExportReply::Failed { message }).await;
+                let _ = send.finish();
+                return;
+            }
+        };
+        let container = match &req.source {
+            river_proto::msg::ExportSource::Task(id) => {
+                let name = self.container_name(*id);
+                rt.status(&name).await.ok().map(|_| name)
+            }
+            river_proto::msg::ExportSource::Image(_) => None,
+        };
+        crate::images::export(rt, container, req, send).await;
+    }
+
+    /// Serves a `Terminal` stream from the host.
+    pub async fn terminal(
+        &self,
+        req: river_proto::msg::TerminalOpen,
+        send: &mut river_mesh::SendStream,
+        recv: &mut river_mesh::RecvStream,
+    ) -> Result<(), river_mesh::FramedError> {
+        let rt = match self.runtime().await {
+            Ok(rt) => rt,
+            Err(e) => {
+                river_mesh::send_msg(send, &river_proto::msg::TermOut::Error(e)).await?;
+                let _ = send.finish();
+                return Ok(());
+            }
+        };
+        crate::terminal::serve(rt, &self.container_name(req.task), req, send, recv).await
     }
 
     fn spawn(&self, work: impl std::future::Future<Output = ()> + Send + 'static) {
@@ -334,10 +385,26 @@ impl Executor {
             Ok(rt) => rt,
             Err(e) => return self.report(id, TaskState::Failed, None, Some(format!("node {}: {e}", self.node))),
         };
-        let cspec = match self.container(id, &spec, &placement) {
+        let mut cspec = match self.container(id, &spec, &placement) {
             Ok(c) => c,
             Err(why) => return self.report(id, TaskState::Failed, None, Some(why)),
         };
+        if let Some(a) = &spec.archive {
+            let progress = |task: u64, done: u64, total: u64| {
+                let _ = self.reports.send(RunnerMsg::Fetch { id: task, done, total });
+            };
+            if let Err(why) = self.images.ensure(rt, id, a, &progress).await {
+                let env = spec.environment.as_deref().unwrap_or(&spec.image);
+                return self.report(
+                    id,
+                    TaskState::Failed,
+                    None,
+                    Some(format!("node {} could not get environment {env}: {why}", self.node)),
+                );
+            }
+            // By id: a tag of the same name on a shared engine can never stand in for it.
+            cspec.image = a.image_id.clone();
+        }
         let _ = rt.remove(&cspec.name).await;
         let started = async {
             let cid = rt.create(&cspec).await?;

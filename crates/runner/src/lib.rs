@@ -8,8 +8,10 @@
 
 pub mod config;
 mod exec;
+mod images;
 mod renew;
 mod session;
+mod terminal;
 
 use anyhow::{bail, Context as _};
 use river_creds::Bundle;
@@ -123,6 +125,7 @@ async fn run(cfg: RunnerConfig, mut inventory: Inventory, status: watch::Sender<
         shared: cfg.shared_dir.clone(),
         scratch: cfg.scratch_dir.clone().unwrap_or_else(|| cfg.state_dir.join("scratch")),
         allowed_mounts: cfg.allowed_mounts.clone(),
+        blobs: cfg.state_dir.join("blobs"),
     };
     let exec = std::sync::Arc::new(exec::Executor::new(settings, reports_tx, stop));
     exec.adopt().await;

@@ -49,6 +49,7 @@ pub(crate) async fn run(
 ) -> Result<(), SessionError> {
     let (endpoint, conn) = connect_bundle(bundle).await.map_err(classify)?;
     let result = session(&conn, inventory, status, backoff, exec, reports).await;
+    exec.set_host(None);
     // Prefer the host's own reason for ending the connection over a stream error it caused.
     let result = match (result, conn.close_reason()) {
         (Err(_), Some(reason)) => Err(classify_conn(&reason)),
@@ -98,6 +99,7 @@ async fn session(
     .await
     .map_err(retry)?;
     backoff.reset();
+    exec.set_host(Some(conn.clone()));
     status.send_modify(|s| {
         s.connected = true;
         s.sessions += 1;
@@ -156,13 +158,28 @@ async fn session(
     }
 }
 
-/// A stream the host opened: only `Logs` so far.
+/// A stream the host opened: `Logs` or `Export`.
 async fn host_stream(exec: Arc<Executor>, mut send: river_mesh::SendStream, mut recv: river_mesh::RecvStream) {
     let served = async {
         let header = river_mesh::read_header(&mut recv).await?;
-        if header.kind != StreamKind::Logs {
-            let _ = send.reset(1u32.into());
-            return Ok(());
+        match header.kind {
+            StreamKind::Logs => {}
+            StreamKind::Export => {
+                if let Some(req) = recv_msg::<river_proto::msg::ExportRequest>(&mut recv).await? {
+                    exec.export(req, &mut send).await;
+                }
+                return Ok(());
+            }
+            StreamKind::Terminal => {
+                if let Some(req) = recv_msg::<river_proto::msg::TerminalOpen>(&mut recv).await? {
+                    exec.terminal(req, &mut send, &mut recv).await?;
+                }
+                return Ok(());
+            }
+            _ => {
+                let _ = send.reset(1u32.into());
+                return Ok(());
+            }
         }
         let Some(req) = recv_msg::<LogsRequest>(&mut recv).await? else {
             return Ok(());

@@ -1,0 +1,113 @@
+//! A `Terminal` stream from the host: a command (by default a shell) run in a task's container
+//! through the engine's exec API, with its input, output, window size and exit code carried as
+//! frames.
+
+use futures_util::StreamExt as _;
+use river_docker::{Output, Runtime};
+use river_mesh::{recv_msg, send_msg, FramedError, RecvStream, SendStream};
+use river_proto::msg::{TermIn, TermOut, TerminalOpen};
+use tokio::io::AsyncWriteExt as _;
+
+/// bash when the image has it, else sh.
+fn shell() -> Vec<String> {
+    [
+        "/bin/sh",
+        "-c",
+        "if command -v bash >/dev/null 2>&1; then exec bash; else exec sh; fi",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+pub(crate) async fn serve(
+    rt: &Runtime,
+    container: &str,
+    req: TerminalOpen,
+    send: &mut SendStream,
+    recv: &mut RecvStream,
+) -> Result<(), FramedError> {
+    let running = rt.status(container).await.is_ok_and(|s| s.running && !s.paused);
+    if !running {
+        send_msg(send, &TermOut::Error(format!("task {} is not running here", req.task))).await?;
+        let _ = send.finish();
+        return Ok(());
+    }
+    let cmd = if req.command.is_empty() {
+        shell()
+    } else {
+        req.command.clone()
+    };
+    let mut exec = match rt.exec(container, cmd, req.tty).await {
+        Ok(e) => e,
+        Err(e) => {
+            send_msg(send, &TermOut::Error(format!("could not start the command: {e}"))).await?;
+            let _ = send.finish();
+            return Ok(());
+        }
+    };
+    if req.tty && req.rows > 0 && req.cols > 0 {
+        let _ = rt.resize_exec(&exec.id, req.rows, req.cols).await;
+    }
+    send_msg(send, &TermOut::Started).await?;
+    let mut input_open = true;
+    loop {
+        tokio::select! {
+            out = exec.output.next() => match out {
+                Some(Ok(Output::Stdout(b))) => send_msg(send, &TermOut::Stdout(b)).await?,
+                Some(Ok(Output::Stderr(b))) => send_msg(send, &TermOut::Stderr(b)).await?,
+                Some(Err(e)) => {
+                    tracing::debug!(task = req.task, "terminal output: {e}");
+                    break;
+                }
+                None => break,
+            },
+            msg = recv_msg::<TermIn>(recv), if input_open => match msg {
+                Ok(Some(TermIn::Input(b))) => {
+                    if exec.input.write_all(&b).await.is_err() {
+                        input_open = false;
+                    }
+                    let _ = exec.input.flush().await;
+                }
+                Ok(Some(TermIn::Resize { rows, cols })) => {
+                    let _ = rt.resize_exec(&exec.id, rows, cols).await;
+                }
+                // A terminal has no end of input (Ctrl-D is a byte like any other), and closing
+                // a pseudo-terminal's input hangs up the program: only a pipe gets an EOF.
+                Ok(Some(TermIn::Eof)) if req.tty => {}
+                Ok(Some(TermIn::Eof) | None) => {
+                    let _ = exec.input.shutdown().await;
+                    input_open = false;
+                }
+                // A malformed frame or a dropped user: stop feeding input, let the command end
+                // on its own (its output has nowhere to go, so it is stopped below).
+                Err(e) => {
+                    tracing::debug!(task = req.task, "terminal input: {e}");
+                    let _ = exec.input.shutdown().await;
+                    input_open = false;
+                    if !matches!(e, FramedError::Ended) {
+                        break;
+                    }
+                }
+            },
+        }
+    }
+    // The exec's output ends when the command exits; its code may take a moment to be recorded.
+    let mut code = None;
+    for _ in 0..50 {
+        match rt.exec_exit(&exec.id).await {
+            Ok(Some(c)) => {
+                code = Some(c);
+                break;
+            }
+            Ok(None) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+            Err(_) => break,
+        }
+    }
+    let last = match code {
+        Some(code) => TermOut::Exit { code },
+        None => TermOut::Error("the command's exit code is unknown".into()),
+    };
+    send_msg(send, &last).await?;
+    let _ = send.finish();
+    Ok(())
+}
