@@ -53,6 +53,19 @@ pub enum Command {
     /// Command tasks: submit, watch, control.
     #[command(subcommand)]
     Task(TaskCmd),
+    /// A terminal, or one command, in a running task's container.
+    #[command(
+        after_help = "Examples:\n  river connect 42                 # interactive shell\n  river connect 42 -- nvidia-smi   # one command; exits with its code\n  river connect 42 -- ls / | wc -l"
+    )]
+    Connect {
+        id: u64,
+        /// The command (default: bash if the image has it, else sh).
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+    /// Container environments: named, versioned images that nodes fetch over the mesh.
+    #[command(subcommand)]
+    Env(EnvCmd),
     /// Users and invitations.
     #[command(subcommand)]
     User(UserCmd),
@@ -231,6 +244,9 @@ pub enum TaskCmd {
     /// Kill a task (cancels it if it is still queued).
     #[command(after_help = "Example:\n  river task kill 42")]
     Kill { id: u64 },
+    /// Cancel a queued task (or kill it if it has started).
+    #[command(after_help = "Example:\n  river task cancel 42")]
+    Cancel { id: u64 },
     /// Pause a running task (its processes are frozen).
     Pause { id: u64 },
     /// Resume a paused task.
@@ -248,6 +264,46 @@ pub enum TaskCmd {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum EnvCmd {
+    /// Make an environment from an image that a node has or can pull.
+    #[command(
+        after_help = "Examples:\n  river env create torch --from pytorch/pytorch:2.3.0-cuda12.1-cudnn8-runtime\n  river env create base --from debian:bookworm --node gpu-01"
+    )]
+    Create {
+        name: String,
+        /// The image to start from.
+        #[arg(long)]
+        from: String,
+        /// The node that saves the image (default: any connected node).
+        #[arg(long)]
+        node: Option<String>,
+    },
+    /// Environments and their versions.
+    List,
+    /// Open a shell in an editing container of the environment (started if needed); changes
+    /// are kept by `river env commit`.
+    #[command(
+        after_help = "Example:\n  river env shell torch      # pip install …, then exit\n  river env commit torch -m 'add transformers'"
+    )]
+    Shell {
+        name: String,
+        /// Print the editing container's task id instead of opening a shell.
+        #[arg(long)]
+        detach: bool,
+    },
+    /// Save the editing container as the environment's next version, and stop it.
+    #[command(after_help = "Example:\n  river env commit torch -m 'add transformers'")]
+    Commit {
+        name: String,
+        /// What changed.
+        #[arg(short, long)]
+        message: Option<String>,
+    },
+    /// Remove an environment and its versions.
+    Rm { name: String },
+}
+
 #[derive(Debug, Args)]
 pub struct SubmitArgs {
     /// Where to run: HOST, HOST:NUMA, HOST::GPU,GPU or HOST:NUMA::GPU,GPU. Repeat for one task per target.
@@ -262,9 +318,12 @@ pub struct SubmitArgs {
     /// Number of GPUs (or name them in the target).
     #[arg(long, default_value_t = 0)]
     pub gpus: u32,
-    /// Container image present on the nodes.
+    /// Environment to run in, NAME or NAME:vN (`river env list`); default: the `default` environment.
+    #[arg(long = "env", value_name = "NAME", conflicts_with = "image")]
+    pub environment: Option<String>,
+    /// A Docker image instead of an environment: one the nodes have, or can pull.
     #[arg(long)]
-    pub image: String,
+    pub image: Option<String>,
     /// Environment variable for the task, K=V (repeatable).
     #[arg(short = 'e', long = "env-var", value_name = "K=V")]
     pub env: Vec<String>,

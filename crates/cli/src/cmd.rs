@@ -1,5 +1,7 @@
 //! One module per command group; [`run`] dispatches.
 
+pub mod connect;
+mod env;
 mod init;
 mod node;
 mod serve;
@@ -24,6 +26,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Token(c) => token::run(c, &dir, cli.output).await,
         Command::User(c) => user::run(c, &dir, cli.output).await,
         Command::Task(c) => return task::run(c, &dir, cli.output).await,
+        Command::Env(c) => env::run(c, &dir, cli.output).await,
+        Command::Connect { id, command } => {
+            let code = connect::terminal(&dir, id, command).await?;
+            return Ok(ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(1)));
+        }
         Command::Login(a) => user::login(a, &dir).await,
         Command::Init(c) => init::run(c),
     }?;

@@ -32,6 +32,46 @@ pub fn show<T: Serialize>(output: Output, v: &T, human: impl FnOnce(&T)) -> anyh
     }
 }
 
+/// A one-line progress bar on standard error, drawn only when it is a terminal.
+pub struct Progress {
+    what: &'static str,
+    tty: bool,
+    drawn: bool,
+}
+
+impl Progress {
+    pub fn new(what: &'static str) -> Self {
+        use std::io::IsTerminal as _;
+        Self {
+            what,
+            tty: std::io::stderr().is_terminal(),
+            drawn: false,
+        }
+    }
+
+    /// Draws `(done, total)`; `None` clears the line.
+    pub fn show(&mut self, at: Option<(u64, u64)>) {
+        let Some((done, total)) = at else {
+            return self.clear();
+        };
+        if !self.tty || total == 0 {
+            return;
+        }
+        let width = 30u64;
+        let filled = usize::try_from((done.min(total) * width) / total).unwrap_or(0);
+        let bar = format!("{}{}", "#".repeat(filled), "-".repeat(30 - filled.min(30)));
+        eprint!("\r{} [{bar}] {} / {}  ", self.what, bytes(done), bytes(total));
+        self.drawn = true;
+    }
+
+    pub fn clear(&mut self) {
+        if self.drawn {
+            eprint!("\r{}\r", " ".repeat(80));
+            self.drawn = false;
+        }
+    }
+}
+
 #[allow(clippy::cast_precision_loss)]
 pub fn bytes(n: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];

@@ -24,7 +24,7 @@ pub async fn run(cmd: TaskCmd, dir: &Path, output: Output) -> anyhow::Result<Exi
             };
             show(output, &t, |t| detail(t))?;
         }
-        TaskCmd::Kill { id } => signal(dir, id, Signal::Kill).await?,
+        TaskCmd::Kill { id } | TaskCmd::Cancel { id } => signal(dir, id, Signal::Kill).await?,
         TaskCmd::Pause { id } => signal(dir, id, Signal::Pause).await?,
         TaskCmd::Resume { id } => signal(dir, id, Signal::Resume).await?,
         TaskCmd::Logs {
@@ -101,7 +101,9 @@ fn parse_spec(a: SubmitArgs) -> anyhow::Result<TaskSpec> {
     }
     Ok(TaskSpec {
         command: a.command,
-        image: a.image,
+        image: a.image.unwrap_or_default(),
+        environment: a.environment,
+        archive: None,
         env,
         cores: a.cores,
         memory_bytes,
@@ -137,6 +139,7 @@ async fn submit(a: SubmitArgs, dir: &Path, output: Output) -> anyhow::Result<Exi
         return Ok(ExitCode::SUCCESS);
     }
     // --wait: until every task of the batch has ended; exit with the first failure's code.
+    let mut progress = crate::output::Progress::new("fetching the environment");
     let last = loop {
         let mut now = Vec::new();
         for id in &ids {
@@ -149,8 +152,10 @@ async fn submit(a: SubmitArgs, dir: &Path, output: Output) -> anyhow::Result<Exi
             .iter()
             .all(|t| ["completed", "failed", "killed", "oom"].contains(&t.state.as_str()))
         {
+            progress.clear();
             break now;
         }
+        progress.show(now.iter().find_map(|t| t.fetch));
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     client.close().await;
@@ -217,7 +222,17 @@ fn detail(t: &TaskView) {
     println!("state:     {}", t.state);
     println!("owner:     {}", t.owner);
     println!("command:   {}", t.spec.command.join(" "));
-    println!("image:     {}", t.spec.image);
+    match &t.spec.environment {
+        Some(env) => println!("env:       {env} ({})", t.spec.image),
+        None => println!("image:     {}", t.spec.image),
+    }
+    if let Some((done, total)) = t.fetch {
+        println!(
+            "fetching:  the environment, {} of {}",
+            crate::output::bytes(done),
+            crate::output::bytes(total)
+        );
+    }
     if let Some(p) = &t.placement {
         let numa = p.numa.map(|n| format!(", NUMA {n}")).unwrap_or_default();
         println!("node:      {} (cores {:?}{numa}, GPUs {:?})", p.node, p.cores, p.gpus);

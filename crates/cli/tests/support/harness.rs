@@ -18,6 +18,8 @@ pub fn host_cfg(dir: &Path) -> HostConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         heartbeat_interval: Duration::from_millis(200),
         offline_after: Duration::from_millis(1500),
+        // The image `scripts/docker-env.sh` builds: no registry is reachable in tests.
+        default_image: "river-test/busybox:1".into(),
         ..Default::default()
     }
 }

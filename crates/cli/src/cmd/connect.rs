@@ -1,0 +1,150 @@
+//! `river connect`: a terminal (or one command) in a running task's container, through the host.
+
+use crate::client::Client;
+use anyhow::{bail, Context as _};
+use river_mesh::{recv_msg, send_msg};
+use river_proto::msg::{TermIn, TermOut, TerminalOpen};
+use std::io::{IsTerminal as _, Read as _, Write as _};
+use std::path::Path;
+use tokio::sync::mpsc;
+
+/// Puts the terminal in raw mode (keys go to the remote program as typed, Ctrl-C included) and
+/// restores it when dropped, however the session ends.
+struct RawMode {
+    saved: libc::termios,
+}
+
+impl RawMode {
+    #[allow(unsafe_code)]
+    fn enter() -> std::io::Result<Self> {
+        // SAFETY: tcgetattr/tcsetattr on fd 0 with a termios we own; errors are checked.
+        unsafe {
+            let mut t: libc::termios = std::mem::zeroed();
+            if libc::tcgetattr(0, &mut t) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let saved = t;
+            libc::cfmakeraw(&mut t);
+            if libc::tcsetattr(0, libc::TCSANOW, &t) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(Self { saved })
+        }
+    }
+}
+
+impl Drop for RawMode {
+    #[allow(unsafe_code)]
+    fn drop(&mut self) {
+        // SAFETY: restores the settings read in `enter`.
+        unsafe {
+            libc::tcsetattr(0, libc::TCSANOW, &self.saved);
+        }
+    }
+}
+
+/// The terminal's (rows, cols), or (0, 0) when standard output is not one.
+#[allow(unsafe_code)]
+fn window_size() -> (u16, u16) {
+    // SAFETY: TIOCGWINSZ fills a winsize we own.
+    unsafe {
+        let mut ws: libc::winsize = std::mem::zeroed();
+        if libc::ioctl(1, libc::TIOCGWINSZ, &mut ws) == 0 {
+            (ws.ws_row, ws.ws_col)
+        } else {
+            (0, 0)
+        }
+    }
+}
+
+/// Standard input on a thread of its own (a blocked read must not keep the process alive at
+/// exit); `None` at its end.
+fn stdin_chunks() -> mpsc::Receiver<Option<Vec<u8>>> {
+    let (tx, rx) = mpsc::channel(16);
+    std::thread::spawn(move || {
+        let mut stdin = std::io::stdin().lock();
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            match stdin.read(&mut buf) {
+                Ok(0) | Err(_) => {
+                    let _ = tx.blocking_send(None);
+                    return;
+                }
+                Ok(n) => {
+                    if tx.blocking_send(Some(buf[..n].to_vec())).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    rx
+}
+
+/// Runs `command` (empty: a shell) in task `task` and returns its exit code. Interactive (a
+/// pseudo-terminal, raw mode, window size) when standard input and output are terminals.
+pub async fn terminal(dir: &Path, task: u64, command: Vec<String>) -> anyhow::Result<i64> {
+    let tty = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    let (rows, cols) = if tty { window_size() } else { (0, 0) };
+    let client = Client::connect(dir).await?;
+    let (mut send, mut recv) = client.open(river_proto::StreamKind::Terminal).await?;
+    send_msg(
+        &mut send,
+        &TerminalOpen {
+            task,
+            command,
+            tty,
+            rows,
+            cols,
+        },
+    )
+    .await?;
+    match recv_msg::<TermOut>(&mut recv).await? {
+        Some(TermOut::Started) => {}
+        Some(TermOut::Error(why)) => bail!("{why}"),
+        Some(other) => bail!("unexpected first frame {other:?}"),
+        None => bail!("the host closed the stream without answering"),
+    }
+    let _raw = if tty {
+        Some(RawMode::enter().context("putting the terminal in raw mode")?)
+    } else {
+        None
+    };
+    let mut input = stdin_chunks();
+    let mut input_open = true;
+    let mut winch = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change())?;
+    let code = loop {
+        tokio::select! {
+            chunk = input.recv(), if input_open => match chunk.flatten() {
+                Some(bytes) => send_msg(&mut send, &TermIn::Input(bytes)).await?,
+                None => {
+                    input_open = false;
+                    send_msg(&mut send, &TermIn::Eof).await?;
+                }
+            },
+            _ = winch.recv(), if tty => {
+                let (rows, cols) = window_size();
+                send_msg(&mut send, &TermIn::Resize { rows, cols }).await?;
+            }
+            out = recv_msg::<TermOut>(&mut recv) => match out? {
+                Some(TermOut::Stdout(b)) => {
+                    let mut o = std::io::stdout().lock();
+                    o.write_all(&b)?;
+                    o.flush()?;
+                }
+                Some(TermOut::Stderr(b)) => {
+                    let mut e = std::io::stderr().lock();
+                    e.write_all(&b)?;
+                    e.flush()?;
+                }
+                Some(TermOut::Exit { code }) => break code,
+                Some(TermOut::Error(why)) => bail!("{why}"),
+                Some(TermOut::Started) => {}
+                None => bail!("the connection to the task ended before the command did"),
+            },
+        }
+    };
+    let _ = send.finish();
+    client.close().await;
+    Ok(code)
+}
