@@ -129,6 +129,10 @@ pub struct UpArgs {
     /// Run in the background and return once the cluster is ready.
     #[arg(short, long)]
     pub detach: bool,
+    /// Image of the `default` environment, made at the first start (for offline machines: one the
+    /// local Docker engine already has).
+    #[arg(long, env = "RIVER_DEFAULT_IMAGE", value_name = "IMAGE")]
+    pub default_image: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -226,7 +230,7 @@ pub enum InitCmd {
 pub enum TaskCmd {
     /// Submit a command; it waits in the queue until its resources are free.
     #[command(
-        after_help = "Examples:\n  river task submit --image pytorch:24.01 -c 8 -m 32G --gpus 2 -- python train.py\n  river task submit -t gpu-01:0::0,1 --image IMG --wait -- nvidia-smi"
+        after_help = "Examples:\n  river task submit --env torch -c 8 -m 32G --gpus 2 -- python train.py\n  river task submit --image pytorch/pytorch:2.3.0-cuda12.1-cudnn8-runtime -- python -V\n  river task submit -t gpu-01:0::0,1 --image IMG --wait -- nvidia-smi"
     )]
     Submit(SubmitArgs),
     /// List tasks.

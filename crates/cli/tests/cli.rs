@@ -46,6 +46,12 @@ fn every_command_has_help_with_an_example() {
         vec!["user", "invite", "--help"],
         vec!["login", "--help"],
         vec!["init", "config", "--help"],
+        vec!["connect", "--help"],
+        vec!["env", "create", "--help"],
+        vec!["env", "shell", "--help"],
+        vec!["env", "commit", "--help"],
+        vec!["task", "submit", "--help"],
+        vec!["task", "cancel", "--help"],
     ] {
         let o = river(&cfg, &args);
         assert!(o.status.success(), "{args:?}");
@@ -242,4 +248,223 @@ impl Drop for Down {
         let o = river(&self.0, &["down", "--state-dir", self.1.to_str().unwrap()]);
         assert!(o.status.success() || std::thread::panicking(), "down: {:?}", text(&o));
     }
+}
+
+/// Whether the Docker test image is here; without it (and without RIVER_REQUIRE_DOCKER) the
+/// caller skips.
+fn docker_image_ready() -> bool {
+    let ok = Command::new("docker")
+        .args(["image", "inspect", "river-test/busybox:1"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            std::env::var_os("RIVER_REQUIRE_DOCKER").is_none(),
+            "Docker is required here"
+        );
+        eprintln!("skipped: no Docker test image");
+    }
+    ok
+}
+
+fn wait_running(cfg: &Path, id: &str) {
+    for _ in 0..300 {
+        let o = river(cfg, &["task", "status", id, "-o", "json"]);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+        if v["state"] == "running" {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("task {id} never ran");
+}
+
+/// A tmux server of the test's own, with one detached session running `command`.
+struct Tmux(String);
+
+impl Tmux {
+    fn start(command: &str, cols: u16, rows: u16) -> Self {
+        let t = Tmux(format!("river-test-{}", std::process::id()));
+        let ok = t
+            .cmd(&[
+                "new-session",
+                "-d",
+                "-s",
+                "t",
+                "-x",
+                &cols.to_string(),
+                "-y",
+                &rows.to_string(),
+                command,
+            ])
+            .status
+            .success();
+        assert!(ok, "tmux starts");
+        t
+    }
+
+    fn cmd(&self, args: &[&str]) -> Output {
+        Command::new("tmux")
+            .arg("-L")
+            .arg(&self.0)
+            .args(args)
+            .output()
+            .expect("tmux runs")
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "t"];
+        args.extend_from_slice(keys);
+        assert!(self.cmd(&args).status.success());
+    }
+
+    fn screen(&self) -> String {
+        String::from_utf8_lossy(&self.cmd(&["capture-pane", "-p", "-t", "t"]).stdout).into_owned()
+    }
+
+    /// Waits until the screen shows `text`.
+    fn expect(&self, text: &str) {
+        for _ in 0..200 {
+            if self.screen().contains(text) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("the terminal never showed {text:?}:\n{}", self.screen());
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.cmd(&["kill-server"]);
+    }
+}
+
+#[test]
+fn connect_and_environments_through_the_binary() {
+    if !docker_image_ready() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let cfg = d.path().join("cfg");
+    let state = d.path().join("state");
+    let s = state.to_str().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let o = river(
+        &cfg,
+        &[
+            "up",
+            "--detach",
+            "--state-dir",
+            s,
+            "--listen",
+            &listen,
+            "--default-image",
+            "river-test/busybox:1",
+        ],
+    );
+    assert!(o.status.success(), "up failed: {:?}", text(&o));
+    let _guard = Down(cfg.clone(), state.clone());
+
+    // An environment, listed with the default one.
+    let o = river(&cfg, &["env", "create", "tools", "--from", "river-test/busybox:1"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert!(text(&o).0.contains("river-env/tools:v1"), "{:?}", text(&o));
+    let (list, _) = text(&river(&cfg, &["env", "list"]));
+    assert!(list.contains("default") && list.contains("tools"), "{list}");
+
+    let o = river(&cfg, &["task", "submit", "--env", "tools", "--", "sleep", "600"]);
+    let (id, _) = text(&o);
+    let id = id.trim().to_owned();
+    wait_running(&cfg, &id);
+
+    // One command: its output, separate streams and exit code; piped input.
+    let o = river(
+        &cfg,
+        &["connect", &id, "--", "sh", "-c", "echo out; echo err >&2; exit 5"],
+    );
+    assert_eq!(o.status.code(), Some(5), "{:?}", text(&o));
+    assert_eq!(text(&o).0, "out\n");
+    assert!(text(&o).1.contains("err"), "{:?}", text(&o));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_river"))
+        .args(["connect", &id, "--", "tr", "a-z", "A-Z"])
+        .env("RIVER_CONFIG_DIR", &cfg)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"piped through\n").unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "PIPED THROUGH\n");
+
+    // Interactive, in a real terminal: typed input, window size and resize, Ctrl-C reaching the
+    // program inside (not river), and the exit code at the end.
+    let exe = env!("CARGO_BIN_EXE_river");
+    let tmux = Tmux::start(
+        &format!(
+            "RIVER_CONFIG_DIR={} {exe} connect {id}; echo EXIT=$?; sleep 60",
+            cfg.display()
+        ),
+        100,
+        30,
+    );
+    tmux.expect("#");
+    tmux.keys(&["echo typed-$((6*7))", "Enter"]);
+    tmux.expect("typed-42");
+    tmux.keys(&["stty size", "Enter"]);
+    tmux.expect("30 100");
+    assert!(tmux
+        .cmd(&["resize-window", "-t", "t", "-x", "90", "-y", "25"])
+        .status
+        .success());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    tmux.keys(&["stty size", "Enter"]);
+    tmux.expect("25 90");
+    tmux.keys(&["sleep 100", "Enter"]);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    tmux.keys(&["C-c"]);
+    tmux.keys(&["echo still-$((1+1))", "Enter"]);
+    tmux.expect("still-2");
+    tmux.keys(&["exit 3", "Enter"]);
+    tmux.expect("EXIT=3");
+    drop(tmux);
+
+    // Edit the environment in its editing container, commit, run the new version.
+    let o = river(&cfg, &["env", "shell", "tools", "--detach"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let editing = text(&o).0.trim().to_owned();
+    let o = river(&cfg, &["connect", &editing, "--", "sh", "-c", "echo second > /version"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let o = river(&cfg, &["env", "commit", "tools", "-m", "add /version"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert!(
+        text(&o).0.contains("river-env/tools:v2") && text(&o).0.contains("add /version"),
+        "{:?}",
+        text(&o)
+    );
+    let o = river(
+        &cfg,
+        &["task", "submit", "--env", "tools", "--wait", "--", "cat", "/version"],
+    );
+    assert!(o.status.success(), "{:?}", text(&o));
+    let o = river(&cfg, &["task", "list", "-o", "json"]);
+    let tasks: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let last = tasks.as_array().unwrap().last().unwrap()["id"].to_string();
+    assert_eq!(text(&river(&cfg, &["task", "logs", &last])).0, "second\n");
+
+    // Errors say what to do.
+    let o = river(&cfg, &["connect", "9999"]);
+    assert!(
+        !o.status.success() && text(&o).1.contains("no task 9999"),
+        "{:?}",
+        text(&o)
+    );
+    let o = river(&cfg, &["env", "commit", "tools"]);
+    assert!(text(&o).1.contains("river env shell tools"), "{:?}", text(&o));
+    let o = river(&cfg, &["task", "kill", &id]);
+    assert!(o.status.success());
+    let o = river(&cfg, &["env", "rm", "tools"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let (list, _) = text(&river(&cfg, &["env", "list"]));
+    assert!(!list.contains("tools"), "{list}");
 }

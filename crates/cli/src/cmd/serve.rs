@@ -98,6 +98,10 @@ pub async fn up(a: UpArgs, config_dir: &Path) -> anyhow::Result<()> {
     let host_cfg = HostConfig {
         state_dir: dir.join("host"),
         listen: a.listen,
+        default_image: a
+            .default_image
+            .clone()
+            .unwrap_or_else(|| HostConfig::default().default_image),
         ..Default::default()
     };
     let mut host = river_host::start(host_cfg).await?;
@@ -205,6 +209,9 @@ fn detach(a: &UpArgs, dir: &Path) -> anyhow::Result<()> {
         .arg(dir)
         .arg("--listen")
         .arg(a.listen.to_string());
+    if let Some(image) = &a.default_image {
+        cmd.arg("--default-image").arg(image);
+    }
     cmd.env("RIVER_UP_DETACHED", "1")
         .stdin(std::process::Stdio::null())
         .stdout(log.try_clone()?)
