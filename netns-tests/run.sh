@@ -259,6 +259,44 @@ TOML
   ! docker ps -a --filter label=river.node=d1 --format '{{.Names}}' | grep -q .
 }
 
+#   [h] ---br0--- [r4: d1 (engine with busybox), d2 (a fresh engine with no image at all)]
+#   an environment made on d1, edited and committed there, runs on d2: the image reached d2's
+#   engine over the mesh, from the host, with no registry and no shared filesystem
+test_environments() {
+  if [[ ! -S $T/docker-r4.sock ]]; then
+    echo "    SKIP: needs the engine of the tasks scenario"
+    [[ -z ${RIVER_REQUIRE_DOCKER:-} ]]
+    return
+  fi
+  local sock=$T/docker-r4b.sock
+  in_ns "$R4" dockerd --data-root "$T/docker-r4b" --exec-root "$T/docker-r4b-exec" --pidfile "$T/dockerd.r4b.pid" \
+    -H "unix://$sock" --bridge=none --iptables=false --ip-masq=false --cgroup-parent=river-netns-$ID-b \
+    >"$T/dockerd-r4b.log" 2>&1 &
+  wait_for "d2's Docker engine" 60 docker -H "unix://$sock" info
+  [[ -z $(docker -H "unix://$sock" images -q) ]] || { echo "    d2's engine is not empty"; return 1; }
+  cat >"$T/d2.toml" <<TOML
+state_dir = "$T/d2"
+name = "d2"
+docker_socket = "$sock"
+TOML
+  in_ns "$R4" "$RIVER" runner --config "$T/d2.toml" --join 10.77.0.1:7443 --token "$(new_token)" >>"$T/d2.log" 2>&1 &
+  track d2 $!
+  wait_for "d2 online" 20 state_is d2 Online
+  cli env create lab --from river-test/busybox:1 --node d1 >/dev/null
+  local editing
+  editing=$(cli env shell lab --detach -t d1)
+  cli connect "$editing" -- sh -c 'echo made-on-d1 > /etc/lab-marker'
+  cli env commit lab -m "add a marker" >/dev/null
+  local out
+  out=$(cli task submit -t d2 --env lab --wait -- cat /etc/lab-marker 2>&1) || { echo "    task on d2: $out"; return 1; }
+  local id
+  id=$(cli task list -o json | python3 -c "import json,sys; print(max(t['id'] for t in json.load(sys.stdin)))")
+  [[ $(cli task logs "$id") == made-on-d1 ]] || { echo "    logs: $(cli task logs "$id")"; return 1; }
+  # d2's engine now has exactly that version, which it could only have had from the host.
+  docker -H "unix://$sock" images --format '{{.Repository}}:{{.Tag}}' | grep -qx 'river-env/lab:v2'
+  [[ $(cli env list -o json | python3 -c "import json,sys; print([e for e in json.load(sys.stdin) if e['name'] == 'lab'][0]['versions'][1]['fetches'])") == 1 ]]
+}
+
 # ---------------------------------------------------------------------------------------------
 
 topology
@@ -270,6 +308,7 @@ scenario host_restart
 scenario revoked_node
 scenario wrong_ca
 scenario tasks
+scenario environments
 echo
 echo "netns: $PASS passed, $FAIL failed"
 [[ $FAIL -eq 0 ]]

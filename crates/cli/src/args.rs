@@ -295,6 +295,9 @@ pub enum EnvCmd {
         /// Print the editing container's task id instead of opening a shell.
         #[arg(long)]
         detach: bool,
+        /// Start the editing container on this node (`HOST[:NUMA]`).
+        #[arg(short = 't', long = "target", value_name = "TARGET")]
+        node: Option<String>,
     },
     /// Save the editing container as the environment's next version, and stop it.
     #[command(after_help = "Example:\n  river env commit torch -m 'add transformers'")]

@@ -212,7 +212,15 @@ async fn an_environment_is_edited_committed_and_fetched_over_the_mesh_once() {
     .contains("could not save image river-test/none:0"));
 
     // Edit it in its editing container, then commit: a new version with the change.
-    let task = match call(&conn, Request::EnvShell { name: name.clone() }).await {
+    let task = match call(
+        &conn,
+        Request::EnvShell {
+            name: name.clone(),
+            node: None,
+        },
+    )
+    .await
+    {
         Response::EnvSession { task, started: true } => task,
         other => panic!("env shell: {other:?}"),
     };

@@ -271,7 +271,7 @@ async fn session(ctx: &Ctx, caller: &Caller, name: &str) -> anyhow::Result<Optio
         .find(|t| t.name.as_deref() == Some(wanted.as_str()) && t.owner == caller.actor()))
 }
 
-pub(crate) async fn shell(ctx: &Ctx, caller: &Caller, name: &str) -> anyhow::Result<Response> {
+pub(crate) async fn shell(ctx: &Ctx, caller: &Caller, name: &str, node: Option<String>) -> anyhow::Result<Response> {
     if ctx.store.env(name).await?.is_none() {
         return Ok(err(
             ErrorKind::NotFound,
@@ -291,6 +291,7 @@ pub(crate) async fn shell(ctx: &Ctx, caller: &Caller, name: &str) -> anyhow::Res
     );
     spec.environment = Some(name.to_owned());
     spec.name = Some(session_name(name));
+    spec.targets = node.into_iter().collect();
     match crate::tasks::submit(ctx, caller, spec).await? {
         Response::TaskSubmitted { ids, .. } => Ok(Response::EnvSession {
             task: ids[0],

@@ -214,7 +214,7 @@ async fn act(ctx: &Ctx, caller: &Caller, req: Request) -> anyhow::Result<Respons
         }
         Request::EnvList => crate::envs::list(ctx).await?,
         Request::EnvRm { name } => crate::envs::remove(ctx, caller, &name).await?,
-        Request::EnvShell { name } => crate::envs::shell(ctx, caller, &name).await?,
+        Request::EnvShell { name, node } => crate::envs::shell(ctx, caller, &name, node).await?,
         Request::EnvCommit { name, message } => crate::envs::commit(ctx, caller, &name, message).await?,
     })
 }

@@ -200,6 +200,8 @@ pub enum Request {
     /// that `river env shell` connects to.
     EnvShell {
         name: String,
+        /// Where to start it (a target, `HOST[:NUMA]`); default: placed by the scheduler.
+        node: Option<String>,
     },
     /// Save the container started by `EnvShell` as the environment's next version, then stop it.
     EnvCommit {

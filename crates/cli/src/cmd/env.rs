@@ -36,8 +36,8 @@ pub async fn run(cmd: EnvCmd, dir: &Path, output: Output) -> anyhow::Result<()> 
             };
             show(output, &e, |e| versions(e))?;
         }
-        EnvCmd::Shell { name, detach } => {
-            let task = editing_container(dir, &name).await?;
+        EnvCmd::Shell { name, detach, node } => {
+            let task = editing_container(dir, &name, node).await?;
             if detach {
                 println!("{task}");
                 return Ok(());
@@ -53,9 +53,13 @@ pub async fn run(cmd: EnvCmd, dir: &Path, output: Output) -> anyhow::Result<()> 
 }
 
 /// The task holding the caller's editing container of `name`, once it runs.
-async fn editing_container(dir: &Path, name: &str) -> anyhow::Result<u64> {
+async fn editing_container(dir: &Path, name: &str, node: Option<String>) -> anyhow::Result<u64> {
     let client = Client::connect(dir).await?;
-    let Response::EnvSession { task, started } = client.call(Request::EnvShell { name: name.to_owned() }).await? else {
+    let req = Request::EnvShell {
+        name: name.to_owned(),
+        node,
+    };
+    let Response::EnvSession { task, started } = client.call(req).await? else {
         bail!("unexpected answer")
     };
     if started {
