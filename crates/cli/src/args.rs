@@ -331,6 +331,10 @@ pub struct SubmitArgs {
     /// A Docker image instead of an environment: one the nodes have, or can pull.
     #[arg(long)]
     pub image: Option<String>,
+    /// Run the command as a process on the node (same core and memory limits, via cgroups, as an
+    /// unprivileged user) instead of in a container.
+    #[arg(long, conflicts_with_all = ["image", "environment", "mounts"])]
+    pub no_container: bool,
     /// Environment variable for the task, K=V (repeatable).
     #[arg(short = 'e', long = "env-var", value_name = "K=V")]
     pub env: Vec<String>,

@@ -115,7 +115,20 @@ pub(crate) async fn submit(ctx: &Ctx, caller: &Caller, spec: TaskSpec) -> anyhow
         }
     }
     let mut spec = spec;
-    if let Err(refusal) = crate::envs::resolve(ctx, &mut spec).await? {
+    if spec.no_container {
+        if !spec.image.trim().is_empty() || spec.environment.is_some() {
+            return Ok(err(
+                ErrorKind::Invalid,
+                "--no-container runs the command on the node itself; drop --image and --env",
+            ));
+        }
+        if !spec.mounts.is_empty() {
+            return Ok(err(
+                ErrorKind::Invalid,
+                "--no-container tasks see the node's own files; --mount does not apply (RIVER_SHARED and RIVER_SCRATCH name the shared and scratch directories)",
+            ));
+        }
+    } else if let Err(refusal) = crate::envs::resolve(ctx, &mut spec).await? {
         return Ok(refusal);
     }
     // Impossible requests are refused now, with the reason; possible ones wait their turn. A

@@ -401,6 +401,9 @@ pub struct TaskSpec {
     /// if its engine lacks the image.
     #[serde(default)]
     pub archive: Option<ArchiveRef>,
+    /// Run the command as a process on the node (confined by a cgroup) instead of in a container.
+    #[serde(default)]
+    pub no_container: bool,
 }
 
 /// One environment version as an image archive kept by the host.
@@ -431,6 +434,7 @@ impl TaskSpec {
             privileged: false,
             environment: None,
             archive: None,
+            no_container: false,
         }
     }
 }

@@ -23,6 +23,11 @@ pub struct RunnerConfig {
     /// Directories of this node that tasks may mount with `--mount`, besides the shared and scratch
     /// directories. Anything else is refused: a mount of `/` would hand the node to the task.
     pub allowed_mounts: Vec<PathBuf>,
+    /// The user `--no-container` tasks run as (when the runner runs as root); never root, except
+    /// for privileged tasks.
+    pub task_user: String,
+    /// The cgroup filesystem `--no-container` tasks are confined with.
+    pub cgroup_root: PathBuf,
 }
 
 impl Default for RunnerConfig {
@@ -35,6 +40,8 @@ impl Default for RunnerConfig {
             shared_dir: None,
             scratch_dir: None,
             allowed_mounts: Vec::new(),
+            task_user: "nobody".into(),
+            cgroup_root: "/sys/fs/cgroup".into(),
         }
     }
 }

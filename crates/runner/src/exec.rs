@@ -1,6 +1,8 @@
 //! Running tasks on this node: containers through `river_docker`, output to files under
 //! `state_dir/tasks/ID/`, and a report to the host at each change of state.
 
+mod process;
+
 use futures_util::StreamExt;
 use river_docker::{ContainerSpec, Mount, Output, Runtime};
 use river_proto::msg::{HostMsg, RunnerMsg, Signal, TaskPlacement, TaskReport, TaskSpec};
@@ -31,6 +33,9 @@ pub(crate) struct Settings {
     pub allowed_mounts: Vec<PathBuf>,
     /// Where environment archives are kept while they arrive.
     pub blobs: PathBuf,
+    /// Who `--no-container` tasks run as, and the cgroup filesystem that confines them.
+    pub task_user: String,
+    pub cgroup_root: PathBuf,
 }
 
 pub(crate) struct Executor {
@@ -53,6 +58,8 @@ pub(crate) struct Executor {
     /// The current session's connection, for fetching environments.
     host: tokio::sync::watch::Sender<Option<river_mesh::Connection>>,
     images: crate::images::Images,
+    cgroups: crate::cgroup::Cgroups,
+    task_user: String,
 }
 
 impl Executor {
@@ -73,6 +80,8 @@ impl Executor {
         Self {
             host,
             images: crate::images::Images::new(s.blobs, host_rx),
+            cgroups: crate::cgroup::Cgroups::at(&s.cgroup_root),
+            task_user: s.task_user,
             node: s.node,
             cluster: s.cluster,
             dir: s.dir,
@@ -219,6 +228,7 @@ impl Executor {
     /// At start: keeps watching tasks whose containers kept running while the runner was down, and
     /// records how the others ended.
     pub async fn adopt(self: &Arc<Self>) {
+        self.adopt_processes();
         let Ok(rt) = self.runtime().await else { return };
         let recorded: HashSet<u64> = self.recorded().iter().map(|r| r.id).collect();
         for (id, cid) in self.containers(rt).await {
@@ -254,6 +264,10 @@ impl Executor {
     /// The node left the cluster: its tasks' containers go too (they would otherwise hold cores
     /// and GPUs on a machine no one schedules on).
     pub async fn stop_all(&self) {
+        for (id, cg) in self.processes() {
+            tracing::info!(task = id, "killing a process task of a node that left the cluster");
+            cg.kill_all();
+        }
         let Ok(rt) = self.runtime().await else { return };
         for (id, cid) in self.containers(rt).await {
             tracing::info!(
@@ -268,6 +282,7 @@ impl Executor {
     pub async fn snapshot(&self) -> Vec<TaskReport> {
         let mut out = self.recorded();
         let done: HashSet<u64> = out.iter().map(|r| r.id).collect();
+        out.extend(self.process_reports().into_iter().filter(|r| !done.contains(&r.id)));
         if let Ok(rt) = self.runtime().await {
             for (id, cid) in self.containers(rt).await {
                 if done.contains(&id) {
@@ -296,8 +311,14 @@ impl Executor {
     pub fn handle(self: &Arc<Self>, msg: HostMsg) {
         let me = self.clone();
         match msg {
+            HostMsg::Start { id, spec, placement } if spec.no_container => {
+                self.spawn(async move { me.run_process(id, *spec, placement).await });
+            }
             HostMsg::Start { id, spec, placement } => {
                 self.spawn(async move { me.run(id, *spec, placement).await });
+            }
+            HostMsg::Signal { id, signal } if self.process_cgroup(id).exists() => {
+                self.spawn(async move { me.signal_process(id, signal).await });
             }
             HostMsg::Signal { id, signal } => {
                 self.spawn(async move { me.signal(id, signal).await });
@@ -488,6 +509,9 @@ impl Executor {
         follow: bool,
         out: &mut river_mesh::SendStream,
     ) -> anyhow::Result<()> {
+        if follow && self.process_cgroup(id).exists() {
+            return self.follow_file(id, stderr, out).await;
+        }
         if follow {
             if let Ok(rt) = self.runtime().await {
                 let name = self.container_name(id);

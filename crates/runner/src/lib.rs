@@ -6,6 +6,7 @@
 //! Architecture invariant: a library like the host, started by `river runner`, `river up` and
 //! in-process tests through [`start`]. It never depends on the host crate.
 
+mod cgroup;
 pub mod config;
 mod exec;
 mod images;
@@ -126,6 +127,8 @@ async fn run(cfg: RunnerConfig, mut inventory: Inventory, status: watch::Sender<
         scratch: cfg.scratch_dir.clone().unwrap_or_else(|| cfg.state_dir.join("scratch")),
         allowed_mounts: cfg.allowed_mounts.clone(),
         blobs: cfg.state_dir.join("blobs"),
+        task_user: cfg.task_user.clone(),
+        cgroup_root: cfg.cgroup_root.clone(),
     };
     let exec = std::sync::Arc::new(exec::Executor::new(settings, reports_tx, stop));
     exec.adopt().await;

@@ -104,6 +104,7 @@ fn parse_spec(a: SubmitArgs) -> anyhow::Result<TaskSpec> {
         image: a.image.unwrap_or_default(),
         environment: a.environment,
         archive: None,
+        no_container: a.no_container,
         env,
         cores: a.cores,
         memory_bytes,

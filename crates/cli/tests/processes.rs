@@ -1,0 +1,153 @@
+//! `--no-container` tasks against the node's real cgroups: confined to their cores and memory,
+//! unprivileged, paused with the freezer, killed whole, OOM read from the kernel's count, and
+//! followed across a runner restart. They need root (to make cgroups); without it they say they
+//! are skipped, and under `RIVER_REQUIRE_DOCKER=1` (the README's test command, as root) they fail.
+
+#[path = "support/docker.rs"]
+mod docker;
+#[path = "support/harness.rs"]
+mod harness;
+
+use docker::*;
+use harness::*;
+use river_proto::msg::{Request, Response, Signal, TaskSpec};
+use std::os::unix::fs::MetadataExt as _;
+use std::time::Duration;
+
+fn root() -> bool {
+    let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+    if !root {
+        assert!(
+            std::env::var_os("RIVER_REQUIRE_DOCKER").is_none(),
+            "these tests need root"
+        );
+        eprintln!("skipped: cgroups need root");
+    }
+    root
+}
+
+fn process(script: &str) -> TaskSpec {
+    let mut s = TaskSpec::new("", vec!["sh".into(), "-c".into(), script.into()]);
+    s.no_container = true;
+    s
+}
+
+/// Whether any process runs with `marker` in its command line.
+fn running(marker: &str) -> bool {
+    std::fs::read_dir("/proc").unwrap().filter_map(Result::ok).any(|e| {
+        std::fs::read(e.path().join("cmdline"))
+            .is_ok_and(|c| String::from_utf8_lossy(&c).replace('\0', " ").contains(marker))
+    })
+}
+
+#[tokio::test]
+async fn a_process_task_is_pinned_limited_and_unprivileged() {
+    if !root() {
+        return;
+    }
+    let d = tmp();
+    let (host, runner, conn) = cluster(d.path(), "p1").await;
+    let mut s = process(
+        "id -u; grep Cpus_allowed_list /proc/self/status | tr -d ' \\t' | cut -d: -f2; grep -c river /proc/self/cgroup; echo task=$RIVER_TASK_ID; pwd; echo bad >&2; exit 3",
+    );
+    s.memory_bytes = Some(64 << 20);
+    let id = submit(&conn, s).await[0];
+    let t = wait_state(&conn, id, &["completed", "failed"]).await;
+    assert_eq!((t.state.as_str(), t.exit_code), ("failed", Some(3)), "{t:?}");
+    let cores: Vec<String> = t.placement.unwrap().cores.iter().map(u32::to_string).collect();
+    let out = logs(&conn, id, false).await;
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "65534", "runs as nobody: {out}");
+    assert_eq!(lines[1], cores.join(","), "pinned: {out}");
+    assert!(lines[2].parse::<u32>().unwrap() >= 2, "in river's cgroups: {out}");
+    assert_eq!(lines[3], format!("task={id}"));
+    assert!(
+        lines[4].ends_with(&format!("task-{id}")),
+        "its own scratch directory: {out}"
+    );
+    assert_eq!(logs(&conn, id, true).await, "bad\n");
+
+    // More memory than allowed: the kernel kills it, and the task says so.
+    let mut s = process("head -c 200000000 /dev/zero | tail > /dev/null");
+    s.memory_bytes = Some(32 << 20);
+    let id = submit(&conn, s).await[0];
+    let t = wait_state(&conn, id, &["completed", "failed", "oom"]).await;
+    assert_eq!(t.state, "oom", "{t:?}");
+    assert!(t.message.unwrap().contains("memory limit"));
+
+    // What cannot apply is refused at submit.
+    let mut s = process("true");
+    s.image = IMAGE.into();
+    match call(&conn, Request::TaskSubmit(s)).await {
+        Response::Error { message, .. } => assert!(message.contains("drop --image"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    runner.shutdown().await;
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn process_tasks_pause_resume_and_die_whole() {
+    if !root() {
+        return;
+    }
+    let d = tmp();
+    let (host, runner, conn) = cluster(d.path(), "p2").await;
+    let marker = format!("{}", 100_000 + rand::random::<u32>() % 100_000);
+    // A child in the background and a ticking foreground: both must stop and both must die.
+    let id = submit(
+        &conn,
+        process(&format!("sleep {marker} & while :; do echo tick; sleep 0.1; done")),
+    )
+    .await[0];
+    wait_state(&conn, id, &["running"]).await;
+    eventually(Duration::from_secs(5), "output", || async {
+        !logs(&conn, id, false).await.is_empty()
+    })
+    .await;
+    signal(&conn, id, Signal::Pause).await;
+    wait_state(&conn, id, &["paused"]).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let frozen = logs(&conn, id, false).await.len();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(logs(&conn, id, false).await.len(), frozen, "no output while paused");
+    signal(&conn, id, Signal::Resume).await;
+    wait_state(&conn, id, &["running"]).await;
+    eventually(Duration::from_secs(5), "output again", || async {
+        logs(&conn, id, false).await.len() > frozen
+    })
+    .await;
+    assert!(running(&format!("sleep {marker}")));
+    signal(&conn, id, Signal::Kill).await;
+    let t = wait_state(&conn, id, &["killed", "failed", "completed"]).await;
+    assert_eq!(t.state, "killed");
+    assert!(
+        !running(&format!("sleep {marker}")),
+        "the background child died with it"
+    );
+    runner.shutdown().await;
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_process_task_survives_a_runner_restart() {
+    if !root() {
+        return;
+    }
+    let d = tmp();
+    let host = start_host(host_cfg(d.path())).await;
+    let (cfg, runner) = runner(&host, d.path(), "p3").await;
+    let conn = admin(&host).await;
+    online(&host, "p3").await;
+    let id = submit(&conn, process("sleep 3; echo survived; exit 4")).await[0];
+    wait_state(&conn, id, &["running"]).await;
+    runner.shutdown().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let bundle = river_runner::ensure_joined(&cfg, None).await.unwrap();
+    let runner = river_runner::start(cfg, bundle);
+    let t = wait_state(&conn, id, &["failed", "completed"]).await;
+    assert_eq!((t.state.as_str(), t.exit_code), ("failed", Some(4)), "{t:?}");
+    assert_eq!(logs(&conn, id, false).await, "survived\n");
+    runner.shutdown().await;
+    host.shutdown().await;
+}
