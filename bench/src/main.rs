@@ -39,6 +39,9 @@ enum Bench {
         /// Baseline runs at a time (river runs one task per core of the node).
         #[arg(long, default_value_t = 2)]
         concurrency: usize,
+        /// `--no-container` tasks (needs root for cgroups), against starting `sh -c true`.
+        #[arg(long)]
+        no_container: bool,
     },
     /// Idle memory of a real host and runner (`river host`, `river runner`).
     Footprint {
@@ -70,7 +73,11 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             }
             Bench::Footprint { idle } => heartbeats::footprint(&river, idle).await,
-            Bench::Tasks { count, concurrency } => tasks::run(&river, count, concurrency).await,
+            Bench::Tasks {
+                count,
+                concurrency,
+                no_container,
+            } => tasks::run(&river, count, concurrency, no_container).await,
         }
     })
 }

@@ -1,6 +1,8 @@
-//! Task dispatch: N no-op container tasks through a real `river host` and `river runner`, against
-//! plain `docker run --rm` of the same image in the same run. Latencies come from the host's own
-//! timestamps (submitted, started, finished), so the client's polling adds nothing.
+//! Task dispatch: N no-op tasks through a real `river host` and `river runner`, against a baseline
+//! in the same run: plain `docker run --rm` of the same image for container tasks, or starting
+//! `sh -c true` for `--no-container` tasks (which leaves river's own cost: scheduling, SQLite, the
+//! mesh, the cgroup). Latencies come from the host's own timestamps (submitted, started,
+//! finished), so the client's polling adds nothing.
 
 use crate::proc::{host, runner};
 use river_mesh::client;
@@ -24,8 +26,13 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
 }
 
 #[allow(clippy::cast_precision_loss)]
-pub async fn run(river: &Path, count: usize, concurrency: usize) -> anyhow::Result<()> {
-    // Baseline: `docker run --rm IMAGE true`, `concurrency` at a time, as many runs.
+pub async fn run(river: &Path, count: usize, concurrency: usize, no_container: bool) -> anyhow::Result<()> {
+    // Baseline: `docker run --rm IMAGE true` (or `sh -c true`), `concurrency` at a time, as many runs.
+    let baseline: &[&str] = if no_container {
+        &["sh", "-c", "true"]
+    } else {
+        &["docker", "run", "--rm", IMAGE, "true"]
+    };
     let start = Instant::now();
     let mut base = Vec::with_capacity(count);
     let mut left = count;
@@ -33,10 +40,10 @@ pub async fn run(river: &Path, count: usize, concurrency: usize) -> anyhow::Resu
         let n = left.min(concurrency);
         let runs: Vec<_> = (0..n)
             .map(|_| {
-                tokio::spawn(async {
+                tokio::spawn(async move {
                     let t = Instant::now();
-                    let ok = tokio::process::Command::new("docker")
-                        .args(["run", "--rm", IMAGE, "true"])
+                    let ok = tokio::process::Command::new(baseline[0])
+                        .args(&baseline[1..])
                         .status()
                         .await;
                     (
@@ -50,7 +57,7 @@ pub async fn run(river: &Path, count: usize, concurrency: usize) -> anyhow::Resu
             let (ok, ms) = r.await?;
             anyhow::ensure!(
                 ok,
-                "docker run failed: is dockerd running and {IMAGE} built (scripts/docker-env.sh)?"
+                "baseline {baseline:?} failed: is dockerd running and {IMAGE} built (scripts/docker-env.sh)?"
             );
             base.push(ms);
         }
@@ -66,7 +73,14 @@ pub async fn run(river: &Path, count: usize, concurrency: usize) -> anyhow::Resu
     let (_e, conn) = client::connect_bundle(&admin).await?;
 
     // Each task takes one core, so the node runs as many at once as it has cores.
-    let spec = TaskSpec::new(IMAGE, vec!["true".into()]);
+    let spec = if no_container {
+        TaskSpec {
+            no_container: true,
+            ..TaskSpec::new("", vec!["true".into()])
+        }
+    } else {
+        TaskSpec::new(IMAGE, vec!["true".into()])
+    };
     for _ in 0..count {
         let Response::TaskSubmitted { .. } = client::call(&conn, &Request::TaskSubmit(spec.clone())).await? else {
             anyhow::bail!("submit refused")
@@ -112,25 +126,30 @@ pub async fn run(river: &Path, count: usize, concurrency: usize) -> anyhow::Resu
 
     println!("| what | count | p50 | p99 | throughput |");
     println!("|---|---|---|---|---|");
+    let (what, mode) = if no_container {
+        ("`sh -c true`".to_owned(), "--no-container")
+    } else {
+        (format!("`docker run --rm {IMAGE} true`"), "container")
+    };
     println!(
-        "| `docker run --rm {IMAGE} true`, {concurrency} at a time | {count} | {:.0} ms | {:.0} ms | {:.2} runs/s |",
+        "| {what}, {concurrency} at a time | {count} | {:.0} ms | {:.0} ms | {:.2} runs/s |",
         pct(&base, 0.5),
         pct(&base, 0.99),
         count as f64 / base_secs
     );
     println!(
-        "| river, submit → completed (includes queueing) | {count} | {:.0} ms | {:.0} ms | {:.2} tasks/s |",
+        "| river {mode}, submit → completed (includes queueing) | {count} | {:.0} ms | {:.0} ms | {:.2} tasks/s |",
         pct(&to_done, 0.5),
         pct(&to_done, 0.99),
         count as f64 / river_secs
     );
     println!(
-        "| river, submit → running (includes queueing) | {count} | {:.0} ms | {:.0} ms | |",
+        "| river {mode}, submit → running (includes queueing) | {count} | {:.0} ms | {:.0} ms | |",
         pct(&to_running, 0.5),
         pct(&to_running, 0.99)
     );
     println!(
-        "| river, running → completed (per task, no queueing) | {count} | {:.0} ms | {:.0} ms | |",
+        "| river {mode}, running → completed (per task, no queueing) | {count} | {:.0} ms | {:.0} ms | |",
         pct(&service, 0.5),
         pct(&service, 0.99)
     );
