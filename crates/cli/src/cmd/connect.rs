@@ -3,9 +3,10 @@
 use crate::client::Client;
 use anyhow::{bail, Context as _};
 use river_mesh::{recv_msg, send_msg};
-use river_proto::msg::{TermIn, TermOut, TerminalOpen};
+use river_proto::msg::{Request, Response, TermIn, TermOut, TerminalOpen};
 use std::io::{IsTerminal as _, Read as _, Write as _};
 use std::path::Path;
+use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// Puts the terminal in raw mode (keys go to the remote program as typed, Ctrl-C included) and
@@ -81,12 +82,45 @@ fn stdin_chunks() -> mpsc::Receiver<Option<Vec<u8>>> {
     rx
 }
 
+/// Waits while the task is queued or starting (showing the progress of its environment's fetch),
+/// and fails with the reason if it ended instead.
+pub async fn wait_running(client: &Client, task: u64) -> anyhow::Result<()> {
+    let mut progress = crate::output::Progress::new("fetching the environment");
+    let mut said = false;
+    loop {
+        let Response::Task(t) = client.call(Request::TaskShow { id: task }).await? else {
+            bail!("unexpected answer")
+        };
+        match t.state.as_str() {
+            "running" => break,
+            "queued" | "assigned" | "lost" => {
+                if !said {
+                    eprintln!("waiting for task {task} to start ({})…", t.state);
+                    said = true;
+                }
+                progress.show(t.fetch);
+            }
+            other => {
+                progress.clear();
+                bail!(
+                    "task {task} is {other}{}",
+                    t.message.map(|m| format!(": {m}")).unwrap_or_default()
+                )
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    progress.clear();
+    Ok(())
+}
+
 /// Runs `command` (empty: a shell) in task `task` and returns its exit code. Interactive (a
 /// pseudo-terminal, raw mode, window size) when standard input and output are terminals.
 pub async fn terminal(dir: &Path, task: u64, command: Vec<String>) -> anyhow::Result<i64> {
     let tty = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
     let (rows, cols) = if tty { window_size() } else { (0, 0) };
     let client = Client::connect(dir).await?;
+    wait_running(&client, task).await?;
     let (mut send, mut recv) = client.open(river_proto::StreamKind::Terminal).await?;
     send_msg(
         &mut send,

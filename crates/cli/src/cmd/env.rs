@@ -2,11 +2,10 @@
 
 use crate::args::{EnvCmd, Output};
 use crate::client::{now_s, once, Client};
-use crate::output::{ago, bytes, show, table, Progress};
+use crate::output::{ago, bytes, show, table};
 use anyhow::bail;
 use river_proto::msg::{EnvView, Request, Response};
 use std::path::Path;
-use std::time::Duration;
 
 pub async fn run(cmd: EnvCmd, dir: &Path, output: Output) -> anyhow::Result<()> {
     match cmd {
@@ -65,25 +64,7 @@ async fn editing_container(dir: &Path, name: &str, node: Option<String>) -> anyh
     if started {
         eprintln!("started an editing container of {name} (task {task})");
     }
-    let mut progress = Progress::new("fetching the environment");
-    loop {
-        let Response::Task(t) = client.call(Request::TaskShow { id: task }).await? else {
-            bail!("unexpected answer")
-        };
-        match t.state.as_str() {
-            "running" => break,
-            "queued" | "assigned" | "lost" => progress.show(t.fetch),
-            other => {
-                progress.clear();
-                bail!(
-                    "the editing container (task {task}) is {other}{}",
-                    t.message.map(|m| format!(": {m}")).unwrap_or_default()
-                )
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    progress.clear();
+    crate::cmd::connect::wait_running(&client, task).await?;
     client.close().await;
     Ok(task)
 }
