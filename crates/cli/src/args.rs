@@ -63,6 +63,22 @@ pub enum Command {
         #[arg(last = true)]
         command: Vec<String>,
     },
+    /// Forward a local port to a port inside a running task (through the host; nothing is exposed
+    /// on the node).
+    #[command(
+        after_help = "Examples:\n  river forward 42 8888                 # Jupyter in task 42 at http://127.0.0.1:8888\n  river forward 42 6006 -l 16006        # TensorBoard at local port 16006\n  river forward 42 8888 --bind 0.0.0.0  # reachable from other machines too"
+    )]
+    Forward {
+        id: u64,
+        /// The port inside the task (its loopback is reached too).
+        port: u16,
+        /// The local port (default: the same as PORT; 0 picks a free one).
+        #[arg(short = 'l', long = "local")]
+        local: Option<u16>,
+        /// The local address to listen on.
+        #[arg(long, default_value = "127.0.0.1")]
+        bind: std::net::IpAddr,
+    },
     /// Container environments: named, versioned images that nodes fetch over the mesh.
     #[command(subcommand)]
     Env(EnvCmd),

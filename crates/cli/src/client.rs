@@ -72,6 +72,11 @@ impl Client {
         Ok(river_mesh::open(&self.conn, kind).await?)
     }
 
+    /// Whether the connection to the host has ended.
+    pub fn is_closed(&self) -> bool {
+        self.conn.close_reason().is_some()
+    }
+
     pub async fn close(self) {
         self.conn.close(river_mesh::close::DONE, b"");
         let _ = tokio::time::timeout(std::time::Duration::from_secs(1), self.endpoint.wait_idle()).await;

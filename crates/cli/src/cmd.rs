@@ -2,6 +2,7 @@
 
 pub mod connect;
 mod env;
+mod forward;
 mod init;
 mod node;
 mod serve;
@@ -27,6 +28,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::User(c) => user::run(c, &dir, cli.output).await,
         Command::Task(c) => return task::run(c, &dir, cli.output).await,
         Command::Env(c) => env::run(c, &dir, cli.output).await,
+        Command::Forward { id, port, local, bind } => forward::run(&dir, id, port, local, bind).await,
         Command::Connect { id, command } => {
             let code = connect::terminal(&dir, id, command).await?;
             return Ok(ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(1)));

@@ -468,3 +468,102 @@ fn connect_and_environments_through_the_binary() {
     let (list, _) = text(&river(&cfg, &["env", "list"]));
     assert!(!list.contains("tools"), "{list}");
 }
+
+/// `GET path` over a plain TCP connection; the whole answer.
+fn http_get(addr: &str, path: &str) -> std::io::Result<String> {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
+}
+
+#[test]
+fn forward_through_the_binary_survives_a_host_restart() {
+    if !docker_image_ready() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let cfg = d.path().join("cfg");
+    let state = d.path().join("state");
+    let s = state.to_str().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let up = ["up", "--detach", "--state-dir", s, "--listen", &listen];
+    assert!(river(&cfg, &up).status.success());
+    let _guard = Down(cfg.clone(), state.clone());
+    let o = river(
+        &cfg,
+        &[
+            "task",
+            "submit",
+            "--image",
+            "river-test/busybox:1",
+            "--",
+            "sh",
+            "-c",
+            "mkdir /www && echo hello-through-river > /www/index.html && exec httpd -f -p 127.0.0.1:8080 -h /www",
+        ],
+    );
+    let id = text(&o).0.trim().to_owned();
+    wait_running(&cfg, &id);
+
+    // Its first line on stdout is the local address (here a free port, `-l 0`).
+    let mut fwd = Command::new(env!("CARGO_BIN_EXE_river"))
+        .args(["forward", &id, "8080", "-l", "0"])
+        .env("RIVER_CONFIG_DIR", &cfg)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(fwd.stdout.take().unwrap()), &mut line).unwrap();
+    let local = line.trim().to_owned();
+    assert!(local.starts_with("127.0.0.1:"), "{local}");
+    let page = http_get(&local, "/index.html").unwrap();
+    assert!(page.contains("hello-through-river"), "{page}");
+
+    // The host and runner restart (the task's container keeps running); the forward keeps
+    // listening and the next connection goes through the new host.
+    let o = river(&cfg, &["down", "--state-dir", s]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert!(river(&cfg, &up).status.success());
+    wait_running(&cfg, &id);
+    let mut page = String::new();
+    for _ in 0..50 {
+        page = http_get(&local, "/index.html").unwrap_or_default();
+        if page.contains("hello-through-river") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(page.contains("hello-through-river"), "after the restart: {page:?}");
+
+    // A port with nothing behind it: the local connection is closed, and forward says why.
+    let mut bad = Command::new(env!("CARGO_BIN_EXE_river"))
+        .args(["forward", &id, "9999", "-l", "0"])
+        .env("RIVER_CONFIG_DIR", &cfg)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(bad.stdout.take().unwrap()), &mut line).unwrap();
+    assert_eq!(http_get(line.trim(), "/").unwrap_or_default(), "");
+    let _ = bad.kill();
+    let err = bad.wait_with_output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&err.stderr).contains("connection refused inside task"),
+        "{:?}",
+        String::from_utf8_lossy(&err.stderr)
+    );
+    let _ = fwd.kill();
+    let _ = fwd.wait();
+    let o = river(&cfg, &["forward", "9999", "80"]);
+    assert!(
+        !o.status.success() && text(&o).1.contains("no task 9999"),
+        "{:?}",
+        text(&o)
+    );
+}

@@ -129,34 +129,6 @@ async fn terminals_run_commands_in_a_task_and_refuse_what_they_must() {
     host.shutdown().await;
 }
 
-/// A connection as a new user with the `user` role.
-async fn user_conn(
-    host: &river_host::RunningHost,
-    admin: &river_mesh::Connection,
-    name: &str,
-) -> river_mesh::Connection {
-    let invite = match call(
-        admin,
-        Request::UserInvite {
-            name: name.into(),
-            role: river_proto::msg::Role::User,
-            ttl_secs: 600,
-        },
-    )
-    .await
-    {
-        Response::TokenCreated(t) => t.token,
-        other => panic!("invite: {other:?}"),
-    };
-    let bundle = river_mesh::client::enrol(&host.mesh_addr.to_string(), &invite, name, "user")
-        .await
-        .expect("user enrols");
-    river_mesh::client::connect_bundle(&bundle)
-        .await
-        .expect("user connects")
-        .1
-}
-
 #[tokio::test]
 async fn an_environment_is_edited_committed_and_fetched_over_the_mesh_once() {
     if !docker_ready().await {

@@ -424,6 +424,16 @@ impl Runtime {
         }
     }
 
+    /// The pid (in the node's namespace) of a running container's first process.
+    pub async fn pid(&self, id: &str) -> Result<Option<i64>> {
+        let c = self
+            .docker
+            .inspect_container(id, None::<bollard::query_parameters::InspectContainerOptions>)
+            .await
+            .map_err(docker_err)?;
+        Ok(c.state.and_then(|s| s.pid).filter(|&p| p > 0))
+    }
+
     /// Starts `cmd` in a running container, attached: its input and output are returned.
     pub async fn exec(&self, container: &str, cmd: Vec<String>, tty: bool) -> Result<Exec> {
         let opts = bollard::exec::CreateExecOptions {

@@ -122,6 +122,7 @@ async fn stream(
         (StreamKind::Logs, Caller::User { .. }) => crate::tasks::stream_logs(ctx, caller, &mut send, &mut recv).await,
         (StreamKind::Blob, Caller::Node(_)) => crate::envs::serve_blob(ctx, &mut send, &mut recv).await,
         (StreamKind::Terminal, Caller::User { .. }) => crate::terminal::relay(ctx, caller, &mut send, &mut recv).await,
+        (StreamKind::Forward, Caller::User { .. }) => crate::terminal::forward(ctx, caller, &mut send, &mut recv).await,
         (kind, _) => {
             tracing::warn!(who = %caller.actor(), ?kind, "refused a stream kind this identity may not open");
             refuse(&mut send, &mut recv, STREAM_REFUSED);

@@ -1,10 +1,11 @@
-//! `river connect`: the host checks that the user may reach the task, then relays the `Terminal`
-//! stream to the task's runner and back, byte for byte. It never looks inside the session.
+//! `river connect` and `river forward`: the host checks that the user may reach the task, then
+//! relays the `Terminal` or `Forward` stream to the task's runner and back, byte for byte. It never
+//! looks inside the session.
 
 use crate::mesh::Caller;
 use crate::Ctx;
 use river_mesh::{open, pipe, recv_msg, send_msg, FramedError, RecvStream, SendStream};
-use river_proto::msg::{TermOut, TerminalOpen};
+use river_proto::msg::{ForwardOpen, ForwardReply, TermOut, TerminalOpen};
 use river_proto::StreamKind;
 use river_task::state::TaskState;
 
@@ -51,9 +52,44 @@ pub(crate) async fn relay(
     tracing::info!(who = %caller.actor(), task = req.task, tty = req.tty, "terminal opened");
     let (mut to_runner, mut from_runner) = open(&conn, StreamKind::Terminal).await?;
     send_msg(&mut to_runner, &req).await?;
+    both_ways(send, recv, &mut to_runner, &mut from_runner).await
+}
+
+/// One forwarded connection: authorized here, connected by the runner inside the task.
+pub(crate) async fn forward(
+    ctx: &Ctx,
+    caller: &Caller,
+    send: &mut SendStream,
+    recv: &mut RecvStream,
+) -> Result<(), FramedError> {
+    let Some(req) = recv_msg::<ForwardOpen>(recv).await? else {
+        return Ok(());
+    };
+    let conn = match route(ctx, caller, req.task).await {
+        Ok(c) => c,
+        Err(why) => {
+            send_msg(send, &ForwardReply::Refused(why)).await?;
+            let _ = send.finish();
+            return Ok(());
+        }
+    };
+    tracing::debug!(who = %caller.actor(), task = req.task, port = req.port, "forwarded connection");
+    let (mut to_runner, mut from_runner) = open(&conn, StreamKind::Forward).await?;
+    send_msg(&mut to_runner, &req).await?;
+    both_ways(send, recv, &mut to_runner, &mut from_runner).await
+}
+
+/// Relays a user's stream and a runner's both ways until the runner's side ends (after the user's
+/// has, or on its own).
+async fn both_ways(
+    send: &mut SendStream,
+    recv: &mut RecvStream,
+    to_runner: &mut SendStream,
+    from_runner: &mut RecvStream,
+) -> Result<(), FramedError> {
     // Whichever way ends first, the other is finished with it; the runner ends the session.
-    let up = pipe(recv, &mut to_runner);
-    let down = pipe(&mut from_runner, send);
+    let up = pipe(recv, to_runner);
+    let down = pipe(from_runner, send);
     tokio::pin!(up, down);
     tokio::select! {
         r = &mut down => { r?; }

@@ -69,7 +69,9 @@ fn transport() -> Arc<quinn::TransportConfig> {
     // (a busy forward) can be raised with `set_max_concurrent_bi_streams`.
     t.max_concurrent_bidi_streams(128u32.into());
     t.max_concurrent_uni_streams(16u32.into());
-    t.stream_receive_window((8u32 * 1024 * 1024).into());
+    // Per stream: enough for a LAN's bandwidth-delay product many times over, and small enough that
+    // a forward whose reader stalls holds at most this much at each hop.
+    t.stream_receive_window((2u32 * 1024 * 1024).into());
     t.receive_window((32u32 * 1024 * 1024).into());
     t.send_window(32 * 1024 * 1024);
     Arc::new(t)

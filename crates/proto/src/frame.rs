@@ -40,6 +40,8 @@ pub enum StreamKind {
     Export = 7,
     /// User → host → runner: a terminal or command in a task's container (see `msg::TerminalOpen`).
     Terminal = 8,
+    /// User → host → runner: one forwarded TCP connection into a task (see `msg::ForwardOpen`).
+    Forward = 9,
 }
 
 impl StreamKind {
@@ -53,6 +55,7 @@ impl StreamKind {
             6 => Self::Blob,
             7 => Self::Export,
             8 => Self::Terminal,
+            9 => Self::Forward,
             _ => return None,
         })
     }
@@ -180,6 +183,7 @@ mod tests {
             StreamKind::Blob,
             StreamKind::Export,
             StreamKind::Terminal,
+            StreamKind::Forward,
         ] {
             let h = StreamHeader::new(kind);
             assert_eq!(StreamHeader::decode(h.encode()), Ok(h));

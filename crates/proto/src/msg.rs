@@ -597,6 +597,22 @@ pub enum TermOut {
     Error(String),
 }
 
+/// First frame of a `Forward` stream, user → host → runner: connect to `port` inside the task's
+/// network namespace (its loopback). The runner answers with a [`ForwardReply`]; after `Ok` the
+/// stream carries the connection's bytes both ways, raw, and a finished side is a half-close.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForwardOpen {
+    pub task: u64,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ForwardReply {
+    Ok,
+    /// Why not, in words for the user (refused by the host, or by the port inside the task).
+    Refused(String),
+}
+
 /// Host → runner on a `Logs` stream: one request, then the runner sends the bytes and finishes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogsRequest {

@@ -122,6 +122,20 @@ impl Executor {
         crate::images::export(rt, container, req, send).await;
     }
 
+    /// Where a task's ports are: the pid whose network namespace to enter (a container), `None`
+    /// for the node's own (a `--no-container` task), or why the task cannot be reached.
+    pub async fn network_of(&self, id: u64) -> Result<Option<i64>, String> {
+        if self.process_cgroup(id).exists() {
+            return Ok(None);
+        }
+        let rt = self.runtime().await?;
+        match rt.pid(&self.container_name(id)).await {
+            Ok(Some(pid)) => Ok(Some(pid)),
+            Ok(None) => Err(format!("task {id} is not running here")),
+            Err(e) => Err(format!("task {id} has no container here: {e}")),
+        }
+    }
+
     /// Serves a `Terminal` stream from the host.
     pub async fn terminal(
         &self,

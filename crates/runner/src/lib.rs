@@ -9,6 +9,7 @@
 mod cgroup;
 pub mod config;
 mod exec;
+mod forward;
 mod images;
 mod renew;
 mod session;

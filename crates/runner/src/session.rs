@@ -170,6 +170,13 @@ async fn host_stream(exec: Arc<Executor>, mut send: river_mesh::SendStream, mut 
                 }
                 return Ok(());
             }
+            StreamKind::Forward => {
+                if let Some(req) = recv_msg::<river_proto::msg::ForwardOpen>(&mut recv).await? {
+                    let target = exec.network_of(req.task).await;
+                    crate::forward::serve(target, req, send, recv).await;
+                }
+                return Ok(());
+            }
             StreamKind::Terminal => {
                 if let Some(req) = recv_msg::<river_proto::msg::TerminalOpen>(&mut recv).await? {
                     exec.terminal(req, &mut send, &mut recv).await?;

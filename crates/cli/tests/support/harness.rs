@@ -101,3 +101,31 @@ pub fn tmp() -> tempfile::TempDir {
 pub fn path(d: &tempfile::TempDir) -> PathBuf {
     d.path().to_owned()
 }
+
+/// A connection as a new user with the `user` role.
+pub async fn user_conn(
+    host: &river_host::RunningHost,
+    admin: &river_mesh::Connection,
+    name: &str,
+) -> river_mesh::Connection {
+    let invite = match call(
+        admin,
+        Request::UserInvite {
+            name: name.into(),
+            role: river_proto::msg::Role::User,
+            ttl_secs: 600,
+        },
+    )
+    .await
+    {
+        Response::TokenCreated(t) => t.token,
+        other => panic!("invite: {other:?}"),
+    };
+    let bundle = river_mesh::client::enrol(&host.mesh_addr.to_string(), &invite, name, "user")
+        .await
+        .expect("user enrols");
+    river_mesh::client::connect_bundle(&bundle)
+        .await
+        .expect("user connects")
+        .1
+}

@@ -1,0 +1,77 @@
+//! A `Forward` stream from the host: one TCP connection to a port inside a task. For a container
+//! the socket is made inside the container's network namespace — so a server bound to the
+//! container's loopback (Jupyter's default) is reached — on a short-lived thread that enters the
+//! namespace and dies with it; the runner's own threads never change namespace. A
+//! `--no-container` task shares the node's network, so its port is on the node's loopback.
+
+use river_mesh::{send_msg, RecvStream, SendStream};
+use river_proto::msg::{ForwardOpen, ForwardReply};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::time::Duration;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connects to `port` on the loopback of the network namespace of process `pid` (the node's own
+/// when `None`).
+pub(crate) async fn connect_in(pid: Option<i64>, port: u16) -> std::io::Result<tokio::net::TcpStream> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new().name("river-netns".into()).spawn(move || {
+        let made = (|| -> std::io::Result<TcpStream> {
+            if let Some(pid) = pid {
+                enter_netns(pid)?;
+            }
+            let s = TcpStream::connect_timeout(&SocketAddr::from((Ipv4Addr::LOCALHOST, port)), CONNECT_TIMEOUT)?;
+            s.set_nonblocking(true)?;
+            Ok(s)
+        })();
+        let _ = tx.send(made);
+    })?;
+    let s = rx
+        .await
+        .map_err(|_| std::io::Error::other("the connecting thread died"))??;
+    tokio::net::TcpStream::from_std(s)
+}
+
+/// Moves this thread into the network namespace of `pid`.
+#[allow(unsafe_code)]
+fn enter_netns(pid: i64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))?;
+    // SAFETY: setns(2) with a namespace file we hold open; it changes only this thread, which
+    // exists for this one connection.
+    let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Serves one forwarded connection: connect, answer, then splice.
+pub(crate) async fn serve(pid: Result<Option<i64>, String>, req: ForwardOpen, mut send: SendStream, recv: RecvStream) {
+    let (task, port) = (req.task, req.port);
+    let connected = match pid {
+        Ok(pid) => connect_in(pid, port).await.map_err(|e| match e.kind() {
+            std::io::ErrorKind::ConnectionRefused => {
+                format!("connection refused inside task {task} on port {port}: nothing listens there")
+            }
+            std::io::ErrorKind::TimedOut => format!("connecting to port {port} inside task {task} timed out"),
+            _ => format!("could not connect to port {port} inside task {task}: {e}"),
+        }),
+        Err(why) => Err(why),
+    };
+    let tcp = match connected {
+        Ok(t) => t,
+        Err(why) => {
+            let _ = send_msg(&mut send, &ForwardReply::Refused(why)).await;
+            let _ = send.finish();
+            return;
+        }
+    };
+    if send_msg(&mut send, &ForwardReply::Ok).await.is_err() {
+        return;
+    }
+    if let Err(e) = river_mesh::splice(tcp, send, recv).await {
+        tracing::debug!(task, port, "forwarded connection ended: {e}");
+    }
+}
