@@ -79,6 +79,43 @@ pub enum Command {
         #[arg(long, default_value = "127.0.0.1")]
         bind: std::net::IpAddr,
     },
+    /// SSH into a task with your own OpenSSH client (its keys, agent and config), through the mesh.
+    #[command(
+        after_help = "Examples:\n  river ssh 42\n  river ssh 42 -i ~/.ssh/lab_ed25519 -L 8888:localhost:8888\n  river ssh 42 nvidia-smi\n  scp -o ProxyCommand='river ssh-proxy %n' model.pt root@river-42:/data/"
+    )]
+    Ssh {
+        id: String,
+        /// Login name in the task.
+        #[arg(short = 'l', long, default_value = "root")]
+        user: String,
+        /// The port of sshd inside the task.
+        #[arg(short = 'p', long, default_value_t = 22)]
+        port: u16,
+        /// More ssh arguments (options, then a command), as for `ssh HOST ARGS…`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Carry stdin/stdout to a port in a task: OpenSSH's `ProxyCommand` (what `river ssh` uses).
+    #[command(
+        name = "ssh-proxy",
+        after_help = "Example (~/.ssh/config):\n  Host river-*\n    ProxyCommand river ssh-proxy %n"
+    )]
+    SshProxy {
+        /// The task: `42` or `river-42`.
+        id: String,
+        #[arg(default_value_t = 22)]
+        port: u16,
+    },
+    /// Print an OpenSSH config stanza so `ssh river-ID`, `scp` and VS Code Remote reach tasks.
+    #[command(
+        name = "ssh-config",
+        after_help = "Example:\n  river ssh-config >> ~/.ssh/config && ssh river-42"
+    )]
+    SshConfig {
+        /// Login name in tasks.
+        #[arg(short = 'l', long, default_value = "root")]
+        user: String,
+    },
     /// Container environments: named, versioned images that nodes fetch over the mesh.
     #[command(subcommand)]
     Env(EnvCmd),

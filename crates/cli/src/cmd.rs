@@ -2,10 +2,11 @@
 
 pub mod connect;
 mod env;
-mod forward;
+pub mod forward;
 mod init;
 mod node;
 mod serve;
+mod ssh;
 mod task;
 mod token;
 mod user;
@@ -29,6 +30,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Task(c) => return task::run(c, &dir, cli.output).await,
         Command::Env(c) => env::run(c, &dir, cli.output).await,
         Command::Forward { id, port, local, bind } => forward::run(&dir, id, port, local, bind).await,
+        Command::Ssh { id, user, port, args } => return ssh::ssh(cli.config_dir.as_deref(), &id, &user, port, args),
+        Command::SshProxy { id, port } => ssh::proxy(&dir, &id, port).await,
+        Command::SshConfig { user } => ssh::config(cli.config_dir.as_deref(), &user),
         Command::Connect { id, command } => {
             let code = connect::terminal(&dir, id, command).await?;
             return Ok(ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(1)));

@@ -567,3 +567,140 @@ fn forward_through_the_binary_survives_a_host_restart() {
         text(&o)
     );
 }
+
+#[test]
+fn ssh_with_openssh_through_the_mesh() {
+    if !docker_image_ready() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let cfg = d.path().join("cfg");
+    let state = d.path().join("state");
+    let s = state.to_str().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    assert!(river(&cfg, &["up", "--detach", "--state-dir", s, "--listen", &listen])
+        .status
+        .success());
+    let _guard = Down(cfg.clone(), state.clone());
+    let key = d.path().join("id_ed25519");
+    let o = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    let o = river(
+        &cfg,
+        &[
+            "task",
+            "submit",
+            "--image",
+            "river-test/sshd:2",
+            "-e",
+            &format!("KEY={}", public.trim()),
+            "--",
+            "sh",
+            "-c",
+            "mkdir -p /root/.ssh && echo \"$KEY\" > /root/.ssh/authorized_keys && exec /usr/sbin/sshd -D -e",
+        ],
+    );
+    let id = text(&o).0.trim().to_owned();
+    wait_running(&cfg, &id);
+    let k = key.to_str().unwrap();
+    let quiet = [
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "LogLevel=ERROR",
+        "-o",
+        "BatchMode=yes",
+    ];
+    // sshd takes a moment to listen after the container starts.
+    let mut o = river(&cfg, &["task", "status", &id]);
+    for _ in 0..50 {
+        let mut args = vec!["ssh", &id, "-i", k];
+        args.extend_from_slice(&quiet);
+        args.extend_from_slice(&["sh", "-c", "'echo hi-from-sshd; exit 9'"]);
+        o = river(&cfg, &args);
+        if o.status.code() == Some(9) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(o.status.code(), Some(9), "{:?}", text(&o));
+    assert_eq!(text(&o).0, "hi-from-sshd\n");
+
+    // scp and plain ssh with the printed config: the user's own client, river as ProxyCommand.
+    let ssh_config = d.path().join("ssh_config");
+    let o = river(&cfg, &["ssh-config"]);
+    assert!(o.status.success());
+    std::fs::write(&ssh_config, &o.stdout).unwrap();
+    let payload = d.path().join("payload");
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&payload, &data).unwrap();
+    let mut scp = Command::new("scp");
+    scp.args(["-q", "-F"]).arg(&ssh_config).args(["-i", k]).args(quiet);
+    let o = scp
+        .arg(&payload)
+        .arg(format!("river-{id}:/tmp/payload"))
+        .env("RIVER_CONFIG_DIR", &cfg)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "scp: {:?}", String::from_utf8_lossy(&o.stderr));
+    let o = Command::new("ssh")
+        .arg("-F")
+        .arg(&ssh_config)
+        .args(["-i", k])
+        .args(quiet)
+        .arg(format!("river-{id}"))
+        .args(["sha256sum", "/tmp/payload"])
+        .env("RIVER_CONFIG_DIR", &cfg)
+        .output()
+        .unwrap();
+    let want = {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(&data))
+    };
+    assert!(
+        String::from_utf8_lossy(&o.stdout).starts_with(&want),
+        "{:?}",
+        (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    );
+
+    // A key the task does not know is refused by sshd; a task without sshd says so.
+    let other = d.path().join("other");
+    Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&other)
+        .output()
+        .unwrap();
+    let mut args = vec!["ssh", &id, "-i", other.to_str().unwrap()];
+    args.extend_from_slice(&quiet);
+    args.push("true");
+    let o = river(&cfg, &args);
+    assert_eq!(o.status.code(), Some(255), "{:?}", text(&o));
+    assert!(text(&o).1.contains("Permission denied"), "{:?}", text(&o));
+    let o = river(
+        &cfg,
+        &[
+            "task",
+            "submit",
+            "--image",
+            "river-test/busybox:1",
+            "--",
+            "sleep",
+            "300",
+        ],
+    );
+    let plain = text(&o).0.trim().to_owned();
+    wait_running(&cfg, &plain);
+    let mut args = vec!["ssh", &plain, "-i", k];
+    args.extend_from_slice(&quiet);
+    args.push("true");
+    let o = river(&cfg, &args);
+    assert_eq!(o.status.code(), Some(255));
+    assert!(text(&o).1.contains("connection refused inside task"), "{:?}", text(&o));
+}

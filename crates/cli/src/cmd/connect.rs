@@ -60,7 +60,7 @@ fn window_size() -> (u16, u16) {
 
 /// Standard input on a thread of its own (a blocked read must not keep the process alive at
 /// exit); `None` at its end.
-fn stdin_chunks() -> mpsc::Receiver<Option<Vec<u8>>> {
+pub fn stdin_chunks() -> mpsc::Receiver<Option<Vec<u8>>> {
     let (tx, rx) = mpsc::channel(16);
     std::thread::spawn(move || {
         let mut stdin = std::io::stdin().lock();

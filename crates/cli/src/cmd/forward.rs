@@ -12,13 +12,20 @@ use std::sync::Arc;
 use tokio::sync::Mutex;
 
 /// The connection to the host, made again when it has dropped.
-struct Mesh {
+pub struct Mesh {
     dir: PathBuf,
     client: Mutex<Option<Arc<Client>>>,
 }
 
 impl Mesh {
-    async fn client(&self) -> anyhow::Result<Arc<Client>> {
+    pub fn new(dir: &Path) -> Self {
+        Self {
+            dir: dir.to_owned(),
+            client: Mutex::new(None),
+        }
+    }
+
+    pub async fn client(&self) -> anyhow::Result<Arc<Client>> {
         let mut c = self.client.lock().await;
         if let Some(existing) = c.as_ref().filter(|c| !c.is_closed()) {
             return Ok(existing.clone());
@@ -37,7 +44,7 @@ impl Mesh {
 
     /// A `Forward` stream the host has accepted, retrying once on a fresh connection when the
     /// current one turns out to be dead.
-    async fn open(&self, req: &ForwardOpen) -> anyhow::Result<(river_mesh::SendStream, river_mesh::RecvStream)> {
+    pub async fn open(&self, req: &ForwardOpen) -> anyhow::Result<(river_mesh::SendStream, river_mesh::RecvStream)> {
         for attempt in 0..2 {
             let client = self.client().await?;
             let opened = async {
@@ -63,10 +70,7 @@ impl Mesh {
 }
 
 pub async fn run(dir: &Path, task: u64, port: u16, local: Option<u16>, bind: IpAddr) -> anyhow::Result<()> {
-    let mesh = Arc::new(Mesh {
-        dir: dir.to_owned(),
-        client: Mutex::new(None),
-    });
+    let mesh = Arc::new(Mesh::new(dir));
     // Fail now, with the reason, rather than at the first connection.
     let client = mesh.client().await?;
     crate::cmd::connect::wait_running(&client, task).await?;
