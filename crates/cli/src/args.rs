@@ -78,6 +78,9 @@ pub enum Command {
         /// The local address to listen on.
         #[arg(long, default_value = "127.0.0.1")]
         bind: std::net::IpAddr,
+        /// Forward UDP instead of TCP (one flow per local client address, over QUIC datagrams).
+        #[arg(long)]
+        udp: bool,
     },
     /// SSH into a task with your own OpenSSH client (its keys, agent and config), through the mesh.
     #[command(

@@ -72,6 +72,11 @@ impl Client {
         Ok(river_mesh::open(&self.conn, kind).await?)
     }
 
+    /// The connection itself, for datagrams.
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
     /// Whether the connection to the host has ended.
     pub fn is_closed(&self) -> bool {
         self.conn.close_reason().is_some()

@@ -704,3 +704,102 @@ fn ssh_with_openssh_through_the_mesh() {
     assert_eq!(o.status.code(), Some(255));
     assert!(text(&o).1.contains("connection refused inside task"), "{:?}", text(&o));
 }
+
+/// The pid of a task's container, from its name `river-<cluster>-<node>-task-<id>`.
+fn container_pid(cfg: &Path, id: &str) -> String {
+    let status: serde_json::Value = serde_json::from_slice(&river(cfg, &["status", "-o", "json"]).stdout).unwrap();
+    let task: serde_json::Value =
+        serde_json::from_slice(&river(cfg, &["task", "status", id, "-o", "json"]).stdout).unwrap();
+    let name = format!(
+        "river-{}-{}-task-{id}",
+        &status["ca_fingerprint"].as_str().unwrap()[..8],
+        task["placement"]["node"].as_str().unwrap()
+    );
+    let o = Command::new("docker")
+        .args(["inspect", "-f", "{{.State.Pid}}", &name])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).trim().to_owned()
+}
+
+#[test]
+fn udp_forward_carries_one_flow_per_client() {
+    if !docker_image_ready() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let cfg = d.path().join("cfg");
+    let state = d.path().join("state");
+    let s = state.to_str().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    assert!(river(&cfg, &["up", "--detach", "--state-dir", s, "--listen", &listen])
+        .status
+        .success());
+    let _guard = Down(cfg.clone(), state.clone());
+    let o = river(
+        &cfg,
+        &[
+            "task",
+            "submit",
+            "--image",
+            "river-test/busybox:1",
+            "--",
+            "sleep",
+            "600",
+        ],
+    );
+    let id = text(&o).0.trim().to_owned();
+    wait_running(&cfg, &id);
+    // A UDP echo server on the container's loopback, answering with who it heard from.
+    let pid = container_pid(&cfg, &id);
+    let mut server = Command::new("nsenter")
+        .args(["-t", &pid, "-n", "python3", "-c"])
+        .arg(
+            "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('127.0.0.1',5353))\n\
+             while True:\n  d,a=s.recvfrom(65535)\n  s.sendto(b'%d:'%a[1]+d,a)\n",
+        )
+        .spawn()
+        .unwrap();
+    let mut fwd = Command::new(env!("CARGO_BIN_EXE_river"))
+        .args(["forward", &id, "5353", "-l", "0", "--udp"])
+        .env("RIVER_CONFIG_DIR", &cfg)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(fwd.stdout.take().unwrap()), &mut line).unwrap();
+    let local = line.trim().to_owned();
+    let ask = |sock: &std::net::UdpSocket, msg: &[u8]| -> Option<Vec<u8>> {
+        for _ in 0..20 {
+            sock.send_to(msg, &local).unwrap();
+            let mut buf = [0u8; 2048];
+            if let Ok(n) = sock.recv(&mut buf) {
+                return Some(buf[..n].to_vec());
+            }
+        }
+        None
+    };
+    let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for s in [&a, &b] {
+        s.set_read_timeout(Some(std::time::Duration::from_millis(300))).unwrap();
+    }
+    let from_a = ask(&a, b"from-a").expect("an answer to a");
+    let from_b = ask(&b, b"from-b").expect("an answer to b");
+    // Each client has its own flow, so the server saw two different source ports.
+    let (pa, pb) = (String::from_utf8_lossy(&from_a), String::from_utf8_lossy(&from_b));
+    assert!(pa.ends_with(":from-a") && pb.ends_with(":from-b"), "{pa} {pb}");
+    assert_ne!(pa.split(':').next(), pb.split(':').next(), "{pa} {pb}");
+    // Many packets, in order or not, each answered.
+    let mut answered = 0;
+    for i in 0..200 {
+        if ask(&a, format!("n{i}").as_bytes()).is_some() {
+            answered += 1;
+        }
+    }
+    assert_eq!(answered, 200);
+    let _ = fwd.kill();
+    let _ = fwd.wait();
+    let _ = server.kill();
+    let _ = server.wait();
+}

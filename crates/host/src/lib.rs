@@ -17,6 +17,7 @@ mod registry;
 mod rpc;
 mod tasks;
 mod terminal;
+mod udp;
 
 use anyhow::Context as _;
 use river_mesh::Endpoint;
@@ -42,6 +43,8 @@ pub(crate) struct Ctx {
     kick: tokio::sync::Notify,
     /// Tasks whose node is fetching their environment: bytes so far and total.
     fetches: std::sync::Mutex<std::collections::HashMap<u64, (u64, u64)>>,
+    /// Forwarded UDP flows.
+    udp: udp::Routes,
 }
 
 impl Ctx {
@@ -145,6 +148,7 @@ pub async fn start(cfg: HostConfig) -> anyhow::Result<RunningHost> {
         cfg,
         kick: tokio::sync::Notify::new(),
         fetches: Default::default(),
+        udp: Default::default(),
     });
     envs::ensure_default(&ctx).await?;
     let mut serving = JoinSet::new();

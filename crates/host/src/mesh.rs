@@ -80,6 +80,8 @@ impl Caller {
 }
 
 async fn streams(ctx: &Arc<Ctx>, conn: &Connection, caller: Caller) {
+    // Forwarded UDP packets, from users and runners alike, ride datagrams beside the streams.
+    tokio::spawn(crate::udp::pump(ctx.clone(), conn.clone()));
     loop {
         let (send, recv) = match conn.accept_bi().await {
             Ok(s) => s,
@@ -122,7 +124,9 @@ async fn stream(
         (StreamKind::Logs, Caller::User { .. }) => crate::tasks::stream_logs(ctx, caller, &mut send, &mut recv).await,
         (StreamKind::Blob, Caller::Node(_)) => crate::envs::serve_blob(ctx, &mut send, &mut recv).await,
         (StreamKind::Terminal, Caller::User { .. }) => crate::terminal::relay(ctx, caller, &mut send, &mut recv).await,
-        (StreamKind::Forward, Caller::User { .. }) => crate::terminal::forward(ctx, caller, &mut send, &mut recv).await,
+        (StreamKind::Forward, Caller::User { .. }) => {
+            crate::terminal::forward(ctx, conn, caller, &mut send, &mut recv).await
+        }
         (kind, _) => {
             tracing::warn!(who = %caller.actor(), ?kind, "refused a stream kind this identity may not open");
             refuse(&mut send, &mut recv, STREAM_REFUSED);

@@ -58,6 +58,7 @@ pub(crate) async fn relay(
 /// One forwarded connection: authorized here, connected by the runner inside the task.
 pub(crate) async fn forward(
     ctx: &Ctx,
+    user: &river_mesh::Connection,
     caller: &Caller,
     send: &mut SendStream,
     recv: &mut RecvStream,
@@ -73,10 +74,34 @@ pub(crate) async fn forward(
             return Ok(());
         }
     };
-    tracing::debug!(who = %caller.actor(), task = req.task, port = req.port, "forwarded connection");
+    tracing::debug!(who = %caller.actor(), task = req.task, port = req.port, udp = req.udp, "forwarded connection");
     let (mut to_runner, mut from_runner) = open(&conn, StreamKind::Forward).await?;
     send_msg(&mut to_runner, &req).await?;
-    both_ways(send, recv, &mut to_runner, &mut from_runner).await
+    if !req.udp {
+        return both_ways(send, recv, &mut to_runner, &mut from_runner).await;
+    }
+    // A UDP flow: once the runner has its socket, datagrams are routed until either side closes
+    // the stream.
+    let Some(reply) = recv_msg::<ForwardReply>(&mut from_runner).await? else {
+        return Ok(());
+    };
+    send_msg(send, &reply).await?;
+    if reply != ForwardReply::Ok {
+        let _ = send.finish();
+        return Ok(());
+    }
+    let (user_flow, runner_flow) = (u64::from(send.id()), u64::from(to_runner.id()));
+    ctx.udp.add(user, user_flow, &conn, runner_flow);
+    // The flow's streams carry nothing more: any end of either is the end of the flow.
+    let (mut a, mut b) = ([0u8; 64], [0u8; 64]);
+    tokio::select! {
+        _ = recv.read(&mut a) => {}
+        _ = from_runner.read(&mut b) => {}
+    }
+    ctx.udp.remove(user, user_flow, &conn, runner_flow);
+    let _ = send.finish();
+    let _ = to_runner.finish();
+    Ok(())
 }
 
 /// Relays a user's stream and a runner's both ways until the runner's side ends (after the user's

@@ -604,6 +604,25 @@ pub enum TermOut {
 pub struct ForwardOpen {
     pub task: u64,
     pub port: u16,
+    /// A UDP flow: the stream only opens and closes it, and the packets travel as QUIC datagrams
+    /// tagged with the stream's id (see [`udp_datagram`]).
+    #[serde(default)]
+    pub udp: bool,
+}
+
+/// A UDP packet of a forwarded flow as a QUIC datagram: the id of the flow's `Forward` stream on
+/// that connection (8 bytes, big-endian), then the packet.
+pub fn udp_datagram(flow: u64, packet: &[u8]) -> Vec<u8> {
+    let mut d = Vec::with_capacity(8 + packet.len());
+    d.extend_from_slice(&flow.to_be_bytes());
+    d.extend_from_slice(packet);
+    d
+}
+
+/// The flow id and packet of a datagram made by [`udp_datagram`]; `None` if it is too short.
+pub fn parse_udp_datagram(d: &[u8]) -> Option<(u64, &[u8])> {
+    let (id, packet) = d.split_at_checked(8)?;
+    Some((u64::from_be_bytes(id.try_into().ok()?), packet))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -620,4 +639,17 @@ pub struct LogsRequest {
     pub stderr: bool,
     /// Keep sending new output until the task ends.
     pub follow: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn udp_datagrams_round_trip_and_short_ones_are_refused() {
+        let d = udp_datagram(0x0102_0304_0506_0708, b"ping");
+        assert_eq!(parse_udp_datagram(&d), Some((0x0102_0304_0506_0708, &b"ping"[..])));
+        assert_eq!(parse_udp_datagram(&udp_datagram(7, b"")), Some((7, &b""[..])));
+        assert_eq!(parse_udp_datagram(&[1, 2, 3]), None);
+    }
 }

@@ -60,6 +60,8 @@ pub(crate) struct Executor {
     images: crate::images::Images,
     cgroups: crate::cgroup::Cgroups,
     task_user: String,
+    /// Forwarded UDP flows of the current session.
+    pub udp: Arc<crate::forward::UdpFlows>,
 }
 
 impl Executor {
@@ -82,6 +84,7 @@ impl Executor {
             images: crate::images::Images::new(s.blobs, host_rx),
             cgroups: crate::cgroup::Cgroups::at(&s.cgroup_root),
             task_user: s.task_user,
+            udp: Arc::default(),
             node: s.node,
             cluster: s.cluster,
             dir: s.dir,

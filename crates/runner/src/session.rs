@@ -145,8 +145,9 @@ async fn session(
     };
     // Streams the host opens toward this runner.
     let incoming = async {
+        tokio::spawn(crate::forward::udp_in(conn.clone(), exec.udp.clone()));
         while let Ok((send, recv)) = conn.accept_bi().await {
-            tokio::spawn(host_stream(exec.clone(), send, recv));
+            tokio::spawn(host_stream(exec.clone(), conn.clone(), send, recv));
         }
     };
     tokio::select! {
@@ -159,7 +160,12 @@ async fn session(
 }
 
 /// A stream the host opened: `Logs` or `Export`.
-async fn host_stream(exec: Arc<Executor>, mut send: river_mesh::SendStream, mut recv: river_mesh::RecvStream) {
+async fn host_stream(
+    exec: Arc<Executor>,
+    conn: river_mesh::Connection,
+    mut send: river_mesh::SendStream,
+    mut recv: river_mesh::RecvStream,
+) {
     let served = async {
         let header = river_mesh::read_header(&mut recv).await?;
         match header.kind {
@@ -173,7 +179,11 @@ async fn host_stream(exec: Arc<Executor>, mut send: river_mesh::SendStream, mut 
             StreamKind::Forward => {
                 if let Some(req) = recv_msg::<river_proto::msg::ForwardOpen>(&mut recv).await? {
                     let target = exec.network_of(req.task).await;
-                    crate::forward::serve(target, req, send, recv).await;
+                    if req.udp {
+                        crate::forward::serve_udp(target, req, conn, exec.udp.clone(), send, recv).await;
+                    } else {
+                        crate::forward::serve(target, req, send, recv).await;
+                    }
                 }
                 return Ok(());
             }

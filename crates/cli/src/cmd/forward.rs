@@ -69,12 +69,15 @@ impl Mesh {
     }
 }
 
-pub async fn run(dir: &Path, task: u64, port: u16, local: Option<u16>, bind: IpAddr) -> anyhow::Result<()> {
+pub async fn run(dir: &Path, task: u64, port: u16, local: Option<u16>, bind: IpAddr, udp: bool) -> anyhow::Result<()> {
     let mesh = Arc::new(Mesh::new(dir));
     // Fail now, with the reason, rather than at the first connection.
     let client = mesh.client().await?;
     crate::cmd::connect::wait_running(&client, task).await?;
     let addr = SocketAddr::new(bind, local.unwrap_or(port));
+    if udp {
+        return run_udp(&mesh, task, port, addr).await;
+    }
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr} here (in use? choose another local port with -l)"))?;
@@ -89,7 +92,7 @@ pub async fn run(dir: &Path, task: u64, port: u16, local: Option<u16>, bind: IpA
         };
         let mesh = mesh.clone();
         tokio::spawn(async move {
-            let req = ForwardOpen { task, port };
+            let req = ForwardOpen { task, port, udp: false };
             match mesh.open(&req).await {
                 Ok((send, recv)) => {
                     if let Err(e) = river_mesh::splice(tcp, send, recv).await {
@@ -99,5 +102,109 @@ pub async fn run(dir: &Path, task: u64, port: u16, local: Option<u16>, bind: IpA
                 Err(e) => eprintln!("connection from {peer}: {e:#}"),
             }
         });
+    }
+}
+
+/// A UDP flow: the local client it answers, and its stream (held open while the flow lives).
+struct Flow {
+    id: u64,
+    _streams: (river_mesh::SendStream, river_mesh::RecvStream),
+    last: std::time::Instant,
+}
+
+/// How long a UDP flow lives without packets from its client.
+const UDP_IDLE: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// `--udp`: one local socket; each client address gets a flow of its own (a `Forward` stream that
+/// the host authorizes), and packets go as QUIC datagrams tagged with that stream's id.
+async fn run_udp(mesh: &Mesh, task: u64, port: u16, addr: SocketAddr) -> anyhow::Result<()> {
+    use river_proto::msg::{parse_udp_datagram, udp_datagram};
+    use std::collections::HashMap;
+    let sock = tokio::net::UdpSocket::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on udp {addr} here (in use? choose another local port with -l)"))?;
+    let bound = sock.local_addr()?;
+    eprintln!("forwarding udp {bound} → port {port} of task {task}; Ctrl-C stops");
+    println!("{bound}");
+    let mut client: Option<Arc<Client>> = Some(mesh.client().await?);
+    let mut flows: HashMap<SocketAddr, Flow> = HashMap::new();
+    let mut peers: HashMap<u64, SocketAddr> = HashMap::new();
+    let mut buf = vec![0u8; 65_536];
+    let mut sweep = tokio::time::interval(std::time::Duration::from_secs(10));
+    loop {
+        let incoming = async {
+            match &client {
+                Some(c) => c.connection().read_datagram().await.ok(),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = sock.recv_from(&mut buf) => {
+                let (n, peer) = r?;
+                if client.as_ref().is_none_or(|c| c.is_closed()) {
+                    flows.clear();
+                    peers.clear();
+                    client = match mesh.client().await {
+                        Ok(c) => Some(c),
+                        Err(e) => {
+                            eprintln!("dropped a packet from {peer}: {e:#}");
+                            None
+                        }
+                    };
+                }
+                let Some(c) = client.clone() else { continue };
+                if !flows.contains_key(&peer) {
+                    match open_flow(&c, task, port).await {
+                        Ok((send, recv)) => {
+                            let id = u64::from(send.id());
+                            peers.insert(id, peer);
+                            flows.insert(peer, Flow { id, _streams: (send, recv), last: std::time::Instant::now() });
+                        }
+                        Err(e) => {
+                            eprintln!("udp from {peer}: {e:#}");
+                            continue;
+                        }
+                    }
+                }
+                if let Some(f) = flows.get_mut(&peer) {
+                    f.last = std::time::Instant::now();
+                    if let Err(e) = c.connection().send_datagram(udp_datagram(f.id, &buf[..n]).into()) {
+                        tracing::debug!("dropped a packet from {peer}: {e}");
+                    }
+                }
+            }
+            d = incoming => match d {
+                Some(d) => {
+                    if let Some((id, packet)) = parse_udp_datagram(&d) {
+                        if let Some(peer) = peers.get(&id) {
+                            let _ = sock.send_to(packet, peer).await;
+                        }
+                    }
+                }
+                // The host went away: flows start again on the next connection.
+                None => {
+                    client = None;
+                }
+            },
+            _ = sweep.tick() => {
+                flows.retain(|_, f| f.last.elapsed() < UDP_IDLE);
+                peers.retain(|id, _| flows.values().any(|f| f.id == *id));
+            }
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
+}
+
+async fn open_flow(
+    client: &Client,
+    task: u64,
+    port: u16,
+) -> anyhow::Result<(river_mesh::SendStream, river_mesh::RecvStream)> {
+    let (mut send, mut recv) = client.open(river_proto::StreamKind::Forward).await?;
+    send_msg(&mut send, &ForwardOpen { task, port, udp: true }).await?;
+    match recv_msg::<ForwardReply>(&mut recv).await? {
+        Some(ForwardReply::Ok) => Ok((send, recv)),
+        Some(ForwardReply::Refused(why)) => bail!("{why}"),
+        None => bail!("the host closed the stream without answering"),
     }
 }

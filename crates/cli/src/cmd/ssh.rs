@@ -49,7 +49,7 @@ pub async fn proxy(dir: &Path, id: &str, port: u16) -> anyhow::Result<()> {
     let task = task_id(id)?;
     let mesh = Mesh::new(dir);
     crate::cmd::connect::wait_running(&*mesh.client().await?, task).await?;
-    let (mut send, mut recv) = mesh.open(&ForwardOpen { task, port }).await?;
+    let (mut send, mut recv) = mesh.open(&ForwardOpen { task, port, udp: false }).await?;
     let mut input = crate::cmd::connect::stdin_chunks();
     let up = async {
         while let Some(Some(chunk)) = input.recv().await {
