@@ -21,7 +21,9 @@ const SERVERS: &str = "mkdir -p /www && echo hello-from-loopback > /www/index.ht
 
 async fn forward(conn: &river_mesh::Connection, task: u64, port: u16) -> Result<(SendStream, RecvStream), String> {
     let (mut send, mut recv) = river_mesh::open(conn, StreamKind::Forward).await.unwrap();
-    send_msg(&mut send, &ForwardOpen { task, port, udp: false }).await.unwrap();
+    send_msg(&mut send, &ForwardOpen { task, port, udp: false })
+        .await
+        .unwrap();
     match recv_msg::<ForwardReply>(&mut recv).await.unwrap() {
         Some(ForwardReply::Ok) => Ok((send, recv)),
         Some(ForwardReply::Refused(why)) => Err(why),

@@ -153,24 +153,23 @@ async fn run_udp(mesh: &Mesh, task: u64, port: u16, addr: SocketAddr) -> anyhow:
                     };
                 }
                 let Some(c) = client.clone() else { continue };
-                if !flows.contains_key(&peer) {
-                    match open_flow(&c, task, port).await {
+                let f = match flows.entry(peer) {
+                    std::collections::hash_map::Entry::Occupied(f) => f.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(v) => match open_flow(&c, task, port).await {
                         Ok((send, recv)) => {
                             let id = u64::from(send.id());
                             peers.insert(id, peer);
-                            flows.insert(peer, Flow { id, _streams: (send, recv), last: std::time::Instant::now() });
+                            v.insert(Flow { id, _streams: (send, recv), last: std::time::Instant::now() })
                         }
                         Err(e) => {
                             eprintln!("udp from {peer}: {e:#}");
                             continue;
                         }
-                    }
-                }
-                if let Some(f) = flows.get_mut(&peer) {
-                    f.last = std::time::Instant::now();
-                    if let Err(e) = c.connection().send_datagram(udp_datagram(f.id, &buf[..n]).into()) {
-                        tracing::debug!("dropped a packet from {peer}: {e}");
-                    }
+                    },
+                };
+                f.last = std::time::Instant::now();
+                if let Err(e) = c.connection().send_datagram(udp_datagram(f.id, &buf[..n]).into()) {
+                    tracing::debug!("dropped a packet from {peer}: {e}");
                 }
             }
             d = incoming => match d {
