@@ -35,12 +35,15 @@ pub async fn splice(tcp: TcpStream, mut send: SendStream, mut recv: RecvStream) 
         }
     };
     let down = async {
+        // Everything that has arrived, up to BUF, per write: QUIC delivers a frame's worth at a
+        // time, and a system call per frame was the forward's bottleneck.
+        let mut buf = vec![0u8; BUF];
         let mut n = 0u64;
         loop {
-            match recv.read_chunk(BUF, true).await {
-                Ok(Some(chunk)) => {
-                    wr.write_all(&chunk.bytes).await?;
-                    n += chunk.bytes.len() as u64;
+            match recv.read(&mut buf).await {
+                Ok(Some(k)) => {
+                    wr.write_all(&buf[..k]).await?;
+                    n += k as u64;
                 }
                 Ok(None) => {
                     let _ = wr.shutdown().await;
