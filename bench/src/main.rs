@@ -1,6 +1,7 @@
 //! river's benchmarks. Each prints its figures next to a baseline measured in the same run.
 //! See docs/benchmarks.md for what they measure and the figures on our machines.
 
+mod forward;
 mod heartbeats;
 mod proc;
 mod tasks;
@@ -43,6 +44,12 @@ enum Bench {
         #[arg(long)]
         no_container: bool,
     },
+    /// `river forward` and `river ssh` into a task, against direct access and OpenSSH (needs root,
+    /// iperf3, ssh and the river-test/sshd image from scripts/docker-env.sh).
+    Forward,
+    /// (internal) An echo server, run inside a task's network namespace by `forward`.
+    #[command(hide = true)]
+    EchoServer { port: u16 },
     /// Idle memory of a real host and runner (`river host`, `river runner`).
     Footprint {
         /// How long to let them idle before measuring.
@@ -53,6 +60,9 @@ enum Bench {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Bench::EchoServer { port } = cli.bench {
+        return forward::echo_server(port);
+    }
     let river = std::fs::canonicalize(&cli.river).map_err(|e| {
         anyhow::anyhow!(
             "{}: {e}; build it with `cargo build --release -p river`",
@@ -73,6 +83,8 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             }
             Bench::Footprint { idle } => heartbeats::footprint(&river, idle).await,
+            Bench::Forward => forward::run(&river).await,
+            Bench::EchoServer { .. } => unreachable!("handled before the runtime starts"),
             Bench::Tasks {
                 count,
                 concurrency,

@@ -45,6 +45,11 @@ pub(crate) struct Ctx {
     fetches: std::sync::Mutex<std::collections::HashMap<u64, (u64, u64)>>,
     /// Forwarded UDP flows.
     udp: udp::Routes,
+    /// Running tasks as last read, so opening a forward or terminal does not query SQLite;
+    /// every change of a task goes through [`Ctx::save_task`], which drops its entry.
+    running: std::sync::Mutex<std::collections::HashMap<u64, river_store::TaskRecord>>,
+    /// Bumped by every task write: a read that saw a write happen meanwhile is not cached.
+    task_writes: std::sync::atomic::AtomicU64,
 }
 
 impl Ctx {
@@ -56,6 +61,41 @@ impl Ctx {
                 f.insert(id, (done, total));
             }
         }
+    }
+
+    /// Writes a task's changes; the only way the host changes a task.
+    pub(crate) async fn save_task(&self, t: &river_store::TaskRecord) -> Result<(), river_store::StoreError> {
+        use std::sync::atomic::Ordering;
+        self.task_writes.fetch_add(1, Ordering::SeqCst);
+        if let Ok(mut r) = self.running.lock() {
+            r.remove(&t.id);
+        }
+        let saved = self.store.update_task(t).await;
+        self.task_writes.fetch_add(1, Ordering::SeqCst);
+        saved
+    }
+
+    /// A task, from the running-task cache when it is there.
+    pub(crate) async fn task_for_stream(
+        &self,
+        id: u64,
+    ) -> Result<Option<river_store::TaskRecord>, river_store::StoreError> {
+        if let Some(t) = self.running.lock().ok().and_then(|r| r.get(&id).cloned()) {
+            return Ok(Some(t));
+        }
+        use std::sync::atomic::Ordering;
+        let before = self.task_writes.load(Ordering::SeqCst);
+        let t = self.store.task(id).await?;
+        if let Some(t) = t.as_ref().filter(|t| t.state == "running") {
+            if let Ok(mut r) = self.running.lock() {
+                // Under the lock, so no write can start between this check and the insert
+                // without its removal coming after.
+                if self.task_writes.load(Ordering::SeqCst) == before {
+                    r.insert(id, t.clone());
+                }
+            }
+        }
+        Ok(t)
     }
 
     pub(crate) fn fetching(&self, id: u64) -> Option<(u64, u64)> {
@@ -149,6 +189,8 @@ pub async fn start(cfg: HostConfig) -> anyhow::Result<RunningHost> {
         kick: tokio::sync::Notify::new(),
         fetches: Default::default(),
         udp: Default::default(),
+        running: Default::default(),
+        task_writes: Default::default(),
     });
     envs::ensure_default(&ctx).await?;
     let mut serving = JoinSet::new();

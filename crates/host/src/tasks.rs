@@ -211,7 +211,7 @@ async fn schedule_once(ctx: &Ctx) -> anyhow::Result<()> {
         };
         t.state = TaskState::Assigned.as_str().into();
         t.placement = Some(placement.clone());
-        ctx.store.update_task(&t).await?;
+        ctx.save_task(&t).await?;
         if !ctx.registry.send(
             &p.node,
             HostMsg::Start {
@@ -223,7 +223,7 @@ async fn schedule_once(ctx: &Ctx) -> anyhow::Result<()> {
             // The runner left between the snapshot and now: back to the queue.
             t.state = TaskState::Queued.as_str().into();
             t.placement = None;
-            ctx.store.update_task(&t).await?;
+            ctx.save_task(&t).await?;
         } else {
             tracing::info!(task = id, node = %p.node, "task assigned");
         }
@@ -275,7 +275,7 @@ pub(crate) async fn on_report(
         if message.is_some() {
             t.message = message;
         }
-        ctx.store.update_task(&t).await?;
+        ctx.save_task(&t).await?;
         tracing::info!(task = id, %node, state = to.as_str(), "task state");
         if to.is_final() {
             ctx.kick.notify_one();
@@ -317,7 +317,7 @@ pub(crate) async fn signal(ctx: &Ctx, caller: &Caller, id: u64, signal: Signal) 
     if state == TaskState::Queued {
         // Never started: cancel it here.
         end_here(&mut t, TaskState::Killed, format!("cancelled by {}", caller.actor()));
-        ctx.store.update_task(&t).await?;
+        ctx.save_task(&t).await?;
         return Ok(Response::Done {
             message: format!("cancelled queued task {id}"),
         });
@@ -475,7 +475,7 @@ pub(crate) async fn node_lost(ctx: &Ctx, node: &str) {
         ) {
             t.state = TaskState::Lost.as_str().into();
             t.message = Some(format!("node {node} went offline; the task may still be running there"));
-            if let Err(e) = ctx.store.update_task(&t).await {
+            if let Err(e) = ctx.save_task(&t).await {
                 tracing::error!(task = t.id, "marking lost: {e}");
             }
         }
@@ -511,7 +511,7 @@ pub(crate) async fn reconcile(ctx: &Ctx, node: &str, reports: Vec<river_proto::m
             }
             _ => continue,
         }
-        if let Err(e) = ctx.store.update_task(&t).await {
+        if let Err(e) = ctx.save_task(&t).await {
             tracing::error!(task = t.id, "reconciling: {e}");
         }
     }
@@ -526,7 +526,7 @@ pub(crate) async fn node_removed(ctx: &Ctx, node: &str) -> anyhow::Result<()> {
             TaskState::Failed,
             format!("node {node} was removed from the cluster"),
         );
-        ctx.store.update_task(&t).await?;
+        ctx.save_task(&t).await?;
     }
     ctx.kick.notify_one();
     Ok(())

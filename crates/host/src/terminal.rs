@@ -11,7 +11,7 @@ use river_task::state::TaskState;
 
 /// Which runner to relay to, or why not.
 async fn route(ctx: &Ctx, caller: &Caller, task: u64) -> Result<river_mesh::Connection, String> {
-    let t = match ctx.store.task(task).await {
+    let t = match ctx.task_for_stream(task).await {
         Ok(Some(t)) => t,
         Ok(None) => return Err(format!("no task {task}; `river task list` shows the tasks")),
         Err(e) => return Err(format!("host error: {e}")),

@@ -53,6 +53,9 @@ pub(crate) struct Executor {
     reports: mpsc::UnboundedSender<RunnerMsg>,
     /// Tasks a user asked to kill, so their end reads `killed`, not `failed`.
     kills: Mutex<HashSet<u64>>,
+    /// Containers' first processes (pid, start time), so a forwarded connection does not ask the
+    /// engine each time; the start time tells a reused pid from the container's.
+    pids: Mutex<std::collections::HashMap<u64, (i64, u64)>>,
     /// Closed when the runner stops: work spawned here stops with it, as in a process exit.
     stop: tokio::sync::watch::Receiver<()>,
     /// The current session's connection, for fetching environments.
@@ -96,6 +99,7 @@ impl Executor {
             runtime: OnceCell::new(),
             reports,
             kills: Mutex::new(HashSet::new()),
+            pids: Mutex::default(),
             stop,
         }
     }
@@ -131,9 +135,20 @@ impl Executor {
         if self.process_cgroup(id).exists() {
             return Ok(None);
         }
+        let cached = self.pids.lock().ok().and_then(|p| p.get(&id).copied());
+        if let Some((pid, started)) = cached {
+            if start_time(pid) == Some(started) {
+                return Ok(Some(pid));
+            }
+        }
         let rt = self.runtime().await?;
         match rt.pid(&self.container_name(id)).await {
-            Ok(Some(pid)) => Ok(Some(pid)),
+            Ok(Some(pid)) => {
+                if let (Some(started), Ok(mut p)) = (start_time(pid), self.pids.lock()) {
+                    p.insert(id, (pid, started));
+                }
+                Ok(Some(pid))
+            }
             Ok(None) => Err(format!("task {id} is not running here")),
             Err(e) => Err(format!("task {id} has no container here: {e}")),
         }
@@ -475,6 +490,9 @@ impl Executor {
             pump_output(rt.clone(), cid.clone(), self.dir.join(id.to_string()))
         );
         let killed = self.kills.lock().map(|mut k| k.remove(&id)).unwrap_or(false);
+        if let Ok(mut p) = self.pids.lock() {
+            p.remove(&id);
+        }
         match exit {
             Ok(exit) => {
                 let state = exit_state(exit.code, exit.oom_killed, killed);
@@ -554,6 +572,14 @@ impl Executor {
     }
 }
 
+/// When process `pid` started (clock ticks since boot), from `/proc/PID/stat`.
+fn start_time(pid: i64) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command, which is in parentheses and may hold spaces; start time is the
+    // 22nd field, the 20th after the command.
+    stat.get(stat.rfind(')')? + 2..)?.split(' ').nth(19)?.parse().ok()
+}
+
 /// Copies a container's output into `dir/stdout.log` and `dir/stderr.log` until it stops.
 async fn pump_output(rt: Runtime, cid: String, dir: PathBuf) -> std::io::Result<()> {
     tokio::fs::create_dir_all(&dir).await?;
@@ -572,4 +598,15 @@ async fn pump_output(rt: Runtime, cid: String, dir: PathBuf) -> std::io::Result<
     }
     out.flush().await?;
     err.flush().await
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn start_time_of_this_process() {
+        let me = i64::from(std::process::id());
+        let t = super::start_time(me).expect("this process has a start time");
+        assert_eq!(super::start_time(me), Some(t));
+        assert_eq!(super::start_time(i64::from(i32::MAX)), None);
+    }
 }

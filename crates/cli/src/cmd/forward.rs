@@ -42,6 +42,29 @@ impl Mesh {
         }
     }
 
+    /// A `Forward` stream with its request sent, not yet answered: the caller may send at once
+    /// (the answer comes first on the way back), saving a round trip on every new connection.
+    async fn open_eager(&self, req: &ForwardOpen) -> anyhow::Result<(river_mesh::SendStream, river_mesh::RecvStream)> {
+        for attempt in 0..2 {
+            let client = self.client().await?;
+            let opened = async {
+                let (mut send, recv) = client.open(river_proto::StreamKind::Forward).await?;
+                send_msg(&mut send, req).await?;
+                anyhow::Ok((send, recv))
+            }
+            .await;
+            match opened {
+                Ok(streams) => return Ok(streams),
+                Err(e) if attempt == 0 => {
+                    tracing::debug!("reconnecting to the host: {e}");
+                    self.forget(&client).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        unreachable!("the loop returns")
+    }
+
     /// A `Forward` stream the host has accepted, retrying once on a fresh connection when the
     /// current one turns out to be dead.
     pub async fn open(&self, req: &ForwardOpen) -> anyhow::Result<(river_mesh::SendStream, river_mesh::RecvStream)> {
@@ -93,16 +116,34 @@ pub async fn run(dir: &Path, task: u64, port: u16, local: Option<u16>, bind: IpA
         let mesh = mesh.clone();
         tokio::spawn(async move {
             let req = ForwardOpen { task, port, udp: false };
-            match mesh.open(&req).await {
-                Ok((send, recv)) => {
-                    if let Err(e) = river_mesh::splice(tcp, send, recv).await {
-                        tracing::debug!(%peer, "forwarded connection ended: {e}");
-                    }
-                }
-                Err(e) => eprintln!("connection from {peer}: {e:#}"),
+            if let Err(e) = connection(&mesh, &req, tcp).await {
+                eprintln!("connection from {peer}: {e:#}");
             }
         });
     }
+}
+
+/// One local connection: its bytes start toward the task with the request; the task's side
+/// starts with the answer.
+async fn connection(mesh: &Mesh, req: &ForwardOpen, tcp: tokio::net::TcpStream) -> anyhow::Result<()> {
+    let (mut send, mut recv) = mesh.open_eager(req).await?;
+    let _ = tcp.set_nodelay(true);
+    let (rd, wr) = tcp.into_split();
+    let down = async {
+        match recv_msg::<ForwardReply>(&mut recv).await? {
+            Some(ForwardReply::Ok) => {}
+            Some(ForwardReply::Refused(why)) => bail!("{why}"),
+            None => bail!("the host closed the stream without answering"),
+        }
+        river_mesh::copy_down(&mut recv, wr).await?;
+        anyhow::Ok(())
+    };
+    let up = async {
+        river_mesh::copy_up(rd, &mut send).await?;
+        anyhow::Ok(())
+    };
+    tokio::try_join!(up, down)?;
+    Ok(())
 }
 
 /// A UDP flow: the local client it answers, and its stream (held open while the flow lives).
