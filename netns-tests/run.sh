@@ -93,6 +93,7 @@ wait_for() {
 
 cli() { in_ns "$H" env RIVER_CONFIG_DIR="$T/host/admin" "$RIVER" "$@"; }
 node_state() { cli node list -o json | python3 -c "import json,sys; print({n['name']: n['state'] for n in json.load(sys.stdin)}.get('$1', 'absent'))"; }
+task_running() { cli task status "$1" | grep -q "state: *running"; }
 state_is() { [[ $(node_state "$1") == "$2" ]]; }
 
 start_host() {
@@ -297,6 +298,30 @@ TOML
   [[ $(cli env list -o json | python3 -c "import json,sys; print([e for e in json.load(sys.stdin) if e['name'] == 'lab'][0]['versions'][1]['fetches'])") == 1 ]]
 }
 
+#   [user in h] --mesh--> [host h] --mesh--> [d1 in r4: container, server on its 127.0.0.1]
+#   `river forward` and `river connect` from the host's namespace reach a server bound to the
+#   container's loopback on another machine; nothing on r4 is reachable from h otherwise
+test_forward() {
+  if [[ ! -S $T/docker-r4.sock ]]; then
+    echo "    SKIP: needs the engine of the tasks scenario"
+    [[ -z ${RIVER_REQUIRE_DOCKER:-} ]]
+    return
+  fi
+  local id
+  id=$(cli task submit -t d1 --image river-test/busybox:1 -- sh -c \
+    'mkdir /www && echo served-from-d1 > /www/index.html && exec httpd -f -p 127.0.0.1:8080 -h /www')
+  wait_for "task $id running" 20 task_running "$id"
+  in_ns "$H" env RIVER_CONFIG_DIR="$T/host/admin" "$RIVER" forward "$id" 8080 -l 18080 >"$T/forward.out" 2>"$T/forward.log" &
+  track forward $!
+  wait_for "forward listening" 20 grep -q 127.0.0.1:18080 "$T/forward.out"
+  local page
+  page=$(in_ns "$H" curl -s http://127.0.0.1:18080/index.html)
+  [[ $page == served-from-d1 ]] || { echo "    got: $page"; return 1; }
+  # The container's loopback server is not reachable from the host's namespace any other way.
+  ! in_ns "$H" curl -s --max-time 2 http://10.77.0.14:8080/ >/dev/null
+  [[ $(cli connect "$id" -- cat /www/index.html) == served-from-d1 ]]
+}
+
 # ---------------------------------------------------------------------------------------------
 
 topology
@@ -309,6 +334,7 @@ scenario revoked_node
 scenario wrong_ca
 scenario tasks
 scenario environments
+scenario forward
 echo
 echo "netns: $PASS passed, $FAIL failed"
 [[ $FAIL -eq 0 ]]

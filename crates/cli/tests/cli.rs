@@ -523,6 +523,32 @@ fn forward_through_the_binary_survives_a_host_restart() {
     assert!(local.starts_with("127.0.0.1:"), "{local}");
     let page = http_get(&local, "/index.html").unwrap();
     assert!(page.contains("hello-through-river"), "{page}");
+    // A second forward session to the same port at the same time: both serve, neither interferes.
+    let mut second = Command::new(env!("CARGO_BIN_EXE_river"))
+        .args(["forward", &id, "8080", "-l", "0"])
+        .env("RIVER_CONFIG_DIR", &cfg)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line2 = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(second.stdout.take().unwrap()), &mut line2).unwrap();
+    let both: Vec<std::thread::JoinHandle<bool>> = (0..20)
+        .map(|i| {
+            let addr = if i % 2 == 0 {
+                local.clone()
+            } else {
+                line2.trim().to_owned()
+            };
+            std::thread::spawn(move || http_get(&addr, "/index.html").is_ok_and(|p| p.contains("hello-through-river")))
+        })
+        .collect();
+    assert!(
+        both.into_iter().all(|h| h.join().unwrap()),
+        "every request through either forward"
+    );
+    let _ = second.kill();
+    let _ = second.wait();
 
     // The host and runner restart (the task's container keeps running); the forward keeps
     // listening and the next connection goes through the new host.
