@@ -577,13 +577,19 @@ fn forward_through_the_binary_survives_a_host_restart() {
     let mut line = String::new();
     std::io::BufRead::read_line(&mut std::io::BufReader::new(bad.stdout.take().unwrap()), &mut line).unwrap();
     assert_eq!(http_get(line.trim(), "/").unwrap_or_default(), "");
+    // The reason is printed just after the local connection closes: read until it is there.
+    let mut said = String::new();
+    let mut err = std::io::BufReader::new(bad.stderr.take().unwrap());
+    while !said.contains("connection refused inside task") {
+        let mut l = String::new();
+        if std::io::BufRead::read_line(&mut err, &mut l).unwrap() == 0 {
+            break;
+        }
+        said.push_str(&l);
+    }
     let _ = bad.kill();
-    let err = bad.wait_with_output().unwrap();
-    assert!(
-        String::from_utf8_lossy(&err.stderr).contains("connection refused inside task"),
-        "{:?}",
-        String::from_utf8_lossy(&err.stderr)
-    );
+    let _ = bad.wait();
+    assert!(said.contains("connection refused inside task"), "{said:?}");
     let _ = fwd.kill();
     let _ = fwd.wait();
     let o = river(&cfg, &["forward", "9999", "80"]);
