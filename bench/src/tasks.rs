@@ -86,6 +86,16 @@ pub async fn run(river: &Path, count: usize, concurrency: usize, no_container: b
             anyhow::bail!("submit refused")
         };
     }
+    // Wait on the cheap cluster summary, so polling does not load the host being measured.
+    loop {
+        let Response::Status(s) = client::call(&conn, &Request::Status).await? else {
+            anyhow::bail!("no status")
+        };
+        if s.tasks_queued + s.tasks_active == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let tasks = loop {
         let Response::Tasks(all) = client::call(
             &conn,

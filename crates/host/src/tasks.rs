@@ -181,24 +181,52 @@ pub(crate) async fn scheduler(ctx: Arc<Ctx>) {
     }
 }
 
+/// How many waiting tasks one scheduling pass considers, in queue order (Slurm's backfill has
+/// the same kind of window, `bf_max_job_test`): a deep queue costs each pass this much, not all.
+const SCHEDULE_WINDOW: u32 = 500;
+/// The part of the window read first.
+const SCHEDULE_HEAD: u32 = 32;
+
 async fn schedule_once(ctx: &Ctx) -> anyhow::Result<()> {
-    let tasks = ctx.store.unfinished_tasks().await?;
-    let queue: Vec<(u64, Ask)> = tasks
-        .iter()
-        .filter(|t| state_of(t) == TaskState::Queued)
-        .filter_map(|t| ask(&t.spec, t.target.as_deref()).ok().map(|a| (t.id, a)))
-        .collect();
-    if queue.is_empty() {
-        return Ok(());
-    }
+    // What holds resources first: a cluster with no free core starts nothing, so the queue is
+    // not even read (every task needs a core).
+    let holding = ctx.store.holding_tasks().await?;
     let nodes: Vec<place::Node> = ctx.store.nodes().await?.iter().map(|n| sched_node(ctx, n)).collect();
     let mut used: BTreeMap<String, Usage> = BTreeMap::new();
-    for t in tasks.iter().filter(|t| state_of(t).holds_resources()) {
+    for t in holding.iter().filter(|t| state_of(t).holds_resources()) {
         if let Some(p) = &t.placement {
             used.entry(p.node.clone()).or_default().add(&to_place(p));
         }
     }
-    for (id, p) in place::schedule(&queue, &nodes, &mut used) {
+    let free = |used: &BTreeMap<String, Usage>| {
+        nodes
+            .iter()
+            .any(|n| n.online && n.cpus() > used.get(&n.name).map_or(0, |u| u.cores.len()))
+    };
+    if !free(&used) {
+        return Ok(());
+    }
+    // The head of the queue usually fills what is free; only if cores are left after it is the
+    // whole window read, and the pass made again over it (so backfill sees the same window).
+    let mut pass = None;
+    for limit in [SCHEDULE_HEAD, SCHEDULE_WINDOW] {
+        let tasks = ctx.store.queued(limit).await?;
+        let queue: Vec<(u64, Ask)> = tasks
+            .iter()
+            .filter_map(|t| ask(&t.spec, t.target.as_deref()).ok().map(|a| (t.id, a)))
+            .collect();
+        let mut after = used.clone();
+        let placed = place::schedule(&queue, &nodes, &mut after);
+        let whole = tasks.len() < limit as usize || limit == SCHEDULE_WINDOW;
+        if whole || !free(&after) {
+            pass = Some((tasks, placed));
+            break;
+        }
+    }
+    let Some((tasks, placed)) = pass else {
+        return Ok(());
+    };
+    for (id, p) in placed {
         let Some(mut t) = tasks.iter().find(|t| t.id == id).cloned() else {
             continue;
         };

@@ -569,6 +569,27 @@ impl Store {
             .collect()
     }
 
+    /// Tasks that hold a node's resources or may again (assigned, running, paused, lost).
+    pub async fn holding_tasks(&self) -> Result<Vec<TaskRecord>> {
+        sqlx::query("SELECT * FROM tasks WHERE state IN ('assigned', 'running', 'paused', 'lost') ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(task_from_row)
+            .collect()
+    }
+
+    /// The first `limit` queued tasks, oldest first.
+    pub async fn queued(&self, limit: u32) -> Result<Vec<TaskRecord>> {
+        sqlx::query("SELECT * FROM tasks WHERE state = 'queued' ORDER BY id LIMIT ?")
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(task_from_row)
+            .collect()
+    }
+
     /// Tasks, oldest first; with `state`, only those in it.
     pub async fn tasks(&self, state: Option<&str>) -> Result<Vec<TaskRecord>> {
         let rows = match state {

@@ -64,7 +64,8 @@ pub struct GpuSlot {
 }
 
 impl Node {
-    fn cpus(&self) -> usize {
+    /// How many cores the node has.
+    pub fn cpus(&self) -> usize {
         self.numa.iter().map(|n| n.cpus.len()).sum()
     }
 }

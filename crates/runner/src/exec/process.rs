@@ -165,12 +165,14 @@ impl Executor {
             }
         };
         // The command is over; whatever it left running in the background goes with it.
-        cg.kill_all();
-        for _ in 0..50 {
-            if cg.pids().is_empty() {
-                break;
+        if !cg.pids().is_empty() {
+            cg.kill_all();
+            for _ in 0..50 {
+                if cg.pids().is_empty() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let dir = self.dir.join(id.to_string());
         let recorded: Option<i64> = std::fs::read_to_string(dir.join("exit_code"))
@@ -185,9 +187,6 @@ impl Executor {
         });
         let oom = cg.oom_kills() > 0;
         let killed = self.kills.lock().map(|mut k| k.remove(&id)).unwrap_or(false);
-        if let Err(e) = cg.remove() {
-            tracing::warn!(task = id, "removing the task's cgroup: {e}");
-        }
         let state = exit_state(code.unwrap_or(-1), oom, killed);
         let message = match (state, code) {
             (TaskState::Oom, _) => Some(format!(
@@ -197,7 +196,12 @@ impl Executor {
             (_, None) if !killed => Some("ended without recording an exit code".into()),
             _ => None,
         };
+        // Reported (and recorded) first: removing cgroups can take the kernel a while, and the
+        // node's cores are free already.
         self.report(id, state, code, message);
+        if let Err(e) = cg.remove() {
+            tracing::warn!(task = id, "removing the task's cgroup: {e}");
+        }
     }
 
     pub(super) async fn signal_process(&self, id: u64, signal: Signal) {
