@@ -240,6 +240,29 @@ fn up_detach_then_status_nodes_tokens_and_down() {
     assert!(text(&o).1.contains("cannot reach the river host"), "{}", text(&o).1);
 }
 
+/// A `river up --detach` cluster in a fresh directory (`extra`: more `up` arguments): the
+/// directory, the CLI's config directory, the state directory, the address, and the guard that
+/// brings the cluster down.
+fn cluster(extra: &[&str]) -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf, String, Down) {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = d.path().join("cfg");
+    let state = d.path().join("state");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut args = vec![
+        "up",
+        "--detach",
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--listen",
+        &listen,
+    ];
+    args.extend_from_slice(extra);
+    let o = river(&cfg, &args);
+    assert!(o.status.success(), "up failed: {:?}", text(&o));
+    let guard = Down(cfg.clone(), state.clone());
+    (d, cfg, state, listen, guard)
+}
+
 /// Stops the detached cluster even when an assertion fails.
 struct Down(std::path::PathBuf, std::path::PathBuf);
 
@@ -345,26 +368,7 @@ fn connect_and_environments_through_the_binary() {
     if !docker_image_ready() {
         return;
     }
-    let d = tempfile::tempdir().unwrap();
-    let cfg = d.path().join("cfg");
-    let state = d.path().join("state");
-    let s = state.to_str().unwrap();
-    let listen = format!("127.0.0.1:{}", free_port());
-    let o = river(
-        &cfg,
-        &[
-            "up",
-            "--detach",
-            "--state-dir",
-            s,
-            "--listen",
-            &listen,
-            "--default-image",
-            "river-test/busybox:1",
-        ],
-    );
-    assert!(o.status.success(), "up failed: {:?}", text(&o));
-    let _guard = Down(cfg.clone(), state.clone());
+    let (_d, cfg, _state, _listen, _guard) = cluster(&["--default-image", "river-test/busybox:1"]);
 
     // An environment, listed with the default one.
     let o = river(&cfg, &["env", "create", "tools", "--from", "river-test/busybox:1"]);
@@ -485,14 +489,9 @@ fn forward_through_the_binary_survives_a_host_restart() {
     if !docker_image_ready() {
         return;
     }
-    let d = tempfile::tempdir().unwrap();
-    let cfg = d.path().join("cfg");
-    let state = d.path().join("state");
+    let (_d, cfg, state, listen, _guard) = cluster(&[]);
     let s = state.to_str().unwrap();
-    let listen = format!("127.0.0.1:{}", free_port());
     let up = ["up", "--detach", "--state-dir", s, "--listen", &listen];
-    assert!(river(&cfg, &up).status.success());
-    let _guard = Down(cfg.clone(), state.clone());
     let o = river(
         &cfg,
         &[
@@ -605,15 +604,7 @@ fn ssh_with_openssh_through_the_mesh() {
     if !docker_image_ready() {
         return;
     }
-    let d = tempfile::tempdir().unwrap();
-    let cfg = d.path().join("cfg");
-    let state = d.path().join("state");
-    let s = state.to_str().unwrap();
-    let listen = format!("127.0.0.1:{}", free_port());
-    assert!(river(&cfg, &["up", "--detach", "--state-dir", s, "--listen", &listen])
-        .status
-        .success());
-    let _guard = Down(cfg.clone(), state.clone());
+    let (d, cfg, _state, _listen, _guard) = cluster(&[]);
     let key = d.path().join("id_ed25519");
     let o = Command::new("ssh-keygen")
         .args(["-q", "-t", "ed25519", "-N", "", "-f"])
@@ -759,15 +750,7 @@ fn udp_forward_carries_one_flow_per_client() {
     if !docker_image_ready() {
         return;
     }
-    let d = tempfile::tempdir().unwrap();
-    let cfg = d.path().join("cfg");
-    let state = d.path().join("state");
-    let s = state.to_str().unwrap();
-    let listen = format!("127.0.0.1:{}", free_port());
-    assert!(river(&cfg, &["up", "--detach", "--state-dir", s, "--listen", &listen])
-        .status
-        .success());
-    let _guard = Down(cfg.clone(), state.clone());
+    let (_d, cfg, _state, _listen, _guard) = cluster(&[]);
     let o = river(
         &cfg,
         &[

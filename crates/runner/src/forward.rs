@@ -31,24 +31,30 @@ pub(crate) async fn udp_in(conn: Connection, flows: Arc<UdpFlows>) {
     }
 }
 
-/// A UDP socket connected to `port` on the loopback of `pid`'s network namespace.
-async fn udp_in_netns(pid: Option<i64>, port: u16) -> std::io::Result<tokio::net::UdpSocket> {
+/// Runs `make` on a short-lived thread inside the network namespace of process `pid` (the
+/// node's own when `None`): sockets keep the namespace they were made in.
+async fn in_netns<T: Send + 'static>(
+    pid: Option<i64>,
+    make: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new().name("river-netns".into()).spawn(move || {
-        let made = (|| -> std::io::Result<UdpSocket> {
-            if let Some(pid) = pid {
-                enter_netns(pid)?;
-            }
-            let s = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
-            s.connect((Ipv4Addr::LOCALHOST, port))?;
-            s.set_nonblocking(true)?;
-            Ok(s)
-        })();
+        let made = pid.map_or(Ok(()), enter_netns).and_then(|()| make());
         let _ = tx.send(made);
     })?;
-    let s = rx
-        .await
-        .map_err(|_| std::io::Error::other("the connecting thread died"))??;
+    rx.await
+        .map_err(|_| std::io::Error::other("the connecting thread died"))?
+}
+
+/// A UDP socket connected to `port` on the loopback of `pid`'s network namespace.
+async fn udp_in_netns(pid: Option<i64>, port: u16) -> std::io::Result<tokio::net::UdpSocket> {
+    let s = in_netns(pid, move || {
+        let s = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
+        s.connect((Ipv4Addr::LOCALHOST, port))?;
+        s.set_nonblocking(true)?;
+        Ok(s)
+    })
+    .await?;
     tokio::net::UdpSocket::from_std(s)
 }
 
@@ -112,21 +118,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connects to `port` on the loopback of the network namespace of process `pid` (the node's own
 /// when `None`).
 pub(crate) async fn connect_in(pid: Option<i64>, port: u16) -> std::io::Result<tokio::net::TcpStream> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new().name("river-netns".into()).spawn(move || {
-        let made = (|| -> std::io::Result<TcpStream> {
-            if let Some(pid) = pid {
-                enter_netns(pid)?;
-            }
-            let s = TcpStream::connect_timeout(&SocketAddr::from((Ipv4Addr::LOCALHOST, port)), CONNECT_TIMEOUT)?;
-            s.set_nonblocking(true)?;
-            Ok(s)
-        })();
-        let _ = tx.send(made);
-    })?;
-    let s = rx
-        .await
-        .map_err(|_| std::io::Error::other("the connecting thread died"))??;
+    let s = in_netns(pid, move || {
+        let s = TcpStream::connect_timeout(&SocketAddr::from((Ipv4Addr::LOCALHOST, port)), CONNECT_TIMEOUT)?;
+        s.set_nonblocking(true)?;
+        Ok(s)
+    })
+    .await?;
     tokio::net::TcpStream::from_std(s)
 }
 
