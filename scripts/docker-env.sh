@@ -54,9 +54,11 @@ fi
 SSHD_IMAGE=river-test/sshd:2
 if ! docker image inspect "$SSHD_IMAGE" >/dev/null 2>&1; then
   echo "== building $SSHD_IMAGE"
-  command -v ssh-keygen >/dev/null || apt-get install -y -qq openssh-client >/dev/null
+  command -v ssh-keygen >/dev/null || { apt-get update -qq && apt-get install -y -qq openssh-client >/dev/null; }
   work=$(mktemp -d)
-  (cd "$work" && apt-get download -qq openssh-server openssh-sftp-server libwrap0 2>/dev/null)
+  # Package lists may be missing or stale on a fresh machine: refresh them once if needed.
+  (cd "$work" && apt-get download -qq openssh-server openssh-sftp-server libwrap0 2>/dev/null) ||
+    { apt-get update -qq && (cd "$work" && apt-get download -qq openssh-server openssh-sftp-server libwrap0); }
   for deb in "$work"/*.deb; do dpkg -x "$deb" "$work/x"; done
   root=$work/root
   mkdir -p "$root"/{usr/sbin,usr/lib/openssh,etc/ssh,run/sshd,lib64,var/empty}
