@@ -372,6 +372,8 @@ fn one() -> u32 {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskSpec {
     pub command: Vec<String>,
+    /// A Docker image; empty (and no `environment`): the default environment.
+    #[serde(default)]
     pub image: String,
     #[serde(default)]
     pub env: Vec<(String, String)>,
