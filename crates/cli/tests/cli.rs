@@ -290,6 +290,17 @@ fn docker_image_ready() -> bool {
     ok
 }
 
+/// Submits a task (`args` follow `river task submit`), waits until it runs, and returns its id.
+fn running_task(cfg: &Path, args: &[&str]) -> String {
+    let mut all = vec!["task", "submit"];
+    all.extend_from_slice(args);
+    let o = river(cfg, &all);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let id = text(&o).0.trim().to_owned();
+    wait_running(cfg, &id);
+    id
+}
+
 fn wait_running(cfg: &Path, id: &str) {
     for _ in 0..300 {
         let o = river(cfg, &["task", "status", id, "-o", "json"]);
@@ -492,11 +503,9 @@ fn forward_through_the_binary_survives_a_host_restart() {
     let (_d, cfg, state, listen, _guard) = cluster(&[]);
     let s = state.to_str().unwrap();
     let up = ["up", "--detach", "--state-dir", s, "--listen", &listen];
-    let o = river(
+    let id = running_task(
         &cfg,
         &[
-            "task",
-            "submit",
             "--image",
             "river-test/busybox:1",
             "--",
@@ -505,8 +514,6 @@ fn forward_through_the_binary_survives_a_host_restart() {
             "mkdir /www && echo hello-through-river > /www/index.html && exec httpd -f -p 127.0.0.1:8080 -h /www",
         ],
     );
-    let id = text(&o).0.trim().to_owned();
-    wait_running(&cfg, &id);
 
     // Its first line on stdout is the local address (here a free port, `-l 0`).
     let mut fwd = Command::new(env!("CARGO_BIN_EXE_river"))
@@ -613,11 +620,9 @@ fn ssh_with_openssh_through_the_mesh() {
         .unwrap();
     assert!(o.status.success());
     let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
-    let o = river(
+    let id = running_task(
         &cfg,
         &[
-            "task",
-            "submit",
             "--image",
             "river-test/sshd:2",
             "-e",
@@ -628,8 +633,6 @@ fn ssh_with_openssh_through_the_mesh() {
             "mkdir -p /root/.ssh && echo \"$KEY\" > /root/.ssh/authorized_keys && exec /usr/sbin/sshd -D -e",
         ],
     );
-    let id = text(&o).0.trim().to_owned();
-    wait_running(&cfg, &id);
     let k = key.to_str().unwrap();
     let quiet = [
         "-o",
@@ -706,20 +709,7 @@ fn ssh_with_openssh_through_the_mesh() {
     let o = river(&cfg, &args);
     assert_eq!(o.status.code(), Some(255), "{:?}", text(&o));
     assert!(text(&o).1.contains("Permission denied"), "{:?}", text(&o));
-    let o = river(
-        &cfg,
-        &[
-            "task",
-            "submit",
-            "--image",
-            "river-test/busybox:1",
-            "--",
-            "sleep",
-            "300",
-        ],
-    );
-    let plain = text(&o).0.trim().to_owned();
-    wait_running(&cfg, &plain);
+    let plain = running_task(&cfg, &["--image", "river-test/busybox:1", "--", "sleep", "300"]);
     let mut args = vec!["ssh", &plain, "-i", k];
     args.extend_from_slice(&quiet);
     args.push("true");
@@ -751,20 +741,7 @@ fn udp_forward_carries_one_flow_per_client() {
         return;
     }
     let (_d, cfg, _state, _listen, _guard) = cluster(&[]);
-    let o = river(
-        &cfg,
-        &[
-            "task",
-            "submit",
-            "--image",
-            "river-test/busybox:1",
-            "--",
-            "sleep",
-            "600",
-        ],
-    );
-    let id = text(&o).0.trim().to_owned();
-    wait_running(&cfg, &id);
+    let id = running_task(&cfg, &["--image", "river-test/busybox:1", "--", "sleep", "600"]);
     // A UDP echo server on the container's loopback, answering with who it heard from.
     let pid = container_pid(&cfg, &id);
     let mut server = Command::new("nsenter")
