@@ -484,6 +484,23 @@ fn connect_and_environments_through_the_binary() {
     assert!(!list.contains("tools"), "{list}");
 }
 
+/// Starts `river forward ARGS -l 0` (its stderr piped) and returns it with the local address it
+/// printed as its first line.
+fn spawn_forward(cfg: &Path, args: &[&str]) -> (std::process::Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_river"))
+        .arg("forward")
+        .args(args)
+        .args(["-l", "0"])
+        .env("RIVER_CONFIG_DIR", cfg)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+    (child, line.trim().to_owned())
+}
+
 /// `GET path` over a plain TCP connection; the whole answer.
 fn http_get(addr: &str, path: &str) -> std::io::Result<String> {
     use std::io::{Read as _, Write as _};
@@ -515,37 +532,15 @@ fn forward_through_the_binary_survives_a_host_restart() {
         ],
     );
 
-    // Its first line on stdout is the local address (here a free port, `-l 0`).
-    let mut fwd = Command::new(env!("CARGO_BIN_EXE_river"))
-        .args(["forward", &id, "8080", "-l", "0"])
-        .env("RIVER_CONFIG_DIR", &cfg)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(fwd.stdout.take().unwrap()), &mut line).unwrap();
-    let local = line.trim().to_owned();
+    let (mut fwd, local) = spawn_forward(&cfg, &[&id, "8080"]);
     assert!(local.starts_with("127.0.0.1:"), "{local}");
     let page = http_get(&local, "/index.html").unwrap();
     assert!(page.contains("hello-through-river"), "{page}");
     // A second forward session to the same port at the same time: both serve, neither interferes.
-    let mut second = Command::new(env!("CARGO_BIN_EXE_river"))
-        .args(["forward", &id, "8080", "-l", "0"])
-        .env("RIVER_CONFIG_DIR", &cfg)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line2 = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(second.stdout.take().unwrap()), &mut line2).unwrap();
+    let (mut second, line2) = spawn_forward(&cfg, &[&id, "8080"]);
     let both: Vec<std::thread::JoinHandle<bool>> = (0..20)
         .map(|i| {
-            let addr = if i % 2 == 0 {
-                local.clone()
-            } else {
-                line2.trim().to_owned()
-            };
+            let addr = if i % 2 == 0 { local.clone() } else { line2.clone() };
             std::thread::spawn(move || http_get(&addr, "/index.html").is_ok_and(|p| p.contains("hello-through-river")))
         })
         .collect();
@@ -573,16 +568,8 @@ fn forward_through_the_binary_survives_a_host_restart() {
     assert!(page.contains("hello-through-river"), "after the restart: {page:?}");
 
     // A port with nothing behind it: the local connection is closed, and forward says why.
-    let mut bad = Command::new(env!("CARGO_BIN_EXE_river"))
-        .args(["forward", &id, "9999", "-l", "0"])
-        .env("RIVER_CONFIG_DIR", &cfg)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(bad.stdout.take().unwrap()), &mut line).unwrap();
-    assert_eq!(http_get(line.trim(), "/").unwrap_or_default(), "");
+    let (mut bad, bad_local) = spawn_forward(&cfg, &[&id, "9999"]);
+    assert_eq!(http_get(&bad_local, "/").unwrap_or_default(), "");
     // The reason is printed just after the local connection closes: read until it is there.
     let mut said = String::new();
     let mut err = std::io::BufReader::new(bad.stderr.take().unwrap());
@@ -752,15 +739,7 @@ fn udp_forward_carries_one_flow_per_client() {
         )
         .spawn()
         .unwrap();
-    let mut fwd = Command::new(env!("CARGO_BIN_EXE_river"))
-        .args(["forward", &id, "5353", "-l", "0", "--udp"])
-        .env("RIVER_CONFIG_DIR", &cfg)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(fwd.stdout.take().unwrap()), &mut line).unwrap();
-    let local = line.trim().to_owned();
+    let (mut fwd, local) = spawn_forward(&cfg, &[&id, "5353", "--udp"]);
     let ask = |sock: &std::net::UdpSocket, msg: &[u8]| -> Option<Vec<u8>> {
         for _ in 0..20 {
             sock.send_to(msg, &local).unwrap();
