@@ -32,6 +32,30 @@ async fn route(ctx: &Ctx, caller: &Caller, task: u64) -> Result<river_mesh::Conn
         .ok_or_else(|| format!("node {node}, where task {task} runs, is offline"))
 }
 
+/// Checks the caller may reach `task`, then opens a stream of `kind` to its runner and sends it
+/// `req`. On a refusal the caller gets `refused(why)` and `None` comes back.
+async fn open_to_runner<M: serde::Serialize, R: serde::Serialize>(
+    ctx: &Ctx,
+    caller: &Caller,
+    task: u64,
+    send: &mut SendStream,
+    kind: StreamKind,
+    req: &M,
+    refused: impl FnOnce(String) -> R,
+) -> Result<Option<(river_mesh::Connection, SendStream, RecvStream)>, FramedError> {
+    let conn = match route(ctx, caller, task).await {
+        Ok(c) => c,
+        Err(why) => {
+            send_msg(send, &refused(why)).await?;
+            let _ = send.finish();
+            return Ok(None);
+        }
+    };
+    let (mut to_runner, from_runner) = open(&conn, kind).await?;
+    send_msg(&mut to_runner, req).await?;
+    Ok(Some((conn, to_runner, from_runner)))
+}
+
 pub(crate) async fn relay(
     ctx: &Ctx,
     caller: &Caller,
@@ -41,17 +65,11 @@ pub(crate) async fn relay(
     let Some(req) = recv_msg::<TerminalOpen>(recv).await? else {
         return Ok(());
     };
-    let conn = match route(ctx, caller, req.task).await {
-        Ok(c) => c,
-        Err(why) => {
-            send_msg(send, &TermOut::Error(why)).await?;
-            let _ = send.finish();
-            return Ok(());
-        }
+    let opened = open_to_runner(ctx, caller, req.task, send, StreamKind::Terminal, &req, TermOut::Error).await?;
+    let Some((_, mut to_runner, mut from_runner)) = opened else {
+        return Ok(());
     };
     tracing::info!(who = %caller.actor(), task = req.task, tty = req.tty, "terminal opened");
-    let (mut to_runner, mut from_runner) = open(&conn, StreamKind::Terminal).await?;
-    send_msg(&mut to_runner, &req).await?;
     both_ways(send, recv, &mut to_runner, &mut from_runner).await
 }
 
@@ -66,17 +84,20 @@ pub(crate) async fn forward(
     let Some(req) = recv_msg::<ForwardOpen>(recv).await? else {
         return Ok(());
     };
-    let conn = match route(ctx, caller, req.task).await {
-        Ok(c) => c,
-        Err(why) => {
-            send_msg(send, &ForwardReply::Refused(why)).await?;
-            let _ = send.finish();
-            return Ok(());
-        }
+    let opened = open_to_runner(
+        ctx,
+        caller,
+        req.task,
+        send,
+        StreamKind::Forward,
+        &req,
+        ForwardReply::Refused,
+    )
+    .await?;
+    let Some((conn, mut to_runner, mut from_runner)) = opened else {
+        return Ok(());
     };
     tracing::debug!(who = %caller.actor(), task = req.task, port = req.port, udp = req.udp, "forwarded connection");
-    let (mut to_runner, mut from_runner) = open(&conn, StreamKind::Forward).await?;
-    send_msg(&mut to_runner, &req).await?;
     if !req.udp {
         return both_ways(send, recv, &mut to_runner, &mut from_runner).await;
     }
