@@ -117,6 +117,28 @@ start_runner() {
   track "$name" $!
 }
 
+# engine_in_r4 NAME: a Docker engine of its own in r4's namespace, at $T/docker-NAME.sock.
+engine_in_r4() {
+  local name=$1 sock=$T/docker-$1.sock
+  in_ns "$R4" dockerd --data-root "$T/docker-$name" --exec-root "$T/docker-$name-exec" --pidfile "$T/dockerd.$name.pid" \
+    -H "unix://$sock" --bridge=none --iptables=false --ip-masq=false --cgroup-parent="river-netns-$ID-$name" \
+    >"$T/dockerd-$name.log" 2>&1 &
+  wait_for "$name's Docker engine" 60 docker -H "unix://$sock" info
+}
+
+# runner_on_engine NAME: a runner NAME in r4 using the engine engine_in_r4 NAME started, joined.
+runner_on_engine() {
+  local name=$1
+  cat >"$T/$name.toml" <<TOML
+state_dir = "$T/$name"
+name = "$name"
+docker_socket = "$T/docker-$name.sock"
+TOML
+  in_ns "$R4" "$RIVER" runner --config "$T/$name.toml" --join 10.77.0.1:7443 --token "$(new_token)" >>"$T/$name.log" 2>&1 &
+  track "$name" $!
+  wait_for "$name online" 20 state_is "$name" Online
+}
+
 new_token() { cli token create --ttl 10m --uses "${1:-1}" 2>/dev/null | head -n1; }
 
 scenario() {
@@ -233,20 +255,9 @@ test_tasks() {
     [[ -z ${RIVER_REQUIRE_DOCKER:-} ]]
     return
   fi
-  local sock=$T/docker-r4.sock
-  in_ns "$R4" dockerd --data-root "$T/docker-r4" --exec-root "$T/docker-r4-exec" --pidfile "$T/dockerd.r4.pid" \
-    -H "unix://$sock" --bridge=none --iptables=false --ip-masq=false --cgroup-parent=river-netns-$ID \
-    >"$T/dockerd-r4.log" 2>&1 &
-  wait_for "r4's Docker engine" 60 docker -H "unix://$sock" info
-  docker save river-test/busybox:1 | docker -H "unix://$sock" load >/dev/null
-  cat >"$T/r4.toml" <<TOML
-state_dir = "$T/d1"
-name = "d1"
-docker_socket = "$sock"
-TOML
-  in_ns "$R4" "$RIVER" runner --config "$T/r4.toml" --join 10.77.0.1:7443 --token "$(new_token)" >>"$T/d1.log" 2>&1 &
-  track d1 $!
-  wait_for "d1 online" 20 state_is d1 Online
+  engine_in_r4 d1
+  docker save river-test/busybox:1 | docker -H "unix://$T/docker-d1.sock" load >/dev/null
+  runner_on_engine d1
   local out code
   set +e
   out=$(cli task submit -t d1 --image river-test/busybox:1 --wait -- sh -c 'echo from-$RIVER_NODE; exit 3' 2>&1)
@@ -264,25 +275,15 @@ TOML
 #   an environment made on d1, edited and committed there, runs on d2: the image reached d2's
 #   engine over the mesh, from the host, with no registry and no shared filesystem
 test_environments() {
-  if [[ ! -S $T/docker-r4.sock ]]; then
+  if [[ ! -S $T/docker-d1.sock ]]; then
     echo "    SKIP: needs the engine of the tasks scenario"
     [[ -z ${RIVER_REQUIRE_DOCKER:-} ]]
     return
   fi
-  local sock=$T/docker-r4b.sock
-  in_ns "$R4" dockerd --data-root "$T/docker-r4b" --exec-root "$T/docker-r4b-exec" --pidfile "$T/dockerd.r4b.pid" \
-    -H "unix://$sock" --bridge=none --iptables=false --ip-masq=false --cgroup-parent=river-netns-$ID-b \
-    >"$T/dockerd-r4b.log" 2>&1 &
-  wait_for "d2's Docker engine" 60 docker -H "unix://$sock" info
+  local sock=$T/docker-d2.sock
+  engine_in_r4 d2
   [[ -z $(docker -H "unix://$sock" images -q) ]] || { echo "    d2's engine is not empty"; return 1; }
-  cat >"$T/d2.toml" <<TOML
-state_dir = "$T/d2"
-name = "d2"
-docker_socket = "$sock"
-TOML
-  in_ns "$R4" "$RIVER" runner --config "$T/d2.toml" --join 10.77.0.1:7443 --token "$(new_token)" >>"$T/d2.log" 2>&1 &
-  track d2 $!
-  wait_for "d2 online" 20 state_is d2 Online
+  runner_on_engine d2
   cli env create lab --from river-test/busybox:1 --node d1 >/dev/null
   local editing
   editing=$(cli env shell lab --detach -t d1)
@@ -302,7 +303,7 @@ TOML
 #   `river forward` and `river connect` from the host's namespace reach a server bound to the
 #   container's loopback on another machine; nothing on r4 is reachable from h otherwise
 test_forward() {
-  if [[ ! -S $T/docker-r4.sock ]]; then
+  if [[ ! -S $T/docker-d1.sock ]]; then
     echo "    SKIP: needs the engine of the tasks scenario"
     [[ -z ${RIVER_REQUIRE_DOCKER:-} ]]
     return
