@@ -1,0 +1,108 @@
+//! The reconciler against the real kernel: each test runs in a network namespace of its own
+//! (unshared on a fresh thread), builds the overlay from nothing, and checks that running it
+//! again changes nothing and that a departed peer's entries go. Needs root; says so otherwise.
+
+use river_overlay::plan::{self, Change, Member, Plan, Role};
+use river_overlay::{reconcile, Netlink};
+use std::net::Ipv4Addr;
+
+fn member(name: &str, idx: u8, underlay: u8) -> Member {
+    Member {
+        name: name.into(),
+        subnet: format!("10.128.{idx}.0/24").parse().unwrap(),
+        underlay: Ipv4Addr::new(192, 168, 77, underlay),
+    }
+}
+
+/// Runs `f` on a thread in a new, empty network namespace, with a runtime of its own.
+fn in_new_netns<F, Fut>(f: F) -> bool
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    std::thread::spawn(move || {
+        #[allow(unsafe_code)]
+        // SAFETY: unshare only changes this thread's namespace; no memory is involved.
+        let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+        if rc != 0 {
+            eprintln!("SKIP: cannot unshare a network namespace (needs root)");
+            return false;
+        }
+        // A fresh namespace's loopback is down, and the kernel then refuses on-link gateways.
+        let lo = std::process::Command::new("ip")
+            .args(["link", "set", "lo", "up"])
+            .status();
+        assert!(lo.is_ok_and(|s| s.success()), "ip link set lo up");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(f());
+        true
+    })
+    .join()
+    .expect("test thread panicked")
+}
+
+fn plan_with(peers: Vec<Member>) -> Plan {
+    Plan {
+        vni: 4242,
+        port: 4789,
+        range: "10.128.0.0/12".parse().unwrap(),
+        mtu: Some(1400),
+        role: Role::Runner,
+        me: member("a", 1, 11),
+        peers,
+    }
+}
+
+#[test]
+fn builds_from_nothing_then_changes_only_what_differs() {
+    in_new_netns(|| async {
+        let full = plan_with(vec![member("host", 0, 1), member("b", 2, 12), member("c", 3, 13)]);
+        let first = reconcile(&full).await.expect("first reconcile");
+        assert!(first.changes.contains(&Change::Create(plan::Dev::Vxlan, None)));
+        assert_eq!(first.mtu, 1400);
+
+        // What the kernel now holds is exactly the plan.
+        let mut nl = Netlink::open().unwrap();
+        let seen = nl.observe(true).await.unwrap();
+        let want = plan::desired(&full, 1400);
+        assert_eq!(seen.entries, want.entries);
+        assert_eq!(
+            seen.vxlan.as_ref().unwrap().vxlan,
+            Some((4242, 4789, Some(Ipv4Addr::new(192, 168, 77, 11))))
+        );
+        assert!(seen
+            .bridge
+            .as_ref()
+            .unwrap()
+            .addresses
+            .contains(&(Ipv4Addr::new(10, 128, 1, 1), 24)));
+        assert_eq!(
+            std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap().trim(),
+            "1"
+        );
+
+        // Again: nothing to do.
+        assert_eq!(reconcile(&full).await.unwrap().changes, vec![]);
+
+        // c leaves: its three entries go, nothing else is touched.
+        let fewer = plan_with(vec![member("host", 0, 1), member("b", 2, 12)]);
+        let changes = reconcile(&fewer).await.unwrap().changes;
+        assert_eq!(changes.len(), 3, "{changes:?}");
+        let seen = nl.observe(true).await.unwrap();
+        assert_eq!(seen.entries, plan::desired(&fewer, 1400).entries);
+
+        // Drift made by hand is repaired.
+        let link = nl.observe(true).await.unwrap();
+        assert!(link.vxlan.unwrap().up);
+        river_overlay::remove().await.unwrap();
+        let again = reconcile(&fewer).await.unwrap();
+        assert!(again.changes.contains(&Change::Create(plan::Dev::Bridge, None)));
+        assert_eq!(
+            nl.observe(true).await.unwrap().entries,
+            plan::desired(&fewer, 1400).entries
+        );
+    });
+}
