@@ -24,6 +24,7 @@ fi
 
 ID=$$
 SW=rv${ID}sw H=rv${ID}h R1=rv${ID}r1 R2=rv${ID}r2 R3=rv${ID}r3 R4=rv${ID}r4
+OA=rv${ID}oa OB=rv${ID}ob OC=rv${ID}oc
 T=$(mktemp -d /tmp/river-netns.XXXXXX)
 PASS=0 FAIL=0
 
@@ -42,7 +43,7 @@ cleanup() {
   for f in "$T"/pid.*; do [[ -f $f ]] && kill "$(cat "$f")" 2>/dev/null; done
   sleep 0.3
   for f in "$T"/pid.*; do [[ -f $f ]] && kill -9 "$(cat "$f")" 2>/dev/null; done
-  for ns in $SW $H $R1 $R2 $R3 $R4; do ip netns del "$ns" 2>/dev/null; done
+  for ns in $SW $H $R1 $R2 $R3 $R4 $OA $OB $OC; do ip netns del "$ns" 2>/dev/null; done
   grep " $T" /proc/mounts | awk '{print $2}' | sort -r | xargs -r -n1 umount -l 2>/dev/null
   if [[ $FAIL -gt 0 ]]; then
     echo "--- logs of the last run (kept in $T) ---"
@@ -76,6 +77,9 @@ topology() {
   machine "$R2" 10.77.0.12 p${ID}r2
   machine "$R3" 10.77.0.13 p${ID}r3
   machine "$R4" 10.77.0.14 p${ID}r4
+  machine "$OA" 10.77.0.21 p${ID}oa
+  machine "$OB" 10.77.0.22 p${ID}ob
+  machine "$OC" 10.77.0.23 p${ID}oc
 }
 
 # wait_for DESCRIPTION SECONDS COMMAND...: polls until COMMAND succeeds.
@@ -117,14 +121,19 @@ start_runner() {
   track "$name" $!
 }
 
-# engine_in_r4 NAME: a Docker engine of its own in r4's namespace, at $T/docker-NAME.sock.
-engine_in_r4() {
-  local name=$1 sock=$T/docker-$1.sock
-  in_ns "$R4" dockerd --data-root "$T/docker-$name" --exec-root "$T/docker-$name-exec" --pidfile "$T/dockerd.$name.pid" \
-    -H "unix://$sock" --bridge=none --iptables=false --ip-masq=false --cgroup-parent="river-netns-$ID-$name" \
+# engine_in NS NAME [dockerd options]: a Docker engine of its own in namespace NS, at
+# $T/docker-NAME.sock.
+engine_in() {
+  local ns=$1 name=$2 sock=$T/docker-$2.sock
+  shift 2
+  in_ns "$ns" dockerd --data-root "$T/docker-$name" --exec-root "$T/docker-$name-exec" --pidfile "$T/dockerd.$name.pid" \
+    -H "unix://$sock" --bridge=none --cgroup-parent="river-netns-$ID-$name" "$@" \
     >"$T/dockerd-$name.log" 2>&1 &
   wait_for "$name's Docker engine" 60 docker -H "unix://$sock" info
 }
+
+# engine_in_r4 NAME: an engine in r4's namespace that leaves its packet filter alone.
+engine_in_r4() { engine_in "$R4" "$1" --iptables=false --ip-masq=false; }
 
 # runner_on_engine NAME: a runner NAME in r4 using the engine engine_in_r4 NAME started, joined.
 runner_on_engine() {
@@ -145,7 +154,13 @@ scenario() {
   local name=$1
   if [[ ${#ONLY[@]} -gt 0 && ! " ${ONLY[*]} " =~ " $name " ]]; then return; fi
   echo "# $name"
-  if ( set -e; "test_$name" ); then
+  # Not the condition of an `if`: there bash ignores `set -e`, and a failed step would not stop
+  # the scenario.
+  set +e
+  ( set -e; "test_$name" )
+  local rc=$?
+  set -e
+  if [[ $rc -eq 0 ]]; then
     echo "ok - $name"; PASS=$((PASS + 1))
   else
     echo "not ok - $name"; FAIL=$((FAIL + 1))
@@ -323,6 +338,195 @@ test_forward() {
   [[ $(cli connect "$id" -- cat /www/index.html) == served-from-d1 ]]
 }
 
+# --- the overlay: a second host (port 7445, overlay on) and runners oa, ob, oc, each in a
+# namespace of its own with its own Docker engine (packet filter on, as Docker leaves nodes) ---
+
+ocli() { in_ns "$H" env RIVER_CONFIG_DIR="$T/ohost/admin" "$RIVER" "$@"; }
+
+start_overlay_host() {
+  cat >"$T/ohost.toml" <<TOML
+state_dir = "$T/ohost"
+listen = "10.77.0.1:7445"
+heartbeat_interval = "500ms"
+offline_after = "3s"
+
+[overlay]
+enabled = true
+TOML
+  in_ns "$H" "$RIVER" host --config "$T/ohost.toml" >>"$T/ohost.log" 2>&1 &
+  track ohost $!
+  wait_for "overlay host admin credentials" 20 test -f "$T/ohost/admin/cluster.toml"
+  wait_for "overlay host answers" 20 ocli status
+}
+
+# overlay_runner NS NAME: a runner in NS on an engine of its own there, joined to the overlay host.
+overlay_runner() {
+  local ns=$1 name=$2
+  cat >"$T/$name.toml" <<TOML
+state_dir = "$T/$name"
+name = "$name"
+docker_socket = "$T/docker-$name.sock"
+TOML
+  local token
+  token=$(ocli token create --ttl 10m 2>/dev/null | head -n1)
+  in_ns "$ns" "$RIVER" runner --config "$T/$name.toml" --join 10.77.0.1:7445 --token "$token" >>"$T/$name.log" 2>&1 &
+  track "$name" $!
+}
+
+# What `river node overlay -o json` says, through a python expression on `o` (the view).
+overlay_q() { ocli node overlay -o json | python3 -c "import json,sys; o=json.load(sys.stdin); print($1)"; }
+# All of NAMES report a healthy overlay with N peers each.
+overlay_healthy() {
+  local n=$1; shift
+  for m in "$@"; do
+    [[ $(overlay_q "[(x['health'] or {}).get('ok') and x['health']['peers'] for x in o['members'] if x['name'] == '$m']") == "[$n]" ]] || return 1
+  done
+}
+task_ip() { ocli task status "$1" -o json | python3 -c "import json,sys; print(json.load(sys.stdin)['placement']['ip'])"; }
+otask_running() { ocli task status "$1" | grep -q "state: *running"; }
+# ologs ID: a task's output so far.
+ologs() { ocli task logs "$1" 2>/dev/null; }
+# Bytes received on eth0 of namespace $1 (/proc/net is per namespace; /sys is not re-mounted).
+rx_bytes() { in_ns "$1" awk '$1 == "eth0:" { print $2 }' /proc/net/dev; }
+
+#   [h: overlay host 10.128.0.1] ---br0--- [oa: engine, runner] [ob: …] [oc: …]
+#   containers on oa and ob talk directly (not through h's link), reach the host's overlay
+#   address; reservations are honoured, refused when forged or expired, and survive a host
+#   restart; a runner restart keeps a connection between containers; removing oc removes its
+#   entries on the others; a two-node group finds its master through MASTER_ADDR
+test_overlay() {
+  if ! command -v dockerd >/dev/null || ! docker image inspect river-test/busybox:1 >/dev/null 2>&1; then
+    echo "    SKIP: needs dockerd and river-test/busybox:1 (scripts/docker-env.sh)"
+    [[ -z ${RIVER_REQUIRE_DOCKER:-} ]]
+    return
+  fi
+  start_overlay_host
+  docker save river-test/busybox:1 >"$T/busybox.tar"
+  local ns name
+  for pair in "$OA:oa" "$OB:ob" "$OC:oc"; do
+    ns=${pair%%:*} name=${pair##*:}
+    engine_in "$ns" "$name"
+    docker -H "unix://$T/docker-$name.sock" load -i "$T/busybox.tar" >/dev/null
+    overlay_runner "$ns" "$name"
+  done
+  wait_for "every member's overlay built, three peers each" 60 overlay_healthy 3 host oa ob oc
+  local img=river-test/busybox:1 host_ip
+  host_ip=$(overlay_q "[x['address'] for x in o['members'] if x['name'] == 'host'][0]")
+  [[ $host_ip == 10.128.0.1 ]] || { echo "    host overlay address: $host_ip"; return 1; }
+
+  echo "    containers on oa and ob: ping, 8 MiB checksummed over TCP, directly"
+  local server client sip
+  server=$(ocli task submit -t ob --image $img -- sh -c \
+    'mkdir /www && dd if=/dev/urandom of=/www/data bs=1M count=8 2>/dev/null && md5sum /www/data | cut -d" " -f1 > /www/sum && exec httpd -f -p 8080 -h /www')
+  wait_for "server task running" 30 otask_running "$server"
+  sip=$(task_ip "$server")
+  [[ $sip == 10.128.* ]] || { echo "    server address: $sip"; return 1; }
+  local h_before a_before
+  h_before=$(rx_bytes "$H") a_before=$(rx_bytes "$OA")
+  client=$(ocli task submit -t oa --image $img --wait -- sh -c \
+    "ping -c 2 -W 5 $sip >/dev/null && echo ping-ok; wget -q -O - http://$sip:8080/data | md5sum | cut -d' ' -f1; wget -q -O - http://$sip:8080/sum; ping -c 1 -W 5 $host_ip >/dev/null && echo host-ok" 2>&1) \
+    || { echo "    client: $client"; return 1; }
+  local id out
+  id=$(ocli task list -o json | python3 -c "import json,sys; print(max(t['id'] for t in json.load(sys.stdin)))")
+  out=$(ologs "$id")
+  mapfile -t lines <<<"$out"
+  [[ ${lines[0]} == ping-ok && -n ${lines[1]} && ${lines[1]} == "${lines[2]}" && ${lines[3]} == host-ok ]] \
+    || { echo "    client output: $out"; return 1; }
+  local h_grew a_grew
+  h_grew=$(( $(rx_bytes "$H") - h_before )) a_grew=$(( $(rx_bytes "$OA") - a_before ))
+  [[ $a_grew -gt 8000000 && $h_grew -lt 1000000 ]] \
+    || { echo "    oa received $a_grew bytes, the host $h_grew: not direct"; return 1; }
+  ocli task kill "$server" >/dev/null
+
+  echo "    reservations: honoured, held, released; forged and expired tokens refused"
+  local rip token other
+  mapfile -t r < <(ocli ip reserve --node oc --ttl 10m 2>/dev/null)
+  rip=${r[0]} token=${r[1]}
+  [[ $rip == 10.128.* && $token == rvip1.* ]] || { echo "    reserve: ${r[*]}"; return 1; }
+  id=$(ocli task submit --image $img --ip-token "$token" -- sh -c 'ip -4 -o addr show eth0; exec sleep 600')
+  wait_for "reserved task running" 30 otask_running "$id"
+  wait_for "reserved task's output" 10 bash -c "RIVER_CONFIG_DIR=$T/ohost/admin nsenter --net=/run/netns/$H $RIVER task logs $id | grep -q ."
+  ologs "$id" | grep -q " $rip/" || { echo "    the container has: $(ologs "$id")"; return 1; }
+  [[ $(ocli task status "$id" -o json | python3 -c "import json,sys; print(json.load(sys.stdin)['placement']['node'])") == oc ]]
+  ocli ip list | grep -q "^$rip .*$id" || { echo "    ip list: $(ocli ip list)"; return 1; }
+  other=$(ocli task submit -t oc --image $img -- sleep 600)
+  wait_for "other task running" 30 otask_running "$other"
+  [[ $(task_ip "$other") != "$rip" ]] || { echo "    the reserved address was given to another task"; return 1; }
+  ocli task kill "$other" >/dev/null
+  ! ocli task submit --image $img --ip-token "$token" -- true 2>"$T/reuse.err" || { echo "    a used token worked again"; return 1; }
+  grep -q "used already" "$T/reuse.err"
+  ! ocli task submit --image $img --ip-token "${token%?}x" -- true 2>"$T/forged.err" || { echo "    a forged token worked"; return 1; }
+  grep -q "not issued by this cluster or has been altered" "$T/forged.err"
+  mapfile -t r < <(ocli ip reserve --node oa --ttl 1s 2>/dev/null)
+  sleep 1.5
+  ! ocli task submit --image $img --ip-token "${r[1]}" -- true 2>"$T/expired.err" || { echo "    an expired token worked"; return 1; }
+  grep -q "expired" "$T/expired.err"
+  ocli task kill "$id" >/dev/null
+  wait_for "the reservation released when its task ends" 20 bash -c "! RIVER_CONFIG_DIR=$T/ohost/admin nsenter --net=/run/netns/$H $RIVER ip list | grep -q '^$rip '"
+
+  echo "    host restart: subnets and reservations kept"
+  local subnets_before kept
+  subnets_before=$(overlay_q "sorted((x['name'], x['subnet']) for x in o['members'])")
+  mapfile -t r < <(ocli ip reserve --node ob --ttl 10m 2>/dev/null)
+  kept=${r[0]}
+  local pid; pid=$(pid_of ohost)
+  kill "$pid"
+  wait_for "overlay host stops" 20 bash -c "! kill -0 $pid"
+  start_overlay_host
+  wait_for "runners back" 60 bash -c "[[ \$(RIVER_CONFIG_DIR=$T/ohost/admin nsenter --net=/run/netns/$H $RIVER node list | grep -c online) == 3 ]]"
+  [[ $(overlay_q "sorted((x['name'], x['subnet']) for x in o['members'])") == "$subnets_before" ]] \
+    || { echo "    subnets changed across the restart"; return 1; }
+  id=$(ocli task submit --image $img --ip-token "${r[1]}" -- sh -c 'ip -4 -o addr show eth0; exec sleep 600') \
+    || { echo "    the token did not survive the restart"; return 1; }
+  wait_for "task with the kept reservation running" 30 otask_running "$id"
+  [[ $(task_ip "$id") == "$kept" ]]
+  ocli task kill "$id" >/dev/null
+
+  echo "    runner restart: a connection between containers lives on"
+  local listener talker
+  # busybox nc ends the connection when its stdin ends: keep it open.
+  listener=$(ocli task submit -t ob --image $img -- sh -c 'sleep 100000 | nc -l -p 6000 > /tmp/got')
+  wait_for "listener running" 30 otask_running "$listener"
+  sip=$(task_ip "$listener")
+  talker=$(ocli task submit -t oa --image $img -- sh -c \
+    "sleep 1; i=0; while :; do echo \$i; i=\$((i+1)); sleep 0.2; done | nc $sip 6000")
+  wait_for "talker running" 30 otask_running "$talker"
+  got() { ocli connect "$listener" -- sh -c 'wc -l < /tmp/got' 2>/dev/null | tr -d ' \r'; }
+  wait_for "lines arriving" 20 bash -c "[[ \$(RIVER_CONFIG_DIR=$T/ohost/admin nsenter --net=/run/netns/$H $RIVER connect $listener -- sh -c 'wc -l < /tmp/got' | tr -d ' \r') -gt 0 ]]" \
+    || { echo "    got: $(got); talker: $(ocli task status "$talker"; ologs "$talker"); listener: $(ocli task status "$listener")"; return 1; }
+  pid=$(pid_of oa)
+  kill "$pid"
+  wait_for "oa's runner stops" 20 bash -c "! kill -0 $pid"
+  in_ns "$OA" "$RIVER" runner --config "$T/oa.toml" >>"$T/oa.log" 2>&1 &
+  track oa $!
+  wait_for "oa back" 30 bash -c "RIVER_CONFIG_DIR=$T/ohost/admin nsenter --net=/run/netns/$H $RIVER node list | grep -q '^oa *online'"
+  wait_for "oa's overlay reconciled again" 30 overlay_healthy 3 oa
+  local n1 n2
+  n1=$(got); sleep 2; n2=$(got)
+  [[ $n2 -gt $n1 ]] || { echo "    the stream stopped: $n1 then $n2 lines"; return 1; }
+  otask_running "$talker" && otask_running "$listener"
+  ocli task kill "$talker" >/dev/null
+  ocli task kill "$listener" >/dev/null
+
+  echo "    a two-node group finds its master through MASTER_ADDR"
+  local g
+  g=$(ocli task submit --nodes 2 --image $img --wait -- sh -c \
+    'if [ "$NODE_RANK" = 0 ]; then mkfifo /tmp/in; sleep 60 > /tmp/in & nc -l -p "$MASTER_PORT" < /tmp/in; else until echo "rank $NODE_RANK of $WORLD_SIZE" | nc "$MASTER_ADDR" "$MASTER_PORT"; do sleep 0.3; done; fi' 2>&1) \
+    || { echo "    group: $g"; return 1; }
+  local ids
+  ids=$(ocli task list -o json | python3 -c "import json,sys; t=[x for x in json.load(sys.stdin) if x['spec'].get('rank') is not None]; b=max(x['batch'] for x in t); print(' '.join(str(x['id']) for x in sorted(t, key=lambda x: x['spec']['rank']) if x['batch'] == b))")
+  [[ $(ologs "${ids%% *}") == "rank 1 of 2" ]] || { echo "    master got: $(ologs "${ids%% *}")"; return 1; }
+
+  echo "    removing oc removes its entries on the others"
+  local oc_subnet
+  oc_subnet=$(overlay_q "[x['subnet'] for x in o['members'] if x['name'] == 'oc'][0]")
+  in_ns "$OA" bridge fdb show dev rvx0 | grep -q "dst 10.77.0.23"
+  ocli node remove oc >/dev/null
+  wait_for "oc's FDB entry gone on oa" 20 bash -c "! nsenter --net=/run/netns/$OA bridge fdb show dev rvx0 | grep -q 'dst 10.77.0.23'"
+  wait_for "oc's route gone on ob" 20 bash -c "! nsenter --net=/run/netns/$OB ip route | grep -q '^$oc_subnet'"
+  ! in_ns "$H" ip route | grep -q "^$oc_subnet"
+}
+
 # ---------------------------------------------------------------------------------------------
 
 topology
@@ -336,6 +540,7 @@ scenario wrong_ca
 scenario tasks
 scenario environments
 scenario forward
+scenario overlay
 echo
 echo "netns: $PASS passed, $FAIL failed"
 [[ $FAIL -eq 0 ]]

@@ -122,6 +122,9 @@ pub enum Command {
     /// Container environments: named, versioned images that nodes fetch over the mesh.
     #[command(subcommand)]
     Env(EnvCmd),
+    /// Overlay addresses reserved ahead of a launch (for a master address known in advance).
+    #[command(subcommand)]
+    Ip(IpCmd),
     /// Users and invitations.
     #[command(subcommand)]
     User(UserCmd),
@@ -208,6 +211,34 @@ pub enum NodeCmd {
     /// Remove a node and revoke its certificate: it can no longer connect.
     #[command(after_help = "Example:\n  river node remove gpu-07")]
     Remove { name: String },
+    /// The overlay network: each node's subnet, underlay address, containers and health.
+    #[command(after_help = "Example:\n  river node overlay")]
+    Overlay,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IpCmd {
+    /// Reserve an overlay address; prints it and a token that `--ip-token` claims.
+    #[command(
+        after_help = "Examples:\n  river ip reserve --node gpu-01                 # any free address on gpu-01\n  river ip reserve --ip 10.128.1.10 --ttl 1h\n  TOKEN=$(river ip reserve --node gpu-01 -o json | jq -r .token)\n  river task submit --ip-token \"$TOKEN\" -- python serve.py"
+    )]
+    Reserve {
+        /// The node whose subnet the address is in (default: the one with most free).
+        #[arg(long)]
+        node: Option<String>,
+        /// A particular address.
+        #[arg(long)]
+        ip: Option<String>,
+        /// How long the reservation waits to be used; once a task uses it, it is held until the
+        /// task ends.
+        #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
+    },
+    /// Reserved addresses and the tasks using them.
+    List,
+    /// Give back a reservation that no running task uses.
+    #[command(after_help = "Example:\n  river ip release 10.128.1.10")]
+    Release { ip: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -288,7 +319,7 @@ pub enum TaskCmd {
     #[command(
         after_help = "Examples:\n  river task submit --env torch -c 8 -m 32G --gpus 2 -- python train.py\n  river task submit --image pytorch/pytorch:2.3.0-cuda12.1-cudnn8-runtime -- python -V\n  river task submit -t gpu-01:0::0,1 --image IMG --wait -- nvidia-smi"
     )]
-    Submit(SubmitArgs),
+    Submit(Box<SubmitArgs>),
     /// List tasks.
     #[command(after_help = "Example:\n  river task list -s running --node gpu-01 -o json")]
     List {
@@ -406,6 +437,20 @@ pub struct SubmitArgs {
     /// Run with full access to the node (operators only, and only where the host allows it).
     #[arg(long)]
     pub privileged: bool,
+    /// `overlay` (containers on all nodes reach each other by address; the default when the
+    /// cluster has it) or `bridge` (the engine's own network).
+    #[arg(long, value_parser = ["overlay", "bridge"])]
+    pub network: Option<String>,
+    /// Run at an address reserved with `river ip reserve` (and on its node).
+    #[arg(long, value_name = "TOKEN", conflicts_with_all = ["nodes", "group"])]
+    pub ip_token: Option<String>,
+    /// A distributed launch: one member on each of N nodes, with MASTER_ADDR, MASTER_PORT,
+    /// WORLD_SIZE, NODE_RANK (and torchrun's PET_* settings) set; if one fails, all end.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub nodes: Option<u32>,
+    /// Run the targets (-t) as one distributed group, as --nodes does.
+    #[arg(long)]
+    pub group: bool,
     /// Wait for the task to end and exit with its exit code.
     #[arg(short, long)]
     pub wait: bool,

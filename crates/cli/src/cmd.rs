@@ -4,6 +4,7 @@ pub mod connect;
 mod env;
 pub mod forward;
 mod init;
+mod ip;
 mod node;
 mod serve;
 mod ssh;
@@ -29,6 +30,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::User(c) => user::run(c, &dir, cli.output).await,
         Command::Task(c) => return task::run(c, &dir, cli.output).await,
         Command::Env(c) => env::run(c, &dir, cli.output).await,
+        Command::Ip(c) => ip::run(c, &dir, cli.output).await,
         Command::Forward {
             id,
             port,

@@ -78,6 +78,19 @@ pub struct ContainerSpec {
     /// Labels that let the runner find its containers again after a restart.
     pub labels: BTreeMap<String, String>,
     pub privileged: bool,
+    /// A network to attach to instead of the engine's default, with a fixed IPv4 address.
+    pub network: Option<(String, String)>,
+}
+
+/// A bridge network the engine should have: its name, the existing Linux bridge it sits on,
+/// subnet and gateway, and MTU.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BridgeNetwork {
+    pub name: String,
+    pub bridge: String,
+    pub subnet: String,
+    pub gateway: String,
+    pub mtu: u32,
 }
 
 /// How a container ended.
@@ -193,7 +206,25 @@ impl Runtime {
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect::<HashMap<_, _>>(),
             ),
-            host_config: Some(host),
+            host_config: Some(HostConfig {
+                network_mode: spec.network.as_ref().map(|(n, _)| n.clone()),
+                ..host
+            }),
+            networking_config: spec
+                .network
+                .as_ref()
+                .map(|(name, ip)| bollard::models::NetworkingConfig {
+                    endpoints_config: Some(HashMap::from([(
+                        name.clone(),
+                        bollard::models::EndpointSettings {
+                            ipam_config: Some(bollard::models::EndpointIpamConfig {
+                                ipv4_address: Some(ip.clone()),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        },
+                    )])),
+                }),
             ..Default::default()
         };
         let opts = CreateContainerOptions {
@@ -206,6 +237,66 @@ impl Runtime {
             .await
             .map_err(docker_err)?
             .id)
+    }
+
+    /// Makes sure the engine has `net`: created if missing; recreated if it differs and no
+    /// container uses it; an error saying so if containers hold the old one. Returns whether it
+    /// was created.
+    pub async fn ensure_network(&self, net: &BridgeNetwork) -> Result<bool> {
+        let options = HashMap::from([
+            ("com.docker.network.bridge.name".to_owned(), net.bridge.clone()),
+            ("com.docker.network.driver.mtu".to_owned(), net.mtu.to_string()),
+            // The node masquerades only traffic leaving the overlay (river's own rule):
+            // between containers, addresses are kept.
+            (
+                "com.docker.network.bridge.enable_ip_masquerade".to_owned(),
+                "false".to_owned(),
+            ),
+        ]);
+        match self.docker.inspect_network(&net.name, None).await {
+            Ok(have) => {
+                let cfg = have.ipam.and_then(|i| i.config).unwrap_or_default();
+                let same_subnet = cfg.iter().any(|c| c.subnet.as_deref() == Some(net.subnet.as_str()));
+                let same_bridge = have
+                    .options
+                    .as_ref()
+                    .and_then(|o| o.get("com.docker.network.bridge.name"))
+                    == Some(&net.bridge);
+                let same_mtu = have
+                    .options
+                    .as_ref()
+                    .and_then(|o| o.get("com.docker.network.driver.mtu"))
+                    == Some(&net.mtu.to_string());
+                if same_subnet && same_bridge && same_mtu {
+                    return Ok(false);
+                }
+                if have.containers.is_some_and(|c| !c.is_empty()) {
+                    return Err(RuntimeError::Docker(format!(
+                        "network {} has other settings than the overlay needs ({}) and containers still use it",
+                        net.name, net.subnet
+                    )));
+                }
+                self.docker.remove_network(&net.name).await.map_err(docker_err)?;
+            }
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {}
+            Err(e) => return Err(docker_err(e)),
+        }
+        let req = bollard::models::NetworkCreateRequest {
+            name: net.name.clone(),
+            driver: Some("bridge".into()),
+            ipam: Some(bollard::models::Ipam {
+                config: Some(vec![bollard::models::IpamConfig {
+                    subnet: Some(net.subnet.clone()),
+                    gateway: Some(net.gateway.clone()),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            options: Some(options),
+            ..Default::default()
+        };
+        self.docker.create_network(req).await.map_err(docker_err)?;
+        Ok(true)
     }
 
     /// Pulls an image from its registry, for nodes that can reach one.

@@ -79,6 +79,8 @@ fn router(ctx: Arc<Ctx>) -> Router {
         .route("/api/nodes", get(|s, c| call(s, c, Request::NodeList)))
         .route("/api/nodes/{name}", get(node))
         .route("/api/envs", get(|s, c| call(s, c, Request::EnvList)))
+        .route("/api/overlay", get(|s, c| call(s, c, Request::Overlay)))
+        .route("/api/ips", get(|s, c| call(s, c, Request::IpList)))
         .route("/api/tasks", get(tasks).post(submit))
         .route("/api/tasks/{id}", get(task))
         .route("/api/tasks/{id}/logs", get(task_logs))
@@ -193,6 +195,9 @@ async fn call(
         Response::Env(e) => serde_json::json!(e),
         Response::Envs(e) => serde_json::json!(e),
         Response::EnvSession { task, started } => serde_json::json!({ "task": task, "started": started }),
+        Response::IpReserved(r) => serde_json::json!(r),
+        Response::Ips(ips) => serde_json::json!(ips),
+        Response::Overlay(o) => serde_json::json!(o),
     };
     Json(body).into_response()
 }

@@ -39,6 +39,43 @@ pub struct HostConfig {
     /// asking for neither `--env` nor `--image` runs in. Nodes pull it from its registry; commit
     /// a version (`river env shell default`, `river env commit default`) to serve it over the mesh.
     pub default_image: String,
+    /// The overlay network between containers on different nodes (off by default).
+    pub overlay: OverlaySettings,
+}
+
+/// `[overlay]` in the host config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OverlaySettings {
+    pub enabled: bool,
+    /// The range every member's subnet is cut from. Changing it once nodes hold subnets is
+    /// refused: their containers' addresses would change under them.
+    pub range: String,
+    /// Size of each member's subnet: `/24` gives 253 containers per node and, in the default
+    /// range, 4095 runners.
+    pub node_prefix: u8,
+    /// VXLAN network identifier and UDP port (the IANA port by default).
+    pub vni: u32,
+    pub port: u16,
+    /// MTU inside the overlay; default: each member's underlay MTU less 50 bytes of VXLAN.
+    pub mtu: Option<u32>,
+    /// The host's own underlay address (where runners send its VXLAN packets); default: the
+    /// `listen` address, or the first `advertise` entry that is an IPv4 address.
+    pub address: Option<std::net::Ipv4Addr>,
+}
+
+impl Default for OverlaySettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            range: "10.128.0.0/12".into(),
+            node_prefix: 24,
+            vni: 4242,
+            port: 4789,
+            mtu: None,
+            address: None,
+        }
+    }
 }
 
 impl Default for HostConfig {
@@ -54,6 +91,7 @@ impl Default for HostConfig {
             max_token_ttl: Duration::from_secs(30 * 86_400),
             allow_privileged: false,
             default_image: "python:3.12-slim".into(),
+            overlay: OverlaySettings::default(),
         }
     }
 }
@@ -91,6 +129,28 @@ impl HostConfig {
                 "offline_after ({:?}) must be longer than heartbeat_interval ({:?}), or every node flaps offline",
                 self.offline_after, self.heartbeat_interval
             )));
+        }
+        if self.overlay.enabled {
+            let range: river_overlay::Ipv4Net = self
+                .overlay
+                .range
+                .parse()
+                .map_err(|e| ConfigError::Invalid(format!("overlay.range: {e}")))?;
+            let p = self.overlay.node_prefix;
+            if p <= range.prefix() || p > 29 {
+                return Err(ConfigError::Invalid(format!(
+                    "overlay.node_prefix must be longer than the range's /{} and at most /29; got /{p}",
+                    range.prefix()
+                )));
+            }
+            if self.overlay.vni == 0 || self.overlay.vni >= 1 << 24 {
+                return Err(ConfigError::Invalid(
+                    "overlay.vni must be between 1 and 16777215".into(),
+                ));
+            }
+            if self.overlay.mtu.is_some_and(|m| !(576..=9000).contains(&m)) {
+                return Err(ConfigError::Invalid("overlay.mtu must be between 576 and 9000".into()));
+            }
         }
         if self.node_cert_lifetime < Duration::from_secs(10) || self.user_cert_lifetime < Duration::from_secs(10) {
             return Err(ConfigError::Invalid(

@@ -10,9 +10,11 @@ pub mod config;
 mod api;
 mod clock;
 mod envs;
+mod groups;
 mod init;
 mod join;
 mod mesh;
+mod overlay;
 mod registry;
 mod rpc;
 mod tasks;
@@ -50,6 +52,8 @@ pub(crate) struct Ctx {
     running: std::sync::Mutex<std::collections::HashMap<u64, river_store::TaskRecord>>,
     /// Bumped by every task write: a read that saw a write happen meanwhile is not cached.
     task_writes: std::sync::atomic::AtomicU64,
+    /// The overlay network, when the config turns it on.
+    overlay: Option<overlay::Overlay>,
 }
 
 impl Ctx {
@@ -177,6 +181,7 @@ pub async fn start(cfg: HostConfig) -> anyhow::Result<RunningHost> {
     let api_addr = listener.local_addr()?;
     let admin_dir = init::admin_bundle(&cfg, &state, &advertised(&cfg, mesh_addr)).await?;
 
+    let overlay = overlay::Overlay::open(&cfg, &state.store).await?;
     let registry = registry::Registry::default();
     registry.load(&state.store.nodes().await?);
     let ctx = Arc::new(Ctx {
@@ -191,6 +196,7 @@ pub async fn start(cfg: HostConfig) -> anyhow::Result<RunningHost> {
         udp: Default::default(),
         running: Default::default(),
         task_writes: Default::default(),
+        overlay,
     });
     envs::ensure_default(&ctx).await?;
     let mut serving = JoinSet::new();
@@ -198,6 +204,9 @@ pub async fn start(cfg: HostConfig) -> anyhow::Result<RunningHost> {
     serving.spawn(api::serve(ctx.clone(), listener, state.https_tls));
     serving.spawn(registry::monitor(ctx.clone()));
     serving.spawn(tasks::scheduler(ctx.clone()));
+    if ctx.overlay.is_some() {
+        serving.spawn(overlay::run(ctx.clone()));
+    }
     tracing::info!(%mesh_addr, %api_addr, ca = %hex::encode(ctx.ca_fp), "host is serving");
     Ok(RunningHost {
         mesh_addr,

@@ -193,6 +193,8 @@ async fn control(
     // connection must not replace its session.
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     ctx.registry.attach(name, conn.clone(), tx);
+    // The overlay plan goes ahead of any task, on the same ordered stream.
+    crate::overlay::attached(ctx, name, conn.remote_address()).await;
     ctx.kick.notify_one();
     let result = async {
         loop {
@@ -207,6 +209,14 @@ async fn control(
                     }
                     Some(RunnerMsg::Snapshot { tasks }) => crate::tasks::reconcile(ctx, name, tasks).await,
                     Some(RunnerMsg::Fetch { id, done, total }) => ctx.fetch_progress(id, done, total),
+                    Some(RunnerMsg::Overlay(health)) => {
+                        if let Some(o) = ctx.overlay.as_ref() {
+                            if !health.ok {
+                                tracing::warn!(node = %name, "overlay: {}", health.detail);
+                            }
+                            o.record_health(name, health);
+                        }
+                    }
                     None => return Ok(()),
                 },
             }

@@ -49,7 +49,9 @@ pub(crate) fn authorize(caller: &Caller, req: &Request) -> Result<(), String> {
         Request::TaskList { .. } | Request::TaskShow { .. } => Role::Viewer,
         // Whose task it is is checked with the task in hand.
         Request::TaskSubmit(_) | Request::TaskSignal { .. } | Request::TaskLogs { .. } => Role::User,
-        Request::EnvList => Role::Viewer,
+        Request::EnvList | Request::IpList | Request::Overlay => Role::Viewer,
+        // Whose reservation it is is checked with it in hand.
+        Request::IpReserve { .. } | Request::IpRelease { .. } => Role::User,
         // Whose environment it is is checked with it in hand.
         Request::EnvCreate { .. } | Request::EnvRm { .. } | Request::EnvShell { .. } | Request::EnvCommit { .. } => {
             Role::User
@@ -102,6 +104,7 @@ async fn act(ctx: &Ctx, caller: &Caller, req: Request) -> anyhow::Result<Respons
             Some(_) => {
                 ctx.registry.remove(&name);
                 crate::tasks::node_removed(ctx, &name).await?;
+                crate::overlay::removed(ctx, &name).await?;
                 ctx.store.event(now_ms(), &caller.actor(), "node.remove", &name).await?;
                 Response::Done {
                     message: format!("removed node {name}; its certificate is revoked and it can no longer connect"),
@@ -216,6 +219,10 @@ async fn act(ctx: &Ctx, caller: &Caller, req: Request) -> anyhow::Result<Respons
         Request::EnvRm { name } => crate::envs::remove(ctx, caller, &name).await?,
         Request::EnvShell { name, node } => crate::envs::shell(ctx, caller, &name, node).await?,
         Request::EnvCommit { name, message } => crate::envs::commit(ctx, caller, &name, message).await?,
+        Request::IpReserve { node, ip, ttl_secs } => crate::overlay::reserve(ctx, caller, node, ip, ttl_secs).await?,
+        Request::IpList => crate::overlay::list(ctx).await?,
+        Request::IpRelease { ip } => crate::overlay::release(ctx, caller, &ip).await?,
+        Request::Overlay => crate::overlay::view(ctx).await?,
     })
 }
 

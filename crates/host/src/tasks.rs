@@ -21,19 +21,19 @@ use std::time::Duration;
 /// Largest log a single `task logs` answer carries.
 const MAX_LOGS: usize = 16 << 20;
 
-fn err(kind: ErrorKind, message: impl Into<String>) -> Response {
+pub(crate) fn err(kind: ErrorKind, message: impl Into<String>) -> Response {
     Response::Error {
         kind,
         message: message.into(),
     }
 }
 
-fn state_of(t: &TaskRecord) -> TaskState {
+pub(crate) fn state_of(t: &TaskRecord) -> TaskState {
     t.state.parse().unwrap_or(TaskState::Failed)
 }
 
 /// The scheduler's view of a node.
-fn sched_node(ctx: &Ctx, n: &NodeRecord) -> place::Node {
+pub(crate) fn sched_node(ctx: &Ctx, n: &NodeRecord) -> place::Node {
     let numa = if n.info.numa.is_empty() {
         vec![Numa {
             id: 0,
@@ -66,7 +66,7 @@ fn sched_node(ctx: &Ctx, n: &NodeRecord) -> place::Node {
     }
 }
 
-fn ask(spec: &TaskSpec, target: Option<&str>) -> Result<Ask, String> {
+pub(crate) fn ask(spec: &TaskSpec, target: Option<&str>) -> Result<Ask, String> {
     Ok(Ask {
         cores: spec.cores,
         memory: spec.memory_bytes.unwrap_or(0),
@@ -131,6 +131,44 @@ pub(crate) async fn submit(ctx: &Ctx, caller: &Caller, spec: TaskSpec) -> anyhow
     } else if let Err(refusal) = crate::envs::resolve(ctx, &mut spec).await? {
         return Ok(refusal);
     }
+    match spec.network.as_deref() {
+        None | Some("bridge") => {}
+        Some("overlay") if ctx.overlay.is_none() => {
+            return Ok(err(
+                ErrorKind::Invalid,
+                "the overlay network is off on this cluster; an admin turns it on with `[overlay] enabled = true` in the host config",
+            ))
+        }
+        Some("overlay") if spec.no_container => {
+            return Ok(err(
+                ErrorKind::Invalid,
+                "--no-container tasks share the node's own network; --network does not apply",
+            ))
+        }
+        Some("overlay") => {}
+        Some(other) => {
+            return Ok(err(
+                ErrorKind::Invalid,
+                format!("--network {other}: the networks are `overlay` and `bridge`"),
+            ))
+        }
+    }
+    // Only the host sets these.
+    spec.ip = None;
+    spec.rank = None;
+    if spec.nodes.is_some() || spec.group {
+        if spec.ip_token.is_some() {
+            return Ok(err(
+                ErrorKind::Invalid,
+                "a group reserves its members' addresses itself; drop --ip-token",
+            ));
+        }
+        return crate::groups::submit(ctx, caller, spec).await;
+    }
+    let reserved = match crate::overlay::take_token(ctx, &mut spec).await? {
+        Ok(r) => r,
+        Err(refusal) => return Ok(refusal),
+    };
     // Impossible requests are refused now, with the reason; possible ones wait their turn. A
     // node that joined but has not reported its machine yet cannot judge: its tasks just wait.
     let all = ctx.store.nodes().await?;
@@ -164,6 +202,23 @@ pub(crate) async fn submit(ctx: &Ctx, caller: &Caller, spec: TaskSpec) -> anyhow
         .store
         .insert_tasks(&caller.actor(), &spec, &spec.targets, now_ms())
         .await?;
+    if let Some((ip, nonce)) = reserved {
+        if !crate::overlay::claim(ctx, &ip, &nonce, ids[0]).await? {
+            // Another submission claimed it between the check and now.
+            if let Some(mut t) = ctx.store.task(ids[0]).await? {
+                end_here(
+                    &mut t,
+                    TaskState::Killed,
+                    format!("the reservation of {ip} was used by another task"),
+                );
+                ctx.save_task(&t).await?;
+            }
+            return Ok(err(
+                ErrorKind::Conflict,
+                format!("the reservation of {ip} was just used by another task"),
+            ));
+        }
+    }
     ctx.store
         .event(now_ms(), &caller.actor(), "task.submit", &format!("{ids:?}"))
         .await?;
@@ -192,12 +247,7 @@ async fn schedule_once(ctx: &Ctx) -> anyhow::Result<()> {
     // not even read (every task needs a core).
     let holding = ctx.store.holding_tasks().await?;
     let nodes: Vec<place::Node> = ctx.store.nodes().await?.iter().map(|n| sched_node(ctx, n)).collect();
-    let mut used: BTreeMap<String, Usage> = BTreeMap::new();
-    for t in holding.iter().filter(|t| state_of(t).holds_resources()) {
-        if let Some(p) = &t.placement {
-            used.entry(p.node.clone()).or_default().add(&to_place(p));
-        }
-    }
+    let used = usage_by_node(&holding);
     let free = |used: &BTreeMap<String, Usage>| {
         nodes
             .iter()
@@ -226,9 +276,34 @@ async fn schedule_once(ctx: &Ctx) -> anyhow::Result<()> {
     let Some((tasks, placed)) = pass else {
         return Ok(());
     };
+    // Overlay addresses in use, read once per pass and only if a placed task needs one.
+    let mut taken = None;
     for (id, p) in placed {
         let Some(mut t) = tasks.iter().find(|t| t.id == id).cloned() else {
             continue;
+        };
+        let on_overlay = ctx.overlay.is_some() && !t.spec.no_container && t.spec.network.as_deref() != Some("bridge");
+        let ip = match (&ctx.overlay, on_overlay) {
+            (Some(o), true) => match &t.spec.ip {
+                Some(reserved) => Some(reserved.clone()),
+                None => {
+                    if taken.is_none() {
+                        taken = Some(crate::overlay::taken(ctx).await?);
+                    }
+                    let taken = taken.get_or_insert_with(Default::default);
+                    match o.free_ip(&p.node, taken) {
+                        Some(ip) => {
+                            taken.insert(ip);
+                            Some(ip.to_string())
+                        }
+                        None => {
+                            tracing::warn!(task = id, node = %p.node, "no free overlay address on the node (or no subnet yet); the task waits");
+                            continue;
+                        }
+                    }
+                }
+            },
+            _ => None,
         };
         let placement = TaskPlacement {
             node: p.node.clone(),
@@ -236,6 +311,7 @@ async fn schedule_once(ctx: &Ctx) -> anyhow::Result<()> {
             numa: p.numa,
             gpus: p.gpus,
             memory_bytes: p.memory,
+            ip,
         };
         t.state = TaskState::Assigned.as_str().into();
         t.placement = Some(placement.clone());
@@ -257,6 +333,17 @@ async fn schedule_once(ctx: &Ctx) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// What the tasks holding resources use, per node.
+pub(crate) fn usage_by_node(holding: &[TaskRecord]) -> BTreeMap<String, Usage> {
+    let mut used: BTreeMap<String, Usage> = BTreeMap::new();
+    for t in holding.iter().filter(|t| state_of(t).holds_resources()) {
+        if let Some(p) = &t.placement {
+            used.entry(p.node.clone()).or_default().add(&to_place(p));
+        }
+    }
+    used
 }
 
 fn to_place(p: &TaskPlacement) -> place::Placement {
@@ -306,6 +393,12 @@ pub(crate) async fn on_report(
         ctx.save_task(&t).await?;
         tracing::info!(task = id, %node, state = to.as_str(), "task state");
         if to.is_final() {
+            if to != TaskState::Completed {
+                crate::groups::member_failed(ctx, &t).await?;
+            }
+            if t.placement.as_ref().is_some_and(|p| p.ip.is_some()) {
+                ctx.store.release_reservations(now_ms()).await?;
+            }
             ctx.kick.notify_one();
         }
         Ok(())
@@ -485,7 +578,7 @@ async fn unfinished_on(ctx: &Ctx, node: &str) -> anyhow::Result<Vec<TaskRecord>>
 }
 
 /// Ends a task on the host's own authority (cancelled, its node gone), saying why.
-fn end_here(t: &mut TaskRecord, state: TaskState, why: String) {
+pub(crate) fn end_here(t: &mut TaskRecord, state: TaskState, why: String) {
     t.state = state.as_str().into();
     t.finished_at_ms = Some(now_ms());
     t.message = Some(why);
@@ -555,6 +648,7 @@ pub(crate) async fn node_removed(ctx: &Ctx, node: &str) -> anyhow::Result<()> {
             format!("node {node} was removed from the cluster"),
         );
         ctx.save_task(&t).await?;
+        crate::groups::member_failed(ctx, &t).await?;
     }
     ctx.kick.notify_one();
     Ok(())

@@ -208,6 +208,18 @@ pub enum Request {
         name: String,
         message: Option<String>,
     },
+    /// Reserve an overlay address ahead of a launch; answered with a signed token.
+    IpReserve {
+        node: Option<String>,
+        ip: Option<String>,
+        ttl_secs: u64,
+    },
+    IpList,
+    IpRelease {
+        ip: String,
+    },
+    /// The overlay: subnets, peers and each node's last reconcile.
+    Overlay,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -255,6 +267,80 @@ pub enum Response {
         task: u64,
         started: bool,
     },
+    IpReserved(IpReservation),
+    Ips(Vec<IpView>),
+    Overlay(Box<OverlayView>),
+}
+
+/// A new reservation and the token that claims it (shown once; the host keeps no copy).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpReservation {
+    pub ip: String,
+    pub node: String,
+    pub token: String,
+    pub expires_at_ms: i64,
+}
+
+/// A reserved overlay address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpView {
+    pub ip: String,
+    pub node: String,
+    pub owner: String,
+    pub expires_at_ms: i64,
+    /// The task that claimed it; the address is released when that task ends.
+    pub task: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OverlayView {
+    pub enabled: bool,
+    pub range: String,
+    pub vni: u32,
+    pub port: u16,
+    pub members: Vec<OverlayMemberView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OverlayMemberView {
+    pub name: String,
+    pub subnet: String,
+    /// The member's own overlay address (its subnet's gateway).
+    pub address: String,
+    pub underlay: Option<String>,
+    pub state: String,
+    /// Containers on it with an overlay address now.
+    pub containers: u32,
+    /// The member's last reconcile, as it reported it.
+    pub health: Option<OverlayHealth>,
+}
+
+/// What a member says after reconciling its overlay devices.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OverlayHealth {
+    pub ok: bool,
+    pub detail: String,
+    pub mtu: u32,
+    pub peers: u32,
+    pub at_ms: i64,
+}
+
+/// The overlay as one member must build it; sent by the host whenever membership changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OverlayConfig {
+    pub vni: u32,
+    pub port: u16,
+    pub range: String,
+    pub mtu: Option<u32>,
+    pub me: OverlayPeer,
+    pub peers: Vec<OverlayPeer>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OverlayPeer {
+    pub name: String,
+    pub subnet: String,
+    pub underlay: std::net::Ipv4Addr,
 }
 
 /// An environment and its versions, oldest first.
@@ -406,6 +492,38 @@ pub struct TaskSpec {
     /// Run the command as a process on the node (confined by a cgroup) instead of in a container.
     #[serde(default)]
     pub no_container: bool,
+    /// `overlay` (the cluster's overlay network; the default when it is on) or `bridge` (the
+    /// engine's default network, reachable only through `river forward`).
+    #[serde(default)]
+    pub network: Option<String>,
+    /// A reservation token from `river ip reserve`; the host checks it, pins the task to the
+    /// reservation's node and address, and drops the token.
+    #[serde(default)]
+    pub ip_token: Option<Secret>,
+    /// Set by the host: the reserved overlay address this task must get.
+    #[serde(default)]
+    pub ip: Option<String>,
+    /// A distributed launch over this many nodes: one member per node, started as a group.
+    #[serde(default)]
+    pub nodes: Option<u32>,
+    /// Several targets as one distributed group rather than independent tasks.
+    #[serde(default)]
+    pub group: bool,
+    /// Set by the host: this member's rank in its group (its batch).
+    #[serde(default)]
+    pub rank: Option<u32>,
+}
+
+/// A secret carried in a message (a reservation token): serialized as the plain string, never
+/// shown by `Debug`, so a logged request cannot leak it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(…)")
+    }
 }
 
 /// One environment version as an image archive kept by the host.
@@ -437,6 +555,12 @@ impl TaskSpec {
             environment: None,
             archive: None,
             no_container: false,
+            network: None,
+            ip_token: None,
+            ip: None,
+            nodes: None,
+            group: false,
+            rank: None,
         }
     }
 }
@@ -449,6 +573,9 @@ pub struct TaskPlacement {
     pub numa: Option<u32>,
     pub gpus: Vec<u32>,
     pub memory_bytes: u64,
+    /// The task's overlay address, when it joins the overlay.
+    #[serde(default)]
+    pub ip: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -489,6 +616,8 @@ pub enum HostMsg {
         id: u64,
         signal: Signal,
     },
+    /// Build (or repair) this node's part of the overlay as described.
+    Overlay(Box<OverlayConfig>),
 }
 
 /// Runner → host, on the session's `Control` stream after the hello.
@@ -507,6 +636,8 @@ pub enum RunnerMsg {
     Snapshot { tasks: Vec<TaskReport> },
     /// Progress of fetching the environment archive a waiting task needs.
     Fetch { id: u64, done: u64, total: u64 },
+    /// The outcome of the node's last overlay reconcile.
+    Overlay(OverlayHealth),
 }
 
 /// One task's state as a runner knows it.

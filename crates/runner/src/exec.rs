@@ -65,6 +65,8 @@ pub(crate) struct Executor {
     task_user: String,
     /// Forwarded UDP flows of the current session.
     pub udp: Arc<crate::forward::UdpFlows>,
+    /// This node's part of the overlay network.
+    pub overlay: crate::overlay::NodeOverlay,
 }
 
 impl Executor {
@@ -88,6 +90,7 @@ impl Executor {
             cgroups: crate::cgroup::Cgroups::at(&s.cgroup_root),
             task_user: s.task_user,
             udp: Arc::default(),
+            overlay: Default::default(),
             node: s.node,
             cluster: s.cluster,
             dir: s.dir,
@@ -170,6 +173,21 @@ impl Executor {
             }
         };
         crate::terminal::serve(rt, &self.container_name(req.task), req, send, recv).await
+    }
+
+    /// Runs `work` until it ends or the runner stops.
+    pub(crate) fn spawn_work(&self, work: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.spawn(work)
+    }
+
+    /// The Docker engine, connected on first use.
+    pub(crate) async fn docker(&self) -> Result<&Runtime, String> {
+        self.runtime().await
+    }
+
+    /// Sends a message to the host on the control stream (queued while disconnected).
+    pub(crate) fn send_report(&self, msg: RunnerMsg) -> bool {
+        self.reports.send(msg).is_ok()
     }
 
     fn spawn(&self, work: impl std::future::Future<Output = ()> + Send + 'static) {
@@ -355,6 +373,7 @@ impl Executor {
             HostMsg::Signal { id, signal } => {
                 self.spawn(async move { me.signal(id, signal).await });
             }
+            HostMsg::Overlay(cfg) => self.overlay.announce(self, &cfg),
         }
     }
 
@@ -430,6 +449,7 @@ impl Executor {
             ]),
             // The host allowed it: the cluster permits it and the submitter is an operator.
             privileged: spec.privileged,
+            network: p.ip.as_ref().map(|ip| (crate::overlay::NETWORK.to_owned(), ip.clone())),
         })
     }
 
@@ -457,6 +477,15 @@ impl Executor {
             }
             // By id: a tag of the same name on a shared engine can never stand in for it.
             cspec.image = a.image_id.clone();
+        }
+        if let Some(ip) = &placement.ip {
+            let ready = match ip.parse() {
+                Ok(ip) => self.overlay.ready_for(ip).await,
+                Err(_) => Err(format!("the host gave an unusable overlay address {ip}")),
+            };
+            if let Err(why) = ready {
+                return self.report(id, TaskState::Failed, None, Some(format!("node {}: {why}", self.node)));
+            }
         }
         let _ = rt.remove(&cspec.name).await;
         let started = async {

@@ -11,6 +11,7 @@ pub mod config;
 mod exec;
 mod forward;
 mod images;
+mod overlay;
 mod renew;
 mod session;
 mod terminal;

@@ -512,16 +512,26 @@ impl Store {
         targets: &[String],
         now_ms: i64,
     ) -> Result<Vec<u64>> {
-        let mut tx = self.pool.begin().await?;
-        let one: [Option<&String>; 1] = [None];
-        let targets: Vec<Option<&String>> = if targets.is_empty() {
-            one.to_vec()
+        let members: Vec<(&TaskSpec, Option<&str>)> = if targets.is_empty() {
+            vec![(spec, None)]
         } else {
-            targets.iter().map(Some).collect()
+            targets.iter().map(|t| (spec, Some(t.as_str()))).collect()
         };
-        let spec_json = json(spec)?;
-        let mut ids = Vec::with_capacity(targets.len());
-        for target in targets {
+        self.insert_batch(owner, &members, now_ms).await
+    }
+
+    /// Queues one task per `(spec, target)`, sharing a batch id (the first task's id), in one
+    /// transaction: the members of a distributed group, each with its own spec. Returns the ids.
+    pub async fn insert_batch(
+        &self,
+        owner: &str,
+        members: &[(&TaskSpec, Option<&str>)],
+        now_ms: i64,
+    ) -> Result<Vec<u64>> {
+        let mut tx = self.pool.begin().await?;
+        let mut ids = Vec::with_capacity(members.len());
+        for (spec, target) in members {
+            let spec_json = json(spec)?;
             let id: i64 = sqlx::query_scalar(
                 "INSERT INTO tasks (batch, name, owner, spec_json, target, state, submitted_at_ms)
                  VALUES (0, ?, ?, ?, ?, 'queued', ?) RETURNING id",
@@ -824,6 +834,9 @@ async fn insert_version(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, name: &str
     .await?;
     Ok(())
 }
+
+mod overlay;
+pub use overlay::Reservation;
 
 #[cfg(test)]
 mod tests;

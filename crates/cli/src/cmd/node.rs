@@ -3,7 +3,7 @@
 use crate::args::{NodeCmd, Output};
 use crate::client::{now_s, once};
 use crate::output::{ago, bytes, show, table};
-use river_proto::msg::{NodeView, Request, Response};
+use river_proto::msg::{NodeView, OverlayView, Request, Response};
 use std::path::Path;
 
 pub async fn run(cmd: NodeCmd, dir: &Path, output: Output) -> anyhow::Result<()> {
@@ -20,6 +20,12 @@ pub async fn run(cmd: NodeCmd, dir: &Path, output: Output) -> anyhow::Result<()>
             };
             show(output, &node, |n| detail(n))
         }
+        NodeCmd::Overlay => {
+            let Response::Overlay(o) = once(dir, Request::Overlay).await? else {
+                anyhow::bail!("unexpected answer")
+            };
+            show(output, &o, |o| overlay(o))
+        }
         NodeCmd::Remove { name } => {
             let Response::Done { message } = once(dir, Request::NodeRemove { name }).await? else {
                 anyhow::bail!("unexpected answer")
@@ -28,6 +34,45 @@ pub async fn run(cmd: NodeCmd, dir: &Path, output: Output) -> anyhow::Result<()>
             Ok(())
         }
     }
+}
+
+fn overlay(o: &OverlayView) {
+    if !o.enabled {
+        println!("the overlay network is off; an admin turns it on with `[overlay] enabled = true` in the host config");
+        return;
+    }
+    println!("overlay {} (VXLAN id {}, UDP port {})", o.range, o.vni, o.port);
+    let rows = o
+        .members
+        .iter()
+        .map(|m| {
+            let health = m.health.as_ref().map_or("not reported".into(), |h| {
+                if h.ok {
+                    format!(
+                        "ok, {} peers, MTU {} ({})",
+                        h.peers,
+                        h.mtu,
+                        ago(h.at_ms / 1000, now_s())
+                    )
+                } else {
+                    format!("FAILING: {}", h.detail)
+                }
+            });
+            vec![
+                m.name.clone(),
+                m.subnet.clone(),
+                m.address.clone(),
+                m.underlay.clone().unwrap_or_else(|| "-".into()),
+                m.state.clone(),
+                m.containers.to_string(),
+                health,
+            ]
+        })
+        .collect();
+    table(
+        &["NODE", "SUBNET", "ADDRESS", "UNDERLAY", "STATE", "CONTAINERS", "HEALTH"],
+        rows,
+    );
 }
 
 fn last_seen(n: &NodeView) -> String {

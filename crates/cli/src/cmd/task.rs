@@ -11,7 +11,7 @@ use std::time::Duration;
 
 pub async fn run(cmd: TaskCmd, dir: &Path, output: Output) -> anyhow::Result<ExitCode> {
     match cmd {
-        TaskCmd::Submit(a) => return submit(a, dir, output).await,
+        TaskCmd::Submit(a) => return submit(*a, dir, output).await,
         TaskCmd::List { state, node } => {
             let Response::Tasks(tasks) = once(dir, Request::TaskList { state, node }).await? else {
                 bail!("unexpected answer")
@@ -114,6 +114,12 @@ fn parse_spec(a: SubmitArgs) -> anyhow::Result<TaskSpec> {
         workdir: a.workdir,
         name: a.name,
         privileged: a.privileged,
+        network: a.network,
+        ip_token: a.ip_token.map(river_proto::msg::Secret),
+        ip: None,
+        nodes: a.nodes,
+        group: a.group,
+        rank: None,
     })
 }
 

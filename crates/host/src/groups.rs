@@ -1,0 +1,237 @@
+//! Distributed launches: `river task submit --nodes N` (or several targets with `--group`) runs
+//! one member per node, each with an overlay address held from submit to its end and the
+//! environment a launcher needs (torchrun reads `PET_*`, most others `MASTER_ADDR` and friends),
+//! and ends the whole group when one member fails.
+
+use crate::mesh::Caller;
+use crate::tasks::{ask, end_here, err, sched_node, state_of, usage_by_node};
+use crate::Ctx;
+use river_proto::msg::{ErrorKind, HostMsg, Response, Signal, TaskSpec};
+use river_store::TaskRecord;
+use river_task::place;
+use river_task::state::TaskState;
+use std::net::Ipv4Addr;
+
+/// The rendezvous port members are told (PyTorch's customary one).
+pub(crate) const MASTER_PORT: u16 = 29500;
+
+/// Largest group one submission may ask for.
+const MAX_MEMBERS: u32 = 1024;
+
+pub(crate) async fn submit(ctx: &Ctx, caller: &Caller, spec: TaskSpec) -> anyhow::Result<Response> {
+    let Some(overlay) = ctx.overlay.as_ref() else {
+        return Ok(err(
+            ErrorKind::Invalid,
+            "a distributed launch needs the overlay network (members reach each other by address); an admin turns it on with `[overlay] enabled = true` in the host config",
+        ));
+    };
+    if spec.no_container || spec.network.as_deref() == Some("bridge") {
+        return Ok(err(
+            ErrorKind::Invalid,
+            "group members run in containers on the overlay network",
+        ));
+    }
+    let n = spec
+        .nodes
+        .unwrap_or(u32::try_from(spec.targets.len()).unwrap_or(u32::MAX));
+    if n == 0 || n > MAX_MEMBERS {
+        return Ok(err(
+            ErrorKind::Invalid,
+            format!("--nodes must be between 1 and {MAX_MEMBERS}"),
+        ));
+    }
+    if !spec.targets.is_empty() && spec.targets.len() != n as usize {
+        return Ok(err(
+            ErrorKind::Invalid,
+            format!(
+                "--nodes {n} with {} targets: give one target per node, or none",
+                spec.targets.len()
+            ),
+        ));
+    }
+    let nodes: Vec<place::Node> = ctx.store.nodes().await?.iter().map(|r| sched_node(ctx, r)).collect();
+    let used = usage_by_node(&ctx.store.holding_tasks().await?);
+    // Which node each member runs on: the targets given, or the n online nodes on the overlay
+    // that can hold one member, most free cores first.
+    let targets: Vec<String> = if spec.targets.is_empty() {
+        let a = match ask(&spec, None) {
+            Ok(a) => a,
+            Err(e) => return Ok(err(ErrorKind::Invalid, e)),
+        };
+        let mut fit: Vec<&place::Node> = nodes
+            .iter()
+            .filter(|node| node.online && overlay.subnet_of(&node.name).is_some())
+            .filter(|node| place::check(&a, std::slice::from_ref(*node)).is_ok())
+            .collect();
+        let free = |node: &place::Node| {
+            node.cpus()
+                .saturating_sub(used.get(&node.name).map_or(0, |u| u.cores.len()))
+        };
+        fit.sort_by_key(|node| (std::cmp::Reverse(free(node)), node.name.clone()));
+        if fit.len() < n as usize {
+            return Ok(err(
+                ErrorKind::Invalid,
+                format!(
+                    "a group of {n} needs {n} online nodes on the overlay that can each run one member ({} cores, {} GPUs); {} can",
+                    spec.cores,
+                    spec.gpus,
+                    fit.len()
+                ),
+            ));
+        }
+        fit.iter().take(n as usize).map(|node| node.name.clone()).collect()
+    } else {
+        spec.targets.clone()
+    };
+    let mut names: Vec<&str> = targets.iter().map(|t| t.split(':').next().unwrap_or(t)).collect();
+    for t in &targets {
+        let a = match ask(&spec, Some(t)) {
+            Ok(a) => a,
+            Err(e) => return Ok(err(ErrorKind::Invalid, e)),
+        };
+        if let Err(why) = place::check(&a, &nodes) {
+            return Ok(err(ErrorKind::Invalid, why));
+        }
+    }
+    names.sort_unstable();
+    if names.windows(2).any(|w| w[0] == w[1]) {
+        return Ok(err(
+            ErrorKind::Invalid,
+            "group members run on different nodes: one target per node",
+        ));
+    }
+    // Addresses for every member, held from now on.
+    let mut taken = crate::overlay::taken(ctx).await?;
+    let mut ips: Vec<Ipv4Addr> = Vec::with_capacity(targets.len());
+    for t in &targets {
+        let node = t.split(':').next().unwrap_or(t);
+        let Some(ip) = overlay.free_ip(node, &taken) else {
+            return Ok(err(
+                ErrorKind::Conflict,
+                format!("node {node} has no free overlay address (or no overlay subnet yet)"),
+            ));
+        };
+        taken.insert(ip);
+        ips.push(ip);
+    }
+    let master = ips[0];
+    let specs: Vec<TaskSpec> = ips
+        .iter()
+        .enumerate()
+        .map(|(rank, ip)| member(&spec, rank as u32, n, *ip, master))
+        .collect();
+    let members: Vec<(&TaskSpec, Option<&str>)> =
+        specs.iter().zip(&targets).map(|(s, t)| (s, Some(t.as_str()))).collect();
+    let ids = ctx
+        .store
+        .insert_batch(&caller.actor(), &members, crate::clock::now_ms())
+        .await?;
+    for ((id, ip), t) in ids.iter().zip(&ips).zip(&targets) {
+        crate::overlay::hold(ctx, &caller.actor(), t.split(':').next().unwrap_or(t), *ip, *id).await?;
+    }
+    ctx.store
+        .event(
+            crate::clock::now_ms(),
+            &caller.actor(),
+            "task.group",
+            &format!("{ids:?} master {master}"),
+        )
+        .await?;
+    ctx.kick.notify_one();
+    Ok(Response::TaskSubmitted { batch: ids[0], ids })
+}
+
+/// Member `rank`'s spec: pinned address, and the launcher's environment.
+fn member(spec: &TaskSpec, rank: u32, size: u32, ip: Ipv4Addr, master: Ipv4Addr) -> TaskSpec {
+    let mut s = spec.clone();
+    s.nodes = None;
+    s.group = false;
+    s.targets = Vec::new();
+    s.rank = Some(rank);
+    s.ip = Some(ip.to_string());
+    s.network = Some("overlay".into());
+    let mut env = vec![
+        ("MASTER_ADDR", master.to_string()),
+        ("MASTER_PORT", MASTER_PORT.to_string()),
+        ("WORLD_SIZE", size.to_string()),
+        ("NODE_RANK", rank.to_string()),
+        ("RIVER_MASTER_ADDR", master.to_string()),
+        ("RIVER_GROUP_SIZE", size.to_string()),
+        ("RIVER_NODE_RANK", rank.to_string()),
+        ("RIVER_IP", ip.to_string()),
+        // torchrun takes every option from PET_<OPTION>: `torchrun train.py` needs no flags.
+        ("PET_NNODES", size.to_string()),
+        ("PET_NODE_RANK", rank.to_string()),
+        ("PET_MASTER_ADDR", master.to_string()),
+        ("PET_MASTER_PORT", MASTER_PORT.to_string()),
+    ];
+    if spec.gpus > 0 {
+        env.push(("PET_NPROC_PER_NODE", spec.gpus.to_string()));
+    }
+    // The user's own settings win over ours.
+    for (k, v) in env {
+        if !s.env.iter().any(|(uk, _)| uk == k) {
+            s.env.push((k.to_owned(), v));
+        }
+    }
+    s
+}
+
+/// `failed`, a group member, ended without success: the others are ended too, since a
+/// distributed job cannot go on without one of its ranks.
+pub(crate) async fn member_failed(ctx: &Ctx, failed: &TaskRecord) -> anyhow::Result<()> {
+    let Some(rank) = failed.spec.rank else { return Ok(()) };
+    let why = format!(
+        "member {rank} of group {} (task {}) ended as {}",
+        failed.batch, failed.id, failed.state
+    );
+    for mut t in ctx.store.unfinished_tasks().await? {
+        if t.batch != failed.batch || t.id == failed.id || t.spec.rank.is_none() {
+            continue;
+        }
+        match state_of(&t) {
+            TaskState::Queued => {
+                end_here(&mut t, TaskState::Killed, why.clone());
+                ctx.save_task(&t).await?;
+            }
+            _ => {
+                let node = t.placement.as_ref().map(|p| p.node.clone()).unwrap_or_default();
+                if !ctx.registry.send(
+                    &node,
+                    HostMsg::Signal {
+                        id: t.id,
+                        signal: Signal::Kill,
+                    },
+                ) {
+                    end_here(&mut t, TaskState::Killed, why.clone());
+                    ctx.save_task(&t).await?;
+                }
+            }
+        }
+        tracing::info!(task = t.id, group = failed.batch, "ending a group member: {why}");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_get_the_launcher_environment_and_keep_the_users_own() {
+        let mut spec = TaskSpec::new("img", vec!["torchrun".into(), "train.py".into()]);
+        spec.gpus = 8;
+        spec.env.push(("MASTER_PORT".into(), "1234".into()));
+        let m = member(&spec, 1, 2, Ipv4Addr::new(10, 128, 2, 2), Ipv4Addr::new(10, 128, 1, 2));
+        let get = |k: &str| m.env.iter().find(|(x, _)| x == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("MASTER_ADDR"), Some("10.128.1.2"));
+        assert_eq!(get("MASTER_PORT"), Some("1234"), "the user's value is kept");
+        assert_eq!(m.env.iter().filter(|(k, _)| k == "MASTER_PORT").count(), 1);
+        assert_eq!(get("WORLD_SIZE"), Some("2"));
+        assert_eq!(get("NODE_RANK"), Some("1"));
+        assert_eq!(get("PET_NPROC_PER_NODE"), Some("8"));
+        assert_eq!(m.rank, Some(1));
+        assert_eq!(m.ip.as_deref(), Some("10.128.2.2"));
+        assert_eq!(m.nodes, None);
+    }
+}

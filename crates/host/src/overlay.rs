@@ -1,0 +1,733 @@
+//! The overlay on the host: each member's subnet (persisted, kept across restarts), the plan each
+//! runner gets whenever membership changes, the host's own VXLAN device (so containers reach the
+//! host by its overlay address), container addresses for the scheduler, and IP reservations
+//! with HMAC-signed tokens.
+
+use crate::clock::now_ms;
+use crate::mesh::Caller;
+use crate::Ctx;
+use anyhow::Context as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine as _;
+use river_overlay::net::{free_address, free_subnet, gateway};
+use river_overlay::{Ipv4Net, Member, Plan, Role};
+use river_proto::msg::{
+    ErrorKind, HostMsg, IpReservation, IpView, OverlayConfig, OverlayHealth, OverlayMemberView, OverlayPeer,
+    OverlayView, Response, Role as UserRole,
+};
+use river_store::{Reservation, Store, StoreError};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// The host's row in `overlay_subnets` (no node can be named this).
+const HOST_MEMBER: &str = "@host";
+/// How the host appears among the peers.
+const HOST_NAME: &str = "host";
+/// How often the host repairs its own device and drops expired reservations.
+const PERIOD: Duration = Duration::from_secs(30);
+/// Longest a reservation may be held before it is used.
+const MAX_TTL: Duration = Duration::from_secs(7 * 86_400);
+
+pub(crate) struct Overlay {
+    range: Ipv4Net,
+    prefix: u8,
+    vni: u32,
+    port: u16,
+    mtu: Option<u32>,
+    underlay: Ipv4Addr,
+    key: ring::hmac::Key,
+    /// Member → (subnet, underlay address once it has connected).
+    members: Mutex<BTreeMap<String, (Ipv4Net, Option<Ipv4Addr>)>>,
+    health: Mutex<HashMap<String, OverlayHealth>>,
+    /// One reconcile of the host's own device at a time.
+    reconciling: tokio::sync::Mutex<()>,
+}
+
+fn bad(kind: ErrorKind, message: impl Into<String>) -> Response {
+    Response::Error {
+        kind,
+        message: message.into(),
+    }
+}
+
+/// The HMAC key for reservation tokens: 32 random bytes in `state_dir/overlay.key` (0600), made
+/// on first use and kept, so tokens survive host restarts.
+fn load_key(state_dir: &Path) -> anyhow::Result<ring::hmac::Key> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let path = state_dir.join("overlay.key");
+    let bytes = match std::fs::read(&path) {
+        Ok(b) if b.len() == 32 => b,
+        Ok(_) => anyhow::bail!(
+            "{} is not a 32-byte key; remove it to make a new one (outstanding reservation tokens stop working)",
+            path.display()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut key = [0u8; 32];
+            rand::RngCore::fill_bytes(&mut rand::rng(), &mut key);
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .with_context(|| format!("creating {}", path.display()))?;
+            f.write_all(&key)?;
+            f.sync_all()?;
+            key.to_vec()
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    Ok(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &bytes))
+}
+
+/// What a reservation token says; signed, so none of it can be changed.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Claim {
+    ip: Ipv4Addr,
+    node: String,
+    exp: i64,
+    nonce: String,
+}
+
+const TOKEN_PREFIX: &str = "rvip1";
+
+impl Overlay {
+    pub(crate) async fn open(cfg: &crate::HostConfig, store: &Store) -> anyhow::Result<Option<Self>> {
+        let o = &cfg.overlay;
+        if !o.enabled {
+            return Ok(None);
+        }
+        let range: Ipv4Net = o.range.parse().context("overlay.range")?;
+        let shape = format!("{range} /{}", o.node_prefix);
+        let subnets = store.overlay_subnets().await?;
+        match store.meta("overlay.shape").await? {
+            Some(old) if old != shape && subnets.len() > 1 => anyhow::bail!(
+                "the overlay was {old} (range, node prefix) and the config now says {shape}: nodes hold subnets of the old one and their containers' addresses would change; put the old values back, or remove the nodes first"
+            ),
+            _ => store.set_meta("overlay.shape", &shape).await?,
+        }
+        let underlay = o
+            .address
+            .or_else(|| match cfg.listen.ip() {
+                IpAddr::V4(v4) if !v4.is_unspecified() => Some(v4),
+                _ => None,
+            })
+            .or_else(|| cfg.advertise.iter().find_map(|a| a.split(':').next()?.parse().ok()))
+            .context(
+                "the overlay needs the host's own address: set overlay.address (or listen on a specific IPv4 address)",
+            )?;
+        store.assign_subnet(HOST_MEMBER, 0, Some(&underlay.to_string())).await?;
+        let key = load_key(&cfg.state_dir)?;
+        let overlay = Self {
+            range,
+            prefix: o.node_prefix,
+            vni: o.vni,
+            port: o.port,
+            mtu: o.mtu,
+            underlay,
+            key,
+            members: Mutex::new(BTreeMap::new()),
+            health: Mutex::new(HashMap::new()),
+            reconciling: tokio::sync::Mutex::new(()),
+        };
+        overlay.load(store).await?;
+        Ok(Some(overlay))
+    }
+
+    async fn load(&self, store: &Store) -> anyhow::Result<()> {
+        let mut members = BTreeMap::new();
+        for (node, idx, underlay) in store.overlay_subnets().await? {
+            let Some(subnet) = self.range.subnet(self.prefix, idx) else {
+                tracing::warn!(%node, idx, "overlay subnet outside the range; ignored");
+                continue;
+            };
+            members.insert(node, (subnet, underlay.and_then(|u| u.parse().ok())));
+        }
+        *self.members.lock().unwrap_or_else(|e| e.into_inner()) = members;
+        Ok(())
+    }
+
+    fn members(&self) -> BTreeMap<String, (Ipv4Net, Option<Ipv4Addr>)> {
+        self.members.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub(crate) fn subnet_of(&self, node: &str) -> Option<Ipv4Net> {
+        self.members().get(node).map(|m| m.0)
+    }
+
+    /// Peers as every member sees them: all that have connected at least once.
+    fn peers(&self) -> Vec<Member> {
+        self.members()
+            .into_iter()
+            .filter_map(|(name, (subnet, underlay))| {
+                Some(Member {
+                    name: if name == HOST_MEMBER { HOST_NAME.into() } else { name },
+                    subnet,
+                    underlay: underlay?,
+                })
+            })
+            .collect()
+    }
+
+    /// The plan one runner gets.
+    fn config_for(&self, node: &str) -> Option<OverlayConfig> {
+        let peers = self.peers();
+        let me = peers.iter().find(|m| m.name == node)?.clone();
+        let wire = |m: &Member| OverlayPeer {
+            name: m.name.clone(),
+            subnet: m.subnet.to_string(),
+            underlay: m.underlay,
+        };
+        Some(OverlayConfig {
+            vni: self.vni,
+            port: self.port,
+            range: self.range.to_string(),
+            mtu: self.mtu,
+            me: wire(&me),
+            peers: peers.iter().filter(|m| m.name != node).map(wire).collect(),
+        })
+    }
+
+    fn host_plan(&self) -> Plan {
+        let peers = self.peers();
+        let me = Member {
+            name: HOST_NAME.into(),
+            subnet: self.range.subnet(self.prefix, 0).unwrap_or(self.range),
+            underlay: self.underlay,
+        };
+        Plan {
+            vni: self.vni,
+            port: self.port,
+            range: self.range,
+            mtu: self.mtu,
+            role: Role::Host,
+            peers: peers.into_iter().filter(|m| m.name != HOST_NAME).collect(),
+            me,
+        }
+    }
+
+    async fn reconcile_host(&self) {
+        let _one = self.reconciling.lock().await;
+        let plan = self.host_plan();
+        let peers = u32::try_from(plan.peers.len()).unwrap_or(u32::MAX);
+        let health = match river_overlay::reconcile(&plan).await {
+            Ok(out) => {
+                if !out.changes.is_empty() {
+                    tracing::info!(changes = out.changes.len(), peers, "overlay: host device reconciled");
+                }
+                OverlayHealth {
+                    ok: true,
+                    detail: format!("{} changes", out.changes.len()),
+                    mtu: out.mtu,
+                    peers,
+                    at_ms: now_ms(),
+                }
+            }
+            Err(e) => {
+                tracing::error!("overlay: host device: {e}");
+                OverlayHealth {
+                    ok: false,
+                    detail: e.to_string(),
+                    mtu: 0,
+                    peers,
+                    at_ms: now_ms(),
+                }
+            }
+        };
+        self.record_health(HOST_NAME, health);
+    }
+
+    pub(crate) fn record_health(&self, node: &str, h: OverlayHealth) {
+        self.health
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(node.to_owned(), h);
+    }
+
+    /// A free container address on `node`, none of `taken`.
+    pub(crate) fn free_ip(&self, node: &str, taken: &BTreeSet<Ipv4Addr>) -> Option<Ipv4Addr> {
+        free_address(&self.subnet_of(node)?, taken)
+    }
+
+    fn sign(&self, claim: &Claim) -> String {
+        let payload = serde_json::to_vec(claim).unwrap_or_default();
+        let tag = ring::hmac::sign(&self.key, &payload);
+        format!("{TOKEN_PREFIX}.{}.{}", B64.encode(&payload), B64.encode(tag.as_ref()))
+    }
+
+    /// The claim in `token` if the host signed it; expiry and use are checked by the caller.
+    fn verify(&self, token: &str) -> Option<Claim> {
+        let mut parts = token.trim().split('.');
+        let (Some(TOKEN_PREFIX), Some(payload), Some(tag), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return None;
+        };
+        let payload = B64.decode(payload).ok()?;
+        let tag = B64.decode(tag).ok()?;
+        ring::hmac::verify(&self.key, &payload, &tag).ok()?;
+        serde_json::from_slice(&payload).ok()
+    }
+}
+
+/// The host's part, for as long as the host serves (only when the overlay is on): its own device
+/// now and every [`PERIOD`], expired reservations freed.
+pub(crate) async fn run(ctx: std::sync::Arc<Ctx>) {
+    let Some(o) = ctx.overlay.as_ref() else { return };
+    loop {
+        o.reconcile_host().await;
+        match ctx.store.release_reservations(now_ms()).await {
+            Ok(freed) if !freed.is_empty() => tracing::info!(?freed, "released reservations"),
+            Ok(_) => {}
+            Err(e) => tracing::error!("releasing reservations: {e}"),
+        }
+        tokio::time::sleep(PERIOD).await;
+    }
+}
+
+/// A runner's control session began: give it a subnet (or its old one), note where it is, and
+/// tell every member.
+pub(crate) async fn attached(ctx: &Ctx, node: &str, remote: SocketAddr) {
+    let Some(o) = ctx.overlay.as_ref() else { return };
+    let underlay = match remote.ip() {
+        IpAddr::V4(v4) => Some(v4),
+        IpAddr::V6(v6) => v6.to_ipv4_mapped(),
+    };
+    let Some(underlay) = underlay else {
+        tracing::warn!(%node, %remote, "overlay: the node connects over IPv6; the overlay needs IPv4 between nodes");
+        return;
+    };
+    let assigned = async {
+        for _ in 0..5 {
+            let used: BTreeSet<u64> = ctx
+                .store
+                .overlay_subnets()
+                .await?
+                .into_iter()
+                .map(|(_, i, _)| i)
+                .collect();
+            let idx = free_subnet(o.range.subnets(o.prefix), &used).unwrap_or(u64::MAX);
+            match ctx.store.assign_subnet(node, idx, Some(&underlay.to_string())).await {
+                Ok(i) if i == u64::MAX => {
+                    let _ = ctx.store.remove_subnet(node).await;
+                    anyhow::bail!("the overlay range {} has no free /{} subnet left", o.range, o.prefix)
+                }
+                Ok(_) => return Ok(()),
+                Err(StoreError::Exists(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        anyhow::bail!("could not settle on a free subnet")
+    };
+    if let Err(e) = assigned.await {
+        tracing::error!(%node, "overlay: {e}");
+        return;
+    }
+    if let Err(e) = o.load(&ctx.store).await {
+        tracing::error!("overlay: {e}");
+    }
+    broadcast(ctx).await;
+}
+
+/// A node was removed: its subnet is freed and every other member drops its entries.
+pub(crate) async fn removed(ctx: &Ctx, node: &str) -> anyhow::Result<()> {
+    let Some(o) = ctx.overlay.as_ref() else { return Ok(()) };
+    ctx.store.remove_subnet(node).await?;
+    o.load(&ctx.store).await?;
+    o.health.lock().unwrap_or_else(|e| e.into_inner()).remove(node);
+    broadcast(ctx).await;
+    Ok(())
+}
+
+/// Sends every connected runner its plan and brings the host's own device in line.
+async fn broadcast(ctx: &Ctx) {
+    let Some(o) = ctx.overlay.as_ref() else { return };
+    for (node, _) in ctx.registry.connected_nodes() {
+        if let Some(cfg) = o.config_for(&node) {
+            ctx.registry.send(&node, HostMsg::Overlay(Box::new(cfg)));
+        }
+    }
+    o.reconcile_host().await;
+}
+
+fn off() -> Response {
+    bad(
+        ErrorKind::Invalid,
+        "the overlay network is off on this cluster; an admin turns it on with `[overlay] enabled = true` in the host config",
+    )
+}
+
+/// Addresses no new container may get: those of containers that have not ended, and reservations.
+pub(crate) async fn taken(ctx: &Ctx) -> anyhow::Result<BTreeSet<Ipv4Addr>> {
+    let mut taken: BTreeSet<Ipv4Addr> = ctx
+        .store
+        .holding_tasks()
+        .await?
+        .iter()
+        .filter_map(|t| t.placement.as_ref()?.ip.as_ref()?.parse().ok())
+        .collect();
+    let now = now_ms();
+    for r in ctx.store.reservations().await? {
+        if r.task_id.is_some() || r.expires_at_ms > now {
+            taken.extend(r.ip.parse::<Ipv4Addr>().ok());
+        }
+    }
+    Ok(taken)
+}
+
+pub(crate) async fn reserve(
+    ctx: &Ctx,
+    caller: &Caller,
+    node: Option<String>,
+    ip: Option<String>,
+    ttl_secs: u64,
+) -> anyhow::Result<Response> {
+    let Some(o) = ctx.overlay.as_ref() else {
+        return Ok(off());
+    };
+    let ttl = Duration::from_secs(ttl_secs);
+    if ttl.is_zero() || ttl > MAX_TTL {
+        return Ok(bad(ErrorKind::Invalid, "--ttl must be between 1s and 7 days"));
+    }
+    let ip: Option<Ipv4Addr> = match ip.as_deref().map(str::parse) {
+        None => None,
+        Some(Ok(ip)) => Some(ip),
+        Some(Err(_)) => {
+            return Ok(bad(
+                ErrorKind::Invalid,
+                format!("`{}` is not an IPv4 address", ip.unwrap_or_default()),
+            ))
+        }
+    };
+    let members = o.members();
+    let runners = || members.iter().filter(|(n, _)| n.as_str() != HOST_MEMBER);
+    let node = match (node, ip) {
+        (Some(n), _) => n,
+        (None, Some(ip)) => match runners().find(|(_, (s, _))| s.contains(ip)) {
+            Some((n, _)) => n.clone(),
+            None => {
+                return Ok(bad(
+                    ErrorKind::Invalid,
+                    format!("{ip} is in no node's overlay subnet; `river node overlay` lists them"),
+                ))
+            }
+        },
+        // The online node with the fewest overlay addresses in use.
+        (None, None) => {
+            let taken = taken(ctx).await?;
+            let online = runners().filter(|(n, _)| ctx.registry.connected(n));
+            match online.min_by_key(|(_, (s, _))| taken.iter().filter(|ip| s.contains(**ip)).count()) {
+                Some((n, _)) => n.clone(),
+                None => {
+                    return Ok(bad(
+                        ErrorKind::Invalid,
+                        "no node is online on the overlay to reserve an address on",
+                    ))
+                }
+            }
+        }
+    };
+    let Some(subnet) = o.subnet_of(&node).filter(|_| node != HOST_MEMBER) else {
+        return Ok(bad(
+            ErrorKind::NotFound,
+            format!(
+                "node {node} has no overlay subnet (unknown, or it has not connected since the overlay was turned on)"
+            ),
+        ));
+    };
+    let taken = taken(ctx).await?;
+    let ip = match ip {
+        Some(ip) if !river_overlay::net::assignable(&subnet).any(|a| a == ip) => {
+            return Ok(bad(
+                ErrorKind::Invalid,
+                format!("{ip} is not a container address of node {node}'s subnet {subnet}"),
+            ))
+        }
+        Some(ip) if taken.contains(&ip) => {
+            return Ok(bad(ErrorKind::Conflict, format!("{ip} is in use or reserved already")))
+        }
+        Some(ip) => ip,
+        None => match free_address(&subnet, &taken) {
+            Some(ip) => ip,
+            None => {
+                return Ok(bad(
+                    ErrorKind::Conflict,
+                    format!("node {node}'s subnet {subnet} has no free address"),
+                ))
+            }
+        },
+    };
+    let now = now_ms();
+    let expires_at_ms = now.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
+    let mut nonce = [0u8; 16];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut nonce);
+    let claim = Claim {
+        ip,
+        node: node.clone(),
+        exp: expires_at_ms,
+        nonce: hex::encode(nonce),
+    };
+    // Expired leftovers of this address go first, so the insert does not trip over them.
+    ctx.store.release_reservations(now).await?;
+    let r = Reservation {
+        ip: ip.to_string(),
+        node: node.clone(),
+        owner: caller.actor(),
+        nonce: claim.nonce.clone(),
+        created_at_ms: now,
+        expires_at_ms,
+        task_id: None,
+    };
+    match ctx.store.insert_reservation(&r).await {
+        Ok(()) => {}
+        Err(StoreError::Exists(_)) => return Ok(bad(ErrorKind::Conflict, format!("{ip} was reserved meanwhile"))),
+        Err(e) => return Err(e.into()),
+    }
+    ctx.store
+        .event(now, &caller.actor(), "ip.reserve", &format!("{ip} on {node}"))
+        .await?;
+    Ok(Response::IpReserved(IpReservation {
+        ip: ip.to_string(),
+        node,
+        token: o.sign(&claim),
+        expires_at_ms,
+    }))
+}
+
+pub(crate) async fn list(ctx: &Ctx) -> anyhow::Result<Response> {
+    if ctx.overlay.is_none() {
+        return Ok(off());
+    }
+    let now = now_ms();
+    ctx.store.release_reservations(now).await?;
+    Ok(Response::Ips(
+        ctx.store
+            .reservations()
+            .await?
+            .into_iter()
+            .filter(|r| r.task_id.is_some() || r.expires_at_ms > now)
+            .map(|r| IpView {
+                ip: r.ip,
+                node: r.node,
+                owner: r.owner,
+                expires_at_ms: r.expires_at_ms,
+                task: r.task_id,
+            })
+            .collect(),
+    ))
+}
+
+pub(crate) async fn release(ctx: &Ctx, caller: &Caller, ip: &str) -> anyhow::Result<Response> {
+    let Some(r) = ctx.store.reservation(ip).await? else {
+        return Ok(bad(
+            ErrorKind::NotFound,
+            format!("{ip} is not reserved; `river ip list` shows reservations"),
+        ));
+    };
+    let operator = matches!(caller, Caller::User { role, .. } if *role >= UserRole::Operator);
+    if r.owner != caller.actor() && !operator {
+        return Ok(bad(
+            ErrorKind::Forbidden,
+            format!("{ip} was reserved by {}, not you", r.owner),
+        ));
+    }
+    if let Some(task) = r.task_id {
+        let live = ctx.store.task(task).await?.is_some_and(|t| {
+            t.state
+                .parse::<river_task::state::TaskState>()
+                .is_ok_and(|s| !s.is_final())
+        });
+        if live {
+            return Ok(bad(
+                ErrorKind::Conflict,
+                format!("{ip} is in use by task {task}; it is released when the task ends"),
+            ));
+        }
+    }
+    ctx.store.delete_reservation(ip).await?;
+    ctx.store.event(now_ms(), &caller.actor(), "ip.release", ip).await?;
+    Ok(Response::Done {
+        message: format!("released {ip}"),
+    })
+}
+
+/// A submitted spec's reservation token, checked: pins the spec to the reserved node and address
+/// and drops the token. Returns what to claim once the task has an id.
+pub(crate) async fn take_token(
+    ctx: &Ctx,
+    spec: &mut river_proto::msg::TaskSpec,
+) -> anyhow::Result<Result<Option<(String, String)>, Response>> {
+    let Some(token) = spec.ip_token.take() else {
+        return Ok(Ok(None));
+    };
+    let Some(o) = ctx.overlay.as_ref() else {
+        return Ok(Err(off()));
+    };
+    let refused = |why: &str| Err(bad(ErrorKind::Forbidden, format!("reservation token refused: {why}")));
+    let Some(claim) = o.verify(&token.0) else {
+        return Ok(refused("it was not issued by this cluster or has been altered"));
+    };
+    if claim.exp <= now_ms() {
+        return Ok(refused("it has expired; reserve again with `river ip reserve`"));
+    }
+    let ip = claim.ip.to_string();
+    match ctx.store.reservation(&ip).await? {
+        Some(r) if r.nonce == claim.nonce && r.task_id.is_none() => {}
+        Some(r) if r.nonce == claim.nonce => {
+            return Ok(refused(&format!(
+                "it was used already, by task {}",
+                r.task_id.unwrap_or(0)
+            )))
+        }
+        _ => return Ok(refused("the reservation was released")),
+    }
+    if spec.targets.is_empty() {
+        spec.targets = vec![claim.node.clone()];
+    }
+    let elsewhere = spec
+        .targets
+        .iter()
+        .any(|t| t.split(':').next() != Some(claim.node.as_str()));
+    if spec.targets.len() != 1 || elsewhere {
+        return Ok(Err(bad(
+            ErrorKind::Invalid,
+            format!(
+                "the reserved address {ip} is on node {}: submit one task, targeted there or not at all",
+                claim.node
+            ),
+        )));
+    }
+    if spec.network.as_deref().is_some_and(|n| n != "overlay") || spec.no_container {
+        return Ok(Err(bad(
+            ErrorKind::Invalid,
+            "a reserved address needs the task on the overlay network",
+        )));
+    }
+    spec.ip = Some(ip.clone());
+    Ok(Ok(Some((ip, claim.nonce))))
+}
+
+/// Claims the reservation for the task just queued with it.
+pub(crate) async fn claim(ctx: &Ctx, ip: &str, nonce: &str, task: u64) -> anyhow::Result<bool> {
+    Ok(ctx.store.claim_reservation(ip, nonce, task, now_ms()).await?)
+}
+
+/// Records addresses given to a group's members at submit as claimed reservations, so they are
+/// held from now until each member ends.
+pub(crate) async fn hold(ctx: &Ctx, owner: &str, node: &str, ip: Ipv4Addr, task: u64) -> anyhow::Result<()> {
+    let now = now_ms();
+    let nonce = format!("group-{task}");
+    ctx.store
+        .insert_reservation(&Reservation {
+            ip: ip.to_string(),
+            node: node.to_owned(),
+            owner: owner.to_owned(),
+            nonce: nonce.clone(),
+            created_at_ms: now,
+            expires_at_ms: now.saturating_add(i64::try_from(MAX_TTL.as_millis()).unwrap_or(i64::MAX)),
+            task_id: None,
+        })
+        .await?;
+    ctx.store.claim_reservation(&ip.to_string(), &nonce, task, now).await?;
+    Ok(())
+}
+
+pub(crate) async fn view(ctx: &Ctx) -> anyhow::Result<Response> {
+    let Some(o) = ctx.overlay.as_ref() else {
+        return Ok(Response::Overlay(Box::new(OverlayView {
+            enabled: false,
+            range: String::new(),
+            vni: 0,
+            port: 0,
+            members: Vec::new(),
+        })));
+    };
+    let in_use = ctx.store.holding_tasks().await?;
+    let health = o.health.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let members = o
+        .members()
+        .into_iter()
+        .map(|(name, (subnet, underlay))| {
+            let host = name == HOST_MEMBER;
+            let name = if host { HOST_NAME.to_owned() } else { name };
+            let state = if host {
+                "online".to_owned()
+            } else {
+                ctx.registry
+                    .state(&name)
+                    .map_or("unknown".into(), |s| format!("{s:?}").to_lowercase())
+            };
+            let containers = in_use
+                .iter()
+                .filter(|t| t.placement.as_ref().is_some_and(|p| p.node == name && p.ip.is_some()))
+                .count();
+            OverlayMemberView {
+                subnet: subnet.to_string(),
+                address: gateway(&subnet).to_string(),
+                underlay: underlay.map(|u| u.to_string()),
+                state,
+                containers: u32::try_from(containers).unwrap_or(u32::MAX),
+                health: health.get(&name).cloned(),
+                name,
+            }
+        })
+        .collect();
+    Ok(Response::Overlay(Box::new(OverlayView {
+        enabled: true,
+        range: o.range.to_string(),
+        vni: o.vni,
+        port: o.port,
+        members,
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn overlay(key: &[u8]) -> Overlay {
+        Overlay {
+            range: "10.128.0.0/12".parse().unwrap(),
+            prefix: 24,
+            vni: 1,
+            port: 4789,
+            mtu: None,
+            underlay: Ipv4Addr::LOCALHOST,
+            key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key),
+            members: Mutex::default(),
+            health: Mutex::default(),
+            reconciling: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn claim() -> Claim {
+        Claim {
+            ip: Ipv4Addr::new(10, 128, 1, 2),
+            node: "a".into(),
+            exp: 1_000,
+            nonce: "n".into(),
+        }
+    }
+
+    #[test]
+    fn tokens_verify_only_unaltered_and_only_with_the_same_key() {
+        let o = overlay(&[7; 32]);
+        let token = o.sign(&claim());
+        let back = o.verify(&token).expect("own token verifies");
+        assert_eq!((back.ip, back.node.as_str(), back.exp), (claim().ip, "a", 1_000));
+        // Another cluster's key: refused.
+        assert!(overlay(&[8; 32]).verify(&token).is_none());
+        // A changed claim (another address) with the old signature: refused.
+        let (_, rest) = token.split_once('.').unwrap();
+        let (_, tag) = rest.split_once('.').unwrap();
+        let mut forged = claim();
+        forged.ip = Ipv4Addr::new(10, 128, 1, 3);
+        let payload = B64.encode(serde_json::to_vec(&forged).unwrap());
+        assert!(o.verify(&format!("{TOKEN_PREFIX}.{payload}.{tag}")).is_none());
+        assert!(o.verify("rvip1.garbage").is_none());
+        assert!(o.verify("").is_none());
+    }
+}
