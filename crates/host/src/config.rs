@@ -181,6 +181,19 @@ mod tests {
     }
 
     #[test]
+    fn overlay_settings_are_checked_only_when_on() {
+        let on = |extra: &str| toml::from_str::<HostConfig>(&format!("[overlay]\nenabled = true\n{extra}")).unwrap();
+        on("").validate().unwrap();
+        assert!(on("range = \"10.128.0.1/12\"").validate().unwrap_err().to_string().contains("host bits"));
+        assert!(on("node_prefix = 12").validate().unwrap_err().to_string().contains("node_prefix"));
+        assert!(on("vni = 0").validate().is_err());
+        assert!(on("mtu = 100").validate().is_err());
+        let off: HostConfig = toml::from_str("[overlay]\nrange = \"nonsense\"\n").unwrap();
+        off.validate().unwrap();
+        assert!(toml::from_str::<HostConfig>("[overlay]\nenable = true\n").is_err());
+    }
+
+    #[test]
     fn offline_must_outlast_the_heartbeat() {
         let c = HostConfig {
             offline_after: Duration::from_secs(5),

@@ -261,3 +261,66 @@ async fn environments_version_and_share_archives() {
     assert!(!s.archive_known("aa").await.unwrap());
     assert!(s.add_env_version("py", &version("x", None)).await.is_err());
 }
+
+#[tokio::test]
+async fn overlay_subnets_are_unique_kept_across_reopen_and_freed_on_removal() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("river.db");
+    {
+        let s = Store::open(&path).await.unwrap();
+        assert_eq!(s.assign_subnet("a", 1, Some("10.0.0.1")).await.unwrap(), 1);
+        assert!(matches!(
+            s.assign_subnet("b", 1, None).await,
+            Err(StoreError::Exists(_))
+        ));
+        assert_eq!(s.assign_subnet("b", 2, Some("10.0.0.2")).await.unwrap(), 2);
+        // A node that has one keeps it, whatever index is offered; its new address is noted.
+        assert_eq!(s.assign_subnet("a", 7, Some("10.0.0.9")).await.unwrap(), 1);
+        s.close().await;
+    }
+    let s = Store::open(&path).await.unwrap();
+    assert_eq!(
+        s.overlay_subnets().await.unwrap(),
+        vec![("a".into(), 1, Some("10.0.0.9".into())), ("b".into(), 2, Some("10.0.0.2".into()))]
+    );
+    s.remove_subnet("a").await.unwrap();
+    assert_eq!(s.assign_subnet("c", 1, None).await.unwrap(), 1);
+}
+
+fn reservation(ip: &str, nonce: &str, expires_at_ms: i64) -> Reservation {
+    Reservation {
+        ip: ip.into(),
+        node: "a".into(),
+        owner: "user ann".into(),
+        nonce: nonce.into(),
+        created_at_ms: 0,
+        expires_at_ms,
+        task_id: None,
+    }
+}
+
+#[tokio::test]
+async fn reservations_are_claimed_once_and_released_when_expired_or_their_task_ends() {
+    let (_d, s) = store().await;
+    s.insert_reservation(&reservation("10.128.1.2", "n1", 1_000)).await.unwrap();
+    s.insert_reservation(&reservation("10.128.1.3", "n2", 1_000)).await.unwrap();
+    assert!(matches!(
+        s.insert_reservation(&reservation("10.128.1.2", "n3", 5_000)).await,
+        Err(StoreError::Exists(_))
+    ));
+    let spec = river_proto::msg::TaskSpec::new("img", vec!["true".into()]);
+    let task = s.insert_tasks("ann", &spec, &[], 0).await.unwrap()[0];
+    // Wrong nonce (a reissued reservation), then expired, then right: claimed once only.
+    assert!(!s.claim_reservation("10.128.1.2", "other", task, 10).await.unwrap());
+    assert!(!s.claim_reservation("10.128.1.2", "n1", task, 1_000).await.unwrap());
+    assert!(s.claim_reservation("10.128.1.2", "n1", task, 10).await.unwrap());
+    assert!(!s.claim_reservation("10.128.1.2", "n1", task, 10).await.unwrap());
+    // Past the expiry: the unclaimed one goes, the claimed one stays while its task lives.
+    assert_eq!(s.release_reservations(2_000).await.unwrap(), vec!["10.128.1.3".to_string()]);
+    assert_eq!(s.reservation("10.128.1.2").await.unwrap().unwrap().task_id, Some(task));
+    let mut t = s.task(task).await.unwrap().unwrap();
+    t.state = "completed".into();
+    s.update_task(&t).await.unwrap();
+    assert_eq!(s.release_reservations(2_000).await.unwrap(), vec!["10.128.1.2".to_string()]);
+    assert!(s.reservations().await.unwrap().is_empty());
+}
