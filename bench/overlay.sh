@@ -8,7 +8,8 @@
 #
 #   baseline: vxlan device "vxm" (VNI 99, port 4790) in a and b, 192.168.99.1 ⇄ .2, MTU 1450
 #   river:    a container on a and one on b (river's VXLAN, bridge, routes), iperf3 run inside
-#             the containers' network namespaces
+#             the containers' network namespaces; and node to node over river's VXLAN device
+#             (a's namespace to b's overlay gateway), which leaves out the containers' own hop
 #
 # Usage: bench/overlay.sh [path/to/river] [seconds per run]. Needs root, dockerd, iperf3 and the
 # river-test/busybox:1 image (scripts/docker-env.sh). Prints a table; see docs/benchmarks.md.
@@ -35,6 +36,7 @@ cleanup() {
   rm -rf "$T"
 }
 trap cleanup EXIT
+# HOLD=1 keeps the setup until the file $T/release exists (for looking at it by hand).
 
 in_ns() { local ns=$1; shift; nsenter --net=/run/netns/"$ns" "$@"; }
 wait_for() {
@@ -77,7 +79,7 @@ docker save river-test/busybox:1 >"$T/busybox.tar"
 for pair in "$A:a" "$B:b"; do
   ns=${pair%%:*} name=${pair##*:}
   in_ns "$ns" dockerd --data-root "$T/docker-$name" --exec-root "$T/x-$name" --pidfile "$T/dockerd.$name.pid" \
-    -H "unix://$T/docker-$name.sock" --bridge=none >"$T/dockerd-$name.log" 2>&1 &
+    -H "unix://$T/docker-$name.sock" --bridge=none ${DOCKERD_OPTS:-} >"$T/dockerd-$name.log" 2>&1 &
   wait_for 60 docker -H "unix://$T/docker-$name.sock" info
   docker -H "unix://$T/docker-$name.sock" load -i "$T/busybox.tar" >/dev/null
   printf 'state_dir = "%s"\nname = "%s"\ndocker_socket = "%s"\n' "$T/$name" "$name" "$T/docker-$name.sock" >"$T/$name.toml"
@@ -97,7 +99,7 @@ ip_of() { cli task status "$1" -o json | python3 -c "import json,sys; print(json
 pid_in() { docker -H "unix://$T/docker-$1.sock" inspect -f '{{.State.Pid}}' "$(docker -H "unix://$T/docker-$1.sock" ps -q --filter "label=river.task=$2")"; }
 ipb=$(ip_of "$tb")
 pa=$(pid_in a "$ta") pb=$(pid_in b "$tb")
-mtu=$(nsenter --net=/proc/"$pa"/ns/net cat /sys/class/net/eth0/mtu 2>/dev/null || echo "?")
+mtu=$(nsenter --net=/proc/"$pa"/ns/net ip -o link show eth0 | sed -n 's/.* mtu \([0-9]*\).*/\1/p')
 
 # The hand-made baseline between the same two namespaces, same MTU as river's.
 for pair in "$A:10.78.0.12:192.168.99.1" "$B:10.78.0.11:192.168.99.2"; do
@@ -107,25 +109,32 @@ for pair in "$A:10.78.0.12:192.168.99.1" "$B:10.78.0.11:192.168.99.2"; do
   ip -n "$ns" addr add "$addr/24" dev vxm
 done
 
-# iperf3 -c from namespace/pid $1 to $2 with $3 streams; prints Gbit/s received.
+# iperf3 -c from namespace/pid $1 to $2 with $3 streams (port $4); prints Gbit/s received.
 run_iperf() {
-  local enter=$1 server=$2 streams=$3
-  nsenter --net="$enter" iperf3 -c "$server" -t "$SECS" -P "$streams" -J 2>/dev/null \
+  local enter=$1 server=$2 streams=$3 port=${4:-5201}
+  nsenter --net="$enter" iperf3 -c "$server" -p "$port" -t "$SECS" -P "$streams" -J 2>/dev/null \
     | python3 -c "import json,sys; print('%.2f' % (json.load(sys.stdin)['end']['sum_received']['bits_per_second'] / 1e9))"
 }
-server_in() { nsenter --net="$1" iperf3 -s -D -p 5201 --pidfile "$T/iperf.$2.pid"; sleep 0.5; }
+server_in() { nsenter --net="$1" iperf3 -s -D -p "$3" --pidfile "$T/iperf.$2.pid"; sleep 0.5; }
 
-server_in /run/netns/"$B" base
-server_in /proc/"$pb"/ns/net river
-echo "overlay throughput, iperf3 ${SECS}s per run, container MTU $mtu"
-printf '%-10s %-28s %-28s %s\n' streams "hand-made vxlan (Gbit/s)" "river overlay (Gbit/s)" "river/baseline"
+server_in /run/netns/"$B" base 5201
+server_in /run/netns/"$B" node 5202
+server_in /proc/"$pb"/ns/net river 5201
+gwb=$(ip -n "$B" -4 -o addr show river0 | awk '{print $4}' | cut -d/ -f1)
+echo "overlay throughput (Gbit/s), iperf3 ${SECS}s per run, best of 3 interleaved runs, MTU $mtu"
+printf '%-8s %-22s %-26s %-26s\n' streams "hand-made vxlan" "river, node to node" "river, container to container"
+pct() { python3 -c "print('%.2f (%.0f%%)' % ($1, 100 * $1 / $2))"; }
 for streams in 1 4; do
-  # Interleaved, twice each, so drift on a shared machine hits both alike; the best of two.
-  b1=$(run_iperf /run/netns/"$A" 192.168.99.2 "$streams")
-  r1=$(run_iperf /proc/"$pa"/ns/net "$ipb" "$streams")
-  b2=$(run_iperf /run/netns/"$A" 192.168.99.2 "$streams")
-  r2=$(run_iperf /proc/"$pa"/ns/net "$ipb" "$streams")
-  base=$(python3 -c "print(max($b1, $b2))") river=$(python3 -c "print(max($r1, $r2))")
-  printf '%-10s %-28s %-28s %s\n' "$streams" "$base ($b1, $b2)" "$river ($r1, $r2)" \
-    "$(python3 -c "print('%.0f%%' % (100 * $river / $base))")"
+  # Interleaved, so drift on a shared machine hits all alike; the best of three each.
+  b=0 n=0 r=0
+  for _ in 1 2 3; do
+    b=$(python3 -c "print(max($b, $(run_iperf /run/netns/"$A" 192.168.99.2 "$streams")))")
+    n=$(python3 -c "print(max($n, $(run_iperf /run/netns/"$A" "$gwb" "$streams" 5202)))")
+    r=$(python3 -c "print(max($r, $(run_iperf /proc/"$pa"/ns/net "$ipb" "$streams")))")
+  done
+  printf '%-8s %-22s %-26s %-26s\n' "$streams" "$b" "$(pct "$n" "$b")" "$(pct "$r" "$b")"
 done
+if [[ -n ${HOLD:-} ]]; then
+  echo "holding: namespaces $A $B, container pids $pa $pb, touch $T/release to end"
+  until [[ -e $T/release ]]; do sleep 1; done
+fi

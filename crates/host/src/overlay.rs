@@ -300,6 +300,11 @@ pub(crate) async fn attached(ctx: &Ctx, node: &str, remote: SocketAddr) {
         tracing::warn!(%node, %remote, "overlay: the node connects over IPv6; the overlay needs IPv4 between nodes");
         return;
     };
+    // Its devices would be the host's own: one network namespace holds one overlay member.
+    if underlay == o.underlay || underlay.is_loopback() {
+        tracing::warn!(%node, %remote, "overlay: the node runs on the host's own machine and cannot join the overlay; its tasks use the engine's network");
+        return;
+    }
     let assigned = async {
         for _ in 0..5 {
             let used: BTreeSet<u64> = ctx

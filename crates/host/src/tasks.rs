@@ -282,7 +282,14 @@ async fn schedule_once(ctx: &Ctx) -> anyhow::Result<()> {
         let Some(mut t) = tasks.iter().find(|t| t.id == id).cloned() else {
             continue;
         };
-        let on_overlay = ctx.overlay.is_some() && !t.spec.no_container && t.spec.network.as_deref() != Some("bridge");
+        // By default a task joins the overlay where its node is on it; asked for explicitly (or
+        // with a reserved address), it waits for an address there.
+        let explicit = t.spec.network.as_deref() == Some("overlay") || t.spec.ip.is_some();
+        let node_on = ctx.overlay.as_ref().is_some_and(|o| o.subnet_of(&p.node).is_some());
+        let on_overlay = ctx.overlay.is_some()
+            && !t.spec.no_container
+            && t.spec.network.as_deref() != Some("bridge")
+            && (node_on || explicit);
         let ip = match (&ctx.overlay, on_overlay) {
             (Some(o), true) => match &t.spec.ip {
                 Some(reserved) => Some(reserved.clone()),

@@ -58,7 +58,7 @@ pub async fn reconcile(plan: &Plan) -> Result<Outcome, OverlayError> {
         if std::fs::read_to_string(path).map(|s| s.trim() != "1").unwrap_or(true) {
             std::fs::write(path, "1").map_err(OverlayError::Forwarding)?;
         }
-        firewall::ensure(&plan.me.subnet, &plan.range).await?;
+        firewall::ensure(&plan.me.subnet, &plan.range, plan.port).await?;
     }
     Ok(Outcome { mtu, changes })
 }
