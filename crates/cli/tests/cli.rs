@@ -52,6 +52,9 @@ fn every_command_has_help_with_an_example() {
         vec!["env", "commit", "--help"],
         vec!["task", "submit", "--help"],
         vec!["task", "cancel", "--help"],
+        vec!["ip", "reserve", "--help"],
+        vec!["ip", "release", "--help"],
+        vec!["node", "overlay", "--help"],
     ] {
         let o = river(&cfg, &args);
         assert!(o.status.success(), "{args:?}");
@@ -223,6 +226,18 @@ fn up_detach_then_status_nodes_tokens_and_down() {
         );
         eprintln!("skipped the task part: no Docker test image");
     }
+
+    // With the overlay off (the default), what needs it says so and how to turn it on.
+    let o = river(&cfg, &["ip", "reserve"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).1.contains("[overlay] enabled = true"), "{:?}", text(&o));
+    let o = river(&cfg, &["task", "submit", "--nodes", "2", "--image", "x", "--", "true"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).1.contains("needs the overlay network"), "{:?}", text(&o));
+    let o = river(&cfg, &["task", "submit", "--ip-token", "rvip1.x.y", "--", "true"]);
+    assert!(text(&o).1.contains("overlay network is off"), "{:?}", text(&o));
+    let (out, _) = text(&river(&cfg, &["node", "overlay"]));
+    assert!(out.contains("the overlay network is off"), "{out}");
 
     // The key files are private.
     for key in [
