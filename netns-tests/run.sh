@@ -54,6 +54,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# Runs a command in a namespace. Background processes use nsenter directly instead: a function
+# run with `&` is a subshell, and its pid (`$!`) would not be the process to stop.
 in_ns() { local ns=$1; shift; nsenter --net=/run/netns/"$ns" "$@"; }
 
 # Machine $1 with address $2 gets a veth whose other end ($3) joins the bridge.
@@ -82,6 +84,16 @@ topology() {
   machine "$OC" 10.77.0.23 p${ID}oc
 }
 
+# refute DESCRIPTION COMMAND...: fails the scenario if COMMAND succeeds (a bare `! cmd` never
+# fails a script under `set -e`).
+refute() {
+  local what=$1; shift
+  if "$@" >/dev/null 2>&1; then
+    echo "    unexpectedly: $what"
+    return 1
+  fi
+}
+
 # wait_for DESCRIPTION SECONDS COMMAND...: polls until COMMAND succeeds.
 wait_for() {
   local what=$1 secs=$2; shift 2
@@ -108,7 +120,7 @@ advertise = ["10.77.0.1"]
 heartbeat_interval = "500ms"
 offline_after = "3s"
 TOML
-  in_ns "$H" "$RIVER" host --config "$T/host.toml" >>"$T/host.log" 2>&1 &
+  nsenter --net=/run/netns/"$H" "$RIVER" host --config "$T/host.toml" >>"$T/host.log" 2>&1 &
   track host $!
   wait_for "host admin credentials" 20 test -f "$T/host/admin/cluster.toml"
   wait_for "host answers" 20 cli status
@@ -117,7 +129,7 @@ TOML
 # start_runner NS NAME [extra args]: starts a runner (joining when given --join/--token).
 start_runner() {
   local ns=$1 name=$2; shift 2
-  in_ns "$ns" "$RIVER" runner --state-dir "$T/$name" --name "$name" "$@" >>"$T/$name.log" 2>&1 &
+  nsenter --net=/run/netns/"$ns" "$RIVER" runner --state-dir "$T/$name" --name "$name" "$@" >>"$T/$name.log" 2>&1 &
   track "$name" $!
 }
 
@@ -143,7 +155,7 @@ state_dir = "$T/$name"
 name = "$name"
 docker_socket = "$T/docker-$name.sock"
 TOML
-  in_ns "$R4" "$RIVER" runner --config "$T/$name.toml" --join 10.77.0.1:7443 --token "$(new_token)" >>"$T/$name.log" 2>&1 &
+  nsenter --net=/run/netns/"$R4" "$RIVER" runner --config "$T/$name.toml" --join 10.77.0.1:7443 --token "$(new_token)" >>"$T/$name.log" 2>&1 &
   track "$name" $!
   wait_for "$name online" 20 state_is "$name" Online
 }
@@ -207,7 +219,7 @@ test_host_restart() {
   local pid; pid=$(pid_of host)
   kill "$pid"
   wait_for "host stops" 20 bash -c "! kill -0 $pid"
-  ! cli status 2>/dev/null
+  refute "the stopped host still answers" cli status
   start_host
   wait_for "r1 back after the host restart" 60 state_is r1 Online
   wait_for "r2 back after the host restart" 60 state_is r2 Online
@@ -230,7 +242,7 @@ test_revoked_node() {
 #   a B token against A fails the fingerprint check; B's runner is refused by A, both ways round
 test_wrong_ca() {
   # A second cluster, on the host machine's namespace at another port.
-  in_ns "$H" "$RIVER" host --state-dir "$T/other" --listen 10.77.0.1:7444 >>"$T/other.log" 2>&1 &
+  nsenter --net=/run/netns/"$H" "$RIVER" host --state-dir "$T/other" --listen 10.77.0.1:7444 >>"$T/other.log" 2>&1 &
   track other $!
   wait_for "second host" 20 test -f "$T/other/admin/cluster.toml"
   local foreign
@@ -241,7 +253,7 @@ test_wrong_ca() {
   fi
   grep -q "does not match the fingerprint" "$T/r3.log"
   # A runner of the other cluster, pointed at our host, is refused at the TLS handshake.
-  in_ns "$R3" "$RIVER" runner --state-dir "$T/r3b" --name r3 --join 10.77.0.1:7444 --token "$foreign" >"$T/r3b.log" 2>&1 &
+  nsenter --net=/run/netns/"$R3" "$RIVER" runner --state-dir "$T/r3b" --name r3 --join 10.77.0.1:7444 --token "$foreign" >"$T/r3b.log" 2>&1 &
   local pid=$!
   track r3b "$pid"
   wait_for "r3 joined the other cluster" 20 grep -q "joined the cluster" "$T/r3b.log"
@@ -283,7 +295,7 @@ test_tasks() {
   id=$(cli task list -o json | python3 -c "import json,sys; print(max(t['id'] for t in json.load(sys.stdin)))")
   [[ $(cli task logs "$id") == from-d1 ]] || { echo "    logs: $(cli task logs "$id")"; return 1; }
   # It ran in r4's engine: the host machine's engine never saw it.
-  ! docker ps -a --filter label=river.node=d1 --format '{{.Names}}' | grep -q .
+  refute "the host machine's engine ran d1's task" bash -c "docker ps -a --filter label=river.node=d1 --format '{{.Names}}' | grep -q ."
 }
 
 #   [h] ---br0--- [r4: d1 (engine with busybox), d2 (a fresh engine with no image at all)]
@@ -327,14 +339,14 @@ test_forward() {
   id=$(cli task submit -t d1 --image river-test/busybox:1 -- sh -c \
     'mkdir /www && echo served-from-d1 > /www/index.html && exec httpd -f -p 127.0.0.1:8080 -h /www')
   wait_for "task $id running" 20 task_running "$id"
-  in_ns "$H" env RIVER_CONFIG_DIR="$T/host/admin" "$RIVER" forward "$id" 8080 -l 18080 >"$T/forward.out" 2>"$T/forward.log" &
+  nsenter --net=/run/netns/"$H" env RIVER_CONFIG_DIR="$T/host/admin" "$RIVER" forward "$id" 8080 -l 18080 >"$T/forward.out" 2>"$T/forward.log" &
   track forward $!
   wait_for "forward listening" 20 grep -q 127.0.0.1:18080 "$T/forward.out"
   local page
   page=$(in_ns "$H" curl -s http://127.0.0.1:18080/index.html)
   [[ $page == served-from-d1 ]] || { echo "    got: $page"; return 1; }
   # The container's loopback server is not reachable from the host's namespace any other way.
-  ! in_ns "$H" curl -s --max-time 2 http://10.77.0.14:8080/ >/dev/null
+  refute "the container's loopback server is reachable from the host" in_ns "$H" curl -s --max-time 2 http://10.77.0.14:8080/
   [[ $(cli connect "$id" -- cat /www/index.html) == served-from-d1 ]]
 }
 
@@ -353,7 +365,7 @@ offline_after = "3s"
 [overlay]
 enabled = true
 TOML
-  in_ns "$H" "$RIVER" host --config "$T/ohost.toml" >>"$T/ohost.log" 2>&1 &
+  nsenter --net=/run/netns/"$H" "$RIVER" host --config "$T/ohost.toml" >>"$T/ohost.log" 2>&1 &
   track ohost $!
   wait_for "overlay host admin credentials" 20 test -f "$T/ohost/admin/cluster.toml"
   wait_for "overlay host answers" 20 ocli status
@@ -369,7 +381,7 @@ docker_socket = "$T/docker-$name.sock"
 TOML
   local token
   token=$(ocli token create --ttl 10m 2>/dev/null | head -n1)
-  in_ns "$ns" "$RIVER" runner --config "$T/$name.toml" --join 10.77.0.1:7445 --token "$token" >>"$T/$name.log" 2>&1 &
+  nsenter --net=/run/netns/"$ns" "$RIVER" runner --config "$T/$name.toml" --join 10.77.0.1:7445 --token "$token" >>"$T/$name.log" 2>&1 &
   track "$name" $!
 }
 
@@ -497,13 +509,21 @@ test_overlay() {
   pid=$(pid_of oa)
   kill "$pid"
   wait_for "oa's runner stops" 20 bash -c "! kill -0 $pid"
-  in_ns "$OA" "$RIVER" runner --config "$T/oa.toml" >>"$T/oa.log" 2>&1 &
+  nsenter --net=/run/netns/"$OA" "$RIVER" runner --config "$T/oa.toml" >>"$T/oa.log" 2>&1 &
   track oa $!
   wait_for "oa back" 30 bash -c "RIVER_CONFIG_DIR=$T/ohost/admin nsenter --net=/run/netns/$H $RIVER node list | grep -q '^oa *online'"
   wait_for "oa's overlay reconciled again" 30 overlay_healthy 3 oa
   local n1 n2
   n1=$(got); sleep 2; n2=$(got)
   [[ $n2 -gt $n1 ]] || { echo "    the stream stopped: $n1 then $n2 lines"; return 1; }
+  echo "    host restart: the same connection lives on"
+  pid=$(pid_of ohost)
+  kill "$pid"
+  wait_for "overlay host stops" 20 bash -c "! kill -0 $pid"
+  start_overlay_host
+  wait_for "every member reconciled again" 60 overlay_healthy 3 host oa ob oc
+  n1=$(got); sleep 2; n2=$(got)
+  [[ $n2 -gt $n1 ]] || { echo "    the stream stopped after the host restart: $n1 then $n2 lines"; return 1; }
   otask_running "$talker" && otask_running "$listener"
   ocli task kill "$talker" >/dev/null
   ocli task kill "$listener" >/dev/null
@@ -516,6 +536,13 @@ test_overlay() {
   local ids
   ids=$(ocli task list -o json | python3 -c "import json,sys; t=[x for x in json.load(sys.stdin) if x['spec'].get('rank') is not None]; b=max(x['batch'] for x in t); print(' '.join(str(x['id']) for x in sorted(t, key=lambda x: x['spec']['rank']) if x['batch'] == b))")
   [[ $(ologs "${ids%% *}") == "rank 1 of 2" ]] || { echo "    master got: $(ologs "${ids%% *}")"; return 1; }
+  # One member fails: the group ends, with the failure's exit code and the reason on the other.
+  set +e
+  g=$(ocli task submit --nodes 2 --image $img --wait -- sh -c 'if [ "$NODE_RANK" = 1 ]; then exit 3; fi; exec sleep 600' 2>&1)
+  local code=$?
+  set -e
+  [[ $code -eq 3 ]] || { echo "    a failed group gave exit code $code: $g"; return 1; }
+  grep -q "member 1 of group" <<<"$g" || { echo "    no reason given: $g"; return 1; }
 
   echo "    removing oc removes its entries on the others"
   local oc_subnet
@@ -524,7 +551,7 @@ test_overlay() {
   ocli node remove oc >/dev/null
   wait_for "oc's FDB entry gone on oa" 20 bash -c "! nsenter --net=/run/netns/$OA bridge fdb show dev rvx0 | grep -q 'dst 10.77.0.23'"
   wait_for "oc's route gone on ob" 20 bash -c "! nsenter --net=/run/netns/$OB ip route | grep -q '^$oc_subnet'"
-  ! in_ns "$H" ip route | grep -q "^$oc_subnet"
+  refute "the host still routes to oc's subnet" bash -c "nsenter --net=/run/netns/$H ip route | grep -q '^$oc_subnet'"
 }
 
 # ---------------------------------------------------------------------------------------------

@@ -184,8 +184,16 @@ mod tests {
     fn overlay_settings_are_checked_only_when_on() {
         let on = |extra: &str| toml::from_str::<HostConfig>(&format!("[overlay]\nenabled = true\n{extra}")).unwrap();
         on("").validate().unwrap();
-        assert!(on("range = \"10.128.0.1/12\"").validate().unwrap_err().to_string().contains("host bits"));
-        assert!(on("node_prefix = 12").validate().unwrap_err().to_string().contains("node_prefix"));
+        assert!(on("range = \"10.128.0.1/12\"")
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("host bits"));
+        assert!(on("node_prefix = 12")
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("node_prefix"));
         assert!(on("vni = 0").validate().is_err());
         assert!(on("mtu = 100").validate().is_err());
         let off: HostConfig = toml::from_str("[overlay]\nrange = \"nonsense\"\n").unwrap();

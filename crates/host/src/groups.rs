@@ -196,16 +196,17 @@ pub(crate) async fn member_failed(ctx: &Ctx, failed: &TaskRecord) -> anyhow::Res
             }
             _ => {
                 let node = t.placement.as_ref().map(|p| p.node.clone()).unwrap_or_default();
-                if !ctx.registry.send(
-                    &node,
-                    HostMsg::Signal {
-                        id: t.id,
-                        signal: Signal::Kill,
-                    },
-                ) {
+                let kill = HostMsg::Signal {
+                    id: t.id,
+                    signal: Signal::Kill,
+                };
+                if ctx.registry.send(&node, kill) {
+                    // The runner's report of the kill keeps this reason.
+                    t.message = Some(why.clone());
+                } else {
                     end_here(&mut t, TaskState::Killed, why.clone());
-                    ctx.save_task(&t).await?;
                 }
+                ctx.save_task(&t).await?;
             }
         }
         tracing::info!(task = t.id, group = failed.batch, "ending a group member: {why}");

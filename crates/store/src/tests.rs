@@ -281,7 +281,10 @@ async fn overlay_subnets_are_unique_kept_across_reopen_and_freed_on_removal() {
     let s = Store::open(&path).await.unwrap();
     assert_eq!(
         s.overlay_subnets().await.unwrap(),
-        vec![("a".into(), 1, Some("10.0.0.9".into())), ("b".into(), 2, Some("10.0.0.2".into()))]
+        vec![
+            ("a".into(), 1, Some("10.0.0.9".into())),
+            ("b".into(), 2, Some("10.0.0.2".into()))
+        ]
     );
     s.remove_subnet("a").await.unwrap();
     assert_eq!(s.assign_subnet("c", 1, None).await.unwrap(), 1);
@@ -302,8 +305,12 @@ fn reservation(ip: &str, nonce: &str, expires_at_ms: i64) -> Reservation {
 #[tokio::test]
 async fn reservations_are_claimed_once_and_released_when_expired_or_their_task_ends() {
     let (_d, s) = store().await;
-    s.insert_reservation(&reservation("10.128.1.2", "n1", 1_000)).await.unwrap();
-    s.insert_reservation(&reservation("10.128.1.3", "n2", 1_000)).await.unwrap();
+    s.insert_reservation(&reservation("10.128.1.2", "n1", 1_000))
+        .await
+        .unwrap();
+    s.insert_reservation(&reservation("10.128.1.3", "n2", 1_000))
+        .await
+        .unwrap();
     assert!(matches!(
         s.insert_reservation(&reservation("10.128.1.2", "n3", 5_000)).await,
         Err(StoreError::Exists(_))
@@ -316,11 +323,17 @@ async fn reservations_are_claimed_once_and_released_when_expired_or_their_task_e
     assert!(s.claim_reservation("10.128.1.2", "n1", task, 10).await.unwrap());
     assert!(!s.claim_reservation("10.128.1.2", "n1", task, 10).await.unwrap());
     // Past the expiry: the unclaimed one goes, the claimed one stays while its task lives.
-    assert_eq!(s.release_reservations(2_000).await.unwrap(), vec!["10.128.1.3".to_string()]);
+    assert_eq!(
+        s.release_reservations(2_000).await.unwrap(),
+        vec!["10.128.1.3".to_string()]
+    );
     assert_eq!(s.reservation("10.128.1.2").await.unwrap().unwrap().task_id, Some(task));
     let mut t = s.task(task).await.unwrap().unwrap();
     t.state = "completed".into();
     s.update_task(&t).await.unwrap();
-    assert_eq!(s.release_reservations(2_000).await.unwrap(), vec!["10.128.1.2".to_string()]);
+    assert_eq!(
+        s.release_reservations(2_000).await.unwrap(),
+        vec!["10.128.1.2".to_string()]
+    );
     assert!(s.reservations().await.unwrap().is_empty());
 }

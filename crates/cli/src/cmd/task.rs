@@ -145,7 +145,7 @@ async fn submit(a: SubmitArgs, dir: &Path, output: Output) -> anyhow::Result<Exi
         })?;
         return Ok(ExitCode::SUCCESS);
     }
-    // --wait: until every task of the batch has ended; exit with the first failure's code.
+    // --wait: until every task of the batch has ended; exit with the code of the task that failed first.
     let mut progress = crate::output::Progress::new("fetching the environment");
     let last = loop {
         let mut now = Vec::new();
@@ -179,9 +179,11 @@ async fn submit(a: SubmitArgs, dir: &Path, output: Output) -> anyhow::Result<Exi
             }
         }
     })?;
+    // The task that failed first: in a group, the cause, not the members ended because of it.
     let code = last
         .iter()
-        .find(|t| t.state != "completed")
+        .filter(|t| t.state != "completed")
+        .min_by_key(|t| (t.finished_at_ms.unwrap_or(i64::MAX), t.id))
         .map_or(0, |t| t.exit_code.unwrap_or(1));
     Ok(ExitCode::from(u8::try_from(code.clamp(0, 255)).context("exit code")?))
 }
