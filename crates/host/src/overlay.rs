@@ -212,32 +212,20 @@ impl Overlay {
     async fn reconcile_host(&self) {
         let _one = self.reconciling.lock().await;
         let plan = self.host_plan();
-        let peers = u32::try_from(plan.peers.len()).unwrap_or(u32::MAX);
-        let health = match river_overlay::reconcile(&plan).await {
+        let peers = plan.peers.len();
+        let result = match river_overlay::reconcile(&plan).await {
             Ok(out) => {
                 if !out.changes.is_empty() {
                     tracing::info!(changes = out.changes.len(), peers, "overlay: host device reconciled");
                 }
-                OverlayHealth {
-                    ok: true,
-                    detail: format!("{} changes", out.changes.len()),
-                    mtu: out.mtu,
-                    peers,
-                    at_ms: now_ms(),
-                }
+                Ok((out.mtu, out.changes.len()))
             }
             Err(e) => {
                 tracing::error!("overlay: host device: {e}");
-                OverlayHealth {
-                    ok: false,
-                    detail: e.to_string(),
-                    mtu: 0,
-                    peers,
-                    at_ms: now_ms(),
-                }
+                Err(e.to_string())
             }
         };
-        self.record_health(HOST_NAME, health);
+        self.record_health(HOST_NAME, OverlayHealth::of(result, peers, now_ms()));
     }
 
     pub(crate) fn record_health(&self, node: &str, h: OverlayHealth) {

@@ -325,6 +325,29 @@ pub struct OverlayHealth {
     pub at_ms: i64,
 }
 
+impl OverlayHealth {
+    /// A reconcile that made `changes` changes, or failed with `Err(why)`.
+    pub fn of(result: Result<(u32, usize), String>, peers: usize, at_ms: i64) -> Self {
+        let peers = u32::try_from(peers).unwrap_or(u32::MAX);
+        match result {
+            Ok((mtu, changes)) => Self {
+                ok: true,
+                detail: format!("{changes} changes"),
+                mtu,
+                peers,
+                at_ms,
+            },
+            Err(detail) => Self {
+                ok: false,
+                detail,
+                mtu: 0,
+                peers,
+                at_ms,
+            },
+        }
+    }
+}
+
 /// The overlay as one member must build it; sent by the host whenever membership changes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OverlayConfig {

@@ -125,7 +125,7 @@ async fn keep(exec: Arc<Executor>, mut plans: watch::Receiver<Option<Plan>>) {
 }
 
 async fn once(exec: &Executor, plan: &Plan) -> OverlayHealth {
-    let peers = u32::try_from(plan.peers.len()).unwrap_or(u32::MAX);
+    let peers = plan.peers.len();
     let result = async {
         let out = river_overlay::reconcile(plan).await.map_err(|e| e.to_string())?;
         let rt = exec.docker().await?;
@@ -151,24 +151,12 @@ async fn once(exec: &Executor, plan: &Plan) -> OverlayHealth {
                 );
             }
             exec.overlay.ready.send_replace(Readiness::Ready(plan.me.subnet));
-            OverlayHealth {
-                ok: true,
-                detail: format!("{} changes", out.changes.len()),
-                mtu: out.mtu,
-                peers,
-                at_ms: now_ms(),
-            }
+            OverlayHealth::of(Ok((out.mtu, out.changes.len())), peers, now_ms())
         }
         Err(why) => {
             tracing::error!("overlay: {why}");
             exec.overlay.ready.send_replace(Readiness::Failed(why.clone()));
-            OverlayHealth {
-                ok: false,
-                detail: why,
-                mtu: 0,
-                peers,
-                at_ms: now_ms(),
-            }
+            OverlayHealth::of(Err(why), peers, now_ms())
         }
     }
 }
