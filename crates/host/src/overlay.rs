@@ -264,9 +264,12 @@ impl Overlay {
 /// The host's part, for as long as the host serves (only when the overlay is on): its own device
 /// now and every [`PERIOD`], expired reservations freed.
 pub(crate) async fn run(ctx: std::sync::Arc<Ctx>) {
-    let Some(o) = ctx.overlay.as_ref() else { return };
+    if ctx.overlay.is_none() {
+        return;
+    }
     loop {
-        o.reconcile_host().await;
+        // Every runner gets its plan again: one that missed an announcement catches up.
+        broadcast(&ctx).await;
         match ctx.store.release_reservations(now_ms()).await {
             Ok(freed) if !freed.is_empty() => tracing::info!(?freed, "released reservations"),
             Ok(_) => {}
@@ -295,22 +298,24 @@ pub(crate) async fn attached(ctx: &Ctx, node: &str, remote: SocketAddr) {
     }
     let assigned = async {
         for _ in 0..5 {
-            let used: BTreeSet<u64> = ctx
-                .store
-                .overlay_subnets()
-                .await?
-                .into_iter()
-                .map(|(_, i, _)| i)
-                .collect();
-            let idx = free_subnet(o.range.subnets(o.prefix), &used).unwrap_or(u64::MAX);
-            match ctx.store.assign_subnet(node, idx, Some(&underlay.to_string())).await {
-                Ok(i) if i == u64::MAX => {
-                    let _ = ctx.store.remove_subnet(node).await;
-                    anyhow::bail!("the overlay range {} has no free /{} subnet left", o.range, o.prefix)
+            let subnets = ctx.store.overlay_subnets().await?;
+            let idx = match subnets.iter().find(|(n, _, _)| n == node) {
+                Some((_, i, _)) => *i,
+                None => {
+                    let used: BTreeSet<u64> = subnets.iter().map(|(_, i, _)| *i).collect();
+                    match free_subnet(o.range.subnets(o.prefix), &used) {
+                        Some(i) => i,
+                        None => anyhow::bail!("the overlay range {} has no free /{} subnet left", o.range, o.prefix),
+                    }
                 }
+            };
+            match ctx.store.assign_subnet(node, idx, Some(&underlay.to_string())).await {
                 Ok(_) => return Ok(()),
                 Err(StoreError::Exists(_)) => continue,
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    tracing::warn!(%node, "overlay: recording the subnet: {e}; trying again");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
             }
         }
         anyhow::bail!("could not settle on a free subnet")

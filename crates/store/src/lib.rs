@@ -195,6 +195,13 @@ impl Store {
         Ok(Self { pool })
     }
 
+    /// A transaction that writes: it takes SQLite's write lock at once, so a concurrent writer
+    /// makes it wait (the busy timeout) instead of failing when its first read would have to be
+    /// upgraded to a write.
+    async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }
@@ -222,7 +229,7 @@ impl Store {
     /// Records a joined node and spends one use of its token, atomically: a token with one use
     /// left can never join two nodes.
     pub async fn join_node(&self, token_id: &str, now: i64, node: &NodeRecord) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let spent = sqlx::query("UPDATE tokens SET uses_left = uses_left - 1 WHERE id = ? AND uses_left > 0 AND revoked = 0 AND expires_at > ?")
             .bind(token_id)
             .bind(now)
@@ -332,7 +339,7 @@ impl Store {
 
     /// Removes a node and revokes its certificates in one transaction.
     pub async fn remove_node(&self, name: &str, now: i64) -> Result<Option<NodeRecord>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let Some(node) = sqlx::query("SELECT * FROM nodes WHERE name = ?")
             .bind(name)
             .fetch_optional(&mut *tx)
@@ -445,7 +452,7 @@ impl Store {
 
     /// Creates a user and spends one use of its invite (when there is one), atomically.
     pub async fn enrol_user(&self, token_id: Option<&str>, now: i64, user: &UserRecord, serial: &str) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         if let Some(id) = token_id {
             let spent = sqlx::query("UPDATE tokens SET uses_left = uses_left - 1 WHERE id = ? AND uses_left > 0 AND revoked = 0 AND expires_at > ?")
                 .bind(id)
@@ -528,7 +535,7 @@ impl Store {
         members: &[(&TaskSpec, Option<&str>)],
         now_ms: i64,
     ) -> Result<Vec<u64>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let mut ids = Vec::with_capacity(members.len());
         for (spec, target) in members {
             let spec_json = json(spec)?;
@@ -641,7 +648,7 @@ impl Store {
 
     /// A new environment with its first version; `Exists` if the name is taken.
     pub async fn create_env(&self, name: &str, owner: &str, now_ms: i64, first: &EnvVersion) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let inserted = sqlx::query(
             "INSERT INTO environments (name, owner, created_at_ms) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING",
         )
@@ -661,7 +668,7 @@ impl Store {
 
     /// Adds `v` as the environment's next version and returns its number (`v.version` is ignored).
     pub async fn add_env_version(&self, name: &str, v: &EnvVersion) -> Result<u32> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let last: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM environment_versions WHERE name = ?")
             .bind(name)
             .fetch_one(&mut *tx)
@@ -741,7 +748,7 @@ impl Store {
     /// Removes an environment; returns the archive digests no other version refers to any more
     /// (the caller deletes those files), or `None` if there was no such environment.
     pub async fn remove_env(&self, name: &str) -> Result<Option<Vec<String>>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let digests: Vec<String> = sqlx::query_scalar(
             "SELECT DISTINCT digest FROM environment_versions WHERE name = ? AND digest IS NOT NULL",
         )

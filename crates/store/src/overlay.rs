@@ -46,44 +46,29 @@ impl Store {
     /// underlay address if it has one already. Returns the node's index; `Exists` if another
     /// node took `idx` meanwhile.
     pub async fn assign_subnet(&self, node: &str, idx: u64, underlay: Option<&str>) -> Result<u64> {
-        let mut tx = self.pool.begin().await?;
-        let had: Option<i64> = sqlx::query_scalar("SELECT idx FROM overlay_subnets WHERE node = ?")
-            .bind(node)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let idx = match had {
-            Some(i) => {
-                sqlx::query("UPDATE overlay_subnets SET underlay = COALESCE(?, underlay) WHERE node = ?")
-                    .bind(underlay)
-                    .bind(node)
-                    .execute(&mut *tx)
-                    .await?;
-                u64::try_from(i).unwrap_or(0)
-            }
-            None => {
-                let i = i64::try_from(idx).map_err(|_| StoreError::Corrupt("subnet index".into()))?;
-                sqlx::query("INSERT INTO overlay_subnets (node, idx, underlay) VALUES (?, ?, ?)")
-                    .bind(node)
-                    .bind(i)
-                    .bind(underlay)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| match e {
-                        sqlx::Error::Database(d) if d.is_unique_violation() => {
-                            StoreError::Exists(format!("overlay subnet {idx}"))
-                        }
-                        e => e.into(),
-                    })?;
-                idx
-            }
-        };
-        tx.commit().await?;
-        Ok(idx)
+        let i = i64::try_from(idx).map_err(|_| StoreError::Corrupt("subnet index".into()))?;
+        // One statement, so no read transaction has to be upgraded to a write (which SQLite
+        // refuses at once, busy timeout or not, when another connection writes meanwhile).
+        let got: i64 = sqlx::query_scalar(
+            "INSERT INTO overlay_subnets (node, idx, underlay) VALUES (?, ?, ?)
+             ON CONFLICT (node) DO UPDATE SET underlay = COALESCE(excluded.underlay, overlay_subnets.underlay)
+             RETURNING idx",
+        )
+        .bind(node)
+        .bind(i)
+        .bind(underlay)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| match e {
+            sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Exists(format!("overlay subnet {idx}")),
+            e => e.into(),
+        })?;
+        Ok(u64::try_from(got).unwrap_or(0))
     }
 
     /// Frees a removed node's subnet and drops its reservations.
     pub async fn remove_subnet(&self, node: &str) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         sqlx::query("DELETE FROM overlay_subnets WHERE node = ?")
             .bind(node)
             .execute(&mut *tx)

@@ -337,3 +337,23 @@ async fn reservations_are_claimed_once_and_released_when_expired_or_their_task_e
     );
     assert!(s.reservations().await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn concurrent_write_transactions_wait_for_each_other_instead_of_failing() {
+    let (_d, s) = store().await;
+    s.create_env("e", "ann", 0, &version("img", None)).await.unwrap();
+    let mut work = tokio::task::JoinSet::new();
+    for i in 0..24u64 {
+        let s = s.clone();
+        work.spawn(async move {
+            // A transaction that reads before it writes, interleaved with other writes.
+            s.add_env_version("e", &version("img", None)).await?;
+            s.assign_subnet(&format!("n{i}"), i + 1, None).await?;
+            s.remove_subnet(&format!("n{i}")).await
+        });
+    }
+    while let Some(done) = work.join_next().await {
+        done.unwrap().expect("no write fails because another one was under way");
+    }
+    assert_eq!(s.env("e").await.unwrap().unwrap().versions.len(), 25);
+}
