@@ -245,6 +245,12 @@ fn detail(t: &TaskView) {
     if let Some(p) = &t.placement {
         let numa = p.numa.map(|n| format!(", NUMA {n}")).unwrap_or_default();
         println!("node:      {} (cores {:?}{numa}, GPUs {:?})", p.node, p.cores, p.gpus);
+        if let Some(ip) = &p.ip {
+            println!("address:   {ip} (overlay)");
+        }
+    }
+    if let Some(rank) = t.spec.rank {
+        println!("group:     member {rank} of batch {}", t.batch);
     }
     if let Some(c) = t.exit_code {
         println!("exit code: {c}");
