@@ -3,6 +3,7 @@
 
 mod forward;
 mod heartbeats;
+mod overlay;
 mod proc;
 mod tasks;
 
@@ -50,6 +51,11 @@ enum Bench {
     /// (internal) An echo server, run inside a task's network namespace by `forward`.
     #[command(hide = true)]
     EchoServer { port: u16 },
+    /// The overlay's reconcile with N peers, against `ip -batch`/`bridge -batch` (needs root).
+    OverlayScale {
+        #[arg(long, value_delimiter = ',', default_value = "10,100,500")]
+        peers: Vec<usize>,
+    },
     /// Idle memory of a real host and runner (`river host`, `river runner`).
     Footprint {
         /// How long to let them idle before measuring.
@@ -62,6 +68,9 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if let Bench::EchoServer { port } = cli.bench {
         return forward::echo_server(port);
+    }
+    if let Bench::OverlayScale { peers } = &cli.bench {
+        return overlay::scale(peers);
     }
     let river = std::fs::canonicalize(&cli.river).map_err(|e| {
         anyhow::anyhow!(
@@ -84,7 +93,9 @@ fn main() -> anyhow::Result<()> {
             }
             Bench::Footprint { idle } => heartbeats::footprint(&river, idle).await,
             Bench::Forward => forward::run(&river).await,
-            Bench::EchoServer { .. } => unreachable!("handled before the runtime starts"),
+            Bench::EchoServer { .. } | Bench::OverlayScale { .. } => {
+                unreachable!("handled before the runtime starts")
+            }
             Bench::Tasks {
                 count,
                 concurrency,

@@ -211,7 +211,13 @@ impl Netlink {
 
     /// Carries out `changes` (from [`crate::plan::diff`] against the last [`Self::observe`]).
     pub async fn apply(&mut self, changes: &[Change], want_vxlan: &Link, mtu: u32) -> Result<(), NetlinkError> {
+        // Devices' indices, looked up once each (a lookup is a netlink round trip), and again
+        // after a device is created.
+        let mut known: BTreeMap<Dev, u32> = BTreeMap::new();
         for change in changes {
+            if let Change::Create(dev, _) = change {
+                known.remove(dev);
+            }
             tracing::debug!(?change, "overlay");
             match change {
                 Change::Create(Dev::Vxlan, why) => {
@@ -248,22 +254,22 @@ impl Netlink {
                         .map_err(req("creating the overlay bridge"))?;
                 }
                 Change::SetMtu(dev, m) => {
-                    let i = self.index(*dev).await?;
+                    let i = self.cached_index(&mut known, *dev).await?;
                     self.set(LinkUnspec::new_with_index(i).mtu(*m).build(), "setting the MTU")
                         .await?;
                 }
                 Change::SetMac(dev, mac) => {
-                    let i = self.index(*dev).await?;
+                    let i = self.cached_index(&mut known, *dev).await?;
                     let msg = LinkUnspec::new_with_index(i).address(mac.to_vec()).build();
                     self.set(msg, "setting the MAC address").await?;
                 }
                 Change::Up(dev) => {
-                    let i = self.index(*dev).await?;
+                    let i = self.cached_index(&mut known, *dev).await?;
                     self.set(LinkUnspec::new_with_index(i).up().build(), "bringing the link up")
                         .await?;
                 }
                 Change::AddAddress(dev, ip, prefix) => {
-                    let i = self.index(*dev).await?;
+                    let i = self.cached_index(&mut known, *dev).await?;
                     self.handle
                         .address()
                         .add(i, IpAddr::V4(*ip), *prefix)
@@ -273,7 +279,7 @@ impl Netlink {
                         .map_err(req(format!("adding {ip}/{prefix}")))?;
                 }
                 Change::AddFdb(mac, ip) => {
-                    let i = self.index(Dev::Vxlan).await?;
+                    let i = self.cached_index(&mut known, Dev::Vxlan).await?;
                     self.handle
                         .neighbours()
                         .add_bridge(i, mac)
@@ -285,7 +291,7 @@ impl Netlink {
                         .map_err(req(format!("adding the FDB entry for {ip}")))?;
                 }
                 Change::AddNeighbour(ip, mac) => {
-                    let i = self.index(Dev::Vxlan).await?;
+                    let i = self.cached_index(&mut known, Dev::Vxlan).await?;
                     self.handle
                         .neighbours()
                         .add(i, IpAddr::V4(*ip))
@@ -297,7 +303,7 @@ impl Netlink {
                         .map_err(req(format!("adding the neighbour {ip}")))?;
                 }
                 Change::AddRoute(net, gw) => {
-                    let i = self.index(Dev::Vxlan).await?;
+                    let i = self.cached_index(&mut known, Dev::Vxlan).await?;
                     let route = RouteMessageBuilder::<Ipv4Addr>::new()
                         .destination_prefix(net.network(), net.prefix())
                         .gateway(*gw)
@@ -345,6 +351,15 @@ impl Netlink {
             }
         }
         Ok(())
+    }
+
+    async fn cached_index(&self, known: &mut BTreeMap<Dev, u32>, dev: Dev) -> Result<u32, NetlinkError> {
+        if let Some(i) = known.get(&dev) {
+            return Ok(*i);
+        }
+        let i = self.index(dev).await?;
+        known.insert(dev, i);
+        Ok(i)
     }
 
     async fn set(&self, msg: LinkMessage, what: &str) -> Result<(), NetlinkError> {
