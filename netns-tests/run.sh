@@ -14,6 +14,7 @@ set -euo pipefail
 
 RIVER=${1:-target/debug/river}
 RIVER=$(realpath "$RIVER")
+HERE=$(dirname "$(realpath "$0")")
 shift || true
 ONLY=("$@")
 
@@ -450,6 +451,31 @@ test_overlay() {
     || { echo "    oa received $a_grew bytes, the host $h_grew: not direct"; return 1; }
   ocli task kill "$server" >/dev/null
 
+  echo "    VXLAN packets from outside the cluster are dropped"
+  # r3 (10.77.0.13, no member) builds a VXLAN device aimed at oa, posing as a container of ob's
+  # subnet, and pings a container on oa: the packets reach oa and are dropped before they
+  # are decapsulated.
+  local sink cip oa_mac echos_before echos_after
+  sink=$(ocli task submit -t oa --image $img -- sleep 600)
+  wait_for "sink task running" 30 otask_running "$sink"
+  cip=$(task_ip "$sink")
+  oa_mac=$(overlay_q "'02:72:' + ':'.join('%02x' % int(b) for b in [x['subnet'] for x in o['members'] if x['name'] == 'oa'][0].split('/')[0].split('.'))")
+  ip -n "$R3" link add evil type vxlan id 4242 dstport 4789 remote 10.77.0.21 local 10.77.0.13 nolearning
+  ip -n "$R3" addr add 10.128.2.250/32 dev evil
+  ip -n "$R3" link set evil up
+  ip -n "$R3" route add "$cip/32" dev evil src 10.128.2.250
+  ip -n "$R3" neigh add "$cip" lladdr "$oa_mac" dev evil nud permanent
+  icmp_echos() { ocli connect "$sink" -- sh -c "awk '/^Icmp:/ { n++ } /^Icmp:/ && n == 2 { print \$10 }' /proc/net/snmp"; }
+  drops() { in_ns "$OA" iptables -t raw -L RIVER-VXLAN -v -n -x 2>/dev/null | awk '$3 == "DROP" { print $1 }' | grep . || echo 0; }
+  echos_before=$(icmp_echos) drops_before=$(drops)
+  in_ns "$R3" python3 "$HERE/icmp_echo.py" 10.128.2.250 "$cip" 5
+  sleep 1
+  echos_after=$(icmp_echos)
+  [[ $echos_after == "$echos_before" ]] || { echo "    the container got $((echos_after - echos_before)) injected echo requests"; return 1; }
+  [[ $(drops) -ge $((drops_before + 5)) ]] || { echo "    oa's filter dropped $(drops) packets (before: $drops_before)"; return 1; }
+  ip -n "$R3" link del evil
+  ocli task kill "$sink" >/dev/null
+
   echo "    reservations: honoured, held, released; forged and expired tokens refused"
   local rip token other
   mapfile -t r < <(ocli ip reserve --node oc --ttl 10m 2>/dev/null)
@@ -551,6 +577,7 @@ test_overlay() {
   ocli node remove oc >/dev/null
   wait_for "oc's FDB entry gone on oa" 20 bash -c "! nsenter --net=/run/netns/$OA bridge fdb show dev rvx0 | grep -q 'dst 10.77.0.23'"
   wait_for "oc's route gone on ob" 20 bash -c "! nsenter --net=/run/netns/$OB ip route | grep -q '^$oc_subnet'"
+  wait_for "oa no longer lets VXLAN in from oc" 20 bash -c "! nsenter --net=/run/netns/$OA iptables -t raw -S RIVER-VXLAN | grep -q 10.77.0.23"
   refute "the host still routes to oc's subnet" bash -c "nsenter --net=/run/netns/$H ip route | grep -q '^$oc_subnet'"
 }
 

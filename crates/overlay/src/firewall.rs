@@ -1,11 +1,14 @@
-//! Packet filter rules a runner needs when its node filters forwarded traffic (Docker sets the
-//! `FORWARD` policy to `DROP`): containers of peers may open connections to ours, and traffic
-//! leaving the overlay is masqueraded while traffic inside it keeps its addresses. These go
+//! Packet filter rules: on every member, VXLAN packets are let in only from the other members'
+//! addresses; on runners, whose node may filter forwarded traffic (Docker sets the `FORWARD`
+//! policy to `DROP`), containers of peers may open connections to ours, and traffic leaving the
+//! overlay is masqueraded while traffic inside it keeps its addresses. These go
 //! through the `iptables` tool, checked before added, so re-running changes nothing; a node
 //! without it filters nothing and needs none.
 
 use crate::net::Ipv4Net;
 use crate::plan::{BRIDGE_DEV, VXLAN_DEV};
+use std::net::Ipv4Addr;
+use tokio::io::AsyncWriteExt as _;
 use tokio::process::Command;
 
 /// The rules for a runner whose subnet is `subnet` inside `range`, VXLAN on UDP `port`, as
@@ -28,7 +31,6 @@ pub fn rules(subnet: &Ipv4Net, range: &Ipv4Net, port: u16) -> Vec<(&'static str,
                 s("NOTRACK"),
             ],
         ),
-        ("raw", "PREROUTING", vxlan()),
         ("raw", "OUTPUT", vxlan()),
         (
             "filter",
@@ -59,6 +61,74 @@ pub fn rules(subnet: &Ipv4Net, range: &Ipv4Net, port: u16) -> Vec<(&'static str,
     ]
 }
 
+/// The chain that VXLAN packets arriving at this member go through.
+pub const VXLAN_CHAIN: &str = "RIVER-VXLAN";
+
+/// The rules of [`VXLAN_CHAIN`], as `iptables -S` prints them: VXLAN packets are not tracked,
+/// and only those from the members' own addresses are let in. VXLAN itself authenticates nothing,
+/// so without this anyone able to send UDP to the port could put packets into the overlay.
+pub fn vxlan_chain(peers: &[Ipv4Addr]) -> Vec<String> {
+    let mut rules = vec![format!("-A {VXLAN_CHAIN} -j NOTRACK")];
+    rules.extend(peers.iter().map(|p| format!("-A {VXLAN_CHAIN} -s {p}/32 -j RETURN")));
+    rules.push(format!("-A {VXLAN_CHAIN} -j DROP"));
+    rules
+}
+
+/// Makes [`VXLAN_CHAIN`] hold exactly [`vxlan_chain`]`(peers)` (replaced in one
+/// `iptables-restore` when it differs, so it is never briefly open) and VXLAN packets go
+/// through it. Without `iptables` on the node: nothing to do.
+pub async fn ensure_vxlan_filter(port: u16, peers: &[Ipv4Addr]) -> Result<(), FirewallError> {
+    let fail = |why: String| FirewallError {
+        table: "raw".into(),
+        chain: VXLAN_CHAIN.into(),
+        rule: "(the peers' addresses)".into(),
+        why,
+    };
+    let listed = Command::new("iptables")
+        .args(["-w", "-t", "raw", "-S", VXLAN_CHAIN])
+        .output()
+        .await;
+    let have: Vec<String> = match listed {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(fail(e.to_string())),
+        // Absent chains list nothing (and fail): the restore below creates it.
+        Ok(o) => String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter(|l| l.starts_with("-A "))
+            .map(str::to_owned)
+            .collect(),
+    };
+    let want = vxlan_chain(peers);
+    if have != want {
+        let input = format!("*raw\n:{VXLAN_CHAIN} - [0:0]\n{}\nCOMMIT\n", want.join("\n"));
+        let mut child = Command::new("iptables-restore")
+            .args(["-w", "--noflush"])
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| fail(e.to_string()))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(input.as_bytes())
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+        }
+        let out = child.wait_with_output().await.map_err(|e| fail(e.to_string()))?;
+        if !out.status.success() {
+            return Err(fail(String::from_utf8_lossy(&out.stderr).trim().to_owned()));
+        }
+    }
+    let jump = vec![
+        "-p".to_owned(),
+        "udp".into(),
+        "--dport".into(),
+        port.to_string(),
+        "-j".into(),
+        VXLAN_CHAIN.into(),
+    ];
+    ensure_rule("raw", "PREROUTING", &jump).await
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("iptables -t {table} -I {chain} {rule}: {why}")]
 pub struct FirewallError {
@@ -71,26 +141,32 @@ pub struct FirewallError {
 /// Adds whichever of [`rules`] are missing. Without `iptables` on the node: nothing to do.
 pub async fn ensure(subnet: &Ipv4Net, range: &Ipv4Net, port: u16) -> Result<(), FirewallError> {
     for (table, chain, rule) in rules(subnet, range, port) {
-        let run = |op: &str| {
-            let mut c = Command::new("iptables");
-            c.args(["-w", "-t", table, op, chain]).args(&rule);
-            c
-        };
-        match run("-C").output().await {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Ok(o) if o.status.success() => continue,
-            _ => {}
-        }
-        let fail = |why: String| FirewallError {
-            table: table.into(),
-            chain: chain.into(),
-            rule: rule.join(" "),
-            why,
-        };
-        let out = run("-I").output().await.map_err(|e| fail(e.to_string()))?;
-        if !out.status.success() {
-            return Err(fail(String::from_utf8_lossy(&out.stderr).trim().to_owned()));
-        }
+        ensure_rule(table, chain, &rule).await?;
+    }
+    Ok(())
+}
+
+/// Inserts `rule` at the top of `chain` unless it is there already.
+async fn ensure_rule(table: &str, chain: &str, rule: &[String]) -> Result<(), FirewallError> {
+    let run = |op: &str| {
+        let mut c = Command::new("iptables");
+        c.args(["-w", "-t", table, op, chain]).args(rule);
+        c
+    };
+    match run("-C").output().await {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Ok(o) if o.status.success() => return Ok(()),
+        _ => {}
+    }
+    let fail = |why: String| FirewallError {
+        table: table.into(),
+        chain: chain.into(),
+        rule: rule.join(" "),
+        why,
+    };
+    let out = run("-I").output().await.map_err(|e| fail(e.to_string()))?;
+    if !out.status.success() {
+        return Err(fail(String::from_utf8_lossy(&out.stderr).trim().to_owned()));
     }
     Ok(())
 }

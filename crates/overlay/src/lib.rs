@@ -52,6 +52,13 @@ pub async fn reconcile(plan: &Plan) -> Result<Outcome, OverlayError> {
     let have = nl.observe(plan.role == Role::Runner).await?;
     let changes = plan::diff(&want, &have);
     nl.apply(&changes, &want.vxlan, mtu).await?;
+    let peers: Vec<std::net::Ipv4Addr> = plan
+        .peers
+        .iter()
+        .filter(|p| p.name != plan.me.name)
+        .map(|p| p.underlay)
+        .collect();
+    firewall::ensure_vxlan_filter(plan.port, &peers).await?;
     if plan.role == Role::Runner {
         // Containers' traffic to peers is routed by this node.
         let path = "/proc/sys/net/ipv4/ip_forward";

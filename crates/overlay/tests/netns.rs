@@ -87,12 +87,29 @@ fn builds_from_nothing_then_changes_only_what_differs() {
         // Again: nothing to do.
         assert_eq!(reconcile(&full).await.unwrap().changes, vec![]);
 
+        // VXLAN is let in from the peers' addresses only (where iptables exists).
+        let chain = || {
+            std::process::Command::new("iptables")
+                .args(["-t", "raw", "-S", "RIVER-VXLAN"])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        };
+        if let Ok(rules) = chain() {
+            for peer in ["192.168.77.1/32", "192.168.77.12/32", "192.168.77.13/32"] {
+                assert!(rules.contains(&format!("-s {peer} -j RETURN")), "{rules}");
+            }
+            assert!(rules.trim_end().ends_with("-j DROP"), "{rules}");
+        }
+
         // c leaves: its three entries go, nothing else is touched.
         let fewer = plan_with(vec![member("host", 0, 1), member("b", 2, 12)]);
         let changes = reconcile(&fewer).await.unwrap().changes;
         assert_eq!(changes.len(), 3, "{changes:?}");
         let seen = nl.observe(true).await.unwrap();
         assert_eq!(seen.entries, plan::desired(&fewer, 1400).entries);
+        if let Ok(rules) = chain() {
+            assert!(!rules.contains("192.168.77.13"), "c's address is still let in: {rules}");
+        }
 
         // Drift made by hand is repaired.
         let link = nl.observe(true).await.unwrap();
