@@ -53,6 +53,9 @@ pub enum Command {
     /// Command tasks: submit, watch, control.
     #[command(subcommand)]
     Task(TaskCmd),
+    /// VPSs: persistent containers you SSH into, stopped and started with their files kept.
+    #[command(subcommand)]
+    Vps(VpsCmd),
     /// A terminal, or one command, in a running task's container.
     #[command(
         after_help = "Examples:\n  river connect 42                 # interactive shell\n  river connect 42 -- nvidia-smi   # one command; exits with its code\n  river connect 42 -- ls / | wc -l"
@@ -353,6 +356,112 @@ pub enum TaskCmd {
         #[arg(short, long)]
         follow: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VpsCmd {
+    /// Create a VPS; it waits in the queue like a task until its resources are free.
+    #[command(
+        after_help = "Examples:\n  river vps create --image debian:bookworm -c 4 -m 16G --name dev\n  river vps create --env torch --gpus 1 --ssh-key ~/.ssh/lab.pub -t gpu-01\n  river ssh 42                      # then log in (river serves SSH; the image needs no sshd)"
+    )]
+    Create(Box<VpsCreateArgs>),
+    /// List VPSs (those not removed; -a: all).
+    #[command(after_help = "Example:\n  river vps list -a -o json")]
+    List {
+        /// Include removed and failed VPSs.
+        #[arg(short, long)]
+        all: bool,
+    },
+    /// Show one VPS.
+    Status { id: u64 },
+    /// Stop a VPS: its processes end, its container and files are kept (cores and memory are
+    /// freed).
+    #[command(after_help = "Example:\n  river vps stop 42 && river vps start 42")]
+    Stop { id: u64 },
+    /// Start a stopped VPS again on its node, with its files as they were.
+    #[command(after_help = "Example:\n  river vps start 42 --wait")]
+    Start {
+        id: u64,
+        /// Wait until it runs.
+        #[arg(short, long)]
+        wait: bool,
+    },
+    /// Stop a VPS and start it again.
+    #[command(after_help = "Example:\n  river vps restart 42")]
+    Restart { id: u64 },
+    /// Pause a running VPS (its processes are frozen).
+    Pause { id: u64 },
+    /// Resume a paused VPS.
+    Resume { id: u64 },
+    /// Remove a VPS: its container and files are deleted.
+    #[command(after_help = "Example:\n  river vps rm 42")]
+    Rm { id: u64 },
+    /// The SSH keys that may log in to a VPS.
+    #[command(subcommand)]
+    Keys(VpsKeysCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VpsKeysCmd {
+    /// Let another key log in (an OpenSSH public key file, like ~/.ssh/id_ed25519.pub).
+    #[command(after_help = "Example:\n  river vps keys add 42 alice.pub")]
+    Add { id: u64, file: PathBuf },
+    /// Stop a key logging in: its file, its `TYPE BASE64` text or its comment.
+    #[command(after_help = "Examples:\n  river vps keys rm 42 alice.pub\n  river vps keys rm 42 alice@laptop")]
+    Rm { id: u64, key: String },
+    /// The keys a VPS accepts.
+    List { id: u64 },
+}
+
+#[derive(Debug, Args)]
+pub struct VpsCreateArgs {
+    /// Where to run: HOST, HOST:NUMA, HOST::GPU,GPU or HOST:NUMA::GPU,GPU (default: placed by the
+    /// scheduler).
+    #[arg(short, long = "target")]
+    pub target: Option<String>,
+    /// Cores to pin the VPS to.
+    #[arg(short, long, default_value_t = 1)]
+    pub cores: u32,
+    /// Memory limit, like 512M or 8G.
+    #[arg(short, long)]
+    pub memory: Option<String>,
+    /// Number of GPUs (or name them in the target).
+    #[arg(long, default_value_t = 0)]
+    pub gpus: u32,
+    /// Environment to run in, NAME or NAME:vN; default: the `default` environment.
+    #[arg(long = "env", value_name = "NAME", conflicts_with = "image")]
+    pub environment: Option<String>,
+    /// A Docker image instead of an environment.
+    #[arg(long)]
+    pub image: Option<String>,
+    /// A public key that may log in (repeatable); default: ~/.ssh/id_ed25519.pub, else
+    /// ~/.ssh/id_rsa.pub.
+    #[arg(long = "ssh-key", value_name = "FILE")]
+    pub ssh_keys: Vec<PathBuf>,
+    /// Use the image's own sshd on port 22 instead of river's SSH (it must start it itself).
+    #[arg(long)]
+    pub image_sshd: bool,
+    /// Environment variable, K=V (repeatable).
+    #[arg(short = 'e', long = "env-var", value_name = "K=V")]
+    pub env: Vec<String>,
+    /// Bind mount SRC:DST[:ro] from the node (repeatable).
+    #[arg(long = "mount")]
+    pub mounts: Vec<String>,
+    /// A name to find the VPS by.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// `overlay` or `bridge`, as for tasks.
+    #[arg(long, value_parser = ["overlay", "bridge"])]
+    pub network: Option<String>,
+    /// Run at an address reserved with `river ip reserve`.
+    #[arg(long, value_name = "TOKEN")]
+    pub ip_token: Option<String>,
+    /// Wait until it runs.
+    #[arg(short, long)]
+    pub wait: bool,
+    /// What the VPS runs (default: nothing but staying up).
+    #[arg(last = true)]
+    pub command: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]

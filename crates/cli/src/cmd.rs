@@ -11,6 +11,7 @@ mod ssh;
 mod task;
 mod token;
 mod user;
+mod vps;
 
 use crate::args::{Cli, Command};
 use crate::client::config_dir;
@@ -31,6 +32,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Task(c) => return task::run(c, &dir, cli.output).await,
         Command::Env(c) => env::run(c, &dir, cli.output).await,
         Command::Ip(c) => ip::run(c, &dir, cli.output).await,
+        Command::Vps(c) => vps::run(c, &dir, cli.output).await,
         Command::Forward {
             id,
             port,

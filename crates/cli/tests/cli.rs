@@ -55,6 +55,9 @@ fn every_command_has_help_with_an_example() {
         vec!["ip", "reserve", "--help"],
         vec!["ip", "release", "--help"],
         vec!["node", "overlay", "--help"],
+        vec!["vps", "create", "--help"],
+        vec!["vps", "stop", "--help"],
+        vec!["vps", "keys", "add", "--help"],
     ] {
         let o = river(&cfg, &args);
         assert!(o.status.success(), "{args:?}");
@@ -720,16 +723,270 @@ fn ssh_with_openssh_through_the_mesh() {
     assert!(text(&o).1.contains("connection refused inside task"), "{:?}", text(&o));
 }
 
-/// The pid of a task's container, from its name `river-<cluster>-<node>-task-<id>`.
-fn container_pid(cfg: &Path, id: &str) -> String {
+fn vps_state(cfg: &Path, id: &str) -> String {
+    let o = river(cfg, &["vps", "status", id, "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    v["state"].as_str().unwrap_or_default().to_owned()
+}
+
+fn wait_vps(cfg: &Path, id: &str, state: &str) {
+    for _ in 0..300 {
+        if vps_state(cfg, id) == state {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!(
+        "VPS {id} never became {state}: {:?}",
+        text(&river(cfg, &["vps", "status", id]))
+    );
+}
+
+/// `river ssh ID ARGS…` with a key and no host-key prompts; returns the output.
+fn vps_ssh(cfg: &Path, id: &str, key: &Path, args: &[&str]) -> Output {
+    let mut all = vec![
+        "ssh",
+        id,
+        "-i",
+        key.to_str().unwrap(),
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "LogLevel=ERROR",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "IdentitiesOnly=yes",
+    ];
+    all.extend_from_slice(args);
+    river(cfg, &all)
+}
+
+#[test]
+fn vps_ssh_into_an_image_without_sshd_and_files_outlive_stop_and_start() {
+    if !docker_image_ready() {
+        return;
+    }
+    let (d, cfg, _state, _listen, _guard) = cluster(&[]);
+    // No key given and none in ~/.ssh: refused before anything is made.
+    let o = river(&cfg, &["vps", "create", "--image", "river-test/busybox:1"]);
+    assert_eq!(o.status.code(), Some(1), "{:?}", text(&o));
+    assert!(text(&o).1.contains("--ssh-key"), "{:?}", text(&o));
+    let ssh_dir = d.path().join(".ssh");
+    std::fs::create_dir_all(&ssh_dir).unwrap();
+    let keygen = |path: &Path| {
+        let o = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "test-key", "-f"])
+            .arg(path)
+            .output()
+            .unwrap();
+        assert!(o.status.success());
+    };
+    let key = ssh_dir.join("id_ed25519");
+    keygen(&key);
+    // busybox only: no sshd, no scp, no package manager; the default key is ~/.ssh/id_ed25519.pub.
+    let o = river(
+        &cfg,
+        &[
+            "vps",
+            "create",
+            "--image",
+            "river-test/busybox:1",
+            "--name",
+            "dev",
+            "--wait",
+        ],
+    );
+    assert!(o.status.success(), "{:?}", text(&o));
+    let id = text(&o).0.trim().to_owned();
+    assert_eq!(vps_state(&cfg, &id), "running");
+
+    // A command: its output and exit status; stdin reaches it.
+    let o = vps_ssh(&cfg, &id, &key, &["sh", "-c", "'echo hi-from-vps; whoami; exit 7'"]);
+    assert_eq!(o.status.code(), Some(7), "{:?}", text(&o));
+    assert_eq!(text(&o).0, "hi-from-vps\nroot\n");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_river"))
+        .args([
+            "ssh",
+            &id,
+            "-i",
+            key.to_str().unwrap(),
+            "-o",
+            "StrictHostKeyChecking=no",
+        ])
+        .args([
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+            "-o",
+            "BatchMode=yes",
+        ])
+        .args(["cat > /root/kept.txt && wc -c < /root/kept.txt"])
+        .env("RIVER_CONFIG_DIR", &cfg)
+        .env("HOME", d.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let data: Vec<u8> = (0..200_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    {
+        use std::io::Write as _;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(&data).unwrap();
+    }
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{:?}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "200000");
+
+    // An interactive session gets a terminal.
+    let o = vps_ssh(&cfg, &id, &key, &["-tt", "tty; stty size"]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    assert!(text(&o).0.starts_with("/dev/pts/"), "{:?}", text(&o));
+
+    // ssh -L reaches a server bound to the VPS's own loopback.
+    let o = vps_ssh(
+        &cfg,
+        &id,
+        &key,
+        &["mkdir -p /www && echo served > /www/index.html && httpd -p 127.0.0.1:8080 -h /www"],
+    );
+    assert!(o.status.success(), "{:?}", text(&o));
+    let local = free_port();
+    let mut tunnel = Command::new(env!("CARGO_BIN_EXE_river"))
+        .args([
+            "ssh",
+            &id,
+            "-i",
+            key.to_str().unwrap(),
+            "-o",
+            "StrictHostKeyChecking=no",
+        ])
+        .args([
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+            "-o",
+            "BatchMode=yes",
+        ])
+        .args([
+            "-o",
+            "ExitOnForwardFailure=yes",
+            "-N",
+            "-L",
+            &format!("{local}:localhost:8080"),
+        ])
+        .env("RIVER_CONFIG_DIR", &cfg)
+        .env("HOME", d.path())
+        .spawn()
+        .unwrap();
+    let mut page = String::new();
+    for _ in 0..100 {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", local)) {
+            use std::io::{Read as _, Write as _};
+            s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").unwrap();
+            page.clear();
+            let _ = s.read_to_string(&mut page);
+            if page.contains("served") {
+                break;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = tunnel.kill();
+    let _ = tunnel.wait();
+    assert!(page.contains("served"), "{page:?}");
+
+    // Another key is refused until added, and again once removed.
+    let other = d.path().join("other");
+    keygen(&other);
+    let o = vps_ssh(&cfg, &id, &other, &["true"]);
+    assert_eq!(o.status.code(), Some(255), "{:?}", text(&o));
+    assert!(text(&o).1.contains("Permission denied"), "{:?}", text(&o));
+    let other_pub = other.with_extension("pub");
+    let o = river(&cfg, &["vps", "keys", "add", &id, other_pub.to_str().unwrap()]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert_eq!(vps_ssh(&cfg, &id, &other, &["true"]).status.code(), Some(0));
+    let o = river(&cfg, &["vps", "keys", "rm", &id, other_pub.to_str().unwrap()]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert_eq!(vps_ssh(&cfg, &id, &other, &["true"]).status.code(), Some(255));
+    let o = river(&cfg, &["vps", "keys", "rm", &id, "test-key"]);
+    assert!(
+        !o.status.success() && text(&o).1.contains("no one could log in"),
+        "{:?}",
+        text(&o)
+    );
+
+    // Stop keeps the container and its files; start brings both back.
+    let o = river(&cfg, &["vps", "stop", &id]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    wait_vps(&cfg, &id, "stopped");
+    let o = vps_ssh(&cfg, &id, &key, &["true"]);
+    assert_eq!(o.status.code(), Some(255));
+    assert!(text(&o).1.contains("is stopped"), "{:?}", text(&o));
+    let o = river(&cfg, &["vps", "start", &id, "--wait"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let o = vps_ssh(&cfg, &id, &key, &["wc -c < /root/kept.txt"]);
+    assert_eq!(text(&o).0.trim(), "200000", "{:?}", text(&o));
+
+    // Pause and resume.
+    assert!(river(&cfg, &["vps", "pause", &id]).status.success());
+    wait_vps(&cfg, &id, "paused");
+    assert!(river(&cfg, &["vps", "resume", &id]).status.success());
+    wait_vps(&cfg, &id, "running");
+    assert_eq!(vps_ssh(&cfg, &id, &key, &["true"]).status.code(), Some(0));
+
+    // A task is not a VPS, and a VPS's port 22 is river's even for `river forward`.
+    let plain = running_task(&cfg, &["--image", "river-test/busybox:1", "--", "sleep", "300"]);
+    let o = river(&cfg, &["vps", "stop", &plain]);
+    assert!(
+        !o.status.success() && text(&o).1.contains("not a VPS"),
+        "{:?}",
+        text(&o)
+    );
+
+    // rm deletes the container; the record stays.
+    let name = container_name(&cfg, &id);
+    let o = river(&cfg, &["vps", "rm", &id]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert_eq!(vps_state(&cfg, &id), "killed");
+    let mut gone = false;
+    for _ in 0..100 {
+        let o = Command::new("docker")
+            .args(["ps", "-aq", "--filter", &format!("name=^{name}$")])
+            .output()
+            .unwrap();
+        if o.stdout.is_empty() {
+            gone = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(gone, "the VPS's container is still there");
+    let o = river(&cfg, &["vps", "list"]);
+    assert!(!text(&o).0.contains("dev"), "{:?}", text(&o));
+    let o = river(&cfg, &["vps", "list", "-a"]);
+    assert!(text(&o).0.contains("killed"), "{:?}", text(&o));
+}
+
+/// A task's container: `river-<cluster>-<node>-task-<id>`.
+fn container_name(cfg: &Path, id: &str) -> String {
     let status: serde_json::Value = serde_json::from_slice(&river(cfg, &["status", "-o", "json"]).stdout).unwrap();
     let task: serde_json::Value =
         serde_json::from_slice(&river(cfg, &["task", "status", id, "-o", "json"]).stdout).unwrap();
-    let name = format!(
+    format!(
         "river-{}-{}-task-{id}",
         &status["ca_fingerprint"].as_str().unwrap()[..8],
         task["placement"]["node"].as_str().unwrap()
-    );
+    )
+}
+
+/// The pid of a task's container, from its name `river-<cluster>-<node>-task-<id>`.
+fn container_pid(cfg: &Path, id: &str) -> String {
+    let name = container_name(cfg, id);
     let o = Command::new("docker")
         .args(["inspect", "-f", "{{.State.Pid}}", &name])
         .output()

@@ -373,6 +373,39 @@ impl Runtime {
             .map_err(docker_err)
     }
 
+    /// Stops a container the way `docker stop` does: SIGTERM, then SIGKILL after `grace`.
+    pub async fn stop(&self, id: &str, grace: std::time::Duration) -> Result<()> {
+        let opts = bollard::query_parameters::StopContainerOptions {
+            t: Some(i32::try_from(grace.as_secs()).unwrap_or(i32::MAX)),
+            signal: None,
+        };
+        match self.docker.stop_container(id, Some(opts)).await {
+            // 304: it was not running.
+            Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 304, .. }) => Ok(()),
+            Err(e) => Err(docker_err(e)),
+        }
+    }
+
+    /// Gives a (stopped or running) container new cores and memory.
+    pub async fn update_limits(
+        &self,
+        id: &str,
+        cpuset_cpus: Option<String>,
+        cpuset_mems: Option<String>,
+        memory_bytes: Option<u64>,
+    ) -> Result<()> {
+        let memory = memory_bytes.map(|m| i64::try_from(m).unwrap_or(i64::MAX));
+        let body = bollard::models::ContainerUpdateBody {
+            cpuset_cpus,
+            cpuset_mems,
+            // No limit is 0 to the engine; swap follows memory as at creation (-1: unlimited).
+            memory: Some(memory.unwrap_or(0)),
+            memory_swap: Some(memory.unwrap_or(-1)),
+            ..Default::default()
+        };
+        self.docker.update_container(id, body).await.map_err(docker_err)
+    }
+
     pub async fn pause(&self, id: &str) -> Result<()> {
         self.docker.pause_container(id).await.map_err(docker_err)
     }
@@ -527,13 +560,36 @@ impl Runtime {
 
     /// Starts `cmd` in a running container, attached: its input and output are returned.
     pub async fn exec(&self, container: &str, cmd: Vec<String>, tty: bool) -> Result<Exec> {
+        let env = if tty {
+            vec!["TERM=xterm-256color".to_owned()]
+        } else {
+            Vec::new()
+        };
+        self.exec_as(
+            container,
+            ExecRequest {
+                cmd,
+                tty,
+                env,
+                user: None,
+                workdir: None,
+            },
+        )
+        .await
+    }
+
+    /// Starts a command in a running container as `req` says, attached.
+    pub async fn exec_as(&self, container: &str, req: ExecRequest) -> Result<Exec> {
+        let tty = req.tty;
         let opts = bollard::exec::CreateExecOptions {
             attach_stdin: Some(true),
             attach_stdout: Some(true),
             attach_stderr: Some(true),
             tty: Some(tty),
-            cmd: Some(cmd),
-            env: tty.then(|| vec!["TERM=xterm-256color".to_owned()]),
+            cmd: Some(req.cmd),
+            env: (!req.env.is_empty()).then_some(req.env),
+            user: req.user,
+            working_dir: req.workdir,
             ..Default::default()
         };
         let id = self.docker.create_exec(container, opts).await.map_err(docker_err)?.id;
@@ -597,6 +653,18 @@ fn log_item(
         Ok(bollard::container::LogOutput::StdIn { .. }) => None,
         Err(e) => Some(Err(docker_err(e))),
     }
+}
+
+/// A command to run in a container.
+#[derive(Debug, Clone, Default)]
+pub struct ExecRequest {
+    pub cmd: Vec<String>,
+    pub tty: bool,
+    /// `NAME=value`, on top of the container's own.
+    pub env: Vec<String>,
+    /// A user name or uid (the image's default when `None`).
+    pub user: Option<String>,
+    pub workdir: Option<String>,
 }
 
 /// A command started in a container: its id (to resize and to read its exit code), output and

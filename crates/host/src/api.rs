@@ -146,7 +146,16 @@ async fn task_signal(
         "kill" => Signal::Kill,
         "pause" => Signal::Pause,
         "resume" => Signal::Resume,
-        _ => return error(StatusCode::NOT_FOUND, "no such action; use kill, pause or resume"),
+        "stop" => Signal::Stop,
+        // VPSs: start a stopped one again, remove one with its disk.
+        "start" => return call(s, c, Request::VpsStart { id }).await,
+        "remove" => return call(s, c, Request::VpsRemove { id }).await,
+        _ => {
+            return error(
+                StatusCode::NOT_FOUND,
+                "no such action; use kill, pause or resume (and for a VPS stop, start or remove)",
+            )
+        }
     };
     call(s, c, Request::TaskSignal { id, signal }).await
 }

@@ -20,6 +20,7 @@ mod rpc;
 mod tasks;
 mod terminal;
 mod udp;
+mod vps;
 
 use anyhow::Context as _;
 use river_mesh::Endpoint;
@@ -54,6 +55,8 @@ pub(crate) struct Ctx {
     task_writes: std::sync::atomic::AtomicU64,
     /// The overlay network, when the config turns it on.
     overlay: Option<overlay::Overlay>,
+    /// Where each VPS's SSH host key comes from.
+    vps_keys: vps::HostKeys,
 }
 
 impl Ctx {
@@ -182,6 +185,7 @@ pub async fn start(cfg: HostConfig) -> anyhow::Result<RunningHost> {
     let admin_dir = init::admin_bundle(&cfg, &state, &advertised(&cfg, mesh_addr)).await?;
 
     let overlay = overlay::Overlay::open(&cfg, &state.store).await?;
+    let vps_keys = vps::HostKeys::open(&cfg.state_dir)?;
     let registry = registry::Registry::default();
     registry.load(&state.store.nodes().await?);
     let ctx = Arc::new(Ctx {
@@ -197,6 +201,7 @@ pub async fn start(cfg: HostConfig) -> anyhow::Result<RunningHost> {
         running: Default::default(),
         task_writes: Default::default(),
         overlay,
+        vps_keys,
     });
     envs::ensure_default(&ctx).await?;
     let mut serving = JoinSet::new();

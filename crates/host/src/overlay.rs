@@ -53,33 +53,13 @@ fn bad(kind: ErrorKind, message: impl Into<String>) -> Response {
     }
 }
 
-/// The HMAC key for reservation tokens: 32 random bytes in `state_dir/overlay.key` (0600), made
-/// on first use and kept, so tokens survive host restarts.
+/// The HMAC key for reservation tokens, in `state_dir/overlay.key`, kept so tokens survive host
+/// restarts.
 fn load_key(state_dir: &Path) -> anyhow::Result<ring::hmac::Key> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let path = state_dir.join("overlay.key");
-    let bytes = match std::fs::read(&path) {
-        Ok(b) if b.len() == 32 => b,
-        Ok(_) => anyhow::bail!(
-            "{} is not a 32-byte key; remove it to make a new one (outstanding reservation tokens stop working)",
-            path.display()
-        ),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let mut key = [0u8; 32];
-            rand::RngCore::fill_bytes(&mut rand::rng(), &mut key);
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&path)
-                .with_context(|| format!("creating {}", path.display()))?;
-            f.write_all(&key)?;
-            f.sync_all()?;
-            key.to_vec()
-        }
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-    };
+    let bytes = crate::vps::secret_file(
+        &state_dir.join("overlay.key"),
+        "outstanding reservation tokens stop working",
+    )?;
     Ok(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &bytes))
 }
 
@@ -360,12 +340,15 @@ fn off() -> Response {
 
 /// Addresses no new container may get: those of containers that have not ended, and reservations.
 pub(crate) async fn taken(ctx: &Ctx) -> anyhow::Result<BTreeSet<Ipv4Addr>> {
+    // Every task that has not ended keeps its address: a stopped VPS (its container keeps it) and
+    // one queued to start again (it asks for it back) as much as a running task.
     let mut taken: BTreeSet<Ipv4Addr> = ctx
         .store
-        .holding_tasks()
+        .unfinished_tasks()
         .await?
         .iter()
-        .filter_map(|t| t.placement.as_ref()?.ip.as_ref()?.parse().ok())
+        .filter_map(|t| t.placement.as_ref().and_then(|p| p.ip.as_ref()).or(t.spec.ip.as_ref()))
+        .filter_map(|ip| ip.parse().ok())
         .collect();
     let now = now_ms();
     for r in ctx.store.reservations().await? {

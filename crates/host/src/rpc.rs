@@ -49,6 +49,7 @@ pub(crate) fn authorize(caller: &Caller, req: &Request) -> Result<(), String> {
         Request::TaskList { .. } | Request::TaskShow { .. } => Role::Viewer,
         // Whose task it is is checked with the task in hand.
         Request::TaskSubmit(_) | Request::TaskSignal { .. } | Request::TaskLogs { .. } => Role::User,
+        Request::VpsStart { .. } | Request::VpsRemove { .. } | Request::VpsKeys { .. } => Role::User,
         Request::EnvList | Request::IpList | Request::Overlay => Role::Viewer,
         // Whose reservation it is is checked with it in hand.
         Request::IpReserve { .. } | Request::IpRelease { .. } => Role::User,
@@ -223,6 +224,9 @@ async fn act(ctx: &Ctx, caller: &Caller, req: Request) -> anyhow::Result<Respons
         Request::IpList => crate::overlay::list(ctx).await?,
         Request::IpRelease { ip } => crate::overlay::release(ctx, caller, &ip).await?,
         Request::Overlay => crate::overlay::view(ctx).await?,
+        Request::VpsStart { id } => crate::vps::start(ctx, caller, id).await?,
+        Request::VpsRemove { id } => crate::vps::remove(ctx, caller, id).await?,
+        Request::VpsKeys { id, add, remove } => crate::vps::keys(ctx, caller, id, add, remove).await?,
     })
 }
 

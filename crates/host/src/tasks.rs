@@ -97,6 +97,10 @@ pub(crate) fn view(ctx: &Ctx, t: TaskRecord) -> TaskView {
 }
 
 pub(crate) async fn submit(ctx: &Ctx, caller: &Caller, spec: TaskSpec) -> anyhow::Result<Response> {
+    let mut spec = spec;
+    if let Err(refusal) = crate::vps::prepare(&mut spec) {
+        return Ok(refusal);
+    }
     if spec.command.is_empty() {
         return Ok(err(
             ErrorKind::Invalid,
@@ -114,7 +118,6 @@ pub(crate) async fn submit(ctx: &Ctx, caller: &Caller, spec: TaskSpec) -> anyhow
             return Ok(err(ErrorKind::Forbidden, "privileged tasks need the operator role"));
         }
     }
-    let mut spec = spec;
     if spec.no_container {
         if !spec.image.trim().is_empty() || spec.environment.is_some() {
             return Ok(err(
@@ -399,6 +402,10 @@ pub(crate) async fn on_report(
         }
         ctx.save_task(&t).await?;
         tracing::info!(task = id, %node, state = to.as_str(), "task state");
+        if !to.holds_resources() {
+            // A stopped VPS's cores are free for others.
+            ctx.kick.notify_one();
+        }
         if to.is_final() {
             if to != TaskState::Completed {
                 crate::groups::member_failed(ctx, &t).await?;
@@ -438,7 +445,22 @@ pub(crate) async fn signal(ctx: &Ctx, caller: &Caller, id: u64, signal: Signal) 
         Signal::Kill => TaskState::Killed,
         Signal::Pause => TaskState::Paused,
         Signal::Resume => TaskState::Running,
+        Signal::Stop if t.spec.vps.is_none() => {
+            return Ok(err(
+                ErrorKind::Invalid,
+                format!("task {id} is not a VPS: only a VPS is stopped and kept (`river task kill` ends a task)"),
+            ))
+        }
+        // A queued VPS has nothing to stop: it is cancelled like a task.
+        Signal::Stop if state == TaskState::Queued => TaskState::Killed,
+        Signal::Stop => TaskState::Stopped,
     };
+    if state == TaskState::Stopped {
+        return Ok(err(
+            ErrorKind::Conflict,
+            format!("VPS {id} is stopped; `river vps start {id}` starts it, `river vps rm {id}` removes it"),
+        ));
+    }
     if let Err(e) = transition(state, wanted) {
         return Ok(err(ErrorKind::Conflict, format!("task {id}: {e}")));
     }

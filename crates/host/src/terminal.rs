@@ -84,6 +84,28 @@ pub(crate) async fn forward(
     let Some(req) = recv_msg::<ForwardOpen>(recv).await? else {
         return Ok(());
     };
+    // Port 22 of a VPS is the SSH server its runner keeps for it.
+    let vps_ssh = match ctx.task_for_stream(req.task).await {
+        Ok(Some(t)) if !req.udp => crate::vps::ssh_route(ctx, &t, req.port),
+        _ => None,
+    };
+    if let Some(serve) = vps_ssh {
+        let opened = open_to_runner(
+            ctx,
+            caller,
+            req.task,
+            send,
+            StreamKind::Ssh,
+            &serve,
+            ForwardReply::Refused,
+        )
+        .await?;
+        let Some((_, mut to_runner, mut from_runner)) = opened else {
+            return Ok(());
+        };
+        tracing::debug!(who = %caller.actor(), task = req.task, "ssh to a VPS");
+        return both_ways(send, recv, &mut to_runner, &mut from_runner).await;
+    }
     let opened = open_to_runner(
         ctx,
         caller,

@@ -42,6 +42,9 @@ pub enum StreamKind {
     Terminal = 8,
     /// User → host → runner: one forwarded TCP connection into a task (see `msg::ForwardOpen`).
     Forward = 9,
+    /// Host → runner: an SSH connection to a VPS, served by the runner itself (see
+    /// `msg::SshServe`). Users reach it through a `Forward` stream to the VPS's port 22.
+    Ssh = 10,
 }
 
 impl StreamKind {
@@ -56,6 +59,7 @@ impl StreamKind {
             7 => Self::Export,
             8 => Self::Terminal,
             9 => Self::Forward,
+            10 => Self::Ssh,
             _ => return None,
         })
     }
@@ -184,6 +188,7 @@ mod tests {
             StreamKind::Export,
             StreamKind::Terminal,
             StreamKind::Forward,
+            StreamKind::Ssh,
         ] {
             let h = StreamHeader::new(kind);
             assert_eq!(StreamHeader::decode(h.encode()), Ok(h));

@@ -220,6 +220,21 @@ pub enum Request {
     },
     /// The overlay: subnets, peers and each node's last reconcile.
     Overlay,
+    /// Start a stopped VPS again, on its node (its container and disk as they were).
+    VpsStart {
+        id: u64,
+    },
+    /// Remove a VPS: its container and disk go; the record stays.
+    VpsRemove {
+        id: u64,
+    },
+    /// Change the SSH keys a VPS accepts (OpenSSH `authorized_keys` lines); takes effect at the
+    /// next connection.
+    VpsKeys {
+        id: u64,
+        add: Vec<String>,
+        remove: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -535,6 +550,20 @@ pub struct TaskSpec {
     /// Set by the host: this member's rank in its group (its batch).
     #[serde(default)]
     pub rank: Option<u32>,
+    /// A VPS: a persistent container that is stopped and started rather than ended, reached
+    /// over SSH.
+    #[serde(default)]
+    pub vps: Option<VpsSpec>,
+}
+
+/// What makes a task a VPS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VpsSpec {
+    /// OpenSSH public keys (`authorized_keys` lines) that may log in.
+    pub ssh_keys: Vec<String>,
+    /// SSH is served by the image's own sshd on port 22 instead of by the runner.
+    #[serde(default)]
+    pub image_sshd: bool,
 }
 
 /// A secret carried in a message (a reservation token): serialized as the plain string, never
@@ -584,6 +613,7 @@ impl TaskSpec {
             nodes: None,
             group: false,
             rank: None,
+            vps: None,
         }
     }
 }
@@ -625,6 +655,8 @@ pub enum Signal {
     Kill,
     Pause,
     Resume,
+    /// A VPS: stop its container and keep it, to start again later.
+    Stop,
 }
 
 /// Host → runner, on the session's `Control` stream after the welcome.
@@ -641,6 +673,10 @@ pub enum HostMsg {
     },
     /// Build (or repair) this node's part of the overlay as described.
     Overlay(Box<OverlayConfig>),
+    /// A VPS is removed: its container goes, running or not.
+    Remove {
+        id: u64,
+    },
 }
 
 /// Runner → host, on the session's `Control` stream after the hello.
@@ -786,6 +822,17 @@ pub enum ForwardReply {
     Ok,
     /// Why not, in words for the user (refused by the host, or by the port inside the task).
     Refused(String),
+}
+
+/// First frame of an `Ssh` stream, host → runner: serve SSH for VPS `task` on this stream. The
+/// runner answers with a [`ForwardReply`], then speaks SSH (as the server) on the stream's bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SshServe {
+    pub task: u64,
+    /// The public keys that may log in, as the host has them now.
+    pub keys: Vec<String>,
+    /// The VPS's host key, an Ed25519 seed (hex), the same wherever the VPS runs.
+    pub host_key: Secret,
 }
 
 /// Host → runner on a `Logs` stream: one request, then the runner sends the bytes and finishes.

@@ -53,6 +53,8 @@ pub(crate) struct Executor {
     reports: mpsc::UnboundedSender<RunnerMsg>,
     /// Tasks a user asked to kill, so their end reads `killed`, not `failed`.
     kills: Mutex<HashSet<u64>>,
+    /// VPSs a user asked to stop or remove, so their end is reported as that.
+    vps_ends: Mutex<std::collections::HashMap<u64, VpsEnd>>,
     /// Containers' first processes (pid, start time), so a forwarded connection does not ask the
     /// engine each time; the start time tells a reused pid from the container's.
     pids: Mutex<std::collections::HashMap<u64, (i64, u64)>>,
@@ -72,9 +74,27 @@ pub(crate) struct Executor {
 impl Executor {
     /// `river-<cluster>-<node>-task-<id>`: unique per engine even when several runners or
     /// clusters share it.
-    fn container_name(&self, id: u64) -> String {
+    pub(crate) fn container_name(&self, id: u64) -> String {
         format!("river-{}-{}-task-{id}", self.cluster, self.node)
     }
+}
+
+/// Why a VPS's container stopped, when a user asked for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum VpsEnd {
+    Stop,
+    Remove,
+}
+
+/// How long a stopping VPS gets between SIGTERM and SIGKILL.
+const VPS_STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A river container on this node.
+struct Mine {
+    task: u64,
+    id: String,
+    /// A VPS: its container is kept when it stops.
+    vps: bool,
 }
 
 fn cpuset(ids: &[u32]) -> String {
@@ -102,6 +122,7 @@ impl Executor {
             runtime: OnceCell::new(),
             reports,
             kills: Mutex::new(HashSet::new()),
+            vps_ends: Mutex::default(),
             pids: Mutex::default(),
             stop,
         }
@@ -259,14 +280,20 @@ impl Executor {
             .collect()
     }
 
-    /// This node's river containers: (task id, container id).
-    async fn containers(&self, rt: &Runtime) -> Vec<(u64, String)> {
+    /// This node's river containers.
+    async fn containers(&self, rt: &Runtime) -> Vec<Mine> {
         let mine = format!("river.cluster={}", self.cluster);
         match rt.list(&mine).await {
             Ok(found) => found
                 .into_iter()
                 .filter(|c| c.labels.get("river.node") == Some(&self.node))
-                .filter_map(|c| Some((c.labels.get("river.task")?.parse().ok()?, c.id)))
+                .filter_map(|c| {
+                    Some(Mine {
+                        task: c.labels.get("river.task")?.parse().ok()?,
+                        vps: c.labels.contains_key("river.vps"),
+                        id: c.id,
+                    })
+                })
                 .collect(),
             Err(e) => {
                 tracing::warn!("listing containers: {e}");
@@ -281,13 +308,15 @@ impl Executor {
         self.adopt_processes();
         let Ok(rt) = self.runtime().await else { return };
         let recorded: HashSet<u64> = self.recorded().iter().map(|r| r.id).collect();
-        for (id, cid) in self.containers(rt).await {
+        for Mine { task: id, id: cid, vps } in self.containers(rt).await {
             match rt.status(&cid).await {
                 Ok(st) if st.exit.is_none() => {
-                    tracing::info!(task = id, "re-adopted a running task");
+                    tracing::info!(task = id, vps, "re-adopted a running task");
                     let me = self.clone();
-                    self.spawn(async move { me.watch(id, cid, None).await });
+                    self.spawn(async move { me.watch(id, cid, None, vps).await });
                 }
+                // A stopped VPS keeps its container; the snapshot tells the host it is stopped.
+                Ok(_) if vps => {}
                 Ok(st) => {
                     if !recorded.contains(&id) {
                         // Its output, all of it, before the container goes.
@@ -319,7 +348,7 @@ impl Executor {
             cg.kill_all();
         }
         let Ok(rt) = self.runtime().await else { return };
-        for (id, cid) in self.containers(rt).await {
+        for Mine { task: id, id: cid, .. } in self.containers(rt).await {
             tracing::info!(
                 task = id,
                 "removing the container of a task of a node that left the cluster"
@@ -334,7 +363,7 @@ impl Executor {
         let done: HashSet<u64> = out.iter().map(|r| r.id).collect();
         out.extend(self.process_reports().into_iter().filter(|r| !done.contains(&r.id)));
         if let Ok(rt) = self.runtime().await {
-            for (id, cid) in self.containers(rt).await {
+            for Mine { task: id, id: cid, vps } in self.containers(rt).await {
                 if done.contains(&id) {
                     continue;
                 }
@@ -344,13 +373,21 @@ impl Executor {
                     } else {
                         TaskState::Running
                     };
-                    if st.exit.is_none() {
-                        out.push(TaskReport {
+                    match st.exit {
+                        None => out.push(TaskReport {
                             id,
                             state: state.as_str().into(),
                             exit_code: None,
                             message: None,
-                        });
+                        }),
+                        // A VPS stopped while the host could not hear: it is kept, stopped.
+                        Some(exit) if vps => out.push(TaskReport {
+                            id,
+                            state: TaskState::Stopped.as_str().into(),
+                            exit_code: Some(exit.code),
+                            message: Some(vps_stopped_message(None, &exit)),
+                        }),
+                        Some(_) => {}
                     }
                 }
             }
@@ -374,6 +411,9 @@ impl Executor {
                 self.spawn(async move { me.signal(id, signal).await });
             }
             HostMsg::Overlay(cfg) => self.overlay.announce(self, &cfg),
+            HostMsg::Remove { id } => {
+                self.spawn(async move { me.remove_vps(id).await });
+            }
         }
     }
 
@@ -442,11 +482,15 @@ impl Executor {
                 p.gpus.iter().map(u32::to_string).collect()
             },
             mounts: self.mounts(spec)?,
-            labels: BTreeMap::from([
-                ("river.task".into(), id.to_string()),
-                ("river.node".into(), self.node.clone()),
-                ("river.cluster".into(), self.cluster.clone()),
-            ]),
+            labels: BTreeMap::from_iter(
+                [
+                    ("river.task".to_owned(), id.to_string()),
+                    ("river.node".to_owned(), self.node.clone()),
+                    ("river.cluster".to_owned(), self.cluster.clone()),
+                ]
+                .into_iter()
+                .chain(spec.vps.is_some().then(|| ("river.vps".to_owned(), "1".to_owned()))),
+            ),
             // The host allowed it: the cluster permits it and the submitter is an operator.
             privileged: spec.privileged,
             network: p.ip.as_ref().map(|ip| (crate::overlay::NETWORK.to_owned(), ip.clone())),
@@ -487,6 +531,24 @@ impl Executor {
                 return self.report(id, TaskState::Failed, None, Some(format!("node {}: {why}", self.node)));
             }
         }
+        let vps = spec.vps.is_some();
+        if vps {
+            match self.restart_vps(rt, &cspec).await {
+                Ok(Some(cid)) => {
+                    self.report(id, TaskState::Running, None, None);
+                    return self.watch(id, cid, Some(placement.memory_bytes), true).await;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    return self.report(
+                        id,
+                        TaskState::Stopped,
+                        None,
+                        Some(format!("could not start again on {}: {e}", self.node)),
+                    )
+                }
+            }
+        }
         let _ = rt.remove(&cspec.name).await;
         let started = async {
             let cid = rt.create(&cspec).await?;
@@ -507,11 +569,54 @@ impl Executor {
             }
         };
         self.report(id, TaskState::Running, None, None);
-        self.watch(id, cid, Some(placement.memory_bytes)).await;
+        self.watch(id, cid, Some(placement.memory_bytes), vps).await;
     }
 
-    /// Follows a started container to its end: output to files, then the report, then removal.
-    async fn watch(&self, id: u64, cid: String, memory: Option<u64>) {
+    /// Starts a VPS's existing container again with its new cores and memory (its files as they
+    /// were). `None`: there is no container to start (a first start, or it was lost).
+    async fn restart_vps(
+        &self,
+        rt: &Runtime,
+        cspec: &ContainerSpec,
+    ) -> Result<Option<String>, river_docker::RuntimeError> {
+        let Ok(st) = rt.status(&cspec.name).await else {
+            return Ok(None);
+        };
+        if st.exit.is_some() || !st.running {
+            rt.update_limits(
+                &cspec.name,
+                cspec.cpuset_cpus.clone(),
+                cspec.cpuset_mems.clone(),
+                cspec.memory_bytes,
+            )
+            .await?;
+            rt.start(&cspec.name).await?;
+        }
+        Ok(Some(cspec.name.clone()))
+    }
+
+    /// Removes a VPS's container, running or not.
+    async fn remove_vps(self: Arc<Self>, id: u64) {
+        let Ok(rt) = self.runtime().await else { return };
+        let name = self.container_name(id);
+        let running = rt.status(&name).await.is_ok_and(|s| s.exit.is_none());
+        if running {
+            // Its watcher reports the end.
+            if let Ok(mut e) = self.vps_ends.lock() {
+                e.insert(id, VpsEnd::Remove);
+            }
+        }
+        if let Err(e) = rt.remove(&name).await {
+            tracing::warn!(task = id, "removing a VPS: {e}");
+        }
+        if !running {
+            self.report(id, TaskState::Killed, None, Some("removed".into()));
+        }
+    }
+
+    /// Follows a started container to its end: output to files, then the report, then removal (a
+    /// VPS's container is kept, stopped, unless it is being removed).
+    async fn watch(&self, id: u64, cid: String, memory: Option<u64>, vps: bool) {
         let Ok(rt) = self.runtime().await else { return };
         // Output and end together, so both stop if the runner does.
         let (exit, _) = tokio::join!(
@@ -521,6 +626,31 @@ impl Executor {
         let killed = self.kills.lock().map(|mut k| k.remove(&id)).unwrap_or(false);
         if let Ok(mut p) = self.pids.lock() {
             p.remove(&id);
+        }
+        if vps {
+            let asked = self.vps_ends.lock().ok().and_then(|mut e| e.remove(&id));
+            match (asked, exit) {
+                (Some(VpsEnd::Remove), _) => {
+                    self.report(id, TaskState::Killed, None, Some("removed".into()));
+                    let _ = rt.remove(&cid).await;
+                }
+                (asked, Ok(exit)) => {
+                    let why = match asked {
+                        Some(_) => Some("stopped by its owner"),
+                        None if killed => Some("killed by its owner"),
+                        None => None,
+                    };
+                    let message = vps_stopped_message(why, &exit);
+                    self.report(id, TaskState::Stopped, Some(exit.code), Some(message));
+                }
+                (_, Err(e)) => self.report(
+                    id,
+                    TaskState::Stopped,
+                    None,
+                    Some(format!("lost track of the container: {e}")),
+                ),
+            }
+            return;
         }
         match exit {
             Ok(exit) => {
@@ -558,6 +688,12 @@ impl Executor {
                 .resume(&name)
                 .await
                 .map(|()| self.report(id, TaskState::Running, None, None)),
+            Signal::Stop => {
+                if let Ok(mut e) = self.vps_ends.lock() {
+                    e.insert(id, VpsEnd::Stop);
+                }
+                rt.stop(&name, VPS_STOP_GRACE).await
+            }
         };
         if let Err(e) = result {
             tracing::warn!(task = id, "{signal:?}: {e}");
@@ -598,6 +734,18 @@ impl Executor {
             .join(if stderr { "stderr.log" } else { "stdout.log" });
         out.write_all(&tokio::fs::read(file).await.unwrap_or_default()).await?;
         Ok(())
+    }
+}
+
+/// What a stopped VPS's record says about why.
+fn vps_stopped_message(why: Option<&str>, exit: &river_docker::Exit) -> String {
+    match why {
+        Some(why) => format!("{why}; its container and files are kept"),
+        None if exit.oom_killed => "killed by the kernel for exceeding its memory limit; its files are kept".to_owned(),
+        None => format!(
+            "its main process exited with code {}; its container and files are kept",
+            exit.code
+        ),
     }
 }
 

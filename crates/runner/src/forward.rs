@@ -118,8 +118,14 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connects to `port` on the loopback of the network namespace of process `pid` (the node's own
 /// when `None`).
 pub(crate) async fn connect_in(pid: Option<i64>, port: u16) -> std::io::Result<tokio::net::TcpStream> {
+    connect_to_in(pid, SocketAddr::from((Ipv4Addr::LOCALHOST, port))).await
+}
+
+/// Connects to `addr` from inside the network namespace of process `pid` (the node's own when
+/// `None`).
+pub(crate) async fn connect_to_in(pid: Option<i64>, addr: SocketAddr) -> std::io::Result<tokio::net::TcpStream> {
     let s = in_netns(pid, move || {
-        let s = TcpStream::connect_timeout(&SocketAddr::from((Ipv4Addr::LOCALHOST, port)), CONNECT_TIMEOUT)?;
+        let s = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
         s.set_nonblocking(true)?;
         Ok(s)
     })

@@ -14,6 +14,7 @@ mod images;
 mod overlay;
 mod renew;
 mod session;
+mod ssh;
 mod terminal;
 
 use anyhow::{bail, Context as _};

@@ -187,6 +187,12 @@ async fn host_stream(
                 }
                 return Ok(());
             }
+            StreamKind::Ssh => {
+                if let Some(req) = recv_msg::<river_proto::msg::SshServe>(&mut recv).await? {
+                    crate::ssh::serve(exec, req, send, recv).await;
+                }
+                return Ok(());
+            }
             StreamKind::Terminal => {
                 if let Some(req) = recv_msg::<river_proto::msg::TerminalOpen>(&mut recv).await? {
                     exec.terminal(req, &mut send, &mut recv).await?;

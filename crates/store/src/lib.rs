@@ -625,13 +625,16 @@ impl Store {
         rows.iter().map(task_from_row).collect()
     }
 
-    /// Writes a task's mutable fields.
+    /// Writes a task's mutable fields (a VPS's spec and target change: its keys, its node).
     pub async fn update_task(&self, t: &TaskRecord) -> Result<()> {
         let id = i64::try_from(t.id).map_err(|_| StoreError::Corrupt(format!("task id {}", t.id)))?;
         sqlx::query(
-            "UPDATE tasks SET state = ?, placement_json = ?, exit_code = ?, message = ?, started_at_ms = ?, finished_at_ms = ?
+            "UPDATE tasks SET spec_json = ?, target = ?, state = ?, placement_json = ?, exit_code = ?, message = ?,
+             started_at_ms = ?, finished_at_ms = ?
              WHERE id = ?",
         )
+        .bind(json(&t.spec)?)
+        .bind(&t.target)
         .bind(&t.state)
         .bind(t.placement.as_ref().map(json).transpose()?)
         .bind(t.exit_code)

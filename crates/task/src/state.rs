@@ -21,6 +21,9 @@ pub enum TaskState {
     Oom,
     /// Its node went offline; it may come back.
     Lost,
+    /// A VPS whose container is stopped and kept on its node: it holds no resources and can be
+    /// started again (back through the queue, to the same node).
+    Stopped,
 }
 
 impl TaskState {
@@ -45,6 +48,7 @@ impl TaskState {
             Self::Killed => "killed",
             Self::Oom => "oom",
             Self::Lost => "lost",
+            Self::Stopped => "stopped",
         }
     }
 }
@@ -53,10 +57,10 @@ impl std::str::FromStr for TaskState {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         use TaskState::*;
-        [Queued, Assigned, Running, Paused, Completed, Failed, Killed, Oom, Lost]
+        [Queued, Assigned, Running, Paused, Completed, Failed, Killed, Oom, Lost, Stopped]
             .into_iter()
             .find(|t| t.as_str() == s)
-            .ok_or_else(|| format!("unknown task state {s:?}; use queued, assigned, running, paused, completed, failed, killed, oom or lost"))
+            .ok_or_else(|| format!("unknown task state {s:?}; use queued, assigned, running, paused, completed, failed, killed, oom, lost or stopped"))
     }
 }
 
@@ -73,11 +77,13 @@ pub fn transition(from: TaskState, to: TaskState) -> Result<TaskState, InvalidTr
     let ok = match from {
         Queued => matches!(to, Assigned | Killed),
         // Back to the queue when the runner could not take it after all (resources raced).
-        Assigned => matches!(to, Queued | Running | Failed | Killed | Oom | Lost),
-        Running => matches!(to, Paused | Completed | Failed | Killed | Oom | Lost),
-        Paused => matches!(to, Running | Killed | Failed | Lost),
+        Assigned => matches!(to, Queued | Running | Failed | Killed | Oom | Lost | Stopped),
+        Running => matches!(to, Paused | Completed | Failed | Killed | Oom | Lost | Stopped),
+        Paused => matches!(to, Running | Killed | Failed | Lost | Stopped),
         // The node came back: with the task still running or paused, or with how it ended.
-        Lost => matches!(to, Running | Paused | Completed | Failed | Killed | Oom),
+        Lost => matches!(to, Running | Paused | Completed | Failed | Killed | Oom | Stopped),
+        // Started again (queued for its node), or removed.
+        Stopped => matches!(to, Queued | Killed | Failed),
         Completed | Failed | Killed | Oom => false,
     };
     if ok {
@@ -106,7 +112,9 @@ mod tests {
     use super::TaskState::*;
     use super::*;
 
-    const ALL: [TaskState; 9] = [Queued, Assigned, Running, Paused, Completed, Failed, Killed, Oom, Lost];
+    const ALL: [TaskState; 10] = [
+        Queued, Assigned, Running, Paused, Completed, Failed, Killed, Oom, Lost, Stopped,
+    ];
 
     #[test]
     fn names_round_trip() {
@@ -154,6 +162,19 @@ mod tests {
         assert_eq!(exit_state(137, false, true), Killed);
         assert_eq!(exit_state(0, false, false), Completed);
         assert_eq!(exit_state(1, false, false), Failed);
+    }
+
+    #[test]
+    fn a_vps_stops_and_starts_again_without_holding_resources() {
+        let path = [
+            Queued, Assigned, Running, Stopped, Queued, Assigned, Running, Paused, Stopped, Killed,
+        ];
+        for w in path.windows(2) {
+            assert_eq!(transition(w[0], w[1]), Ok(w[1]), "{:?} -> {:?}", w[0], w[1]);
+        }
+        assert!(!Stopped.is_final() && !Stopped.holds_resources());
+        assert!(transition(Stopped, Running).is_err(), "a start goes through the queue");
+        assert!(transition(Lost, Stopped).is_ok(), "stopped while its node was away");
     }
 
     #[test]

@@ -55,7 +55,7 @@ async fn signal(dir: &Path, id: u64, signal: Signal) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn parse_spec(a: SubmitArgs) -> anyhow::Result<TaskSpec> {
+pub(crate) fn parse_spec(a: SubmitArgs) -> anyhow::Result<TaskSpec> {
     // Parse at the edge, so mistakes are reported before anything is sent.
     for t in &a.targets {
         river_task::target::Target::parse(t).map_err(|e| anyhow::anyhow!(e))?;
@@ -120,6 +120,7 @@ fn parse_spec(a: SubmitArgs) -> anyhow::Result<TaskSpec> {
         nodes: a.nodes,
         group: a.group,
         rank: None,
+        vps: None,
     })
 }
 
@@ -196,7 +197,7 @@ fn plural(n: usize) -> String {
     }
 }
 
-fn list(tasks: &[TaskView]) {
+pub(crate) fn list(tasks: &[TaskView]) {
     if tasks.is_empty() {
         println!("no tasks");
         return;
@@ -222,7 +223,7 @@ fn list(tasks: &[TaskView]) {
     );
 }
 
-fn detail(t: &TaskView) {
+pub(crate) fn detail(t: &TaskView) {
     println!(
         "task:      {}{}",
         t.id,
@@ -247,6 +248,18 @@ fn detail(t: &TaskView) {
         println!("node:      {} (cores {:?}{numa}, GPUs {:?})", p.node, p.cores, p.gpus);
         if let Some(ip) = &p.ip {
             println!("address:   {ip} (overlay)");
+        }
+    }
+    if let Some(vps) = &t.spec.vps {
+        if vps.image_sshd {
+            println!("ssh:       the image's own sshd (port 22)");
+        } else {
+            println!(
+                "ssh:       river ssh {} ({} key(s); `river vps keys list {}`)",
+                t.id,
+                vps.ssh_keys.len(),
+                t.id
+            );
         }
     }
     if let Some(rank) = t.spec.rank {

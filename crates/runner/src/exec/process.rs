@@ -218,6 +218,8 @@ impl Executor {
             Signal::Resume => cg
                 .freeze(false)
                 .map(|()| self.report(id, TaskState::Running, None, None)),
+            // Only VPSs stop, and a VPS is a container (the host refuses the rest).
+            Signal::Stop => Ok(()),
         };
         if let Err(e) = result {
             tracing::warn!(task = id, "{signal:?}: {e}");

@@ -1,0 +1,243 @@
+//! `river vps …`: a VPS is a task the host keeps (stopped and started rather than ended) and
+//! whose SSH river serves; see `host/src/vps.rs`.
+
+use crate::args::{Output, SubmitArgs, VpsCmd, VpsCreateArgs, VpsKeysCmd};
+use crate::client::{once, Client};
+use crate::output::show;
+use anyhow::{bail, Context as _};
+use river_proto::msg::{Request, Response, Signal, TaskView, VpsSpec};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub async fn run(cmd: VpsCmd, dir: &Path, output: Output) -> anyhow::Result<()> {
+    match cmd {
+        VpsCmd::Create(a) => create(*a, dir, output).await,
+        VpsCmd::List { all } => {
+            let Response::Tasks(tasks) = once(
+                dir,
+                Request::TaskList {
+                    state: None,
+                    node: None,
+                },
+            )
+            .await?
+            else {
+                bail!("unexpected answer")
+            };
+            let vpss: Vec<TaskView> = tasks
+                .into_iter()
+                .filter(|t| t.spec.vps.is_some())
+                .filter(|t| all || !matches!(t.state.as_str(), "completed" | "failed" | "killed" | "oom"))
+                .collect();
+            show(output, &vpss, |v| crate::cmd::task::list(v))
+        }
+        VpsCmd::Status { id } => {
+            let t = vps(dir, id).await?;
+            show(output, &t, crate::cmd::task::detail)
+        }
+        VpsCmd::Stop { id } => signal(dir, id, Signal::Stop).await,
+        VpsCmd::Pause { id } => signal(dir, id, Signal::Pause).await,
+        VpsCmd::Resume { id } => signal(dir, id, Signal::Resume).await,
+        VpsCmd::Start { id, wait } => {
+            done(once(dir, Request::VpsStart { id }).await?)?;
+            if wait {
+                wait_for(dir, id, "running").await?;
+            }
+            Ok(())
+        }
+        VpsCmd::Restart { id } => {
+            signal(dir, id, Signal::Stop).await?;
+            wait_for(dir, id, "stopped").await?;
+            done(once(dir, Request::VpsStart { id }).await?)?;
+            wait_for(dir, id, "running").await
+        }
+        VpsCmd::Rm { id } => done(once(dir, Request::VpsRemove { id }).await?),
+        VpsCmd::Keys(VpsKeysCmd::Add { id, file }) => {
+            let keys = read_keys(&file)?;
+            let t = keys_changed(
+                once(
+                    dir,
+                    Request::VpsKeys {
+                        id,
+                        add: keys,
+                        remove: Vec::new(),
+                    },
+                )
+                .await?,
+            )?;
+            eprintln!("VPS {id} accepts {} key(s)", count(&t));
+            Ok(())
+        }
+        VpsCmd::Keys(VpsKeysCmd::Rm { id, key }) => {
+            // A file's keys, or the text given (a key or its comment).
+            let remove = match std::fs::metadata(&key) {
+                Ok(m) if m.is_file() => read_keys(Path::new(&key))?,
+                _ => vec![key],
+            };
+            let t = keys_changed(
+                once(
+                    dir,
+                    Request::VpsKeys {
+                        id,
+                        add: Vec::new(),
+                        remove,
+                    },
+                )
+                .await?,
+            )?;
+            eprintln!("VPS {id} accepts {} key(s)", count(&t));
+            Ok(())
+        }
+        VpsCmd::Keys(VpsKeysCmd::List { id }) => {
+            let t = vps(dir, id).await?;
+            let keys = t.spec.vps.map(|v| v.ssh_keys).unwrap_or_default();
+            show(output, &keys, |keys| {
+                for k in keys {
+                    println!("{k}");
+                }
+            })
+        }
+    }
+}
+
+fn count(t: &TaskView) -> usize {
+    t.spec.vps.as_ref().map_or(0, |v| v.ssh_keys.len())
+}
+
+fn done(r: Response) -> anyhow::Result<()> {
+    let Response::Done { message } = r else {
+        bail!("unexpected answer")
+    };
+    println!("{message}");
+    Ok(())
+}
+
+fn keys_changed(r: Response) -> anyhow::Result<TaskView> {
+    let Response::Task(t) = r else {
+        bail!("unexpected answer")
+    };
+    Ok(*t)
+}
+
+async fn signal(dir: &Path, id: u64, signal: Signal) -> anyhow::Result<()> {
+    vps(dir, id).await?;
+    done(once(dir, Request::TaskSignal { id, signal }).await?)
+}
+
+/// VPS `id`, or an error if it is a task.
+async fn vps(dir: &Path, id: u64) -> anyhow::Result<TaskView> {
+    let Response::Task(t) = once(dir, Request::TaskShow { id }).await? else {
+        bail!("unexpected answer")
+    };
+    if t.spec.vps.is_none() {
+        bail!("task {id} is not a VPS; `river task …` manages it");
+    }
+    Ok(*t)
+}
+
+/// The keys in an OpenSSH public key file (one per line; blank lines and comments skipped).
+fn read_keys(file: &Path) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let keys: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_owned)
+        .collect();
+    if keys.is_empty() {
+        bail!("{} has no public key in it", file.display());
+    }
+    if keys.iter().any(|k| k.contains("PRIVATE KEY")) {
+        bail!("{} is a private key; give the .pub file", file.display());
+    }
+    Ok(keys)
+}
+
+/// The user's default public key: `~/.ssh/id_ed25519.pub`, else `~/.ssh/id_rsa.pub`.
+fn default_key() -> Option<PathBuf> {
+    let home = PathBuf::from(std::env::var_os("HOME")?);
+    ["id_ed25519.pub", "id_rsa.pub"]
+        .into_iter()
+        .map(|f| home.join(".ssh").join(f))
+        .find(|p| p.is_file())
+}
+
+async fn create(a: VpsCreateArgs, dir: &Path, output: Output) -> anyhow::Result<()> {
+    let key_files = if !a.ssh_keys.is_empty() {
+        a.ssh_keys.clone()
+    } else if a.image_sshd {
+        Vec::new()
+    } else {
+        vec![default_key().context(
+            "no SSH public key to let you in: give one with --ssh-key FILE, or make one with `ssh-keygen -t ed25519`",
+        )?]
+    };
+    let mut ssh_keys = Vec::new();
+    for f in &key_files {
+        ssh_keys.extend(read_keys(f)?);
+    }
+    let wait = a.wait;
+    let mut spec = crate::cmd::task::parse_spec(SubmitArgs {
+        targets: a.target.into_iter().collect(),
+        cores: a.cores,
+        memory: a.memory,
+        gpus: a.gpus,
+        environment: a.environment,
+        image: a.image,
+        no_container: false,
+        env: a.env,
+        mounts: a.mounts,
+        workdir: None,
+        name: a.name,
+        privileged: false,
+        network: a.network,
+        ip_token: a.ip_token,
+        nodes: None,
+        group: false,
+        wait: false,
+        command: a.command,
+    })?;
+    spec.vps = Some(VpsSpec {
+        ssh_keys,
+        image_sshd: a.image_sshd,
+    });
+    let Response::TaskSubmitted { ids, .. } = once(dir, Request::TaskSubmit(spec)).await? else {
+        bail!("unexpected answer")
+    };
+    let id = ids[0];
+    if wait {
+        wait_for(dir, id, "running").await?;
+    }
+    show(output, &serde_json::json!({ "id": id }), |_| {
+        println!("{id}");
+        eprintln!("created VPS {id}; `river ssh {id}` logs in once it runs (`river vps status {id}`)");
+    })
+}
+
+/// Waits until VPS `id` is in `state`; an error if it ends up anywhere else for good.
+async fn wait_for(dir: &Path, id: u64, state: &str) -> anyhow::Result<()> {
+    let client = Client::connect(dir).await?;
+    let mut progress = crate::output::Progress::new("fetching the environment");
+    loop {
+        let Response::Task(t) = client.call(Request::TaskShow { id }).await? else {
+            bail!("unexpected answer")
+        };
+        if t.state == state {
+            progress.clear();
+            break;
+        }
+        let passing = matches!(t.state.as_str(), "queued" | "assigned" | "lost" | "running" | "paused");
+        if !passing {
+            progress.clear();
+            bail!(
+                "VPS {id} is {}{}",
+                t.state,
+                t.message.map(|m| format!(": {m}")).unwrap_or_default()
+            );
+        }
+        progress.show(t.fetch);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    client.close().await;
+    Ok(())
+}

@@ -1,0 +1,404 @@
+//! VPSs on the host. A VPS is a task whose spec carries [`VpsSpec`]: it is placed, queued and
+//! limited like any task, but its container is stopped and kept rather than ended, started again
+//! on its node, and reached over SSH served by its runner (no sshd in the image). This module
+//! checks a VPS at creation, starts and removes VPSs, changes their keys, and turns a user's
+//! forward to a VPS's port 22 into an `Ssh` stream to the runner carrying the keys and the VPS's
+//! host key. The host key is derived here from a secret in the state directory, so it is the same
+//! on whichever node the VPS runs and `known_hosts` never complains.
+
+use crate::clock::now_ms;
+use crate::mesh::Caller;
+use crate::tasks::{err, may_touch, state_of};
+use crate::Ctx;
+use anyhow::Context as _;
+use base64::Engine as _;
+use river_proto::msg::{ErrorKind, HostMsg, Response, Secret, SshServe, TaskSpec};
+use river_store::TaskRecord;
+use river_task::state::TaskState;
+use std::path::Path;
+
+/// What a VPS runs when the user gives no command: nothing but staying up, on any image with a
+/// POSIX shell (busybox included), and a clean exit when stopped.
+pub(crate) fn keepalive() -> Vec<String> {
+    [
+        "/bin/sh",
+        "-c",
+        "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+/// 32 random bytes kept in `path` (0600), made on first use. `consequence` says what removing the
+/// file would break, for the error on a damaged one.
+pub(crate) fn secret_file(path: &Path, consequence: &str) -> anyhow::Result<Vec<u8>> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    match std::fs::read(path) {
+        Ok(b) if b.len() == 32 => Ok(b),
+        Ok(_) => anyhow::bail!(
+            "{} is not a 32-byte key; remove it to make a new one ({consequence})",
+            path.display()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut key = [0u8; 32];
+            rand::RngCore::fill_bytes(&mut rand::rng(), &mut key);
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .with_context(|| format!("creating {}", path.display()))?;
+            f.write_all(&key)?;
+            f.sync_all()?;
+            Ok(key.to_vec())
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// Derives each VPS's SSH host key (an Ed25519 seed) from one secret.
+pub(crate) struct HostKeys(ring::hmac::Key);
+
+impl HostKeys {
+    pub(crate) fn open(state_dir: &Path) -> anyhow::Result<Self> {
+        let secret = secret_file(
+            &state_dir.join("vps-host-keys.key"),
+            "every VPS gets a new SSH host key, and clients warn about the change",
+        )?;
+        Ok(Self(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret)))
+    }
+
+    /// The seed of VPS `id`'s host key, hex.
+    pub(crate) fn seed(&self, id: u64) -> Secret {
+        let mut msg = b"river vps ssh host key v1\0".to_vec();
+        msg.extend_from_slice(&id.to_be_bytes());
+        Secret(hex::encode(ring::hmac::sign(&self.0, &msg).as_ref()))
+    }
+}
+
+/// One OpenSSH public key line, checked and reduced to `TYPE BASE64 [COMMENT]`: the type must be
+/// one SSH knows and the key data must be base64 of a key blob of that type. Options
+/// (`from=…`, `command=…`) are refused rather than silently ignored.
+pub(crate) fn parse_key(line: &str) -> Result<String, String> {
+    let mut parts = line.split_whitespace();
+    let (Some(kind), Some(data)) = (parts.next(), parts.next()) else {
+        return Err(format!(
+            "{:?} is not an SSH public key (expected a line like `ssh-ed25519 AAAA… you@laptop`, as in ~/.ssh/id_ed25519.pub)",
+            abbreviate(line)
+        ));
+    };
+    const KINDS: [&str; 8] = [
+        "ssh-ed25519",
+        "ssh-rsa",
+        "ecdsa-sha2-nistp256",
+        "ecdsa-sha2-nistp384",
+        "ecdsa-sha2-nistp521",
+        "sk-ssh-ed25519@openssh.com",
+        "sk-ecdsa-sha2-nistp256@openssh.com",
+        "ssh-dss",
+    ];
+    if !KINDS.contains(&kind) {
+        return Err(format!(
+            "{:?}: unknown key type {kind:?} (authorized_keys options are not supported; give the bare public key)",
+            abbreviate(line)
+        ));
+    }
+    let blob = base64::engine::general_purpose::STANDARD
+        .decode(data)
+        .map_err(|_| format!("{:?}: the key data is not base64", abbreviate(line)))?;
+    // The blob starts with its own type name, length-prefixed.
+    let named = blob
+        .get(..4)
+        .map(|n| u32::from_be_bytes([n[0], n[1], n[2], n[3]]) as usize)
+        .and_then(|n| blob.get(4..4 + n));
+    if named != Some(kind.as_bytes()) {
+        return Err(format!("{:?}: the key data is not a {kind} key", abbreviate(line)));
+    }
+    let comment: Vec<&str> = parts.collect();
+    Ok(if comment.is_empty() {
+        format!("{kind} {data}")
+    } else {
+        format!("{kind} {data} {}", comment.join(" "))
+    })
+}
+
+fn abbreviate(s: &str) -> String {
+    let s = s.trim();
+    if s.chars().count() > 40 {
+        format!("{}…", s.chars().take(40).collect::<String>())
+    } else {
+        s.to_owned()
+    }
+}
+
+/// The key part (`TYPE BASE64`) that identifies a key, whatever its comment.
+fn key_id(line: &str) -> String {
+    line.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
+}
+
+/// Checks a new VPS and fills in what it leaves out; `Err` is the refusal to send back.
+pub(crate) fn prepare(spec: &mut TaskSpec) -> Result<(), Response> {
+    let Some(vps) = spec.vps.as_mut() else {
+        return Ok(());
+    };
+    let invalid = |m: &str| err(ErrorKind::Invalid, m);
+    if spec.no_container {
+        return Err(invalid("a VPS is a container; --no-container does not apply"));
+    }
+    if spec.nodes.is_some() || spec.group || spec.targets.len() > 1 {
+        return Err(invalid(
+            "a VPS runs on one node: give at most one target (for several machines, create several VPSs)",
+        ));
+    }
+    if vps.ssh_keys.is_empty() && !vps.image_sshd {
+        return Err(invalid(
+            "a VPS needs an SSH public key to let you in: --ssh-key FILE (the default, ~/.ssh/id_ed25519.pub or id_rsa.pub, was not found)",
+        ));
+    }
+    let mut keys: Vec<String> = Vec::with_capacity(vps.ssh_keys.len());
+    for k in &vps.ssh_keys {
+        let k = parse_key(k).map_err(|e| err(ErrorKind::Invalid, e))?;
+        if !keys.iter().any(|have| key_id(have) == key_id(&k)) {
+            keys.push(k);
+        }
+    }
+    vps.ssh_keys = keys;
+    if spec.command.is_empty() {
+        spec.command = keepalive();
+    }
+    Ok(())
+}
+
+async fn vps_task(ctx: &Ctx, caller: &Caller, id: u64) -> anyhow::Result<Result<TaskRecord, Response>> {
+    let Some(t) = ctx.store.task(id).await? else {
+        return Ok(Err(err(
+            ErrorKind::NotFound,
+            format!("no VPS {id}; `river vps list` shows them"),
+        )));
+    };
+    if t.spec.vps.is_none() {
+        return Ok(Err(err(
+            ErrorKind::Invalid,
+            format!("task {id} is not a VPS; `river task …` manages it"),
+        )));
+    }
+    if !may_touch(caller, &t) {
+        return Ok(Err(err(
+            ErrorKind::Forbidden,
+            format!("VPS {id} belongs to {}", t.owner),
+        )));
+    }
+    Ok(Ok(t))
+}
+
+/// The target that puts a VPS back where its container is: its node, and its GPUs (a container's
+/// devices are fixed when it is made; its cores and memory are not).
+fn home(p: &river_proto::msg::TaskPlacement) -> String {
+    if p.gpus.is_empty() {
+        p.node.clone()
+    } else {
+        let gpus: Vec<String> = p.gpus.iter().map(u32::to_string).collect();
+        format!("{}::{}", p.node, gpus.join(","))
+    }
+}
+
+/// Queues a stopped VPS to start again on its node, with its overlay address.
+pub(crate) async fn start(ctx: &Ctx, caller: &Caller, id: u64) -> anyhow::Result<Response> {
+    let mut t = match vps_task(ctx, caller, id).await? {
+        Ok(t) => t,
+        Err(refusal) => return Ok(refusal),
+    };
+    let state = state_of(&t);
+    if state != TaskState::Stopped {
+        return Ok(err(
+            ErrorKind::Conflict,
+            format!("VPS {id} is {}; only a stopped VPS can be started", t.state),
+        ));
+    }
+    let Some(p) = t.placement.take() else {
+        return Ok(err(ErrorKind::Internal, format!("VPS {id} has no node on record")));
+    };
+    t.target = Some(home(&p));
+    t.spec.ip = p.ip.clone();
+    t.state = TaskState::Queued.as_str().into();
+    t.message = None;
+    t.exit_code = None;
+    ctx.save_task(&t).await?;
+    ctx.store
+        .event(now_ms(), &caller.actor(), "vps.start", &id.to_string())
+        .await?;
+    ctx.kick.notify_one();
+    let when = if ctx.registry.connected(&p.node) {
+        String::new()
+    } else {
+        format!(" (node {} is offline: it starts when the node is back)", p.node)
+    };
+    Ok(Response::Done {
+        message: format!("starting VPS {id} on {}{when}", p.node),
+    })
+}
+
+/// Removes a VPS: its container (and disk) go on its node; the record stays, `killed`.
+pub(crate) async fn remove(ctx: &Ctx, caller: &Caller, id: u64) -> anyhow::Result<Response> {
+    let mut t = match vps_task(ctx, caller, id).await? {
+        Ok(t) => t,
+        Err(refusal) => return Ok(refusal),
+    };
+    let state = state_of(&t);
+    if state.is_final() {
+        return Ok(err(ErrorKind::Conflict, format!("VPS {id} is already {}", t.state)));
+    }
+    if let Some(p) = t.placement.as_ref() {
+        // Its disk is on the node: refuse rather than leave a container no one will remove.
+        if !ctx.registry.send(&p.node, HostMsg::Remove { id }) {
+            return Ok(err(
+                ErrorKind::Conflict,
+                format!(
+                    "node {} of VPS {id} is not connected; try again when it is back",
+                    p.node
+                ),
+            ));
+        }
+    }
+    crate::tasks::end_here(&mut t, TaskState::Killed, format!("removed by {}", caller.actor()));
+    ctx.save_task(&t).await?;
+    if t.placement.as_ref().is_some_and(|p| p.ip.is_some()) {
+        ctx.store.release_reservations(now_ms()).await?;
+    }
+    ctx.store
+        .event(now_ms(), &caller.actor(), "vps.remove", &id.to_string())
+        .await?;
+    ctx.kick.notify_one();
+    Ok(Response::Done {
+        message: format!("removed VPS {id}"),
+    })
+}
+
+/// Adds and removes SSH keys; the next SSH connection sees the change.
+pub(crate) async fn keys(
+    ctx: &Ctx,
+    caller: &Caller,
+    id: u64,
+    add: Vec<String>,
+    remove: Vec<String>,
+) -> anyhow::Result<Response> {
+    let mut t = match vps_task(ctx, caller, id).await? {
+        Ok(t) => t,
+        Err(refusal) => return Ok(refusal),
+    };
+    if state_of(&t).is_final() {
+        return Ok(err(ErrorKind::Conflict, format!("VPS {id} is {}", t.state)));
+    }
+    let Some(vps) = t.spec.vps.as_mut() else {
+        return Ok(err(ErrorKind::Invalid, format!("task {id} is not a VPS")));
+    };
+    for line in &add {
+        let k = match parse_key(line) {
+            Ok(k) => k,
+            Err(e) => return Ok(err(ErrorKind::Invalid, e)),
+        };
+        if !vps.ssh_keys.iter().any(|have| key_id(have) == key_id(&k)) {
+            vps.ssh_keys.push(k);
+        }
+    }
+    for line in &remove {
+        let before = vps.ssh_keys.len();
+        // A whole key line, its `TYPE BASE64` part, or its comment.
+        vps.ssh_keys.retain(|have| {
+            let comment = have.split_whitespace().nth(2);
+            !(key_id(have) == key_id(line) || comment.is_some_and(|c| c == line.trim()))
+        });
+        if vps.ssh_keys.len() == before {
+            return Ok(err(
+                ErrorKind::NotFound,
+                format!("VPS {id} has no key {:?}", abbreviate(line)),
+            ));
+        }
+    }
+    if vps.ssh_keys.is_empty() && !vps.image_sshd {
+        return Ok(err(
+            ErrorKind::Invalid,
+            format!("that would leave VPS {id} with no key: no one could log in; add another first"),
+        ));
+    }
+    ctx.save_task(&t).await?;
+    ctx.store
+        .event(now_ms(), &caller.actor(), "vps.keys", &id.to_string())
+        .await?;
+    Ok(Response::Task(Box::new(crate::tasks::view(ctx, t))))
+}
+
+/// For a forward to port 22 of a VPS whose SSH river serves: what to send its runner instead.
+pub(crate) fn ssh_route(ctx: &Ctx, t: &TaskRecord, port: u16) -> Option<SshServe> {
+    let vps = t.spec.vps.as_ref().filter(|v| !v.image_sshd && port == 22)?;
+    Some(SshServe {
+        task: t.id,
+        keys: vps.ssh_keys.clone(),
+        host_key: ctx.vps_keys.seed(t.id),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ED: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPApQ0j57M7iGP/Usn4Gpx9FDHOqJCvgdjD3+Zj7Rpga";
+
+    #[test]
+    fn keys_are_checked_and_reduced_to_type_data_comment() {
+        assert_eq!(
+            parse_key(&format!("  {ED}   me@laptop  ")).unwrap(),
+            format!("{ED} me@laptop")
+        );
+        assert_eq!(parse_key(ED).unwrap(), ED);
+        assert!(parse_key("hello").unwrap_err().contains("not an SSH public key"));
+        assert!(parse_key(&format!("from=\"10.0.0.1\" {ED}"))
+            .unwrap_err()
+            .contains("options are not supported"));
+        assert!(parse_key("ssh-ed25519 !!!").unwrap_err().contains("not base64"));
+        // An Ed25519 blob labelled as RSA.
+        let data = ED.split(' ').nth(1).unwrap();
+        assert!(parse_key(&format!("ssh-rsa {data}"))
+            .unwrap_err()
+            .contains("not a ssh-rsa key"));
+    }
+
+    #[test]
+    fn a_vps_needs_a_key_one_node_and_gets_a_keepalive() {
+        let mut spec = TaskSpec::new("busybox", Vec::new());
+        spec.vps = Some(river_proto::msg::VpsSpec {
+            ssh_keys: vec![format!("{ED} a"), format!("{ED} b")],
+            image_sshd: false,
+        });
+        prepare(&mut spec).unwrap();
+        assert_eq!(spec.command, keepalive());
+        assert_eq!(
+            spec.vps.as_ref().unwrap().ssh_keys,
+            vec![format!("{ED} a")],
+            "deduplicated"
+        );
+        let mut none = spec.clone();
+        none.vps.as_mut().unwrap().ssh_keys.clear();
+        assert!(prepare(&mut none).is_err());
+        let mut two = spec.clone();
+        two.targets = vec!["a".into(), "b".into()];
+        assert!(prepare(&mut two).is_err());
+    }
+
+    #[test]
+    fn host_keys_differ_per_vps_and_stay_the_same() {
+        let d = tempfile::tempdir().unwrap();
+        let k = HostKeys::open(d.path()).unwrap();
+        assert_ne!(k.seed(1), k.seed(2));
+        assert_eq!(k.seed(1).0.len(), 64);
+        let again = HostKeys::open(d.path()).unwrap();
+        assert_eq!(k.seed(1), again.seed(1), "kept across restarts");
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(d.path().join("vps-host-keys.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}

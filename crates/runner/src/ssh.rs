@@ -1,0 +1,438 @@
+//! SSH for VPSs, served by the runner itself (russh), so it works with any image: no sshd in the
+//! image, nothing installed at start, no internet. The host opens an `Ssh` stream once it has
+//! checked the user may reach the VPS, and sends the VPS's authorized keys and host key with it;
+//! the stream's bytes are then one SSH connection, with the runner as the server. The runner
+//! listens on no port: SSH reaches a node only through the mesh.
+//!
+//! Sessions run inside the container through the engine's exec API: a login shell with a
+//! pseudo-terminal, a command (through `sh -c`, as sshd does) with its exit status, the `sftp`
+//! subsystem when the image has an `sftp-server`. `direct-tcpip` channels (`ssh -L`, `-D`)
+//! connect from inside the container's network namespace.
+
+use crate::exec::Executor;
+use futures_util::StreamExt as _;
+use river_docker::{ExecRequest, Output, Runtime};
+use river_mesh::{send_msg, RecvStream, SendStream};
+use river_proto::msg::{ForwardReply, SshServe};
+use russh::keys::{PrivateKey, PublicKey};
+use russh::server::{Auth, ChannelOpenHandle, Msg, Session};
+use russh::{Channel, ChannelId, ChannelMsg, ChannelOpenFailure, ChannelReadHalf, ChannelWriteHalf, MethodKind};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt as _;
+
+/// Serves one SSH connection to VPS `req.task` on this stream.
+pub(crate) async fn serve(exec: Arc<Executor>, req: SshServe, mut send: SendStream, recv: RecvStream) {
+    let ready = async {
+        let rt = exec
+            .docker()
+            .await
+            .map_err(|e| format!("the node's Docker engine: {e}"))?
+            .clone();
+        let pid = match exec.network_of(req.task).await? {
+            Some(pid) => pid,
+            None => return Err(format!("task {} is not a VPS", req.task)),
+        };
+        let key = host_key(&req.host_key.0).ok_or("the host sent an unusable SSH host key")?;
+        Ok::<_, String>((rt, pid, key))
+    };
+    let (rt, pid, host_key) = match ready.await {
+        Ok(r) => r,
+        Err(why) => {
+            let _ = send_msg(&mut send, &ForwardReply::Refused(why)).await;
+            let _ = send.finish();
+            return;
+        }
+    };
+    let container = exec.container_name(req.task);
+    // A key that does not parse lets no one in; the others still work.
+    let keys: Vec<PublicKey> = req
+        .keys
+        .iter()
+        .filter_map(|k| match PublicKey::from_openssh(k) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                tracing::warn!(task = req.task, "an authorized key does not parse: {e}");
+                None
+            }
+        })
+        .collect();
+    if send_msg(&mut send, &ForwardReply::Ok).await.is_err() {
+        return;
+    }
+    let config = russh::server::Config {
+        server_id: russh::SshId::Standard("SSH-2.0-river".into()),
+        methods: russh::MethodSet::from(&[MethodKind::PublicKey][..]),
+        auth_rejection_time: Duration::from_millis(300),
+        auth_rejection_time_initial: Some(Duration::ZERO),
+        keys: vec![host_key],
+        // A session left idle for days is a VPS's normal life; the mesh notices a dead peer.
+        inactivity_timeout: None,
+        ..Default::default()
+    };
+    let conn = Conn {
+        task: req.task,
+        vps: Arc::new(Vps { rt, container, pid }),
+        keys,
+        user: None,
+    };
+    let stream = tokio::io::join(recv, send);
+    match russh::server::run_stream(Arc::new(config), stream, conn).await {
+        Ok(session) => {
+            if let Err(e) = session.await {
+                tracing::debug!(task = req.task, "ssh session ended: {e}");
+            }
+        }
+        Err(e) => tracing::debug!(task = req.task, "ssh handshake: {e}"),
+    }
+}
+
+/// The host key from its Ed25519 seed (hex).
+fn host_key(seed_hex: &str) -> Option<PrivateKey> {
+    let seed: [u8; 32] = hex::decode(seed_hex).ok()?.try_into().ok()?;
+    let pair = russh::keys::ssh_key::private::Ed25519Keypair::from_seed(&seed);
+    Some(PrivateKey::from(pair))
+}
+
+/// The container a connection's sessions run in.
+struct Vps {
+    rt: Runtime,
+    container: String,
+    /// Its first process, whose network namespace `direct-tcpip` connects from.
+    pid: i64,
+}
+
+struct Conn {
+    task: u64,
+    vps: Arc<Vps>,
+    keys: Vec<PublicKey>,
+    /// Who logged in: the user sessions run as inside the container.
+    user: Option<String>,
+}
+
+impl Conn {
+    fn knows(&self, key: &PublicKey) -> bool {
+        self.keys.iter().any(|k| k.key_data() == key.key_data())
+    }
+}
+
+impl russh::server::Handler for Conn {
+    type Error = russh::Error;
+
+    async fn auth_publickey_offered(
+        &mut self,
+        _user: &str,
+        offer: russh::server::PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
+        Ok(if self.knows(offer.public_key) {
+            Auth::Accept
+        } else {
+            Auth::reject()
+        })
+    }
+
+    async fn auth_publickey(
+        &mut self,
+        user: &str,
+        key: russh::server::VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
+        if !self.knows(key.public_key) {
+            tracing::info!(task = self.task, "ssh: refused a key the VPS does not know");
+            return Ok(Auth::reject());
+        }
+        tracing::info!(task = self.task, user, "ssh: logged in");
+        self.user = Some(user.to_owned());
+        Ok(Auth::Accept)
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        reply.accept().await;
+        let (vps, user) = (self.vps.clone(), self.user.clone());
+        tokio::spawn(async move {
+            let (read, write) = channel.split();
+            run_session(&vps, user, read, &write).await;
+            let _ = write.eof().await;
+            let _ = write.close().await;
+        });
+        Ok(())
+    }
+
+    async fn channel_open_direct_tcpip(
+        &mut self,
+        channel: Channel<Msg>,
+        host_to_connect: &str,
+        port_to_connect: u32,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let Some(addr) = target(host_to_connect, port_to_connect) else {
+            reply
+                .reject(ChannelOpenFailure::Other {
+                    code: 2,
+                    reason: format!("{host_to_connect}: give an IP address or localhost"),
+                })
+                .await;
+            return Ok(());
+        };
+        match crate::forward::connect_to_in(Some(self.vps.pid), addr).await {
+            Ok(mut tcp) => {
+                reply.accept().await;
+                tokio::spawn(async move {
+                    let mut ch = channel.into_stream();
+                    let _ = tokio::io::copy_bidirectional(&mut ch, &mut tcp).await;
+                });
+            }
+            Err(e) => {
+                tracing::debug!(task = self.task, %addr, "ssh -L: {e}");
+                reply.reject(ChannelOpenFailure::ConnectFailed).await;
+            }
+        }
+        Ok(())
+    }
+
+    // Requests are answered here; the session's own task (which sees them too, in order) acts.
+    async fn pty_request(
+        &mut self,
+        channel: ChannelId,
+        _term: &str,
+        _col_width: u32,
+        _row_height: u32,
+        _pix_width: u32,
+        _pix_height: u32,
+        _modes: &[(russh::Pty, u32)],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_success(channel)
+    }
+
+    async fn env_request(
+        &mut self,
+        channel: ChannelId,
+        _name: &str,
+        _value: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_success(channel)
+    }
+
+    async fn shell_request(&mut self, channel: ChannelId, session: &mut Session) -> Result<(), Self::Error> {
+        session.channel_success(channel)
+    }
+
+    async fn exec_request(
+        &mut self,
+        channel: ChannelId,
+        _data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_success(channel)
+    }
+
+    async fn subsystem_request(
+        &mut self,
+        channel: ChannelId,
+        name: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if name == "sftp" {
+            session.channel_success(channel)
+        } else {
+            session.channel_failure(channel)
+        }
+    }
+}
+
+/// Where a `direct-tcpip` channel goes: an IP address, or `localhost`.
+fn target(host: &str, port: u32) -> Option<SocketAddr> {
+    let port = u16::try_from(port).ok()?;
+    let ip = match host {
+        "localhost" => std::net::IpAddr::from([127, 0, 0, 1]),
+        h => h.trim_start_matches('[').trim_end_matches(']').parse().ok()?,
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+/// What a session channel asked to run.
+enum Start {
+    Shell,
+    Exec(String),
+    Sftp,
+}
+
+/// The command for `start`, run by `sh` in the user's home directory as sshd would.
+fn command(start: &Start) -> Vec<String> {
+    let script = match start {
+        Start::Shell => {
+            "cd \"$HOME\" 2>/dev/null; if command -v bash >/dev/null 2>&1; then exec bash -l; else exec sh -l; fi"
+                .to_owned()
+        }
+        Start::Exec(cmd) => format!("cd \"$HOME\" 2>/dev/null; {cmd}"),
+        Start::Sftp => concat!(
+            "for p in /usr/lib/openssh/sftp-server /usr/libexec/openssh/sftp-server /usr/lib/ssh/sftp-server ",
+            "/usr/libexec/sftp-server /usr/lib/sftp-server; do [ -x \"$p\" ] && exec \"$p\"; done; ",
+            "echo 'river: this image has no sftp-server (scp and sftp need it; `scp -O` needs scp in the image)' >&2; exit 127"
+        )
+        .to_owned(),
+    };
+    vec!["/bin/sh".into(), "-c".into(), script]
+}
+
+fn valid_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// One session channel: its requests (pty, environment) until one starts something, then that
+/// command's input, output, window size and exit status.
+async fn run_session(vps: &Vps, user: Option<String>, mut read: ChannelReadHalf, write: &ChannelWriteHalf<Msg>) {
+    let mut pty: Option<(String, u16, u16)> = None;
+    let mut env: Vec<String> = Vec::new();
+    let start = loop {
+        match read.wait().await {
+            None | Some(ChannelMsg::Close | ChannelMsg::Eof) => return,
+            Some(ChannelMsg::RequestPty {
+                term,
+                col_width,
+                row_height,
+                ..
+            }) => {
+                let clamp = |v: u32| u16::try_from(v).unwrap_or(u16::MAX);
+                pty = Some((term, clamp(row_height), clamp(col_width)));
+            }
+            Some(ChannelMsg::SetEnv {
+                variable_name,
+                variable_value,
+                ..
+            }) if valid_env_name(&variable_name) => env.push(format!("{variable_name}={variable_value}")),
+            Some(ChannelMsg::RequestShell { .. }) => break Start::Shell,
+            Some(ChannelMsg::Exec { command, .. }) => {
+                break Start::Exec(String::from_utf8_lossy(&command).into_owned())
+            }
+            Some(ChannelMsg::RequestSubsystem { name, .. }) if name == "sftp" => break Start::Sftp,
+            Some(ChannelMsg::RequestSubsystem { .. }) => return,
+            Some(_) => {}
+        }
+    };
+    let tty = pty.is_some() && !matches!(start, Start::Sftp);
+    if let Some((term, _, _)) = pty.as_ref().filter(|_| tty) {
+        env.push(format!("TERM={term}"));
+    }
+    let req = ExecRequest {
+        cmd: command(&start),
+        tty,
+        env,
+        user: user.filter(|u| !u.is_empty()),
+        workdir: None,
+    };
+    let mut exec = match vps.rt.exec_as(&vps.container, req).await {
+        Ok(e) => e,
+        Err(e) => {
+            let msg = format!("river: could not start the session in the VPS: {e}\r\n");
+            let _ = write.extended_data(1, msg.as_bytes()).await;
+            let _ = write.exit_status(255).await;
+            return;
+        }
+    };
+    if let Some((_, rows, cols)) = pty.filter(|_| tty).filter(|(_, r, c)| *r > 0 && *c > 0) {
+        let _ = vps.rt.resize_exec(&exec.id, rows, cols).await;
+    }
+    let output = async {
+        while let Some(chunk) = exec.output.next().await {
+            let sent = match chunk {
+                Ok(Output::Stdout(b)) => write.data(&b[..]).await,
+                Ok(Output::Stderr(b)) => write.extended_data(1, &b[..]).await,
+                Err(e) => {
+                    tracing::debug!("ssh session output: {e}");
+                    break;
+                }
+            };
+            if sent.is_err() {
+                break;
+            }
+        }
+    };
+    let input = async {
+        let mut open = true;
+        while let Some(msg) = read.wait().await {
+            match msg {
+                ChannelMsg::Data { data } if open => {
+                    let written = exec.input.write_all(&data).await.is_ok() && exec.input.flush().await.is_ok();
+                    open = written;
+                }
+                ChannelMsg::WindowChange {
+                    col_width, row_height, ..
+                } if tty => {
+                    let clamp = |v: u32| u16::try_from(v).unwrap_or(u16::MAX);
+                    let _ = vps.rt.resize_exec(&exec.id, clamp(row_height), clamp(col_width)).await;
+                }
+                // A terminal has no end of input (closing it hangs the program up); a pipe does.
+                ChannelMsg::Eof if !tty => {
+                    let _ = exec.input.shutdown().await;
+                    open = false;
+                }
+                ChannelMsg::Close => break,
+                _ => {}
+            }
+        }
+        // The client went away: the command's input ends; its output decides when it is over.
+        let _ = exec.input.shutdown().await;
+        std::future::pending::<()>().await;
+    };
+    tokio::select! {
+        () = output => {}
+        () = input => {}
+    }
+    // The exec's output ends when the command exits; its code may take a moment to be recorded.
+    let mut code = None;
+    for _ in 0..50 {
+        match vps.rt.exec_exit(&exec.id).await {
+            Ok(Some(c)) => {
+                code = Some(c);
+                break;
+            }
+            Ok(None) => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(_) => break,
+        }
+    }
+    let status = code.map_or(255, |c| u32::try_from(c).unwrap_or(255));
+    let _ = write.exit_status(status).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn direct_tcpip_targets() {
+        assert_eq!(target("localhost", 80), Some("127.0.0.1:80".parse().unwrap()));
+        assert_eq!(target("10.0.0.2", 5432), Some("10.0.0.2:5432".parse().unwrap()));
+        assert_eq!(target("[::1]", 22), Some("[::1]:22".parse().unwrap()));
+        assert_eq!(target("example.com", 80), None, "no name lookups outside the container");
+        assert_eq!(target("localhost", 70_000), None);
+    }
+
+    #[test]
+    fn host_keys_come_from_their_seed() {
+        let seed = "11".repeat(32);
+        let a = host_key(&seed).unwrap();
+        assert_eq!(a.public_key(), host_key(&seed).unwrap().public_key());
+        assert_ne!(a.public_key(), host_key(&"22".repeat(32)).unwrap().public_key());
+        assert!(host_key("zz").is_none());
+        assert!(host_key(&"11".repeat(31)).is_none());
+    }
+
+    #[test]
+    fn environment_names() {
+        assert!(valid_env_name("LANG") && valid_env_name("_x1"));
+        assert!(!valid_env_name("") && !valid_env_name("1A") && !valid_env_name("A=B"));
+    }
+}
