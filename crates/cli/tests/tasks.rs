@@ -539,3 +539,74 @@ async fn removing_a_node_fails_its_tasks_with_the_reason() {
     );
     host.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_vps_outlives_runner_and_host_restarts_and_a_stop_while_its_runner_is_away() {
+    if !docker_ready().await {
+        return;
+    }
+    let d = tmp();
+    let mut hcfg = host_cfg(d.path());
+    let host = start_host(hcfg.clone()).await;
+    hcfg.listen = host.mesh_addr;
+    let (cfg, runner) = runner(&host, d.path(), "w9").await;
+    let conn = admin(&host).await;
+    online(&host, "w9").await;
+    let mut vps = TaskSpec::new(IMAGE, Vec::new());
+    vps.vps = Some(river_proto::msg::VpsSpec {
+        ssh_keys: vec!["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPApQ0j57M7iGP/Usn4Gpx9FDHOqJCvgdjD3+Zj7Rpga t".into()],
+        image_sshd: false,
+    });
+    let id = submit(&conn, vps).await[0];
+    wait_state(&conn, id, &["running"]).await;
+    let fingerprint = match call(&conn, Request::Status).await {
+        Response::Status(s) => s.ca_fingerprint,
+        other => panic!("status: {other:?}"),
+    };
+    let container = format!("river-{}-w9-task-{id}", &fingerprint[..8]);
+    let rt = river_docker::Runtime::connect(None).await.unwrap();
+
+    // A runner restart: the VPS keeps running and is re-adopted.
+    runner.shutdown().await;
+    wait_state(&conn, id, &["lost"]).await;
+    let bundle = river_runner::ensure_joined(&cfg, None).await.unwrap();
+    let runner = river_runner::start(cfg.clone(), bundle);
+    let t = wait_state(&conn, id, &["running", "failed", "stopped"]).await;
+    assert_eq!(t.state, "running", "{:?}", t.message);
+    assert!(rt.status(&container).await.unwrap().running);
+
+    // Stopped while its runner is away: it comes back `stopped`, container kept, and starts.
+    runner.shutdown().await;
+    wait_state(&conn, id, &["lost"]).await;
+    rt.stop(&container, Duration::from_secs(5)).await.unwrap();
+    let bundle = river_runner::ensure_joined(&cfg, None).await.unwrap();
+    let runner = river_runner::start(cfg, bundle);
+    let t = wait_state(&conn, id, &["stopped", "failed"]).await;
+    assert_eq!(t.state, "stopped", "{:?}", t.message);
+    assert!(rt.status(&container).await.is_ok(), "the container is kept");
+    match call(&conn, Request::VpsStart { id }).await {
+        Response::Done { .. } => {}
+        other => panic!("start: {other:?}"),
+    }
+    wait_state(&conn, id, &["running"]).await;
+
+    // A host restart: still running, nothing lost.
+    host.shutdown().await;
+    let host = start_host(hcfg).await;
+    let conn = admin(&host).await;
+    online(&host, "w9").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(show(&conn, id).await.state, "running");
+
+    match call(&conn, Request::VpsRemove { id }).await {
+        Response::Done { .. } => {}
+        other => panic!("remove: {other:?}"),
+    }
+    eventually(Duration::from_secs(15), "the container removed", || async {
+        rt.status(&container).await.is_err()
+    })
+    .await;
+    assert_eq!(show(&conn, id).await.state, "killed");
+    runner.shutdown().await;
+    host.shutdown().await;
+}
