@@ -166,19 +166,18 @@ pub async fn run(river: &Path) -> anyhow::Result<()> {
         anyhow::bail!("submit refused (is {IMAGE} built? scripts/docker-env.sh)")
     };
     let id = ids[0];
-    let mut running = false;
-    for _ in 0..300 {
-        if let Response::Task(t) = admin_call(&admin, Request::TaskShow { id }).await? {
-            let over = ["completed", "failed", "killed", "oom"].contains(&t.state.as_str());
-            anyhow::ensure!(!over, "the task {}: {:?}", t.state, t.message);
-            if t.state == "running" {
-                running = true;
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    anyhow::ensure!(running, "the task never ran");
+    wait_running(&admin, id).await?;
+    // A VPS on the same image whose SSH the runner serves (the image's sshd is not used).
+    let mut vps = TaskSpec::new(IMAGE, Vec::new());
+    vps.vps = Some(river_proto::msg::VpsSpec {
+        ssh_keys: vec![public.trim().to_owned()],
+        image_sshd: false,
+    });
+    let Response::TaskSubmitted { ids, .. } = admin_call(&admin, Request::TaskSubmit(vps)).await? else {
+        anyhow::bail!("VPS refused")
+    };
+    let vps_id = ids[0];
+    wait_running(&admin, vps_id).await?;
     let Response::Status(st) = admin_call(&admin, Request::Status).await? else {
         anyhow::bail!("no status")
     };
@@ -342,8 +341,34 @@ pub async fn run(river: &Path) -> anyhow::Result<()> {
             .arg("true");
         c
     })?;
+    let vps_ssh = time_runs(&mut || {
+        let mut c = Command::new(river);
+        c.arg("--config-dir")
+            .arg(&cfg)
+            .args(["ssh", &vps_id.to_string(), "-i"])
+            .arg(&key)
+            .args(quiet)
+            .arg("true");
+        c
+    })?;
     println!("\n| `… true`, p50 of 10 | ms |\n|---|---|");
-    println!("| `ssh root@<container>` (direct) | {plain:.0} |");
-    println!("| `river ssh ID` (through the host) | {through:.0} |");
+    println!("| `ssh root@<container>` (direct, the image's sshd) | {plain:.0} |");
+    println!("| `river ssh ID` (through the host, the image's sshd) | {through:.0} |");
+    println!("| `river ssh ID` to a VPS (through the host, SSH served by the runner) | {vps_ssh:.0} |");
     Ok(())
+}
+
+/// Waits until task `id` runs; an error if it ends first or takes over 30 s.
+async fn wait_running(admin: &river_creds::Bundle, id: u64) -> anyhow::Result<()> {
+    for _ in 0..300 {
+        if let Response::Task(t) = admin_call(admin, Request::TaskShow { id }).await? {
+            let over = ["completed", "failed", "killed", "oom", "stopped"].contains(&t.state.as_str());
+            anyhow::ensure!(!over, "task {id} {}: {:?}", t.state, t.message);
+            if t.state == "running" {
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("task {id} never ran")
 }
