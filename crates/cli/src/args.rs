@@ -326,7 +326,7 @@ pub enum TaskCmd {
     /// List tasks.
     #[command(after_help = "Example:\n  river task list -s running --node gpu-01 -o json")]
     List {
-        /// Only tasks in this state (queued, assigned, running, paused, completed, failed, killed, oom, lost).
+        /// Only tasks in this state (queued, assigned, running, paused, completed, failed, killed, oom, lost, stopped).
         #[arg(short, long)]
         state: Option<String>,
         /// Only tasks on this node.
