@@ -742,26 +742,30 @@ fn wait_vps(cfg: &Path, id: &str, state: &str) {
     );
 }
 
+/// `river ssh ID … ARGS` with a key and no host-key prompts, as a command to run.
+fn vps_ssh_command(cfg: &Path, id: &str, key: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_river"));
+    c.args(["ssh", id, "-i", key.to_str().unwrap()])
+        .args(["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"])
+        .args([
+            "-o",
+            "LogLevel=ERROR",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+        ])
+        .args(args)
+        .env("RIVER_CONFIG_DIR", cfg)
+        .env("HOME", cfg.parent().unwrap())
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("XDG_DATA_HOME");
+    c
+}
+
 /// `river ssh ID ARGS…` with a key and no host-key prompts; returns the output.
 fn vps_ssh(cfg: &Path, id: &str, key: &Path, args: &[&str]) -> Output {
-    let mut all = vec![
-        "ssh",
-        id,
-        "-i",
-        key.to_str().unwrap(),
-        "-o",
-        "StrictHostKeyChecking=no",
-        "-o",
-        "UserKnownHostsFile=/dev/null",
-        "-o",
-        "LogLevel=ERROR",
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        "IdentitiesOnly=yes",
-    ];
-    all.extend_from_slice(args);
-    river(cfg, &all)
+    vps_ssh_command(cfg, id, key, args).output().expect("river runs")
 }
 
 #[test]
@@ -807,26 +811,7 @@ fn vps_ssh_into_an_image_without_sshd_and_files_outlive_stop_and_start() {
     let o = vps_ssh(&cfg, &id, &key, &["sh", "-c", "'echo hi-from-vps; whoami; exit 7'"]);
     assert_eq!(o.status.code(), Some(7), "{:?}", text(&o));
     assert_eq!(text(&o).0, "hi-from-vps\nroot\n");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_river"))
-        .args([
-            "ssh",
-            &id,
-            "-i",
-            key.to_str().unwrap(),
-            "-o",
-            "StrictHostKeyChecking=no",
-        ])
-        .args([
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "LogLevel=ERROR",
-            "-o",
-            "BatchMode=yes",
-        ])
-        .args(["cat > /root/kept.txt && wc -c < /root/kept.txt"])
-        .env("RIVER_CONFIG_DIR", &cfg)
-        .env("HOME", d.path())
+    let mut child = vps_ssh_command(&cfg, &id, &key, &["cat > /root/kept.txt && wc -c < /root/kept.txt"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -855,34 +840,15 @@ fn vps_ssh_into_an_image_without_sshd_and_files_outlive_stop_and_start() {
     );
     assert!(o.status.success(), "{:?}", text(&o));
     let local = free_port();
-    let mut tunnel = Command::new(env!("CARGO_BIN_EXE_river"))
-        .args([
-            "ssh",
-            &id,
-            "-i",
-            key.to_str().unwrap(),
-            "-o",
-            "StrictHostKeyChecking=no",
-        ])
-        .args([
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "LogLevel=ERROR",
-            "-o",
-            "BatchMode=yes",
-        ])
-        .args([
-            "-o",
-            "ExitOnForwardFailure=yes",
-            "-N",
-            "-L",
-            &format!("{local}:localhost:8080"),
-        ])
-        .env("RIVER_CONFIG_DIR", &cfg)
-        .env("HOME", d.path())
-        .spawn()
-        .unwrap();
+    let forward = format!("{local}:localhost:8080");
+    let mut tunnel = vps_ssh_command(
+        &cfg,
+        &id,
+        &key,
+        &["-o", "ExitOnForwardFailure=yes", "-N", "-L", &forward],
+    )
+    .spawn()
+    .unwrap();
     let mut page = String::new();
     for _ in 0..100 {
         if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", local)) {
