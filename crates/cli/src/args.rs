@@ -419,21 +419,8 @@ pub struct VpsCreateArgs {
     /// scheduler).
     #[arg(short, long = "target")]
     pub target: Option<String>,
-    /// Cores to pin the VPS to.
-    #[arg(short, long, default_value_t = 1)]
-    pub cores: u32,
-    /// Memory limit, like 512M or 8G.
-    #[arg(short, long)]
-    pub memory: Option<String>,
-    /// Number of GPUs (or name them in the target).
-    #[arg(long, default_value_t = 0)]
-    pub gpus: u32,
-    /// Environment to run in, NAME or NAME:vN; default: the `default` environment.
-    #[arg(long = "env", value_name = "NAME", conflicts_with = "image")]
-    pub environment: Option<String>,
-    /// A Docker image instead of an environment.
-    #[arg(long)]
-    pub image: Option<String>,
+    #[command(flatten)]
+    pub work: WorkArgs,
     /// A public key that may log in (repeatable); default: ~/.ssh/id_ed25519.pub, else
     /// ~/.ssh/id_rsa.pub.
     #[arg(long = "ssh-key", value_name = "FILE")]
@@ -441,18 +428,6 @@ pub struct VpsCreateArgs {
     /// Use the image's own sshd on port 22 instead of river's SSH (it must start it itself).
     #[arg(long)]
     pub image_sshd: bool,
-    /// Environment variable, K=V (repeatable).
-    #[arg(short = 'e', long = "env-var", value_name = "K=V")]
-    pub env: Vec<String>,
-    /// Bind mount SRC:DST[:ro] from the node (repeatable).
-    #[arg(long = "mount")]
-    pub mounts: Vec<String>,
-    /// A name to find the VPS by.
-    #[arg(long)]
-    pub name: Option<String>,
-    /// `overlay` or `bridge`, as for tasks.
-    #[arg(long, value_parser = ["overlay", "bridge"])]
-    pub network: Option<String>,
     /// Run at an address reserved with `river ip reserve`.
     #[arg(long, value_name = "TOKEN")]
     pub ip_token: Option<String>,
@@ -462,6 +437,39 @@ pub struct VpsCreateArgs {
     /// What the VPS runs (default: nothing but staying up).
     #[arg(last = true)]
     pub command: Vec<String>,
+}
+
+/// What tasks and VPSs alike ask for: resources, image, environment, mounts, network.
+#[derive(Debug, Args)]
+pub struct WorkArgs {
+    /// Cores to pin it to.
+    #[arg(short, long, default_value_t = 1)]
+    pub cores: u32,
+    /// Memory limit, like 512M or 8G.
+    #[arg(short, long)]
+    pub memory: Option<String>,
+    /// Number of GPUs (or name them in the target).
+    #[arg(long, default_value_t = 0)]
+    pub gpus: u32,
+    /// Environment to run in, NAME or NAME:vN (`river env list`); default: the `default` environment.
+    #[arg(long = "env", value_name = "NAME", conflicts_with = "image")]
+    pub environment: Option<String>,
+    /// A Docker image instead of an environment: one the nodes have, or can pull.
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Environment variable, K=V (repeatable).
+    #[arg(short = 'e', long = "env-var", value_name = "K=V")]
+    pub env: Vec<String>,
+    /// Bind mount SRC:DST[:ro] from the node (repeatable).
+    #[arg(long = "mount")]
+    pub mounts: Vec<String>,
+    /// A name to find it by.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// `overlay` (containers on all nodes reach each other by address; the default when the
+    /// cluster has it) or `bridge` (the engine's own network).
+    #[arg(long, value_parser = ["overlay", "bridge"])]
+    pub network: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -512,44 +520,18 @@ pub struct SubmitArgs {
     /// Where to run: HOST, HOST:NUMA, HOST::GPU,GPU or HOST:NUMA::GPU,GPU. Repeat for one task per target.
     #[arg(short, long = "target")]
     pub targets: Vec<String>,
-    /// Cores to pin the task to.
-    #[arg(short, long, default_value_t = 1)]
-    pub cores: u32,
-    /// Memory limit, like 512M or 8G.
-    #[arg(short, long)]
-    pub memory: Option<String>,
-    /// Number of GPUs (or name them in the target).
-    #[arg(long, default_value_t = 0)]
-    pub gpus: u32,
-    /// Environment to run in, NAME or NAME:vN (`river env list`); default: the `default` environment.
-    #[arg(long = "env", value_name = "NAME", conflicts_with = "image")]
-    pub environment: Option<String>,
-    /// A Docker image instead of an environment: one the nodes have, or can pull.
-    #[arg(long)]
-    pub image: Option<String>,
+    #[command(flatten)]
+    pub work: WorkArgs,
     /// Run the command as a process on the node (same core and memory limits, via cgroups, as an
     /// unprivileged user) instead of in a container.
     #[arg(long, conflicts_with_all = ["image", "environment", "mounts"])]
     pub no_container: bool,
-    /// Environment variable for the task, K=V (repeatable).
-    #[arg(short = 'e', long = "env-var", value_name = "K=V")]
-    pub env: Vec<String>,
-    /// Bind mount SRC:DST[:ro] from the node (repeatable).
-    #[arg(long = "mount")]
-    pub mounts: Vec<String>,
     /// Working directory inside the container.
     #[arg(long)]
     pub workdir: Option<String>,
-    /// A name to find the task by.
-    #[arg(long)]
-    pub name: Option<String>,
     /// Run with full access to the node (operators only, and only where the host allows it).
     #[arg(long)]
     pub privileged: bool,
-    /// `overlay` (containers on all nodes reach each other by address; the default when the
-    /// cluster has it) or `bridge` (the engine's own network).
-    #[arg(long, value_parser = ["overlay", "bridge"])]
-    pub network: Option<String>,
     /// Run at an address reserved with `river ip reserve` (and on its node).
     #[arg(long, value_name = "TOKEN", conflicts_with_all = ["nodes", "group"])]
     pub ip_token: Option<String>,

@@ -61,12 +61,14 @@ pub(crate) fn parse_spec(a: SubmitArgs) -> anyhow::Result<TaskSpec> {
         river_task::target::Target::parse(t).map_err(|e| anyhow::anyhow!(e))?;
     }
     let memory_bytes = a
+        .work
         .memory
         .as_deref()
         .map(river_task::size::parse)
         .transpose()
         .map_err(|e| anyhow::anyhow!(e))?;
     let env = a
+        .work
         .env
         .iter()
         .map(|kv| match kv.split_once('=') {
@@ -75,6 +77,7 @@ pub(crate) fn parse_spec(a: SubmitArgs) -> anyhow::Result<TaskSpec> {
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mounts = a
+        .work
         .mounts
         .iter()
         .map(|m| {
@@ -101,20 +104,20 @@ pub(crate) fn parse_spec(a: SubmitArgs) -> anyhow::Result<TaskSpec> {
     }
     Ok(TaskSpec {
         command: a.command,
-        image: a.image.unwrap_or_default(),
-        environment: a.environment,
+        image: a.work.image.unwrap_or_default(),
+        environment: a.work.environment,
         archive: None,
         no_container: a.no_container,
         env,
-        cores: a.cores,
+        cores: a.work.cores,
         memory_bytes,
-        gpus: a.gpus,
+        gpus: a.work.gpus,
         targets: a.targets,
         mounts,
         workdir: a.workdir,
-        name: a.name,
+        name: a.work.name,
         privileged: a.privileged,
-        network: a.network,
+        network: a.work.network,
         ip_token: a.ip_token.map(river_proto::msg::Secret),
         ip: None,
         nodes: a.nodes,
