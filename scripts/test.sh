@@ -15,6 +15,7 @@ install_needs() {
   command -v python3 >/dev/null || missing+=(python3)
   command -v tmux >/dev/null || missing+=(tmux)
   command -v iptables >/dev/null || missing+=(iptables)
+  command -v ssh-keygen >/dev/null || missing+=(openssh-client)
   if [[ ${#missing[@]} -gt 0 ]]; then
     if [[ $EUID -eq 0 ]] && command -v apt-get >/dev/null; then
       echo "== installing ${missing[*]}"
