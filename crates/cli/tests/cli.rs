@@ -904,6 +904,12 @@ fn vps_ssh_into_an_image_without_sshd_and_files_outlive_stop_and_start() {
     assert!(river(&cfg, &["vps", "resume", &id]).status.success());
     wait_vps(&cfg, &id, "running");
     assert_eq!(vps_ssh(&cfg, &id, &key, &["true"]).status.code(), Some(0));
+    // A paused VPS stops too.
+    assert!(river(&cfg, &["vps", "pause", &id]).status.success());
+    wait_vps(&cfg, &id, "paused");
+    assert!(river(&cfg, &["vps", "stop", &id]).status.success());
+    wait_vps(&cfg, &id, "stopped");
+    assert!(river(&cfg, &["vps", "start", &id, "--wait"]).status.success());
 
     // A task is not a VPS, and a VPS's port 22 is river's even for `river forward`.
     let plain = running_task(&cfg, &["--image", "river-test/busybox:1", "--", "sleep", "300"]);

@@ -692,6 +692,10 @@ impl Executor {
                 if let Ok(mut e) = self.vps_ends.lock() {
                     e.insert(id, VpsEnd::Stop);
                 }
+                // A frozen container cannot act on SIGTERM: thaw it first.
+                if rt.status(&name).await.is_ok_and(|s| s.paused) {
+                    let _ = rt.resume(&name).await;
+                }
                 rt.stop(&name, VPS_STOP_GRACE).await
             }
         };
