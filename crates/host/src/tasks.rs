@@ -402,10 +402,6 @@ pub(crate) async fn on_report(
         }
         ctx.save_task(&t).await?;
         tracing::info!(task = id, %node, state = to.as_str(), "task state");
-        if !to.holds_resources() {
-            // A stopped VPS's cores are free for others.
-            ctx.kick.notify_one();
-        }
         if to.is_final() {
             if to != TaskState::Completed {
                 crate::groups::member_failed(ctx, &t).await?;
@@ -413,6 +409,9 @@ pub(crate) async fn on_report(
             if t.placement.as_ref().is_some_and(|p| p.ip.is_some()) {
                 ctx.store.release_reservations(now_ms()).await?;
             }
+        }
+        if !to.holds_resources() {
+            // Its cores are free for others (an ended task's, a stopped VPS's).
             ctx.kick.notify_one();
         }
         Ok(())
