@@ -92,7 +92,7 @@ wait_for 60 bash -c "[[ \$(RIVER_CONFIG_DIR=$T/host/admin nsenter --net=/run/net
 # Two long-running containers, one per runner; iperf3 runs in their network namespaces.
 ta=$(cli task submit -t a --image river-test/busybox:1 -- sleep 3600)
 tb=$(cli task submit -t b --image river-test/busybox:1 -- sleep 3600)
-running() { cli task status "$1" | grep -q "state: *running"; }
+running() { cli task status "$1" | grep "state: *running" >/dev/null; }
 wait_for 60 running "$ta"
 wait_for 60 running "$tb"
 ip_of() { cli task status "$1" -o json | python3 -c "import json,sys; print(json.load(sys.stdin)['placement']['ip'])"; }

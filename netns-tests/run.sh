@@ -85,6 +85,11 @@ topology() {
   machine "$OC" 10.77.0.23 p${ID}oc
 }
 
+# matches GREP-ARGS...: grep that reads all its input. `grep -q` stops at the first match, and
+# the command writing into the pipe then fails on the closed pipe — which `pipefail` reports as a
+# failure of the whole check.
+matches() { grep "$@" >/dev/null; }
+
 # refute DESCRIPTION COMMAND...: fails the scenario if COMMAND succeeds (a bare `! cmd` never
 # fails a script under `set -e`).
 refute() {
@@ -110,7 +115,7 @@ wait_for() {
 
 cli() { in_ns "$H" env RIVER_CONFIG_DIR="$T/host/admin" "$RIVER" "$@"; }
 node_state() { cli node list -o json | python3 -c "import json,sys; print({n['name']: n['state'] for n in json.load(sys.stdin)}.get('$1', 'absent'))"; }
-task_running() { cli task status "$1" | grep -q "state: *running"; }
+task_running() { cli task status "$1" | matches "state: *running"; }
 state_is() { [[ $(node_state "$1") == "$2" ]]; }
 
 start_host() {
@@ -190,8 +195,8 @@ test_join() {
   wait_for "r1 online" 20 state_is r1 Online
   wait_for "r2 online" 20 state_is r2 Online
   # The host sees each runner at its own address, over the bridge.
-  cli node show r1 | grep -q "address:     10.77.0.11:"
-  cli node list | grep -q "^r2 *online"
+  cli node show r1 | matches "address:     10.77.0.11:"
+  cli node list | matches "^r2 *online"
 }
 
 #   [h] ---br0---X--- [r1]   r1's port on the bridge goes down for a while:
@@ -229,7 +234,7 @@ test_host_restart() {
 #   [h] ---br0--- [r1]
 #            \-------- [r2 removed]   r2 is cut off, stops, and is refused if started again
 test_revoked_node() {
-  cli node remove r2 | grep -q "revoked"
+  cli node remove r2 | matches "revoked"
   # The runner is told and stops, saying why; started again, it is refused again.
   wait_for "r2's runner stops" 20 bash -c "! kill -0 $(pid_of r2)"
   grep -q "removed from the cluster" "$T/r2.log"
@@ -272,7 +277,7 @@ test_wrong_ca() {
   fi
   grep -q "host rejected this certificate" "$T/r3d.log"
   [[ $(node_state r3) == absent ]]
-  cli status | grep -q "1 online"
+  cli status | matches "1 online"
 }
 
 #   [h] ---br0--- [r4 + its own dockerd]
@@ -323,7 +328,7 @@ test_environments() {
   id=$(cli task list -o json | python3 -c "import json,sys; print(max(t['id'] for t in json.load(sys.stdin)))")
   [[ $(cli task logs "$id") == made-on-d1 ]] || { echo "    logs: $(cli task logs "$id")"; return 1; }
   # d2's engine now has exactly that version, which it could only have had from the host.
-  docker -H "unix://$sock" images --format '{{.Repository}}:{{.Tag}}' | grep -qx 'river-env/lab:v2'
+  docker -H "unix://$sock" images --format '{{.Repository}}:{{.Tag}}' | matches -x 'river-env/lab:v2'
   [[ $(cli env list -o json | python3 -c "import json,sys; print([e for e in json.load(sys.stdin) if e['name'] == 'lab'][0]['versions'][1]['fetches'])") == 1 ]]
 }
 
@@ -396,7 +401,7 @@ overlay_healthy() {
   done
 }
 task_ip() { ocli task status "$1" -o json | python3 -c "import json,sys; print(json.load(sys.stdin)['placement']['ip'])"; }
-otask_running() { ocli task status "$1" | grep -q "state: *running"; }
+otask_running() { ocli task status "$1" | matches "state: *running"; }
 # ologs ID: a task's output so far.
 ologs() { ocli task logs "$1" 2>/dev/null; }
 # Bytes received on eth0 of namespace $1 (/proc/net is per namespace; /sys is not re-mounted).
@@ -484,9 +489,9 @@ test_overlay() {
   id=$(ocli task submit --image $img --ip-token "$token" -- sh -c 'ip -4 -o addr show eth0; exec sleep 600')
   wait_for "reserved task running" 30 otask_running "$id"
   wait_for "reserved task's output" 10 bash -c "RIVER_CONFIG_DIR=$T/ohost/admin nsenter --net=/run/netns/$H $RIVER task logs $id | grep -q ."
-  ologs "$id" | grep -q " $rip/" || { echo "    the container has: $(ologs "$id")"; return 1; }
+  ologs "$id" | matches " $rip/" || { echo "    the container has: $(ologs "$id")"; return 1; }
   [[ $(ocli task status "$id" -o json | python3 -c "import json,sys; print(json.load(sys.stdin)['placement']['node'])") == oc ]]
-  ocli ip list | grep -q "^$rip .*$id" || { echo "    ip list: $(ocli ip list)"; return 1; }
+  ocli ip list | matches "^$rip .*$id" || { echo "    ip list: $(ocli ip list)"; return 1; }
   other=$(ocli task submit -t oc --image $img -- sleep 600)
   wait_for "other task running" 30 otask_running "$other"
   [[ $(task_ip "$other") != "$rip" ]] || { echo "    the reserved address was given to another task"; return 1; }
@@ -573,7 +578,7 @@ test_overlay() {
   echo "    removing oc removes its entries on the others"
   local oc_subnet
   oc_subnet=$(overlay_q "[x['subnet'] for x in o['members'] if x['name'] == 'oc'][0]")
-  in_ns "$OA" bridge fdb show dev rvx0 | grep -q "dst 10.77.0.23"
+  in_ns "$OA" bridge fdb show dev rvx0 | matches "dst 10.77.0.23"
   ocli node remove oc >/dev/null
   wait_for "oc's FDB entry gone on oa" 20 bash -c "! nsenter --net=/run/netns/$OA bridge fdb show dev rvx0 | grep -q 'dst 10.77.0.23'"
   wait_for "oc's route gone on ob" 20 bash -c "! nsenter --net=/run/netns/$OB ip route | grep -q '^$oc_subnet'"

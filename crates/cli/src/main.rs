@@ -11,6 +11,9 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let args = args::Cli::parse();
+    if !args.command.is_server() && !matches!(args.command, args::Command::Forward { .. }) {
+        quiet_on_closed_output();
+    }
     init_logging(&args);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
@@ -25,6 +28,18 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `river task list | head -1`: when the reader of our output goes away, end quietly as Unix tools
+/// do, rather than panic on the failed write. Not for servers and `forward`, whose sockets must
+/// never kill the process.
+#[allow(unsafe_code)]
+fn quiet_on_closed_output() {
+    // SAFETY: restores the default action for SIGPIPE (Rust's runtime sets it to ignored) before
+    // any thread exists; nothing else in the process depends on it being ignored.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
