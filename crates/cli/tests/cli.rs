@@ -70,6 +70,22 @@ fn every_command_has_help_with_an_example() {
 }
 
 #[test]
+fn a_closed_output_ends_a_command_quietly() {
+    // `river … | head -1`: the reader is gone before the command writes.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let o = Command::new(env!("CARGO_BIN_EXE_river"))
+        .args(["init", "config", "--host"])
+        .stdout(writer)
+        .output()
+        .unwrap();
+    use std::os::unix::process::ExitStatusExt as _;
+    // Ended by SIGPIPE, as `cat` would be, not a panic and a backtrace.
+    assert_eq!(o.status.signal(), Some(13), "{:?}", text(&o));
+    assert!(!text(&o).1.contains("panicked"), "{:?}", text(&o));
+}
+
+#[test]
 fn without_credentials_commands_say_how_to_get_them() {
     let d = tempfile::tempdir().unwrap();
     let o = river(&d.path().join("cfg"), &["node", "list"]);
