@@ -623,9 +623,17 @@ impl Runtime {
         self.docker.resize_exec(id, opts).await.map_err(docker_err)
     }
 
-    /// The exit code of a finished exec.
-    pub async fn exec_exit(&self, id: &str) -> Result<Option<i64>> {
-        Ok(self.docker.inspect_exec(id).await.map_err(docker_err)?.exit_code)
+    /// The exit code of an exec whose output has ended: the engine may take a moment to record it,
+    /// so this waits up to a second; `None` if it is still unknown then.
+    pub async fn exec_exit(&self, id: &str) -> Option<i64> {
+        for _ in 0..50 {
+            match self.docker.inspect_exec(id).await {
+                Ok(e) if e.exit_code.is_some() => return e.exit_code,
+                Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+                Err(_) => return None,
+            }
+        }
+        None
     }
 
     /// The container's output from the start, as it comes; with `follow`, until it stops.

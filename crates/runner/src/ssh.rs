@@ -285,6 +285,11 @@ fn command(start: &Start) -> Vec<String> {
     vec!["/bin/sh".into(), "-c".into(), script]
 }
 
+/// A terminal dimension as the engine takes it.
+fn clamp(v: u32) -> u16 {
+    u16::try_from(v).unwrap_or(u16::MAX)
+}
+
 fn valid_env_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
@@ -305,7 +310,6 @@ async fn run_session(vps: &Vps, user: Option<String>, mut read: ChannelReadHalf,
                 row_height,
                 ..
             }) => {
-                let clamp = |v: u32| u16::try_from(v).unwrap_or(u16::MAX);
                 pty = Some((term, clamp(row_height), clamp(col_width)));
             }
             Some(ChannelMsg::SetEnv {
@@ -371,7 +375,6 @@ async fn run_session(vps: &Vps, user: Option<String>, mut read: ChannelReadHalf,
                 ChannelMsg::WindowChange {
                     col_width, row_height, ..
                 } if tty => {
-                    let clamp = |v: u32| u16::try_from(v).unwrap_or(u16::MAX);
                     let _ = vps.rt.resize_exec(&exec.id, clamp(row_height), clamp(col_width)).await;
                 }
                 // A terminal has no end of input (closing it hangs the program up); a pipe does.
@@ -391,19 +394,12 @@ async fn run_session(vps: &Vps, user: Option<String>, mut read: ChannelReadHalf,
         () = output => {}
         () = input => {}
     }
-    // The exec's output ends when the command exits; its code may take a moment to be recorded.
-    let mut code = None;
-    for _ in 0..50 {
-        match vps.rt.exec_exit(&exec.id).await {
-            Ok(Some(c)) => {
-                code = Some(c);
-                break;
-            }
-            Ok(None) => tokio::time::sleep(Duration::from_millis(20)).await,
-            Err(_) => break,
-        }
-    }
-    let status = code.map_or(255, |c| u32::try_from(c).unwrap_or(255));
+    // The exec's output ends when the command exits.
+    let status = vps
+        .rt
+        .exec_exit(&exec.id)
+        .await
+        .map_or(255, |c| u32::try_from(c).unwrap_or(255));
     let _ = write.exit_status(status).await;
 }
 

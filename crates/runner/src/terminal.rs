@@ -91,19 +91,8 @@ pub(crate) async fn serve(
             },
         }
     }
-    // The exec's output ends when the command exits; its code may take a moment to be recorded.
-    let mut code = None;
-    for _ in 0..50 {
-        match rt.exec_exit(&exec.id).await {
-            Ok(Some(c)) => {
-                code = Some(c);
-                break;
-            }
-            Ok(None) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
-            Err(_) => break,
-        }
-    }
-    let last = match code {
+    // The exec's output ends when the command exits.
+    let last = match rt.exec_exit(&exec.id).await {
         Some(code) => TermOut::Exit { code },
         None => TermOut::Error("the command's exit code is unknown".into()),
     };
