@@ -277,6 +277,22 @@ pub enum UserCmd {
     },
     /// List users.
     List,
+    /// Your SSH public keys, which the host's SSH gateway lets in (`ssh -J river@HOST:PORT`).
+    #[command(subcommand)]
+    Key(UserKeyCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserKeyCmd {
+    /// Register a public key (an OpenSSH .pub file) for the SSH gateway.
+    #[command(
+        after_help = "Example:\n  river user key add ~/.ssh/id_ed25519.pub\n  ssh -J river@HOST:7443 root@vps-42"
+    )]
+    Add { file: PathBuf },
+    /// Your registered keys.
+    List,
+    /// Remove a key: its file, its `TYPE BASE64` text, its SHA256 fingerprint or its comment.
+    Rm { key: String },
 }
 
 #[derive(Debug, Args)]
@@ -378,10 +394,34 @@ pub enum VpsCmd {
     /// freed).
     #[command(after_help = "Example:\n  river vps stop 42 && river vps start 42")]
     Stop { id: u64 },
-    /// Start a stopped VPS again on its node, with its files as they were.
-    #[command(after_help = "Example:\n  river vps start 42 --wait")]
+    /// Start a stopped VPS again on its node, with its files as they were; or, with --on, on
+    /// another node from a snapshot (taken now if its node is up, else its latest).
+    #[command(
+        after_help = "Examples:\n  river vps start 42 --wait\n  river vps start 42 --on gpu-02   # move it: its files go along, its overlay address changes"
+    )]
     Start {
         id: u64,
+        /// Start it on this node instead, from a snapshot.
+        #[arg(long, value_name = "NODE")]
+        on: Option<String>,
+        /// Wait until it runs.
+        #[arg(short, long)]
+        wait: bool,
+    },
+    /// Snapshot a VPS's disk (running, paused or stopped); `snapshot list|rm` manage them. The
+    /// host keeps snapshots, so a VPS can start from one on any node.
+    #[command(
+        args_conflicts_with_subcommands = true,
+        subcommand_negates_reqs = true,
+        after_help = "Examples:\n  river vps snapshot 42 -m 'before upgrading CUDA'\n  river vps snapshot list 42\n  river vps restore 42 3\n  river vps snapshot rm 42 3"
+    )]
+    Snapshot(VpsSnapshotArgs),
+    /// Start a stopped VPS from one of its snapshots: its disk is replaced by the snapshot's.
+    #[command(after_help = "Example:\n  river vps stop 42 && river vps restore 42 3 --wait")]
+    Restore {
+        id: u64,
+        /// The snapshot's number (`river vps snapshot list ID`).
+        snapshot: u32,
         /// Wait until it runs.
         #[arg(short, long)]
         wait: bool,
@@ -399,6 +439,26 @@ pub enum VpsCmd {
     /// The SSH keys that may log in to a VPS.
     #[command(subcommand)]
     Keys(VpsKeysCmd),
+}
+
+#[derive(Debug, Args)]
+pub struct VpsSnapshotArgs {
+    #[command(subcommand)]
+    pub cmd: Option<VpsSnapshotCmd>,
+    /// The VPS to snapshot.
+    #[arg(required = true)]
+    pub id: Option<u64>,
+    /// A note to remember it by.
+    #[arg(short, long)]
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VpsSnapshotCmd {
+    /// A VPS's snapshots, oldest first.
+    List { id: u64 },
+    /// Remove a snapshot.
+    Rm { id: u64, snapshot: u32 },
 }
 
 #[derive(Debug, Subcommand)]

@@ -556,6 +556,7 @@ async fn a_vps_outlives_runner_and_host_restarts_and_a_stop_while_its_runner_is_
     vps.vps = Some(river_proto::msg::VpsSpec {
         ssh_keys: vec!["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPApQ0j57M7iGP/Usn4Gpx9FDHOqJCvgdjD3+Zj7Rpga t".into()],
         image_sshd: false,
+        generation: 0,
     });
     let id = submit(&conn, vps).await[0];
     wait_state(&conn, id, &["running"]).await;
@@ -584,7 +585,7 @@ async fn a_vps_outlives_runner_and_host_restarts_and_a_stop_while_its_runner_is_
     let t = wait_state(&conn, id, &["stopped", "failed"]).await;
     assert_eq!(t.state, "stopped", "{:?}", t.message);
     assert!(rt.status(&container).await.is_ok(), "the container is kept");
-    match call(&conn, Request::VpsStart { id }).await {
+    match call(&conn, Request::VpsStart { id, on: None }).await {
         Response::Done { .. } => {}
         other => panic!("start: {other:?}"),
     }

@@ -108,6 +108,7 @@ pub struct Status {
     pub paused: bool,
     /// Set once it has stopped.
     pub exit: Option<Exit>,
+    pub labels: BTreeMap<String, String>,
 }
 
 /// A container found by label.
@@ -363,6 +364,11 @@ impl Runtime {
             running,
             paused: st.paused.unwrap_or(false),
             exit: exit.filter(|_| started),
+            labels: c
+                .config
+                .and_then(|c| c.labels)
+                .map(|l| l.into_iter().collect())
+                .unwrap_or_default(),
         })
     }
 

@@ -38,6 +38,10 @@ pub(crate) async fn serve(ctx: Arc<Ctx>, listener: tokio::net::TcpListener, tls:
         };
         let (acceptor, app, ctx) = (acceptor.clone(), app.clone(), ctx.clone());
         tokio::spawn(async move {
+            // The SSH gateway shares the port: SSH clients speak first, with `SSH-`.
+            if crate::gateway::is_ssh(&tcp).await {
+                return crate::gateway::serve(ctx, tcp, remote).await;
+            }
             let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => return tracing::debug!(%remote, "API TLS handshake failed: {e}"),
@@ -148,12 +152,13 @@ async fn task_signal(
         "resume" => Signal::Resume,
         "stop" => Signal::Stop,
         // VPSs: start a stopped one again, remove one with its disk.
-        "start" => return call(s, c, Request::VpsStart { id }).await,
+        "start" => return call(s, c, Request::VpsStart { id, on: None }).await,
         "remove" => return call(s, c, Request::VpsRemove { id }).await,
+        "snapshot" => return call(s, c, Request::VpsSnapshot { id, message: None }).await,
         _ => {
             return error(
                 StatusCode::NOT_FOUND,
-                "no such action; use kill, pause or resume (and for a VPS stop, start or remove)",
+                "no such action; use kill, pause or resume (and for a VPS stop, start, remove or snapshot)",
             )
         }
     };
@@ -207,6 +212,9 @@ async fn call(
         Response::IpReserved(r) => serde_json::json!(r),
         Response::Ips(ips) => serde_json::json!(ips),
         Response::Overlay(o) => serde_json::json!(o),
+        Response::Snapshot(s) => serde_json::json!(s),
+        Response::Snapshots(s) => serde_json::json!(s),
+        Response::UserKeys(k) => serde_json::json!(k),
     };
     Json(body).into_response()
 }

@@ -41,6 +41,23 @@ pub struct HostConfig {
     pub default_image: String,
     /// The overlay network between containers on different nodes (off by default).
     pub overlay: OverlaySettings,
+    /// VPS snapshots.
+    pub vps: VpsSettings,
+}
+
+/// `[vps]` in the host config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VpsSettings {
+    /// Snapshots taken automatically when a VPS stops, kept per VPS (the oldest go first); 0
+    /// turns them off. Snapshots taken by hand are kept until removed.
+    pub auto_snapshots: u32,
+}
+
+impl Default for VpsSettings {
+    fn default() -> Self {
+        Self { auto_snapshots: 3 }
+    }
 }
 
 /// `[overlay]` in the host config.
@@ -92,6 +109,7 @@ impl Default for HostConfig {
             allow_privileged: false,
             default_image: "python:3.12-slim".into(),
             overlay: OverlaySettings::default(),
+            vps: VpsSettings::default(),
         }
     }
 }

@@ -64,7 +64,7 @@ fn session_name(env: &str) -> String {
     format!("env:{env}")
 }
 
-fn blobs(ctx: &Ctx) -> PathBuf {
+pub(crate) fn blobs(ctx: &Ctx) -> PathBuf {
     ctx.cfg.state_dir.join("blobs")
 }
 
@@ -142,7 +142,7 @@ pub(crate) async fn resolve(ctx: &Ctx, spec: &mut TaskSpec) -> anyhow::Result<Re
 }
 
 /// The connection to `node`, or to any connected node when `None`.
-fn pick_node(ctx: &Ctx, node: Option<&str>) -> Result<(String, river_mesh::Connection), Response> {
+pub(crate) fn pick_node(ctx: &Ctx, node: Option<&str>) -> Result<(String, river_mesh::Connection), Response> {
     match node {
         Some(n) => ctx
             .registry
@@ -181,7 +181,7 @@ pub(crate) async fn create(
         Ok(x) => x,
         Err(refusal) => return Ok(refusal),
     };
-    let archive = match export(ctx, &conn, ExportSource::Image(from.to_owned()), &tag(name, 1)).await {
+    let archive = match export(ctx, &conn, ExportSource::Image(from.to_owned()), &tag(name, 1), false).await {
         Ok(a) => a,
         Err(why) => {
             return Ok(err(
@@ -334,7 +334,7 @@ pub(crate) async fn commit(
         }
     };
     let next = env.versions.last().map_or(1, |v| v.version + 1);
-    let archive = match export(ctx, &conn, ExportSource::Task(t.id), &tag(name, next)).await {
+    let archive = match export(ctx, &conn, ExportSource::Task(t.id), &tag(name, next), false).await {
         Ok(a) => a,
         Err(why) => {
             return Ok(err(
@@ -368,11 +368,12 @@ pub(crate) async fn commit(
 
 /// Asks a node to make `tag` from `source` and send its archive, which is stored under its
 /// SHA-256. The error is a sentence for the user.
-async fn export(
+pub(crate) async fn export(
     ctx: &Ctx,
     conn: &river_mesh::Connection,
     source: ExportSource,
     tag: &str,
+    drop_after: bool,
 ) -> Result<ArchiveRef, String> {
     let io = |e: std::io::Error| format!("host could not store the archive: {e}");
     let (mut send, mut recv) = open(conn, StreamKind::Export).await.map_err(|e| e.to_string())?;
@@ -381,6 +382,7 @@ async fn export(
         &ExportRequest {
             source,
             tag: tag.to_owned(),
+            drop_after,
         },
     )
     .await

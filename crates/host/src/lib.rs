@@ -10,6 +10,7 @@ pub mod config;
 mod api;
 mod clock;
 mod envs;
+mod gateway;
 mod groups;
 mod init;
 mod join;

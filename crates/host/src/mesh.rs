@@ -6,7 +6,7 @@ use crate::{join, rpc, Ctx};
 use river_mesh::{close, peer_subject, read_header, recv_msg, send_msg, Connection, Endpoint, FramedError, Peer};
 use river_mesh::{RecvStream, SendStream};
 use river_pki::Subject;
-use river_proto::msg::{Heartbeat, HeartbeatAck, Hello, HelloReply, Request, Response, RunnerMsg};
+use river_proto::msg::{Heartbeat, HeartbeatAck, Hello, HelloReply, HostMsg, Request, Response, RunnerMsg};
 use river_proto::StreamKind;
 use std::sync::Arc;
 use std::time::Duration;
@@ -182,17 +182,20 @@ async fn control(
     .await?;
     // What the runner has must be settled before anything new is scheduled on it; otherwise a task
     // assigned a moment ago could look like one the runner lost.
-    match first_msg::<RunnerMsg>(recv).await? {
+    let discard = match first_msg::<RunnerMsg>(recv).await? {
         RunnerMsg::Snapshot { tasks } => crate::tasks::reconcile(ctx, name, tasks).await,
         other => {
             tracing::warn!(node = %name, "session began with {other:?} instead of a snapshot");
             return Err(FramedError::Ended);
         }
-    }
+    };
     // The session, not the connection, is what the registry tracks: a runner's short renewal
     // connection must not replace its session.
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     ctx.registry.attach(name, conn.clone(), tx);
+    for id in discard {
+        ctx.registry.send(name, HostMsg::Discard { id });
+    }
     // The overlay plan goes ahead of any task, on the same ordered stream.
     crate::overlay::attached(ctx, name, conn.remote_address()).await;
     ctx.kick.notify_one();
@@ -207,7 +210,11 @@ async fn control(
                     Some(RunnerMsg::Task { id, state, exit_code, message }) => {
                         crate::tasks::on_report(ctx, name, id, &state, exit_code, message).await;
                     }
-                    Some(RunnerMsg::Snapshot { tasks }) => crate::tasks::reconcile(ctx, name, tasks).await,
+                    Some(RunnerMsg::Snapshot { tasks }) => {
+                        for id in crate::tasks::reconcile(ctx, name, tasks).await {
+                            ctx.registry.send(name, HostMsg::Discard { id });
+                        }
+                    }
                     Some(RunnerMsg::Fetch { id, done, total }) => ctx.fetch_progress(id, done, total),
                     Some(RunnerMsg::Overlay(health)) => {
                         if let Some(o) = ctx.overlay.as_ref() {

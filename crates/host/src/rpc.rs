@@ -49,7 +49,15 @@ pub(crate) fn authorize(caller: &Caller, req: &Request) -> Result<(), String> {
         Request::TaskList { .. } | Request::TaskShow { .. } => Role::Viewer,
         // Whose task it is is checked with the task in hand.
         Request::TaskSubmit(_) | Request::TaskSignal { .. } | Request::TaskLogs { .. } => Role::User,
-        Request::VpsStart { .. } | Request::VpsRemove { .. } | Request::VpsKeys { .. } => Role::User,
+        Request::VpsStart { .. }
+        | Request::VpsRemove { .. }
+        | Request::VpsKeys { .. }
+        | Request::VpsSnapshot { .. }
+        | Request::VpsSnapshots { .. }
+        | Request::VpsSnapshotRm { .. }
+        | Request::VpsRestore { .. } => Role::User,
+        // A user's own keys.
+        Request::UserKeyAdd { .. } | Request::UserKeys | Request::UserKeyRm { .. } => Role::Viewer,
         Request::EnvList | Request::IpList | Request::Overlay => Role::Viewer,
         // Whose reservation it is is checked with it in hand.
         Request::IpReserve { .. } | Request::IpRelease { .. } => Role::User,
@@ -224,7 +232,14 @@ async fn act(ctx: &Ctx, caller: &Caller, req: Request) -> anyhow::Result<Respons
         Request::IpList => crate::overlay::list(ctx).await?,
         Request::IpRelease { ip } => crate::overlay::release(ctx, caller, &ip).await?,
         Request::Overlay => crate::overlay::view(ctx).await?,
-        Request::VpsStart { id } => crate::vps::start(ctx, caller, id).await?,
+        Request::VpsStart { id, on } => crate::vps::start(ctx, caller, id, on).await?,
+        Request::VpsSnapshot { id, message } => crate::vps::snapshot(ctx, caller, id, message).await?,
+        Request::VpsSnapshots { id } => crate::vps::snapshots(ctx, caller, id).await?,
+        Request::VpsSnapshotRm { id, seq } => crate::vps::snapshot_rm(ctx, caller, id, seq).await?,
+        Request::VpsRestore { id, seq } => crate::vps::restore(ctx, caller, id, seq).await?,
+        Request::UserKeyAdd { key } => crate::gateway::add_key(ctx, caller, &key).await?,
+        Request::UserKeys => crate::gateway::keys(ctx, caller).await?,
+        Request::UserKeyRm { key } => crate::gateway::remove_key(ctx, caller, &key).await?,
         Request::VpsRemove { id } => crate::vps::remove(ctx, caller, id).await?,
         Request::VpsKeys { id, add, remove } => crate::vps::keys(ctx, caller, id, add, remove).await?,
     })

@@ -369,7 +369,7 @@ fn to_place(p: &TaskPlacement) -> place::Placement {
 /// A runner reported on one of its tasks. Reports that would break the state machine (a late
 /// "running" for a killed task, a task on another node) are logged and dropped.
 pub(crate) async fn on_report(
-    ctx: &Ctx,
+    ctx: &Arc<Ctx>,
     node: &str,
     id: u64,
     state: &str,
@@ -413,6 +413,9 @@ pub(crate) async fn on_report(
         if !to.holds_resources() {
             // Its cores are free for others (an ended task's, a stopped VPS's).
             ctx.kick.notify_one();
+        }
+        if to == TaskState::Stopped {
+            crate::vps::stopped(ctx, id);
         }
         Ok(())
     }
@@ -635,12 +638,30 @@ pub(crate) async fn node_lost(ctx: &Ctx, node: &str) {
 /// runner still runs carries on (a lost task comes back), what ended while the host could not hear
 /// gets its end, a start order that never arrived is queued again, and a task the node no longer
 /// has at all has failed.
-pub(crate) async fn reconcile(ctx: &Ctx, node: &str, reports: Vec<river_proto::msg::TaskReport>) {
+///
+/// Returns the VPSs whose containers the node should discard: they have moved to another node, or
+/// ended, while it was away.
+pub(crate) async fn reconcile(ctx: &Arc<Ctx>, node: &str, reports: Vec<river_proto::msg::TaskReport>) -> Vec<u64> {
     let Ok(tasks) = unfinished_on(ctx, node).await else {
-        return;
+        return Vec::new();
     };
-    let known: std::collections::HashMap<u64, river_proto::msg::TaskReport> =
+    let mut known: std::collections::HashMap<u64, river_proto::msg::TaskReport> =
         reports.into_iter().map(|r| (r.id, r)).collect();
+    let mut discard = Vec::new();
+    let strays: Vec<u64> = known
+        .keys()
+        .copied()
+        .filter(|id| !tasks.iter().any(|t| t.id == *id))
+        .collect();
+    for id in strays {
+        known.remove(&id);
+        if let Ok(Some(t)) = ctx.store.task(id).await {
+            if t.spec.vps.is_some() {
+                tracing::info!(%node, vps = id, "the node still has a VPS that lives elsewhere now");
+                discard.push(id);
+            }
+        }
+    }
     for mut t in tasks {
         if let Some(r) = known.get(&t.id) {
             on_report(ctx, node, t.id, &r.state, r.exit_code, r.message.clone()).await;
@@ -665,6 +686,7 @@ pub(crate) async fn reconcile(ctx: &Ctx, node: &str, reports: Vec<river_proto::m
         }
     }
     ctx.kick.notify_one();
+    discard
 }
 
 /// A node was removed from the cluster: what it was running is gone with it.

@@ -147,6 +147,44 @@ pub(crate) async fn forward(
     Ok(())
 }
 
+/// A TCP connection to `port` inside `task` for the SSH gateway, which has no mesh stream of its
+/// own to relay: checked like a forward (port 22 of a VPS is its runner's SSH server), then the
+/// runner's streams once it has connected, or why not.
+pub(crate) async fn open_tcp(
+    ctx: &Ctx,
+    caller: &Caller,
+    task: u64,
+    port: u16,
+) -> Result<(SendStream, RecvStream), String> {
+    let conn = route(ctx, caller, task).await?;
+    let vps_ssh = match ctx.task_for_stream(task).await {
+        Ok(Some(t)) => crate::vps::ssh_route(ctx, &t, port),
+        _ => None,
+    };
+    let opened = async {
+        let (to_runner, mut from_runner) = match &vps_ssh {
+            Some(serve) => {
+                let (mut s, r) = open(&conn, StreamKind::Ssh).await?;
+                send_msg(&mut s, serve).await?;
+                (s, r)
+            }
+            None => {
+                let (mut s, r) = open(&conn, StreamKind::Forward).await?;
+                send_msg(&mut s, &ForwardOpen { task, port, udp: false }).await?;
+                (s, r)
+            }
+        };
+        let reply = recv_msg::<ForwardReply>(&mut from_runner).await?;
+        Ok::<_, FramedError>((reply, to_runner, from_runner))
+    };
+    match opened.await {
+        Ok((Some(ForwardReply::Ok), send, recv)) => Ok((send, recv)),
+        Ok((Some(ForwardReply::Refused(why)), ..)) => Err(why),
+        Ok((None, ..)) => Err(format!("the node of task {task} ended the connection")),
+        Err(e) => Err(format!("the node of task {task}: {e}")),
+    }
+}
+
 /// Relays a user's stream and a runner's both ways until the runner's side ends (after the user's
 /// has, or on its own).
 async fn both_ways(

@@ -220,9 +220,38 @@ pub enum Request {
     },
     /// The overlay: subnets, peers and each node's last reconcile.
     Overlay,
-    /// Start a stopped VPS again, on its node (its container and disk as they were).
+    /// Start a stopped VPS again: on its node (its container and disk as they were), or with
+    /// `on`, on that node from its latest snapshot (one is taken first if its node is up).
     VpsStart {
         id: u64,
+        #[serde(default)]
+        on: Option<String>,
+    },
+    /// Save a VPS's disk (its container, committed) as its next snapshot.
+    VpsSnapshot {
+        id: u64,
+        message: Option<String>,
+    },
+    VpsSnapshots {
+        id: u64,
+    },
+    VpsSnapshotRm {
+        id: u64,
+        seq: u32,
+    },
+    /// Start a stopped VPS from one of its snapshots (its container is made anew from it).
+    VpsRestore {
+        id: u64,
+        seq: u32,
+    },
+    /// Register an SSH public key for the caller, for the SSH gateway.
+    UserKeyAdd {
+        key: String,
+    },
+    UserKeys,
+    /// Remove one of the caller's keys: a whole line, its `TYPE BASE64` part, or its comment.
+    UserKeyRm {
+        key: String,
     },
     /// Remove a VPS: its container and disk go; the record stays.
     VpsRemove {
@@ -285,6 +314,37 @@ pub enum Response {
     IpReserved(IpReservation),
     Ips(Vec<IpView>),
     Overlay(Box<OverlayView>),
+    Snapshot(Box<VpsSnapshot>),
+    Snapshots(Vec<VpsSnapshot>),
+    UserKeys(Vec<UserKey>),
+}
+
+/// A saved disk state of a VPS: its container committed to an image, kept by the host as an
+/// archive (so any node can start the VPS from it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VpsSnapshot {
+    pub vps: u64,
+    /// 1, 2, … per VPS, never reused.
+    pub seq: u32,
+    pub image: String,
+    pub archive: ArchiveRef,
+    /// The node it was taken on.
+    pub node: String,
+    pub created_by: String,
+    pub created_at_ms: i64,
+    pub message: Option<String>,
+    /// Taken when the VPS stopped (the oldest automatic ones are dropped past the host's limit).
+    pub auto: bool,
+}
+
+/// An SSH public key registered to a user, for the gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserKey {
+    /// `TYPE BASE64 [COMMENT]`.
+    pub key: String,
+    /// `SHA256:…`, as `ssh-keygen -l` prints it.
+    pub fingerprint: String,
+    pub added_at_ms: i64,
 }
 
 /// A new reservation and the token that claims it (shown once; the host keeps no copy).
@@ -564,6 +624,10 @@ pub struct VpsSpec {
     /// SSH is served by the image's own sshd on port 22 instead of by the runner.
     #[serde(default)]
     pub image_sshd: bool,
+    /// Bumped when the VPS's disk is replaced (restored from a snapshot, moved to another node):
+    /// a runner starts an existing container again only if it was made for this generation.
+    #[serde(default)]
+    pub generation: u32,
 }
 
 /// A secret carried in a message (a reservation token): serialized as the plain string, never
@@ -677,6 +741,11 @@ pub enum HostMsg {
     Remove {
         id: u64,
     },
+    /// A VPS has moved elsewhere (or ended while the node was away): its container here goes,
+    /// and nothing is reported.
+    Discard {
+        id: u64,
+    },
 }
 
 /// Runner → host, on the session's `Control` stream after the hello.
@@ -734,6 +803,9 @@ pub enum BlobReply {
 pub struct ExportRequest {
     pub source: ExportSource,
     pub tag: String,
+    /// Untag the image on the node once sent (a snapshot lives on the host, not on nodes).
+    #[serde(default)]
+    pub drop_after: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -84,7 +84,12 @@ impl Executor {
 enum VpsEnd {
     Stop,
     Remove,
+    /// Removed because the VPS now lives elsewhere: nothing to report.
+    Discard,
 }
+
+/// The container label holding the generation of the VPS's disk it was made for.
+const VPS_GENERATION: &str = "river.vps.generation";
 
 /// How long a stopping VPS gets between SIGTERM and SIGKILL.
 const VPS_STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
@@ -412,7 +417,10 @@ impl Executor {
             }
             HostMsg::Overlay(cfg) => self.overlay.announce(self, &cfg),
             HostMsg::Remove { id } => {
-                self.spawn(async move { me.remove_vps(id).await });
+                self.spawn(async move { me.remove_vps(id, VpsEnd::Remove).await });
+            }
+            HostMsg::Discard { id } => {
+                self.spawn(async move { me.remove_vps(id, VpsEnd::Discard).await });
             }
         }
     }
@@ -489,7 +497,12 @@ impl Executor {
                     ("river.cluster".to_owned(), self.cluster.clone()),
                 ]
                 .into_iter()
-                .chain(spec.vps.is_some().then(|| ("river.vps".to_owned(), "1".to_owned()))),
+                .chain(spec.vps.iter().flat_map(|v| {
+                    [
+                        ("river.vps".to_owned(), "1".to_owned()),
+                        (VPS_GENERATION.to_owned(), v.generation.to_string()),
+                    ]
+                })),
             ),
             // The host allowed it: the cluster permits it and the submitter is an operator.
             privileged: spec.privileged,
@@ -573,7 +586,9 @@ impl Executor {
     }
 
     /// Starts a VPS's existing container again with its new cores and memory (its files as they
-    /// were). `None`: there is no container to start (a first start, or it was lost).
+    /// were). `None`: there is no container to start (a first start, or it was lost), or the one
+    /// there was made for an earlier generation of the VPS's disk (before a restore or a move),
+    /// and has been removed.
     async fn restart_vps(
         &self,
         rt: &Runtime,
@@ -582,6 +597,13 @@ impl Executor {
         let Ok(st) = rt.status(&cspec.name).await else {
             return Ok(None);
         };
+        // A container from before generations existed is generation 0.
+        let made_for = st.labels.get(VPS_GENERATION).map_or("0", String::as_str);
+        if Some(made_for) != cspec.labels.get(VPS_GENERATION).map(String::as_str) {
+            tracing::info!(container = %cspec.name, "replacing a VPS container from an earlier generation");
+            rt.remove(&cspec.name).await?;
+            return Ok(None);
+        }
         if st.exit.is_some() || !st.running {
             rt.update_limits(
                 &cspec.name,
@@ -595,21 +617,23 @@ impl Executor {
         Ok(Some(cspec.name.clone()))
     }
 
-    /// Removes a VPS's container, running or not.
-    async fn remove_vps(self: Arc<Self>, id: u64) {
+    /// Removes a VPS's container, running or not: reported as removed (`Remove`), or silently
+    /// (`Discard`: the VPS lives elsewhere now).
+    async fn remove_vps(self: Arc<Self>, id: u64, why: VpsEnd) {
         let Ok(rt) = self.runtime().await else { return };
         let name = self.container_name(id);
+        let report = why == VpsEnd::Remove;
         let running = rt.status(&name).await.is_ok_and(|s| s.exit.is_none());
         if running {
-            // Its watcher reports the end.
+            // Its watcher reports the end, if any.
             if let Ok(mut e) = self.vps_ends.lock() {
-                e.insert(id, VpsEnd::Remove);
+                e.insert(id, why);
             }
         }
         if let Err(e) = rt.remove(&name).await {
             tracing::warn!(task = id, "removing a VPS: {e}");
         }
-        if !running {
+        if !running && report {
             self.report(id, TaskState::Killed, None, Some("removed".into()));
         }
     }
@@ -632,6 +656,9 @@ impl Executor {
             match (asked, exit) {
                 (Some(VpsEnd::Remove), _) => {
                     self.report(id, TaskState::Killed, None, Some("removed".into()));
+                    let _ = rt.remove(&cid).await;
+                }
+                (Some(VpsEnd::Discard), _) => {
                     let _ = rt.remove(&cid).await;
                 }
                 (asked, Ok(exit)) => {

@@ -286,4 +286,9 @@ pub(crate) async fn export(rt: &Runtime, container: Option<String>, req: ExportR
         }
     }
     let _ = send.finish();
+    if req.drop_after {
+        if let Err(e) = rt.remove_image(&req.tag).await {
+            tracing::warn!(tag = %req.tag, "untagging a sent snapshot: {e}");
+        }
+    }
 }

@@ -14,6 +14,7 @@ mod images;
 mod overlay;
 mod renew;
 mod session;
+mod sftp;
 mod ssh;
 mod terminal;
 

@@ -5,8 +5,9 @@
 //! listens on no port: SSH reaches a node only through the mesh.
 //!
 //! Sessions run inside the container through the engine's exec API: a login shell with a
-//! pseudo-terminal, a command (through `sh -c`, as sshd does) with its exit status, the `sftp`
-//! subsystem when the image has an `sftp-server`. `direct-tcpip` channels (`ssh -L`, `-D`)
+//! pseudo-terminal, a command (through `sh -c`, as sshd does) with its exit status. The `sftp`
+//! subsystem (and so `scp`) is river's own server working inside the container's files (see
+//! `sftp.rs`), so the image needs no `sftp-server`. `direct-tcpip` channels (`ssh -L`, `-D`)
 //! connect from inside the container's network namespace.
 
 use crate::exec::Executor;
@@ -275,12 +276,7 @@ fn command(start: &Start) -> Vec<String> {
                 .to_owned()
         }
         Start::Exec(cmd) => format!("cd \"$HOME\" 2>/dev/null; {cmd}"),
-        Start::Sftp => concat!(
-            "for p in /usr/lib/openssh/sftp-server /usr/libexec/openssh/sftp-server /usr/lib/ssh/sftp-server ",
-            "/usr/libexec/sftp-server /usr/lib/sftp-server; do [ -x \"$p\" ] && exec \"$p\"; done; ",
-            "echo 'river: this image has no sftp-server (scp and sftp need it; `scp -O` needs scp in the image)' >&2; exit 127"
-        )
-        .to_owned(),
+        Start::Sftp => unreachable!("sftp is served by the runner"),
     };
     vec!["/bin/sh".into(), "-c".into(), script]
 }
@@ -326,7 +322,10 @@ async fn run_session(vps: &Vps, user: Option<String>, mut read: ChannelReadHalf,
             Some(_) => {}
         }
     };
-    let tty = pty.is_some() && !matches!(start, Start::Sftp);
+    if let Start::Sftp = start {
+        return sftp(vps, user, read, write).await;
+    }
+    let tty = pty.is_some();
     if let Some((term, _, _)) = pty.as_ref().filter(|_| tty) {
         env.push(format!("TERM={term}"));
     }
@@ -401,6 +400,51 @@ async fn run_session(vps: &Vps, user: Option<String>, mut read: ChannelReadHalf,
         .await
         .map_or(255, |c| u32::try_from(c).unwrap_or(255));
     let _ = write.exit_status(status).await;
+}
+
+/// The `sftp` subsystem (also what `scp` uses): river's own server, inside the container's files.
+async fn sftp(vps: &Vps, user: Option<String>, mut read: ChannelReadHalf, write: &ChannelWriteHalf<Msg>) {
+    use tokio::io::AsyncReadExt as _;
+    let user = user.filter(|u| !u.is_empty());
+    let sock = match crate::sftp::start(vps.pid, user) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = write.extended_data(1, format!("river: sftp: {e}\r\n").as_bytes()).await;
+            let _ = write.exit_status(1).await;
+            return;
+        }
+    };
+    let (mut from_server, mut to_server) = sock.into_split();
+    let input = async {
+        while let Some(msg) = read.wait().await {
+            match msg {
+                ChannelMsg::Data { data } if to_server.write_all(&data).await.is_err() => break,
+                ChannelMsg::Data { .. } => {}
+                ChannelMsg::Eof | ChannelMsg::Close => break,
+                _ => {}
+            }
+        }
+        let _ = to_server.shutdown().await;
+        std::future::pending::<()>().await;
+    };
+    let output = async {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match from_server.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if write.data(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    };
+    tokio::select! {
+        () = output => {}
+        () = input => {}
+    }
+    let _ = write.exit_status(0).await;
 }
 
 #[cfg(test)]

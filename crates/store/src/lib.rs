@@ -5,6 +5,7 @@
 
 use river_proto::msg::{
     ArchiveRef, EnvVersion, EnvView, NodeInfo, NodeState, NodeUsage, Role, TaskPlacement, TaskSpec, TokenPurpose,
+    UserKey, VpsSnapshot,
 };
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
@@ -772,10 +773,13 @@ impl Store {
         }
         let mut orphans = Vec::new();
         for d in digests {
-            let used: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM environment_versions WHERE digest = ?")
-                .bind(&d)
-                .fetch_one(&mut *tx)
-                .await?;
+            let used: i64 = sqlx::query_scalar(
+                "SELECT (SELECT COUNT(*) FROM environment_versions WHERE digest = ?1)
+                      + (SELECT COUNT(*) FROM vps_snapshots WHERE digest = ?1)",
+            )
+            .bind(&d)
+            .fetch_one(&mut *tx)
+            .await?;
             if used == 0 {
                 orphans.push(d);
             }
@@ -784,13 +788,162 @@ impl Store {
         Ok(Some(orphans))
     }
 
-    /// Whether some version refers to the archive with this digest.
+    /// Whether some environment version or VPS snapshot refers to the archive with this digest.
     pub async fn archive_known(&self, digest: &str) -> Result<bool> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM environment_versions WHERE digest = ?")
-            .bind(digest)
-            .fetch_one(&self.pool)
-            .await?;
+        let n: i64 = sqlx::query_scalar(
+            "SELECT (SELECT COUNT(*) FROM environment_versions WHERE digest = ?1)
+                  + (SELECT COUNT(*) FROM vps_snapshots WHERE digest = ?1)",
+        )
+        .bind(digest)
+        .fetch_one(&self.pool)
+        .await?;
         Ok(n > 0)
+    }
+
+    // --- VPS snapshots ---
+
+    /// Records a snapshot under the VPS's next number (its `seq` is ignored); returns that number.
+    pub async fn add_snapshot(&self, s: &VpsSnapshot) -> Result<u32> {
+        let mut tx = self.write_tx().await?;
+        let last: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM vps_snapshots WHERE vps = ?")
+            .bind(s.vps as i64)
+            .fetch_one(&mut *tx)
+            .await?;
+        let seq = last.unwrap_or(0) + 1;
+        sqlx::query(
+            "INSERT INTO vps_snapshots (vps, seq, image, image_id, digest, size, node, created_by, created_at_ms, message, auto)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(s.vps as i64)
+        .bind(seq)
+        .bind(&s.image)
+        .bind(&s.archive.image_id)
+        .bind(&s.archive.digest)
+        .bind(s.archive.size as i64)
+        .bind(&s.node)
+        .bind(&s.created_by)
+        .bind(s.created_at_ms)
+        .bind(&s.message)
+        .bind(s.auto)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(u32::try_from(seq).unwrap_or(u32::MAX))
+    }
+
+    /// A VPS's snapshots, oldest first.
+    pub async fn snapshots(&self, vps: u64) -> Result<Vec<VpsSnapshot>> {
+        let rows = sqlx::query("SELECT * FROM vps_snapshots WHERE vps = ? ORDER BY seq")
+            .bind(vps as i64)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| VpsSnapshot {
+                vps,
+                seq: u32::try_from(r.get::<i64, _>("seq")).unwrap_or(0),
+                image: r.get("image"),
+                archive: ArchiveRef {
+                    image_id: r.get("image_id"),
+                    digest: r.get("digest"),
+                    size: u64::try_from(r.get::<i64, _>("size")).unwrap_or(0),
+                },
+                node: r.get("node"),
+                created_by: r.get("created_by"),
+                created_at_ms: r.get("created_at_ms"),
+                message: r.get("message"),
+                auto: r.get::<i64, _>("auto") != 0,
+            })
+            .collect())
+    }
+
+    /// Removes a snapshot. `None`: there was none; `Some(orphan)`: its archive's digest if
+    /// nothing else refers to it any more (the caller deletes that file).
+    pub async fn remove_snapshot(&self, vps: u64, seq: u32) -> Result<Option<Option<String>>> {
+        let mut tx = self.write_tx().await?;
+        let digest: Option<String> =
+            sqlx::query_scalar("DELETE FROM vps_snapshots WHERE vps = ? AND seq = ? RETURNING digest")
+                .bind(vps as i64)
+                .bind(seq)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(digest) = digest else {
+            return Ok(None);
+        };
+        let used: i64 = sqlx::query_scalar(
+            "SELECT (SELECT COUNT(*) FROM environment_versions WHERE digest = ?1)
+                  + (SELECT COUNT(*) FROM vps_snapshots WHERE digest = ?1)",
+        )
+        .bind(&digest)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some((used == 0).then_some(digest)))
+    }
+
+    // --- users' SSH keys ---
+
+    /// Registers `line` (`TYPE BASE64 [COMMENT]`, already checked) for `user`. A key already
+    /// registered to anyone is refused with `Exists`: a key names one user at the gateway.
+    pub async fn add_user_key(
+        &self,
+        user: &str,
+        key_id: &str,
+        line: &str,
+        fingerprint: &str,
+        now_ms: i64,
+    ) -> Result<()> {
+        let r = sqlx::query(
+            "INSERT INTO user_keys (key_id, user_name, line, fingerprint, added_at_ms) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(key_id)
+        .bind(user)
+        .bind(line)
+        .bind(fingerprint)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await;
+        match r {
+            Ok(_) => Ok(()),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Err(StoreError::Exists(format!("key {fingerprint}")))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn user_keys(&self, user: &str) -> Result<Vec<UserKey>> {
+        let rows = sqlx::query("SELECT * FROM user_keys WHERE user_name = ? ORDER BY added_at_ms, key_id")
+            .bind(user)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| UserKey {
+                key: r.get("line"),
+                fingerprint: r.get("fingerprint"),
+                added_at_ms: r.get("added_at_ms"),
+            })
+            .collect())
+    }
+
+    /// Removes one of `user`'s keys by its `TYPE BASE64` or its fingerprint; whether there was one.
+    pub async fn remove_user_key(&self, user: &str, key_id_or_fingerprint: &str) -> Result<bool> {
+        let n = sqlx::query("DELETE FROM user_keys WHERE user_name = ?1 AND (key_id = ?2 OR fingerprint = ?2)")
+            .bind(user)
+            .bind(key_id_or_fingerprint)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(n > 0)
+    }
+
+    /// The user a key (`TYPE BASE64`) is registered to.
+    pub async fn user_by_key(&self, key_id: &str) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar("SELECT user_name FROM user_keys WHERE key_id = ?")
+            .bind(key_id)
+            .fetch_optional(&self.pool)
+            .await?)
     }
 
     /// Counts one complete fetch of the archive with this digest.

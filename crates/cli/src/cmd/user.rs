@@ -1,6 +1,6 @@
 //! `river user …`, `river login` and `river whoami`.
 
-use crate::args::{LoginArgs, Output, UserCmd};
+use crate::args::{LoginArgs, Output, UserCmd, UserKeyCmd};
 use crate::client::{now_s, once};
 use crate::output::{ago, show, table};
 use anyhow::Context as _;
@@ -40,6 +40,48 @@ pub async fn run(cmd: UserCmd, dir: &Path, output: Output) -> anyhow::Result<()>
                     .collect();
                 table(&["NAME", "ROLE", "CREATED"], rows);
             })
+        }
+        UserCmd::Key(UserKeyCmd::Add { file }) => {
+            let mut last = None;
+            for key in crate::cmd::vps::read_keys(&file)? {
+                last = Some(once(dir, Request::UserKeyAdd { key }).await?);
+            }
+            let Some(Response::UserKeys(keys)) = last else {
+                anyhow::bail!("unexpected answer")
+            };
+            eprintln!(
+                "you have {} key(s) for the SSH gateway; e.g. ssh -J river@HOST:PORT root@vps-ID (HOST:PORT as in `river login`)",
+                keys.len()
+            );
+            Ok(())
+        }
+        UserCmd::Key(UserKeyCmd::List) => {
+            let Response::UserKeys(keys) = once(dir, Request::UserKeys).await? else {
+                anyhow::bail!("unexpected answer")
+            };
+            show(output, &keys, |keys| {
+                let rows = keys
+                    .iter()
+                    .map(|k| {
+                        let comment = k.key.split_whitespace().nth(2).unwrap_or("").to_owned();
+                        let kind = k.key.split_whitespace().next().unwrap_or("").to_owned();
+                        vec![k.fingerprint.clone(), kind, comment, ago(k.added_at_ms / 1000, now_s())]
+                    })
+                    .collect();
+                table(&["FINGERPRINT", "TYPE", "COMMENT", "ADDED"], rows);
+            })
+        }
+        UserCmd::Key(UserKeyCmd::Rm { key }) => {
+            // A file's first key, or the text given.
+            let key = match std::fs::metadata(&key) {
+                Ok(m) if m.is_file() => crate::cmd::vps::read_keys(Path::new(&key))?.remove(0),
+                _ => key,
+            };
+            let Response::Done { message } = once(dir, Request::UserKeyRm { key }).await? else {
+                anyhow::bail!("unexpected answer")
+            };
+            println!("{message}");
+            Ok(())
         }
     }
 }

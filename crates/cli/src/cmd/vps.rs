@@ -1,11 +1,11 @@
 //! `river vps …`: a VPS is a task the host keeps (stopped and started rather than ended) and
 //! whose SSH river serves; see `host/src/vps.rs`.
 
-use crate::args::{Output, SubmitArgs, VpsCmd, VpsCreateArgs, VpsKeysCmd};
-use crate::client::{once, Client};
-use crate::output::show;
+use crate::args::{Output, SubmitArgs, VpsCmd, VpsCreateArgs, VpsKeysCmd, VpsSnapshotCmd};
+use crate::client::{now_s, once, Client};
+use crate::output::{ago, bytes, show, table};
 use anyhow::{bail, Context as _};
-use river_proto::msg::{Request, Response, Signal, TaskView, VpsSpec};
+use river_proto::msg::{Request, Response, Signal, TaskView, VpsSnapshot, VpsSpec};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -38,8 +38,8 @@ pub async fn run(cmd: VpsCmd, dir: &Path, output: Output) -> anyhow::Result<()> 
         VpsCmd::Stop { id } => signal(dir, id, Signal::Stop).await,
         VpsCmd::Pause { id } => signal(dir, id, Signal::Pause).await,
         VpsCmd::Resume { id } => signal(dir, id, Signal::Resume).await,
-        VpsCmd::Start { id, wait } => {
-            done(once(dir, Request::VpsStart { id }).await?)?;
+        VpsCmd::Start { id, on, wait } => {
+            done(once(dir, Request::VpsStart { id, on }).await?)?;
             if wait {
                 wait_for(dir, id, "running").await?;
             }
@@ -48,9 +48,44 @@ pub async fn run(cmd: VpsCmd, dir: &Path, output: Output) -> anyhow::Result<()> 
         VpsCmd::Restart { id } => {
             signal(dir, id, Signal::Stop).await?;
             wait_for(dir, id, "stopped").await?;
-            done(once(dir, Request::VpsStart { id }).await?)?;
+            done(once(dir, Request::VpsStart { id, on: None }).await?)?;
             wait_for(dir, id, "running").await
         }
+        VpsCmd::Restore { id, snapshot, wait } => {
+            done(once(dir, Request::VpsRestore { id, seq: snapshot }).await?)?;
+            if wait {
+                wait_for(dir, id, "running").await?;
+            }
+            Ok(())
+        }
+        VpsCmd::Snapshot(a) => match (a.cmd, a.id) {
+            (Some(VpsSnapshotCmd::List { id }), _) => {
+                let Response::Snapshots(snaps) = once(dir, Request::VpsSnapshots { id }).await? else {
+                    bail!("unexpected answer")
+                };
+                show(output, &snaps, |s| snapshot_table(s))
+            }
+            (Some(VpsSnapshotCmd::Rm { id, snapshot }), _) => {
+                done(once(dir, Request::VpsSnapshotRm { id, seq: snapshot }).await?)
+            }
+            (None, Some(id)) => {
+                eprintln!("snapshotting VPS {id} (its node commits the container and sends it to the host)…");
+                let Response::Snapshot(s) = once(dir, Request::VpsSnapshot { id, message: a.message }).await? else {
+                    bail!("unexpected answer")
+                };
+                show(output, &s, |s| {
+                    println!("{}", s.seq);
+                    eprintln!(
+                        "snapshot {} of VPS {id}: {} from {}; `river vps restore {id} {}` goes back to it",
+                        s.seq,
+                        bytes(s.archive.size),
+                        s.node,
+                        s.seq
+                    );
+                })
+            }
+            (None, None) => bail!("give the VPS to snapshot: river vps snapshot ID"),
+        },
         VpsCmd::Rm { id } => done(once(dir, Request::VpsRemove { id }).await?),
         VpsCmd::Keys(VpsKeysCmd::Add { id, file }) => {
             let keys = read_keys(&file)?;
@@ -100,6 +135,24 @@ pub async fn run(cmd: VpsCmd, dir: &Path, output: Output) -> anyhow::Result<()> 
     }
 }
 
+fn snapshot_table(snaps: &[VpsSnapshot]) {
+    let now = now_s();
+    let rows = snaps
+        .iter()
+        .map(|s| {
+            vec![
+                s.seq.to_string(),
+                ago(s.created_at_ms / 1000, now),
+                bytes(s.archive.size),
+                s.node.clone(),
+                if s.auto { "auto".into() } else { s.created_by.clone() },
+                s.message.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    table(&["SNAPSHOT", "TAKEN", "SIZE", "NODE", "BY", "MESSAGE"], rows);
+}
+
 fn count(t: &TaskView) -> usize {
     t.spec.vps.as_ref().map_or(0, |v| v.ssh_keys.len())
 }
@@ -136,7 +189,7 @@ async fn vps(dir: &Path, id: u64) -> anyhow::Result<TaskView> {
 }
 
 /// The keys in an OpenSSH public key file (one per line; blank lines and comments skipped).
-fn read_keys(file: &Path) -> anyhow::Result<Vec<String>> {
+pub(crate) fn read_keys(file: &Path) -> anyhow::Result<Vec<String>> {
     let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let keys: Vec<String> = text
         .lines()
@@ -192,6 +245,7 @@ async fn create(a: VpsCreateArgs, dir: &Path, output: Output) -> anyhow::Result<
     spec.vps = Some(VpsSpec {
         ssh_keys,
         image_sshd: a.image_sshd,
+        generation: 0,
     });
     let Response::TaskSubmitted { ids, .. } = once(dir, Request::TaskSubmit(spec)).await? else {
         bail!("unexpected answer")

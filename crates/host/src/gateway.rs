@@ -1,0 +1,311 @@
+//! The SSH gateway: for people who have only OpenSSH, the host is an SSH jump host on its API
+//! port (`ssh -J river@HOST:7443 root@vps-12`). The API listener tells the two apart by the first
+//! bytes a client sends (`SSH-2.0-…` against a TLS ClientHello).
+//!
+//! A user logs in with an SSH key registered to their river account (`river user key add`); the
+//! gateway then opens only `direct-tcpip` channels, each checked like `river forward` (the user may
+//! reach the task, it is running) and carried over the mesh: to a VPS's port 22 that is the SSH
+//! server its runner keeps for it, so the user's SSH session runs end to end between their client
+//! and the VPS, and the gateway relays bytes it cannot read. Any other port of a task the user may
+//! reach works too (`ssh -L 8888:task-12:8888 -p 7443 river@HOST`).
+
+use crate::clock::now_ms;
+use crate::mesh::Caller;
+use crate::tasks::err;
+use crate::Ctx;
+use base64::Engine as _;
+use river_proto::msg::{ErrorKind, Response, UserKey};
+use russh::keys::{PrivateKey, PublicKey};
+use russh::server::{Auth, ChannelOpenHandle, Msg, Session};
+use russh::{Channel, ChannelId, ChannelOpenFailure, MethodKind};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What a client that opens a shell on the gateway itself is told.
+const USAGE: &str = "river SSH gateway: use it as a jump host, e.g.\r\n  ssh -J river@HOST:PORT root@vps-12\r\n  ssh -L 8888:task-12:8888 -N -p PORT river@HOST\r\n";
+
+/// `SHA256:…` of a key line's blob, as `ssh-keygen -l` prints it.
+fn fingerprint(line: &str) -> Option<String> {
+    let data = line.split_whitespace().nth(1)?;
+    let blob = base64::engine::general_purpose::STANDARD.decode(data).ok()?;
+    let digest = ring::digest::digest(&ring::digest::SHA256, &blob);
+    Some(format!(
+        "SHA256:{}",
+        base64::engine::general_purpose::STANDARD_NO_PAD.encode(digest.as_ref())
+    ))
+}
+
+/// The part of a key line that identifies the key: `TYPE BASE64`.
+fn key_id(line: &str) -> String {
+    line.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
+}
+
+fn user_name(caller: &Caller) -> Result<&str, Response> {
+    match caller {
+        Caller::User { name, .. } => Ok(name),
+        Caller::Node(_) => Err(err(ErrorKind::Forbidden, "nodes have no SSH keys")),
+    }
+}
+
+/// `river user key add FILE`.
+pub(crate) async fn add_key(ctx: &Ctx, caller: &Caller, line: &str) -> anyhow::Result<Response> {
+    let user = match user_name(caller) {
+        Ok(u) => u,
+        Err(refusal) => return Ok(refusal),
+    };
+    let line = match crate::vps::parse_key(line) {
+        Ok(l) => l,
+        Err(why) => return Ok(err(ErrorKind::Invalid, why)),
+    };
+    let Some(fp) = fingerprint(&line) else {
+        return Ok(err(ErrorKind::Invalid, "the key data is not base64"));
+    };
+    match ctx.store.add_user_key(user, &key_id(&line), &line, &fp, now_ms()).await {
+        Ok(()) => {}
+        Err(river_store::StoreError::Exists(_)) => {
+            return Ok(err(
+                ErrorKind::Conflict,
+                format!("key {fp} is already registered (to you or another user): a key can name only one user"),
+            ))
+        }
+        Err(e) => return Err(e.into()),
+    }
+    ctx.store.event(now_ms(), &caller.actor(), "user.key.add", &fp).await?;
+    keys(ctx, caller).await
+}
+
+pub(crate) async fn keys(ctx: &Ctx, caller: &Caller) -> anyhow::Result<Response> {
+    let user = match user_name(caller) {
+        Ok(u) => u,
+        Err(refusal) => return Ok(refusal),
+    };
+    Ok(Response::UserKeys(ctx.store.user_keys(user).await?))
+}
+
+/// Removes a key given as a line, its `TYPE BASE64`, its fingerprint or its comment.
+pub(crate) async fn remove_key(ctx: &Ctx, caller: &Caller, key: &str) -> anyhow::Result<Response> {
+    let user = match user_name(caller) {
+        Ok(u) => u,
+        Err(refusal) => return Ok(refusal),
+    };
+    let key = key.trim();
+    let mine: Vec<UserKey> = ctx.store.user_keys(user).await?;
+    let found = mine.iter().find(|k| {
+        key_id(&k.key) == key_id(key) || k.fingerprint == key || k.key.split_whitespace().nth(2) == Some(key)
+    });
+    let Some(found) = found else {
+        return Ok(err(
+            ErrorKind::NotFound,
+            "you have no such key; `river user key list` shows yours",
+        ));
+    };
+    ctx.store.remove_user_key(user, &key_id(&found.key)).await?;
+    ctx.store
+        .event(now_ms(), &caller.actor(), "user.key.rm", &found.fingerprint)
+        .await?;
+    Ok(Response::Done {
+        message: format!("removed key {}", found.fingerprint),
+    })
+}
+
+/// Whether a connection's first bytes are SSH's (`SSH-`), rather than TLS's. A client that sends
+/// nothing at first is taken for SSH too: TLS clients always speak first.
+pub(crate) async fn is_ssh(tcp: &tokio::net::TcpStream) -> bool {
+    let mut first = [0u8; 4];
+    match tokio::time::timeout(Duration::from_millis(500), tcp.peek(&mut first)).await {
+        Ok(Ok(n)) => n > 0 && first[..n] == b"SSH-"[..n],
+        Ok(Err(_)) => false,
+        Err(_) => true,
+    }
+}
+
+/// Serves one SSH client on the API port.
+pub(crate) async fn serve(ctx: Arc<Ctx>, tcp: tokio::net::TcpStream, remote: SocketAddr) {
+    let _ = tcp.set_nodelay(true);
+    let config = russh::server::Config {
+        server_id: russh::SshId::Standard("SSH-2.0-river-gateway".into()),
+        methods: russh::MethodSet::from(&[MethodKind::PublicKey][..]),
+        auth_rejection_time: Duration::from_millis(300),
+        auth_rejection_time_initial: Some(Duration::ZERO),
+        keys: vec![ctx.vps_keys.gateway_key()],
+        // Relayed sessions may idle for days; TCP keepalive and the client's own notice a dead peer.
+        inactivity_timeout: None,
+        ..Default::default()
+    };
+    let handler = Gateway {
+        ctx,
+        remote,
+        caller: None,
+    };
+    match russh::server::run_stream(Arc::new(config), tcp, handler).await {
+        Ok(session) => {
+            if let Err(e) = session.await {
+                tracing::debug!(%remote, "ssh gateway session ended: {e}");
+            }
+        }
+        Err(e) => tracing::debug!(%remote, "ssh gateway handshake: {e}"),
+    }
+}
+
+struct Gateway {
+    ctx: Arc<Ctx>,
+    remote: SocketAddr,
+    /// Who the key belongs to, once logged in.
+    caller: Option<Caller>,
+}
+
+impl Gateway {
+    /// The river user a key is registered to, with their current role.
+    async fn owner(&self, key: &PublicKey) -> Option<Caller> {
+        let line = key.to_openssh().ok()?;
+        let name = self.ctx.store.user_by_key(&key_id(&line)).await.ok()??;
+        let user = self.ctx.store.user(&name).await.ok()??;
+        Some(Caller::User { name, role: user.role })
+    }
+}
+
+/// The task a `direct-tcpip` host names: `vps-12`, `task-12` or `12`.
+fn task_of(host: &str) -> Option<u64> {
+    let id = host
+        .strip_prefix("vps-")
+        .or_else(|| host.strip_prefix("task-"))
+        .or_else(|| host.strip_prefix("river-"))
+        .unwrap_or(host);
+    id.parse().ok()
+}
+
+impl russh::server::Handler for Gateway {
+    type Error = russh::Error;
+
+    async fn auth_publickey_offered(
+        &mut self,
+        _user: &str,
+        offer: russh::server::PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
+        Ok(match self.owner(offer.public_key).await {
+            Some(_) => Auth::Accept,
+            None => Auth::reject(),
+        })
+    }
+
+    async fn auth_publickey(
+        &mut self,
+        _user: &str,
+        key: russh::server::VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
+        let Some(caller) = self.owner(key.public_key).await else {
+            tracing::info!(remote = %self.remote, "ssh gateway: refused a key no user registered");
+            return Ok(Auth::reject());
+        };
+        tracing::info!(remote = %self.remote, who = %caller.actor(), "ssh gateway: logged in");
+        self.caller = Some(caller);
+        Ok(Auth::Accept)
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        _channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        // Only to say how the gateway is used, once the client asks for a shell or a command.
+        reply.accept().await;
+        Ok(())
+    }
+
+    async fn shell_request(&mut self, channel: ChannelId, session: &mut Session) -> Result<(), Self::Error> {
+        usage(channel, session)
+    }
+
+    async fn exec_request(
+        &mut self,
+        channel: ChannelId,
+        _data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        usage(channel, session)
+    }
+
+    async fn channel_open_direct_tcpip(
+        &mut self,
+        channel: Channel<Msg>,
+        host_to_connect: &str,
+        port_to_connect: u32,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let Some(caller) = self.caller.clone() else {
+            reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
+            return Ok(());
+        };
+        let (Some(task), Ok(port)) = (task_of(host_to_connect), u16::try_from(port_to_connect)) else {
+            reply
+                .reject(ChannelOpenFailure::Other {
+                    code: 2,
+                    reason: format!("{host_to_connect}: name a task as vps-ID or task-ID (e.g. root@vps-12)"),
+                })
+                .await;
+            return Ok(());
+        };
+        let ctx = self.ctx.clone();
+        let opened = crate::terminal::open_tcp(&ctx, &caller, task, port).await;
+        match opened {
+            Ok((send, recv)) => {
+                reply.accept().await;
+                tracing::info!(who = %caller.actor(), task, port, "ssh gateway: relaying");
+                tokio::spawn(async move {
+                    let mut ch = channel.into_stream();
+                    let mut mesh = tokio::io::join(recv, send);
+                    let _ = tokio::io::copy_bidirectional(&mut ch, &mut mesh).await;
+                });
+            }
+            Err(why) => {
+                tracing::info!(who = %caller.actor(), task, port, "ssh gateway: refused: {why}");
+                reply.reject(ChannelOpenFailure::Other { code: 1, reason: why }).await;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn usage(channel: ChannelId, session: &mut Session) -> Result<(), russh::Error> {
+    session.channel_success(channel)?;
+    session.extended_data(channel, 1, USAGE.as_bytes().to_vec())?;
+    session.exit_status_request(channel, 1)?;
+    session.eof(channel)?;
+    session.close(channel)
+}
+
+/// The gateway's host key, from the host's secret like the VPSs' (so it survives restarts).
+pub(crate) fn host_key(seed: &[u8; 32]) -> PrivateKey {
+    PrivateKey::from(russh::keys::ssh_key::private::Ed25519Keypair::from_seed(seed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tasks_are_named_like_river_ssh_config_names_them() {
+        assert_eq!(task_of("vps-12"), Some(12));
+        assert_eq!(task_of("task-7"), Some(7));
+        assert_eq!(task_of("river-7"), Some(7));
+        assert_eq!(task_of("7"), Some(7));
+        assert_eq!(task_of("example.com"), None);
+        assert_eq!(task_of("vps-"), None);
+    }
+
+    #[test]
+    fn fingerprints_match_ssh_keygen() {
+        // What `ssh-keygen -lf` prints for this key.
+        let k = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPApQ0j57M7iGP/Usn4Gpx9FDHOqJCvgdjD3+Zj7Rpga me";
+        assert_eq!(
+            fingerprint(k).unwrap(),
+            "SHA256:kBj+JkyWsgncpEleP0XQ4sBt6KD1s5V0X29PjJTgM68"
+        );
+        assert_eq!(key_id(k), k.rsplit_once(' ').unwrap().0);
+    }
+}
