@@ -1034,3 +1034,141 @@ fn udp_forward_carries_one_flow_per_client() {
     let _ = server.kill();
     let _ = server.wait();
 }
+
+/// An OpenSSH client config for these tests: `ssh-config`'s stanza for `river-ID`, the key, no
+/// host-key prompts and messages at INFO (so a refused channel's reason shows).
+fn ssh_config_file(cfg: &Path, key: &Path) -> std::path::PathBuf {
+    let o = river(cfg, &["ssh-config"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let file = cfg
+        .parent()
+        .unwrap()
+        .join(format!("ssh_config_{}", key.file_name().unwrap().to_string_lossy()));
+    let common = format!(
+        "Host *\n  IdentityFile {}\n  IdentitiesOnly yes\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  BatchMode yes\n",
+        key.display()
+    );
+    std::fs::write(&file, format!("{}\n{common}", text(&o).0)).unwrap();
+    file
+}
+
+fn openssh(program: &str, config: &Path, args: &[&str]) -> Output {
+    Command::new(program)
+        .arg("-F")
+        .arg(config)
+        .args(args)
+        .output()
+        .expect("OpenSSH runs")
+}
+
+#[test]
+fn vps_files_by_scp_and_sftp_and_plain_ssh_through_the_gateway() {
+    if !docker_image_ready() {
+        return;
+    }
+    let (d, cfg, _state, listen, _guard) = cluster(&[]);
+    let ssh_dir = d.path().join(".ssh");
+    std::fs::create_dir_all(&ssh_dir).unwrap();
+    let keygen = |path: &Path| {
+        let o = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "gw-key", "-f"])
+            .arg(path)
+            .output()
+            .unwrap();
+        assert!(o.status.success());
+    };
+    let key = ssh_dir.join("id_ed25519");
+    keygen(&key);
+    let o = river(&cfg, &["vps", "create", "--image", "river-test/busybox:1", "--wait"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let id = text(&o).0.trim().to_owned();
+    let conf = ssh_config_file(&cfg, &key);
+    let host = format!("river-{id}");
+
+    // scp both ways into an image with no sftp-server and no scp: bytes intact.
+    let data: Vec<u8> = (0..1_500_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let up = d.path().join("up.bin");
+    std::fs::write(&up, &data).unwrap();
+    let o = openssh("scp", &conf, &[up.to_str().unwrap(), &format!("{host}:/root/up.bin")]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let down = d.path().join("down.bin");
+    let o = openssh("scp", &conf, &[&format!("{host}:up.bin"), down.to_str().unwrap()]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert!(
+        std::fs::read(&down).unwrap() == data,
+        "scp round trip changed the bytes"
+    );
+    // Paths are the container's: the node's own files cannot be named.
+    let o = openssh("scp", &conf, &[&format!("{host}:{}", up.display()), "/dev/null"]);
+    assert!(!o.status.success(), "read a node file through a VPS: {:?}", text(&o));
+    // sftp: directories, rename, listing.
+    let batch = d.path().join("batch");
+    std::fs::write(
+        &batch,
+        format!(
+            "mkdir work\ncd work\nput {} a.bin\nrename a.bin b.bin\nls -l\n",
+            up.display()
+        ),
+    )
+    .unwrap();
+    let o = openssh("sftp", &conf, &["-b", batch.to_str().unwrap(), &host]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert!(text(&o).0.contains("1500000 b.bin"), "{:?}", text(&o));
+    let o = vps_ssh(&cfg, &id, &key, &["wc -c < /root/work/b.bin"]);
+    assert_eq!(text(&o).0.trim(), "1500000", "{:?}", text(&o));
+
+    // The gateway, with nothing but OpenSSH: the key must be registered to a river user.
+    let jump = format!("river@{listen}");
+    let target = format!("root@vps-{id}");
+    let o = openssh("ssh", &conf, &["-J", &jump, &target, "echo via-gateway; exit 5"]);
+    assert_eq!(o.status.code(), Some(255), "{:?}", text(&o));
+    let key_pub = key.with_extension("pub");
+    let o = river(&cfg, &["user", "key", "add", key_pub.to_str().unwrap()]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let o = river(&cfg, &["user", "key", "list"]);
+    assert!(text(&o).0.contains("gw-key"), "{:?}", text(&o));
+    let o = openssh("ssh", &conf, &["-J", &jump, &target, "echo via-gateway; exit 5"]);
+    assert_eq!(o.status.code(), Some(5), "{:?}", text(&o));
+    assert_eq!(text(&o).0, "via-gateway\n");
+    // Logging in to the gateway itself only says how to use it.
+    let port = listen.rsplit_once(':').unwrap().1;
+    let o = openssh("ssh", &conf, &["-p", port, "river@127.0.0.1"]);
+    assert_eq!(o.status.code(), Some(1), "{:?}", text(&o));
+    assert!(text(&o).1.contains("jump host"), "{:?}", text(&o));
+    // The HTTPS API still answers on the same port.
+    let o = Command::new("curl")
+        .args(["-sk", &format!("https://{listen}/api/health")])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&o.stdout).contains("ok"), "{o:?}");
+
+    // Another user, with their own registered key, may not reach this VPS.
+    let o = river(&cfg, &["user", "invite", "bob", "--role", "user", "--ttl", "10m"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let bob = d.path().join("bob");
+    let o = river(&bob, &["login", &listen, "--token", text(&o).0.trim()]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let bob_key = d.path().join("bob_key");
+    keygen(&bob_key);
+    let bob_pub = bob_key.with_extension("pub");
+    // A key names one user.
+    let o = river(&cfg, &["user", "key", "add", key_pub.to_str().unwrap()]);
+    assert!(
+        !o.status.success() && text(&o).1.contains("already registered"),
+        "{:?}",
+        text(&o)
+    );
+    let o = river(&bob, &["user", "key", "add", bob_pub.to_str().unwrap()]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let bob_conf = ssh_config_file(&cfg, &bob_key);
+    let o = openssh("ssh", &bob_conf, &["-J", &jump, &target, "true"]);
+    assert_eq!(o.status.code(), Some(255), "{:?}", text(&o));
+    assert!(text(&o).1.contains("belongs to user admin"), "{:?}", text(&o));
+    // Removing the key closes the gateway to it.
+    let o = river(&cfg, &["user", "key", "rm", key_pub.to_str().unwrap()]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let o = openssh("ssh", &conf, &["-J", &jump, &target, "true"]);
+    assert_eq!(o.status.code(), Some(255), "{:?}", text(&o));
+}

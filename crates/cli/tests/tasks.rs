@@ -611,3 +611,194 @@ async fn a_vps_outlives_runner_and_host_restarts_and_a_stop_while_its_runner_is_
     runner.shutdown().await;
     host.shutdown().await;
 }
+
+/// A file in a container, read with the engine's own CLI (not through river).
+fn read_in(container: &str, path: &str) -> String {
+    let o = std::process::Command::new("docker")
+        .args(["exec", container, "cat", path])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).trim().to_owned()
+}
+
+fn write_in(container: &str, path: &str, text: &str) {
+    let o = std::process::Command::new("docker")
+        .args(["exec", container, "sh", "-c", &format!("echo {text} > {path}")])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+async fn snapshots(conn: &river_mesh::Connection, id: u64) -> Vec<river_proto::msg::VpsSnapshot> {
+    match call(conn, Request::VpsSnapshots { id }).await {
+        Response::Snapshots(s) => s,
+        other => panic!("snapshots: {other:?}"),
+    }
+}
+
+async fn done(conn: &river_mesh::Connection, req: Request) -> String {
+    match call(conn, req).await {
+        Response::Done { message } => message,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn vps_snapshots_restore_and_move_to_another_runner_with_their_files() {
+    if !docker_ready().await {
+        return;
+    }
+    let d = tmp();
+    let mut hcfg = host_cfg(d.path());
+    hcfg.vps.auto_snapshots = 1;
+    let host = start_host(hcfg).await;
+    let (_c1, r1) = runner(&host, d.path(), "m1").await;
+    let (c2, r2) = runner(&host, d.path(), "m2").await;
+    let conn = admin(&host).await;
+    online(&host, "m1").await;
+    online(&host, "m2").await;
+    let ca8 = match call(&conn, Request::Status).await {
+        Response::Status(s) => s.ca_fingerprint[..8].to_owned(),
+        other => panic!("status: {other:?}"),
+    };
+    let on = |node: &str, id: u64| format!("river-{ca8}-{node}-task-{id}");
+    let rt = river_docker::Runtime::connect(None).await.unwrap();
+    let mut vps = TaskSpec::new(IMAGE, Vec::new());
+    vps.targets = vec!["m1".into()];
+    vps.vps = Some(river_proto::msg::VpsSpec {
+        ssh_keys: vec!["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPApQ0j57M7iGP/Usn4Gpx9FDHOqJCvgdjD3+Zj7Rpga t".into()],
+        image_sshd: false,
+        generation: 0,
+    });
+    let id = submit(&conn, vps).await[0];
+    wait_state(&conn, id, &["running"]).await;
+
+    // A snapshot by hand, then a change, then a stop (which takes an automatic one).
+    write_in(&on("m1", id), "/root/f", "one");
+    let first = match call(
+        &conn,
+        Request::VpsSnapshot {
+            id,
+            message: Some("first".into()),
+        },
+    )
+    .await
+    {
+        Response::Snapshot(s) => *s,
+        other => panic!("snapshot: {other:?}"),
+    };
+    assert_eq!((first.seq, first.auto, first.node.as_str()), (1, false, "m1"));
+    write_in(&on("m1", id), "/root/f", "two");
+    signal(&conn, id, Signal::Stop).await;
+    wait_state(&conn, id, &["stopped"]).await;
+    eventually(Duration::from_secs(30), "the automatic snapshot", || async {
+        snapshots(&conn, id).await.len() == 2
+    })
+    .await;
+
+    // Restore the first: the disk is the snapshot's (a new container), on the same node.
+    let m = done(&conn, Request::VpsRestore { id, seq: 1 }).await;
+    assert!(m.contains("from snapshot 1"), "{m}");
+    wait_state(&conn, id, &["running"]).await;
+    assert_eq!(read_in(&on("m1", id), "/root/f"), "one");
+    assert_eq!(
+        rt.status(&on("m1", id))
+            .await
+            .unwrap()
+            .labels
+            .get("river.vps.generation")
+            .map(String::as_str),
+        Some("1")
+    );
+    // A restore needs a stopped VPS.
+    match call(&conn, Request::VpsRestore { id, seq: 1 }).await {
+        Response::Error {
+            kind: ErrorKind::Conflict,
+            message,
+        } => assert!(message.contains("stop it first"), "{message}"),
+        other => panic!("restore while running: {other:?}"),
+    }
+
+    // Move to m2 while m1 is up: a fresh snapshot goes along, m1's container goes.
+    write_in(&on("m1", id), "/root/f", "three");
+    signal(&conn, id, Signal::Stop).await;
+    wait_state(&conn, id, &["stopped"]).await;
+    let m = done(
+        &conn,
+        Request::VpsStart {
+            id,
+            on: Some("m2".into()),
+        },
+    )
+    .await;
+    assert!(m.contains("on m2"), "{m}");
+    let t = wait_state(&conn, id, &["running", "failed"]).await;
+    assert_eq!(t.state, "running", "{:?}", t.message);
+    assert_eq!(t.placement.as_ref().unwrap().node, "m2");
+    assert_eq!(read_in(&on("m2", id), "/root/f"), "three");
+    eventually(Duration::from_secs(15), "m1's old container removed", || async {
+        rt.status(&on("m1", id)).await.is_err()
+    })
+    .await;
+    let snaps = snapshots(&conn, id).await;
+    assert_eq!(
+        snaps.iter().filter(|s| s.auto).count(),
+        1,
+        "auto_snapshots = 1 keeps one: {snaps:?}"
+    );
+
+    // Move back while m2 is offline: from the latest snapshot (taken when it stopped); m2's
+    // container is discarded when m2 returns.
+    write_in(&on("m2", id), "/root/f", "four");
+    signal(&conn, id, Signal::Stop).await;
+    wait_state(&conn, id, &["stopped"]).await;
+    eventually(Duration::from_secs(30), "the automatic snapshot on m2", || async {
+        snapshots(&conn, id)
+            .await
+            .last()
+            .is_some_and(|s| s.auto && s.node == "m2")
+    })
+    .await;
+    r2.shutdown().await;
+    eventually(Duration::from_secs(30), "m2 offline", || async {
+        node_state(&host, "m2").await == Some(river_proto::msg::NodeState::Offline)
+    })
+    .await;
+    let m = done(
+        &conn,
+        Request::VpsStart {
+            id,
+            on: Some("m1".into()),
+        },
+    )
+    .await;
+    assert!(m.contains("not reachable"), "{m}");
+    wait_state(&conn, id, &["running"]).await;
+    assert_eq!(read_in(&on("m1", id), "/root/f"), "four");
+    assert!(rt.status(&on("m2", id)).await.is_ok(), "m2's copy waits for m2");
+    let bundle = river_runner::ensure_joined(&c2, None).await.unwrap();
+    let r2 = river_runner::start(c2, bundle);
+    eventually(Duration::from_secs(30), "m2's stale container discarded", || async {
+        rt.status(&on("m2", id)).await.is_err()
+    })
+    .await;
+    assert_eq!(
+        show(&conn, id).await.state,
+        "running",
+        "the stale copy did not touch the VPS"
+    );
+
+    // Removing a snapshot, then the VPS: its snapshots and their archives go.
+    done(&conn, Request::VpsSnapshotRm { id, seq: 1 }).await;
+    assert!(snapshots(&conn, id).await.iter().all(|s| s.seq != 1));
+    done(&conn, Request::VpsRemove { id }).await;
+    assert!(snapshots(&conn, id).await.is_empty());
+    let blobs = d.path().join("host").join("blobs");
+    eventually(Duration::from_secs(5), "archives deleted", || async {
+        std::fs::read_dir(&blobs).map(|r| r.count()).unwrap_or(0) == 0
+    })
+    .await;
+    r1.shutdown().await;
+    r2.shutdown().await;
+    host.shutdown().await;
+}
