@@ -172,6 +172,7 @@ pub async fn run(river: &Path) -> anyhow::Result<()> {
     vps.vps = Some(river_proto::msg::VpsSpec {
         ssh_keys: vec![public.trim().to_owned()],
         image_sshd: false,
+        generation: 0,
     });
     let Response::TaskSubmitted { ids, .. } = admin_call(&admin, Request::TaskSubmit(vps)).await? else {
         anyhow::bail!("VPS refused")
@@ -320,8 +321,13 @@ pub async fn run(river: &Path) -> anyhow::Result<()> {
         let mut t = Vec::new();
         for _ in 0..10 {
             let start = Instant::now();
-            let ok = cmd().stdout(Stdio::null()).stderr(Stdio::null()).status()?;
-            anyhow::ensure!(ok.success(), "a run failed");
+            let mut c = cmd();
+            let o = c.stdout(Stdio::null()).stderr(Stdio::piped()).output()?;
+            anyhow::ensure!(
+                o.status.success(),
+                "{c:?} failed: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
             t.push(start.elapsed().as_secs_f64() * 1000.0);
         }
         Ok(pct(&mut t, 0.5))
@@ -351,11 +357,114 @@ pub async fn run(river: &Path) -> anyhow::Result<()> {
             .arg("true");
         c
     })?;
+    // Plain OpenSSH through the host's SSH gateway, against `ssh -J` through a jump host that is
+    // an sshd (the task's own, jumping to itself), same run.
+    let Response::UserKeys(_) = admin_call(
+        &admin,
+        Request::UserKeyAdd {
+            key: public.trim().into(),
+        },
+    )
+    .await?
+    else {
+        anyhow::bail!("the key was refused")
+    };
+    let ssh_cfg = dir.path().join("ssh_config");
+    std::fs::write(
+        &ssh_cfg,
+        format!(
+            "Host *\n  IdentityFile {}\n  IdentitiesOnly yes\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n  BatchMode yes\n",
+            key.display()
+        ),
+    )?;
+    let jump_sshd = time_runs(&mut || {
+        let mut c = Command::new("ssh");
+        // The sshd jumps to itself, at its own loopback.
+        c.arg("-F")
+            .arg(&ssh_cfg)
+            .args(["-J", &format!("root@{ip}"), "root@127.0.0.1", "true"]);
+        c
+    })?;
+    let gateway = time_runs(&mut || {
+        let mut c = Command::new("ssh");
+        c.arg("-F")
+            .arg(&ssh_cfg)
+            .args(["-J", &format!("river@{addr}"), &format!("root@vps-{vps_id}"), "true"]);
+        c
+    })?;
     println!("\n| `… true`, p50 of 10 | ms |\n|---|---|");
     println!("| `ssh root@<container>` (direct, the image's sshd) | {plain:.0} |");
     println!("| `river ssh ID` (through the host, the image's sshd) | {through:.0} |");
     println!("| `river ssh ID` to a VPS (through the host, SSH served by the runner) | {vps_ssh:.0} |");
+    println!(
+        "| `ssh -J root@<container> root@127.0.0.1` (the image's sshd as jump host, to itself) | {jump_sshd:.0} |"
+    );
+    println!("| `ssh -J river@HOST root@vps-ID` (river's gateway, then the runner's SSH) | {gateway:.0} |");
+
+    // Interactive keystroke round trip: one byte typed into a remote terminal until its echo.
+    let mut direct = Command::new("ssh");
+    direct
+        .arg("-F")
+        .arg(&ssh_cfg)
+        .args(["-tt", &format!("root@{ip}"), "cat"]);
+    let mut vps = Command::new(river);
+    vps.arg("--config-dir")
+        .arg(&cfg)
+        .args(["ssh", &vps_id.to_string(), "-i"])
+        .arg(&key)
+        .args(quiet)
+        .args(["-tt", "cat"]);
+    let mut via_gateway = Command::new("ssh");
+    via_gateway.arg("-F").arg(&ssh_cfg).args([
+        "-tt",
+        "-J",
+        &format!("river@{addr}"),
+        &format!("root@vps-{vps_id}"),
+        "cat",
+    ]);
+    println!("\n| keystroke → echo, 500 keys | p50 µs | p99 µs |\n|---|---|---|");
+    for (what, cmd) in [
+        ("`ssh -tt root@<container>` (direct, the image's sshd)", direct),
+        ("`river ssh -tt VPS` (through the host, the runner's SSH)", vps),
+        ("`ssh -tt -J river@HOST root@vps-ID` (gateway)", via_gateway),
+    ] {
+        let (p50, p99) = keystrokes(cmd, 500)?;
+        println!("| {what} | {p50:.0} | {p99:.0} |");
+    }
     Ok(())
+}
+
+/// Types `n` single keys into `cmd` (an ssh running `cat` on a remote terminal) and times each
+/// until the terminal's echo comes back: p50 and p99 in µs.
+fn keystrokes(mut cmd: Command, n: usize) -> anyhow::Result<(f64, f64)> {
+    let mut child = Killed(
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    let mut input = child.0.stdin.take().expect("piped");
+    let mut output = child.0.stdout.take().expect("piped");
+    let mut b = [0u8; 1];
+    // Until the session is up: the first key's echo.
+    input.write_all(b"k")?;
+    output.read_exact(&mut b)?;
+    let mut t = Vec::with_capacity(n);
+    for i in 0..n + 20 {
+        let key = b'a' + (i % 26) as u8;
+        let start = Instant::now();
+        input.write_all(&[key])?;
+        loop {
+            output.read_exact(&mut b)?;
+            if b[0] == key {
+                break;
+            }
+        }
+        if i >= 20 {
+            t.push(us(start.elapsed()));
+        }
+    }
+    Ok((pct(&mut t, 0.5), pct(&mut t, 0.99)))
 }
 
 /// Waits until task `id` runs; an error if it ends first or takes over 30 s.
