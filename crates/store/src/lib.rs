@@ -29,6 +29,10 @@ pub enum StoreError {
 
 type Result<T> = std::result::Result<T, StoreError>;
 
+/// How many environment versions and VPS snapshots refer to the archive with digest `?1`.
+const DIGEST_USES: &str = "SELECT (SELECT COUNT(*) FROM environment_versions WHERE digest = ?1)
+                                + (SELECT COUNT(*) FROM vps_snapshots WHERE digest = ?1)";
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeRecord {
     pub name: String,
@@ -773,13 +777,7 @@ impl Store {
         }
         let mut orphans = Vec::new();
         for d in digests {
-            let used: i64 = sqlx::query_scalar(
-                "SELECT (SELECT COUNT(*) FROM environment_versions WHERE digest = ?1)
-                      + (SELECT COUNT(*) FROM vps_snapshots WHERE digest = ?1)",
-            )
-            .bind(&d)
-            .fetch_one(&mut *tx)
-            .await?;
+            let used: i64 = sqlx::query_scalar(DIGEST_USES).bind(&d).fetch_one(&mut *tx).await?;
             if used == 0 {
                 orphans.push(d);
             }
@@ -790,13 +788,10 @@ impl Store {
 
     /// Whether some environment version or VPS snapshot refers to the archive with this digest.
     pub async fn archive_known(&self, digest: &str) -> Result<bool> {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT (SELECT COUNT(*) FROM environment_versions WHERE digest = ?1)
-                  + (SELECT COUNT(*) FROM vps_snapshots WHERE digest = ?1)",
-        )
-        .bind(digest)
-        .fetch_one(&self.pool)
-        .await?;
+        let n: i64 = sqlx::query_scalar(DIGEST_USES)
+            .bind(digest)
+            .fetch_one(&self.pool)
+            .await?;
         Ok(n > 0)
     }
 
@@ -870,13 +865,10 @@ impl Store {
         let Some(digest) = digest else {
             return Ok(None);
         };
-        let used: i64 = sqlx::query_scalar(
-            "SELECT (SELECT COUNT(*) FROM environment_versions WHERE digest = ?1)
-                  + (SELECT COUNT(*) FROM vps_snapshots WHERE digest = ?1)",
-        )
-        .bind(&digest)
-        .fetch_one(&mut *tx)
-        .await?;
+        let used: i64 = sqlx::query_scalar(DIGEST_USES)
+            .bind(&digest)
+            .fetch_one(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(Some((used == 0).then_some(digest)))
     }

@@ -357,3 +357,57 @@ async fn concurrent_write_transactions_wait_for_each_other_instead_of_failing() 
     }
     assert_eq!(s.env("e").await.unwrap().unwrap().versions.len(), 25);
 }
+
+fn snapshot(vps: u64, digest: &str) -> VpsSnapshot {
+    VpsSnapshot {
+        vps,
+        seq: 0,
+        image: format!("river-vps/{vps}:1"),
+        archive: ArchiveRef {
+            image_id: "sha256:abc".into(),
+            digest: digest.into(),
+            size: 10,
+        },
+        node: "a".into(),
+        created_by: "user ann".into(),
+        created_at_ms: 5,
+        message: None,
+        auto: true,
+    }
+}
+
+#[tokio::test]
+async fn snapshots_number_per_vps_and_free_an_archive_only_when_unused() {
+    let (dir, s) = store().await;
+    let d1 = "1".repeat(64);
+    assert_eq!(s.add_snapshot(&snapshot(7, &d1)).await.unwrap(), 1);
+    assert_eq!(s.add_snapshot(&snapshot(7, &d1)).await.unwrap(), 2);
+    assert_eq!(s.add_snapshot(&snapshot(8, &"2".repeat(64))).await.unwrap(), 1);
+    assert!(s.archive_known(&d1).await.unwrap());
+    // Two snapshots share the archive: removing one keeps it.
+    assert_eq!(s.remove_snapshot(7, 1).await.unwrap(), Some(None));
+    assert_eq!(s.remove_snapshot(7, 1).await.unwrap(), None, "already gone");
+    s.close().await;
+    let s = Store::open(&dir.path().join("river.db")).await.unwrap();
+    let left = s.snapshots(7).await.unwrap();
+    assert_eq!(left.iter().map(|x| x.seq).collect::<Vec<_>>(), vec![2]);
+    assert!(left[0].auto && left[0].archive.digest == d1);
+    assert_eq!(s.remove_snapshot(7, 2).await.unwrap(), Some(Some(d1.clone())));
+    assert!(!s.archive_known(&d1).await.unwrap());
+}
+
+#[tokio::test]
+async fn a_key_names_one_user() {
+    let (_d, s) = store().await;
+    s.add_user_key("ann", "ssh-ed25519 AAA", "ssh-ed25519 AAA ann@x", "SHA256:a", 1)
+        .await
+        .unwrap();
+    let again = s.add_user_key("bob", "ssh-ed25519 AAA", "ssh-ed25519 AAA bob", "SHA256:a", 2).await;
+    assert!(matches!(again, Err(StoreError::Exists(_))), "{again:?}");
+    assert_eq!(s.user_by_key("ssh-ed25519 AAA").await.unwrap().as_deref(), Some("ann"));
+    assert_eq!(s.user_keys("ann").await.unwrap().len(), 1);
+    assert!(s.user_keys("bob").await.unwrap().is_empty());
+    assert!(!s.remove_user_key("bob", "SHA256:a").await.unwrap(), "not bob's");
+    assert!(s.remove_user_key("ann", "SHA256:a").await.unwrap());
+    assert_eq!(s.user_by_key("ssh-ed25519 AAA").await.unwrap(), None);
+}
