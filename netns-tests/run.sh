@@ -356,6 +356,35 @@ test_forward() {
   [[ $(cli connect "$id" -- cat /www/index.html) == served-from-d1 ]]
 }
 
+#   [user in h] --mesh--> [host h] --mesh--> [d1, d2 in r4, each its own engine]
+#   a VPS on d1 reached over SSH (busybox: no sshd), stopped, then started on d2 from the snapshot
+#   the host took: its files arrive in d2's engine over the mesh, and d1's container goes
+test_vps() {
+  if [[ ! -S $T/docker-d2.sock ]]; then
+    echo "    SKIP: needs the engines of the tasks and environments scenarios"
+    [[ -z ${RIVER_REQUIRE_DOCKER:-} ]]
+    return
+  fi
+  ssh-keygen -q -t ed25519 -N "" -f "$T/vpskey"
+  local id
+  id=$(cli vps create -t d1 --image river-test/busybox:1 --ssh-key "$T/vpskey.pub" --wait 2>/dev/null)
+  vssh() {
+    cli ssh "$id" -i "$T/vpskey" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
+      -o LogLevel=ERROR -o BatchMode=yes "$@"
+  }
+  vssh 'echo made-on-d1 > /root/marker'
+  [[ $(vssh 'cat /root/marker') == made-on-d1 ]] || { echo "    ssh on d1 failed"; return 1; }
+  cli vps stop "$id" >/dev/null
+  vps_stopped() { cli vps status "$id" | matches 'state: *stopped'; }
+  wait_for "VPS $id stopped" 30 vps_stopped
+  cli vps start "$id" --on d2 --wait >/dev/null
+  cli vps status "$id" | matches "node: *d2"
+  [[ $(vssh 'cat /root/marker') == made-on-d1 ]] || { echo "    the file did not move to d2"; return 1; }
+  docker -H "unix://$T/docker-d2.sock" ps --filter "label=river.task=$id" --format '{{.Names}}' | matches .
+  wait_for "d1's copy removed" 20 bash -c \
+    "! docker -H unix://$T/docker-d1.sock ps -a --filter label=river.task=$id --format '{{.Names}}' | grep -q ."
+}
+
 # --- the overlay: a second host (port 7445, overlay on) and runners oa, ob, oc, each in a
 # namespace of its own with its own Docker engine (packet filter on, as Docker leaves nodes) ---
 
@@ -599,6 +628,7 @@ scenario wrong_ca
 scenario tasks
 scenario environments
 scenario forward
+scenario vps
 scenario overlay
 echo
 echo "netns: $PASS passed, $FAIL failed"
