@@ -788,6 +788,20 @@ async fn vps_snapshots_restore_and_move_to_another_runner_with_their_files() {
         "the stale copy did not touch the VPS"
     );
 
+    // Its node loses the container: the next start comes from the latest snapshot.
+    write_in(&on("m1", id), "/root/f", "five");
+    let before = snapshots(&conn, id).await.last().unwrap().seq;
+    signal(&conn, id, Signal::Stop).await;
+    wait_state(&conn, id, &["stopped"]).await;
+    eventually(Duration::from_secs(30), "the automatic snapshot on m1", || async {
+        snapshots(&conn, id).await.last().is_some_and(|s| s.seq > before)
+    })
+    .await;
+    rt.remove(&on("m1", id)).await.unwrap();
+    done(&conn, Request::VpsStart { id, on: None }).await;
+    wait_state(&conn, id, &["running"]).await;
+    assert_eq!(read_in(&on("m1", id), "/root/f"), "five");
+
     // Removing a snapshot, then the VPS: its snapshots and their archives go.
     done(&conn, Request::VpsSnapshotRm { id, seq: 1 }).await;
     assert!(snapshots(&conn, id).await.iter().all(|s| s.seq != 1));

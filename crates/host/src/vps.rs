@@ -234,6 +234,13 @@ pub(crate) async fn start(ctx: &Ctx, caller: &Caller, id: u64, on: Option<String
     };
     t.target = Some(home(&p));
     t.spec.ip = p.ip.clone();
+    // Its container comes back as it was; should the node have lost it, a new one starts from the
+    // latest snapshot rather than from the bare image.
+    if let Some(latest) = ctx.store.snapshots(id).await?.pop() {
+        t.spec.image = latest.image;
+        t.spec.archive = Some(latest.archive);
+        t.spec.environment = None;
+    }
     t.state = TaskState::Queued.as_str().into();
     t.message = None;
     t.exit_code = None;

@@ -519,22 +519,6 @@ impl Executor {
             Ok(c) => c,
             Err(why) => return self.report(id, TaskState::Failed, None, Some(why)),
         };
-        if let Some(a) = &spec.archive {
-            let progress = |task: u64, done: u64, total: u64| {
-                let _ = self.reports.send(RunnerMsg::Fetch { id: task, done, total });
-            };
-            if let Err(why) = self.images.ensure(rt, id, a, &progress).await {
-                let env = spec.environment.as_deref().unwrap_or(&spec.image);
-                return self.report(
-                    id,
-                    TaskState::Failed,
-                    None,
-                    Some(format!("node {} could not get environment {env}: {why}", self.node)),
-                );
-            }
-            // By id: a tag of the same name on a shared engine can never stand in for it.
-            cspec.image = a.image_id.clone();
-        }
         if let Some(ip) = &placement.ip {
             let ready = match ip.parse() {
                 Ok(ip) => self.overlay.ready_for(ip).await,
@@ -561,6 +545,24 @@ impl Executor {
                     )
                 }
             }
+        }
+        // Only a new container needs its image (a VPS's existing one has its own disk).
+        if let Some(a) = &spec.archive {
+            let progress = |task: u64, done: u64, total: u64| {
+                let _ = self.reports.send(RunnerMsg::Fetch { id: task, done, total });
+            };
+            if let Err(why) = self.images.ensure(rt, id, a, &progress).await {
+                let env = spec.environment.as_deref().unwrap_or(&spec.image);
+                return self.report(
+                    id,
+                    // A VPS is not lost for a failed fetch: it can be started again.
+                    if vps { TaskState::Stopped } else { TaskState::Failed },
+                    None,
+                    Some(format!("node {} could not get environment {env}: {why}", self.node)),
+                );
+            }
+            // By id: a tag of the same name on a shared engine can never stand in for it.
+            cspec.image = a.image_id.clone();
         }
         let _ = rt.remove(&cspec.name).await;
         let started = async {

@@ -402,7 +402,9 @@ async fn a_key_names_one_user() {
     s.add_user_key("ann", "ssh-ed25519 AAA", "ssh-ed25519 AAA ann@x", "SHA256:a", 1)
         .await
         .unwrap();
-    let again = s.add_user_key("bob", "ssh-ed25519 AAA", "ssh-ed25519 AAA bob", "SHA256:a", 2).await;
+    let again = s
+        .add_user_key("bob", "ssh-ed25519 AAA", "ssh-ed25519 AAA bob", "SHA256:a", 2)
+        .await;
     assert!(matches!(again, Err(StoreError::Exists(_))), "{again:?}");
     assert_eq!(s.user_by_key("ssh-ed25519 AAA").await.unwrap().as_deref(), Some("ann"));
     assert_eq!(s.user_keys("ann").await.unwrap().len(), 1);
