@@ -12,6 +12,7 @@
 use crate::clock::now_ms;
 use crate::mesh::Caller;
 use crate::tasks::err;
+use crate::vps::key_id;
 use crate::Ctx;
 use base64::Engine as _;
 use river_proto::msg::{ErrorKind, Response, UserKey};
@@ -34,11 +35,6 @@ fn fingerprint(line: &str) -> Option<String> {
         "SHA256:{}",
         base64::engine::general_purpose::STANDARD_NO_PAD.encode(digest.as_ref())
     ))
-}
-
-/// The part of a key line that identifies the key: `TYPE BASE64`.
-fn key_id(line: &str) -> String {
-    line.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
 }
 
 fn user_name(caller: &Caller) -> Result<&str, Response> {

@@ -141,7 +141,7 @@ fn abbreviate(s: &str) -> String {
 }
 
 /// The key part (`TYPE BASE64`) that identifies a key, whatever its comment.
-fn key_id(line: &str) -> String {
+pub(crate) fn key_id(line: &str) -> String {
     line.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
 }
 
