@@ -131,6 +131,14 @@ fn round_trips(addr: &str, n: usize) -> anyhow::Result<(f64, f64)> {
     Ok((pct(&mut t, 0.5), pct(&mut t, 0.99)))
 }
 
+/// Latency against one echo server, printed.
+pub fn latency(addr: &str) -> anyhow::Result<()> {
+    let (c50, c99) = connect_echo(addr, 500)?;
+    let (r50, r99) = round_trips(addr, 2000)?;
+    println!("new connection + first echo p50 {c50:.0} µs, p99 {c99:.0} µs; 1-byte round trip p50 {r50:.0} µs, p99 {r99:.0} µs");
+    Ok(())
+}
+
 fn wait_port(addr: &str) -> anyhow::Result<()> {
     let start = Instant::now();
     while TcpStream::connect(addr).is_err() {
@@ -141,7 +149,7 @@ fn wait_port(addr: &str) -> anyhow::Result<()> {
 }
 
 #[allow(clippy::too_many_lines)]
-pub async fn run(river: &Path) -> anyhow::Result<()> {
+pub async fn run(river: &Path, hold: bool) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let (_host, admin, addr) = host(river, dir.path(), Duration::from_secs(5)).await?;
     let _runner = runner(river, dir.path(), &admin, addr, "bench").await?;
@@ -263,6 +271,16 @@ pub async fn run(river: &Path) -> anyhow::Result<()> {
     );
     let ssh_echo = format!("127.0.0.1:{s_echo}");
     until(Duration::from_secs(20), "ssh -L", || connect_echo(&ssh_echo, 1).is_ok()).await?;
+    if hold {
+        println!(
+            "iperf3: direct `{} iperf3 -c 127.0.0.1 -p {IPERF_PORT}`, ssh -L {s_iperf}, river {r_iperf}",
+            ns.join(" ")
+        );
+        println!("echo: direct {direct_echo}, ssh -L {ssh_echo}, river {river_echo}");
+        println!("holding; interrupt to end");
+        tokio::signal::ctrl_c().await?;
+        return Ok(());
+    }
 
     println!("### Throughput (iperf3, 5 s, Gbit/s)\n");
     println!("| path | 1 stream | 4 streams | 1 stream, reverse |");

@@ -47,7 +47,14 @@ enum Bench {
     },
     /// `river forward` and `river ssh` into a task, against direct access and OpenSSH (needs root,
     /// iperf3, ssh and the river-test/sshd image from scripts/docker-env.sh).
-    Forward,
+    Forward {
+        /// Set everything up, print the ports and wait (for measuring by hand, e.g. under perf).
+        #[arg(long)]
+        hold: bool,
+    },
+    /// New connection + first echo, and the steady 1-byte round trip, against an echo server at
+    /// ADDR (e.g. one that `forward --hold` printed).
+    Latency { addr: String },
     /// (internal) An echo server, run inside a task's network namespace by `forward`.
     #[command(hide = true)]
     EchoServer { port: u16 },
@@ -68,6 +75,9 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if let Bench::EchoServer { port } = cli.bench {
         return forward::echo_server(port);
+    }
+    if let Bench::Latency { addr } = &cli.bench {
+        return forward::latency(addr);
     }
     if let Bench::OverlayScale { peers } = &cli.bench {
         return overlay::scale(peers);
@@ -92,8 +102,8 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             }
             Bench::Footprint { idle } => heartbeats::footprint(&river, idle).await,
-            Bench::Forward => forward::run(&river).await,
-            Bench::EchoServer { .. } | Bench::OverlayScale { .. } => {
+            Bench::Forward { hold } => forward::run(&river, hold).await,
+            Bench::EchoServer { .. } | Bench::OverlayScale { .. } | Bench::Latency { .. } => {
                 unreachable!("handled before the runtime starts")
             }
             Bench::Tasks {

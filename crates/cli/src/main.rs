@@ -15,7 +15,15 @@ fn main() -> ExitCode {
         quiet_on_closed_output();
     }
     init_logging(&args);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // Servers spread their connections over every core. A client command has one connection
+    // to the host, whose QUIC driver is a single task anyway: on one thread its relays never wake
+    // another (`river forward` measured ~20% more throughput and lower latency this way).
+    let mut builder = if args.command.is_server() {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -86,9 +86,12 @@ async fn forwards_reach_loopback_carry_bytes_intact_and_refuse_clearly() {
     assert_eq!((back.len(), sha(&back)), (data.len(), sha(&data)));
 
     // 50 connections at once, each its own bytes (httpd serves each from a process of its own).
+    // Their connects are spread over 100 ms: busybox httpd listens with a backlog of 9, and 50
+    // SYNs at the same instant overflow it — a client inside the container sees resets then too.
     let all = futures_util::future::join_all((0..50u32).map(|i| {
         let conn = conn.clone();
         async move {
+            tokio::time::sleep(Duration::from_millis(u64::from(i) * 2)).await;
             let (mut send, mut recv) = forward(&conn, id, 8080).await.expect("forward");
             send.write_all(format!("GET /p{i} HTTP/1.0\r\n\r\n").as_bytes())
                 .await

@@ -1,13 +1,14 @@
 //! A `Forward` stream from the host: one TCP connection to a port inside a task. For a container
 //! the socket is made inside the container's network namespace — so a server bound to the
-//! container's loopback (Jupyter's default) is reached — on a short-lived thread that enters the
-//! namespace and dies with it; the runner's own threads never change namespace. A
-//! `--no-container` task shares the node's network, so its port is on the node's loopback.
+//! container's loopback (Jupyter's default) is reached — by a thread that stays in that namespace
+//! while connections keep coming (see [`netns`]); the runner's own threads never change
+//! namespace. A `--no-container` task shares the node's network, so its port is on the node's
+//! loopback.
 
 use river_mesh::{send_msg, Connection, RecvStream, SendStream};
 use river_proto::msg::{parse_udp_datagram, udp_datagram, ForwardOpen, ForwardReply};
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -31,19 +32,125 @@ pub(crate) async fn udp_in(conn: Connection, flows: Arc<UdpFlows>) {
     }
 }
 
-/// Runs `make` on a short-lived thread inside the network namespace of process `pid` (the
-/// node's own when `None`): sockets keep the namespace they were made in.
+/// Runs `make` inside the network namespace of process `pid` (the node's own, here, when `None`):
+/// sockets keep the namespace they were made in. `make` must not block.
 async fn in_netns<T: Send + 'static>(
     pid: Option<i64>,
     make: impl FnOnce() -> std::io::Result<T> + Send + 'static,
 ) -> std::io::Result<T> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new().name("river-netns".into()).spawn(move || {
-        let made = pid.map_or(Ok(()), enter_netns).and_then(|()| make());
-        let _ = tx.send(made);
-    })?;
-    rx.await
-        .map_err(|_| std::io::Error::other("the connecting thread died"))?
+    match pid {
+        None => make(),
+        Some(pid) => netns::run(pid, make).await,
+    }
+}
+
+pub(crate) mod netns {
+    //! One thread per network namespace in use, parked in it, making sockets on request. Making a
+    //! thread per connection (spawn, open the namespace, `setns`) was a large part of a new
+    //! forwarded connection's time on the runner. A thread ends after [`IDLE`] without work, and
+    //! is replaced when its process's namespace is no longer the one it is in (the task ended
+    //! and the pid was reused).
+
+    use std::collections::HashMap;
+    use std::os::unix::fs::MetadataExt as _;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::mpsc;
+    use std::sync::{Mutex, OnceLock};
+    use std::time::Duration;
+
+    /// How long a namespace's thread waits for more work before it ends.
+    const IDLE: Duration = Duration::from_secs(60);
+
+    type Job = Box<dyn FnOnce() + Send>;
+
+    /// A namespace's thread: where to send it work, which namespace (inode) it is in, and which
+    /// thread it is (to tell it from a successor).
+    struct Parked {
+        jobs: mpsc::Sender<Job>,
+        ns: u64,
+        id: u64,
+    }
+
+    fn threads() -> &'static Mutex<HashMap<i64, Parked>> {
+        static THREADS: OnceLock<Mutex<HashMap<i64, Parked>>> = OnceLock::new();
+        THREADS.get_or_init(Mutex::default)
+    }
+
+    fn lock() -> std::sync::MutexGuard<'static, HashMap<i64, Parked>> {
+        // The map stays consistent whatever panicked while holding it: every change is one call.
+        threads().lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The inode of `pid`'s network namespace: what identifies the namespace.
+    fn ns_of(pid: i64) -> std::io::Result<u64> {
+        Ok(std::fs::metadata(format!("/proc/{pid}/ns/net"))?.ino())
+    }
+
+    /// How many namespace threads are parked now.
+    #[cfg(test)]
+    pub(crate) fn parked() -> usize {
+        lock().len()
+    }
+
+    /// Runs `make` on the thread parked in `pid`'s network namespace, starting one if needed.
+    pub(super) async fn run<T: Send + 'static>(
+        pid: i64,
+        make: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+    ) -> std::io::Result<T> {
+        let ns = ns_of(pid)?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _ = tx.send(make());
+        });
+        {
+            let mut map = lock();
+            // Sent under the lock: a thread leaving takes itself out of the map under it too,
+            // then runs what is left in its queue, so no job is lost in between.
+            let unsent = match map.get(&pid).filter(|p| p.ns == ns) {
+                Some(p) => p.jobs.send(job).err().map(|mpsc::SendError(back)| back),
+                None => Some(job),
+            };
+            if let Some(job) = unsent {
+                static NEXT: AtomicU64 = AtomicU64::new(0);
+                let id = NEXT.fetch_add(1, Ordering::Relaxed);
+                let jobs = spawn(pid, ns, id)?;
+                // If the thread cannot enter the namespace it drops the job: the caller hears so.
+                let _ = jobs.send(job);
+                map.insert(pid, Parked { jobs, ns, id });
+            }
+        }
+        rx.await
+            .map_err(|_| std::io::Error::other(format!("could not enter the network namespace of process {pid}")))?
+    }
+
+    /// A thread in `pid`'s namespace (checked to be `ns`), running jobs until idle.
+    fn spawn(pid: i64, ns: u64, id: u64) -> std::io::Result<mpsc::Sender<Job>> {
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name(format!("river-netns-{pid}"))
+            .spawn(move || {
+                let entered = super::enter_netns(pid).is_ok() && ns_of(pid).ok() == Some(ns);
+                if entered {
+                    while let Ok(job) = rx.recv_timeout(IDLE) {
+                        job();
+                    }
+                }
+                {
+                    let mut map = lock();
+                    if map.get(&pid).is_some_and(|p| p.id == id) {
+                        map.remove(&pid);
+                    }
+                }
+                // Jobs sent before this thread left the map: run them (or, outside the
+                // namespace, drop them so their callers hear it).
+                while let Ok(job) = rx.try_recv() {
+                    if entered {
+                        job();
+                    }
+                }
+            })?;
+        Ok(tx)
+    }
 }
 
 /// A UDP socket connected to `port` on the loopback of `pid`'s network namespace.
@@ -124,13 +231,20 @@ pub(crate) async fn connect_in(pid: Option<i64>, port: u16) -> std::io::Result<t
 /// Connects to `addr` from inside the network namespace of process `pid` (the node's own when
 /// `None`).
 pub(crate) async fn connect_to_in(pid: Option<i64>, addr: SocketAddr) -> std::io::Result<tokio::net::TcpStream> {
-    let s = in_netns(pid, move || {
-        let s = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
-        s.set_nonblocking(true)?;
-        Ok(s)
+    // Only the socket is made in the namespace; connecting waits on this runtime, so a port that
+    // never answers holds up nobody else's connection.
+    let socket = in_netns(pid, move || {
+        if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()
+        } else {
+            tokio::net::TcpSocket::new_v6()
+        }
     })
     .await?;
-    tokio::net::TcpStream::from_std(s)
+    match tokio::time::timeout(CONNECT_TIMEOUT, socket.connect(addr)).await {
+        Ok(connected) => connected,
+        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+    }
 }
 
 /// Moves this thread into the network namespace of `pid`.
@@ -174,5 +288,95 @@ pub(crate) async fn serve(pid: Result<Option<i64>, String>, req: ForwardOpen, mu
     }
     if let Err(e) = river_mesh::splice(tcp, send, recv).await {
         tracing::debug!(task, port, "forwarded connection ended: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read as _, Write as _};
+    use tokio::io::AsyncReadExt as _;
+
+    /// A process in a network namespace of its own, with its loopback up; killed on drop.
+    struct Isolated(std::process::Child);
+
+    impl Drop for Isolated {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    fn isolated() -> Option<Isolated> {
+        // SAFETY: geteuid(2) has no preconditions.
+        #[allow(unsafe_code)]
+        let root = unsafe { libc::geteuid() } == 0;
+        if !root {
+            eprintln!("skipped: entering network namespaces needs root");
+            return None;
+        }
+        let child = std::process::Command::new("unshare")
+            .args(["--net", "sh", "-c", "ip link set lo up && echo up && exec sleep 60"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("unshare runs");
+        let mut child = Isolated(child);
+        let mut up = [0u8; 3];
+        child
+            .0
+            .stdout
+            .as_mut()
+            .unwrap()
+            .read_exact(&mut up)
+            .expect("the namespace came up");
+        Some(child)
+    }
+
+    #[tokio::test]
+    async fn connects_inside_another_network_namespace_from_one_parked_thread() {
+        let Some(child) = isolated() else { return };
+        let pid = i64::from(child.0.id());
+        let listener = netns::run(pid, || std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
+            .await
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
+
+        // From the node's own namespace that loopback port is not the task's.
+        let _ = std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port));
+        assert_eq!(
+            listener.accept().unwrap_err().kind(),
+            std::io::ErrorKind::WouldBlock,
+            "the node's loopback reached the task's listener"
+        );
+
+        // Through the namespace it is, both ways.
+        let mut inside = connect_in(Some(pid), port).await.unwrap();
+        listener.set_nonblocking(false).unwrap();
+        let (mut accepted, _) = listener.accept().unwrap();
+        accepted.write_all(b"hello from inside").unwrap();
+        let mut got = [0u8; 17];
+        inside.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"hello from inside");
+
+        // Nothing listening there: refused, as the user is told.
+        let closed = netns::run(pid, || std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
+            .await
+            .unwrap();
+        let free = closed.local_addr().unwrap().port();
+        drop(closed);
+        let refused = connect_in(Some(pid), free).await.unwrap_err();
+        assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+
+        // The same thread serves every connection into the namespace.
+        let a = netns::run(pid, || Ok(std::thread::current().id())).await.unwrap();
+        let b = netns::run(pid, || Ok(std::thread::current().id())).await.unwrap();
+        assert_eq!(a, b);
+        assert!(netns::parked() >= 1);
+
+        // Once the process is gone its namespace cannot be entered.
+        drop(child);
+        let gone = connect_in(Some(pid), port).await.unwrap_err();
+        assert_eq!(gone.kind(), std::io::ErrorKind::NotFound, "{gone}");
     }
 }
