@@ -253,7 +253,7 @@ fn enter_netns(pid: i64) -> std::io::Result<()> {
     use std::os::fd::AsRawFd as _;
     let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))?;
     // SAFETY: setns(2) with a namespace file we hold open; it changes only this thread, which
-    // exists for this one connection.
+    // exists to stay in that namespace (see `netns`).
     let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
     if rc == 0 {
         Ok(())
