@@ -297,6 +297,16 @@ fn cluster(extra: &[&str]) -> (tempfile::TempDir, std::path::PathBuf, std::path:
     (d, cfg, state, listen, guard)
 }
 
+/// A new passphrase-less ed25519 key pair at `path` (and `path.pub`), its comment `comment`.
+fn keygen(path: &Path, comment: &str) {
+    let o = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "ssh-keygen: {:?}", text(&o));
+}
+
 /// Stops the detached cluster even when an assertion fails.
 struct Down(std::path::PathBuf, std::path::PathBuf);
 
@@ -634,12 +644,7 @@ fn ssh_with_openssh_through_the_mesh() {
     }
     let (d, cfg, _state, _listen, _guard) = cluster(&[]);
     let key = d.path().join("id_ed25519");
-    let o = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&key)
-        .output()
-        .unwrap();
-    assert!(o.status.success());
+    keygen(&key, "river-test");
     let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
     let id = running_task(
         &cfg,
@@ -719,11 +724,7 @@ fn ssh_with_openssh_through_the_mesh() {
 
     // A key the task does not know is refused by sshd; a task without sshd says so.
     let other = d.path().join("other");
-    Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&other)
-        .output()
-        .unwrap();
+    keygen(&other, "river-test");
     let mut args = vec!["ssh", &id, "-i", other.to_str().unwrap()];
     args.extend_from_slice(&quiet);
     args.push("true");
@@ -796,16 +797,8 @@ fn vps_ssh_into_an_image_without_sshd_and_files_outlive_stop_and_start() {
     assert!(text(&o).1.contains("--ssh-key"), "{:?}", text(&o));
     let ssh_dir = d.path().join(".ssh");
     std::fs::create_dir_all(&ssh_dir).unwrap();
-    let keygen = |path: &Path| {
-        let o = Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-C", "test-key", "-f"])
-            .arg(path)
-            .output()
-            .unwrap();
-        assert!(o.status.success());
-    };
     let key = ssh_dir.join("id_ed25519");
-    keygen(&key);
+    keygen(&key, "test-key");
     // busybox only: no sshd, no scp, no package manager; the default key is ~/.ssh/id_ed25519.pub.
     let o = river(
         &cfg,
@@ -884,7 +877,7 @@ fn vps_ssh_into_an_image_without_sshd_and_files_outlive_stop_and_start() {
 
     // Another key is refused until added, and again once removed.
     let other = d.path().join("other");
-    keygen(&other);
+    keygen(&other, "test-key");
     let o = vps_ssh(&cfg, &id, &other, &["true"]);
     assert_eq!(o.status.code(), Some(255), "{:?}", text(&o));
     assert!(text(&o).1.contains("Permission denied"), "{:?}", text(&o));
@@ -1069,16 +1062,8 @@ fn vps_files_by_scp_and_sftp_and_plain_ssh_through_the_gateway() {
     let (d, cfg, _state, listen, _guard) = cluster(&[]);
     let ssh_dir = d.path().join(".ssh");
     std::fs::create_dir_all(&ssh_dir).unwrap();
-    let keygen = |path: &Path| {
-        let o = Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-C", "gw-key", "-f"])
-            .arg(path)
-            .output()
-            .unwrap();
-        assert!(o.status.success());
-    };
     let key = ssh_dir.join("id_ed25519");
-    keygen(&key);
+    keygen(&key, "gw-key");
     let o = river(&cfg, &["vps", "create", "--image", "river-test/busybox:1", "--wait"]);
     assert!(o.status.success(), "{:?}", text(&o));
     let id = text(&o).0.trim().to_owned();
@@ -1151,7 +1136,7 @@ fn vps_files_by_scp_and_sftp_and_plain_ssh_through_the_gateway() {
     let o = river(&bob, &["login", &listen, "--token", text(&o).0.trim()]);
     assert!(o.status.success(), "{:?}", text(&o));
     let bob_key = d.path().join("bob_key");
-    keygen(&bob_key);
+    keygen(&bob_key, "gw-key");
     let bob_pub = bob_key.with_extension("pub");
     // A key names one user.
     let o = river(&cfg, &["user", "key", "add", key_pub.to_str().unwrap()]);
