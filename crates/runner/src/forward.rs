@@ -69,6 +69,9 @@ pub(crate) mod netns {
         jobs: mpsc::Sender<Job>,
         ns: u64,
         id: u64,
+        /// A TCP (IPv4) socket made ahead in the namespace: a new forwarded connection takes it
+        /// without waiting for the thread, which makes the next one meanwhile.
+        spare: Option<tokio::net::TcpSocket>,
     }
 
     fn threads() -> &'static Mutex<HashMap<i64, Parked>> {
@@ -84,6 +87,12 @@ pub(crate) mod netns {
     /// The inode of `pid`'s network namespace: what identifies the namespace.
     fn ns_of(pid: i64) -> std::io::Result<u64> {
         Ok(std::fs::metadata(format!("/proc/{pid}/ns/net"))?.ino())
+    }
+
+    /// Whether `pid`'s thread has a socket made ahead.
+    #[cfg(test)]
+    pub(crate) fn has_spare(pid: i64) -> bool {
+        lock().get(&pid).is_some_and(|p| p.spare.is_some())
     }
 
     /// How many namespace threads are parked now.
@@ -116,11 +125,49 @@ pub(crate) mod netns {
                 let jobs = spawn(pid, ns, id)?;
                 // If the thread cannot enter the namespace it drops the job: the caller hears so.
                 let _ = jobs.send(job);
-                map.insert(pid, Parked { jobs, ns, id });
+                map.insert(
+                    pid,
+                    Parked {
+                        jobs,
+                        ns,
+                        id,
+                        spare: None,
+                    },
+                );
             }
         }
         rx.await
             .map_err(|_| std::io::Error::other(format!("could not enter the network namespace of process {pid}")))?
+    }
+
+    /// An IPv4 TCP socket in `pid`'s namespace: the spare one made ahead when there is one, and
+    /// a spare made for the next caller either way.
+    pub(super) async fn tcp_v4(pid: i64) -> std::io::Result<tokio::net::TcpSocket> {
+        let ns = ns_of(pid)?;
+        let spare = lock().get_mut(&pid).filter(|p| p.ns == ns).and_then(|p| p.spare.take());
+        let socket = match spare {
+            Some(s) => s,
+            None => run(pid, tokio::net::TcpSocket::new_v4).await?,
+        };
+        refill(pid, ns);
+        Ok(socket)
+    }
+
+    /// Asks `pid`'s thread (in namespace `ns`) to make a spare socket, unless it has one.
+    fn refill(pid: i64, ns: u64) {
+        let map = lock();
+        let Some(p) = map.get(&pid).filter(|p| p.ns == ns && p.spare.is_none()) else {
+            return;
+        };
+        let id = p.id;
+        let _ = p.jobs.send(Box::new(move || {
+            let Ok(socket) = tokio::net::TcpSocket::new_v4() else {
+                return;
+            };
+            if let Some(p) = lock().get_mut(&pid).filter(|p| p.id == id) {
+                p.spare = Some(socket);
+            }
+        }));
     }
 
     /// A thread in `pid`'s namespace (checked to be `ns`), running jobs until idle.
@@ -233,14 +280,19 @@ pub(crate) async fn connect_in(pid: Option<i64>, port: u16) -> std::io::Result<t
 pub(crate) async fn connect_to_in(pid: Option<i64>, addr: SocketAddr) -> std::io::Result<tokio::net::TcpStream> {
     // Only the socket is made in the namespace; connecting waits on this runtime, so a port that
     // never answers holds up nobody else's connection.
-    let socket = in_netns(pid, move || {
-        if addr.is_ipv4() {
-            tokio::net::TcpSocket::new_v4()
-        } else {
-            tokio::net::TcpSocket::new_v6()
+    let socket = match pid {
+        Some(pid) if addr.is_ipv4() => netns::tcp_v4(pid).await?,
+        _ => {
+            in_netns(pid, move || {
+                if addr.is_ipv4() {
+                    tokio::net::TcpSocket::new_v4()
+                } else {
+                    tokio::net::TcpSocket::new_v6()
+                }
+            })
+            .await?
         }
-    })
-    .await?;
+    };
     match tokio::time::timeout(CONNECT_TIMEOUT, socket.connect(addr)).await {
         Ok(connected) => connected,
         Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
@@ -358,6 +410,31 @@ mod tests {
         let mut got = [0u8; 17];
         inside.read_exact(&mut got).await.unwrap();
         assert_eq!(&got, b"hello from inside");
+
+        // The next connection takes the socket made ahead meanwhile, made in the namespace too.
+        for _ in 0..100 {
+            if netns::has_spare(pid) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(netns::has_spare(pid), "no socket was made ahead");
+        let mut again = connect_in(Some(pid), port).await.unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let mut accepted = None;
+        for _ in 0..100 {
+            if let Ok((a, _)) = listener.accept() {
+                accepted = Some(a);
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let mut accepted = accepted.expect("the second connection reached the task's listener");
+        accepted.set_nonblocking(false).unwrap();
+        accepted.write_all(b"spare").unwrap();
+        let mut got = [0u8; 5];
+        again.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"spare");
 
         // Nothing listening there: refused, as the user is told.
         let closed = netns::run(pid, || std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
