@@ -3,6 +3,7 @@
 
 mod forward;
 mod heartbeats;
+mod mesh;
 mod overlay;
 mod proc;
 mod tasks;
@@ -55,6 +56,13 @@ enum Bench {
     /// New connection + first echo, and the steady 1-byte round trip, against an echo server at
     /// ADDR (e.g. one that `forward --hold` printed).
     Latency { addr: String },
+    /// The mesh transport alone (no TCP ends): one QUIC hop against two through a relay, in one
+    /// process with a thread per party. The ceiling under `forward`.
+    Mesh {
+        /// Seconds per throughput run.
+        #[arg(long, default_value_t = 5)]
+        secs: u64,
+    },
     /// (internal) An echo server, run inside a task's network namespace by `forward`.
     #[command(hide = true)]
     EchoServer { port: u16 },
@@ -78,6 +86,9 @@ fn main() -> anyhow::Result<()> {
     }
     if let Bench::Latency { addr } = &cli.bench {
         return forward::latency(addr);
+    }
+    if let Bench::Mesh { secs } = cli.bench {
+        return mesh::run(secs);
     }
     if let Bench::OverlayScale { peers } = &cli.bench {
         return overlay::scale(peers);
@@ -103,7 +114,7 @@ fn main() -> anyhow::Result<()> {
             }
             Bench::Footprint { idle } => heartbeats::footprint(&river, idle).await,
             Bench::Forward { hold } => forward::run(&river, hold).await,
-            Bench::EchoServer { .. } | Bench::OverlayScale { .. } | Bench::Latency { .. } => {
+            Bench::EchoServer { .. } | Bench::OverlayScale { .. } | Bench::Latency { .. } | Bench::Mesh { .. } => {
                 unreachable!("handled before the runtime starts")
             }
             Bench::Tasks {
