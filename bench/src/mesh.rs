@@ -84,8 +84,17 @@ pub fn run(secs: u64) -> anyhow::Result<()> {
             }
         }
     }
-    for (name, addr, gbit, cpu) in rows {
-        let (r50, r99, n50) = rt.block_on(echo(&certs, addr, 1000))?;
+    // Round trips vary from run to run with how the threads land on the cores: best of 3 too.
+    let mut echoes = vec![(f64::INFINITY, f64::NAN, f64::NAN); rows.len()];
+    for _ in 0..3 {
+        for (row, best) in rows.iter().zip(echoes.iter_mut()) {
+            let e = rt.block_on(echo(&certs, row.1, 1000))?;
+            if e.0 < best.0 {
+                *best = e;
+            }
+        }
+    }
+    for ((name, _, gbit, cpu), (r50, r99, n50)) in rows.into_iter().zip(echoes) {
         println!(
             "| {name} | {:.2} Gbit/s | {:.2} Gbit/s | {cpu:.2} core·s/Gbit | {r50:.0} µs | {r99:.0} µs | {n50:.0} µs |",
             gbit[0], gbit[1]
