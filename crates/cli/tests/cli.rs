@@ -840,6 +840,42 @@ fn vps_ssh_into_an_image_without_sshd_and_files_outlive_stop_and_start() {
     assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
     assert!(text(&o).0.starts_with("/dev/pts/"), "{:?}", text(&o));
 
+    // A terminal session whose client vanishes is hung up, as sshd's would be: its program does
+    // not stay behind in the VPS. (The bracket keeps the counting shell out of its own count.)
+    let count = |cfg: &Path| -> String {
+        let o = vps_ssh(cfg, &id, &key, &["ps | grep -c '[s]leep 4242'"]);
+        text(&o).0.trim().to_owned()
+    };
+    let mut client = vps_ssh_command(&cfg, &id, &key, &["-tt", "sleep 4242; sleep 4242"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut running = String::new();
+    for _ in 0..100 {
+        running = count(&cfg);
+        if running != "0" && !running.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // Its shell (whose command line names it too) and the sleep.
+    assert!(
+        running != "0" && !running.is_empty(),
+        "the session's program never started"
+    );
+    client.kill().unwrap();
+    let _ = client.wait();
+    let mut left = String::new();
+    for _ in 0..50 {
+        left = count(&cfg);
+        if left == "0" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(left, "0", "the vanished client's program is still running");
+
     // ssh -L reaches a server bound to the VPS's own loopback.
     let o = vps_ssh(
         &cfg,

@@ -629,6 +629,16 @@ impl Runtime {
         self.docker.resize_exec(id, opts).await.map_err(docker_err)
     }
 
+    /// The process an exec runs, as this machine's pid (the engine reports it outside the
+    /// container's pid namespace); `None` once it has ended or when the engine does not say.
+    pub async fn exec_pid(&self, id: &str) -> Option<i64> {
+        let e = self.docker.inspect_exec(id).await.ok()?;
+        if e.running != Some(true) {
+            return None;
+        }
+        e.pid.filter(|p| *p > 0)
+    }
+
     /// The exit code of an exec whose output has ended: the engine may take a moment to record it,
     /// so this waits up to a second; `None` if it is still unknown then.
     pub async fn exec_exit(&self, id: &str) -> Option<i64> {

@@ -268,6 +268,33 @@ enum Start {
     Sftp,
 }
 
+/// What the kernel does when a terminal hangs up: SIGHUP (then SIGCONT, so that a stopped job
+/// sees it) to the session's leader `pid` and to the terminal's foreground process group.
+fn hang_up(pid: i64) {
+    let Ok(leader) = libc::pid_t::try_from(pid) else { return };
+    // The group may be the leader's own (a shell without job control and its children).
+    let foreground = foreground_group(pid).filter(|g| *g > 1);
+    tracing::debug!(pid, ?foreground, "ssh client gone: hanging up its terminal");
+    for target in std::iter::once(leader).chain(foreground.map(|g| -g)) {
+        signal(target, libc::SIGHUP);
+        signal(target, libc::SIGCONT);
+    }
+}
+
+/// The foreground process group of `pid`'s controlling terminal (`tpgid` in `/proc/PID/stat`).
+fn foreground_group(pid: i64) -> Option<libc::pid_t> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may contain anything.
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    rest.split_whitespace().nth(5)?.parse().ok()
+}
+
+#[allow(unsafe_code)]
+fn signal(target: libc::pid_t, sig: libc::c_int) {
+    // SAFETY: kill(2) takes plain integers; a process that is gone only makes it fail.
+    let _ = unsafe { libc::kill(target, sig) };
+}
+
 /// The command for `start`, run by `sh` in the user's home directory as sshd would.
 fn command(start: &Start) -> Vec<String> {
     let script = match start {
@@ -385,7 +412,15 @@ async fn run_session(vps: &Vps, user: Option<String>, mut read: ChannelReadHalf,
                 _ => {}
             }
         }
-        // The client went away: the command's input ends; its output decides when it is over.
+        // The client went away. A terminal whose client is gone is hung up, as a closed pty is:
+        // without this a shell left by a vanished client would wait in the VPS for ever. (First:
+        // ending the input below also ends the engine's output stream, and with it this future.)
+        if tty {
+            if let Some(pid) = vps.rt.exec_pid(&exec.id).await {
+                hang_up(pid);
+            }
+        }
+        // The command's input ends; its output decides when it is over.
         let _ = exec.input.shutdown().await;
         std::future::pending::<()>().await;
     };
