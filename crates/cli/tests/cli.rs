@@ -312,8 +312,30 @@ struct Down(std::path::PathBuf, std::path::PathBuf);
 
 impl Drop for Down {
     fn drop(&mut self) {
+        // `river down` leaves tasks' containers running (a runner that comes back takes them
+        // back); a test's cluster never comes back, so its containers go too.
+        let status = river(&self.0, &["status", "-o", "json"]);
+        let fingerprint = serde_json::from_slice::<serde_json::Value>(&status.stdout)
+            .ok()
+            .and_then(|v| {
+                v["ca_fingerprint"]
+                    .as_str()
+                    .map(|f| f.chars().take(8).collect::<String>())
+            });
         let o = river(&self.0, &["down", "--state-dir", self.1.to_str().unwrap()]);
         assert!(o.status.success() || std::thread::panicking(), "down: {:?}", text(&o));
+        if let Some(cluster) = fingerprint.filter(|f| f.len() == 8) {
+            let label = format!("label=river.cluster={cluster}");
+            if let Ok(ids) = Command::new("docker").args(["ps", "-aq", "--filter", &label]).output() {
+                let ids = String::from_utf8_lossy(&ids.stdout)
+                    .split_whitespace()
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>();
+                if !ids.is_empty() {
+                    let _ = Command::new("docker").args(["rm", "-f"]).args(&ids).output();
+                }
+            }
+        }
     }
 }
 
