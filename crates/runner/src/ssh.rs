@@ -281,12 +281,10 @@ fn hang_up(pid: i64) {
     }
 }
 
-/// The foreground process group of `pid`'s controlling terminal (`tpgid` in `/proc/PID/stat`).
+/// The foreground process group of `pid`'s controlling terminal (`tpgid`, field 8 of
+/// `/proc/PID/stat`).
 fn foreground_group(pid: i64) -> Option<libc::pid_t> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name, which is in parentheses and may contain anything.
-    let rest = stat.get(stat.rfind(')')? + 2..)?;
-    rest.split_whitespace().nth(5)?.parse().ok()
+    crate::exec::stat_field(pid, 8)
 }
 
 #[allow(unsafe_code)]
