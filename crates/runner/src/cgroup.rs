@@ -218,7 +218,7 @@ impl Cgroup {
     pub fn kill_all(&self) {
         let _ = self.freeze(true);
         for pid in self.pids() {
-            signal_kill(pid);
+            crate::process::signal(pid, libc::SIGKILL);
         }
         // Frozen processes die once thawed.
         let _ = self.freeze(false);
@@ -234,14 +234,6 @@ impl Cgroup {
             }
         }
         Ok(())
-    }
-}
-
-#[allow(unsafe_code)]
-fn signal_kill(pid: i32) {
-    // SAFETY: kill(2) takes plain integers; no memory is shared with the kernel.
-    unsafe {
-        libc::kill(pid, libc::SIGKILL);
     }
 }
 

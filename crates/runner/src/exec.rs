@@ -784,20 +784,7 @@ fn vps_stopped_message(why: Option<&str>, exit: &river_docker::Exit) -> String {
 
 /// When process `pid` started (clock ticks since boot): `/proc/PID/stat`'s 22nd field.
 fn start_time(pid: i64) -> Option<u64> {
-    stat_field(pid, 22)
-}
-
-/// Field `n` of `/proc/PID/stat`, counted from 1 as proc(5) does; from field 3 on (those after
-/// the command).
-pub(crate) fn stat_field<T: std::str::FromStr>(pid: i64, n: usize) -> Option<T> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command (field 2) is in parentheses and may hold spaces: count from after it.
-    let after_command = n.checked_sub(3)?;
-    stat.get(stat.rfind(')')? + 2..)?
-        .split(' ')
-        .nth(after_command)?
-        .parse()
-        .ok()
+    crate::process::stat_field(pid, 22)
 }
 
 /// Copies a container's output into `dir/stdout.log` and `dir/stderr.log` until it stops.
@@ -828,20 +815,5 @@ mod tests {
         let t = super::start_time(me).expect("this process has a start time");
         assert_eq!(super::start_time(me), Some(t));
         assert_eq!(super::start_time(i64::from(i32::MAX)), None);
-    }
-
-    #[test]
-    #[allow(unsafe_code)]
-    fn stat_fields_are_numbered_as_in_proc5() {
-        let me = i64::from(std::process::id());
-        // SAFETY: getppid(2) and getpgrp(2) have no preconditions.
-        let (parent, group) = unsafe { (libc::getppid(), libc::getpgrp()) };
-        assert_eq!(super::stat_field::<libc::pid_t>(me, 4), Some(parent));
-        assert_eq!(super::stat_field::<libc::pid_t>(me, 5), Some(group));
-        assert_eq!(
-            super::stat_field::<i32>(me, 2),
-            None,
-            "only fields after the command are read"
-        );
     }
 }

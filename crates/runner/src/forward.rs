@@ -106,7 +106,15 @@ pub(crate) mod netns {
         pid: i64,
         make: impl FnOnce() -> std::io::Result<T> + Send + 'static,
     ) -> std::io::Result<T> {
-        let ns = ns_of(pid)?;
+        run_in(pid, ns_of(pid)?, make).await
+    }
+
+    /// [`run`] for a caller that has just read `pid`'s namespace (`ns`).
+    async fn run_in<T: Send + 'static>(
+        pid: i64,
+        ns: u64,
+        make: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+    ) -> std::io::Result<T> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move || {
             let _ = tx.send(make());
@@ -147,7 +155,7 @@ pub(crate) mod netns {
         let spare = lock().get_mut(&pid).filter(|p| p.ns == ns).and_then(|p| p.spare.take());
         let socket = match spare {
             Some(s) => s,
-            None => run(pid, tokio::net::TcpSocket::new_v4).await?,
+            None => run_in(pid, ns, tokio::net::TcpSocket::new_v4).await?,
         };
         refill(pid, ns);
         Ok(socket)

@@ -12,6 +12,7 @@ mod exec;
 mod forward;
 mod images;
 mod overlay;
+mod process;
 mod renew;
 mod session;
 mod sftp;

@@ -276,21 +276,15 @@ fn hang_up(pid: i64) {
     let foreground = foreground_group(pid).filter(|g| *g > 1);
     tracing::debug!(pid, ?foreground, "ssh client gone: hanging up its terminal");
     for target in std::iter::once(leader).chain(foreground.map(|g| -g)) {
-        signal(target, libc::SIGHUP);
-        signal(target, libc::SIGCONT);
+        crate::process::signal(target, libc::SIGHUP);
+        crate::process::signal(target, libc::SIGCONT);
     }
 }
 
 /// The foreground process group of `pid`'s controlling terminal (`tpgid`, field 8 of
 /// `/proc/PID/stat`).
 fn foreground_group(pid: i64) -> Option<libc::pid_t> {
-    crate::exec::stat_field(pid, 8)
-}
-
-#[allow(unsafe_code)]
-fn signal(target: libc::pid_t, sig: libc::c_int) {
-    // SAFETY: kill(2) takes plain integers; a process that is gone only makes it fail.
-    let _ = unsafe { libc::kill(target, sig) };
+    crate::process::stat_field(pid, 8)
 }
 
 /// The command for `start`, run by `sh` in the user's home directory as sshd would.
