@@ -1,7 +1,9 @@
 //! The mesh transport alone, without TCP at either end: bulk throughput, CPU per Gbit/s and a
 //! 1-byte round trip over one QUIC hop (client → server, as `ssh -L` has one encrypted hop)
 //! against two hops through a relay that decrypts and re-encrypts (client → host → runner, as
-//! `river forward` has). Everything uses river's own transport settings, certificates and relay
+//! `river forward` has), and against one hop whose packets a relay forwards without decrypting
+//! them (a TURN-style relay: what an end-to-end encrypted forward through the host would cost).
+//! Everything uses river's own transport settings, certificates and relay
 //! (`river_mesh::pipe`); each party runs on its own thread with its own single-threaded runtime,
 //! so the three share the machine's cores as three processes would.
 //!
@@ -59,6 +61,8 @@ pub fn run(secs: u64) -> anyhow::Result<()> {
         move |ready| async move { relay(certs.server_config()?, certs.client_config()?, sink, ready).await }
     })?;
 
+    let forwarder = spawn("forwarder", move |ready| async move { forwarder(sink, ready).await })?;
+
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let duration = Duration::from_secs(secs);
     println!("mesh transport alone, {secs} s per run, interleaved, best of 3 (client, relay and server threads)");
@@ -68,6 +72,7 @@ pub fn run(secs: u64) -> anyhow::Result<()> {
     for (name, addr) in [
         ("one hop (client → server)", sink),
         ("two hops (client → relay → server)", relay),
+        ("one hop, its packets forwarded undecrypted by a relay", forwarder),
     ] {
         rows.push((name, addr, [0.0f64; 2], f64::NAN));
     }
@@ -196,6 +201,77 @@ async fn relay(
         });
     }
     Ok(())
+}
+
+/// A relay that does not take part in QUIC: it forwards the client's UDP datagrams to the server
+/// and the server's back to the last client heard from, as a TURN server would, in batches (GRO
+/// to receive, GSO to send, as quinn itself does). What one encrypted hop costs when a host in
+/// the middle only moves packets.
+async fn forwarder(server: SocketAddr, ready: Ready) -> anyhow::Result<()> {
+    use std::sync::Arc;
+    let front = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await?);
+    let back = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await?);
+    ready.send(Ok(front.local_addr()?))?;
+    let client = Arc::new(std::sync::Mutex::new(None::<SocketAddr>));
+    let down = tokio::spawn(shuttle(back.clone(), front.clone(), None, client.clone()));
+    shuttle(front, back, Some(server), client).await?;
+    down.abort();
+    Ok(())
+}
+
+/// Moves datagrams from `from` to `to`: to `server` when given (remembering who sent them in
+/// `client`), else back to `client`.
+async fn shuttle(
+    from: std::sync::Arc<tokio::net::UdpSocket>,
+    to: std::sync::Arc<tokio::net::UdpSocket>,
+    server: Option<SocketAddr>,
+    client: std::sync::Arc<std::sync::Mutex<Option<SocketAddr>>>,
+) -> anyhow::Result<()> {
+    use std::io::IoSliceMut;
+    let rx = quinn_udp::UdpSocketState::new((&*from).into())?;
+    let tx = quinn_udp::UdpSocketState::new((&*to).into())?;
+    let mut bufs = vec![vec![0u8; 65536]; 8];
+    let mut meta = vec![quinn_udp::RecvMeta::default(); 8];
+    loop {
+        from.readable().await?;
+        let n = {
+            let mut slices: Vec<IoSliceMut<'_>> = bufs.iter_mut().map(|b| IoSliceMut::new(b)).collect();
+            match from.try_io(tokio::io::Interest::READABLE, || {
+                rx.recv((&*from).into(), &mut slices, &mut meta)
+            }) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e.into()),
+            }
+        };
+        for (m, buf) in meta.iter().zip(&bufs).take(n) {
+            let destination = match server {
+                Some(s) => {
+                    *client.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(m.addr);
+                    s
+                }
+                None => match *client.lock().unwrap_or_else(std::sync::PoisonError::into_inner) {
+                    Some(c) => c,
+                    None => continue,
+                },
+            };
+            let transmit = quinn_udp::Transmit {
+                destination,
+                ecn: None,
+                contents: &buf[..m.len],
+                segment_size: (m.len > m.stride).then_some(m.stride),
+                src_ip: None,
+            };
+            loop {
+                to.writable().await?;
+                match to.try_io(tokio::io::Interest::WRITABLE, || tx.send((&*to).into(), &transmit)) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                    Err(_) => break,
+                }
+            }
+        }
+    }
 }
 
 /// CPU time (user + system) of this whole process, in seconds.
