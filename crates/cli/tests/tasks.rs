@@ -740,7 +740,14 @@ async fn vps_snapshots_restore_and_move_to_another_runner_with_their_files() {
         rt.status(&on("m1", id)).await.is_err()
     })
     .await;
+    // The restore loaded snapshot 1's image into m1's engine; with its container it is gone (the
+    // host keeps the archive).
+    eventually(Duration::from_secs(15), "snapshot 1's image gone from m1", || async {
+        !rt.image_present(&first.image).await.unwrap()
+    })
+    .await;
     let snaps = snapshots(&conn, id).await;
+    let mut loaded: Vec<String> = snaps.iter().map(|s| s.image.clone()).collect();
     assert_eq!(
         snaps.iter().filter(|s| s.auto).count(),
         1,
@@ -797,6 +804,8 @@ async fn vps_snapshots_restore_and_move_to_another_runner_with_their_files() {
         snapshots(&conn, id).await.last().is_some_and(|s| s.seq > before)
     })
     .await;
+    // (The image m1's container was made from stays: the container vanishes behind river's back.)
+    loaded.push(snapshots(&conn, id).await.last().unwrap().image.clone());
     rt.remove(&on("m1", id)).await.unwrap();
     done(&conn, Request::VpsStart { id, on: None }).await;
     wait_state(&conn, id, &["running"]).await;
@@ -811,6 +820,20 @@ async fn vps_snapshots_restore_and_move_to_another_runner_with_their_files() {
     eventually(Duration::from_secs(5), "archives deleted", || async {
         std::fs::read_dir(&blobs).map(|r| r.count()).unwrap_or(0) == 0
     })
+    .await;
+    // No node keeps a snapshot's image once no container of it is left.
+    eventually(
+        Duration::from_secs(15),
+        "the snapshots' images gone from the engine",
+        || async {
+            for image in &loaded {
+                if rt.image_present(image).await.unwrap() {
+                    return false;
+                }
+            }
+            true
+        },
+    )
     .await;
     r1.shutdown().await;
     r2.shutdown().await;

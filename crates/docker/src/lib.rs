@@ -109,6 +109,8 @@ pub struct Status {
     /// Set once it has stopped.
     pub exit: Option<Exit>,
     pub labels: BTreeMap<String, String>,
+    /// The id of the image it was made from.
+    pub image: Option<String>,
 }
 
 /// A container found by label.
@@ -369,6 +371,7 @@ impl Runtime {
                 .and_then(|c| c.labels)
                 .map(|l| l.into_iter().collect())
                 .unwrap_or_default(),
+            image: c.image,
         })
     }
 
@@ -461,6 +464,31 @@ impl Runtime {
         match self.docker.inspect_image(image).await {
             Ok(i) => Ok(i.id),
             Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
+            Err(e) => Err(docker_err(e)),
+        }
+    }
+
+    /// The names (`repo:tag`) `image` carries; none when there is no such image.
+    pub async fn image_tags(&self, image: &str) -> Result<Vec<String>> {
+        match self.docker.inspect_image(image).await {
+            Ok(i) => Ok(i.repo_tags.unwrap_or_default()),
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(Vec::new()),
+            Err(e) => Err(docker_err(e)),
+        }
+    }
+
+    /// Takes the name `tag` off its image; the image goes with its last name. Not forced: a name
+    /// that is the last of an image some container (running or not) was made from stays, and the
+    /// answer is `false`.
+    pub async fn untag(&self, tag: &str) -> Result<bool> {
+        let opts = bollard::query_parameters::RemoveImageOptions {
+            force: false,
+            noprune: false,
+            ..Default::default()
+        };
+        match self.docker.remove_image(tag, Some(opts), None).await {
+            Ok(_) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(true),
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => Ok(false),
             Err(e) => Err(docker_err(e)),
         }
     }

@@ -354,7 +354,7 @@ pub(crate) async fn keys(
 
 /// The image a snapshot is committed to on its node (untagged there once the host has it).
 fn snapshot_tag(id: u64) -> String {
-    format!("river-vps/{id}:{}", now_ms())
+    format!("{}/{id}:{}", river_proto::msg::VPS_SNAPSHOT_REPO, now_ms())
 }
 
 /// Commits VPS `t`'s container on its node and keeps the archive as its next snapshot. The error

@@ -319,6 +319,10 @@ pub enum Response {
     UserKeys(Vec<UserKey>),
 }
 
+/// The repository of snapshot images (`river-vps/ID:MS`): a node drops one of these once no
+/// container of it is left, since the host keeps the archive.
+pub const VPS_SNAPSHOT_REPO: &str = "river-vps";
+
 /// A saved disk state of a VPS: its container committed to an image, kept by the host as an
 /// archive (so any node can start the VPS from it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

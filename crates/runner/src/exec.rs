@@ -603,7 +603,7 @@ impl Executor {
         let made_for = st.labels.get(VPS_GENERATION).map_or("0", String::as_str);
         if Some(made_for) != cspec.labels.get(VPS_GENERATION).map(String::as_str) {
             tracing::info!(container = %cspec.name, "replacing a VPS container from an earlier generation");
-            rt.remove(&cspec.name).await?;
+            remove_vps_container(rt, &cspec.name).await?;
             return Ok(None);
         }
         if st.exit.is_some() || !st.running {
@@ -632,7 +632,7 @@ impl Executor {
                 e.insert(id, why);
             }
         }
-        if let Err(e) = rt.remove(&name).await {
+        if let Err(e) = remove_vps_container(rt, &name).await {
             tracing::warn!(task = id, "removing a VPS: {e}");
         }
         if !running && report {
@@ -658,10 +658,14 @@ impl Executor {
             match (asked, exit) {
                 (Some(VpsEnd::Remove), _) => {
                     self.report(id, TaskState::Killed, None, Some("removed".into()));
-                    let _ = rt.remove(&cid).await;
+                    if let Err(e) = remove_vps_container(rt, &cid).await {
+                        tracing::warn!(task = id, "removing a VPS: {e}");
+                    }
                 }
                 (Some(VpsEnd::Discard), _) => {
-                    let _ = rt.remove(&cid).await;
+                    if let Err(e) = remove_vps_container(rt, &cid).await {
+                        tracing::warn!(task = id, "removing a VPS: {e}");
+                    }
                 }
                 (asked, Ok(exit)) => {
                     let why = match asked {
@@ -768,6 +772,23 @@ impl Executor {
         out.write_all(&tokio::fs::read(file).await.unwrap_or_default()).await?;
         Ok(())
     }
+}
+
+/// Removes a VPS's container, then the snapshot image it was made from, if it was one (a restore
+/// or a move loads the snapshot's archive into this node's engine; the host keeps the archive).
+/// A snapshot's image stays only while a container of it does: the engine refuses to drop the
+/// last name of an image still in use, and that refusal is the check.
+async fn remove_vps_container(rt: &Runtime, name: &str) -> Result<(), river_docker::RuntimeError> {
+    let image = rt.status(name).await.ok().and_then(|s| s.image);
+    rt.remove(name).await?;
+    let Some(image) = image else { return Ok(()) };
+    let repo = format!("{}/", river_proto::msg::VPS_SNAPSHOT_REPO);
+    for tag in rt.image_tags(&image).await? {
+        if tag.starts_with(&repo) {
+            rt.untag(&tag).await?;
+        }
+    }
+    Ok(())
 }
 
 /// What a stopped VPS's record says about why.
