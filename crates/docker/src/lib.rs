@@ -155,9 +155,14 @@ impl Runtime {
     }
 
     pub async fn image_present(&self, image: &str) -> Result<bool> {
+        Ok(self.inspect_image(image).await?.is_some())
+    }
+
+    /// What the engine knows of `image` (an id or a name); `None` when it has no such image.
+    async fn inspect_image(&self, image: &str) -> Result<Option<bollard::models::ImageInspect>> {
         match self.docker.inspect_image(image).await {
-            Ok(_) => Ok(true),
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(false),
+            Ok(i) => Ok(Some(i)),
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
             Err(e) => Err(docker_err(e)),
         }
     }
@@ -461,34 +466,31 @@ impl Runtime {
 
     /// The image's id (`sha256:…`), or `None` if the engine does not have it.
     pub async fn image_id(&self, image: &str) -> Result<Option<String>> {
-        match self.docker.inspect_image(image).await {
-            Ok(i) => Ok(i.id),
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
-            Err(e) => Err(docker_err(e)),
-        }
+        Ok(self.inspect_image(image).await?.and_then(|i| i.id))
     }
 
     /// The names (`repo:tag`) `image` carries; none when there is no such image.
     pub async fn image_tags(&self, image: &str) -> Result<Vec<String>> {
-        match self.docker.inspect_image(image).await {
-            Ok(i) => Ok(i.repo_tags.unwrap_or_default()),
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(Vec::new()),
-            Err(e) => Err(docker_err(e)),
-        }
+        Ok(self
+            .inspect_image(image)
+            .await?
+            .and_then(|i| i.repo_tags)
+            .unwrap_or_default())
     }
 
-    /// Takes the name `tag` off its image; the image goes with its last name. Not forced: a name
-    /// that is the last of an image some container (running or not) was made from stays, and the
-    /// answer is `false`.
-    pub async fn untag(&self, tag: &str) -> Result<bool> {
+    /// Takes the name `tag` off its image; the image goes with its last name. Not forced: the last
+    /// name of an image some container (running or not) was made from stays, without an error.
+    pub async fn untag(&self, tag: &str) -> Result<()> {
         let opts = bollard::query_parameters::RemoveImageOptions {
             force: false,
             noprune: false,
             ..Default::default()
         };
         match self.docker.remove_image(tag, Some(opts), None).await {
-            Ok(_) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(true),
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => Ok(false),
+            Ok(_)
+            | Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404 | 409, ..
+            }) => Ok(()),
             Err(e) => Err(docker_err(e)),
         }
     }

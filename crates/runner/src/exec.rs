@@ -777,16 +777,23 @@ impl Executor {
 /// Removes a VPS's container, then the snapshot image it was made from, if it was one (a restore
 /// or a move loads the snapshot's archive into this node's engine; the host keeps the archive).
 /// A snapshot's image stays only while a container of it does: the engine refuses to drop the
-/// last name of an image still in use, and that refusal is the check.
+/// last name of an image still in use, and that refusal is the check. Only the container's
+/// removal can fail this: an image left behind is logged, never a reason a VPS cannot start.
 async fn remove_vps_container(rt: &Runtime, name: &str) -> Result<(), river_docker::RuntimeError> {
     let image = rt.status(name).await.ok().and_then(|s| s.image);
     rt.remove(name).await?;
     let Some(image) = image else { return Ok(()) };
     let repo = format!("{}/", river_proto::msg::VPS_SNAPSHOT_REPO);
-    for tag in rt.image_tags(&image).await? {
-        if tag.starts_with(&repo) {
-            rt.untag(&tag).await?;
+    let dropped = async {
+        for tag in rt.image_tags(&image).await? {
+            if tag.starts_with(&repo) {
+                rt.untag(&tag).await?;
+            }
         }
+        Ok::<(), river_docker::RuntimeError>(())
+    };
+    if let Err(e) = dropped.await {
+        tracing::warn!(container = name, %image, "dropping a snapshot's image: {e}");
     }
     Ok(())
 }
