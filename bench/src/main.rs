@@ -56,8 +56,9 @@ enum Bench {
     /// New connection + first echo, and the steady 1-byte round trip, against an echo server at
     /// ADDR (e.g. one that `forward --hold` printed).
     Latency { addr: String },
-    /// The mesh transport alone (no TCP ends): one QUIC hop against two through a relay, in one
-    /// process with a thread per party. The ceiling under `forward`.
+    /// The mesh transport alone (no TCP ends): one QUIC hop against two through a decrypting
+    /// relay and one through a relay that only forwards packets, in one process with a thread per
+    /// party. The ceiling under `forward`.
     Mesh {
         /// Seconds per throughput run.
         #[arg(long, default_value_t = 5)]
