@@ -193,16 +193,27 @@ async fn both_ways(
     to_runner: &mut SendStream,
     from_runner: &mut RecvStream,
 ) -> Result<(), FramedError> {
-    // Whichever way ends first, the other is finished with it; the runner ends the session.
     let up = pipe(recv, to_runner);
     let down = pipe(from_runner, send);
     tokio::pin!(up, down);
     tokio::select! {
+        // The runner ends the session.
         r = &mut down => { r?; }
-        r = &mut up => {
-            r?;
-            down.await?;
-        }
+        r = &mut up => match r {
+            // A half-close: the runner may still answer.
+            Ok(_) => { down.await?; }
+            // The user's side failed, or the runner stopped reading it (it refused the connection
+            // and said why, or its end closed): the runner's last words still reach the user. The
+            // failure was passed on, so the runner's side ends soon; a bound keeps a runner that
+            // does not from holding the stream.
+            Err(e) => {
+                let _ = tokio::time::timeout(LAST_WORDS, &mut down).await;
+                return Err(e);
+            }
+        },
     }
     Ok(())
 }
+
+/// How long the runner's side of a relay may take to end once the user's side has failed.
+const LAST_WORDS: std::time::Duration = std::time::Duration::from_secs(5);
