@@ -129,20 +129,33 @@ async fn connection(mesh: &Mesh, req: &ForwardOpen, tcp: tokio::net::TcpStream) 
     let (mut send, mut recv) = mesh.open_eager(req).await?;
     let _ = tcp.set_nodelay(true);
     let (rd, wr) = tcp.into_split();
-    let down = async {
-        match recv_msg::<ForwardReply>(&mut recv).await? {
-            Some(ForwardReply::Ok) => {}
-            Some(ForwardReply::Refused(why)) => bail!("{why}"),
-            None => bail!("the host closed the stream without answering"),
+    let up = river_mesh::copy_up(rd, &mut send);
+    tokio::pin!(up);
+    // The local bytes go while the answer is on its way. The far side stops reading when it
+    // refuses, which can end the upward copy first: the answer still says why.
+    let (answer, up_ended) = {
+        let answer = recv_msg::<ForwardReply>(&mut recv);
+        tokio::pin!(answer);
+        tokio::select! {
+            a = &mut answer => (a, None),
+            u = &mut up => (answer.await, Some(u)),
         }
-        river_mesh::copy_down(&mut recv, wr).await?;
-        anyhow::Ok(())
     };
-    let up = async {
-        river_mesh::copy_up(rd, &mut send).await?;
-        anyhow::Ok(())
-    };
-    tokio::try_join!(up, down)?;
+    match answer? {
+        Some(ForwardReply::Ok) => {}
+        Some(ForwardReply::Refused(why)) => bail!("{why}"),
+        None => bail!("the host closed the stream without answering"),
+    }
+    let down = river_mesh::copy_down(&mut recv, wr);
+    match up_ended {
+        Some(up) => {
+            up?;
+            down.await?;
+        }
+        None => {
+            tokio::try_join!(up, down)?;
+        }
+    }
     Ok(())
 }
 
