@@ -113,7 +113,8 @@ wait_for() {
   done
 }
 
-cli() { in_ns "$H" env RIVER_CONFIG_DIR="$T/host/admin" "$RIVER" "$@"; }
+# Every command a check runs is bounded, so a hang fails its scenario rather than the whole run.
+cli() { in_ns "$H" env RIVER_CONFIG_DIR="$T/host/admin" timeout 300 "$RIVER" "$@"; }
 node_state() { cli node list -o json | python3 -c "import json,sys; print({n['name']: n['state'] for n in json.load(sys.stdin)}.get('$1', 'absent'))"; }
 task_running() { cli task status "$1" | matches "state: *running"; }
 state_is() { [[ $(node_state "$1") == "$2" ]]; }
@@ -238,7 +239,7 @@ test_revoked_node() {
   # The runner is told and stops, saying why; started again, it is refused again.
   wait_for "r2's runner stops" 20 bash -c "! kill -0 $(pid_of r2)"
   grep -q "removed from the cluster" "$T/r2.log"
-  in_ns "$R2" "$RIVER" runner --state-dir "$T/r2" >"$T/r2-again.log" 2>&1 && { echo "    a removed node ran again"; return 1; }
+  in_ns "$R2" timeout 60 "$RIVER" runner --state-dir "$T/r2" >"$T/r2-again.log" 2>&1 && { echo "    a removed node ran again"; return 1; }
   grep -q "removed from the cluster" "$T/r2-again.log"
   [[ $(node_state r2) == absent ]]
   [[ $(node_state r1) == Online ]]
@@ -252,9 +253,9 @@ test_wrong_ca() {
   track other $!
   wait_for "second host" 20 test -f "$T/other/admin/cluster.toml"
   local foreign
-  foreign=$(in_ns "$H" env RIVER_CONFIG_DIR="$T/other/admin" "$RIVER" token create 2>/dev/null | head -n1)
+  foreign=$(in_ns "$H" env RIVER_CONFIG_DIR="$T/other/admin" timeout 60 "$RIVER" token create 2>/dev/null | head -n1)
   # Its token does not work against our host: the CA fingerprint does not match.
-  if in_ns "$R3" "$RIVER" runner --state-dir "$T/r3" --name r3 --join 10.77.0.1:7443 --token "$foreign" >"$T/r3.log" 2>&1; then
+  if in_ns "$R3" timeout 60 "$RIVER" runner --state-dir "$T/r3" --name r3 --join 10.77.0.1:7443 --token "$foreign" >"$T/r3.log" 2>&1; then
     echo "    joined with another cluster's token"; return 1
   fi
   grep -q "does not match the fingerprint" "$T/r3.log"
@@ -266,13 +267,13 @@ test_wrong_ca() {
   kill "$pid"; wait "$pid" 2>/dev/null || true
   # Pointed at our host with the other cluster's CA, the runner refuses our host...
   sed -i 's/7444/7443/' "$T/r3b/identity/cluster.toml"
-  if in_ns "$R3" "$RIVER" runner --state-dir "$T/r3b" >"$T/r3c.log" 2>&1; then
+  if in_ns "$R3" timeout 60 "$RIVER" runner --state-dir "$T/r3b" >"$T/r3c.log" 2>&1; then
     echo "    a foreign runner stayed connected"; return 1
   fi
   grep -q "host's certificate is not trusted" "$T/r3c.log"
   # ...and trusting our CA but presenting the other cluster's certificate, our host refuses it.
   cp "$T/host/ca.crt" "$T/r3b/identity/ca.crt"
-  if in_ns "$R3" "$RIVER" runner --state-dir "$T/r3b" >"$T/r3d.log" 2>&1; then
+  if in_ns "$R3" timeout 60 "$RIVER" runner --state-dir "$T/r3b" >"$T/r3d.log" 2>&1; then
     echo "    our host accepted a foreign certificate"; return 1
   fi
   grep -q "host rejected this certificate" "$T/r3d.log"
@@ -349,7 +350,7 @@ test_forward() {
   track forward $!
   wait_for "forward listening" 20 grep -q 127.0.0.1:18080 "$T/forward.out"
   local page
-  page=$(in_ns "$H" curl -s http://127.0.0.1:18080/index.html)
+  page=$(in_ns "$H" curl -s --max-time 20 http://127.0.0.1:18080/index.html)
   [[ $page == served-from-d1 ]] || { echo "    got: $page"; return 1; }
   # The container's loopback server is not reachable from the host's namespace any other way.
   refute "the container's loopback server is reachable from the host" in_ns "$H" curl -s --max-time 2 http://10.77.0.14:8080/
@@ -388,7 +389,7 @@ test_vps() {
 # --- the overlay: a second host (port 7445, overlay on) and runners oa, ob, oc, each in a
 # namespace of its own with its own Docker engine (packet filter on, as Docker leaves nodes) ---
 
-ocli() { in_ns "$H" env RIVER_CONFIG_DIR="$T/ohost/admin" "$RIVER" "$@"; }
+ocli() { in_ns "$H" env RIVER_CONFIG_DIR="$T/ohost/admin" timeout 300 "$RIVER" "$@"; }
 
 start_overlay_host() {
   cat >"$T/ohost.toml" <<TOML
