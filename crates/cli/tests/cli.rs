@@ -547,6 +547,27 @@ fn connect_and_environments_through_the_binary() {
     std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"piped through\n").unwrap();
     let o = child.wait_with_output().unwrap();
     assert_eq!(String::from_utf8_lossy(&o.stdout), "PIPED THROUGH\n");
+    // Bulk both ways at once: input frames reach the command in pieces while its output comes
+    // back, and output frames arrive in pieces while input goes out. Every byte comes back.
+    let data: Vec<u8> = (0..16_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_river"))
+        .args(["connect", &id, "--", "cat"])
+        .env("RIVER_CONFIG_DIR", &cfg)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let sent = data.clone();
+    let writer = std::thread::spawn(move || std::io::Write::write_all(&mut stdin, &sent));
+    let o = child.wait_with_output().unwrap();
+    let _ = writer.join();
+    assert!(o.status.success(), "{:?}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(o.stdout.len(), data.len());
+    assert!(o.stdout == data, "the bytes came back changed");
 
     // Interactive, in a real terminal: typed input, window size and resize, Ctrl-C reaching the
     // program inside (not river), and the exit code at the end.

@@ -199,6 +199,9 @@ async fn control(
     // The overlay plan goes ahead of any task, on the same ordered stream.
     crate::overlay::attached(ctx, name, conn.remote_address()).await;
     ctx.kick.notify_one();
+    // Messages are read through a reader that keeps a partly arrived one when the other branch
+    // of the loop wins.
+    let mut incoming = river_mesh::MsgReader::new(recv);
     let result = async {
         loop {
             tokio::select! {
@@ -206,7 +209,7 @@ async fn control(
                     Some(msg) => send_msg(send, &msg).await?,
                     None => return Ok(()),
                 },
-                incoming = recv_msg::<RunnerMsg>(recv) => match incoming? {
+                msg = incoming.next::<RunnerMsg>() => match msg? {
                     Some(RunnerMsg::Task { id, state, exit_code, message }) => {
                         crate::tasks::on_report(ctx, name, id, &state, exit_code, message).await;
                     }

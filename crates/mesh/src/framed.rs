@@ -58,7 +58,8 @@ pub async fn send_msg<T: Serialize>(send: &mut SendStream, msg: &T) -> Result<()
     Ok(())
 }
 
-/// The next message, or `None` when the peer finished the stream cleanly between messages.
+/// The next message, or `None` when the peer finished the stream cleanly between messages. Not
+/// cancel-safe: a loop that may drop the future before it is ready uses [`MsgReader`].
 pub async fn recv_msg<T: DeserializeOwned>(recv: &mut RecvStream) -> Result<Option<T>, FramedError> {
     let mut prefix = [0u8; 4];
     match recv.read_exact(&mut prefix).await {
@@ -70,6 +71,49 @@ pub async fn recv_msg<T: DeserializeOwned>(recv: &mut RecvStream) -> Result<Opti
     let mut body = vec![0u8; len];
     recv.read_exact(&mut body).await?;
     Ok(Some(frame::decode(&body)?))
+}
+
+/// A stream's messages one at a time, like [`recv_msg`], except that [`MsgReader::next`] may be
+/// cancelled — a `select!` branch that lost to another — without losing data: whatever arrived
+/// stays here for the next call. `recv_msg` reads a frame in steps, and dropping its future
+/// midway drops the bytes it had read, leaving the stream in the middle of a frame.
+pub struct MsgReader<'a> {
+    recv: &'a mut RecvStream,
+    frames: river_proto::FrameDecoder,
+}
+
+/// The most bytes [`MsgReader`] takes from its stream at a time.
+const READER_CHUNK: usize = 64 * 1024;
+
+impl<'a> MsgReader<'a> {
+    pub fn new(recv: &'a mut RecvStream) -> Self {
+        Self {
+            recv,
+            frames: river_proto::FrameDecoder::default(),
+        }
+    }
+
+    /// The next message, or `None` when the peer finished the stream cleanly between messages.
+    pub async fn next<T: DeserializeOwned>(&mut self) -> Result<Option<T>, FramedError> {
+        loop {
+            if let Some(body) = self.frames.next_frame()? {
+                return Ok(Some(frame::decode(&body)?));
+            }
+            // `read_chunk` is cancel-safe: a chunk is either handed over (and kept at once) or
+            // left in the stream.
+            match self.recv.read_chunk(READER_CHUNK, true).await {
+                Ok(Some(chunk)) => self.frames.push(&chunk.bytes),
+                Ok(None) if self.frames.buffered() == 0 => return Ok(None),
+                Ok(None) => {
+                    return Err(FramedError::Read(quinn::ReadExactError::FinishedEarly(
+                        self.frames.buffered(),
+                    )))
+                }
+                Err(quinn::ReadError::ConnectionLost(c)) => return Err(FramedError::Connection(c)),
+                Err(e) => return Err(FramedError::Read(quinn::ReadExactError::ReadError(e))),
+            }
+        }
+    }
 }
 
 /// Chunks read at a time by [`pipe`]: a chunk is one STREAM frame (up to a packet's payload).

@@ -8,7 +8,7 @@ mod framed;
 mod splice;
 mod tls;
 
-pub use framed::{open, pipe, read_header, recv_msg, send_msg, FramedError};
+pub use framed::{open, pipe, read_header, recv_msg, send_msg, FramedError, MsgReader};
 pub use quinn::ReadError;
 pub use quinn::{ClientConfig, Connection, ConnectionError, Endpoint, RecvStream, SendStream, ServerConfig, VarInt};
 pub use splice::{copy_down, copy_up, splice};

@@ -156,6 +156,11 @@ impl FrameDecoder {
         self.buf.extend_from_slice(bytes);
     }
 
+    /// How many bytes wait here for the rest of their frame.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
     /// The next whole frame body, `None` if more bytes are needed.
     pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
         if self.buf.len() < 4 {

@@ -133,9 +133,11 @@ async fn session(
     };
     // The control stream: the host's orders in, task reports out.
     let control = async {
+        // A partly arrived order stays in the reader when a report goes out first.
+        let mut orders = river_mesh::MsgReader::new(&mut crecv);
         loop {
             tokio::select! {
-                msg = recv_msg::<HostMsg>(&mut crecv) => match msg? {
+                msg = orders.next::<HostMsg>() => match msg? {
                     Some(m) => exec.handle(m),
                     None => return Ok::<(), FramedError>(()),
                 },

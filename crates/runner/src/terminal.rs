@@ -4,7 +4,7 @@
 
 use futures_util::StreamExt as _;
 use river_docker::{Output, Runtime};
-use river_mesh::{recv_msg, send_msg, FramedError, RecvStream, SendStream};
+use river_mesh::{send_msg, FramedError, RecvStream, SendStream};
 use river_proto::msg::{TermIn, TermOut, TerminalOpen};
 use tokio::io::AsyncWriteExt as _;
 
@@ -50,6 +50,8 @@ pub(crate) async fn serve(
     }
     send_msg(send, &TermOut::Started).await?;
     let mut input_open = true;
+    // Input frames may arrive in pieces while output goes out: the reader keeps them.
+    let mut input = river_mesh::MsgReader::new(recv);
     loop {
         tokio::select! {
             out = exec.output.next() => match out {
@@ -61,7 +63,7 @@ pub(crate) async fn serve(
                 }
                 None => break,
             },
-            msg = recv_msg::<TermIn>(recv), if input_open => match msg {
+            msg = input.next::<TermIn>(), if input_open => match msg {
                 Ok(Some(TermIn::Input(b))) => {
                     if exec.input.write_all(&b).await.is_err() {
                         input_open = false;

@@ -147,6 +147,8 @@ pub async fn terminal(dir: &Path, task: u64, command: Vec<String>) -> anyhow::Re
     let mut input = stdin_chunks();
     let mut input_open = true;
     let mut winch = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change())?;
+    // Output frames may arrive in pieces while input goes out: the reader keeps them.
+    let mut output = river_mesh::MsgReader::new(&mut recv);
     let code = loop {
         tokio::select! {
             chunk = input.recv(), if input_open => match chunk.flatten() {
@@ -160,7 +162,7 @@ pub async fn terminal(dir: &Path, task: u64, command: Vec<String>) -> anyhow::Re
                 let (rows, cols) = window_size();
                 send_msg(&mut send, &TermIn::Resize { rows, cols }).await?;
             }
-            out = recv_msg::<TermOut>(&mut recv) => match out? {
+            out = output.next::<TermOut>() => match out? {
                 Some(TermOut::Stdout(b)) => {
                     let mut o = std::io::stdout().lock();
                     o.write_all(&b)?;
