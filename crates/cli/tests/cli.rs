@@ -24,12 +24,19 @@ const COMMAND_LIMIT: Duration = Duration::from_secs(300);
 /// running after [`COMMAND_LIMIT`] is killed and fails the test with what it printed, rather than
 /// holding up the whole suite.
 fn output_within(cmd: &mut Command) -> Output {
+    fed_within(cmd.stdin(Stdio::null()), |_| {})
+}
+
+/// [`output_within`] with standard input written by `feed`, on a thread of its own.
+fn fed_within(cmd: &mut Command, feed: impl FnOnce(std::process::ChildStdin) + Send + 'static) -> Output {
     let mut child = cmd
-        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("{cmd:?} does not start: {e}"));
+    if let Some(stdin) = child.stdin.take() {
+        std::thread::spawn(move || feed(stdin));
+    }
     let collect = |mut from: Box<dyn Read + Send>| {
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -51,10 +58,12 @@ fn output_within(cmd: &mut Command) -> Output {
             let _ = child.kill();
             let _ = child.wait();
             let printed = |rx: mpsc::Receiver<Vec<u8>>| {
-                String::from_utf8_lossy(&rx.recv_timeout(Duration::from_secs(1)).unwrap_or_default()).into_owned()
+                let all = rx.recv_timeout(Duration::from_secs(1)).unwrap_or_default();
+                let end = String::from_utf8_lossy(&all[all.len().saturating_sub(500)..]).into_owned();
+                format!("{} bytes ending {end:?}", all.len())
             };
             panic!(
-                "{cmd:?} was still running after {COMMAND_LIMIT:?}; it printed {:?} and {:?}",
+                "{cmd:?} was still running after {COMMAND_LIMIT:?}; it printed {} and, on stderr, {}",
                 printed(stdout),
                 printed(stderr)
             );
@@ -537,37 +546,50 @@ fn connect_and_environments_through_the_binary() {
     assert_eq!(o.status.code(), Some(5), "{:?}", text(&o));
     assert_eq!(text(&o).0, "out\n");
     assert!(text(&o).1.contains("err"), "{:?}", text(&o));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_river"))
-        .args(["connect", &id, "--", "tr", "a-z", "A-Z"])
-        .env("RIVER_CONFIG_DIR", &cfg)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"piped through\n").unwrap();
-    let o = child.wait_with_output().unwrap();
+    let connect = |args: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_river"));
+        c.args(["connect", &id, "--"])
+            .args(args)
+            .env("RIVER_CONFIG_DIR", &cfg)
+            .stdin(Stdio::piped());
+        c
+    };
+    let o = fed_within(&mut connect(&["tr", "a-z", "A-Z"]), |mut i| {
+        let _ = std::io::Write::write_all(&mut i, b"piped through\n");
+    });
     assert_eq!(String::from_utf8_lossy(&o.stdout), "PIPED THROUGH\n");
     // Bulk both ways at once: input frames reach the command in pieces while its output comes
     // back, and output frames arrive in pieces while input goes out. Every byte comes back.
     let data: Vec<u8> = (0..16_000_000u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_river"))
-        .args(["connect", &id, "--", "cat"])
-        .env("RIVER_CONFIG_DIR", &cfg)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
     let sent = data.clone();
-    let writer = std::thread::spawn(move || std::io::Write::write_all(&mut stdin, &sent));
-    let o = child.wait_with_output().unwrap();
-    let _ = writer.join();
+    let o = fed_within(&mut connect(&["cat"]), move |mut i| {
+        let _ = std::io::Write::write_all(&mut i, &sent);
+    });
     assert!(o.status.success(), "{:?}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(o.stdout.len(), data.len());
     assert!(o.stdout == data, "the bytes came back changed");
+    // A command that writes a lot before it reads: its input waits, its output still flows (a
+    // runner or CLI that waited on the input's write before reading output again stalled here
+    // for good).
+    let o = fed_within(
+        &mut connect(&["sh", "-c", "head -c 30000000 /dev/zero; wc -c"]),
+        |mut i| {
+            let _ = std::io::Write::write_all(&mut i, &vec![1u8; 4_000_000]);
+        },
+    );
+    assert!(o.status.success(), "{:?}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(o.stdout.len(), 30_000_000 + "4000000\n".len());
+    assert_eq!(String::from_utf8_lossy(&o.stdout[30_000_000..]).trim(), "4000000");
+    // A command that stops reading its input long before the input ends (`yes | … head -n 2`):
+    // its output and exit code, not a failed send.
+    let o = fed_within(&mut connect(&["head", "-n", "2"]), |mut i| {
+        let line = b"y\n".repeat(8192);
+        while std::io::Write::write_all(&mut i, &line).is_ok() {}
+    });
+    assert_eq!(o.status.code(), Some(0), "{:?}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "y\ny\n");
 
     // Interactive, in a real terminal: typed input, window size and resize, Ctrl-C reaching the
     // program inside (not river), and the exit code at the end.

@@ -37,7 +37,7 @@ pub(crate) async fn serve(
     } else {
         req.command.clone()
     };
-    let mut exec = match rt.exec(container, cmd, req.tty).await {
+    let exec = match rt.exec(container, cmd, req.tty).await {
         Ok(e) => e,
         Err(e) => {
             send_msg(send, &TermOut::Error(format!("could not start the command: {e}"))).await?;
@@ -49,52 +49,72 @@ pub(crate) async fn serve(
         let _ = rt.resize_exec(&exec.id, req.rows, req.cols).await;
     }
     send_msg(send, &TermOut::Started).await?;
-    let mut input_open = true;
-    // Input frames may arrive in pieces while output goes out: the reader keeps them.
-    let mut input = river_mesh::MsgReader::new(recv);
-    loop {
-        tokio::select! {
-            out = exec.output.next() => match out {
-                Some(Ok(Output::Stdout(b))) => send_msg(send, &TermOut::Stdout(b)).await?,
-                Some(Ok(Output::Stderr(b))) => send_msg(send, &TermOut::Stderr(b)).await?,
-                Some(Err(e)) => {
-                    tracing::debug!(task = req.task, "terminal output: {e}");
-                    break;
-                }
-                None => break,
-            },
-            msg = input.next::<TermIn>(), if input_open => match msg {
-                Ok(Some(TermIn::Input(b))) => {
-                    if exec.input.write_all(&b).await.is_err() {
-                        input_open = false;
+    let river_docker::Exec {
+        id: exec_id,
+        output: mut exec_output,
+        input: mut exec_input,
+    } = exec;
+    {
+        // Input goes on its own: a command whose input is full because its output is not being
+        // read must still have its output read, or neither side moves again.
+        let input_side = async {
+            // Input frames may arrive in pieces while output goes out: the reader keeps them.
+            let mut input = river_mesh::MsgReader::new(recv);
+            loop {
+                match input.next::<TermIn>().await {
+                    Ok(Some(TermIn::Input(b))) => {
+                        // The command closed its input (or ended): stop reading the user's.
+                        if exec_input.write_all(&b).await.is_err() {
+                            return Ok(());
+                        }
+                        let _ = exec_input.flush().await;
                     }
-                    let _ = exec.input.flush().await;
+                    Ok(Some(TermIn::Resize { rows, cols })) => {
+                        let _ = rt.resize_exec(&exec_id, rows, cols).await;
+                    }
+                    // A terminal has no end of input (Ctrl-D is a byte like any other), and
+                    // closing a pseudo-terminal's input hangs up the program: only a pipe gets
+                    // an EOF.
+                    Ok(Some(TermIn::Eof)) if req.tty => {}
+                    Ok(Some(TermIn::Eof) | None) => {
+                        let _ = exec_input.shutdown().await;
+                        return Ok(());
+                    }
+                    // A malformed frame or a dropped user: stop feeding input.
+                    Err(e) => {
+                        tracing::debug!(task = req.task, "terminal input: {e}");
+                        let _ = exec_input.shutdown().await;
+                        return Err(e);
+                    }
                 }
-                Ok(Some(TermIn::Resize { rows, cols })) => {
-                    let _ = rt.resize_exec(&exec.id, rows, cols).await;
-                }
-                // A terminal has no end of input (Ctrl-D is a byte like any other), and closing
-                // a pseudo-terminal's input hangs up the program: only a pipe gets an EOF.
-                Ok(Some(TermIn::Eof)) if req.tty => {}
-                Ok(Some(TermIn::Eof) | None) => {
-                    let _ = exec.input.shutdown().await;
-                    input_open = false;
-                }
-                // A malformed frame or a dropped user: stop feeding input, let the command end
-                // on its own (its output has nowhere to go, so it is stopped below).
-                Err(e) => {
-                    tracing::debug!(task = req.task, "terminal input: {e}");
-                    let _ = exec.input.shutdown().await;
-                    input_open = false;
-                    if !matches!(e, FramedError::Ended) {
+            }
+        };
+        tokio::pin!(input_side);
+        let mut reading = true;
+        loop {
+            tokio::select! {
+                r = &mut input_side, if reading => {
+                    reading = false;
+                    // The user is gone or spoke garbage: the command's output has nowhere to
+                    // go, so it is stopped below. A user who only ended the input still waits.
+                    if r.is_err_and(|e| !matches!(e, FramedError::Ended)) {
                         break;
                     }
                 }
-            },
+                out = exec_output.next() => match out {
+                    Some(Ok(Output::Stdout(b))) => send_msg(send, &TermOut::Stdout(b)).await?,
+                    Some(Ok(Output::Stderr(b))) => send_msg(send, &TermOut::Stderr(b)).await?,
+                    Some(Err(e)) => {
+                        tracing::debug!(task = req.task, "terminal output: {e}");
+                        break;
+                    }
+                    None => break,
+                },
+            }
         }
     }
     // The exec's output ends when the command exits.
-    let last = match rt.exec_exit(&exec.id).await {
+    let last = match rt.exec_exit(&exec_id).await {
         Some(code) => TermOut::Exit { code },
         None => TermOut::Error("the command's exit code is unknown".into()),
     };

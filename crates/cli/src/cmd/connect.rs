@@ -145,39 +145,61 @@ pub async fn terminal(dir: &Path, task: u64, command: Vec<String>) -> anyhow::Re
         None
     };
     let mut input = stdin_chunks();
-    let mut input_open = true;
     let mut winch = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change())?;
-    // Output frames may arrive in pieces while input goes out: the reader keeps them.
-    let mut output = river_mesh::MsgReader::new(&mut recv);
-    let code = loop {
-        tokio::select! {
-            chunk = input.recv(), if input_open => match chunk.flatten() {
-                Some(bytes) => send_msg(&mut send, &TermIn::Input(bytes)).await?,
-                None => {
-                    input_open = false;
-                    send_msg(&mut send, &TermIn::Eof).await?;
+    let code = {
+        // Input goes on its own, so output is read while a send waits on flow control: a command
+        // that stops reading (`yes | river connect 1 -- head -n 2`) holds up its input, never its
+        // output.
+        let input_side = async {
+            let mut input_open = true;
+            loop {
+                tokio::select! {
+                    chunk = input.recv(), if input_open => match chunk.flatten() {
+                        Some(bytes) => send_msg(&mut send, &TermIn::Input(bytes)).await?,
+                        None => {
+                            input_open = false;
+                            send_msg(&mut send, &TermIn::Eof).await?;
+                        }
+                    },
+                    _ = winch.recv(), if tty => {
+                        let (rows, cols) = window_size();
+                        send_msg(&mut send, &TermIn::Resize { rows, cols }).await?;
+                    }
+                    else => return Ok::<(), river_mesh::FramedError>(()),
                 }
-            },
-            _ = winch.recv(), if tty => {
-                let (rows, cols) = window_size();
-                send_msg(&mut send, &TermIn::Resize { rows, cols }).await?;
             }
-            out = output.next::<TermOut>() => match out? {
-                Some(TermOut::Stdout(b)) => {
-                    let mut o = std::io::stdout().lock();
-                    o.write_all(&b)?;
-                    o.flush()?;
+        };
+        tokio::pin!(input_side);
+        let mut sending = true;
+        // Output frames may arrive in pieces while the other branch wins: the reader keeps them.
+        let mut output = river_mesh::MsgReader::new(&mut recv);
+        loop {
+            tokio::select! {
+                // The task stopped reading input (its command ended or closed it): what happened
+                // comes on the output side.
+                r = &mut input_side, if sending => {
+                    sending = false;
+                    if let Err(e) = r {
+                        tracing::debug!("terminal input ended: {e}");
+                    }
                 }
-                Some(TermOut::Stderr(b)) => {
-                    let mut e = std::io::stderr().lock();
-                    e.write_all(&b)?;
-                    e.flush()?;
-                }
-                Some(TermOut::Exit { code }) => break code,
-                Some(TermOut::Error(why)) => bail!("{why}"),
-                Some(TermOut::Started) => {}
-                None => bail!("the connection to the task ended before the command did"),
-            },
+                out = output.next::<TermOut>() => match out? {
+                    Some(TermOut::Stdout(b)) => {
+                        let mut o = std::io::stdout().lock();
+                        o.write_all(&b)?;
+                        o.flush()?;
+                    }
+                    Some(TermOut::Stderr(b)) => {
+                        let mut e = std::io::stderr().lock();
+                        e.write_all(&b)?;
+                        e.flush()?;
+                    }
+                    Some(TermOut::Exit { code }) => break code,
+                    Some(TermOut::Error(why)) => bail!("{why}"),
+                    Some(TermOut::Started) => {}
+                    None => bail!("the connection to the task ended before the command did"),
+                },
+            }
         }
     };
     let _ = send.finish();
