@@ -260,7 +260,16 @@ fn running_pid(pid_file: &Path) -> Option<i32> {
     #[allow(unsafe_code)]
     // SAFETY: kill(2) with signal 0 only checks for the process; no memory is involved.
     let alive = unsafe { libc::kill(pid, 0) } == 0;
-    alive.then_some(pid)
+    (alive && !zombie(pid)).then_some(pid)
+}
+
+/// Whether `pid` has exited and waits only to be reaped: signal 0 still finds such a process,
+/// and where nothing reaps orphans (some container inits) it stays so.
+fn zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| stat.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('Z')))
+        .unwrap_or(false)
 }
 
 pub fn down(a: DownArgs) -> anyhow::Result<()> {
@@ -290,4 +299,29 @@ pub fn down(a: DownArgs) -> anyhow::Result<()> {
         dir.display()
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_exited_process_not_yet_reaped_is_not_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("river.pid");
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let pid = i32::try_from(child.id()).unwrap();
+        std::fs::write(&pid_file, pid.to_string()).unwrap();
+        assert_eq!(running_pid(&pid_file), Some(pid));
+        // Killed and not waited for: a zombie until `wait` below.
+        child.kill().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !zombie(pid) {
+            assert!(std::time::Instant::now() < deadline, "the child never exited");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(running_pid(&pid_file), None);
+        child.wait().unwrap();
+        assert_eq!(running_pid(&pid_file), None);
+    }
 }
