@@ -67,12 +67,15 @@ pub async fn proxy(dir: &Path, id: &str, port: u16) -> anyhow::Result<()> {
         anyhow::Ok(())
     };
     // ssh ends the session by closing our output's reader or our input: either way we are done
-    // once the task's side has finished.
+    // once the task's side has finished. A far side that stopped reading our input still sends
+    // its last bytes (the command's exit status among them): they are read to the end.
     tokio::pin!(up, down);
     tokio::select! {
         r = &mut down => r?,
         r = &mut up => {
-            r?;
+            if let Err(e) = r {
+                tracing::debug!("input toward the task ended: {e}");
+            }
             down.await?;
         }
     }
