@@ -6,8 +6,9 @@
 //! is small here too; on a slow link it grows with the windows (8 MiB per stream, 32 MiB per
 //! connection), which is why liveness never shares a stream with data.
 
-use river_mesh::{client_config, client_endpoint, connect, server_config, Identity, Trust};
-use river_pki::{new_key_and_csr, Ca, Subject};
+mod support;
+
+use river_mesh::connect;
 use std::time::{Duration, Instant};
 
 const BULK: usize = 256 << 20;
@@ -15,25 +16,12 @@ const BULK: usize = 256 << 20;
 /// Returns the worst heartbeat round trip during the transfer, and how long a byte queued behind
 /// the bulk data took to arrive.
 async fn delays() -> (Duration, Duration) {
-    let now = i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs(),
-    )
-    .unwrap();
-    let ca = Ca::generate("t", now).unwrap();
-    let host = ca.issue_host(&["127.0.0.1".into()], now, 3600).unwrap();
-    let chain = format!("{}{}", host.cert_pem, ca.cert_pem());
-    let server = quinn::Endpoint::server(
-        server_config(Identity::from_pem(&chain, &host.key_pem).unwrap(), ca.cert_der()).unwrap(),
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .unwrap();
-    let addr = server.local_addr().unwrap();
-    let (key, csr) = new_key_and_csr("n").unwrap();
-    let cert = ca.issue_from_csr(&csr, &Subject::Node("n".into()), now, 3600).unwrap();
-
+    let support::Endpoints {
+        server,
+        addr,
+        client: endpoint,
+        client_cfg: cfg,
+    } = support::endpoints();
     // The host side: drains the bulk stream, answers each heartbeat byte at once.
     let srv = tokio::spawn(async move {
         let conn = server.accept().await.unwrap().await.unwrap();
@@ -52,12 +40,6 @@ async fn delays() -> (Duration, Duration) {
         }
     });
 
-    let endpoint = client_endpoint(addr).unwrap();
-    let cfg = client_config(
-        Some(Identity::from_pem(&cert, &key).unwrap()),
-        Trust::Ca(ca.cert_der().to_vec()),
-    )
-    .unwrap();
     let conn = connect(&endpoint, addr, cfg).await.unwrap();
     let (mut bulk, _br) = conn.open_bi().await.unwrap();
     bulk.write_all(&[0]).await.unwrap();
