@@ -104,13 +104,9 @@ impl<'a> MsgReader<'a> {
             match self.recv.read_chunk(READER_CHUNK, true).await {
                 Ok(Some(chunk)) => self.frames.push(&chunk.bytes),
                 Ok(None) if self.frames.buffered() == 0 => return Ok(None),
-                Ok(None) => {
-                    return Err(FramedError::Read(quinn::ReadExactError::FinishedEarly(
-                        self.frames.buffered(),
-                    )))
-                }
-                Err(quinn::ReadError::ConnectionLost(c)) => return Err(FramedError::Connection(c)),
-                Err(e) => return Err(FramedError::Read(quinn::ReadExactError::ReadError(e))),
+                // The same errors as `recv_msg`'s (a lost connection reports its reason).
+                Ok(None) => return Err(quinn::ReadExactError::FinishedEarly(self.frames.buffered()).into()),
+                Err(e) => return Err(quinn::ReadExactError::ReadError(e).into()),
             }
         }
     }
