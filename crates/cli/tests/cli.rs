@@ -663,8 +663,6 @@ fn connect_and_environments_through_the_binary() {
     assert!(!list.contains("tools"), "{list}");
 }
 
-/// Starts `river forward ARGS -l 0` (its stderr piped) and returns it with the local address it
-/// printed as its first line.
 /// `river forward ARGS -l 0`, once it listens: the process, its local address, and the lines it
 /// prints on standard error from then on.
 fn spawn_forward(cfg: &Path, args: &[&str]) -> (std::process::Child, String, mpsc::Receiver<String>) {
@@ -999,18 +997,11 @@ fn vps_ssh_into_an_image_without_sshd_and_files_outlive_stop_and_start() {
     let o = vps_ssh(&cfg, &id, &key, &["sh", "-c", "'echo hi-from-vps; whoami; exit 7'"]);
     assert_eq!(o.status.code(), Some(7), "{:?}", text(&o));
     assert_eq!(text(&o).0, "hi-from-vps\nroot\n");
-    let mut child = vps_ssh_command(&cfg, &id, &key, &["cat > /root/kept.txt && wc -c < /root/kept.txt"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
     let data: Vec<u8> = (0..200_000u32).map(|i| b'a' + (i % 26) as u8).collect();
-    {
-        use std::io::Write as _;
-        let mut stdin = child.stdin.take().unwrap();
-        stdin.write_all(&data).unwrap();
-    }
-    let o = child.wait_with_output().unwrap();
+    let o = fed_within(
+        vps_ssh_command(&cfg, &id, &key, &["cat > /root/kept.txt && wc -c < /root/kept.txt"]).stdin(Stdio::piped()),
+        move |mut i| std::io::Write::write_all(&mut i, &data).unwrap(),
+    );
     assert!(o.status.success(), "{:?}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "200000");
 
