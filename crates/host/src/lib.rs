@@ -27,6 +27,7 @@ use anyhow::Context as _;
 use river_mesh::Endpoint;
 use river_pki::Ca;
 use river_proto::liveness::LivenessPolicy;
+use river_proto::msg::TaskOwner;
 use river_store::Store;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -58,6 +59,8 @@ pub(crate) struct Ctx {
     overlay: Option<overlay::Overlay>,
     /// Where each VPS's SSH host key comes from.
     vps_keys: vps::HostKeys,
+    /// Users' numbers as read from the store: they never change, and every start needs one.
+    user_numbers: std::sync::Mutex<std::collections::HashMap<String, u32>>,
 }
 
 impl Ctx {
@@ -69,6 +72,27 @@ impl Ctx {
                 f.insert(id, (done, total));
             }
         }
+    }
+
+    /// Whose task this is, as the node that runs it needs to know them. `actor` is the task's
+    /// recorded owner (`user NAME`).
+    pub(crate) async fn task_owner(&self, actor: &str) -> Result<TaskOwner, river_store::StoreError> {
+        let name = actor.strip_prefix("user ").unwrap_or(actor);
+        let known = self.user_numbers.lock().ok().and_then(|m| m.get(name).copied());
+        let number = match known {
+            Some(n) => n,
+            None => {
+                let n = self.store.user_number(name).await?;
+                if let Ok(mut m) = self.user_numbers.lock() {
+                    m.insert(name.to_owned(), n);
+                }
+                n
+            }
+        };
+        Ok(TaskOwner {
+            name: name.to_owned(),
+            number,
+        })
     }
 
     /// Writes a task's changes; the only way the host changes a task.
@@ -201,6 +225,7 @@ pub async fn start(cfg: HostConfig) -> anyhow::Result<RunningHost> {
         udp: Default::default(),
         running: Default::default(),
         task_writes: Default::default(),
+        user_numbers: Default::default(),
         overlay,
         vps_keys,
     });

@@ -322,6 +322,7 @@ async fn schedule_once(ctx: &Ctx) -> anyhow::Result<()> {
             gpus: p.gpus,
             memory_bytes: p.memory,
             ip,
+            owner: Some(ctx.task_owner(&t.owner).await?),
         };
         t.state = TaskState::Assigned.as_str().into();
         t.placement = Some(placement.clone());

@@ -697,6 +697,20 @@ pub struct TaskPlacement {
     /// The task's overlay address, when it joins the overlay.
     #[serde(default)]
     pub ip: Option<String>,
+    /// Whose task it is, for what runs it on the node: a process task's uid, the scratch
+    /// directory it and a container share. `None` only in placements stored before it existed.
+    #[serde(default)]
+    pub owner: Option<TaskOwner>,
+}
+
+/// The river user a task belongs to, as a node needs to know them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskOwner {
+    /// The user's name (validated like every name: safe in a path).
+    pub name: String,
+    /// A number the host gave this user once and never gives anyone else: where the node has no
+    /// account of the same name, the user's process tasks run as a uid made from it.
+    pub number: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -990,6 +990,7 @@ async fn insert_version(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, name: &str
     Ok(())
 }
 
+mod accounts;
 mod overlay;
 pub use overlay::Reservation;
 
