@@ -54,10 +54,16 @@ async fn a_process_task_is_pinned_limited_and_unprivileged() {
     let id = submit(&conn, s).await[0];
     let t = wait_state(&conn, id, &["completed", "failed"]).await;
     assert_eq!((t.state.as_str(), t.exit_code), ("failed", Some(3)), "{t:?}");
-    let cores: Vec<String> = t.placement.unwrap().cores.iter().map(u32::to_string).collect();
+    let cores: Vec<String> = t.placement.as_ref().unwrap().cores.iter().map(u32::to_string).collect();
     let out = logs(&conn, id, false).await;
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines[0], "65534", "runs as nobody: {out}");
+    let owner = t.placement.as_ref().and_then(|p| p.owner.clone()).expect("an owner");
+    assert_eq!(
+        lines[0],
+        (2_000_000_000 + owner.number).to_string(),
+        "runs as its owner's own uid (the node has no account {:?}): {out}",
+        owner.name
+    );
     assert_eq!(lines[1], cores.join(","), "pinned: {out}");
     assert!(lines[2].parse::<u32>().unwrap() >= 2, "in river's cgroups: {out}");
     assert_eq!(lines[3], format!("task={id}"));

@@ -23,9 +23,9 @@ pub struct RunnerConfig {
     /// Directories of this node that tasks may mount with `--mount`, besides the shared and scratch
     /// directories. Anything else is refused: a mount of `/` would hand the node to the task.
     pub allowed_mounts: Vec<PathBuf>,
-    /// The user `--no-container` tasks run as (when the runner runs as root); never root, except
-    /// for privileged tasks.
-    pub task_user: String,
+    /// `--no-container` tasks run as their owner: the node's account of the same name (uid from
+    /// 1000 to 59999), else uid and gid `task_uid_base` + the user's number in the cluster.
+    pub task_uid_base: u32,
     /// The cgroup filesystem `--no-container` tasks are confined with.
     pub cgroup_root: PathBuf,
 }
@@ -40,7 +40,7 @@ impl Default for RunnerConfig {
             shared_dir: None,
             scratch_dir: None,
             allowed_mounts: Vec::new(),
-            task_user: "nobody".into(),
+            task_uid_base: 2_000_000_000,
             cgroup_root: "/sys/fs/cgroup".into(),
         }
     }

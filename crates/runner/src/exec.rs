@@ -1,6 +1,8 @@
 //! Running tasks on this node: containers through `river_docker`, output to files under
 //! `state_dir/tasks/ID/`, and a report to the host at each change of state.
 
+mod account;
+pub(crate) use account::running_as_root;
 mod process;
 
 use futures_util::StreamExt;
@@ -33,8 +35,9 @@ pub(crate) struct Settings {
     pub allowed_mounts: Vec<PathBuf>,
     /// Where environment archives are kept while they arrive.
     pub blobs: PathBuf,
-    /// Who `--no-container` tasks run as, and the cgroup filesystem that confines them.
-    pub task_user: String,
+    /// Where uids of `--no-container` tasks start for owners without an account on the node,
+    /// and the cgroup filesystem that confines them.
+    pub task_uid_base: u32,
     pub cgroup_root: PathBuf,
 }
 
@@ -64,7 +67,7 @@ pub(crate) struct Executor {
     host: tokio::sync::watch::Sender<Option<river_mesh::Connection>>,
     images: crate::images::Images,
     cgroups: crate::cgroup::Cgroups,
-    task_user: String,
+    task_uid_base: u32,
     /// Forwarded UDP flows of the current session.
     pub udp: Arc<crate::forward::UdpFlows>,
     /// This node's part of the overlay network.
@@ -113,7 +116,7 @@ impl Executor {
             host,
             images: crate::images::Images::new(s.blobs, host_rx),
             cgroups: crate::cgroup::Cgroups::at(&s.cgroup_root),
-            task_user: s.task_user,
+            task_uid_base: s.task_uid_base,
             udp: Arc::default(),
             overlay: Default::default(),
             node: s.node,
@@ -425,13 +428,17 @@ impl Executor {
         }
     }
 
-    /// The task's mounts: `/shared` and `/local_temp`, then the ones it asked for, each of which
-    /// must resolve (symlinks and `..` followed) to somewhere under those or `allowed_mounts`.
-    fn mounts(&self, spec: &TaskSpec) -> Result<Vec<Mount>, String> {
-        std::fs::create_dir_all(&self.scratch)
-            .map_err(|e| format!("scratch directory {}: {e}", self.scratch.display()))?;
+    /// The task's mounts: `/shared` and its owner's `/local_temp`, then the ones it asked for,
+    /// each of which must resolve (symlinks and `..` followed) to somewhere under those or
+    /// `allowed_mounts`.
+    fn mounts(&self, spec: &TaskSpec, p: &TaskPlacement) -> Result<Vec<Mount>, String> {
+        let owner = p
+            .owner
+            .as_ref()
+            .ok_or("the host did not say whose task this is; upgrade the host")?;
+        let scratch = self.user_scratch(owner, self.ids(owner)?)?;
         let mut out = vec![Mount {
-            source: self.scratch.clone(),
+            source: scratch.clone(),
             target: "/local_temp".into(),
             read_only: false,
         }];
@@ -445,7 +452,7 @@ impl Executor {
         let roots: Vec<PathBuf> = self
             .shared
             .iter()
-            .chain(std::iter::once(&self.scratch))
+            .chain(std::iter::once(&scratch))
             .chain(&self.allowed_mounts)
             .filter_map(|r| std::fs::canonicalize(r).ok())
             .collect();
@@ -489,7 +496,7 @@ impl Executor {
             } else {
                 p.gpus.iter().map(u32::to_string).collect()
             },
-            mounts: self.mounts(spec)?,
+            mounts: self.mounts(spec, p)?,
             labels: BTreeMap::from_iter(
                 [
                     ("river.task".to_owned(), id.to_string()),

@@ -11,6 +11,7 @@ pub mod config;
 mod exec;
 mod forward;
 mod images;
+mod nosuid;
 mod overlay;
 mod process;
 mod renew;
@@ -132,9 +133,28 @@ async fn run(cfg: RunnerConfig, mut inventory: Inventory, status: watch::Sender<
         scratch: cfg.scratch_dir.clone().unwrap_or_else(|| cfg.state_dir.join("scratch")),
         allowed_mounts: cfg.allowed_mounts.clone(),
         blobs: cfg.state_dir.join("blobs"),
-        task_user: cfg.task_user.clone(),
+        task_uid_base: cfg.task_uid_base,
         cgroup_root: cfg.cgroup_root.clone(),
     };
+    std::fs::create_dir_all(&settings.scratch)
+        .map_err(|e| anyhow::anyhow!("scratch directory {}: {e}", settings.scratch.display()))?;
+    if settings.scratch.starts_with(&cfg.state_dir) && exec::running_as_root() {
+        // Tasks reach their scratch through the state directory (the default place): others may
+        // pass through it but list nothing, and what else it holds stays the runner's alone.
+        for private in [&settings.dir, &settings.blobs, &identity_dir(&cfg)] {
+            river_creds::private_dir(private)?;
+        }
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&cfg.state_dir, std::fs::Permissions::from_mode(0o711))
+            .map_err(|e| anyhow::anyhow!("state directory {}: {e}", cfg.state_dir.display()))?;
+    }
+    let sealed: Vec<_> = std::iter::once(&settings.scratch)
+        .chain(&settings.shared)
+        .chain(&settings.allowed_mounts)
+        .cloned()
+        .collect();
+    // Undone when this function ends, like the executor's work.
+    let _sealed = nosuid::seal(&sealed).map_err(|e| anyhow::anyhow!("{e}"))?;
     let exec = std::sync::Arc::new(exec::Executor::new(settings, reports_tx, stop));
     exec.adopt().await;
     let mut backoff = Backoff::default();

@@ -1,55 +1,87 @@
 //! `--no-container` tasks: the command runs as a process on the node, in a cgroup of its own
-//! (`crate::cgroup`) with the task's cores and memory, as an unprivileged user, its output in the
-//! same files as a container's.
+//! (`crate::cgroup`) with the task's cores and memory, as its owner's uid (`super::account`), its
+//! output in the same files as a container's.
 //!
-//! A `sh` shim, started by the runner, writes its own pid into the cgroup before it runs the
-//! command, so the command and everything it forks are confined from their first instruction.
-//! The shim then records the command's exit code in `exit_code` next to the output: a runner that
-//! restarts finds the task by its cgroup, waits for the cgroup to empty, and still learns how the
-//! task ended.
+//! The privileged part of a start happens in the runner's forked child before `exec`, with
+//! nothing of the user's in it: it enters the cgroup (writing `0`, "this process", to files the
+//! runner opened), clears supplementary groups, sets the gid and uid, and sets `no_new_privs` so
+//! no setuid binary can give root back. Only then is the user's environment applied, by `execve`
+//! of `/bin/sh`, which runs a shim as the user: it enters the working directory and runs the
+//! command, then records its exit code in `exit_code` next to the output. A runner that restarts
+//! finds the task by its cgroup, waits for the cgroup to empty, and still learns how it ended.
 
+use super::account::Ids;
 use super::Executor;
 use crate::cgroup::Cgroup;
 use river_proto::msg::{Signal, TaskPlacement, TaskReport, TaskSpec};
 use river_task::state::{exit_state, TaskState};
-use std::os::unix::fs::MetadataExt as _;
+use std::io::Read as _;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// `'…'` quoting for sh.
-fn quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
-}
+/// The shim, run as the task's user: into the working directory (`$1`, made if missing; relative
+/// to the owner's scratch directory, where the runner started it), run the command (the rest,
+/// without the shim's descriptor 3), record its exit code on descriptor 3. `command -p` finds
+/// `mkdir` on the standard path whatever `PATH` the user set.
+const SHIM: &str =
+    "command -p mkdir -p -- \"$1\" && cd -- \"$1\" || exit 125; shift; \"$@\" 3>&-; code=$?; echo $code >&3; exit $code";
 
-/// The uid and gid of `user` from `/etc/passwd`.
-fn lookup_user(passwd: &str, user: &str) -> Option<(u32, u32)> {
-    passwd.lines().find_map(|l| {
-        let f: Vec<&str> = l.split(':').collect();
-        (f.len() >= 4 && f[0] == user).then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))?
-    })
-}
+/// The descriptor the shim records the exit code on: the runner's file, opened before the child
+/// became the user, so the user needs no way to it.
+const EXIT_FD: libc::c_int = 3;
 
-fn running_as_root() -> bool {
-    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
-}
-
-/// The shim: enter the cgroup, run the command (as `user` when given), record its exit code.
-fn shim(procs: &[std::path::PathBuf], user: Option<(u32, u32)>, exit_file: &Path) -> String {
-    let mut s = String::new();
-    for p in procs {
-        s.push_str(&format!("echo $$ > {} || exit 125; ", quote(&p.display().to_string())));
+/// What the forked child does before `exec`, as root: enter the cgroup through `procs` (opened by
+/// the runner), give the shim `exit` as descriptor 3, then become `user` for good, unable to gain
+/// privileges again.
+#[allow(unsafe_code)]
+fn confine(cmd: &mut tokio::process::Command, procs: Vec<std::fs::File>, exit: std::fs::File, user: Option<Ids>) {
+    use std::os::fd::AsRawFd as _;
+    let check = |rc: libc::c_int| {
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    };
+    // SAFETY: the closure runs in the child between fork and exec, where only async-signal-safe
+    // calls are allowed: it makes plain system calls on memory the parent prepared, and allocates
+    // nothing (an `io::Error` from an OS code does not allocate).
+    unsafe {
+        cmd.pre_exec(move || {
+            for f in &procs {
+                if libc::write(f.as_raw_fd(), b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            // Every descriptor the runner opens is close-on-exec; the copy made here is not.
+            if exit.as_raw_fd() == EXIT_FD {
+                check(libc::fcntl(EXIT_FD, libc::F_SETFD, 0))?;
+            } else if libc::dup2(exit.as_raw_fd(), EXIT_FD) != EXIT_FD {
+                return Err(std::io::Error::last_os_error());
+            }
+            if let Some((uid, gid)) = user {
+                check(libc::setgroups(0, std::ptr::null()))?;
+                check(libc::setgid(gid))?;
+                check(libc::setuid(uid))?;
+                check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
+            }
+            Ok(())
+        });
     }
-    if let Some((uid, gid)) = user {
-        s.push_str(&format!("setpriv --reuid={uid} --regid={gid} --clear-groups -- "));
-    }
-    s.push_str(&format!(
-        "\"$@\"; code=$?; echo $code > {}; exit $code",
-        quote(&exit_file.display().to_string())
-    ));
-    s
+}
+
+/// The exit code a shim recorded. The file is the task user's: read no more than a number needs.
+fn recorded_exit(path: &Path) -> Option<i64> {
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .ok()?
+        .take(32)
+        .read_to_string(&mut text)
+        .ok()?;
+    text.trim().parse().ok()
 }
 
 impl Executor {
@@ -83,57 +115,54 @@ impl Executor {
         spec: &TaskSpec,
         p: &TaskPlacement,
     ) -> Result<tokio::process::Child, String> {
-        let user = if !running_as_root() {
-            None
-        } else if spec.privileged {
-            Some((0, 0))
-        } else {
-            let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-            Some(lookup_user(&passwd, &self.task_user).ok_or_else(|| {
-                format!(
-                    "node {} has no user {:?} to run --no-container tasks as (task_user in the runner config)",
-                    self.node, self.task_user
-                )
-            })?)
-        };
+        let owner = p
+            .owner
+            .as_ref()
+            .ok_or("the host did not say whose task this is; upgrade the host")?;
+        // Privileged tasks (operators, where the host allows them) keep root.
+        let ids = self.ids(owner)?;
+        let user = ids.filter(|_| !spec.privileged);
+        let scratch = self.user_scratch(owner, ids)?;
         let cg = self.process_cgroup(id);
         let mems = p.numa.map(|n| n.to_string()).unwrap_or_default();
         let memory = (p.memory_bytes > 0).then_some(p.memory_bytes);
         cg.create(&self.cgroups, &super::cpuset(&p.cores), &mems, memory)
             .map_err(|e| format!("node {} could not set up the task's cgroup: {e}", self.node))?;
+        let procs = cg
+            .procs_files()
+            .iter()
+            .map(|f| std::fs::OpenOptions::new().write(true).open(f))
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(|e| format!("node {} could not open the task's cgroup: {e}", self.node))?;
 
         let dir = self.dir.join(id.to_string());
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let exit_file = dir.join("exit_code");
-        let _ = std::fs::remove_file(&exit_file);
         let out = std::fs::File::create(dir.join("stdout.log")).map_err(|e| e.to_string())?;
         let err = std::fs::File::create(dir.join("stderr.log")).map_err(|e| e.to_string())?;
-        // Its own working directory in the scratch space, owned by the user it runs as.
+        let exit = std::fs::File::create(&exit_file).map_err(|e| format!("{}: {e}", exit_file.display()))?;
+        // Its own working directory in its owner's scratch space, made by the shim as the user.
+        // The runner enters the scratch directory itself (a directory, in one only root writes), so
+        // the task reaches it even where the way there is closed to its user.
         let work = match &spec.workdir {
             Some(w) => std::path::PathBuf::from(w),
-            None => {
-                let w = self.scratch.join(format!("task-{id}"));
-                std::fs::create_dir_all(&w).map_err(|e| format!("{}: {e}", w.display()))?;
-                if let Some((uid, gid)) = user {
-                    std::os::unix::fs::chown(&w, Some(uid), Some(gid)).map_err(|e| format!("{}: {e}", w.display()))?;
-                }
-                w
-            }
+            None => std::path::PathBuf::from(format!("task-{id}")),
         };
         let mut cmd = tokio::process::Command::new("/bin/sh");
         cmd.arg("-c")
-            .arg(shim(&cg.procs_files(), user.filter(|u| u.0 != 0), &exit_file))
+            .arg(SHIM)
             .arg("river-task")
+            .arg(&work)
             .args(&spec.command)
-            .current_dir(&work)
+            .current_dir(&scratch)
             .env_clear()
             .env("PATH", PATH)
-            .env("HOME", &work)
+            .env("HOME", scratch.join(&work))
             .env("RIVER_TASK_ID", id.to_string())
             .env("RIVER_NODE", &self.node)
             .env("RIVER_CORES", p.cores.len().to_string())
             .env("RIVER_GPUS", super::cpuset(&p.gpus))
-            .env("RIVER_SCRATCH", &self.scratch)
+            .env("RIVER_SCRATCH", &scratch)
             .stdin(std::process::Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -146,7 +175,9 @@ impl Executor {
         if let Some(shared) = &self.shared {
             cmd.env("RIVER_SHARED", shared);
         }
+        // Applied by `execve`, after the child has become the user.
         cmd.envs(spec.env.iter().map(|(k, v)| (k, v)));
+        confine(&mut cmd, procs, exit, user);
         cmd.spawn()
             .map_err(|e| format!("node {} could not start the command: {e}", self.node))
     }
@@ -175,9 +206,7 @@ impl Executor {
             }
         }
         let dir = self.dir.join(id.to_string());
-        let recorded: Option<i64> = std::fs::read_to_string(dir.join("exit_code"))
-            .ok()
-            .and_then(|s| s.trim().parse().ok());
+        let recorded = recorded_exit(&dir.join("exit_code"));
         let code = recorded.or_else(|| {
             status.map(|s| {
                 use std::os::unix::process::ExitStatusExt as _;
@@ -310,28 +339,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn users_come_from_passwd() {
-        let passwd = "root:x:0:0:root:/root:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n";
-        assert_eq!(lookup_user(passwd, "nobody"), Some((65534, 65534)));
-        assert_eq!(lookup_user(passwd, "nob"), None);
-    }
-
-    #[test]
-    fn the_shim_enters_every_cgroup_before_the_command() {
-        let s = shim(
-            &["/cg/a/cgroup.procs".into(), "/cg/it's/cgroup.procs".into()],
-            Some((65534, 65534)),
-            Path::new("/t/exit_code"),
-        );
+    fn the_shim_runs_the_command_in_its_directory_and_records_its_exit() {
+        let d = tempfile::tempdir().unwrap();
+        let exit = d.path().join("exit_code");
+        let work = d.path().join("work dir");
+        let out = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(format!("exec 3> '{}'; {SHIM}", exit.display()))
+            .arg("river-task")
+            .arg(&work)
+            .args(["/bin/sh", "-c", "pwd; echo >&3 || echo no-fd-3 >&2; exit 7"])
+            .env("PATH", "/nowhere")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(7));
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), work.display().to_string());
         assert!(
-            s.starts_with("echo $$ > '/cg/a/cgroup.procs' || exit 125; echo $$ > '/cg/it'\\''s/cgroup.procs'"),
-            "{s}"
+            String::from_utf8_lossy(&out.stderr).contains("no-fd-3"),
+            "the command has no descriptor 3"
         );
-        assert!(
-            s.contains(
-                "setpriv --reuid=65534 --regid=65534 --clear-groups -- \"$@\"; code=$?; echo $code > '/t/exit_code'"
-            ),
-            "{s}"
-        );
+        assert_eq!(recorded_exit(&exit), Some(7));
     }
 }
