@@ -179,6 +179,9 @@ impl Runtime {
             memory,
             memory_swap: memory,
             privileged: Some(spec.privileged),
+            // No exec in the container gains privileges it did not have: a setuid binary,
+            // planted wherever, runs as whoever started it.
+            security_opt: (!spec.privileged).then(|| vec!["no-new-privileges:true".to_owned()]),
             // A tiny init reaps zombies and forwards signals, so `kill` reaches the task.
             init: Some(true),
             mounts: Some(
