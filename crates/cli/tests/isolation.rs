@@ -1,0 +1,204 @@
+//! Tenant isolation, tried as an attacker would: a plain `user` with nothing but the API the CLI
+//! uses, against the real runner, the node's real cgroups and the real Docker engine. Each test
+//! carries out an attack that worked before the fix and asserts it no longer does. They need root
+//! (process tasks change uid); without it they say they are skipped, and under
+//! `RIVER_REQUIRE_DOCKER=1` (the README's test command, as root) they fail.
+
+#[path = "support/docker.rs"]
+mod docker;
+#[path = "support/harness.rs"]
+mod harness;
+
+use docker::*;
+use harness::*;
+use river_proto::msg::TaskSpec;
+use std::os::unix::fs::MetadataExt as _;
+use std::time::Duration;
+
+async fn ready() -> bool {
+    let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+    if !root {
+        assert!(
+            std::env::var_os("RIVER_REQUIRE_DOCKER").is_none(),
+            "these tests need root"
+        );
+        eprintln!("skipped: process tasks change uid only under a root runner");
+        return false;
+    }
+    docker_ready().await
+}
+
+/// Lets tasks' users reach the runners' scratch directories, as under `/var/lib` (a temporary
+/// directory is its creator's alone).
+fn open_up(d: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+fn process(script: &str) -> TaskSpec {
+    let mut s = TaskSpec::new("", vec!["sh".into(), "-c".into(), script.into()]);
+    s.no_container = true;
+    s
+}
+
+/// Runs `s` to its end as `conn`'s user and returns its output (stdout, then stderr).
+async fn run(conn: &river_mesh::Connection, s: TaskSpec) -> (String, String) {
+    let id = submit(conn, s).await[0];
+    let t = wait_state(conn, id, &["completed", "failed", "killed", "oom"]).await;
+    let out = (logs(conn, id, false).await, logs(conn, id, true).await);
+    assert_eq!(t.state, "completed", "task {id}: {t:?} {out:?}");
+    out
+}
+
+/// A C program compiled on the node by one of the user's own process tasks.
+fn compile(c: &str, out: &str) -> String {
+    format!("printf '%s' '{c}' > \"$HOME/src.c\" && cc -o {out} \"$HOME/src.c\"")
+}
+
+#[tokio::test]
+async fn a_users_variables_never_reach_what_runs_as_root() {
+    if !ready().await {
+        return;
+    }
+    let d = tmp();
+    open_up(d.path());
+    let (host, runner, admin) = cluster(d.path(), "iso1").await;
+    let mallory = user_conn(&host, &admin, "mallory").await;
+
+    // Programs named like everything a start might look up on PATH, each noting who ran it, and
+    // a library that does the same when preloaded.
+    let plant = format!(
+        "mkdir -p \"$HOME/bin\"; for n in setpriv sh env mkdir echo id cat nice; do \
+           real=$(command -v $n) || continue; \
+           printf '#!/bin/sh\\n%s -u >> %s/ran\\nexec %s \"$@\"\\n' \"$(command -v id)\" \"$HOME\" \"$real\" > \"$HOME/bin/$n\"; \
+           chmod 755 \"$HOME/bin/$n\"; \
+         done; {}; echo \"$HOME\"",
+        compile(
+            "#include <stdio.h>\n#include <unistd.h>\n__attribute__((constructor)) static void f(void) { FILE *o = fopen(OUT, \"a\"); if (o) { fprintf(o, \"%d\\n\", (int)geteuid()); fclose(o); } }\n",
+            "\"$HOME/evil.so\" -shared -fPIC -DOUT=\"\\\"$HOME/ran\\\"\""
+        )
+    );
+    let (home, err) = run(&mallory, process(&plant)).await;
+    let home = home.trim().to_owned();
+    assert!(std::path::Path::new(&home).join("evil.so").exists(), "planted: {err}");
+
+    let mut s = process("id -u");
+    s.env = vec![
+        ("PATH".into(), format!("{home}/bin:/usr/sbin:/usr/bin:/sbin:/bin")),
+        ("LD_PRELOAD".into(), format!("{home}/evil.so")),
+    ];
+    let (uid, _) = run(&mallory, s).await;
+    assert_ne!(uid.trim(), "0", "the task itself runs as its user");
+    let ran = std::fs::read_to_string(format!("{home}/ran")).unwrap_or_default();
+    assert!(
+        !ran.lines().any(|l| l == "0"),
+        "something mallory planted ran as root: {ran:?}"
+    );
+    assert!(
+        ran.lines().any(|l| l == uid.trim()),
+        "the planted programs did run, as mallory: {ran:?}"
+    );
+    runner.shutdown().await;
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn users_cannot_read_or_signal_each_others_processes() {
+    if !ready().await {
+        return;
+    }
+    let d = tmp();
+    open_up(d.path());
+    let (host, runner, admin) = cluster(d.path(), "iso2").await;
+    let ann = user_conn(&host, &admin, "ann").await;
+    let bob = user_conn(&host, &admin, "bob").await;
+
+    let marker = format!("{}", 200_000 + rand::random::<u32>() % 100_000);
+    let secret = format!("hunter2-{marker}");
+    let mut s = process(&format!(
+        "echo notes-{marker} > \"$HOME/notes\"; echo \"$HOME\"; sleep {marker}"
+    ));
+    s.env = vec![("PASSWORD".into(), secret.clone())];
+    let victim = submit(&ann, s).await[0];
+    wait_state(&ann, victim, &["running"]).await;
+    eventually(Duration::from_secs(10), "ann's task says where it works", || async {
+        !logs(&ann, victim, false).await.trim().is_empty()
+    })
+    .await;
+    let home = logs(&ann, victim, false).await.trim().to_owned();
+
+    // The marker is spelt so that this script's own command line does not contain it.
+    let attack = format!(
+        "m=$(({marker} + 0)); for p in /proc/[0-9]*; do \
+           if tr '\\0' ' ' < $p/cmdline 2>/dev/null | grep -q \"sleep $m\"; then \
+             echo found $p; tr '\\0' '\\n' < $p/environ; kill -9 ${{p#/proc/}}; \
+           fi; \
+         done; cat {home}/notes; true"
+    );
+    let (out, err) = run(&bob, process(&attack)).await;
+    assert!(out.contains("found /proc/"), "bob saw ann's process: {out} {err}");
+    assert!(!out.contains(&secret), "bob read ann's environment: {out}");
+    assert!(!out.contains(&format!("notes-{marker}")), "bob read ann's files: {out}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        show(&ann, victim).await.state,
+        "running",
+        "bob killed ann's task: {err}"
+    );
+    let ann_uid = std::fs::metadata(&home).unwrap().uid();
+    let (bob_uid, _) = run(&bob, process("id -u")).await;
+    assert_ne!(ann_uid.to_string(), bob_uid.trim(), "a uid each");
+    assert_ne!(ann_uid, 0);
+    runner.shutdown().await;
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_setuid_binary_planted_by_a_container_gives_no_root() {
+    if !ready().await {
+        return;
+    }
+    let d = tmp();
+    open_up(d.path());
+    let (host, runner, admin) = cluster(d.path(), "iso3").await;
+    let mallory = user_conn(&host, &admin, "mallory").await;
+
+    // Compiled by mallory's process task in its scratch directory, which her containers see at
+    // /local_temp; her container (root inside, the node's root outside) makes it setuid root.
+    let program = "#include <stdio.h>\n#include <unistd.h>\nint main(void) { if (setuid(0) != 0) {} printf(\"euid=%d\\n\", (int)geteuid()); return 0; }\n";
+    let id = submit(
+        &mallory,
+        process(&format!("{} && echo \"$HOME\"", compile(program, "\"$HOME/x\""))),
+    )
+    .await[0];
+    let t = wait_state(&mallory, id, &["completed", "failed"]).await;
+    let home = logs(&mallory, id, false).await.trim().to_owned();
+    assert_eq!(t.state, "completed", "{t:?} {}", logs(&mallory, id, true).await);
+    let (out, _) = run(
+        &mallory,
+        spec(&format!(
+            "chown 0:0 /local_temp/task-{id}/x && chmod 4755 /local_temp/task-{id}/x && ls -ln /local_temp/task-{id}/x"
+        )),
+    )
+    .await;
+    assert!(
+        out.starts_with("-rwsr-xr-x"),
+        "the container made it setuid root: {out}"
+    );
+
+    let (out, _) = run(&mallory, process(&format!("{home}/x"))).await;
+    assert!(out.starts_with("euid="), "{out}");
+    assert_ne!(out.trim(), "euid=0", "a process task became root");
+    // The same person logged in to the node, outside river: the scratch is nosuid.
+    let uid = std::fs::metadata(&home).unwrap().uid().to_string();
+    let login = std::process::Command::new("setpriv")
+        .args(["--reuid", &uid, "--regid", &uid, "--clear-groups", "--"])
+        .arg(format!("{home}/x"))
+        .output()
+        .unwrap();
+    let login = String::from_utf8_lossy(&login.stdout);
+    assert!(login.starts_with("euid="), "{login}");
+    assert_ne!(login.trim(), "euid=0", "a login on the node became root");
+    runner.shutdown().await;
+    host.shutdown().await;
+}
