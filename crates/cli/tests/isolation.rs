@@ -50,9 +50,9 @@ async fn run(conn: &river_mesh::Connection, s: TaskSpec) -> (String, String) {
     out
 }
 
-/// A C program compiled on the node by one of the user's own process tasks.
-fn compile(c: &str, out: &str) -> String {
-    format!("printf '%s' '{c}' > \"$HOME/src.c\" && cc -o {out} \"$HOME/src.c\"")
+/// A C program compiled on the node, in `dir`, by one of the user's own process tasks.
+fn compile(c: &str, dir: &str, out: &str) -> String {
+    format!("printf '%s' '{c}' > {dir}/src.c && cc -o {out} {dir}/src.c")
 }
 
 #[tokio::test]
@@ -66,20 +66,22 @@ async fn a_users_variables_never_reach_what_runs_as_root() {
     let mallory = user_conn(&host, &admin, "mallory").await;
 
     // Programs named like everything a start might look up on PATH, each noting who ran it, and
-    // a library that does the same when preloaded.
+    // a library that does the same when preloaded; in /tmp, which every user may write.
+    let dir = format!("/tmp/river-iso-{}", rand::random::<u32>());
     let plant = format!(
-        "mkdir -p \"$HOME/bin\"; for n in setpriv sh env mkdir echo id cat nice; do \
+        "mkdir -p {dir}/bin; for n in setpriv sh env mkdir echo id cat nice; do \
            real=$(command -v $n) || continue; \
-           printf '#!/bin/sh\\n%s -u >> %s/ran\\nexec %s \"$@\"\\n' \"$(command -v id)\" \"$HOME\" \"$real\" > \"$HOME/bin/$n\"; \
-           chmod 755 \"$HOME/bin/$n\"; \
-         done; {}; echo \"$HOME\"",
+           printf '#!/bin/sh\\n%s -u >> {dir}/ran\\nexec %s \"$@\"\\n' \"$(command -v id)\" \"$real\" > {dir}/bin/$n; \
+           chmod 755 {dir}/bin/$n; \
+         done; chmod 777 {dir}; {}",
         compile(
             "#include <stdio.h>\n#include <unistd.h>\n__attribute__((constructor)) static void f(void) { FILE *o = fopen(OUT, \"a\"); if (o) { fprintf(o, \"%d\\n\", (int)geteuid()); fclose(o); } }\n",
-            "\"$HOME/evil.so\" -shared -fPIC -DOUT=\"\\\"$HOME/ran\\\"\""
+            &dir,
+            &format!("{dir}/evil.so -shared -fPIC -DOUT='\"{dir}/ran\"'")
         )
     );
-    let (home, err) = run(&mallory, process(&plant)).await;
-    let home = home.trim().to_owned();
+    let (_, err) = run(&mallory, process(&plant)).await;
+    let home = dir.clone();
     assert!(std::path::Path::new(&home).join("evil.so").exists(), "planted: {err}");
 
     let mut s = process("id -u");
@@ -163,14 +165,11 @@ async fn a_setuid_binary_planted_by_a_container_gives_no_root() {
     let (host, runner, admin) = cluster(d.path(), "iso3").await;
     let mallory = user_conn(&host, &admin, "mallory").await;
 
-    // Compiled by mallory's process task in its scratch directory, which her containers see at
-    // /local_temp; her container (root inside, the node's root outside) makes it setuid root.
+    // Compiled by mallory's process task in its working directory, which her containers see
+    // under /local_temp; her container (root inside, the node's root outside) makes it setuid
+    // root; her next process task runs it from its own working directory's sibling.
     let program = "#include <stdio.h>\n#include <unistd.h>\nint main(void) { if (setuid(0) != 0) {} printf(\"euid=%d\\n\", (int)geteuid()); return 0; }\n";
-    let id = submit(
-        &mallory,
-        process(&format!("{} && echo \"$HOME\"", compile(program, "\"$HOME/x\""))),
-    )
-    .await[0];
+    let id = submit(&mallory, process(&format!("{} && pwd", compile(program, ".", "x")))).await[0];
     let t = wait_state(&mallory, id, &["completed", "failed"]).await;
     let home = logs(&mallory, id, false).await.trim().to_owned();
     assert_eq!(t.state, "completed", "{t:?} {}", logs(&mallory, id, true).await);
@@ -181,12 +180,9 @@ async fn a_setuid_binary_planted_by_a_container_gives_no_root() {
         )),
     )
     .await;
-    assert!(
-        out.starts_with("-rwsr-xr-x"),
-        "the container made it setuid root: {out}"
-    );
+    assert!(out.starts_with("-rwsr-xr-x"), "the container made it setuid root: {out}");
 
-    let (out, _) = run(&mallory, process(&format!("{home}/x"))).await;
+    let (out, _) = run(&mallory, process(&format!("../task-{id}/x"))).await;
     assert!(out.starts_with("euid="), "{out}");
     assert_ne!(out.trim(), "euid=0", "a process task became root");
     // The same person logged in to the node, outside river: the scratch is nosuid.
