@@ -180,7 +180,10 @@ async fn a_setuid_binary_planted_by_a_container_gives_no_root() {
         )),
     )
     .await;
-    assert!(out.starts_with("-rwsr-xr-x"), "the container made it setuid root: {out}");
+    assert!(
+        out.starts_with("-rwsr-xr-x"),
+        "the container made it setuid root: {out}"
+    );
 
     let (out, _) = run(&mallory, process(&format!("../task-{id}/x"))).await;
     assert!(out.starts_with("euid="), "{out}");
