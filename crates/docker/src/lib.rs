@@ -78,8 +78,9 @@ pub struct ContainerSpec {
     /// Labels that let the runner find its containers again after a restart.
     pub labels: BTreeMap<String, String>,
     pub privileged: bool,
-    /// A network to attach to instead of the engine's default, with a fixed IPv4 address.
-    pub network: Option<(String, String)>,
+    /// A network to attach to instead of the engine's default, with a fixed IPv4 address or one
+    /// the engine picks.
+    pub network: Option<(String, Option<String>)>,
 }
 
 /// A bridge network the engine should have: its name, the existing Linux bridge it sits on,
@@ -228,7 +229,7 @@ impl Runtime {
                     endpoints_config: Some(HashMap::from([(
                         name.clone(),
                         bollard::models::EndpointSettings {
-                            ipam_config: Some(bollard::models::EndpointIpamConfig {
+                            ipam_config: ip.as_ref().map(|ip| bollard::models::EndpointIpamConfig {
                                 ipv4_address: Some(ip.clone()),
                                 ..Default::default()
                             }),
@@ -308,6 +309,39 @@ impl Runtime {
         };
         self.docker.create_network(req).await.map_err(docker_err)?;
         Ok(true)
+    }
+
+    /// Makes sure the engine has `name`, a bridge network whose containers cannot reach each
+    /// other (inter-container traffic off): they reach the outside through the node, and one
+    /// another only through river. An existing network of that name that lets them is an error.
+    pub async fn ensure_isolated_network(&self, name: &str) -> Result<()> {
+        const ICC: &str = "com.docker.network.bridge.enable_icc";
+        // The engine may accept two networks of one name made at once: runners sharing an
+        // engine in one process make it one at a time.
+        static MAKING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+        let _one = MAKING.lock().await;
+        match self.docker.inspect_network(name, None).await {
+            Ok(have) => {
+                let icc = have.options.as_ref().and_then(|o| o.get(ICC)).map(String::as_str);
+                return if icc == Some("false") {
+                    Ok(())
+                } else {
+                    Err(RuntimeError::Docker(format!(
+                        "network {name} lets containers reach each other; remove it (`docker network rm {name}`) and river makes it again"
+                    )))
+                };
+            }
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {}
+            Err(e) => return Err(docker_err(e)),
+        }
+        let req = bollard::models::NetworkCreateRequest {
+            name: name.to_owned(),
+            driver: Some("bridge".into()),
+            options: Some(HashMap::from([(ICC.to_owned(), "false".to_owned())])),
+            ..Default::default()
+        };
+        self.docker.create_network(req).await.map_err(docker_err)?;
+        Ok(())
     }
 
     /// Pulls an image from its registry, for nodes that can reach one.

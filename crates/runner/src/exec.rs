@@ -80,6 +80,13 @@ impl Executor {
     pub(crate) fn container_name(&self, id: u64) -> String {
         format!("river-{}-{}-task-{id}", self.cluster, self.node)
     }
+
+    /// `river-<cluster>-tasks`: the bridge network of containers that are not on the overlay,
+    /// with traffic between containers off, so one user's task never reaches another's services
+    /// directly.
+    fn isolated_network(&self) -> String {
+        format!("river-{}-tasks", self.cluster)
+    }
 }
 
 /// Why a VPS's container stopped, when a user asked for it.
@@ -513,7 +520,10 @@ impl Executor {
             ),
             // The host allowed it: the cluster permits it and the submitter is an operator.
             privileged: spec.privileged,
-            network: p.ip.as_ref().map(|ip| (crate::overlay::NETWORK.to_owned(), ip.clone())),
+            network: Some(match &p.ip {
+                Some(ip) => (crate::overlay::NETWORK.to_owned(), Some(ip.clone())),
+                None => (self.isolated_network(), None),
+            }),
         })
     }
 
@@ -526,6 +536,16 @@ impl Executor {
             Ok(c) => c,
             Err(why) => return self.report(id, TaskState::Failed, None, Some(why)),
         };
+        if placement.ip.is_none() {
+            if let Err(e) = rt.ensure_isolated_network(&self.isolated_network()).await {
+                let state = if spec.vps.is_some() {
+                    TaskState::Stopped
+                } else {
+                    TaskState::Failed
+                };
+                return self.report(id, state, None, Some(format!("node {}: {e}", self.node)));
+            }
+        }
         if let Some(ip) = &placement.ip {
             let ready = match ip.parse() {
                 Ok(ip) => self.overlay.ready_for(ip).await,
