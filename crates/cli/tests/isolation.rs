@@ -201,3 +201,48 @@ async fn a_setuid_binary_planted_by_a_container_gives_no_root() {
     runner.shutdown().await;
     host.shutdown().await;
 }
+
+#[tokio::test]
+async fn containers_of_different_users_cannot_reach_each_other() {
+    if !ready().await {
+        return;
+    }
+    let d = tmp();
+    let (host, runner, admin) = cluster(d.path(), "iso4").await;
+    let ann = user_conn(&host, &admin, "ann").await;
+    let bob = user_conn(&host, &admin, "bob").await;
+
+    let secret = format!("ann-{}", rand::random::<u32>());
+    let service = submit(
+        &ann,
+        spec(&format!(
+            "hostname -i; mkdir /tmp/www; echo {secret} > /tmp/www/index.html; httpd -f -p 8080 -h /tmp/www"
+        )),
+    )
+    .await[0];
+    wait_state(&ann, service, &["running"]).await;
+    eventually(Duration::from_secs(10), "ann's service says its address", || async {
+        !logs(&ann, service, false).await.trim().is_empty()
+    })
+    .await;
+    let ip = logs(&ann, service, false).await.trim().to_owned();
+    // The service is up: the node itself reaches it.
+    let addr: std::net::SocketAddr = format!("{ip}:8080").parse().expect("an IPv4 address");
+    eventually(Duration::from_secs(10), "ann's service answers the node", || async {
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok()
+    })
+    .await;
+
+    let (out, _) = run(
+        &bob,
+        spec(&format!(
+            "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {ip} 8080 || echo unreachable"
+        )),
+    )
+    .await;
+    assert!(!out.contains(&secret), "bob's container fetched ann's service: {out}");
+    assert!(out.contains("unreachable"), "{out}");
+    signal(&ann, service, river_proto::msg::Signal::Kill).await;
+    runner.shutdown().await;
+    host.shutdown().await;
+}
