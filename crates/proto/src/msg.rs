@@ -594,8 +594,9 @@ pub struct TaskSpec {
     /// Run the command as a process on the node (confined by a cgroup) instead of in a container.
     #[serde(default)]
     pub no_container: bool,
-    /// `overlay` (the cluster's overlay network; the default when it is on) or `bridge` (the
-    /// engine's default network, reachable only through `river forward`).
+    /// `overlay` (the cluster's overlay network; the default when it is on) or `bridge` (river's
+    /// own bridge network with traffic between containers off, reachable only through
+    /// `river forward`).
     #[serde(default)]
     pub network: Option<String>,
     /// A reservation token from `river ip reserve`; the host checks it, pins the task to the
