@@ -2,7 +2,6 @@
 //! `state_dir/tasks/ID/`, and a report to the host at each change of state.
 
 mod account;
-pub(crate) use account::running_as_root;
 mod process;
 
 use futures_util::StreamExt;
@@ -439,10 +438,7 @@ impl Executor {
     /// each of which must resolve (symlinks and `..` followed) to somewhere under those or
     /// `allowed_mounts`.
     fn mounts(&self, spec: &TaskSpec, p: &TaskPlacement) -> Result<Vec<Mount>, String> {
-        let owner = p
-            .owner
-            .as_ref()
-            .ok_or("the host did not say whose task this is; upgrade the host")?;
+        let owner = account::owner_of(p)?;
         let scratch = self.user_scratch(owner, self.ids(owner)?)?;
         let mut out = vec![Mount {
             source: scratch.clone(),

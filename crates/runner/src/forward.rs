@@ -368,10 +368,7 @@ mod tests {
     }
 
     fn isolated() -> Option<Isolated> {
-        // SAFETY: geteuid(2) has no preconditions.
-        #[allow(unsafe_code)]
-        let root = unsafe { libc::geteuid() } == 0;
-        if !root {
+        if !crate::process::running_as_root() {
             eprintln!("skipped: entering network namespaces needs root");
             return None;
         }

@@ -138,7 +138,7 @@ async fn run(cfg: RunnerConfig, mut inventory: Inventory, status: watch::Sender<
     };
     std::fs::create_dir_all(&settings.scratch)
         .map_err(|e| anyhow::anyhow!("scratch directory {}: {e}", settings.scratch.display()))?;
-    if settings.scratch.starts_with(&cfg.state_dir) && exec::running_as_root() {
+    if settings.scratch.starts_with(&cfg.state_dir) && process::running_as_root() {
         // Tasks reach their scratch through the state directory (the default place): others may
         // pass through it but list nothing, and what else it holds stays the runner's alone.
         for private in [&settings.dir, &settings.blobs, &identity_dir(&cfg)] {

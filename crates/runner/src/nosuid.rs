@@ -82,7 +82,7 @@ fn mount(args: &[&str], dir: &Path, program: &str) -> Result<(), String> {
 /// Makes each of `dirs` that exists a `nosuid,nodev` mount.
 pub(crate) fn seal(dirs: &[PathBuf]) -> Result<Sealed, String> {
     let mut sealed = Sealed::default();
-    if !crate::exec::running_as_root() {
+    if !crate::process::running_as_root() {
         return Ok(sealed);
     }
     for dir in dirs {

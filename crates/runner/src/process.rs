@@ -1,4 +1,12 @@
-//! Other processes on this machine, by pid: fields of `/proc/PID/stat`, and signals.
+//! Processes on this machine: whether this one is root, fields of `/proc/PID/stat` of others, and
+//! signals.
+
+use std::os::unix::fs::MetadataExt as _;
+
+/// Whether this process runs as root (and may so run tasks as other users, make cgroups, mount).
+pub(crate) fn running_as_root() -> bool {
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
 
 /// Field `n` of `/proc/PID/stat`, counted from 1 as proc(5) does; from field 3 on (those after
 /// the command).

@@ -6,8 +6,8 @@
 //! `/proc/PID/environ`, signal their processes or write their files.
 
 use super::Executor;
-use river_proto::msg::TaskOwner;
-use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+use river_proto::msg::{TaskOwner, TaskPlacement};
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
 /// The uids of ordinary accounts (Debian's `UID_MIN`..=`UID_MAX`): a river user named `root`,
@@ -29,6 +29,13 @@ fn account(passwd: &str, user: &str) -> Option<Ids> {
     })
 }
 
+/// Whose task a placement is for; every placement from a host of this version says.
+pub(crate) fn owner_of(p: &TaskPlacement) -> Result<&TaskOwner, String> {
+    p.owner
+        .as_ref()
+        .ok_or_else(|| "the host did not say whose task this is; upgrade the host".to_owned())
+}
+
 /// The ids `owner`'s tasks run as, given the node's `/etc/passwd` and the runner's base.
 pub(crate) fn ids_of(passwd: &str, owner: &TaskOwner, base: u32) -> Result<Ids, String> {
     if let Some(ids) = account(passwd, &owner.name) {
@@ -41,15 +48,11 @@ pub(crate) fn ids_of(passwd: &str, owner: &TaskOwner, base: u32) -> Result<Ids, 
     Ok((uid, uid))
 }
 
-pub(crate) fn running_as_root() -> bool {
-    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
-}
-
 impl Executor {
     /// The ids `owner`'s unprivileged work runs as on this node; `None` when the runner itself is
     /// not root (then everything runs as the runner's user).
     pub(super) fn ids(&self, owner: &TaskOwner) -> Result<Option<Ids>, String> {
-        if !running_as_root() {
+        if !crate::process::running_as_root() {
             return Ok(None);
         }
         let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();

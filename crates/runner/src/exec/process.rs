@@ -10,7 +10,7 @@
 //! command, then records its exit code in `exit_code` next to the output. A runner that restarts
 //! finds the task by its cgroup, waits for the cgroup to empty, and still learns how it ended.
 
-use super::account::Ids;
+use super::account::{self, Ids};
 use super::Executor;
 use crate::cgroup::Cgroup;
 use river_proto::msg::{Signal, TaskPlacement, TaskReport, TaskSpec};
@@ -73,7 +73,8 @@ fn confine(cmd: &mut tokio::process::Command, procs: Vec<std::fs::File>, exit: s
     }
 }
 
-/// The exit code a shim recorded. The file is the task user's: read no more than a number needs.
+/// The exit code a shim recorded. The shim runs as the task's user, who may write anything on its
+/// descriptor: read no more than a number needs.
 fn recorded_exit(path: &Path) -> Option<i64> {
     let mut text = String::new();
     std::fs::File::open(path)
@@ -115,10 +116,7 @@ impl Executor {
         spec: &TaskSpec,
         p: &TaskPlacement,
     ) -> Result<tokio::process::Child, String> {
-        let owner = p
-            .owner
-            .as_ref()
-            .ok_or("the host did not say whose task this is; upgrade the host")?;
+        let owner = account::owner_of(p)?;
         // Privileged tasks (operators, where the host allows them) keep root.
         let ids = self.ids(owner)?;
         let user = ids.filter(|_| !spec.privileged);
