@@ -16,16 +16,7 @@ use std::os::unix::fs::MetadataExt as _;
 use std::time::Duration;
 
 async fn ready() -> bool {
-    let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
-    if !root {
-        assert!(
-            std::env::var_os("RIVER_REQUIRE_DOCKER").is_none(),
-            "these tests need root"
-        );
-        eprintln!("skipped: process tasks change uid only under a root runner");
-        return false;
-    }
-    docker_ready().await
+    root("process tasks change uid only under a root runner") && docker_ready().await
 }
 
 /// Lets tasks' users reach the runners' scratch directories, as under `/var/lib` (a temporary

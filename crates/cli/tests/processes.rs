@@ -11,19 +11,10 @@ mod harness;
 use docker::*;
 use harness::*;
 use river_proto::msg::{Request, Response, Signal, TaskSpec};
-use std::os::unix::fs::MetadataExt as _;
 use std::time::Duration;
 
 fn root() -> bool {
-    let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
-    if !root {
-        assert!(
-            std::env::var_os("RIVER_REQUIRE_DOCKER").is_none(),
-            "these tests need root"
-        );
-        eprintln!("skipped: cgroups need root");
-    }
-    root
+    docker::root("cgroups need root")
 }
 
 fn process(script: &str) -> TaskSpec {

@@ -22,6 +22,21 @@ pub async fn docker_ready() -> bool {
     false
 }
 
+/// Whether this test runs as root, which `why` needs; without it the test says it is skipped, and
+/// under `RIVER_REQUIRE_DOCKER=1` (the README's test command, as root) it fails instead.
+pub fn root(why: &str) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+    if !root {
+        assert!(
+            std::env::var_os("RIVER_REQUIRE_DOCKER").is_none(),
+            "this test needs root: {why}"
+        );
+        eprintln!("skipped: {why}");
+    }
+    root
+}
+
 pub fn spec(script: &str) -> TaskSpec {
     TaskSpec::new(IMAGE, vec!["sh".into(), "-c".into(), script.into()])
 }
