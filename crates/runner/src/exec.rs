@@ -80,11 +80,13 @@ impl Executor {
         format!("river-{}-{}-task-{id}", self.cluster, self.node)
     }
 
-    /// `river-<cluster>-tasks`: the bridge network of containers that are not on the overlay,
-    /// with traffic between containers off, so one user's task never reaches another's services
-    /// directly.
+    /// `river-tasks`: the bridge network of containers that are not on the overlay, with traffic
+    /// between containers off, so one user's task never reaches another's services directly. One
+    /// per engine, whatever clusters share it: with that traffic off, sharing it lets no container
+    /// reach another, and a network per cluster would be left behind on the engine by each one
+    /// (its address pools run out after about thirty).
     fn isolated_network(&self) -> String {
-        format!("river-{}-tasks", self.cluster)
+        "river-tasks".to_owned()
     }
 }
 
