@@ -2,6 +2,7 @@
 //! `state_dir/tasks/ID/`, and a report to the host at each change of state.
 
 mod account;
+mod pin;
 mod process;
 
 use futures_util::StreamExt;
@@ -437,9 +438,9 @@ impl Executor {
     }
 
     /// The task's mounts: `/shared` and its owner's `/local_temp`, then the ones it asked for,
-    /// each of which must resolve (symlinks and `..` followed) to somewhere under those or
-    /// `allowed_mounts`.
-    fn mounts(&self, spec: &TaskSpec, p: &TaskPlacement) -> Result<Vec<Mount>, String> {
+    /// each resolved beneath one of those or `allowed_mounts` without following a link, and
+    /// pinned (`pin`) until the container has started.
+    fn mounts(&self, id: u64, spec: &TaskSpec, p: &TaskPlacement) -> Result<(Vec<Mount>, pin::Pins), String> {
         let owner = account::owner_of(p)?;
         let scratch = self.user_scratch(owner, self.ids(owner)?)?;
         let mut out = vec![Mount {
@@ -454,32 +455,33 @@ impl Executor {
                 read_only: false,
             });
         }
+        // Each root as configured and as it resolves, so a source may name either.
         let roots: Vec<PathBuf> = self
             .shared
             .iter()
             .chain(std::iter::once(&scratch))
             .chain(&self.allowed_mounts)
-            .filter_map(|r| std::fs::canonicalize(r).ok())
+            .flat_map(|r| [Some(r.clone()), std::fs::canonicalize(r).ok()])
+            .flatten()
+            .filter(|r| r.is_absolute())
             .collect();
-        for m in &spec.mounts {
-            let source = std::fs::canonicalize(&m.source)
-                .map_err(|e| format!("mount source {} on node {}: {e}", m.source, self.node))?;
-            if !roots.iter().any(|r| source.starts_with(r)) {
-                return Err(format!(
-                    "mount source {} is not under a directory tasks may mount on node {} (its shared_dir, scratch_dir or allowed_mounts)",
-                    m.source, self.node
-                ));
-            }
+        let mut pins = pin::Pins::default();
+        let dir = self.dir.join(id.to_string()).join("mounts");
+        for (n, m) in spec.mounts.iter().enumerate() {
+            let source = pins
+                .pin(&m.source, &roots, &dir.join(n.to_string()))
+                .map_err(|e| format!("{e} (node {})", self.node))?;
             out.push(Mount {
                 source,
                 target: m.target.clone(),
                 read_only: m.read_only,
             });
         }
-        Ok(out)
+        Ok((out, pins))
     }
 
-    fn container(&self, id: u64, spec: &TaskSpec, p: &TaskPlacement) -> Result<ContainerSpec, String> {
+    /// The container to create, and the pinned mount sources it needs until it has started.
+    fn container(&self, id: u64, spec: &TaskSpec, p: &TaskPlacement) -> Result<(ContainerSpec, pin::Pins), String> {
         let mut env: Vec<String> = vec![
             format!("RIVER_TASK_ID={id}"),
             format!("RIVER_NODE={}", self.node),
@@ -487,7 +489,8 @@ impl Executor {
             format!("RIVER_GPUS={}", cpuset(&p.gpus)),
         ];
         env.extend(spec.env.iter().map(|(k, v)| format!("{k}={v}")));
-        Ok(ContainerSpec {
+        let (mounts, pins) = self.mounts(id, spec, p)?;
+        let c = ContainerSpec {
             name: self.container_name(id),
             image: spec.image.clone(),
             command: spec.command.clone(),
@@ -501,7 +504,7 @@ impl Executor {
             } else {
                 p.gpus.iter().map(u32::to_string).collect()
             },
-            mounts: self.mounts(spec, p)?,
+            mounts,
             labels: BTreeMap::from_iter(
                 [
                     ("river.task".to_owned(), id.to_string()),
@@ -522,7 +525,8 @@ impl Executor {
                 Some(ip) => (crate::overlay::NETWORK.to_owned(), Some(ip.clone())),
                 None => (self.isolated_network(), None),
             }),
-        })
+        };
+        Ok((c, pins))
     }
 
     async fn run(self: Arc<Self>, id: u64, spec: TaskSpec, placement: TaskPlacement) {
@@ -530,7 +534,7 @@ impl Executor {
             Ok(rt) => rt,
             Err(e) => return self.report(id, TaskState::Failed, None, Some(format!("node {}: {e}", self.node))),
         };
-        let mut cspec = match self.container(id, &spec, &placement) {
+        let (mut cspec, pins) = match self.container(id, &spec, &placement) {
             Ok(c) => c,
             Err(why) => return self.report(id, TaskState::Failed, None, Some(why)),
         };
@@ -557,6 +561,7 @@ impl Executor {
         if vps {
             match self.restart_vps(rt, &cspec).await {
                 Ok(Some(cid)) => {
+                    drop(pins);
                     self.report(id, TaskState::Running, None, None);
                     return self.watch(id, cid, Some(placement.memory_bytes), true).await;
                 }
@@ -596,6 +601,8 @@ impl Executor {
             Ok::<String, river_docker::RuntimeError>(cid)
         }
         .await;
+        // The container holds its own copy of its mounts now (or will never start).
+        drop(pins);
         let cid = match started {
             Ok(cid) => cid,
             Err(e) => {
