@@ -237,3 +237,70 @@ async fn containers_of_different_users_cannot_reach_each_other() {
     runner.shutdown().await;
     host.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_mount_source_swapped_for_a_link_never_mounts_the_node() {
+    if !ready().await {
+        return;
+    }
+    let d = tmp();
+    open_up(d.path());
+    let (host, runner, admin) = cluster(d.path(), "iso5").await;
+    let mallory = user_conn(&host, &admin, "mallory").await;
+
+    // Mallory's process task swaps a directory and a link to the node's / in her scratch
+    // directory, atomically and without end, while her containers ask to mount the directory.
+    let swap = "#define _GNU_SOURCE\n#include <stdio.h>\n#include <fcntl.h>\nint main(void) { for (;;) renameat2(AT_FDCWD, \"d\", AT_FDCWD, \"l\", RENAME_EXCHANGE); }\n";
+    let swapper = submit(
+        &mallory,
+        process(&format!(
+            "{} && mkdir d && touch d/mine && ln -s / l && pwd && exec ./swap",
+            compile(swap, ".", "swap")
+        )),
+    )
+    .await[0];
+    eventually(
+        Duration::from_secs(60),
+        "the swapping task says where it works",
+        || async { !logs(&mallory, swapper, false).await.trim().is_empty() },
+    )
+    .await;
+    let work = logs(&mallory, swapper, false).await.trim().to_owned();
+    assert_eq!(show(&mallory, swapper).await.state, "running");
+
+    let tries: Vec<u64> = {
+        let mut ids = Vec::new();
+        for _ in 0..30 {
+            let s = TaskSpec {
+                mounts: vec![river_proto::msg::MountSpec {
+                    source: format!("{work}/d"),
+                    target: "/x".into(),
+                    read_only: true,
+                }],
+                ..spec("ls /x")
+            };
+            ids.push(submit(&mallory, s).await[0]);
+        }
+        ids
+    };
+    let (mut mounted, mut node, mut refused) = (0, Vec::new(), Vec::new());
+    for id in tries {
+        let t = wait_state(&mallory, id, &["completed", "failed"]).await;
+        let out = logs(&mallory, id, false).await;
+        if out.lines().any(|l| l == "etc" || l == "proc") {
+            node.push(id);
+        } else if t.state == "completed" && out.trim() == "mine" {
+            mounted += 1;
+        } else {
+            refused.push((id, t.message.unwrap_or_default(), out));
+        }
+    }
+    assert!(node.is_empty(), "tasks {node:?} mounted the node's root filesystem");
+    assert!(mounted > 0, "no try mounted the directory itself");
+    for (id, why, out) in refused {
+        assert!(why.contains("symbolic link"), "task {id} failed otherwise: {why} {out}");
+    }
+    signal(&mallory, swapper, river_proto::msg::Signal::Kill).await;
+    runner.shutdown().await;
+    host.shutdown().await;
+}
