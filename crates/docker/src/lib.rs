@@ -501,6 +501,16 @@ impl Runtime {
             .collect())
     }
 
+    /// The labels of `image`'s configuration; none when there is no such image.
+    pub async fn image_labels(&self, image: &str) -> Result<HashMap<String, String>> {
+        Ok(self
+            .inspect_image(image)
+            .await?
+            .and_then(|i| i.config)
+            .and_then(|c| c.labels)
+            .unwrap_or_default())
+    }
+
     /// The image's id (`sha256:…`), or `None` if the engine does not have it.
     pub async fn image_id(&self, image: &str) -> Result<Option<String>> {
         Ok(self.inspect_image(image).await?.and_then(|i| i.id))

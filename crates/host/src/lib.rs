@@ -89,9 +89,16 @@ impl Ctx {
                 n
             }
         };
+        // Read at every start: a role may change.
+        let operator = self
+            .store
+            .user(name)
+            .await?
+            .is_some_and(|u| u.role >= river_proto::msg::Role::Operator);
         Ok(TaskOwner {
             name: name.to_owned(),
             number,
+            operator,
         })
     }
 

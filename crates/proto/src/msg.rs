@@ -712,6 +712,9 @@ pub struct TaskOwner {
     /// A number the host gave this user once and never gives anyone else: where the node has no
     /// account of the same name, the user's process tasks run as a uid made from it.
     pub number: u32,
+    /// An operator (or admin): may run images made from other users' containers (their VPSs'
+    /// snapshots), which everyone else is refused.
+    pub operator: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -100,6 +100,9 @@ enum VpsEnd {
     Discard,
 }
 
+/// The label naming whose VPS a container is, and so whose an image committed from it is.
+const OWNER: &str = "river.owner";
+
 /// The container label holding the generation of the VPS's disk it was made for.
 const VPS_GENERATION: &str = "river.vps.generation";
 
@@ -516,6 +519,11 @@ impl Executor {
                     [
                         ("river.vps".to_owned(), "1".to_owned()),
                         (VPS_GENERATION.to_owned(), v.generation.to_string()),
+                        // Carried into every image committed from it: its snapshots are theirs.
+                        (
+                            OWNER.to_owned(),
+                            account::owner_of(p).map(|o| o.name.clone()).unwrap_or_default(),
+                        ),
                     ]
                 })),
             ),
@@ -594,6 +602,10 @@ impl Executor {
             // By id: a tag of the same name on a shared engine can never stand in for it.
             cspec.image = a.image_id.clone();
         }
+        if let Err(why) = self.may_run(rt, &cspec.image, &placement).await {
+            let state = if vps { TaskState::Stopped } else { TaskState::Failed };
+            return self.report(id, state, None, Some(why));
+        }
         let _ = rt.remove(&cspec.name).await;
         let started = async {
             let cid = rt.create(&cspec).await?;
@@ -617,6 +629,21 @@ impl Executor {
         };
         self.report(id, TaskState::Running, None, None);
         self.watch(id, cid, Some(placement.memory_bytes), vps).await;
+    }
+
+    /// Whether the task's owner may run `image`: one made from a user's VPS (a snapshot, or
+    /// anything built on one) is that user's, and operators'. Judged by the image the engine
+    /// has, whatever name or id the task gave for it.
+    async fn may_run(&self, rt: &Runtime, image: &str, p: &TaskPlacement) -> Result<(), String> {
+        let owner = account::owner_of(p)?;
+        // An image the engine lacks is pulled from a registry by the create that follows.
+        let labels = rt.image_labels(image).await.unwrap_or_default();
+        match labels.get(OWNER) {
+            Some(of) if *of != owner.name && !owner.operator => Err(format!(
+                "image {image} was made from another user's VPS; only they (and operators) may run it"
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Starts a VPS's existing container again with its new cores and memory (its files as they

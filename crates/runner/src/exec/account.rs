@@ -106,6 +106,7 @@ mod tests {
         TaskOwner {
             name: name.into(),
             number,
+            operator: false,
         }
     }
 
