@@ -208,12 +208,12 @@ async fn act(ctx: &Ctx, caller: &Caller, req: Request) -> anyhow::Result<Respons
                     node.as_ref()
                         .is_none_or(|n| t.placement.as_ref().is_some_and(|p| &p.node == n))
                 })
-                .map(|t| crate::tasks::view(ctx, t))
+                .map(|t| crate::tasks::view(ctx, caller, t))
                 .collect();
             Response::Tasks(tasks)
         }
         Request::TaskShow { id } => match ctx.store.task(id).await? {
-            Some(t) => Response::Task(Box::new(crate::tasks::view(ctx, t))),
+            Some(t) => Response::Task(Box::new(crate::tasks::view(ctx, caller, t))),
             None => err(
                 ErrorKind::NotFound,
                 format!("no task {id}; `river task list` shows the tasks"),

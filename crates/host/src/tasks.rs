@@ -75,10 +75,16 @@ pub(crate) fn ask(spec: &TaskSpec, target: Option<&str>) -> Result<Ask, String> 
     })
 }
 
-pub(crate) fn view(ctx: &Ctx, t: TaskRecord) -> TaskView {
+/// `t` as `caller` may see it: a VPS's image (its owner's snapshot, once restored or moved) is
+/// left out for those who may not touch it, who could otherwise ask to run it.
+pub(crate) fn view(ctx: &Ctx, caller: &Caller, mut t: TaskRecord) -> TaskView {
     let fetch = (state_of(&t) == TaskState::Assigned)
         .then(|| ctx.fetching(t.id))
         .flatten();
+    if t.spec.vps.is_some() && !may_touch(caller, &t) {
+        t.spec.archive = None;
+        t.spec.image = String::new();
+    }
     TaskView {
         fetch,
         id: t.id,

@@ -349,7 +349,7 @@ pub(crate) async fn keys(
     ctx.store
         .event(now_ms(), &caller.actor(), "vps.keys", &id.to_string())
         .await?;
-    Ok(Response::Task(Box::new(crate::tasks::view(ctx, t))))
+    Ok(Response::Task(Box::new(crate::tasks::view(ctx, caller, t))))
 }
 
 /// The image a snapshot is committed to on its node (untagged there once the host has it).
