@@ -304,3 +304,92 @@ async fn a_mount_source_swapped_for_a_link_never_mounts_the_node() {
     runner.shutdown().await;
     host.shutdown().await;
 }
+
+#[tokio::test]
+async fn another_users_vps_snapshot_cannot_be_run_by_its_image() {
+    if !ready().await {
+        return;
+    }
+    use river_proto::msg::{Request, Response};
+    let d = tmp();
+    let (host, runner, admin) = cluster(d.path(), "iso6").await;
+    let ann = user_conn(&host, &admin, "ann").await;
+    let bob = user_conn(&host, &admin, "bob").await;
+
+    // Ann's VPS holds a secret; she snapshots it, then restores it, so the snapshot's image is
+    // on the node (her VPS's container runs it).
+    let mut vps = TaskSpec::new(IMAGE, Vec::new());
+    vps.vps = Some(river_proto::msg::VpsSpec {
+        ssh_keys: vec!["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPApQ0j57M7iGP/Usn4Gpx9FDHOqJCvgdjD3+Zj7Rpga ann".into()],
+        image_sshd: false,
+        generation: 0,
+    });
+    let id = submit(&ann, vps).await[0];
+    let t = wait_state(&ann, id, &["running"]).await;
+    let ca8 = match call(&admin, Request::Status).await {
+        Response::Status(s) => s.ca_fingerprint[..8].to_owned(),
+        other => panic!("status: {other:?}"),
+    };
+    let container = format!("river-{ca8}-{}-task-{id}", t.placement.unwrap().node);
+    let secret = format!("ann-secret-{}", rand::random::<u32>());
+    let o = std::process::Command::new("docker")
+        .args(["exec", &container, "sh", "-c", &format!("echo {secret} > /root/secret")])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let snapshot = match call(&ann, Request::VpsSnapshot { id, message: None }).await {
+        Response::Snapshot(s) => *s,
+        other => panic!("snapshot: {other:?}"),
+    };
+    signal(&ann, id, river_proto::msg::Signal::Stop).await;
+    wait_state(&ann, id, &["stopped"]).await;
+    match call(&ann, Request::VpsRestore { id, seq: snapshot.seq }).await {
+        Response::Done { .. } => {}
+        other => panic!("restore: {other:?}"),
+    }
+    wait_state(&ann, id, &["running"]).await;
+
+    // Bob is not shown the image of Ann's VPS…
+    let seen = show(&bob, id).await;
+    assert!(
+        seen.spec.archive.is_none() && seen.spec.image.is_empty(),
+        "bob sees ann's VPS image: {:?}",
+        seen.spec
+    );
+    // …and, knowing its id all the same, may not run it.
+    let image = snapshot.archive.image_id.clone();
+    let steal = submit(
+        &bob,
+        TaskSpec {
+            image: image.clone(),
+            ..spec("cat /root/secret")
+        },
+    )
+    .await[0];
+    let t = wait_state(&bob, steal, &["completed", "failed"]).await;
+    let out = logs(&bob, steal, false).await;
+    assert!(!out.contains(&secret), "bob read ann's VPS disk: {out}");
+    assert_eq!(t.state, "failed", "{t:?}");
+    assert!(
+        t.message.unwrap_or_default().contains("another user's VPS"),
+        "the refusal says why"
+    );
+    // Ann herself, and operators, still may.
+    for (who, conn) in [("ann", &ann), ("the admin", &admin)] {
+        let (out, _) = run(
+            conn,
+            TaskSpec {
+                image: image.clone(),
+                ..spec("cat /root/secret")
+            },
+        )
+        .await;
+        assert_eq!(out.trim(), secret, "{who} runs the snapshot");
+    }
+    match call(&ann, Request::VpsRemove { id }).await {
+        Response::Done { .. } => {}
+        other => panic!("remove: {other:?}"),
+    }
+    runner.shutdown().await;
+    host.shutdown().await;
+}
