@@ -9,13 +9,18 @@
 //! takes on the login user's file-system uid and gid (from the container's `/etc/passwd`), so a
 //! non-root user's files are theirs and root's files are out of their reach.
 //!
+//! The thread is the runner's, though, not bound by the container's device rules: it opens
+//! only regular files and directories, never a device node the container's root made (`open`).
+//!
 //! The thread speaks the protocol over one end of a Unix socket pair with plain blocking I/O;
 //! the SSH side relays the other end.
 
+mod open;
+
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{FileExt as _, MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _};
+use std::os::unix::fs::{FileExt as _, MetadataExt as _, PermissionsExt as _};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
@@ -85,8 +90,8 @@ pub(crate) fn start(pid: i64, user: Option<String>) -> io::Result<tokio::net::Un
     std::thread::Builder::new().name(format!("sftp-{pid}")).spawn(move || {
         let mut io = theirs;
         match enter(pid, user.as_deref().unwrap_or("root")) {
-            Ok(home) => {
-                if let Err(e) = serve(&mut io, &home) {
+            Ok((home, opener)) => {
+                if let Err(e) = serve(&mut io, &home, opener) {
                     tracing::debug!(pid, "sftp session ended: {e}");
                 }
             }
@@ -104,10 +109,12 @@ fn last_error(what: &str) -> io::Error {
 }
 
 /// Moves this thread into the container's files as `user`; returns the user's home directory,
-/// where relative paths start.
+/// where relative paths start, and how the thread opens files there.
 #[allow(unsafe_code)]
-fn enter(pid: i64, user: &str) -> io::Result<PathBuf> {
+fn enter(pid: i64, user: &str) -> io::Result<(PathBuf, open::Opener)> {
     let ns = File::open(format!("/proc/{pid}/ns/mnt"))?;
+    // The node's /proc, while this thread still sees it.
+    let opener = open::Opener::new()?;
     // SAFETY: unshare(2) and setns(2) on this thread only (CLONE_FS gives it its own root and
     // working directory first, which setns into a mount namespace requires); the fd is open.
     unsafe {
@@ -142,7 +149,7 @@ fn enter(pid: i64, user: &str) -> io::Result<PathBuf> {
     }
     let home = if home.is_dir() { home } else { PathBuf::from("/") };
     std::env::set_current_dir(&home)?;
-    Ok(home)
+    Ok((home, opener))
 }
 
 /// `user`'s uid, gid and home directory in a passwd file.
@@ -310,9 +317,13 @@ fn long_name(name: &str, m: &std::fs::Metadata) -> String {
     )
 }
 
-fn set_attrs(path: &Path, a: &Attrs) -> io::Result<()> {
+fn set_attrs(opener: &open::Opener, path: &Path, a: &Attrs) -> io::Result<()> {
     if let Some(size) = a.size {
-        OpenOptions::new().write(true).open(path)?.set_len(size)?;
+        let write = open::Want {
+            write: true,
+            ..Default::default()
+        };
+        opener.open(path, write)?.set_len(size)?;
     }
     if let Some(mode) = a.mode {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o7777))?;
@@ -324,7 +335,11 @@ fn set_attrs(path: &Path, a: &Attrs) -> io::Result<()> {
         let t = |s: u32| std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::from(s));
         let times = std::fs::FileTimes::new().set_accessed(t(atime)).set_modified(t(mtime));
         // Opening for writing would fail on a read-only file whose times `scp -p` sets.
-        File::open(path)?.set_times(times)?;
+        let read = open::Want {
+            read: true,
+            ..Default::default()
+        };
+        opener.open(path, read)?.set_times(times)?;
     }
     Ok(())
 }
@@ -346,19 +361,21 @@ fn set_file_attrs(f: &File, a: &Attrs) -> io::Result<()> {
     Ok(())
 }
 
-/// A session's state: its handles and where relative paths start.
+/// A session's state: its handles, where relative paths start, how it opens files.
 struct Server {
     handles: HashMap<u32, Handle>,
     next: u32,
     home: PathBuf,
+    opener: open::Opener,
 }
 
 /// Serves SFTP on `io` until the client closes it. An error is the reason the session ended.
-pub(crate) fn serve<S: Read + Write>(io: &mut S, home: &Path) -> io::Result<()> {
+pub(crate) fn serve<S: Read + Write>(io: &mut S, home: &Path, opener: open::Opener) -> io::Result<()> {
     let mut server = Server {
         handles: HashMap::new(),
         next: 0,
         home: home.to_owned(),
+        opener,
     };
     let mut len = [0u8; 4];
     loop {
@@ -437,18 +454,16 @@ impl Server {
         Some(match kind {
             OPEN => {
                 let (path, flags, attrs) = (f.path()?, f.u32()?, f.attrs()?);
-                let mut o = OpenOptions::new();
-                o.read(flags & OPEN_READ != 0)
-                    .write(flags & OPEN_WRITE != 0)
-                    .append(flags & OPEN_APPEND != 0)
-                    .truncate(flags & OPEN_TRUNC != 0)
-                    .mode(attrs.mode.unwrap_or(0o666) & 0o7777);
-                if flags & OPEN_EXCL != 0 {
-                    o.create_new(true);
-                } else if flags & OPEN_CREAT != 0 {
-                    o.create(true);
-                }
-                match o.open(&path) {
+                let want = open::Want {
+                    read: flags & OPEN_READ != 0,
+                    write: flags & OPEN_WRITE != 0,
+                    append: flags & OPEN_APPEND != 0,
+                    truncate: flags & OPEN_TRUNC != 0,
+                    create: flags & OPEN_CREAT != 0,
+                    create_new: flags & OPEN_EXCL != 0,
+                    mode: attrs.mode.unwrap_or(0o666) & 0o7777,
+                };
+                match self.opener.open(&path, want) {
                     Ok(file) => self.add(id, Handle::File(file)),
                     Err(e) => Reply::error(id, &e),
                 }
@@ -511,7 +526,7 @@ impl Server {
             }
             SETSTAT => {
                 let (path, attrs) = (f.path()?, f.attrs()?);
-                done(set_attrs(&path, &attrs))
+                done(set_attrs(&self.opener, &path, &attrs))
             }
             FSETSTAT => {
                 let (h, attrs) = (Self::handle_of(f)?, f.attrs()?);
@@ -653,6 +668,7 @@ mod tests {
             handles: HashMap::new(),
             next: 0,
             home: home.to_owned(),
+            opener: open::Opener::new().unwrap(),
         };
         requests
             .iter()
@@ -681,6 +697,7 @@ mod tests {
             handles: HashMap::new(),
             next: 0,
             home: d.path().to_owned(),
+            opener: open::Opener::new().unwrap(),
         };
         let opened = server.handle(&request(OPEN, 1, &open)[4..]);
         assert_eq!(opened[4], HANDLE);
@@ -750,7 +767,7 @@ mod tests {
             }
         }
         let mut both = Both(io, Vec::new());
-        assert!(serve(&mut both, d.path()).is_err());
+        assert!(serve(&mut both, d.path(), open::Opener::new().unwrap()).is_err());
         assert!(both.1.is_empty());
     }
 
@@ -764,6 +781,7 @@ mod tests {
             handles: HashMap::new(),
             next: 0,
             home: d.path().to_owned(),
+            opener: open::Opener::new().unwrap(),
         };
         let opened = server.handle(&request(OPENDIR, 1, &s(d.path().to_str().unwrap().as_bytes()))[4..]);
         assert_eq!(opened[4], HANDLE);
