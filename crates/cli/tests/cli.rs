@@ -1358,3 +1358,157 @@ fn vps_files_by_scp_and_sftp_and_plain_ssh_through_the_gateway() {
     let o = openssh("ssh", &conf, &["-J", &jump, &target, "true"]);
     assert_eq!(o.status.code(), Some(255), "{:?}", text(&o));
 }
+
+/// A loop device over a file, detached when dropped: a disk of the node's that tests may read.
+struct LoopDisk(String);
+
+impl Drop for LoopDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.0]).output();
+    }
+}
+
+#[test]
+fn vps_sftp_opens_no_device_the_container_may_not() {
+    if !docker_image_ready() {
+        return;
+    }
+    let (d, cfg, _state, listen, _guard) = cluster(&[]);
+    // The node's disk, as far as this test goes: a loop device holding a marker.
+    let marker = format!("node-disk-{}", rand::random::<u32>());
+    let mut bytes = marker.clone().into_bytes();
+    bytes.resize(1 << 20, 0);
+    let image = d.path().join("disk.img");
+    std::fs::write(&image, &bytes).unwrap();
+    let o = Command::new("losetup")
+        .args(["-f", "--show"])
+        .arg(&image)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "losetup: {:?}", text(&o));
+    let disk = LoopDisk(text(&o).0.trim().to_owned());
+    let o = Command::new("stat").args(["-c", "%t %T", &disk.0]).output().unwrap();
+    let numbers: Vec<u32> = text(&o)
+        .0
+        .split_whitespace()
+        .map(|h| u32::from_str_radix(h, 16).unwrap())
+        .collect();
+    let (major, minor) = (numbers[0], numbers[1]);
+
+    // A plain user with a VPS.
+    let o = river(&cfg, &["user", "invite", "mal", "--role", "user", "--ttl", "10m"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let mal = d.path().join("mal").join("cfg");
+    let o = river(&mal, &["login", &listen, "--token", text(&o).0.trim()]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let key = d.path().join("mal_key");
+    keygen(&key, "mal");
+    let key_pub = key.with_extension("pub");
+    let o = river(
+        &mal,
+        &[
+            "vps",
+            "create",
+            "--image",
+            "river-test/busybox:1",
+            "--ssh-key",
+            key_pub.to_str().unwrap(),
+            "--wait",
+        ],
+    );
+    assert!(o.status.success(), "{:?}", text(&o));
+    let id = text(&o).0.trim().to_owned();
+
+    // Root in the VPS may make the device node, but the container may not read it…
+    let o = vps_ssh(
+        &mal,
+        &id,
+        &key,
+        &[&format!(
+            "mknod /root/disk b {major} {minor} && echo made; head -c 64 /root/disk || echo refused-inside"
+        )],
+    );
+    let (out, err) = text(&o);
+    assert!(out.contains("made") && out.contains("refused-inside"), "{out} {err}");
+    assert!(!out.contains(&marker), "the container itself read the disk: {out}");
+    // …and neither may the SFTP server the runner serves the VPS with. (OpenSSH's `sftp` would
+    // not ask it to: it downloads only what stat calls a regular file. A client that asks.)
+    let conf = ssh_config_file(&mal, &key);
+    let answer = sftp_read(&conf, &format!("river-{id}"), "/root/disk");
+    assert!(
+        !String::from_utf8_lossy(&answer).contains(&marker),
+        "SFTP read the node's disk through a device node"
+    );
+    assert!(
+        String::from_utf8_lossy(&answer).contains("not a regular file"),
+        "the server says why: {}",
+        String::from_utf8_lossy(&answer)
+    );
+    // A regular file still reads.
+    let o = vps_ssh(&mal, &id, &key, &[&format!("echo {marker}-file > /root/plain")]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let answer = sftp_read(&conf, &format!("river-{id}"), "/root/plain");
+    assert!(String::from_utf8_lossy(&answer).contains(&format!("{marker}-file")));
+}
+
+/// Speaks SFTP itself over `ssh -s HOST sftp`: INIT, OPEN `path` to read, READ 64 bytes from
+/// it. Returns the body of the last answer (the data, or a status with its message). Bounded by
+/// [`COMMAND_LIMIT`].
+fn sftp_read(config: &Path, host: &str, path: &str) -> Vec<u8> {
+    use std::io::Write as _;
+    let packet = |body: &[u8]| {
+        let mut p = u32::try_from(body.len()).unwrap().to_be_bytes().to_vec();
+        p.extend_from_slice(body);
+        p
+    };
+    let string = |b: &[u8]| {
+        let mut v = u32::try_from(b.len()).unwrap().to_be_bytes().to_vec();
+        v.extend_from_slice(b);
+        v
+    };
+    let mut child = Command::new("ssh")
+        .arg("-F")
+        .arg(config)
+        .args(["-s", host, "sftp"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (mut input, mut output) = (child.stdin.take().unwrap(), child.stdout.take().unwrap());
+    let (tx, rx) = mpsc::channel();
+    let path = path.to_owned();
+    std::thread::spawn(move || {
+        let mut answer = || -> std::io::Result<(u8, Vec<u8>)> {
+            let mut len = [0u8; 4];
+            output.read_exact(&mut len)?;
+            let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+            output.read_exact(&mut body)?;
+            Ok((body[0], body[1..].to_vec()))
+        };
+        let mut exchange = || -> std::io::Result<Vec<u8>> {
+            input.write_all(&packet(&[1, 0, 0, 0, 3]))?; // INIT, version 3
+            answer()?;
+            let mut open = vec![3, 0, 0, 0, 1]; // OPEN, id 1
+            open.extend(string(path.as_bytes()));
+            open.extend([0, 0, 0, 1, 0, 0, 0, 0]); // read; no attributes
+            input.write_all(&packet(&open))?;
+            let (kind, body) = answer()?;
+            if kind != 102 {
+                return Ok(body); // a status: refused
+            }
+            let mut read = vec![5, 0, 0, 0, 2]; // READ, id 2
+            read.extend_from_slice(&body[4..]); // the handle, as sent (a string)
+            read.extend([0u8; 8]); // offset 0
+            read.extend(64u32.to_be_bytes());
+            input.write_all(&packet(&read))?;
+            Ok(answer()?.1)
+        };
+        let _ = tx.send(exchange());
+    });
+    let got = rx.recv_timeout(COMMAND_LIMIT);
+    let _ = child.kill();
+    let _ = child.wait();
+    got.expect("the SFTP exchange finished in time")
+        .expect("the SFTP exchange")
+}
