@@ -106,7 +106,9 @@ async fn users_cannot_read_or_signal_each_others_processes() {
     let ann = user_conn(&host, &admin, "ann").await;
     let bob = user_conn(&host, &admin, "bob").await;
 
-    let marker = format!("{}", 200_000 + rand::random::<u32>() % 100_000);
+    // Ann's task sleeps five minutes at most, even if this test fails before it kills it.
+    let tail = 100_000 + rand::random::<u32>() % 900_000;
+    let marker = format!("300.{tail}");
     let secret = format!("hunter2-{marker}");
     let mut s = process(&format!(
         "echo notes-{marker} > \"$HOME/notes\"; echo \"$HOME\"; sleep {marker}"
@@ -122,7 +124,7 @@ async fn users_cannot_read_or_signal_each_others_processes() {
 
     // The marker is spelt so that this script's own command line does not contain it.
     let attack = format!(
-        "m=$(({marker} + 0)); for p in /proc/[0-9]*; do \
+        "m=300.$(({tail} + 0)); for p in /proc/[0-9]*; do \
            if tr '\\0' ' ' < $p/cmdline 2>/dev/null | grep -q \"sleep $m\"; then \
              echo found $p; tr '\\0' '\\n' < $p/environ; kill -9 ${{p#/proc/}}; \
            fi; \
@@ -142,6 +144,8 @@ async fn users_cannot_read_or_signal_each_others_processes() {
     let (bob_uid, _) = run(&bob, process("id -u")).await;
     assert_ne!(ann_uid.to_string(), bob_uid.trim(), "a uid each");
     assert_ne!(ann_uid, 0);
+    signal(&ann, victim, river_proto::msg::Signal::Kill).await;
+    wait_state(&ann, victim, &["killed"]).await;
     runner.shutdown().await;
     host.shutdown().await;
 }
@@ -234,6 +238,7 @@ async fn containers_of_different_users_cannot_reach_each_other() {
     assert!(!out.contains(&secret), "bob's container fetched ann's service: {out}");
     assert!(out.contains("unreachable"), "{out}");
     signal(&ann, service, river_proto::msg::Signal::Kill).await;
+    wait_state(&ann, service, &["killed"]).await;
     runner.shutdown().await;
     host.shutdown().await;
 }
@@ -249,8 +254,9 @@ async fn a_mount_source_swapped_for_a_link_never_mounts_the_node() {
     let mallory = user_conn(&host, &admin, "mallory").await;
 
     // Mallory's process task swaps a directory and a link to the node's / in her scratch
-    // directory, atomically and without end, while her containers ask to mount the directory.
-    let swap = "#define _GNU_SOURCE\n#include <stdio.h>\n#include <fcntl.h>\nint main(void) { for (;;) renameat2(AT_FDCWD, \"d\", AT_FDCWD, \"l\", RENAME_EXCHANGE); }\n";
+    // directory, atomically, for two minutes at most, while her containers ask to mount the
+    // directory.
+    let swap = "#define _GNU_SOURCE\n#include <stdio.h>\n#include <fcntl.h>\n#include <time.h>\nint main(void) { time_t end = time(0) + 120; while (time(0) < end) renameat2(AT_FDCWD, \"d\", AT_FDCWD, \"l\", RENAME_EXCHANGE); return 0; }\n";
     let swapper = submit(
         &mallory,
         process(&format!(
@@ -301,6 +307,7 @@ async fn a_mount_source_swapped_for_a_link_never_mounts_the_node() {
         assert!(why.contains("symbolic link"), "task {id} failed otherwise: {why} {out}");
     }
     signal(&mallory, swapper, river_proto::msg::Signal::Kill).await;
+    wait_state(&mallory, swapper, &["killed"]).await;
     runner.shutdown().await;
     host.shutdown().await;
 }
