@@ -7,11 +7,8 @@ use river_proto::msg::{
     ArchiveRef, EnvVersion, EnvView, NodeInfo, NodeState, NodeUsage, Role, TaskPlacement, TaskSpec, TokenPurpose,
     UserKey, VpsSnapshot,
 };
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
-use std::path::Path;
 use std::str::FromStr;
-use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -25,6 +22,8 @@ pub enum StoreError {
     TokenSpent,
     #[error("{0} already exists")]
     Exists(String),
+    #[error("the database file is damaged: {0}")]
+    Damaged(String),
 }
 
 type Result<T> = std::result::Result<T, StoreError>;
@@ -44,6 +43,18 @@ pub struct NodeRecord {
     pub joined_at: i64,
     pub cert_serial: String,
     pub cert_expires_at: i64,
+}
+
+/// A connecting node's standing in the records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// A current certificate of a known node.
+    Accepted,
+    /// The certificate was revoked: the node was removed (or its identity replaced) on purpose.
+    Revoked,
+    /// Neither: no such node, or a certificate the records never saw. Not a removal: the
+    /// database may be older than the node (restored from a backup).
+    Unknown,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,20 +197,6 @@ fn token_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<TokenRecord> {
 }
 
 impl Store {
-    /// Opens (creating if needed) the database file and brings its schema up to date.
-    pub async fn open(path: &Path) -> Result<Self> {
-        let opts = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Self { pool })
-    }
-
     /// A transaction that writes: it takes SQLite's write lock at once, so a concurrent writer
     /// makes it wait (the busy timeout) instead of failing when its first read would have to be
     /// upgraded to a write.
@@ -260,6 +257,26 @@ impl Store {
             return Err(StoreError::Exists(format!("node {}", node.name)));
         }
         tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records a node with a certificate the CA issued it but the records lost (restored from an
+    /// older backup): a known node's current certificate becomes this one, an unknown node is
+    /// added as it would have been at join.
+    pub async fn admit_node(&self, name: &str, serial: &str, expires_at: i64, now: i64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO nodes (name, state, info_json, joined_at, cert_serial, cert_expires_at)
+             VALUES (?, 'offline', ?, ?, ?, ?)
+             ON CONFLICT(name) DO UPDATE SET prev_cert_serial = cert_serial, cert_serial = excluded.cert_serial,
+             cert_expires_at = excluded.cert_expires_at",
+        )
+        .bind(name)
+        .bind(json(&NodeInfo::default())?)
+        .bind(now)
+        .bind(serial)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -329,8 +346,11 @@ impl Store {
         Ok(())
     }
 
-    /// Whether `serial` is a certificate this node may connect with now.
-    pub async fn node_accepts(&self, name: &str, serial: &str) -> Result<bool> {
+    /// What the host's records say of a node connecting as `name` with certificate `serial`.
+    pub async fn node_standing(&self, name: &str, serial: &str) -> Result<Standing> {
+        if self.is_revoked(serial).await? {
+            return Ok(Standing::Revoked);
+        }
         let n: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM nodes WHERE name = ? AND (cert_serial = ? OR prev_cert_serial = ?)",
         )
@@ -339,7 +359,7 @@ impl Store {
         .bind(serial)
         .fetch_one(&self.pool)
         .await?;
-        Ok(n > 0 && !self.is_revoked(serial).await?)
+        Ok(if n > 0 { Standing::Accepted } else { Standing::Unknown })
     }
 
     /// Removes a node and revokes its certificates in one transaction.
@@ -991,6 +1011,7 @@ async fn insert_version(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, name: &str
 }
 
 mod accounts;
+mod file;
 mod overlay;
 pub use overlay::Reservation;
 

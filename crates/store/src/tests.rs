@@ -152,16 +152,16 @@ async fn a_renewed_node_is_accepted_with_its_new_and_previous_certificate_only()
     let (_d, s) = store().await;
     s.insert_token(&token("t", 1, 100)).await.unwrap();
     s.join_node("t", 1, &node("a")).await.unwrap();
-    assert!(s.node_accepts("a", "serial-a").await.unwrap());
+    assert_eq!(s.node_standing("a", "serial-a").await.unwrap(), Standing::Accepted);
     s.set_node_cert("a", "s2", 2000).await.unwrap();
     s.set_node_cert("a", "s3", 3000).await.unwrap();
-    assert!(s.node_accepts("a", "s3").await.unwrap());
-    assert!(s.node_accepts("a", "s2").await.unwrap());
-    assert!(!s.node_accepts("a", "serial-a").await.unwrap());
-    assert!(!s.node_accepts("b", "s3").await.unwrap());
+    assert_eq!(s.node_standing("a", "s3").await.unwrap(), Standing::Accepted);
+    assert_eq!(s.node_standing("a", "s2").await.unwrap(), Standing::Accepted);
+    assert_eq!(s.node_standing("a", "serial-a").await.unwrap(), Standing::Unknown);
+    assert_eq!(s.node_standing("b", "s3").await.unwrap(), Standing::Unknown);
     s.remove_node("a", 5).await.unwrap();
     assert!(s.is_revoked("s2").await.unwrap() && s.is_revoked("s3").await.unwrap());
-    assert!(!s.node_accepts("a", "s3").await.unwrap());
+    assert_eq!(s.node_standing("a", "s3").await.unwrap(), Standing::Revoked);
 }
 
 #[tokio::test]
