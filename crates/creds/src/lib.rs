@@ -5,6 +5,9 @@
 //! Every write goes to a temporary file that is renamed into place, so a crash never leaves a
 //! half-written key, and key files are created 0600 (never chmod-ed after the fact).
 
+mod lock;
+pub use lock::{LockError, StateLock};
+
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
