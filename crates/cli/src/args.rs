@@ -3,6 +3,9 @@
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
+mod host;
+pub use host::{HostArgs, HostCmd};
+
 #[derive(Debug, Parser)]
 #[command(name = "river", version, about = "A self-hosted cluster manager for GPU labs", long_about = None)]
 #[command(after_help = "Start a one-machine cluster:  river up\nThen:                         river status")]
@@ -25,8 +28,10 @@ pub enum Output {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the host (control plane).
-    #[command(after_help = "Example:\n  river host --state-dir /var/lib/river/host --advertise head.lab.example")]
+    /// Run the host (control plane); back up and restore its state.
+    #[command(
+        after_help = "Examples:\n  river host --state-dir /var/lib/river/host --advertise head.lab.example\n  river host backup /backups/river-$(date +%F).tar\n  river host restore /backups/river-2026-12-01.tar"
+    )]
     Host(HostArgs),
     /// Run a runner (one per compute node).
     #[command(
@@ -146,22 +151,6 @@ impl Command {
 }
 
 #[derive(Debug, Args)]
-pub struct HostArgs {
-    /// Config file (TOML); `river init config --host` writes one with every default.
-    #[arg(short, long, env = "RIVER_HOST_CONFIG")]
-    pub config: Option<PathBuf>,
-    /// State directory (CA, keys, database). Overrides the config file.
-    #[arg(long, env = "RIVER_HOST_STATE_DIR")]
-    pub state_dir: Option<PathBuf>,
-    /// Address for the mesh (UDP) and HTTPS API (TCP). Overrides the config file.
-    #[arg(long, env = "RIVER_HOST_LISTEN")]
-    pub listen: Option<std::net::SocketAddr>,
-    /// Name or IP runners and users reach the host at (repeatable). Overrides the config file.
-    #[arg(long)]
-    pub advertise: Vec<String>,
-}
-
-#[derive(Debug, Args)]
 pub struct RunnerArgs {
     /// Config file (TOML); `river init config --runner` writes one with every default.
     #[arg(short, long, env = "RIVER_RUNNER_CONFIG")]
@@ -214,6 +203,16 @@ pub enum NodeCmd {
     /// Remove a node and revoke its certificate: it can no longer connect.
     #[command(after_help = "Example:\n  river node remove gpu-07")]
     Remove { name: String },
+    /// Let a node back in that the host has no record of: after `river host restore` from a
+    /// backup older than the node (or its latest certificate), it keeps its tasks and waits.
+    #[command(
+        after_help = "The host's log names such nodes (\"refused node: no record of it\"); the node must have tried
+to connect since the host started.
+
+Example:
+  river node admit gpu-07"
+    )]
+    Admit { name: String },
     /// The overlay network: each node's subnet, underlay address, containers and health.
     #[command(after_help = "Example:\n  river node overlay")]
     Overlay,

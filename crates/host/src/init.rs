@@ -20,19 +20,23 @@ use std::sync::Arc;
 
 pub(crate) const ADMIN_USER: &str = "admin";
 
+/// The meta key for the SHA-256 of the CA certificate this database belongs to.
+const CA_FINGERPRINT: &str = "ca_fingerprint";
+
 pub(crate) struct State {
     pub store: Store,
     pub ca: Ca,
     pub quic: river_mesh::ServerConfig,
     pub https_tls: Arc<rustls::ServerConfig>,
+    /// This host's hold on the state directory, for as long as it runs.
+    pub lock: river_creds::StateLock,
 }
 
 pub(crate) async fn prepare(cfg: &HostConfig) -> anyhow::Result<State> {
     cfg.validate()?;
     private_dir(&cfg.state_dir)?;
-    let store = Store::open(&cfg.state_dir.join("river.db"))
-        .await
-        .with_context(|| format!("opening the database in {}", cfg.state_dir.display()))?;
+    let lock = river_creds::StateLock::acquire(&cfg.state_dir, "host")?;
+    let store = open_store(&cfg.state_dir).await?;
     let ca = load_or_create_ca(&cfg.state_dir, &store).await?;
     let (chain, key) = host_cert(cfg, &ca, &store).await?;
     let quic = river_mesh::server_config(Identity::from_pem(&chain, &key)?, ca.cert_der())?;
@@ -42,7 +46,33 @@ pub(crate) async fn prepare(cfg: &HostConfig) -> anyhow::Result<State> {
         ca,
         quic,
         https_tls,
+        lock,
     })
+}
+
+/// The database, refusing one that is missing beside an existing CA (a new, empty database would
+/// tell every runner it is unknown) or that is damaged.
+async fn open_store(dir: &Path) -> anyhow::Result<Store> {
+    let db = dir.join("river.db");
+    if !db.exists() && (dir.join("ca.crt").exists() || dir.join("ca.key").exists()) {
+        bail!(
+            "{} holds this cluster's CA but no database (river.db): the host will not start a new, empty \
+             one, which knows none of the cluster's nodes, users or tasks. Restore the last backup \
+             (`river host restore FILE --state-dir {}`), or, to start a different cluster, use another state directory",
+            dir.display(),
+            dir.display()
+        );
+    }
+    match Store::open(&db).await {
+        Ok(s) => Ok(s),
+        Err(river_store::StoreError::Damaged(what)) => bail!(
+            "the database {} is damaged ({what}); the host will not start on it. Restore the last backup \
+             (`river host restore FILE --state-dir {}`); keep the damaged file for inspection",
+            db.display(),
+            dir.display()
+        ),
+        Err(e) => Err(e).with_context(|| format!("opening the database {}", db.display())),
+    }
 }
 
 async fn load_or_create_ca(dir: &Path, store: &Store) -> anyhow::Result<Ca> {
@@ -50,6 +80,26 @@ async fn load_or_create_ca(dir: &Path, store: &Store) -> anyhow::Result<Ca> {
     if crt.exists() && key.exists() {
         let ca = Ca::from_pem(&std::fs::read_to_string(&crt)?, &read_key(&key)?)
             .with_context(|| format!("loading the cluster CA from {}", dir.display()))?;
+        let fingerprint = hex::encode(ca.fingerprint());
+        match store.meta(CA_FINGERPRINT).await? {
+            Some(fp) if fp == fingerprint => {}
+            Some(_) => bail!(
+                "the database in {} belongs to another cluster (its CA is not ca.crt): the host will not \
+                 start on a CA and a database that do not belong together. Put back this cluster's river.db \
+                 (`river host restore FILE`) or its ca.crt and ca.key",
+                dir.display()
+            ),
+            None if store.is_empty().await? => bail!(
+                "{} holds this cluster's CA but its database (river.db) is empty: it knows none of the \
+                 cluster's nodes, users or tasks, and starting on it would leave every runner unknown. \
+                 Restore the last backup (`river host restore FILE --state-dir {}`), or, to start a \
+                 different cluster, use another state directory",
+                dir.display(),
+                dir.display()
+            ),
+            // A database from before the fingerprint was recorded, with the cluster in it.
+            None => store.set_meta(CA_FINGERPRINT, &fingerprint).await?,
+        }
         return Ok(ca);
     }
     if !store.nodes().await?.is_empty() || !store.users().await?.is_empty() {
@@ -63,6 +113,9 @@ async fn load_or_create_ca(dir: &Path, store: &Store) -> anyhow::Result<Ca> {
     rand::RngCore::fill_bytes(&mut rand::rng(), &mut id);
     let cluster_id = hex::encode(id);
     let ca = Ca::generate(&cluster_id, now_s())?;
+    // Recorded before the CA's files exist: a start cut short between the two finds no CA and
+    // makes a new one, never a CA without its database.
+    store.set_meta(CA_FINGERPRINT, &hex::encode(ca.fingerprint())).await?;
     write_atomic(&key, ca.key_pem().as_bytes(), 0o600)?;
     write_atomic(&crt, ca.cert_pem().as_bytes(), 0o644)?;
     store.set_meta("cluster_id", &cluster_id).await?;

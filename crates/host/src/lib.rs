@@ -5,6 +5,7 @@
 //! [`start`], and tests start it in-process the same way, with a temporary state directory and
 //! port 0. It never depends on the runner crate: both speak only `river_proto` messages.
 
+pub mod backup;
 pub mod config;
 
 mod api;
@@ -17,6 +18,7 @@ mod join;
 mod mesh;
 mod overlay;
 mod registry;
+mod reports;
 mod rpc;
 mod tasks;
 mod terminal;
@@ -174,6 +176,8 @@ pub struct RunningHost {
     ctx: Arc<Ctx>,
     endpoint: Endpoint,
     serving: JoinSet<()>,
+    /// Released when the host is shut down (or the process ends).
+    lock: river_creds::StateLock,
 }
 
 impl std::fmt::Debug for RunningHost {
@@ -199,6 +203,7 @@ impl RunningHost {
         while self.serving.join_next().await.is_some() {}
         self.endpoint.wait_idle().await;
         self.ctx.store.close().await;
+        drop(self.lock);
     }
 
     /// Waits until one of the host's serving loops ends (they only end on a fatal error).
@@ -218,6 +223,7 @@ pub async fn start(cfg: HostConfig) -> anyhow::Result<RunningHost> {
 
     let overlay = overlay::Overlay::open(&cfg, &state.store).await?;
     let vps_keys = vps::HostKeys::open(&cfg.state_dir)?;
+    let lock = state.lock;
     let registry = registry::Registry::default();
     registry.load(&state.store.nodes().await?);
     let ctx = Arc::new(Ctx {
@@ -254,6 +260,7 @@ pub async fn start(cfg: HostConfig) -> anyhow::Result<RunningHost> {
         ctx,
         endpoint,
         serving,
+        lock,
     })
 }
 

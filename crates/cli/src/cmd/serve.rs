@@ -1,6 +1,6 @@
 //! `river host`, `river runner`, `river up` and `river down`.
 
-use crate::args::{DownArgs, HostArgs, RunnerArgs, UpArgs};
+use crate::args::{DownArgs, HostArgs, HostCmd, RunnerArgs, UpArgs};
 use crate::client::home;
 use anyhow::{bail, Context as _};
 use river_host::HostConfig;
@@ -16,6 +16,17 @@ pub async fn host(a: HostArgs) -> anyhow::Result<()> {
     };
     if let Some(d) = a.state_dir {
         cfg.state_dir = d;
+    }
+    match a.action {
+        Some(HostCmd::Backup { file }) => {
+            println!("{}", river_host::backup::create(&cfg.state_dir, &file).await?);
+            return Ok(());
+        }
+        Some(HostCmd::Restore { file, force }) => {
+            println!("{}", river_host::backup::restore(&file, &cfg.state_dir, force).await?);
+            return Ok(());
+        }
+        None => {}
     }
     if let Some(l) = a.listen {
         cfg.listen = l;
