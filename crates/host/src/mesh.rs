@@ -38,10 +38,26 @@ async fn connection(ctx: Arc<Ctx>, conn: Connection) {
     match peer_subject(&conn) {
         Peer::Anonymous => join::serve_joiner(ctx, conn).await,
         Peer::Known(Subject::Node(name), info) => {
-            if !ctx.store.node_accepts(&name, &info.serial).await.unwrap_or(false) {
-                tracing::warn!(node = %name, %remote, "refused node: removed from the cluster or certificate superseded");
-                conn.close(close::REVOKED, b"this node was removed from the cluster or its certificate revoked; join again with a new token (`river token create` on the host)");
-                return;
+            match ctx.store.node_standing(&name, &info.serial).await {
+                Ok(river_store::Standing::Accepted) => {}
+                Ok(river_store::Standing::Revoked) => {
+                    tracing::warn!(node = %name, %remote, "refused node: removed from the cluster");
+                    conn.close(close::REVOKED, b"this node was removed from the cluster and its certificate revoked; join again with a new token (`river token create` on the host)");
+                    return;
+                }
+                // Not a removal: the database may be older than this node. Its work stays.
+                Ok(river_store::Standing::Unknown) => {
+                    tracing::warn!(node = %name, %remote, serial = %info.serial, "refused node: no record of it or of its certificate (was river.db restored from an older backup?); `river node admit` lets it back in");
+                    ctx.registry.unknown(&name, &info.serial, info.not_after);
+                    let reason = format!("the host has no record of node {name} or of its certificate (was its database restored from an older backup?); this node keeps its tasks and tries again; an admin can let it back in with `river node admit {name}`");
+                    conn.close(close::UNKNOWN, reason.as_bytes());
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!(node = %name, %remote, "cannot check the node's standing: {e}");
+                    conn.close(close::UNAVAILABLE, b"the host cannot read its database now; try again");
+                    return;
+                }
             }
             streams(&ctx, &conn, Caller::Node(name)).await;
         }
@@ -182,12 +198,16 @@ async fn control(
     .await?;
     // What the runner has must be settled before anything new is scheduled on it; otherwise a task
     // assigned a moment ago could look like one the runner lost.
-    let discard = match first_msg::<RunnerMsg>(recv).await? {
-        RunnerMsg::Snapshot { tasks } => crate::tasks::reconcile(ctx, name, tasks).await,
+    let settled = match first_msg::<RunnerMsg>(recv).await? {
+        RunnerMsg::Snapshot { tasks } => crate::reports::reconcile(ctx, name, tasks).await,
         other => {
             tracing::warn!(node = %name, "session began with {other:?} instead of a snapshot");
             return Err(FramedError::Ended);
         }
+    };
+    let discard = match settled {
+        Ok(d) => d,
+        Err(e) => return unrecorded(conn, e),
     };
     // The session, not the connection, is what the registry tracks: a runner's short renewal
     // connection must not replace its session.
@@ -211,13 +231,18 @@ async fn control(
                 },
                 msg = incoming.next::<RunnerMsg>() => match msg? {
                     Some(RunnerMsg::Task { id, state, exit_code, message }) => {
-                        crate::tasks::on_report(ctx, name, id, &state, exit_code, message).await;
-                    }
-                    Some(RunnerMsg::Snapshot { tasks }) => {
-                        for id in crate::tasks::reconcile(ctx, name, tasks).await {
-                            ctx.registry.send(name, HostMsg::Discard { id });
+                        if let Err(e) = crate::reports::on_report(ctx, name, id, &state, exit_code, message).await {
+                            return unrecorded(conn, e);
                         }
                     }
+                    Some(RunnerMsg::Snapshot { tasks }) => match crate::reports::reconcile(ctx, name, tasks).await {
+                        Ok(discard) => {
+                            for id in discard {
+                                ctx.registry.send(name, HostMsg::Discard { id });
+                            }
+                        }
+                        Err(e) => return unrecorded(conn, e),
+                    },
                     Some(RunnerMsg::Fetch { id, done, total }) => ctx.fetch_progress(id, done, total),
                     Some(RunnerMsg::Overlay(health)) => {
                         if let Some(o) = ctx.overlay.as_ref() {
@@ -235,6 +260,18 @@ async fn control(
     .await;
     ctx.registry.detach(name, conn);
     result
+}
+
+/// A runner's report could not be stored: its session ends, and the runner, reconnecting, sends
+/// everything it has again in its snapshot. Nothing it reported is lost while the database
+/// cannot be written.
+fn unrecorded(conn: &Connection, e: crate::reports::Unrecorded) -> Result<(), FramedError> {
+    tracing::error!("{e}; ending the session so that the node sends it again");
+    conn.close(
+        close::UNAVAILABLE,
+        b"the host could not record a task report (its database failed); reconnect and send it again",
+    );
+    Err(FramedError::Ended)
 }
 
 async fn heartbeats(

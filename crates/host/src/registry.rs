@@ -28,6 +28,9 @@ struct Session {
 struct Inner {
     sessions: HashMap<String, Session>,
     live: HashMap<String, (NodeState, Option<i64>)>,
+    /// Nodes the records do not know that tried to connect: the certificate each presented (its
+    /// serial and expiry), for `river node admit`.
+    unknown: HashMap<String, (String, i64)>,
 }
 
 impl Registry {
@@ -101,6 +104,18 @@ impl Registry {
 
     pub fn state(&self, name: &str) -> Option<NodeState> {
         self.lock().live.get(name).map(|e| e.0)
+    }
+
+    /// A node the records do not know tried to connect with this certificate.
+    pub fn unknown(&self, name: &str, serial: &str, expires_at: i64) {
+        self.lock()
+            .unknown
+            .insert(name.to_owned(), (serial.to_owned(), expires_at));
+    }
+
+    /// The certificate an unknown node last presented, forgotten once taken.
+    pub fn take_unknown(&self, name: &str) -> Option<(String, i64)> {
+        self.lock().unknown.remove(name)
     }
 
     /// Forgets a removed node and cuts its connection.

@@ -43,9 +43,11 @@ pub(crate) fn authorize(caller: &Caller, req: &Request) -> Result<(), String> {
                 Role::Operator
             }
         }
-        Request::NodeRemove { .. } | Request::TokenCreate { .. } | Request::TokenList | Request::TokenRevoke { .. } => {
-            Role::Admin
-        }
+        Request::NodeRemove { .. }
+        | Request::NodeAdmit { .. }
+        | Request::TokenCreate { .. }
+        | Request::TokenList
+        | Request::TokenRevoke { .. } => Role::Admin,
         Request::TaskList { .. } | Request::TaskShow { .. } => Role::Viewer,
         // Whose task it is is checked with the task in hand.
         Request::TaskSubmit(_) | Request::TaskSignal { .. } | Request::TaskLogs { .. } => Role::User,
@@ -122,6 +124,25 @@ async fn act(ctx: &Ctx, caller: &Caller, req: Request) -> anyhow::Result<Respons
             None => err(
                 ErrorKind::NotFound,
                 format!("no node named {name}; `river node list` shows the nodes"),
+            ),
+        },
+        Request::NodeAdmit { name } => match ctx.registry.take_unknown(&name) {
+            Some((serial, expires_at)) if !ctx.store.is_revoked(&serial).await? => {
+                ctx.store.admit_node(&name, &serial, expires_at, now_s()).await?;
+                ctx.store
+                    .event(now_ms(), &caller.actor(), "node.admit", &format!("{name} serial {serial}"))
+                    .await?;
+                Response::Done {
+                    message: format!("admitted node {name} with the certificate it presented (serial {serial}); it connects again within its retry interval (at most 30 s)"),
+                }
+            }
+            Some(_) => err(
+                ErrorKind::Invalid,
+                format!("node {name}'s certificate was revoked (the node was removed); join it again with a new token"),
+            ),
+            None => err(
+                ErrorKind::NotFound,
+                format!("no unknown node named {name} has tried to connect since the host started; a node the host knows is in `river node list`"),
             ),
         },
         Request::TokenCreate { ttl_secs, uses } => {

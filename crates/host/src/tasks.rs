@@ -373,65 +373,6 @@ fn to_place(p: &TaskPlacement) -> place::Placement {
     }
 }
 
-/// A runner reported on one of its tasks. Reports that would break the state machine (a late
-/// "running" for a killed task, a task on another node) are logged and dropped.
-pub(crate) async fn on_report(
-    ctx: &Arc<Ctx>,
-    node: &str,
-    id: u64,
-    state: &str,
-    exit_code: Option<i64>,
-    message: Option<String>,
-) {
-    let result = async {
-        let Some(mut t) = ctx.store.task(id).await? else {
-            anyhow::bail!("unknown task {id}")
-        };
-        if t.placement.as_ref().map(|p| p.node.as_str()) != Some(node) {
-            anyhow::bail!("task {id} is not placed on node {node}");
-        }
-        let to: TaskState = state.parse().map_err(|e: String| anyhow::anyhow!(e))?;
-        let from = state_of(&t);
-        if from == to {
-            return Ok(());
-        }
-        transition(from, to)?;
-        t.state = to.as_str().into();
-        if to == TaskState::Running && t.started_at_ms.is_none() {
-            t.started_at_ms = Some(now_ms());
-        }
-        if to.is_final() {
-            t.finished_at_ms = Some(now_ms());
-            t.exit_code = exit_code;
-        }
-        if message.is_some() {
-            t.message = message;
-        }
-        ctx.save_task(&t).await?;
-        tracing::info!(task = id, %node, state = to.as_str(), "task state");
-        if to.is_final() {
-            if to != TaskState::Completed {
-                crate::groups::member_failed(ctx, &t).await?;
-            }
-            if t.placement.as_ref().is_some_and(|p| p.ip.is_some()) {
-                ctx.store.release_reservations(now_ms()).await?;
-            }
-        }
-        if !to.holds_resources() {
-            // Its cores are free for others (an ended task's, a stopped VPS's).
-            ctx.kick.notify_one();
-        }
-        if to == TaskState::Stopped {
-            crate::vps::stopped(ctx, id);
-        }
-        Ok(())
-    }
-    .await;
-    if let Err(e) = result {
-        tracing::warn!(%node, task = id, "ignored a task report: {e}");
-    }
-}
-
 pub(crate) fn may_touch(caller: &Caller, t: &TaskRecord) -> bool {
     match caller {
         Caller::User { role, .. } => *role >= Role::Operator || caller.actor() == t.owner,
@@ -607,7 +548,7 @@ pub(crate) async fn stream_logs(
 }
 
 /// The tasks placed on `node` that have not ended.
-async fn unfinished_on(ctx: &Ctx, node: &str) -> anyhow::Result<Vec<TaskRecord>> {
+pub(crate) async fn unfinished_on(ctx: &Ctx, node: &str) -> anyhow::Result<Vec<TaskRecord>> {
     let tasks = ctx.store.unfinished_tasks().await?;
     Ok(tasks
         .into_iter()
@@ -639,61 +580,6 @@ pub(crate) async fn node_lost(ctx: &Ctx, node: &str) {
             }
         }
     }
-}
-
-/// Settles, at the start of a runner's session, every task the host placed on that node: what the
-/// runner still runs carries on (a lost task comes back), what ended while the host could not hear
-/// gets its end, a start order that never arrived is queued again, and a task the node no longer
-/// has at all has failed.
-///
-/// Returns the VPSs whose containers the node should discard: they have moved to another node, or
-/// ended, while it was away.
-pub(crate) async fn reconcile(ctx: &Arc<Ctx>, node: &str, reports: Vec<river_proto::msg::TaskReport>) -> Vec<u64> {
-    let Ok(tasks) = unfinished_on(ctx, node).await else {
-        return Vec::new();
-    };
-    let mut known: std::collections::HashMap<u64, river_proto::msg::TaskReport> =
-        reports.into_iter().map(|r| (r.id, r)).collect();
-    let mut discard = Vec::new();
-    let strays: Vec<u64> = known
-        .keys()
-        .copied()
-        .filter(|id| !tasks.iter().any(|t| t.id == *id))
-        .collect();
-    for id in strays {
-        known.remove(&id);
-        if let Ok(Some(t)) = ctx.store.task(id).await {
-            if t.spec.vps.is_some() {
-                tracing::info!(%node, vps = id, "the node still has a VPS that lives elsewhere now");
-                discard.push(id);
-            }
-        }
-    }
-    for mut t in tasks {
-        if let Some(r) = known.get(&t.id) {
-            on_report(ctx, node, t.id, &r.state, r.exit_code, r.message.clone()).await;
-            continue;
-        }
-        match state_of(&t) {
-            TaskState::Assigned => {
-                t.state = TaskState::Queued.as_str().into();
-                t.placement = None;
-            }
-            TaskState::Running | TaskState::Paused | TaskState::Lost => {
-                end_here(
-                    &mut t,
-                    TaskState::Failed,
-                    format!("node {node} no longer has this task (its container is gone)"),
-                );
-            }
-            _ => continue,
-        }
-        if let Err(e) = ctx.save_task(&t).await {
-            tracing::error!(task = t.id, "reconciling: {e}");
-        }
-    }
-    ctx.kick.notify_one();
-    discard
 }
 
 /// A node was removed from the cluster: what it was running is gone with it.

@@ -27,6 +27,11 @@ pub mod close {
     pub const PROTOCOL: VarInt = VarInt::from_u32(0x11);
     /// A join-only connection finished its join.
     pub const JOINED: VarInt = VarInt::from_u32(0x12);
+    /// The host has no record of this node (or of this certificate): not a removal. The node
+    /// keeps its work and tries again; an admin can admit it again.
+    pub const UNKNOWN: VarInt = VarInt::from_u32(0x13);
+    /// The host cannot serve this peer now (its database failed); try again.
+    pub const UNAVAILABLE: VarInt = VarInt::from_u32(0x14);
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -171,6 +176,9 @@ pub fn ended(e: &quinn::ConnectionError) -> Ended {
         }
         quinn::ConnectionError::TransportError(t) if is_cert_alert(t.code) => {
             Ended::Refused(format!("the host's certificate is not trusted ({e}); is this the right host?"))
+        }
+        quinn::ConnectionError::ApplicationClosed(c) if c.error_code == close::UNKNOWN || c.error_code == close::UNAVAILABLE => {
+            Ended::Transient(String::from_utf8_lossy(&c.reason).into_owned())
         }
         other => Ended::Transient(other.to_string()),
     }

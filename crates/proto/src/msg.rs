@@ -264,6 +264,11 @@ pub enum Request {
         add: Vec<String>,
         remove: Vec<String>,
     },
+    /// Let back in a node the host has no record of (its database restored from a backup older
+    /// than the node's join or its latest certificate), with the certificate it last presented.
+    NodeAdmit {
+        name: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -112,6 +112,14 @@ pub fn start(cfg: RunnerConfig, bundle: Bundle) -> RunningRunner {
 }
 
 async fn run(cfg: RunnerConfig, mut inventory: Inventory, status: watch::Sender<RunnerStatus>) -> anyhow::Result<()> {
+    // Two runners on one state directory would each take the other's containers for their own.
+    let _lock = match river_creds::StateLock::acquire(&cfg.state_dir, "runner") {
+        Ok(l) => l,
+        Err(e) => {
+            status.send_modify(|s| s.stopped = Some(e.to_string()));
+            return Err(e.into());
+        }
+    };
     let renewer = tokio::spawn(renew::keep_renewed(cfg.clone(), status.clone()));
     // Dropped when this function ends (or is aborted): the executor's work stops with it.
     let (_stop, stop) = tokio::sync::watch::channel(());

@@ -33,6 +33,13 @@ pub async fn run(cmd: NodeCmd, dir: &Path, output: Output) -> anyhow::Result<()>
             println!("{message}");
             Ok(())
         }
+        NodeCmd::Admit { name } => {
+            let Response::Done { message } = once(dir, Request::NodeAdmit { name }).await? else {
+                anyhow::bail!("unexpected answer")
+            };
+            println!("{message}");
+            Ok(())
+        }
     }
 }
 

@@ -1,0 +1,147 @@
+//! What runners report about their tasks: one state change at a time, and at the start of each
+//! session everything the node has. A report is only as good as its record: when the database
+//! cannot store it, the runner's session is ended, and the runner sends what it has again with the
+//! next one (its snapshot carries every task's state and recorded end), so a full disk delays a
+//! report and never loses it.
+
+use crate::clock::now_ms;
+use crate::tasks::{end_here, state_of, unfinished_on};
+use crate::Ctx;
+use river_proto::msg::TaskReport;
+use river_task::state::{transition, TaskState};
+use std::sync::Arc;
+
+/// A report the host could not record; the runner must send it again.
+#[derive(Debug, thiserror::Error)]
+#[error("could not record what node {node} reported: {source}")]
+pub(crate) struct Unrecorded {
+    node: String,
+    source: anyhow::Error,
+}
+
+/// Whether an error came from the database (worth a retry) rather than from the report itself.
+fn from_store(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<river_store::StoreError>().is_some())
+}
+
+/// A runner reported on one of its tasks. Reports that would break the state machine (a late
+/// "running" for a killed task, a task on another node) are logged and dropped; one that could
+/// not be stored is an error.
+pub(crate) async fn on_report(
+    ctx: &Arc<Ctx>,
+    node: &str,
+    id: u64,
+    state: &str,
+    exit_code: Option<i64>,
+    message: Option<String>,
+) -> Result<(), Unrecorded> {
+    let result = async {
+        let Some(mut t) = ctx.store.task(id).await? else {
+            anyhow::bail!("unknown task {id}")
+        };
+        if t.placement.as_ref().map(|p| p.node.as_str()) != Some(node) {
+            anyhow::bail!("task {id} is not placed on node {node}");
+        }
+        let to: TaskState = state.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+        let from = state_of(&t);
+        if from == to {
+            return Ok(());
+        }
+        transition(from, to)?;
+        t.state = to.as_str().into();
+        if to == TaskState::Running && t.started_at_ms.is_none() {
+            t.started_at_ms = Some(now_ms());
+        }
+        if to.is_final() {
+            t.finished_at_ms = Some(now_ms());
+            t.exit_code = exit_code;
+        }
+        if message.is_some() {
+            t.message = message;
+        }
+        ctx.save_task(&t).await?;
+        tracing::info!(task = id, %node, state = to.as_str(), "task state");
+        if to.is_final() {
+            if to != TaskState::Completed {
+                crate::groups::member_failed(ctx, &t).await?;
+            }
+            if t.placement.as_ref().is_some_and(|p| p.ip.is_some()) {
+                ctx.store.release_reservations(now_ms()).await?;
+            }
+        }
+        if !to.holds_resources() {
+            // Its cores are free for others (an ended task's, a stopped VPS's).
+            ctx.kick.notify_one();
+        }
+        if to == TaskState::Stopped {
+            crate::vps::stopped(ctx, id);
+        }
+        Ok(())
+    }
+    .await;
+    match result {
+        Ok(()) => Ok(()),
+        Err(e) if from_store(&e) => Err(Unrecorded {
+            node: node.to_owned(),
+            source: e,
+        }),
+        Err(e) => {
+            tracing::warn!(%node, task = id, "ignored a task report: {e}");
+            Ok(())
+        }
+    }
+}
+
+/// Settles, at the start of a runner's session, every task the host placed on that node: what the
+/// runner still runs carries on (a lost task comes back), what ended while the host could not hear
+/// gets its end, a start order that never arrived is queued again, and a task the node no longer
+/// has at all has failed.
+///
+/// Returns the VPSs whose containers the node should discard: they have moved to another node, or
+/// ended, while it was away.
+pub(crate) async fn reconcile(ctx: &Arc<Ctx>, node: &str, reports: Vec<TaskReport>) -> Result<Vec<u64>, Unrecorded> {
+    let unrecorded = |source: anyhow::Error| Unrecorded {
+        node: node.to_owned(),
+        source,
+    };
+    let tasks = unfinished_on(ctx, node).await.map_err(unrecorded)?;
+    let mut known: std::collections::HashMap<u64, TaskReport> = reports.into_iter().map(|r| (r.id, r)).collect();
+    let mut discard = Vec::new();
+    let strays: Vec<u64> = known
+        .keys()
+        .copied()
+        .filter(|id| !tasks.iter().any(|t| t.id == *id))
+        .collect();
+    for id in strays {
+        known.remove(&id);
+        if let Some(t) = ctx.store.task(id).await.map_err(|e| unrecorded(e.into()))? {
+            if t.spec.vps.is_some() {
+                tracing::info!(%node, vps = id, "the node still has a VPS that lives elsewhere now");
+                discard.push(id);
+            }
+        }
+    }
+    for mut t in tasks {
+        if let Some(r) = known.get(&t.id) {
+            on_report(ctx, node, t.id, &r.state, r.exit_code, r.message.clone()).await?;
+            continue;
+        }
+        match state_of(&t) {
+            TaskState::Assigned => {
+                t.state = TaskState::Queued.as_str().into();
+                t.placement = None;
+            }
+            TaskState::Running | TaskState::Paused | TaskState::Lost => {
+                end_here(
+                    &mut t,
+                    TaskState::Failed,
+                    format!("node {node} no longer has this task (its container is gone)"),
+                );
+            }
+            _ => continue,
+        }
+        ctx.save_task(&t).await.map_err(|e| unrecorded(e.into()))?;
+    }
+    ctx.kick.notify_one();
+    Ok(discard)
+}
