@@ -1,0 +1,224 @@
+//! Faults that must not destroy work: a host's state directory taken by a second host or left
+//! with its CA but without its database, a database restored from an older backup, a full disk
+//! under the host. Each test causes the fault as an operator (or the machine) would and asserts
+//! what the operator and users see afterwards.
+
+#[path = "support/docker.rs"]
+mod docker;
+#[path = "support/harness.rs"]
+mod harness;
+
+use docker::*;
+use harness::*;
+use river_proto::msg::{Request, Response};
+use std::path::Path;
+use std::time::Duration;
+
+fn expect_refusal(result: anyhow::Result<river_host::RunningHost>) -> String {
+    match result {
+        Ok(h) => panic!("the host started: {h:?}"),
+        Err(e) => format!("{e:#}"),
+    }
+}
+
+#[tokio::test]
+async fn a_host_will_not_share_its_state_directory_nor_start_on_a_ca_without_its_database() {
+    let d = tmp();
+    let cfg = host_cfg(d.path());
+    let host = start_host(cfg.clone()).await;
+    let admin_meta = std::fs::read_to_string(host.admin_dir.join("cluster.toml")).unwrap();
+
+    // A second host on the same directory (another port: `listen` is port 0) is refused and
+    // changes nothing the first one owns.
+    let e = expect_refusal(river_host::start(cfg.clone()).await);
+    assert!(
+        e.contains("another river host") && e.contains("is using the state directory"),
+        "{e}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(host.admin_dir.join("cluster.toml")).unwrap(),
+        admin_meta,
+        "the admin's credential still names the first host"
+    );
+    assert!(matches!(
+        call(&admin(&host).await, Request::WhoAmI).await,
+        Response::WhoAmI { .. }
+    ));
+    host.shutdown().await;
+
+    // The database gone, the CA still there: no new, empty database is made.
+    let state = &cfg.state_dir;
+    for f in ["river.db", "river.db-wal", "river.db-shm"] {
+        let _ = std::fs::remove_file(state.join(f));
+    }
+    let e = expect_refusal(river_host::start(cfg.clone()).await);
+    assert!(
+        e.contains("holds this cluster's CA but no database") && e.contains("river host restore"),
+        "{e}"
+    );
+    assert!(!state.join("river.db").exists(), "no empty database was left behind");
+
+    // An empty database beside the CA is refused the same way.
+    std::fs::write(state.join("river.db"), b"").unwrap();
+    let e = expect_refusal(river_host::start(cfg.clone()).await);
+    assert!(e.contains("its database (river.db) is empty"), "{e}");
+}
+
+#[tokio::test]
+async fn a_node_the_restored_host_does_not_know_keeps_its_work_and_is_admitted_again() {
+    if !docker_ready().await {
+        return;
+    }
+    let d = tmp();
+    let mut cfg = host_cfg(d.path());
+    let host = start_host(cfg.clone()).await;
+    cfg.listen = host.mesh_addr;
+    // The backup is taken before the node joins, so the restored database has never heard of it.
+    let backup = d.path().join("before-f2.tar");
+    river_host::backup::create(&cfg.state_dir, &backup).await.unwrap();
+    let (_rcfg, runner) = runner(&host, d.path(), "f2").await;
+    online(&host, "f2").await;
+    let conn = admin(&host).await;
+    let id = submit(&conn, spec("sleep 300")).await[0];
+    wait_state(&conn, id, &["running"]).await;
+    host.shutdown().await;
+
+    let said = river_host::backup::restore(&backup, &cfg.state_dir, true)
+        .await
+        .unwrap();
+    assert!(said.contains("river node admit"), "{said}");
+    let host = start_host(cfg.clone()).await;
+    let conn = admin(&host).await;
+
+    // The node tries, is told it is unknown, and waits with its task still running.
+    eventually(Duration::from_secs(60), "the node tried to connect", || async {
+        match call(&conn, Request::NodeAdmit { name: "f2".into() }).await {
+            Response::Done { message } => message.contains("admitted node f2"),
+            _ => false,
+        }
+    })
+    .await;
+    assert_eq!(runner.status.borrow().stopped, None, "the runner did not stop");
+    let rt = river_docker::Runtime::connect(None).await.unwrap();
+    let containers = rt.list(&format!("river.task={id}")).await.unwrap();
+    let container = containers
+        .iter()
+        .find(|c| c.labels.get("river.node").map(String::as_str) == Some("f2"))
+        .expect("the task's container is still there");
+    assert!(
+        rt.status(&container.id).await.unwrap().exit.is_none(),
+        "the task is still running"
+    );
+
+    // Admitted, it comes back online by itself, and new work runs on it under ids never used.
+    online(&host, "f2").await;
+    let next = submit(&conn, spec("echo after")).await[0];
+    assert!(next > id, "task id {next} repeats one given after the backup ({id})");
+    assert_eq!(
+        wait_state(&conn, next, &["completed", "failed"]).await.state,
+        "completed"
+    );
+    assert_eq!(logs(&conn, next, false).await, "after\n");
+
+    let _ = rt.kill(&container.id).await;
+    runner.shutdown().await;
+    host.shutdown().await;
+}
+
+/// A tmpfs mounted on `dir` for the test's life: a disk that fills up when the test says.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &Path, size: &str) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mount a tmpfs on {}", dir.display());
+        Self(dir.to_owned())
+    }
+
+    /// Writes a file until the disk has no room left.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write as _;
+        let path = self.0.join("filler");
+        let mut f = std::fs::File::create(&path).unwrap();
+        let chunk = vec![0u8; 4096];
+        while f.write_all(&chunk).and_then(|()| f.flush()).is_ok() {}
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_under_the_host_delays_work_and_loses_none() {
+    if !docker_ready().await || !root("mounting a small tmpfs to fill") {
+        return;
+    }
+    let d = tmp();
+    let disk = SmallDisk::mount(&d.path().join("host"), "8m");
+    let host = start_host(host_cfg(d.path())).await;
+    let (rcfg, runner) = runner(&host, d.path(), "f3").await;
+    let conn = admin(&host).await;
+    online(&host, "f3").await;
+    let id = submit(&conn, spec("sleep 2; echo done")).await[0];
+    wait_state(&conn, id, &["running"]).await;
+
+    let filler = disk.fill();
+    // What needs a write is refused with the reason (the write-ahead log may still have room
+    // for a few).
+    let mut refused = None;
+    for _ in 0..2000 {
+        if let Response::Error { message, .. } = call(&conn, Request::TokenCreate { ttl_secs: 60, uses: 1 }).await {
+            refused = Some(message);
+            break;
+        }
+    }
+    let refused = refused.expect("a write was refused on a full disk");
+    assert!(refused.contains("full"), "{refused}");
+    // Submissions too, each in a transaction whose COMMIT fails.
+    for _ in 0..4 {
+        match call(&conn, Request::TaskSubmit(spec("true"))).await {
+            Response::Error { message, .. } => assert!(message.contains("full"), "{message}"),
+            Response::TaskSubmitted { .. } => {}
+            other => panic!("{other:?}"),
+        }
+    }
+
+    // The task ends on the node while the host cannot record it.
+    let result = rcfg.state_dir.join("tasks").join(id.to_string()).join("result.json");
+    eventually(Duration::from_secs(30), "the task ended on the node", || async {
+        result.exists()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        show(&conn, id).await.state,
+        "running",
+        "the host could not record the end yet"
+    );
+
+    // Room again: the end arrives without restarting anything, and every write works again.
+    std::fs::remove_file(filler).unwrap();
+    let t = wait_state(&conn, id, &["completed", "failed", "lost"]).await;
+    assert_eq!((t.state.as_str(), t.exit_code), ("completed", Some(0)), "{t:?}");
+    assert_eq!(logs(&conn, id, false).await, "done\n");
+    for i in 0..8 {
+        match call(&conn, Request::TaskSubmit(spec("true"))).await {
+            Response::TaskSubmitted { .. } => {}
+            other => panic!("submission {i} after the disk had room again: {other:?}"),
+        }
+    }
+
+    runner.shutdown().await;
+    host.shutdown().await;
+    drop(disk);
+}
