@@ -11,7 +11,7 @@ mod tls;
 pub use framed::{open, pipe, read_header, recv_msg, send_msg, FramedError, MsgReader};
 pub use quinn::ReadError;
 pub use quinn::{ClientConfig, Connection, ConnectionError, Endpoint, RecvStream, SendStream, ServerConfig, VarInt};
-pub use splice::{copy_down, copy_up, splice};
+pub use splice::{copy_down, copy_up, reset_tcp, splice};
 pub use tls::{
     client_config, https_server_config, peer_of_certs, peer_subject, server_config, Identity, Peer, Trust, ALPN,
 };

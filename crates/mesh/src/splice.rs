@@ -99,9 +99,25 @@ async fn write_all_chunks(wr: &mut (impl AsyncWrite + Unpin), chunks: &mut [Byte
 /// Copies until both directions have ended. Returns (bytes to the stream, bytes to the socket).
 pub async fn splice(tcp: TcpStream, mut send: SendStream, mut recv: RecvStream) -> std::io::Result<(u64, u64)> {
     let _ = tcp.set_nodelay(true);
-    let (rd, wr) = tcp.into_split();
+    let (mut rd, mut wr) = tcp.into_split();
     // A clean end of one direction waits for the other (half-close); an error ends both.
-    tokio::try_join!(copy_up(rd, &mut send), copy_down(&mut recv, wr))
+    let spliced = tokio::try_join!(copy_up(&mut rd, &mut send), copy_down(&mut recv, &mut wr));
+    if spliced.is_err() {
+        reset_tcp(rd, wr);
+    }
+    spliced
+}
+
+/// Ends a TCP connection with a reset (RST), never a clean end (FIN): when the stream it was
+/// spliced onto broke (a runner or host gone mid-transfer), the program at the other end must
+/// see an error, not a complete-looking short answer.
+pub fn reset_tcp(rd: tokio::net::tcp::OwnedReadHalf, wr: tokio::net::tcp::OwnedWriteHalf) {
+    // With a zero linger, closing the socket sends RST. Dropping the write half would first send
+    // FIN (a shutdown), which the peer could read as the end; `forget` leaves the close to the
+    // read half's drop.
+    let _ = wr.as_ref().set_zero_linger();
+    wr.forget();
+    drop(rd);
 }
 
 #[cfg(test)]

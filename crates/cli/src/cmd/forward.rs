@@ -128,13 +128,41 @@ pub async fn run(dir: &Path, task: u64, port: u16, local: Option<u16>, bind: IpA
 async fn connection(mesh: &Mesh, req: &ForwardOpen, tcp: tokio::net::TcpStream) -> anyhow::Result<()> {
     let (mut send, mut recv) = mesh.open_eager(req).await?;
     let _ = tcp.set_nodelay(true);
-    let (rd, wr) = tcp.into_split();
-    let up = river_mesh::copy_up(rd, &mut send);
+    let (mut rd, mut wr) = tcp.into_split();
+    let spliced = splice(&mut send, &mut recv, &mut rd, &mut wr).await;
+    if let Err(e) = &spliced {
+        if !e.is::<Refused>() {
+            // The mesh broke mid-connection: the local program sees a reset, not an end.
+            river_mesh::reset_tcp(rd, wr);
+        }
+    }
+    spliced
+}
+
+/// The task's side refused the connection (nothing was relayed; the socket closes normally).
+#[derive(Debug)]
+struct Refused(String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+async fn splice(
+    send: &mut river_mesh::SendStream,
+    recv: &mut river_mesh::RecvStream,
+    rd: &mut tokio::net::tcp::OwnedReadHalf,
+    wr: &mut tokio::net::tcp::OwnedWriteHalf,
+) -> anyhow::Result<()> {
+    let up = river_mesh::copy_up(rd, &mut *send);
     tokio::pin!(up);
     // The local bytes go while the answer is on its way. The far side stops reading when it
     // refuses, which can end the upward copy first: the answer still says why.
     let (answer, up_ended) = {
-        let answer = recv_msg::<ForwardReply>(&mut recv);
+        let answer = recv_msg::<ForwardReply>(&mut *recv);
         tokio::pin!(answer);
         tokio::select! {
             a = &mut answer => (a, None),
@@ -143,10 +171,10 @@ async fn connection(mesh: &Mesh, req: &ForwardOpen, tcp: tokio::net::TcpStream) 
     };
     match answer? {
         Some(ForwardReply::Ok) => {}
-        Some(ForwardReply::Refused(why)) => bail!("{why}"),
-        None => bail!("the host closed the stream without answering"),
+        Some(ForwardReply::Refused(why)) => return Err(Refused(why).into()),
+        None => return Err(Refused("the host closed the stream without answering".into()).into()),
     }
-    let down = river_mesh::copy_down(&mut recv, wr);
+    let down = river_mesh::copy_down(recv, wr);
     match up_ended {
         Some(up) => {
             up?;
