@@ -534,18 +534,28 @@ pub(crate) async fn stream_logs(
     send_msg(&mut to_runner, &req).await?;
     let _ = to_runner.finish();
     // Chunk by chunk: QUIC flow control slows the runner when the user reads slowly.
-    let read_failed = |e: river_mesh::ReadError| {
-        tracing::debug!("relaying logs: {e}");
-        river_mesh::FramedError::Ended
-    };
-    while let Some(chunk) = from_runner.read_chunk(64 * 1024, true).await.map_err(read_failed)? {
-        send.write_chunk(chunk.bytes)
-            .await
-            .map_err(river_mesh::FramedError::from)?;
+    loop {
+        match from_runner.read_chunk(64 * 1024, true).await {
+            Ok(Some(chunk)) => send
+                .write_chunk(chunk.bytes)
+                .await
+                .map_err(river_mesh::FramedError::from)?,
+            Ok(None) => break,
+            Err(e) => {
+                // The node went away or could not read the output: the user's stream is reset,
+                // so what arrived so far is never taken for all of it.
+                tracing::info!(task = req.id, "logs cut short: {e}");
+                let _ = send.reset(LOGS_CUT_SHORT.into());
+                return Ok(());
+            }
+        }
     }
     let _ = send.finish();
     Ok(())
 }
+
+/// The stream error code of a `Logs` stream whose output was cut short.
+pub(crate) const LOGS_CUT_SHORT: u32 = 3;
 
 /// The tasks placed on `node` that have not ended.
 pub(crate) async fn unfinished_on(ctx: &Ctx, node: &str) -> anyhow::Result<Vec<TaskRecord>> {

@@ -209,10 +209,16 @@ async fn host_stream(
         let Some(req) = recv_msg::<LogsRequest>(&mut recv).await? else {
             return Ok(());
         };
-        if let Err(e) = exec.send_logs(req.id, req.stderr, req.follow, &mut send).await {
-            tracing::debug!(task = req.id, "sending logs: {e}");
+        match exec.send_logs(req.id, req.stderr, req.follow, &mut send).await {
+            Ok(()) => {
+                let _ = send.finish();
+            }
+            Err(e) => {
+                // Never a clean end for output that could not all be sent.
+                tracing::info!(task = req.id, "sending logs: {e}");
+                let _ = send.reset(3u32.into());
+            }
         }
-        let _ = send.finish();
         Ok::<(), FramedError>(())
     };
     if let Err(e) = served.await {

@@ -298,9 +298,17 @@ async fn follow(dir: &Path, id: u64, stderr: bool) -> anyhow::Result<()> {
         None => bail!("the host closed the stream without answering"),
     }
     let mut out = tokio::io::stdout();
-    while let Some(chunk) = recv.read_chunk(64 * 1024, true).await.context("following the logs")? {
-        out.write_all(&chunk.bytes).await?;
-        out.flush().await?;
+    loop {
+        match recv.read_chunk(64 * 1024, true).await {
+            Ok(Some(chunk)) => {
+                out.write_all(&chunk.bytes).await?;
+                out.flush().await?;
+            }
+            Ok(None) => break,
+            Err(e) => bail!(
+                "the output of task {id} was cut short ({e}): its node or the host went away; `river task status {id}` says what became of it"
+            ),
+        }
     }
     client.close().await;
     Ok(())
