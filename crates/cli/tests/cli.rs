@@ -1,115 +1,14 @@
 //! The `river` binary as a user runs it: output, exit codes, files.
 
+#[path = "support/binary.rs"]
+mod binary;
+
+use binary::*;
 use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-
-fn river(cfg: &Path, args: &[&str]) -> Output {
-    output_within(
-        Command::new(env!("CARGO_BIN_EXE_river"))
-            .args(args)
-            .env("RIVER_CONFIG_DIR", cfg)
-            .env("HOME", cfg.parent().unwrap())
-            .env_remove("XDG_CONFIG_HOME")
-            .env_remove("XDG_DATA_HOME"),
-    )
-}
-
-/// How long any one command a test runs may take.
-const COMMAND_LIMIT: Duration = Duration::from_secs(300);
-
-/// `cmd`'s output, as `Command::output` gives it (no standard input), except that a command still
-/// running after [`COMMAND_LIMIT`] is killed and fails the test with what it printed, rather than
-/// holding up the whole suite.
-fn output_within(cmd: &mut Command) -> Output {
-    fed_within(cmd.stdin(Stdio::null()), |_| {})
-}
-
-/// [`output_within`] with standard input written by `feed`, on a thread of its own.
-fn fed_within(cmd: &mut Command, feed: impl FnOnce(std::process::ChildStdin) + Send + 'static) -> Output {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{cmd:?} does not start: {e}"));
-    if let Some(stdin) = child.stdin.take() {
-        std::thread::spawn(move || feed(stdin));
-    }
-    let collect = |mut from: Box<dyn Read + Send>| {
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut all = Vec::new();
-            let _ = from.read_to_end(&mut all);
-            let _ = tx.send(all);
-        });
-        rx
-    };
-    let stdout = collect(Box::new(child.stdout.take().unwrap()));
-    let stderr = collect(Box::new(child.stderr.take().unwrap()));
-    let deadline = Instant::now() + COMMAND_LIMIT;
-    let mut pause = Duration::from_millis(1);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            let printed = |rx: mpsc::Receiver<Vec<u8>>| {
-                let all = rx.recv_timeout(Duration::from_secs(1)).unwrap_or_default();
-                let end = String::from_utf8_lossy(&all[all.len().saturating_sub(500)..]).into_owned();
-                format!("{} bytes ending {end:?}", all.len())
-            };
-            panic!(
-                "{cmd:?} was still running after {COMMAND_LIMIT:?}; it printed {} and, on stderr, {}",
-                printed(stdout),
-                printed(stderr)
-            );
-        }
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(20));
-    };
-    // Whatever it started in the background may hold its output open: wait a moment, no more.
-    let rest = |rx: mpsc::Receiver<Vec<u8>>| rx.recv_timeout(Duration::from_secs(10)).unwrap_or_default();
-    Output {
-        status,
-        stdout: rest(stdout),
-        stderr: rest(stderr),
-    }
-}
-
-/// The lines `from` prints, as they come, to be waited for with a limit.
-fn lines_of(from: impl Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufRead::lines(std::io::BufReader::new(from)) {
-            let Ok(line) = line else { return };
-            // Read on when nobody listens, so the process never blocks on a full pipe.
-            let _ = tx.send(line);
-        }
-    });
-    rx
-}
-
-fn text(o: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
-
-fn free_port() -> u16 {
-    // A port free on both TCP and UDP right now.
-    loop {
-        let t = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = t.local_addr().unwrap().port();
-        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
 
 #[test]
 fn every_command_has_help_with_an_example() {
@@ -418,46 +317,6 @@ impl Drop for Down {
     }
 }
 
-/// Whether the Docker test image is here; without it (and without RIVER_REQUIRE_DOCKER) the
-/// caller skips.
-fn docker_image_ready() -> bool {
-    let ok = Command::new("docker")
-        .args(["image", "inspect", "river-test/busybox:1"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        assert!(
-            std::env::var_os("RIVER_REQUIRE_DOCKER").is_none(),
-            "Docker is required here"
-        );
-        eprintln!("skipped: no Docker test image");
-    }
-    ok
-}
-
-/// Submits a task (`args` follow `river task submit`), waits until it runs, and returns its id.
-fn running_task(cfg: &Path, args: &[&str]) -> String {
-    let mut all = vec!["task", "submit"];
-    all.extend_from_slice(args);
-    let o = river(cfg, &all);
-    assert!(o.status.success(), "{:?}", text(&o));
-    let id = text(&o).0.trim().to_owned();
-    wait_running(cfg, &id);
-    id
-}
-
-fn wait_running(cfg: &Path, id: &str) {
-    for _ in 0..300 {
-        let o = river(cfg, &["task", "status", id, "-o", "json"]);
-        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
-        if v["state"] == "running" {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    panic!("task {id} never ran");
-}
-
 /// A tmux server of the test's own, with one detached session running `command`.
 struct Tmux(String);
 
@@ -661,39 +520,6 @@ fn connect_and_environments_through_the_binary() {
     assert!(o.status.success(), "{:?}", text(&o));
     let (list, _) = text(&river(&cfg, &["env", "list"]));
     assert!(!list.contains("tools"), "{list}");
-}
-
-/// `river forward ARGS -l 0`, once it listens: the process, its local address, and the lines it
-/// prints on standard error from then on.
-fn spawn_forward(cfg: &Path, args: &[&str]) -> (std::process::Child, String, mpsc::Receiver<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_river"))
-        .arg("forward")
-        .args(args)
-        .args(["-l", "0"])
-        .env("RIVER_CONFIG_DIR", cfg)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let said = lines_of(child.stderr.take().unwrap());
-    let Ok(line) = lines_of(child.stdout.take().unwrap()).recv_timeout(Duration::from_secs(60)) else {
-        let _ = child.kill();
-        let _ = child.wait();
-        let said: Vec<String> = said.try_iter().collect();
-        panic!("river forward {args:?} did not say where it listens; it said {said:?}");
-    };
-    (child, line.trim().to_owned(), said)
-}
-
-/// `GET path` over a plain TCP connection; the whole answer.
-fn http_get(addr: &str, path: &str) -> std::io::Result<String> {
-    use std::io::{Read as _, Write as _};
-    let mut s = std::net::TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
-    Ok(out)
 }
 
 #[test]

@@ -1,0 +1,192 @@
+//! Output cut short is an error, never a clean end: a host and a runner as separate processes of
+//! the real binary, the runner killed (`kill -9`) while a user follows a task's output and pulls
+//! a large answer through `river forward`.
+
+#[path = "support/binary.rs"]
+mod binary;
+
+use binary::*;
+use std::io::{Read as _, Write as _};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A `river host` or `river runner` process, killed when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn serve(log: &Path, args: &[&str]) -> Proc {
+    let out = std::fs::File::create(log).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_river"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap();
+    Proc(child)
+}
+
+/// Polls `check` every 100 ms until it holds, failing with `what` after `limit`.
+fn until(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// What a killed runner leaves behind: its containers and its self-bind of scratch (`nosuid`).
+struct Leftovers(std::path::PathBuf, &'static str);
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        let found = Command::new("docker")
+            .args(["ps", "-aq", "--filter", &format!("label=river.node={}", self.1)])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        for id in found.split_whitespace() {
+            let _ = Command::new("docker").args(["rm", "-f", id]).output();
+        }
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+        let under = self.0.to_string_lossy().into_owned();
+        for m in mounts
+            .lines()
+            .filter_map(|l| l.split(' ').nth(1))
+            .filter(|m| m.starts_with(&under))
+        {
+            let _ = Command::new("umount").args(["-l", m]).output();
+        }
+    }
+}
+
+#[test]
+fn a_runner_killed_mid_transfer_makes_logs_follow_and_forward_fail_loudly() {
+    if !docker_image_ready() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let _leftovers = Leftovers(d.path().to_owned(), "cut1");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let host_dir = d.path().join("host");
+    let _host = serve(
+        &d.path().join("host.log"),
+        &["host", "--state-dir", host_dir.to_str().unwrap(), "--listen", &listen],
+    );
+    let cfg = host_dir.join("admin");
+    until(Duration::from_secs(60), "the host serves", || {
+        cfg.join("cluster.toml").exists() && river(&cfg, &["whoami"]).status.success()
+    });
+    let o = river(&cfg, &["token", "create", "--ttl", "10m"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let token = text(&o).0.lines().next().unwrap().trim().to_owned();
+    let mut runner = serve(
+        &d.path().join("runner.log"),
+        &[
+            "runner",
+            "--state-dir",
+            d.path().join("runner").to_str().unwrap(),
+            "--name",
+            "cut1",
+            "--join",
+            &listen,
+            "--token",
+            &token,
+        ],
+    );
+    until(Duration::from_secs(60), "the node is online", || {
+        text(&river(&cfg, &["node", "list"])).0.contains("online")
+    });
+
+    let image = ["--image", "river-test/busybox:1", "--"];
+    let counting = running_task(
+        &cfg,
+        &[
+            &image[..],
+            &[
+                "sh",
+                "-c",
+                "i=0; while [ $i -lt 100000 ]; do echo line $i; i=$((i+1)); sleep 0.01; done",
+            ],
+        ]
+        .concat(),
+    );
+    let serving = running_task(
+        &cfg,
+        &[
+            &image[..],
+            &[
+                "sh",
+                "-c",
+                "mkdir /www && dd if=/dev/zero of=/www/big bs=1M count=300 2>/dev/null && echo ready && exec httpd -f -p 127.0.0.1:8080 -h /www",
+            ],
+        ]
+        .concat(),
+    );
+    until(Duration::from_secs(60), "the web server is ready", || {
+        text(&river(&cfg, &["task", "logs", &serving])).0.contains("ready")
+    });
+
+    // A user follows the first task's output...
+    let mut follow = Command::new(env!("CARGO_BIN_EXE_river"))
+        .args(["task", "logs", "-f", &counting])
+        .env("RIVER_CONFIG_DIR", &cfg)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let followed = lines_of(follow.stdout.take().unwrap());
+    let follow_said = lines_of(follow.stderr.take().unwrap());
+    let first = followed.recv_timeout(Duration::from_secs(60)).expect("output arrives");
+    assert!(first.starts_with("line "), "{first}");
+    // ...and pulls a 300 MB file through a forward, reading slowly.
+    let (mut fwd, local, _) = spawn_forward(&cfg, &[&serving, "8080"]);
+    let mut web = std::net::TcpStream::connect(&local).unwrap();
+    web.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    web.write_all(b"GET /big HTTP/1.0\r\n\r\n").unwrap();
+    let mut got = vec![0u8; 1 << 20];
+    web.read_exact(&mut got).unwrap();
+
+    // The node dies.
+    let _ = runner.0.kill();
+    let _ = runner.0.wait();
+
+    // The forward's client sees the connection reset, not a short file that looks complete.
+    let mut total = got.len();
+    let ended = loop {
+        match web.read(&mut got) {
+            Ok(0) => break Ok(()),
+            Ok(n) => total += n,
+            Err(e) => break Err(e),
+        }
+    };
+    assert!(
+        total < 300 << 20,
+        "the whole file arrived before the node died; nothing was cut"
+    );
+    let e = ended.expect_err("a clean end after a broken transfer");
+    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
+
+    // `logs -f` fails and says why.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let status = loop {
+        if let Some(s) = follow.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "logs -f still running after its node died");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(!status.success(), "logs -f exited 0 with output cut short");
+    let said: Vec<String> = follow_said.try_iter().collect();
+    assert!(said.join("\n").contains("was cut short"), "{said:?}");
+
+    let _ = fwd.kill();
+    let _ = fwd.wait();
+}
