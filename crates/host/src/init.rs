@@ -30,6 +30,9 @@ pub(crate) struct State {
     pub https_tls: Arc<rustls::ServerConfig>,
     /// This host's hold on the state directory, for as long as it runs.
     pub lock: river_creds::StateLock,
+    /// The mesh's stateless-reset key: secret and the same at every start (made from the CA's
+    /// key), so runners of a crashed host learn of the crash from the restarted one at once.
+    pub reset_seed: [u8; 32],
 }
 
 pub(crate) async fn prepare(cfg: &HostConfig) -> anyhow::Result<State> {
@@ -39,6 +42,13 @@ pub(crate) async fn prepare(cfg: &HostConfig) -> anyhow::Result<State> {
     let store = open_store(&cfg.state_dir).await?;
     let ca = load_or_create_ca(&cfg.state_dir, &store).await?;
     let (chain, key) = host_cert(cfg, &ca, &store).await?;
+    let reset_seed = {
+        use sha2::Digest as _;
+        let mut h = sha2::Sha256::new();
+        h.update(b"river mesh stateless reset v1\0");
+        h.update(ca.key_pem().as_bytes());
+        h.finalize().into()
+    };
     let quic = river_mesh::server_config(Identity::from_pem(&chain, &key)?, ca.cert_der())?;
     let https_tls = river_mesh::https_server_config(Identity::from_pem(&chain, &key)?, ca.cert_der())?;
     Ok(State {
@@ -47,6 +57,7 @@ pub(crate) async fn prepare(cfg: &HostConfig) -> anyhow::Result<State> {
         quic,
         https_tls,
         lock,
+        reset_seed,
     })
 }
 

@@ -281,7 +281,7 @@ fn advertised(cfg: &HostConfig, bound: SocketAddr) -> String {
 /// on both.
 async fn bind(cfg: &HostConfig, state: &init::State) -> anyhow::Result<(Endpoint, tokio::net::TcpListener)> {
     for _ in 0..20 {
-        let endpoint = river_mesh::server_endpoint(cfg.listen, state.quic.clone())
+        let endpoint = river_mesh::server_endpoint_with_reset_seed(cfg.listen, state.quic.clone(), &state.reset_seed)
             .with_context(|| format!("cannot listen on udp {} for the mesh", cfg.listen))?;
         let port = endpoint.local_addr()?.port();
         match tokio::net::TcpListener::bind(SocketAddr::new(cfg.listen.ip(), port)).await {

@@ -63,24 +63,66 @@ pub fn client_endpoint(peer: std::net::SocketAddr) -> Result<Endpoint, MeshError
     let bind: std::net::SocketAddr = if peer.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }
         .parse()
         .map_err(|_| MeshError::Quic("bad bind address".into()))?;
-    endpoint(bind, None)
+    endpoint(bind, None, quinn::EndpointConfig::default())
 }
 
 /// Binds the host's endpoint at `addr`.
 pub fn server_endpoint(addr: std::net::SocketAddr, config: ServerConfig) -> Result<Endpoint, MeshError> {
-    endpoint(addr, Some(config))
+    endpoint(addr, Some(config), quinn::EndpointConfig::default())
 }
 
-fn endpoint(addr: std::net::SocketAddr, server: Option<ServerConfig>) -> Result<Endpoint, MeshError> {
+/// A server endpoint whose stateless-reset key comes from `seed` (secret, and the same every time
+/// this server starts) instead of from chance: after a crash and restart, the new process answers
+/// packets of a connection it never had with the reset the old process promised, and the peer
+/// ends that connection at once instead of waiting out its idle timeout.
+pub fn server_endpoint_with_reset_seed(
+    addr: std::net::SocketAddr,
+    config: ServerConfig,
+    seed: &[u8],
+) -> Result<Endpoint, MeshError> {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, seed);
+    let mut cfg = quinn::EndpointConfig::new(std::sync::Arc::new(key));
+    // quinn's default connection ids carry a keyed check whose key is random per process: the
+    // successor would drop the old connection's packets as foreign instead of resetting them.
+    cfg.cid_generator(|| Box::new(RandomCids));
+    endpoint(addr, Some(config), cfg)
+}
+
+/// Connection ids of random bytes, any of which a restarted server answers with a stateless
+/// reset.
+struct RandomCids;
+
+impl quinn::ConnectionIdGenerator for RandomCids {
+    fn generate_cid(&mut self) -> quinn::ConnectionId {
+        static FALLBACK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let mut id = [0u8; 8];
+        // getrandom(2), which does not fail on the kernels river runs on; were it to, the ids
+        // would still differ.
+        if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut id).is_err() {
+            let n = FALLBACK.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            id = n.to_le_bytes();
+        }
+        quinn::ConnectionId::new(&id)
+    }
+
+    fn cid_len(&self) -> usize {
+        8
+    }
+
+    fn cid_lifetime(&self) -> Option<std::time::Duration> {
+        None
+    }
+}
+
+fn endpoint(
+    addr: std::net::SocketAddr,
+    server: Option<ServerConfig>,
+    config: quinn::EndpointConfig,
+) -> Result<Endpoint, MeshError> {
     let socket = std::net::UdpSocket::bind(addr)?;
     buffers::enlarge(&socket);
     let runtime = quinn::default_runtime().ok_or_else(|| MeshError::Quic("no async runtime".into()))?;
-    Ok(Endpoint::new(
-        quinn::EndpointConfig::default(),
-        server,
-        socket,
-        runtime,
-    )?)
+    Ok(Endpoint::new(config, server, socket, runtime)?)
 }
 
 mod buffers {
