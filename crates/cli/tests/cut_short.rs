@@ -7,40 +7,8 @@ mod binary;
 
 use binary::*;
 use std::io::{Read as _, Write as _};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// A `river host` or `river runner` process, killed when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn serve(log: &Path, args: &[&str]) -> Proc {
-    let out = std::fs::File::create(log).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_river"))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .unwrap();
-    Proc(child)
-}
-
-/// Polls `check` every 100 ms until it holds, failing with `what` after `limit`.
-fn until(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !check() {
-        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 /// What a killed runner leaves behind: its containers and its self-bind of scratch (`nosuid`).
 struct Leftovers(std::path::PathBuf, &'static str);
@@ -75,35 +43,8 @@ fn a_runner_killed_mid_transfer_makes_logs_follow_and_forward_fail_loudly() {
     let d = tempfile::tempdir().unwrap();
     let _leftovers = Leftovers(d.path().to_owned(), "cut1");
     let listen = format!("127.0.0.1:{}", free_port());
-    let host_dir = d.path().join("host");
-    let _host = serve(
-        &d.path().join("host.log"),
-        &["host", "--state-dir", host_dir.to_str().unwrap(), "--listen", &listen],
-    );
-    let cfg = host_dir.join("admin");
-    until(Duration::from_secs(60), "the host serves", || {
-        cfg.join("cluster.toml").exists() && river(&cfg, &["whoami"]).status.success()
-    });
-    let o = river(&cfg, &["token", "create", "--ttl", "10m"]);
-    assert!(o.status.success(), "{:?}", text(&o));
-    let token = text(&o).0.lines().next().unwrap().trim().to_owned();
-    let mut runner = serve(
-        &d.path().join("runner.log"),
-        &[
-            "runner",
-            "--state-dir",
-            d.path().join("runner").to_str().unwrap(),
-            "--name",
-            "cut1",
-            "--join",
-            &listen,
-            "--token",
-            &token,
-        ],
-    );
-    until(Duration::from_secs(60), "the node is online", || {
-        text(&river(&cfg, &["node", "list"])).0.contains("online")
-    });
+    let (_host, cfg) = host_process(d.path(), &listen);
+    let mut runner = runner_process(d.path(), &cfg, &listen, "cut1");
 
     let image = ["--image", "river-test/busybox:1", "--"];
     let counting = running_task(

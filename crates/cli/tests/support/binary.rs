@@ -185,3 +185,85 @@ pub fn http_get(addr: &str, path: &str) -> std::io::Result<String> {
     s.read_to_string(&mut out)?;
     Ok(out)
 }
+
+/// A `river host` or `river runner` process, killed when dropped.
+pub struct Proc(pub std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn serve(log: &Path, args: &[&str]) -> Proc {
+    let out = std::fs::File::create(log).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_river"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap();
+    Proc(child)
+}
+
+/// Polls `check` every 100 ms until it holds, failing with `what` after `limit`.
+pub fn until(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `river host` on `listen` with its state in `dir/host`, serving: the process and the admin's
+/// credential directory.
+pub fn host_process(dir: &Path, listen: &str) -> (Proc, std::path::PathBuf) {
+    let state = dir.join("host");
+    let host = serve(
+        &dir.join("host.log"),
+        &["host", "--state-dir", state.to_str().unwrap(), "--listen", listen],
+    );
+    let cfg = state.join("admin");
+    until(Duration::from_secs(60), "the host serves", || {
+        cfg.join("cluster.toml").exists() && river(&cfg, &["whoami"]).status.success()
+    });
+    (host, cfg)
+}
+
+/// `river runner` named `name`, joined with a new token, its state in `dir/runner-NAME` and its
+/// log in `dir/runner-NAME.log`; returns once the node is online.
+pub fn runner_process(dir: &Path, cfg: &Path, listen: &str, name: &str) -> Proc {
+    let o = river(cfg, &["token", "create", "--ttl", "10m"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let token = text(&o).0.lines().next().unwrap().trim().to_owned();
+    let state = dir.join(format!("runner-{name}"));
+    let runner = serve(
+        &dir.join(format!("runner-{name}.log")),
+        &[
+            "runner",
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--name",
+            name,
+            "--join",
+            listen,
+            "--token",
+            &token,
+        ],
+    );
+    until(Duration::from_secs(60), "the node is online", || node_online(cfg, name));
+    runner
+}
+
+/// Whether `river node list` shows `name` online.
+pub fn node_online(cfg: &Path, name: &str) -> bool {
+    let o = river(cfg, &["node", "list", "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    v.as_array().is_some_and(|nodes| {
+        nodes
+            .iter()
+            .any(|n| n["name"] == name && n["state"].as_str().is_some_and(|s| s.eq_ignore_ascii_case("online")))
+    })
+}
