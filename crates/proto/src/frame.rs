@@ -10,7 +10,7 @@ use serde::{de::DeserializeOwned, Serialize};
 
 /// The protocol version spoken by this build. Peers with another version are refused with an error
 /// that names both versions.
-pub const PROTOCOL_VERSION: u8 = 2;
+pub const PROTOCOL_VERSION: u8 = 3;
 
 /// Largest frame accepted: large enough for any control message, small enough to bound memory.
 pub const MAX_FRAME_LEN: usize = 4 * 1024 * 1024;
@@ -129,6 +129,11 @@ pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, FrameError> {
     let len = u32::try_from(body_len).map_err(|_| FrameError::TooLarge(body_len))?;
     out[..4].copy_from_slice(&len.to_be_bytes());
     Ok(out)
+}
+
+/// How many bytes `msg` takes in a frame's body, counted without keeping them.
+pub fn encoded_len<T: Serialize>(msg: &T) -> usize {
+    postcard::serialize_with_flavor(msg, postcard::ser_flavors::Size::default()).unwrap_or(usize::MAX)
 }
 
 /// Decodes one frame body (without its length prefix).

@@ -137,6 +137,11 @@ pub enum TokenPurpose {
     User,
 }
 
+/// Tasks in a page of `task list` when the request does not say.
+pub const TASK_PAGE: u32 = 100;
+/// The most tasks in one page: an answer stays far below a frame's 4 MiB.
+pub const TASK_PAGE_MAX: u32 = 1000;
+
 /// One request on an `Rpc` stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 // One request per stream, built once: its size in memory does not matter, and boxing the spec
@@ -171,9 +176,16 @@ pub enum Request {
         csr_pem: String,
     },
     TaskSubmit(TaskSpec),
+    /// A page of tasks, newest first.
     TaskList {
         state: Option<String>,
         node: Option<String>,
+        /// Only tasks with a smaller id: the page after one that ended with this id.
+        before: Option<u64>,
+        /// At most this many; none means [`TASK_PAGE`], and the host caps it at [`TASK_PAGE_MAX`].
+        limit: Option<u32>,
+        /// Only VPSs.
+        vps: bool,
     },
     TaskShow {
         id: u64,
@@ -306,7 +318,11 @@ pub enum Response {
         batch: u64,
         ids: Vec<u64>,
     },
-    Tasks(Vec<TaskView>),
+    /// A page of tasks, newest first, and how many match in all.
+    Tasks {
+        tasks: Vec<TaskView>,
+        total: u64,
+    },
     Task(Box<TaskView>),
     Logs(Vec<u8>),
     Env(Box<EnvView>),

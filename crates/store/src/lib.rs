@@ -1012,6 +1012,8 @@ async fn insert_version(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, name: &str
 
 mod accounts;
 mod file;
+mod pages;
+pub use pages::TaskQuery;
 mod overlay;
 pub use overlay::Reservation;
 
