@@ -97,17 +97,27 @@ pub async fn run(river: &Path, count: usize, concurrency: usize, no_container: b
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let tasks = loop {
-        let Response::Tasks(all) = client::call(
-            &conn,
-            &Request::TaskList {
-                state: None,
-                node: None,
-            },
-        )
-        .await?
-        else {
-            anyhow::bail!("no task list")
-        };
+        let mut all = Vec::new();
+        let mut before = None;
+        loop {
+            let Response::Tasks { tasks, .. } = client::call(
+                &conn,
+                &Request::TaskList {
+                    state: None,
+                    node: None,
+                    before,
+                    limit: Some(river_proto::msg::TASK_PAGE_MAX),
+                    vps: false,
+                },
+            )
+            .await?
+            else {
+                anyhow::bail!("no task list")
+            };
+            let Some(last) = tasks.last().map(|t| t.id) else { break };
+            before = Some(last);
+            all.extend(tasks);
+        }
         if all.iter().all(|t| t.finished_at_ms.is_some()) {
             break all;
         }

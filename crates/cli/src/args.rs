@@ -340,6 +340,9 @@ pub enum TaskCmd {
     Submit(Box<SubmitArgs>),
     /// List tasks.
     #[command(after_help = "Example:\n  river task list -s running --node gpu-01 -o json")]
+    #[command(
+        after_help = "Shows the newest tasks (100 unless --limit says); older ones page with --before.\n\nExamples:\n  river task list --state running\n  river task list --limit 20 --before 4711\n  river task list --all -o json > tasks.json"
+    )]
     List {
         /// Only tasks in this state (queued, assigned, running, paused, completed, failed, killed, oom, lost, stopped).
         #[arg(short, long)]
@@ -347,6 +350,15 @@ pub enum TaskCmd {
         /// Only tasks on this node.
         #[arg(long)]
         node: Option<String>,
+        /// How many of the newest tasks to show.
+        #[arg(long, default_value_t = 100, conflicts_with = "all")]
+        limit: u32,
+        /// Only tasks older than this id (the next page).
+        #[arg(long)]
+        before: Option<u64>,
+        /// Every matching task, however many.
+        #[arg(long)]
+        all: bool,
     },
     /// Show one task.
     Status { id: u64 },

@@ -104,6 +104,10 @@ async fn node(s: State<Arc<Ctx>>, c: Extension<ApiCaller>, Path(name): Path<Stri
 struct TaskFilter {
     state: Option<String>,
     node: Option<String>,
+    before: Option<u64>,
+    limit: Option<u32>,
+    #[serde(default)]
+    vps: bool,
 }
 
 async fn tasks(s: State<Arc<Ctx>>, c: Extension<ApiCaller>, Query(f): Query<TaskFilter>) -> HttpResponse {
@@ -113,6 +117,9 @@ async fn tasks(s: State<Arc<Ctx>>, c: Extension<ApiCaller>, Query(f): Query<Task
         Request::TaskList {
             state: f.state,
             node: f.node,
+            before: f.before,
+            limit: f.limit,
+            vps: f.vps,
         },
     )
     .await
@@ -203,7 +210,7 @@ async fn call(
         Response::Users(u) => serde_json::json!(u),
         Response::Renewed { cert_pem } => serde_json::json!({ "cert_pem": cert_pem }),
         Response::TaskSubmitted { batch, ids } => serde_json::json!({ "batch": batch, "ids": ids }),
-        Response::Tasks(t) => serde_json::json!(t),
+        Response::Tasks { tasks, .. } => serde_json::json!(tasks),
         Response::Task(t) => serde_json::json!(t),
         Response::Logs(bytes) => serde_json::json!({ "logs": String::from_utf8_lossy(&bytes) }),
         Response::Env(e) => serde_json::json!(e),

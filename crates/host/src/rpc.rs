@@ -7,7 +7,7 @@ use crate::Ctx;
 use river_pki::Subject;
 use river_proto::msg::{
     ClusterStatus, ErrorKind, NodeState, NodeView, Request, Response, Role, TokenCreated, TokenPurpose, TokenView,
-    UserView,
+    UserView, TASK_PAGE, TASK_PAGE_MAX,
 };
 use river_proto::name::Name;
 use river_proto::token::JoinToken;
@@ -216,22 +216,25 @@ async fn act(ctx: &Ctx, caller: &Caller, req: Request) -> anyhow::Result<Respons
         ),
         Request::Renew { csr_pem } => renew(ctx, caller, &csr_pem).await?,
         Request::TaskSubmit(spec) => crate::tasks::submit(ctx, caller, spec).await?,
-        Request::TaskList { state, node } => {
+        Request::TaskList {
+            state,
+            node,
+            before,
+            limit,
+            vps,
+        } => {
             if let Some(st) = &state {
                 if let Err(e) = st.parse::<river_task::state::TaskState>() {
                     return Ok(err(ErrorKind::Invalid, e));
                 }
             }
-            let tasks = ctx.store.tasks(state.as_deref()).await?;
-            let tasks = tasks
-                .into_iter()
-                .filter(|t| {
-                    node.as_ref()
-                        .is_none_or(|n| t.placement.as_ref().is_some_and(|p| &p.node == n))
-                })
-                .map(|t| crate::tasks::view(ctx, caller, t))
-                .collect();
-            Response::Tasks(tasks)
+            let q = river_store::TaskQuery { state, node, vps };
+            let limit = limit.unwrap_or(TASK_PAGE).clamp(1, TASK_PAGE_MAX);
+            let (page, total) = ctx.store.task_page(&q, before, limit).await?;
+            Response::Tasks {
+                tasks: crate::tasks::fit_page(page.into_iter().map(|t| crate::tasks::view(ctx, caller, t))),
+                total,
+            }
         }
         Request::TaskShow { id } => match ctx.store.task(id).await? {
             Some(t) => Response::Task(Box::new(crate::tasks::view(ctx, caller, t))),

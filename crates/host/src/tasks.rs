@@ -511,15 +511,17 @@ pub(crate) async fn stream_logs(
     };
     let conn = match source {
         Ok(Some(conn)) => conn,
+        // Not started: no output yet; following it is refused, reading it finds nothing.
         Ok(None) => {
-            send_msg(
-                send,
-                &err(
+            let answer = if req.follow {
+                err(
                     ErrorKind::Conflict,
                     format!("task {} has not started yet; it has no output", req.id),
-                ),
-            )
-            .await?;
+                )
+            } else {
+                Response::Logs(Vec::new())
+            };
+            send_msg(send, &answer).await?;
             let _ = send.finish();
             return Ok(());
         }
@@ -556,6 +558,25 @@ pub(crate) async fn stream_logs(
 
 /// The stream error code of a `Logs` stream whose output was cut short.
 pub(crate) const LOGS_CUT_SHORT: u32 = 3;
+
+/// Bytes of task views one answer may carry: well inside a frame's 4 MiB, whatever the specs hold.
+const PAGE_BYTES: usize = 3 << 20;
+
+/// The views, in order, as many as fit in [`PAGE_BYTES`] (at least one): a page of large specs
+/// comes back shorter, and the next page starts where it stopped.
+pub(crate) fn fit_page(views: impl Iterator<Item = river_proto::msg::TaskView>) -> Vec<river_proto::msg::TaskView> {
+    let mut used = 0;
+    let mut out = Vec::new();
+    for v in views {
+        let size = river_proto::frame::encoded_len(&v);
+        if !out.is_empty() && used + size > PAGE_BYTES {
+            break;
+        }
+        used = used.saturating_add(size);
+        out.push(v);
+    }
+    out
+}
 
 /// The tasks placed on `node` that have not ended.
 pub(crate) async fn unfinished_on(ctx: &Ctx, node: &str) -> anyhow::Result<Vec<TaskRecord>> {

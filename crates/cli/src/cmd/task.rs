@@ -4,7 +4,7 @@ use crate::args::{Output, SubmitArgs, TaskCmd};
 use crate::client::{now_s, once, Client};
 use crate::output::{ago, show, table};
 use anyhow::{bail, Context as _};
-use river_proto::msg::{MountSpec, Request, Response, Signal, TaskSpec, TaskView};
+use river_proto::msg::{MountSpec, Request, Response, Signal, TaskSpec, TaskView, TASK_PAGE_MAX};
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -12,11 +12,29 @@ use std::time::Duration;
 pub async fn run(cmd: TaskCmd, dir: &Path, output: Output) -> anyhow::Result<ExitCode> {
     match cmd {
         TaskCmd::Submit(a) => return submit(*a, dir, output).await,
-        TaskCmd::List { state, node } => {
-            let Response::Tasks(tasks) = once(dir, Request::TaskList { state, node }).await? else {
-                bail!("unexpected answer")
+        TaskCmd::List {
+            state,
+            node,
+            limit,
+            before,
+            all,
+        } => {
+            let query = Request::TaskList {
+                state,
+                node,
+                before,
+                limit: None,
+                vps: false,
             };
+            let (tasks, total) = pages(dir, query, (!all).then_some(limit)).await?;
             show(output, &tasks, |t| list(t))?;
+            let oldest = tasks.first().map_or(0, |t| t.id);
+            let shown = tasks.len() as u64;
+            if !all && shown < total && output == Output::Table && before.is_none_or(|b| oldest < b) {
+                eprintln!(
+                    "{shown} of {total} matching tasks; older ones: `river task list --before {oldest}`, or all of them: `--all`"
+                );
+            }
         }
         TaskCmd::Status { id } => {
             let Response::Task(t) = once(dir, Request::TaskShow { id }).await? else {
@@ -27,22 +45,7 @@ pub async fn run(cmd: TaskCmd, dir: &Path, output: Output) -> anyhow::Result<Exi
         TaskCmd::Kill { id } | TaskCmd::Cancel { id } => signal(dir, id, Signal::Kill).await?,
         TaskCmd::Pause { id } => signal(dir, id, Signal::Pause).await?,
         TaskCmd::Resume { id } => signal(dir, id, Signal::Resume).await?,
-        TaskCmd::Logs {
-            id,
-            stderr,
-            follow: true,
-        } => follow(dir, id, stderr).await?,
-        TaskCmd::Logs {
-            id,
-            stderr,
-            follow: false,
-        } => {
-            let Response::Logs(bytes) = once(dir, Request::TaskLogs { id, stderr }).await? else {
-                bail!("unexpected answer")
-            };
-            use std::io::Write as _;
-            std::io::stdout().write_all(&bytes)?;
-        }
+        TaskCmd::Logs { id, stderr, follow } => logs(dir, id, stderr, follow).await?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -277,20 +280,41 @@ pub(crate) fn detail(t: &TaskView) {
     println!("submitted: {}", ago(t.submitted_at_ms / 1000, now_s()));
 }
 
-/// `logs -f`: the host relays the task's output from its node as it is written.
-async fn follow(dir: &Path, id: u64, stderr: bool) -> anyhow::Result<()> {
+/// Tasks matching `query` (a `TaskList`), newest first from the host a page at a time, up to
+/// `want` (all without it); returned oldest first, with how many match in all.
+pub(crate) async fn pages(dir: &Path, mut query: Request, want: Option<u32>) -> anyhow::Result<(Vec<TaskView>, u64)> {
+    let client = Client::connect(dir).await?;
+    let mut out: Vec<TaskView> = Vec::new();
+    let total = loop {
+        let room = want
+            .map_or(TASK_PAGE_MAX, |w| w.saturating_sub(out.len() as u32))
+            .min(TASK_PAGE_MAX);
+        if let Request::TaskList { limit, .. } = &mut query {
+            *limit = Some(room);
+        }
+        let Response::Tasks { tasks, total } = client.call(query.clone()).await? else {
+            bail!("unexpected answer")
+        };
+        let last = tasks.last().map(|t| t.id);
+        out.extend(tasks);
+        let enough = want.is_some_and(|w| out.len() >= w as usize);
+        match (last, &mut query) {
+            (Some(id), Request::TaskList { before, .. }) if !enough => *before = Some(id),
+            _ => break total,
+        }
+    };
+    client.close().await;
+    out.reverse();
+    Ok((out, total))
+}
+
+/// `logs`: the host relays the task's output from its node as a stream, however large; with
+/// `follow`, as it is written, until the task ends.
+async fn logs(dir: &Path, id: u64, stderr: bool, follow: bool) -> anyhow::Result<()> {
     use tokio::io::AsyncWriteExt as _;
     let client = Client::connect(dir).await?;
     let (mut send, mut recv) = client.open(river_proto::StreamKind::Logs).await?;
-    river_mesh::send_msg(
-        &mut send,
-        &river_proto::msg::LogsRequest {
-            id,
-            stderr,
-            follow: true,
-        },
-    )
-    .await?;
+    river_mesh::send_msg(&mut send, &river_proto::msg::LogsRequest { id, stderr, follow }).await?;
     let _ = send.finish();
     match river_mesh::recv_msg::<Response>(&mut recv).await? {
         Some(Response::Error { message, .. }) => bail!("{message}"),

@@ -13,17 +13,14 @@ pub async fn run(cmd: VpsCmd, dir: &Path, output: Output) -> anyhow::Result<()> 
     match cmd {
         VpsCmd::Create(a) => create(*a, dir, output).await,
         VpsCmd::List { all } => {
-            let Response::Tasks(tasks) = once(
-                dir,
-                Request::TaskList {
-                    state: None,
-                    node: None,
-                },
-            )
-            .await?
-            else {
-                bail!("unexpected answer")
+            let query = Request::TaskList {
+                state: None,
+                node: None,
+                before: None,
+                limit: None,
+                vps: true,
             };
+            let (tasks, _) = crate::cmd::task::pages(dir, query, None).await?;
             let vpss: Vec<TaskView> = tasks
                 .into_iter()
                 .filter(|t| t.spec.vps.is_some())
