@@ -72,11 +72,14 @@ async fn a_busy_node_queues_tasks_and_runs_them_all() {
         Request::TaskList {
             state: Some("queued".into()),
             node: None,
+            before: None,
+            limit: Some(1000),
+            vps: false,
         },
     )
     .await
     {
-        Response::Tasks(t) => t.len(),
+        Response::Tasks { tasks, .. } => tasks.len(),
         other => panic!("{other:?}"),
     };
     assert!(queued > 0, "with every core busy, tasks wait in the queue");
@@ -183,11 +186,14 @@ async fn impossible_tasks_are_refused_at_submit_with_the_reason() {
         Request::TaskList {
             state: None,
             node: None,
+            before: None,
+            limit: Some(1000),
+            vps: false,
         },
     )
     .await
     {
-        Response::Tasks(t) => t.len(),
+        Response::Tasks { tasks, .. } => tasks.len(),
         other => panic!("{other:?}"),
     };
     assert_eq!(listed, 0, "nothing refused was queued");

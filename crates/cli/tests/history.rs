@@ -1,0 +1,93 @@
+//! Answers that grow with the cluster's history come a page or a stream at a time: `task list`
+//! pages, `task logs` streams output larger than any frame. Through the `river` binary, against
+//! a real host and runner.
+
+#[path = "support/docker.rs"]
+mod docker;
+#[path = "support/harness.rs"]
+mod harness;
+
+use docker::*;
+use harness::*;
+use river_proto::msg::{Request, Response};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+fn river(cfg: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_river"))
+        .args(args)
+        .env("RIVER_CONFIG_DIR", cfg)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn ids_in_table(o: &Output) -> Vec<u64> {
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn task_list_pages_and_task_logs_streams_what_no_frame_holds() {
+    if !docker_ready().await {
+        return;
+    }
+    let d = tmp();
+    let (host, runner, conn) = cluster(d.path(), "h1").await;
+    let cfg = host.admin_dir.clone();
+
+    // 25 MB of output (a frame holds 4 MiB), read back whole without --follow.
+    let big = submit(&conn, spec("head -c 25000000 /dev/zero | tr '\\0' x")).await[0];
+    assert_eq!(
+        wait_state(&conn, big, &["completed", "failed"]).await.state,
+        "completed"
+    );
+    let o = tokio::task::block_in_place(|| river(&cfg, &["task", "logs", &big.to_string()]));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(o.stdout.len(), 25_000_000);
+    assert!(o.stdout.iter().all(|b| *b == b'x'));
+
+    // 150 tasks wait behind one that holds a core: each asks for every core of the node.
+    let cores = match call(&conn, Request::NodeShow { name: "h1".into() }).await {
+        Response::Node(n) => n.info.cores,
+        other => panic!("{other:?}"),
+    };
+    let holder = submit(&conn, spec("sleep 300")).await[0];
+    wait_state(&conn, holder, &["running"]).await;
+    let mut waiting = spec("true");
+    waiting.cores = cores;
+    for _ in 0..150 {
+        submit(&conn, waiting.clone()).await;
+    }
+    let newest = big + 151;
+
+    // The newest 100, oldest of them first, and where the rest are.
+    let o = tokio::task::block_in_place(|| river(&cfg, &["task", "list"]));
+    assert!(o.status.success());
+    let page = ids_in_table(&o);
+    assert_eq!(page, ((newest - 99)..=newest).collect::<Vec<_>>());
+    let said = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        said.contains("100 of 152 matching tasks") && said.contains(&format!("--before {}", newest - 99)),
+        "{said}"
+    );
+    // The next page, and every task at once.
+    let o = tokio::task::block_in_place(|| {
+        river(
+            &cfg,
+            &["task", "list", "--limit", "10", "--before", &(newest - 99).to_string()],
+        )
+    });
+    assert_eq!(ids_in_table(&o), ((newest - 109)..=(newest - 100)).collect::<Vec<_>>());
+    let o = tokio::task::block_in_place(|| river(&cfg, &["task", "list", "--all", "-o", "json"]));
+    let all: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(all.len(), 152);
+    assert_eq!(all[0]["id"].as_u64(), Some(big));
+
+    signal(&conn, holder, river_proto::msg::Signal::Kill).await;
+    runner.shutdown().await;
+    host.shutdown().await;
+}
