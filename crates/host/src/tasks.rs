@@ -535,29 +535,14 @@ pub(crate) async fn stream_logs(
     let (mut to_runner, mut from_runner) = open(&conn, StreamKind::Logs).await?;
     send_msg(&mut to_runner, &req).await?;
     let _ = to_runner.finish();
-    // Chunk by chunk: QUIC flow control slows the runner when the user reads slowly.
-    loop {
-        match from_runner.read_chunk(64 * 1024, true).await {
-            Ok(Some(chunk)) => send
-                .write_chunk(chunk.bytes)
-                .await
-                .map_err(river_mesh::FramedError::from)?,
-            Ok(None) => break,
-            Err(e) => {
-                // The node went away or could not read the output: the user's stream is reset,
-                // so what arrived so far is never taken for all of it.
-                tracing::info!(task = req.id, "logs cut short: {e}");
-                let _ = send.reset(LOGS_CUT_SHORT.into());
-                return Ok(());
-            }
-        }
+    // QUIC flow control slows the runner when the user reads slowly. Output cut short (the node
+    // went away, or could not read it) resets the user's stream: what arrived so far is never
+    // taken for all of it.
+    if let Err(e) = river_mesh::pipe(&mut from_runner, send).await {
+        tracing::info!(task = req.id, "logs cut short: {e}");
     }
-    let _ = send.finish();
     Ok(())
 }
-
-/// The stream error code of a `Logs` stream whose output was cut short.
-pub(crate) const LOGS_CUT_SHORT: u32 = 3;
 
 /// Bytes of task views one answer may carry: well inside a frame's 4 MiB, whatever the specs hold.
 const PAGE_BYTES: usize = 3 << 20;

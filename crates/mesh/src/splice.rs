@@ -72,6 +72,16 @@ pub async fn copy_down(recv: &mut RecvStream, mut wr: impl AsyncWrite + Unpin) -
 /// Writes every chunk, in order, with as few system calls as the socket allows.
 async fn write_all_chunks(wr: &mut (impl AsyncWrite + Unpin), chunks: &mut [Bytes]) -> std::io::Result<u64> {
     let total: usize = chunks.iter().map(Bytes::len).sum();
+    if !wr.is_write_vectored() && chunks.len() > 1 {
+        // A writer that takes one slice per call (tokio's stdout, whose every call is a trip to
+        // a blocking thread) gets the chunks as one piece: per chunk, `task logs` ran at 32 MB/s.
+        let mut piece = BytesMut::with_capacity(total);
+        for c in chunks.iter() {
+            piece.extend_from_slice(c);
+        }
+        wr.write_all(&piece).await?;
+        return Ok(total as u64);
+    }
     let mut first = 0;
     while first < chunks.len() {
         let slices: [IoSlice<'_>; CHUNKS] =

@@ -824,12 +824,25 @@ impl Executor {
                 }
             }
         }
-        let file = self
+        let path = self
             .dir
             .join(id.to_string())
             .join(if stderr { "stderr.log" } else { "stdout.log" });
-        out.write_all(&tokio::fs::read(file).await.unwrap_or_default()).await?;
-        Ok(())
+        // Streamed from the file, however large, in large pieces handed to the stream without a
+        // copy: QUIC flow control paces the reads.
+        let mut file = match tokio::fs::File::open(&path).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut buf = bytes::BytesMut::new();
+        loop {
+            buf.reserve(256 << 10);
+            if tokio::io::AsyncReadExt::read_buf(&mut file, &mut buf).await? == 0 {
+                return Ok(());
+            }
+            out.write_chunk(buf.split().freeze()).await?;
+        }
     }
 }
 

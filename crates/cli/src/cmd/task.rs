@@ -311,7 +311,6 @@ pub(crate) async fn pages(dir: &Path, mut query: Request, want: Option<u32>) -> 
 /// `logs`: the host relays the task's output from its node as a stream, however large; with
 /// `follow`, as it is written, until the task ends.
 async fn logs(dir: &Path, id: u64, stderr: bool, follow: bool) -> anyhow::Result<()> {
-    use tokio::io::AsyncWriteExt as _;
     let client = Client::connect(dir).await?;
     let (mut send, mut recv) = client.open(river_proto::StreamKind::Logs).await?;
     river_mesh::send_msg(&mut send, &river_proto::msg::LogsRequest { id, stderr, follow }).await?;
@@ -321,18 +320,14 @@ async fn logs(dir: &Path, id: u64, stderr: bool, follow: bool) -> anyhow::Result
         Some(_) => {}
         None => bail!("the host closed the stream without answering"),
     }
-    let mut out = tokio::io::stdout();
-    loop {
-        match recv.read_chunk(64 * 1024, true).await {
-            Ok(Some(chunk)) => {
-                out.write_all(&chunk.bytes).await?;
-                out.flush().await?;
-            }
-            Ok(None) => break,
-            Err(e) => bail!(
-                "the output of task {id} was cut short ({e}): its node or the host went away; `river task status {id}` says what became of it"
-            ),
+    // Every arrived piece per write: a write per QUIC frame held this at 20 MB/s.
+    if let Err(e) = river_mesh::copy_down(&mut recv, tokio::io::stdout()).await {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            return Err(e.into());
         }
+        bail!(
+            "the output of task {id} was cut short ({e}): its node or the host went away; `river task status {id}` says what became of it"
+        );
     }
     client.close().await;
     Ok(())
