@@ -3,6 +3,7 @@
 
 mod forward;
 mod heartbeats;
+mod history;
 mod mesh;
 mod overlay;
 mod proc;
@@ -34,6 +35,15 @@ enum Bench {
         /// How long to measure once every runner is connected.
         #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
         measure: std::time::Duration,
+    },
+    /// `river task list` against a host with N tasks in its database, beside a new cluster; and
+    /// `river task logs` of a large output, beside `cat` of the runner's file.
+    History {
+        #[arg(long, default_value_t = 100_000)]
+        tasks: usize,
+        /// MiB of output for the `task logs` part (0 skips it; needs Docker).
+        #[arg(long, default_value_t = 200)]
+        log_mb: usize,
     },
     /// N no-op container tasks through river, against `docker run --rm` in the same run.
     Tasks {
@@ -123,6 +133,7 @@ fn main() -> anyhow::Result<()> {
                 concurrency,
                 no_container,
             } => tasks::run(&river, count, concurrency, no_container).await,
+            Bench::History { tasks, log_mb } => history::run(&river, tasks, log_mb).await,
         }
     })
 }
