@@ -182,13 +182,6 @@ async fn control(
     if let Err(e) = ctx.store.node_session(name, &hello.info, &address, now_ms()).await {
         tracing::error!(node = %name, "recording session: {e}");
     }
-    if ctx.registry.seen(name, now_ms()) {
-        tracing::info!(node = %name, %address, cores = hello.info.cores, gpus = hello.info.gpus.len(), "node is online");
-        let _ = ctx
-            .store
-            .event(now_ms(), &format!("node {name}"), "node.online", &address)
-            .await;
-    }
     send_msg(
         send,
         &HelloReply::Welcome {
@@ -198,23 +191,42 @@ async fn control(
     .await?;
     // What the runner has must be settled before anything new is scheduled on it; otherwise a task
     // assigned a moment ago could look like one the runner lost.
-    let settled = match first_msg::<RunnerMsg>(recv).await? {
-        RunnerMsg::Snapshot { tasks } => crate::reports::reconcile(ctx, name, tasks).await,
-        other => {
-            tracing::warn!(node = %name, "session began with {other:?} instead of a snapshot");
-            return Err(FramedError::Ended);
+    let mut snapshot = Vec::new();
+    loop {
+        match first_msg::<RunnerMsg>(recv).await? {
+            RunnerMsg::Snapshot { tasks, more } => {
+                snapshot.extend(tasks);
+                if !more {
+                    break;
+                }
+            }
+            other => {
+                tracing::warn!(node = %name, "session began with {other:?} instead of a snapshot");
+                return Err(FramedError::Ended);
+            }
         }
-    };
-    let discard = match settled {
-        Ok(d) => d,
+    }
+    let settled = match crate::reports::reconcile(ctx, name, snapshot).await {
+        Ok(s) => s,
         Err(e) => return unrecorded(conn, e),
     };
     // The session, not the connection, is what the registry tracks: a runner's short renewal
     // connection must not replace its session.
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     ctx.registry.attach(name, conn.clone(), tx);
-    for id in discard {
+    // Online only now that it is attached: a node that connects but cannot settle is not.
+    if ctx.registry.seen(name, now_ms()) {
+        tracing::info!(node = %name, %address, cores = hello.info.cores, gpus = hello.info.gpus.len(), "node is online");
+        let _ = ctx
+            .store
+            .event(now_ms(), &format!("node {name}"), "node.online", &address)
+            .await;
+    }
+    for id in settled.discard {
         ctx.registry.send(name, HostMsg::Discard { id });
+    }
+    for ids in settled.recorded.chunks(river_proto::msg::SNAPSHOT_PART) {
+        ctx.registry.send(name, HostMsg::Recorded { ids: ids.to_vec() });
     }
     // The overlay plan goes ahead of any task, on the same ordered stream.
     crate::overlay::attached(ctx, name, conn.remote_address()).await;
@@ -222,6 +234,7 @@ async fn control(
     // Messages are read through a reader that keeps a partly arrived one when the other branch
     // of the loop wins.
     let mut incoming = river_mesh::MsgReader::new(recv);
+    let mut resent = Vec::new();
     let result = async {
         loop {
             tokio::select! {
@@ -234,15 +247,26 @@ async fn control(
                         if let Err(e) = crate::reports::on_report(ctx, name, id, &state, exit_code, message).await {
                             return unrecorded(conn, e);
                         }
+                        if crate::reports::is_end(&state) {
+                            ctx.registry.send(name, HostMsg::Recorded { ids: vec![id] });
+                        }
                     }
-                    Some(RunnerMsg::Snapshot { tasks }) => match crate::reports::reconcile(ctx, name, tasks).await {
-                        Ok(discard) => {
-                            for id in discard {
-                                ctx.registry.send(name, HostMsg::Discard { id });
+                    Some(RunnerMsg::Snapshot { tasks, more }) => {
+                        resent.extend(tasks);
+                        if !more {
+                            match crate::reports::reconcile(ctx, name, std::mem::take(&mut resent)).await {
+                                Ok(settled) => {
+                                    for id in settled.discard {
+                                        ctx.registry.send(name, HostMsg::Discard { id });
+                                    }
+                                    for ids in settled.recorded.chunks(river_proto::msg::SNAPSHOT_PART) {
+                                        ctx.registry.send(name, HostMsg::Recorded { ids: ids.to_vec() });
+                                    }
+                                }
+                                Err(e) => return unrecorded(conn, e),
                             }
                         }
-                        Err(e) => return unrecorded(conn, e),
-                    },
+                    }
                     Some(RunnerMsg::Fetch { id, done, total }) => ctx.fetch_progress(id, done, total),
                     Some(RunnerMsg::Overlay(health)) => {
                         if let Some(o) = ctx.overlay.as_ref() {
@@ -284,7 +308,8 @@ async fn heartbeats(
     let _ = send.set_priority(100);
     while let Some(hb) = recv_msg::<Heartbeat>(recv).await? {
         let now = now_ms();
-        if ctx.registry.seen(name, now) {
+        // Heartbeats keep an attached node online; one whose session never settled stays as it is.
+        if ctx.registry.connected(name) && ctx.registry.seen(name, now) {
             tracing::info!(node = %name, "node is online");
             let _ = ctx
                 .store

@@ -97,33 +97,54 @@ pub(crate) async fn on_report(
 /// gets its end, a start order that never arrived is queued again, and a task the node no longer
 /// has at all has failed.
 ///
-/// Returns the VPSs whose containers the node should discard: they have moved to another node, or
-/// ended, while it was away.
-pub(crate) async fn reconcile(ctx: &Arc<Ctx>, node: &str, reports: Vec<TaskReport>) -> Result<Vec<u64>, Unrecorded> {
+/// What the node is told after its snapshot.
+#[derive(Debug, Default)]
+pub(crate) struct Settled {
+    /// VPSs whose containers the node should discard: they have moved to another node, or ended,
+    /// while it was away.
+    pub discard: Vec<u64>,
+    /// Tasks whose end the host has stored: the node need not report them again.
+    pub recorded: Vec<u64>,
+}
+
+/// Whether a reported state is an end, which the node keeps on disk until the host acknowledges
+/// it.
+pub(crate) fn is_end(state: &str) -> bool {
+    state.parse::<TaskState>().is_ok_and(TaskState::is_final)
+}
+
+pub(crate) async fn reconcile(ctx: &Arc<Ctx>, node: &str, reports: Vec<TaskReport>) -> Result<Settled, Unrecorded> {
     let unrecorded = |source: anyhow::Error| Unrecorded {
         node: node.to_owned(),
         source,
     };
     let tasks = unfinished_on(ctx, node).await.map_err(unrecorded)?;
     let mut known: std::collections::HashMap<u64, TaskReport> = reports.into_iter().map(|r| (r.id, r)).collect();
-    let mut discard = Vec::new();
+    let mut settled = Settled::default();
     let strays: Vec<u64> = known
         .keys()
         .copied()
         .filter(|id| !tasks.iter().any(|t| t.id == *id))
         .collect();
     for id in strays {
-        known.remove(&id);
+        let Some(r) = known.remove(&id) else { continue };
+        // A task the host has no record of (a database older than the task) keeps its end on
+        // the node; one whose end the host has is acknowledged.
         if let Some(t) = ctx.store.task(id).await.map_err(|e| unrecorded(e.into()))? {
             if t.spec.vps.is_some() {
                 tracing::info!(%node, vps = id, "the node still has a VPS that lives elsewhere now");
-                discard.push(id);
+                settled.discard.push(id);
+            } else if is_end(&r.state) {
+                settled.recorded.push(id);
             }
         }
     }
     for mut t in tasks {
         if let Some(r) = known.get(&t.id) {
             on_report(ctx, node, t.id, &r.state, r.exit_code, r.message.clone()).await?;
+            if is_end(&r.state) {
+                settled.recorded.push(t.id);
+            }
             continue;
         }
         match state_of(&t) {
@@ -143,5 +164,5 @@ pub(crate) async fn reconcile(ctx: &Arc<Ctx>, node: &str, reports: Vec<TaskRepor
         ctx.save_task(&t).await.map_err(|e| unrecorded(e.into()))?;
     }
     ctx.kick.notify_one();
-    Ok(discard)
+    Ok(settled)
 }

@@ -789,7 +789,15 @@ pub enum HostMsg {
     Discard {
         id: u64,
     },
+    /// The host has stored how these tasks ended: the node need not report them again.
+    Recorded {
+        ids: Vec<u64>,
+    },
 }
+
+/// Tasks in one part of a runner's snapshot: a part stays far below a frame's 4 MiB, whatever
+/// the messages in it.
+pub const SNAPSHOT_PART: usize = 2000;
 
 /// Runner → host, on the session's `Control` stream after the hello.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -802,9 +810,11 @@ pub enum RunnerMsg {
         message: Option<String>,
     },
     /// First message of every session: the tasks whose containers exist on this node (with their
-    /// state) and the recorded ends of tasks that finished, so the host can settle what happened
-    /// while it could not hear. The host schedules nothing on the node before it has this.
-    Snapshot { tasks: Vec<TaskReport> },
+    /// state) and the recorded ends of tasks that finished and the host has not acknowledged
+    /// ([`HostMsg::Recorded`]), so the host can settle what happened while it could not hear. The
+    /// host schedules nothing on the node before it has all of it. In parts of at most
+    /// [`SNAPSHOT_PART`] tasks, every part but the last with `more`.
+    Snapshot { tasks: Vec<TaskReport>, more: bool },
     /// Progress of fetching the environment archive a waiting task needs.
     Fetch { id: u64, done: u64, total: u64 },
     /// The outcome of the node's last overlay reconcile.

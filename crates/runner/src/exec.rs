@@ -280,6 +280,31 @@ impl Executor {
         Ok(())
     }
 
+    /// The host has stored these ends: later snapshots leave them out (the record stays, for
+    /// `adopt`, beside the output).
+    fn acknowledge(&self, ids: &[u64]) {
+        for id in ids {
+            let dir = self.dir.join(id.to_string());
+            if dir.join("result.json").exists() {
+                if let Err(e) = std::fs::write(dir.join(ACKED), b"") {
+                    tracing::warn!(task = id, "marking the end as recorded by the host: {e}");
+                }
+            }
+        }
+    }
+
+    /// Tasks whose recorded end the host has acknowledged.
+    fn acknowledged(&self) -> HashSet<u64> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return HashSet::new();
+        };
+        entries
+            .filter_map(Result::ok)
+            .filter(|e| e.path().join(ACKED).exists())
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .collect()
+    }
+
     fn recorded(&self) -> Vec<TaskReport> {
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return Vec::new();
@@ -379,6 +404,7 @@ impl Executor {
 
     /// What the host should know at the start of a session.
     pub async fn snapshot(&self) -> Vec<TaskReport> {
+        let acked: HashSet<u64> = self.acknowledged();
         let mut out = self.recorded();
         let done: HashSet<u64> = out.iter().map(|r| r.id).collect();
         out.extend(self.process_reports().into_iter().filter(|r| !done.contains(&r.id)));
@@ -412,6 +438,8 @@ impl Executor {
                 }
             }
         }
+        // Ends the host has stored are not sent again: the snapshot does not grow with history.
+        out.retain(|r| !acked.contains(&r.id));
         out
     }
 
@@ -437,6 +465,7 @@ impl Executor {
             HostMsg::Discard { id } => {
                 self.spawn(async move { me.remove_vps(id, VpsEnd::Discard).await });
             }
+            HostMsg::Recorded { ids } => self.acknowledge(&ids),
         }
     }
 
@@ -845,6 +874,9 @@ impl Executor {
         }
     }
 }
+
+/// Beside a task's `result.json` once the host has stored that end.
+const ACKED: &str = "recorded-by-host";
 
 /// Removes a VPS's container, then the snapshot image it was made from, if it was one (a restore
 /// or a move loads the snapshot's archive into this node's engine; the host keeps the archive).

@@ -90,14 +90,32 @@ async fn session(
             ))
         }
     };
-    send_msg(
-        &mut csend,
-        &RunnerMsg::Snapshot {
-            tasks: exec.snapshot().await,
-        },
-    )
-    .await
-    .map_err(retry)?;
+    // However long the history, in parts that each fit a frame.
+    let snapshot = exec.snapshot().await;
+    let mut parts = snapshot.chunks(river_proto::msg::SNAPSHOT_PART).peekable();
+    if parts.peek().is_none() {
+        send_msg(
+            &mut csend,
+            &RunnerMsg::Snapshot {
+                tasks: Vec::new(),
+                more: false,
+            },
+        )
+        .await
+        .map_err(retry)?;
+    }
+    while let Some(part) = parts.next() {
+        let more = parts.peek().is_some();
+        send_msg(
+            &mut csend,
+            &RunnerMsg::Snapshot {
+                tasks: part.to_vec(),
+                more,
+            },
+        )
+        .await
+        .map_err(retry)?;
+    }
     backoff.reset();
     exec.set_host(Some(conn.clone()));
     status.send_modify(|s| {
