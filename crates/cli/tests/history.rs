@@ -91,3 +91,42 @@ async fn task_list_pages_and_task_logs_streams_what_no_frame_holds() {
     runner.shutdown().await;
     host.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_runner_with_a_long_history_attaches_and_stops_resending_what_the_host_has() {
+    if !docker_ready().await {
+        return;
+    }
+    let d = tmp();
+    let host = start_host(host_cfg(d.path())).await;
+    let cfg = runner_cfg(d.path(), "h2");
+    let bundle = join(&host, &cfg, &token(&host, 600, 1).await).await.unwrap();
+    // 60,000 ends of tasks this host never ran, as a node that served another cluster database
+    // for years keeps them: more than one frame's worth (4 MiB) in one snapshot.
+    let tasks = cfg.state_dir.join("tasks");
+    let reason = "x".repeat(100);
+    for id in 5_000_000..5_060_000u64 {
+        let dir = tasks.join(id.to_string());
+        std::fs::create_dir_all(&dir).unwrap();
+        let end = serde_json::json!({ "state": "completed", "exit_code": 0, "message": reason });
+        std::fs::write(dir.join("result.json"), end.to_string()).unwrap();
+    }
+    let runner = river_runner::start(cfg.clone(), bundle);
+    let conn = admin(&host).await;
+    online(&host, "h2").await;
+    // It attached: work runs on it.
+    let id = submit(&conn, spec("echo hi")).await[0];
+    assert_eq!(wait_state(&conn, id, &["completed", "failed"]).await.state, "completed");
+    // The host acknowledged the end it stored; the node leaves it out of its next snapshots. The
+    // ends the host never had stay on the node.
+    let marker = tasks.join(id.to_string()).join("recorded-by-host");
+    eventually(
+        std::time::Duration::from_secs(30),
+        "the end was acknowledged",
+        || async { marker.exists() },
+    )
+    .await;
+    assert!(!tasks.join("5000000").join("recorded-by-host").exists());
+    runner.shutdown().await;
+    host.shutdown().await;
+}
