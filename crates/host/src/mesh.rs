@@ -59,9 +59,23 @@ async fn connection(ctx: Arc<Ctx>, conn: Connection) {
                     return;
                 }
             }
+            if info.not_after <= crate::clock::now_s() {
+                // Its certificate ran out while it could not reach the host: it may renew, and
+                // only that, then come back with the new one.
+                tracing::warn!(node = %name, %remote, "node with an expired certificate: renewal only");
+                renewal_only(&ctx, &conn, name).await;
+                return;
+            }
             streams(&ctx, &conn, Caller::Node(name)).await;
         }
         Peer::Known(Subject::User(name), info) => {
+            if info.not_after <= crate::clock::now_s() {
+                conn.close(
+                    close::REVOKED,
+                    b"your certificate has expired; log in again with an invite (`river login`)",
+                );
+                return;
+            }
             let role = match (ctx.store.user(&name).await, ctx.store.is_revoked(&info.serial).await) {
                 (Ok(Some(u)), Ok(false)) => u.role,
                 _ => {
@@ -76,6 +90,24 @@ async fn connection(ctx: Arc<Ctx>, conn: Connection) {
             tracing::warn!(%remote, "refused a certificate that names no node or user");
             conn.close(close::PROTOCOL, b"certificate names no river node or user");
         }
+    }
+}
+
+/// A node whose certificate expired: `Rpc` streams (where a node may only renew), nothing else.
+async fn renewal_only(ctx: &Arc<Ctx>, conn: &Connection, name: String) {
+    let caller = Caller::Node(name);
+    while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+        let (ctx, caller) = (ctx.clone(), caller.clone());
+        tokio::spawn(async move {
+            match tokio::time::timeout(FIRST_FRAME_TIMEOUT, read_header(&mut recv)).await {
+                Ok(Ok(h)) if h.kind == StreamKind::Rpc => {
+                    if let Err(e) = request(&ctx, &caller, &mut send, &mut recv).await {
+                        tracing::info!(who = %caller.actor(), "renewal stream: {e}");
+                    }
+                }
+                _ => refuse(&mut send, &mut recv, STREAM_REFUSED),
+            }
+        });
     }
 }
 

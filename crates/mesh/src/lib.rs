@@ -11,6 +11,8 @@ mod tls;
 pub use framed::{open, pipe, read_header, recv_msg, send_msg, FramedError, MsgReader};
 pub use quinn::ReadError;
 pub use quinn::{ClientConfig, Connection, ConnectionError, Endpoint, RecvStream, SendStream, ServerConfig, VarInt};
+mod expired;
+pub use expired::EXPIRED_GRACE_SECS;
 pub use splice::{copy_down, copy_up, reset_tcp, splice};
 pub use tls::{
     client_config, https_server_config, peer_of_certs, peer_subject, server_config, Identity, Peer, Trust, ALPN,
@@ -214,7 +216,7 @@ pub fn ended(e: &quinn::ConnectionError) -> Ended {
             Ended::Removed(String::from_utf8_lossy(&c.reason).into_owned())
         }
         quinn::ConnectionError::ConnectionClosed(c) if is_cert_alert(c.error_code) => {
-            Ended::Refused(format!("the host rejected this certificate ({e}); it is from another cluster or expired: join again with a new token"))
+            Ended::Refused(format!("the host rejected this certificate ({e}); it is from another cluster or long expired: a node joins again with a new token, a user logs in again (`river login`)"))
         }
         quinn::ConnectionError::TransportError(t) if is_cert_alert(t.code) => {
             Ended::Refused(format!("the host's certificate is not trusted ({e}); is this the right host?"))

@@ -91,11 +91,15 @@ fn roots(ca_der: &[u8]) -> Result<Arc<RootCertStore>, MeshError> {
 
 /// The host's server config. Client certificates are verified against the cluster CA when
 /// presented; a client without one may only join (the host enforces that per stream).
+///
+/// A client certificate that expired less than [`crate::EXPIRED_GRACE_SECS`] ago still completes
+/// the handshake (the host lets it renew and nothing else).
 pub fn server_config(identity: Identity, ca_der: &[u8]) -> Result<quinn::ServerConfig, MeshError> {
     let verifier = WebPkiClientVerifier::builder_with_provider(roots(ca_der)?, provider())
         .allow_unauthenticated()
         .build()
         .map_err(|e| MeshError::Quic(e.to_string()))?;
+    let verifier = Arc::new(crate::expired::TolerateExpired(verifier));
     let mut tls = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)

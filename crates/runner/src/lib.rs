@@ -176,6 +176,14 @@ async fn run(cfg: RunnerConfig, mut inventory: Inventory, status: watch::Sender<
                 status.send_modify(|s| s.stopped = Some(reason.clone()));
                 break Err(anyhow::anyhow!(reason));
             }
+            Err(session::SessionError::Fatal(reason)) if expired(&bundle) => {
+                // Its certificate ran out while the host was away: the work stays, and renewal
+                // (which the host allows an expired node) or an admin brings it back.
+                tracing::error!(
+                    "{reason}; this node's certificate has expired: it keeps its tasks and keeps trying to renew; if the host refuses for good (expired over {} days ago), remove the node and join it again",
+                    river_mesh::EXPIRED_GRACE_SECS / 86_400
+                );
+            }
             Err(session::SessionError::Fatal(reason)) => {
                 tracing::error!("{reason}");
                 status.send_modify(|s| s.stopped = Some(reason.clone()));
@@ -190,6 +198,14 @@ async fn run(cfg: RunnerConfig, mut inventory: Inventory, status: watch::Sender<
     };
     renewer.abort();
     result
+}
+
+/// Whether this node's certificate has run out.
+fn expired(bundle: &Bundle) -> bool {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    bundle.cert_info().is_ok_and(|i| i.not_after <= now)
 }
 
 /// Exponential backoff with jitter: 0.5 s doubling to 30 s, reset once a session is up.
