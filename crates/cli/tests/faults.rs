@@ -222,3 +222,58 @@ async fn a_full_disk_under_the_host_delays_work_and_loses_none() {
     host.shutdown().await;
     drop(disk);
 }
+
+fn now_s() -> i64 {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    i64::try_from(d.as_secs()).unwrap()
+}
+
+#[tokio::test]
+async fn a_node_whose_certificate_runs_out_during_a_host_outage_keeps_its_work_and_renews() {
+    if !docker_ready().await {
+        return;
+    }
+    let d = tmp();
+    let mut cfg = host_cfg(d.path());
+    cfg.node_cert_lifetime = Duration::from_secs(10);
+    let host = start_host(cfg.clone()).await;
+    cfg.listen = host.mesh_addr;
+    let (rcfg, runner) = runner(&host, d.path(), "f5").await;
+    let conn = admin(&host).await;
+    online(&host, "f5").await;
+    let id = submit(&conn, spec("sleep 300")).await[0];
+    wait_state(&conn, id, &["running"]).await;
+    host.shutdown().await;
+
+    // The node's certificate runs out while the host is away.
+    let identity = rcfg.state_dir.join("identity");
+    let expiry = || {
+        river_creds::Bundle::load(&identity)
+            .unwrap()
+            .cert_info()
+            .unwrap()
+            .not_after
+    };
+    eventually(Duration::from_secs(60), "the node's certificate expired", || async {
+        expiry() < now_s() - 1
+    })
+    .await;
+    let host = start_host(cfg.clone()).await;
+    let conn = admin(&host).await;
+
+    // It renews with the expired certificate, comes back, and its task ran on meanwhile.
+    eventually(Duration::from_secs(90), "the node is online again", || async {
+        node_state(&host, "f5").await == Some(river_proto::msg::NodeState::Online)
+    })
+    .await;
+    assert_eq!(runner.status.borrow().stopped, None, "the runner did not stop");
+    assert!(expiry() > now_s(), "a new certificate");
+    assert_eq!(show(&conn, id).await.state, "running");
+
+    signal(&conn, id, river_proto::msg::Signal::Kill).await;
+    wait_state(&conn, id, &["killed"]).await;
+    runner.shutdown().await;
+    host.shutdown().await;
+}
