@@ -145,8 +145,13 @@ pub async fn pipe(from: &mut RecvStream, to: &mut SendStream) -> Result<u64, Fra
             }
             Ok(None) => break,
             Err(e) => {
-                // The sender reset its stream or is gone: pass a reset on rather than a clean end.
-                let _ = to.reset(0u32.into());
+                // The sender reset its stream or is gone: pass a reset on (with the sender's code)
+                // rather than a clean end.
+                let code = match &e {
+                    quinn::ReadError::Reset(code) => *code,
+                    _ => 0u32.into(),
+                };
+                let _ = to.reset(code);
                 return Err(match e {
                     quinn::ReadError::ConnectionLost(c) => FramedError::Connection(c),
                     _ => FramedError::Ended,

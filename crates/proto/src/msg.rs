@@ -137,6 +137,10 @@ pub enum TokenPurpose {
     User,
 }
 
+/// The error code that resets a `Logs` stream after all that was kept of a task's output, when
+/// that is not all it wrote (its node could not save the rest).
+pub const LOGS_INCOMPLETE: u32 = 4;
+
 /// Tasks in a page of `task list` when the request does not say.
 pub const TASK_PAGE: u32 = 100;
 /// The most tasks in one page: an answer stays far below a frame's 4 MiB.

@@ -10,7 +10,7 @@ use river_docker::{ContainerSpec, Mount, Output, Runtime};
 use river_proto::msg::{HostMsg, RunnerMsg, Signal, TaskPlacement, TaskReport, TaskSpec};
 use river_task::state::{exit_state, TaskState};
 use std::collections::{BTreeMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, OnceCell};
@@ -733,10 +733,12 @@ impl Executor {
     async fn watch(&self, id: u64, cid: String, memory: Option<u64>, vps: bool) {
         let Ok(rt) = self.runtime().await else { return };
         // Output and end together, so both stop if the runner does.
-        let (exit, _) = tokio::join!(
-            rt.wait(&cid),
-            pump_output(rt.clone(), cid.clone(), self.dir.join(id.to_string()))
-        );
+        let dir = self.dir.join(id.to_string());
+        let (exit, saved) = tokio::join!(rt.wait(&cid), pump_output(rt.clone(), cid.clone(), dir.clone()));
+        let incomplete = saved.err().map(|why| {
+            tracing::error!(task = id, "output not saved: {why}");
+            output_incomplete(&dir, &why)
+        });
         let killed = self.kills.lock().map(|mut k| k.remove(&id)).unwrap_or(false);
         if let Ok(mut p) = self.pids.lock() {
             p.remove(&id);
@@ -779,6 +781,10 @@ impl Executor {
                 let limit = memory.map(|m| format!(" of {m} bytes")).unwrap_or_default();
                 let message = (state == TaskState::Oom)
                     .then(|| format!("killed by the kernel: it exceeded its memory limit{limit}"));
+                let message = match (message, incomplete) {
+                    (Some(m), Some(i)) => Some(format!("{m}; {i}")),
+                    (m, i) => m.or(i),
+                };
                 self.report(id, state, Some(exit.code), message);
             }
             Err(e) => self.report(
@@ -868,9 +874,18 @@ impl Executor {
         loop {
             buf.reserve(256 << 10);
             if tokio::io::AsyncReadExt::read_buf(&mut file, &mut buf).await? == 0 {
-                return Ok(());
+                break;
             }
             out.write_chunk(buf.split().freeze()).await?;
+        }
+        // What was kept has gone out; if that is not all there was, the stream does not end
+        // cleanly: the reader sees why.
+        match std::fs::read_to_string(self.dir.join(id.to_string()).join(INCOMPLETE)) {
+            Ok(why) => {
+                let _ = out.reset(river_proto::msg::LOGS_INCOMPLETE.into());
+                anyhow::bail!("the output of task {id} is incomplete: {why}")
+            }
+            Err(_) => Ok(()),
         }
     }
 }
@@ -920,23 +935,46 @@ fn start_time(pid: i64) -> Option<u64> {
 }
 
 /// Copies a container's output into `dir/stdout.log` and `dir/stderr.log` until it stops.
-async fn pump_output(rt: Runtime, cid: String, dir: PathBuf) -> std::io::Result<()> {
-    tokio::fs::create_dir_all(&dir).await?;
-    let mut out = tokio::fs::File::create(dir.join("stdout.log")).await?;
-    let mut err = tokio::fs::File::create(dir.join("stderr.log")).await?;
+/// Saves a container's output as it is written. An error means some of it is not saved (a full
+/// disk, the engine gone): it says what, and the task's record and `task logs` say the output is
+/// incomplete.
+async fn pump_output(rt: Runtime, cid: String, dir: PathBuf) -> Result<(), String> {
+    let io = |what: &str| {
+        let what = what.to_owned();
+        move |e: std::io::Error| format!("{what}: {e}")
+    };
+    tokio::fs::create_dir_all(&dir)
+        .await
+        .map_err(io("the task directory"))?;
+    let mut out = tokio::fs::File::create(dir.join("stdout.log"))
+        .await
+        .map_err(io("stdout.log"))?;
+    let mut err = tokio::fs::File::create(dir.join("stderr.log"))
+        .await
+        .map_err(io("stderr.log"))?;
     let mut s = Box::pin(rt.output(&cid, true));
     while let Some(chunk) = s.next().await {
         match chunk {
-            Ok(Output::Stdout(b)) => out.write_all(&b).await?,
-            Ok(Output::Stderr(b)) => err.write_all(&b).await?,
-            Err(e) => {
-                tracing::warn!(container = %cid, "reading output: {e}");
-                break;
-            }
+            Ok(Output::Stdout(b)) => out.write_all(&b).await.map_err(io("writing stdout.log"))?,
+            Ok(Output::Stderr(b)) => err.write_all(&b).await.map_err(io("writing stderr.log"))?,
+            Err(e) => return Err(format!("reading the container's output: {e}")),
         }
     }
-    out.flush().await?;
-    err.flush().await
+    out.flush().await.map_err(io("writing stdout.log"))?;
+    out.sync_all().await.map_err(io("writing stdout.log"))?;
+    err.flush().await.map_err(io("writing stderr.log"))?;
+    err.sync_all().await.map_err(io("writing stderr.log"))
+}
+
+/// Beside a task's output when some of it could not be saved; holds why.
+const INCOMPLETE: &str = "output-incomplete";
+
+/// Records that a task's output is incomplete and returns the sentence its record carries.
+fn output_incomplete(dir: &Path, why: &str) -> String {
+    if let Err(e) = std::fs::write(dir.join(INCOMPLETE), why) {
+        tracing::error!(dir = %dir.display(), "recording that the output is incomplete: {e}");
+    }
+    format!("its output is incomplete: {why}")
 }
 
 #[cfg(test)]

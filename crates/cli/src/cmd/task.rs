@@ -325,6 +325,14 @@ async fn logs(dir: &Path, id: u64, stderr: bool, follow: bool) -> anyhow::Result
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             return Err(e.into());
         }
+        let code = e.get_ref().and_then(|i| i.downcast_ref::<river_mesh::ReadError>());
+        if let Some(river_mesh::ReadError::Reset(c)) = code {
+            if c.into_inner() == u64::from(river_proto::msg::LOGS_INCOMPLETE) {
+                bail!(
+                    "the output of task {id} is incomplete: its node could not save all of it; what it kept is above, and `river task status {id}` says why"
+                );
+            }
+        }
         bail!(
             "the output of task {id} was cut short ({e}): its node or the host went away; `river task status {id}` says what became of it"
         );
