@@ -56,7 +56,15 @@ impl River {
 }
 
 impl Drop for River {
+    /// SIGTERM first, so a runner undoes its mounts; SIGKILL if it is still there after 10 s.
     fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+        for _ in 0..200 {
+            if !matches!(self.0.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }

@@ -277,3 +277,52 @@ async fn a_node_whose_certificate_runs_out_during_a_host_outage_keeps_its_work_a
     runner.shutdown().await;
     host.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn output_a_full_disk_cut_short_is_flagged_in_the_record_and_by_task_logs() {
+    if !docker_ready().await || !root("mounting a small tmpfs to fill") {
+        return;
+    }
+    let d = tmp();
+    let host = start_host(host_cfg(d.path())).await;
+    let rcfg = runner_cfg(d.path(), "f6");
+    let _disk = SmallDisk::mount(&rcfg.state_dir, "16m");
+    let bundle = join(&host, &rcfg, &token(&host, 600, 1).await).await.unwrap();
+    let runner = river_runner::start(rcfg.clone(), bundle);
+    let conn = admin(&host).await;
+    online(&host, "f6").await;
+
+    // 30 MB of output onto a node with 16 MB of room.
+    let id = submit(&conn, spec("head -c 30000000 /dev/zero | tr '\\0' x")).await[0];
+    let t = wait_state(&conn, id, &["completed", "failed"]).await;
+    assert_eq!(
+        (t.state.as_str(), t.exit_code),
+        ("completed", Some(0)),
+        "the task itself succeeded"
+    );
+    let said = t.message.unwrap_or_default();
+    assert!(
+        said.contains("output is incomplete") && said.contains("No space left"),
+        "{said}"
+    );
+
+    // `task logs` gives what was kept, then fails saying it is not all.
+    let o = tokio::task::block_in_place(|| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_river"))
+            .args(["task", "logs", &id.to_string()])
+            .env("RIVER_CONFIG_DIR", &host.admin_dir)
+            .output()
+            .unwrap()
+    });
+    assert!(!o.status.success(), "task logs exited 0 with part of the output");
+    assert!(
+        !o.stdout.is_empty() && o.stdout.len() < 30_000_000,
+        "{} bytes",
+        o.stdout.len()
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("is incomplete"), "{err}");
+
+    runner.shutdown().await;
+    host.shutdown().await;
+}

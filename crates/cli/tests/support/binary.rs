@@ -190,7 +190,17 @@ pub fn http_get(addr: &str, path: &str) -> std::io::Result<String> {
 pub struct Proc(pub std::process::Child);
 
 impl Drop for Proc {
+    /// Stops it as an operator would (SIGTERM: a runner undoes its mounts), and kills it if it
+    /// is still there after 10 s.
     fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if !matches!(self.0.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
