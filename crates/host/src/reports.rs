@@ -58,6 +58,13 @@ pub(crate) async fn on_report(
         }
         if message.is_some() {
             t.message = message;
+        } else if from == TaskState::Lost {
+            // "went offline; may still be running" no longer holds: say what became of it.
+            t.message = Some(if to.is_final() {
+                format!("ended while node {node} was out of touch; its end arrived when it came back")
+            } else {
+                format!("node {node} came back; the task had kept running")
+            });
         }
         ctx.save_task(&t).await?;
         tracing::info!(task = id, %node, state = to.as_str(), "task state");

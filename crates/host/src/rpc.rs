@@ -86,7 +86,20 @@ pub(crate) async fn handle(ctx: &Ctx, caller: &Caller, req: Request) -> Response
     }
     match act(ctx, caller, req).await {
         Ok(r) => r,
-        Err(e) => err(ErrorKind::Internal, format!("host error: {e}")),
+        Err(e) => {
+            let fault = e
+                .chain()
+                .find_map(|c| c.downcast_ref::<river_store::StoreError>()?.machine_fault());
+            match fault {
+                // A write that fails is rolled back whole: the request can be repeated once an
+                // admin has fixed the machine.
+                Some(what) => err(
+                    ErrorKind::Internal,
+                    format!("{what}, so this could not be done ({e}); repeat it once an admin has fixed that"),
+                ),
+                None => err(ErrorKind::Internal, format!("host error: {e}")),
+            }
+        }
     }
 }
 

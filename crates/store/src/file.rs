@@ -119,6 +119,23 @@ impl Store {
     }
 }
 
+impl StoreError {
+    /// What the database could not do, in words an operator acts on, when the cause is the
+    /// machine (a full disk, a read-only or failing one) rather than the request.
+    pub fn machine_fault(&self) -> Option<&'static str> {
+        let StoreError::Db(sqlx::Error::Database(d)) = self else {
+            return None;
+        };
+        // SQLite's primary result codes (extended codes keep them in the low byte).
+        match d.code()?.parse::<u32>().ok()? & 0xff {
+            13 => Some("the host's disk is full"),
+            8 => Some("the host's database is read-only (its file or directory cannot be written)"),
+            10 => Some("the host's disk failed to read or write"),
+            _ => None,
+        }
+    }
+}
+
 /// SQLite's words for a file that is not a sound database become [`StoreError::Damaged`].
 fn damaged(e: sqlx::Error) -> StoreError {
     match &e {
