@@ -32,29 +32,48 @@ impl Client {
         let (endpoint, conn) = river_mesh::client::connect_bundle(&bundle)
             .await
             .with_context(|| format!("cannot reach the river host at {}", bundle.meta.host))?;
+        let client = Self { conn, endpoint };
         // Renew the user certificate when it is past 70% of its life, so regular use never
         // meets an expired one.
-        if let Ok(info) = bundle.cert_info() {
-            if now_s() >= river_pki::renew_at(info.not_before, info.not_after) {
-                let name = bundle.meta.name.trim_start_matches("user ").to_owned();
-                match river_mesh::client::renew(&conn, &bundle, &name).await {
-                    Ok(renewed) => {
-                        renewed.save(dir)?;
-                        tracing::info!("renewed the user certificate in {}", dir.display());
-                    }
-                    Err(e) => eprintln!("warning: could not renew the user certificate: {e}"),
-                }
-            }
+        if let Err(e) = client.renew_if_due(dir).await {
+            eprintln!("warning: could not renew the user certificate: {e}");
         }
-        Ok(Self { conn, endpoint })
+        Ok(client)
+    }
+
+    /// Renews the user certificate in `dir` over this connection when it is past 70% of its
+    /// life. Returns when the one on disk is next due.
+    pub async fn renew_if_due(&self, dir: &Path) -> anyhow::Result<i64> {
+        let bundle = Bundle::load(dir)?;
+        let info = bundle.cert_info()?;
+        let due = river_pki::renew_at(info.not_before, info.not_after);
+        if now_s() < due {
+            return Ok(due);
+        }
+        let name = bundle.meta.name.trim_start_matches("user ").to_owned();
+        let renewed = river_mesh::client::renew(&self.conn, &bundle, &name).await?;
+        renewed.save(dir)?;
+        tracing::info!("renewed the user certificate in {}", dir.display());
+        let info = renewed.cert_info()?;
+        Ok(river_pki::renew_at(info.not_before, info.not_after))
     }
 
     /// Sends a request; a refusal from the host becomes an error with its message.
     pub async fn call(&self, req: Request) -> anyhow::Result<Response> {
+        // A submission cut off before its answer may or may not have been stored.
+        let unsure = match &req {
+            Request::TaskSubmit(_) => {
+                "; the task may or may not have been queued: `river task list` shows whether it was"
+            }
+            _ => "",
+        };
         // Refusals already carry the host's reason; a dropped connection gets context.
         let resp = river_mesh::client::call(&self.conn, &req).await.map_err(|e| match e {
             river_mesh::client::ClientError::Framed(river_mesh::FramedError::Connection(c)) => {
-                anyhow::anyhow!("lost the connection to the host: {c}")
+                anyhow::anyhow!("lost the connection to the host before its answer: {c}{unsure}")
+            }
+            river_mesh::client::ClientError::Framed(river_mesh::FramedError::Ended) => {
+                anyhow::anyhow!("the host closed the request without answering{unsure}")
             }
             other => anyhow::anyhow!("{other}"),
         })?;

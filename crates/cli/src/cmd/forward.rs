@@ -97,6 +97,9 @@ pub async fn run(dir: &Path, task: u64, port: u16, local: Option<u16>, bind: IpA
     // Fail now, with the reason, rather than at the first connection.
     let client = mesh.client().await?;
     crate::cmd::connect::wait_running(&client, task).await?;
+    // A forward may live for weeks: it renews the user certificate as it comes due, so its next
+    // connection (after a host restart) is not refused as expired.
+    tokio::spawn(keep_renewed(mesh.clone()));
     let addr = SocketAddr::new(bind, local.unwrap_or(port));
     if udp {
         return run_udp(&mesh, task, port, addr).await;
@@ -120,6 +123,24 @@ pub async fn run(dir: &Path, task: u64, port: u16, local: Option<u16>, bind: IpA
                 eprintln!("connection from {peer}: {e:#}");
             }
         });
+    }
+}
+
+/// Renews the user certificate whenever it comes due, for as long as the process lives.
+async fn keep_renewed(mesh: Arc<Mesh>) {
+    loop {
+        let next = match mesh.client().await {
+            Ok(c) => c.renew_if_due(&mesh.dir).await,
+            Err(e) => Err(e),
+        };
+        let wait = match next {
+            Ok(due) => (due - crate::client::now_s()).clamp(1, 60),
+            Err(e) => {
+                tracing::warn!("renewing the user certificate: {e:#}");
+                10
+            }
+        };
+        tokio::time::sleep(std::time::Duration::from_secs(u64::try_from(wait).unwrap_or(60))).await;
     }
 }
 
