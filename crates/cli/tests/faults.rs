@@ -3,6 +3,8 @@
 //! under the host. Each test causes the fault as an operator (or the machine) would and asserts
 //! what the operator and users see afterwards.
 
+#[path = "support/binary.rs"]
+mod binary;
 #[path = "support/docker.rs"]
 mod docker;
 #[path = "support/harness.rs"]
@@ -323,6 +325,77 @@ async fn output_a_full_disk_cut_short_is_flagged_in_the_record_and_by_task_logs(
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("is incomplete"), "{err}");
 
+    runner.shutdown().await;
+    host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_long_running_forward_renews_its_certificate_and_outlives_its_first_one() {
+    if !docker_ready().await {
+        return;
+    }
+    let d = tmp();
+    let mut cfg = host_cfg(d.path());
+    cfg.user_cert_lifetime = Duration::from_secs(10);
+    let host = start_host(cfg.clone()).await;
+    cfg.listen = host.mesh_addr;
+    let (_rcfg, runner) = runner(&host, d.path(), "f7").await;
+    online(&host, "f7").await;
+    let invite = match call(
+        &admin(&host).await,
+        Request::UserInvite {
+            name: "fwd".into(),
+            role: river_proto::msg::Role::User,
+            ttl_secs: 600,
+        },
+    )
+    .await
+    {
+        Response::TokenCreated(t) => t.token,
+        other => panic!("{other:?}"),
+    };
+    let user_dir = d.path().join("fwd");
+    let bundle = river_mesh::client::enrol(&host.mesh_addr.to_string(), &invite, "fwd", "user")
+        .await
+        .unwrap();
+    bundle.save(&user_dir).unwrap();
+    let first_expiry = bundle.cert_info().unwrap().not_after;
+    let conn = river_mesh::client::connect_bundle(&bundle).await.unwrap().1;
+    let id = submit(
+        &conn,
+        spec("mkdir /www && echo through > /www/index.html && exec httpd -f -p 127.0.0.1:8080 -h /www"),
+    )
+    .await[0];
+    wait_state(&conn, id, &["running"]).await;
+    let (mut fwd, local, _) =
+        tokio::task::block_in_place(|| binary::spawn_forward(&user_dir, &[&id.to_string(), "8080"]));
+    let get = || binary::http_get(&local, "/index.html").unwrap_or_default();
+    assert!(tokio::task::block_in_place(get).contains("through"));
+
+    // The certificate it started with runs out; then the host restarts, so the forward must
+    // connect again, with whatever certificate it has.
+    eventually(Duration::from_secs(30), "the first certificate expired", || async {
+        now_s() > first_expiry + 1
+    })
+    .await;
+    host.shutdown().await;
+    let host = start_host(cfg.clone()).await;
+    let mut page = String::new();
+    for _ in 0..150 {
+        page = tokio::task::block_in_place(get);
+        if page.contains("through") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        page.contains("through"),
+        "the forward could not connect again: {page:?}"
+    );
+
+    let _ = fwd.kill();
+    let _ = fwd.wait();
+    signal(&admin(&host).await, id, river_proto::msg::Signal::Kill).await;
     runner.shutdown().await;
     host.shutdown().await;
 }

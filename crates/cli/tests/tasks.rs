@@ -227,6 +227,11 @@ async fn a_runner_restart_loses_no_task() {
     // Back online, the runner re-adopts the running container and reports the one that ended.
     let t = wait_state(&conn, short, &["failed", "completed"]).await;
     assert_eq!((t.state.as_str(), t.exit_code), ("failed", Some(5)));
+    let said = t.message.unwrap_or_default();
+    assert!(
+        said.contains("ended while") && !said.contains("may still be running"),
+        "the record says what became of it: {said}"
+    );
     let t = wait_state(&conn, long, &["failed", "completed"]).await;
     assert_eq!((t.state.as_str(), t.exit_code), ("failed", Some(6)), "{:?}", t.message);
     assert_eq!(
