@@ -779,8 +779,11 @@ impl Executor {
             Ok(exit) => {
                 let state = exit_state(exit.code, exit.oom_killed, killed);
                 let limit = memory.map(|m| format!(" of {m} bytes")).unwrap_or_default();
-                let message = (state == TaskState::Oom)
-                    .then(|| format!("killed by the kernel: it exceeded its memory limit{limit}"));
+                let message = match state {
+                    TaskState::Oom => Some(format!("killed by the kernel: it exceeded its memory limit{limit}")),
+                    TaskState::Failed => signalled(exit.code),
+                    _ => None,
+                };
                 let message = match (message, incomplete) {
                     (Some(m), Some(i)) => Some(format!("{m}; {i}")),
                     (m, i) => m.or(i),
@@ -888,6 +891,26 @@ impl Executor {
             Err(_) => Ok(()),
         }
     }
+}
+
+/// Why a container ended with `code` when river did not end it: a signal from outside (the node
+/// shutting down, its engine stopped, someone on the node).
+fn signalled(code: i64) -> Option<String> {
+    let name = match code - 128 {
+        9 => "SIGKILL",
+        15 => "SIGTERM",
+        2 => "SIGINT",
+        1 => "SIGHUP",
+        6 => "SIGABRT",
+        11 => "SIGSEGV",
+        _ => return None,
+    };
+    Some(match name {
+        "SIGSEGV" | "SIGABRT" => format!("the task's main process died of {name}"),
+        _ => format!(
+            "ended by {name}, which river did not send (the node shutting down, its container engine stopping, someone on the node, or the task itself)"
+        ),
+    })
 }
 
 /// Beside a task's `result.json` once the host has stored that end.
