@@ -399,3 +399,31 @@ async fn a_long_running_forward_renews_its_certificate_and_outlives_its_first_on
     runner.shutdown().await;
     host.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_task_killed_from_outside_river_says_so() {
+    if !docker_ready().await {
+        return;
+    }
+    let d = tmp();
+    let (host, runner, conn) = cluster(d.path(), "f8").await;
+    let id = submit(&conn, spec("sleep 300")).await[0];
+    wait_state(&conn, id, &["running"]).await;
+    // Someone on the node (or its shutdown) kills the container.
+    let rt = river_docker::Runtime::connect(None).await.unwrap();
+    let found = rt.list(&format!("river.task={id}")).await.unwrap();
+    let c = found
+        .iter()
+        .find(|c| c.labels.get("river.node").map(String::as_str) == Some("f8"))
+        .unwrap();
+    rt.kill(&c.id).await.unwrap();
+    let t = wait_state(&conn, id, &["failed", "killed", "completed"]).await;
+    assert_eq!((t.state.as_str(), t.exit_code), ("failed", Some(137)));
+    let said = t.message.unwrap_or_default();
+    assert!(
+        said.contains("SIGKILL") && said.contains("river did not send"),
+        "{said}"
+    );
+    runner.shutdown().await;
+    host.shutdown().await;
+}
