@@ -22,8 +22,8 @@ pub const META_FILE: &str = "cluster.toml";
 pub enum CredsError {
     #[error("no river credentials in {0}; join with `river runner --join HOST:PORT --token TOKEN` or log in with `river login HOST:PORT --token TOKEN`")]
     Missing(PathBuf),
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {error}")]
+    Io { path: PathBuf, error: std::io::Error },
     #[error("{path}: {msg}")]
     Invalid { path: PathBuf, msg: String },
     #[error("{path} is readable by other users (mode {mode:o}); run `chmod 600 {path}`")]
@@ -58,9 +58,9 @@ impl std::fmt::Debug for Bundle {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CredsError + '_ {
-    move |source| CredsError::Io {
+    move |error| CredsError::Io {
         path: path.to_owned(),
-        source,
+        error,
     }
 }
 

@@ -18,17 +18,17 @@ pub struct StateLock {
 pub enum LockError {
     #[error("another river {role}{pid} is using the state directory {dir}; stop it first, or give this one its own --state-dir")]
     Busy { role: String, pid: String, dir: PathBuf },
-    #[error("locking the state directory {dir}: {source}")]
-    Io { dir: PathBuf, source: std::io::Error },
+    #[error("locking the state directory {dir}: {error}")]
+    Io { dir: PathBuf, error: std::io::Error },
 }
 
 impl StateLock {
     /// Takes the lock on `dir` (created if missing) for a `role` ("host", "runner"), without
     /// waiting: if another process holds it, says which.
     pub fn acquire(dir: &Path, role: &str) -> Result<Self, LockError> {
-        let io = |source| LockError::Io {
+        let io = |error| LockError::Io {
             dir: dir.to_owned(),
-            source,
+            error,
         };
         std::fs::create_dir_all(dir).map_err(io)?;
         let mut file = std::fs::OpenOptions::new()

@@ -37,7 +37,8 @@ pub(crate) struct State {
 
 pub(crate) async fn prepare(cfg: &HostConfig) -> anyhow::Result<State> {
     cfg.validate()?;
-    private_dir(&cfg.state_dir)?;
+    private_dir(&cfg.state_dir)
+        .with_context(|| format!("the host's state directory {} cannot be used", cfg.state_dir.display()))?;
     let lock = river_creds::StateLock::acquire(&cfg.state_dir, "host")?;
     let store = open_store(&cfg.state_dir).await?;
     let ca = load_or_create_ca(&cfg.state_dir, &store).await?;

@@ -44,8 +44,9 @@ pub enum MeshError {
     Pem(String),
     #[error("QUIC configuration: {0}")]
     Quic(String),
+    // Not a `#[source]`: the message already carries it, and error chains would say it twice.
     #[error("could not open the QUIC socket: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
     #[error("connecting to {addr}: {source}")]
     Connect {
         addr: std::net::SocketAddr,
@@ -58,6 +59,12 @@ pub enum MeshError {
         addr: std::net::SocketAddr,
         source: quinn::ConnectionError,
     },
+}
+
+impl From<std::io::Error> for MeshError {
+    fn from(e: std::io::Error) -> Self {
+        Self::Io(e)
+    }
 }
 
 /// Binds a client endpoint on an ephemeral UDP port of the right address family.
