@@ -67,6 +67,43 @@ async fn a_host_will_not_share_its_state_directory_nor_start_on_a_ca_without_its
 }
 
 #[tokio::test]
+async fn a_damaged_database_is_refused_at_start_and_a_backup_brings_the_cluster_back() {
+    let d = tmp();
+    let cfg = host_cfg(d.path());
+    let host = start_host(cfg.clone()).await;
+    let conn = admin(&host).await;
+    for _ in 0..200 {
+        call(&conn, Request::TokenCreate { ttl_secs: 600, uses: 1 }).await;
+    }
+    let backup = d.path().join("good.tar");
+    river_host::backup::create(&cfg.state_dir, &backup).await.unwrap();
+    let fp = host.ca_fingerprint.clone();
+    host.shutdown().await;
+
+    // Random bytes over pages in the middle of the file, as a failing disk leaves them.
+    let db = cfg.state_dir.join("river.db");
+    let mut bytes = std::fs::read(&db).unwrap();
+    let mid = bytes.len() / 2;
+    for (i, b) in bytes[mid..mid + 8192].iter_mut().enumerate() {
+        *b = u8::try_from((i * 151 + 7) % 256).unwrap();
+    }
+    std::fs::write(&db, bytes).unwrap();
+    let e = expect_refusal(river_host::start(cfg.clone()).await);
+    assert!(e.contains("is damaged") && e.contains("river host restore"), "{e}");
+
+    river_host::backup::restore(&backup, &cfg.state_dir, true)
+        .await
+        .unwrap();
+    let host = start_host(cfg.clone()).await;
+    assert_eq!(host.ca_fingerprint, fp, "the same cluster");
+    match call(&admin(&host).await, Request::TokenList).await {
+        Response::Tokens(t) => assert_eq!(t.len(), 200, "every token of the backup"),
+        other => panic!("{other:?}"),
+    }
+    host.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_node_the_restored_host_does_not_know_keeps_its_work_and_is_admitted_again() {
     if !docker_ready().await {
         return;
