@@ -130,3 +130,38 @@ async fn a_runner_with_a_long_history_attaches_and_stops_resending_what_the_host
     runner.shutdown().await;
     host.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_removes_output_past_its_retention_and_task_logs_says_so() {
+    if !docker_ready().await {
+        return;
+    }
+    let d = tmp();
+    let host = start_host(host_cfg(d.path())).await;
+    let mut cfg = runner_cfg(d.path(), "h3");
+    cfg.task_retention = std::time::Duration::from_secs(2);
+    let bundle = join(&host, &cfg, &token(&host, 600, 1).await).await.unwrap();
+    let runner = river_runner::start(cfg.clone(), bundle);
+    let conn = admin(&host).await;
+    online(&host, "h3").await;
+    let id = submit(&conn, spec("echo kept for a while")).await[0];
+    assert_eq!(wait_state(&conn, id, &["completed", "failed"]).await.state, "completed");
+    let out = tokio::task::block_in_place(|| river(&host.admin_dir, &["task", "logs", &id.to_string()]));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "kept for a while\n");
+
+    // Once the host has stored its end, the output stays for the retention, then goes.
+    let dir = cfg.state_dir.join("tasks").join(id.to_string());
+    eventually(std::time::Duration::from_secs(30), "the output was removed", || async {
+        !dir.exists()
+    })
+    .await;
+    let out = tokio::task::block_in_place(|| river(&host.admin_dir, &["task", "logs", &id.to_string()]));
+    assert!(!out.status.success(), "task logs of removed output exited 0");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("no longer kept") && said.contains("task_retention"),
+        "{said}"
+    );
+    runner.shutdown().await;
+    host.shutdown().await;
+}

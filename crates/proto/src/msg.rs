@@ -140,6 +140,9 @@ pub enum TokenPurpose {
 /// The error code that resets a `Logs` stream after all that was kept of a task's output, when
 /// that is not all it wrote (its node could not save the rest).
 pub const LOGS_INCOMPLETE: u32 = 4;
+/// The error code that resets a `Logs` stream of a task whose output its node no longer keeps
+/// (removed after the node's `task_retention`).
+pub const LOGS_REMOVED: u32 = 5;
 
 /// Tasks in a page of `task list` when the request does not say.
 pub const TASK_PAGE: u32 = 100;

@@ -28,6 +28,10 @@ pub struct RunnerConfig {
     pub task_uid_base: u32,
     /// The cgroup filesystem `--no-container` tasks are confined with.
     pub cgroup_root: PathBuf,
+    /// How long the node keeps a finished task's output once the host has stored how it ended;
+    /// then it is removed (`task logs` says so). `0s` keeps everything.
+    #[serde(with = "humantime_serde")]
+    pub task_retention: std::time::Duration,
 }
 
 impl Default for RunnerConfig {
@@ -42,6 +46,7 @@ impl Default for RunnerConfig {
             allowed_mounts: Vec::new(),
             task_uid_base: 2_000_000_000,
             cgroup_root: "/sys/fs/cgroup".into(),
+            task_retention: std::time::Duration::from_secs(30 * 86_400),
         }
     }
 }

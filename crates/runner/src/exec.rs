@@ -4,13 +4,14 @@
 mod account;
 mod pin;
 mod process;
+pub(crate) mod records;
 
 use futures_util::StreamExt;
 use river_docker::{ContainerSpec, Mount, Output, Runtime};
 use river_proto::msg::{HostMsg, RunnerMsg, Signal, TaskPlacement, TaskReport, TaskSpec};
 use river_task::state::{exit_state, TaskState};
 use std::collections::{BTreeMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, OnceCell};
@@ -280,29 +281,14 @@ impl Executor {
         Ok(())
     }
 
-    /// The host has stored these ends: later snapshots leave them out (the record stays, for
-    /// `adopt`, beside the output).
+    /// The host has stored these ends: later snapshots leave them out.
     fn acknowledge(&self, ids: &[u64]) {
-        for id in ids {
-            let dir = self.dir.join(id.to_string());
-            if dir.join("result.json").exists() {
-                if let Err(e) = std::fs::write(dir.join(ACKED), b"") {
-                    tracing::warn!(task = id, "marking the end as recorded by the host: {e}");
-                }
-            }
-        }
+        records::acknowledge(&self.dir, ids);
     }
 
     /// Tasks whose recorded end the host has acknowledged.
     fn acknowledged(&self) -> HashSet<u64> {
-        let Ok(entries) = std::fs::read_dir(&self.dir) else {
-            return HashSet::new();
-        };
-        entries
-            .filter_map(Result::ok)
-            .filter(|e| e.path().join(ACKED).exists())
-            .filter_map(|e| e.file_name().to_str()?.parse().ok())
-            .collect()
+        records::acknowledged(&self.dir)
     }
 
     fn recorded(&self) -> Vec<TaskReport> {
@@ -737,7 +723,7 @@ impl Executor {
         let (exit, saved) = tokio::join!(rt.wait(&cid), pump_output(rt.clone(), cid.clone(), dir.clone()));
         let incomplete = saved.err().map(|why| {
             tracing::error!(task = id, "output not saved: {why}");
-            output_incomplete(&dir, &why)
+            records::output_incomplete(&dir, &why)
         });
         let killed = self.kills.lock().map(|mut k| k.remove(&id)).unwrap_or(false);
         if let Ok(mut p) = self.pids.lock() {
@@ -870,6 +856,10 @@ impl Executor {
         // copy: QUIC flow control paces the reads.
         let mut file = match tokio::fs::File::open(&path).await {
             Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && records::was_removed(&self.dir, id) => {
+                let _ = out.reset(river_proto::msg::LOGS_REMOVED.into());
+                anyhow::bail!("the output of task {id} was removed after the node's task_retention")
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(e.into()),
         };
@@ -883,7 +873,7 @@ impl Executor {
         }
         // What was kept has gone out; if that is not all there was, the stream does not end
         // cleanly: the reader sees why.
-        match std::fs::read_to_string(self.dir.join(id.to_string()).join(INCOMPLETE)) {
+        match std::fs::read_to_string(self.dir.join(id.to_string()).join(records::INCOMPLETE)) {
             Ok(why) => {
                 let _ = out.reset(river_proto::msg::LOGS_INCOMPLETE.into());
                 anyhow::bail!("the output of task {id} is incomplete: {why}")
@@ -912,9 +902,6 @@ fn signalled(code: i64) -> Option<String> {
         ),
     })
 }
-
-/// Beside a task's `result.json` once the host has stored that end.
-const ACKED: &str = "recorded-by-host";
 
 /// Removes a VPS's container, then the snapshot image it was made from, if it was one (a restore
 /// or a move loads the snapshot's archive into this node's engine; the host keeps the archive).
@@ -987,17 +974,6 @@ async fn pump_output(rt: Runtime, cid: String, dir: PathBuf) -> Result<(), Strin
     out.sync_all().await.map_err(io("writing stdout.log"))?;
     err.flush().await.map_err(io("writing stderr.log"))?;
     err.sync_all().await.map_err(io("writing stderr.log"))
-}
-
-/// Beside a task's output when some of it could not be saved; holds why.
-const INCOMPLETE: &str = "output-incomplete";
-
-/// Records that a task's output is incomplete and returns the sentence its record carries.
-fn output_incomplete(dir: &Path, why: &str) -> String {
-    if let Err(e) = std::fs::write(dir.join(INCOMPLETE), why) {
-        tracing::error!(dir = %dir.display(), "recording that the output is incomplete: {e}");
-    }
-    format!("its output is incomplete: {why}")
 }
 
 #[cfg(test)]

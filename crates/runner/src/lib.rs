@@ -163,8 +163,26 @@ async fn run(cfg: RunnerConfig, mut inventory: Inventory, status: watch::Sender<
         .collect();
     // Undone when this function ends, like the executor's work.
     let _sealed = nosuid::seal(&sealed).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let tasks_dir = settings.dir.clone();
     let exec = std::sync::Arc::new(exec::Executor::new(settings, reports_tx, stop));
     exec.adopt().await;
+    // Output the host has the end of goes after the retention; checked at start and then
+    // a few times per retention period (at most hourly).
+    let retention = cfg.task_retention;
+    let pruner = tokio::spawn(async move {
+        if retention.is_zero() {
+            return;
+        }
+        let every = (retention / 4).clamp(Duration::from_secs(1), Duration::from_secs(3600));
+        loop {
+            match exec::records::prune(&tasks_dir, retention, std::time::SystemTime::now()) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(tasks = n, "removed the output of tasks past the retention"),
+                Err(e) => tracing::warn!("removing old task output: {e}"),
+            }
+            tokio::time::sleep(every).await;
+        }
+    });
     let mut backoff = Backoff::default();
     let result = loop {
         let bundle = Bundle::load(&identity_dir(&cfg))?;
@@ -197,6 +215,7 @@ async fn run(cfg: RunnerConfig, mut inventory: Inventory, status: watch::Sender<
         tokio::time::sleep(wait).await;
     };
     renewer.abort();
+    pruner.abort();
     result
 }
 

@@ -332,6 +332,11 @@ async fn logs(dir: &Path, id: u64, stderr: bool, follow: bool) -> anyhow::Result
                     "the output of task {id} is incomplete: its node could not save all of it; what it kept is above, and `river task status {id}` says why"
                 );
             }
+            if c.into_inner() == u64::from(river_proto::msg::LOGS_REMOVED) {
+                bail!(
+                    "the output of task {id} is no longer kept: its node removed it once the task had ended longer ago than the node's task_retention"
+                );
+            }
         }
         bail!(
             "the output of task {id} was cut short ({e}): its node or the host went away; `river task status {id}` says what became of it"
