@@ -49,6 +49,27 @@ async fn task_list_pages_and_task_logs_streams_what_no_frame_holds() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(o.stdout.len(), 25_000_000);
     assert!(o.stdout.iter().all(|b| *b == b'x'));
+    // The same through the HTTPS API, streamed as plain text.
+    let saved = d.path().join("big.out");
+    let curl = tokio::task::block_in_place(|| {
+        Command::new("curl")
+            .args(["-sSf", "--cacert"])
+            .arg(cfg.join("ca.crt"))
+            .arg("--cert")
+            .arg(cfg.join("cert.pem"))
+            .arg("--key")
+            .arg(cfg.join("key.pem"))
+            .arg("-o")
+            .arg(&saved)
+            .arg(format!(
+                "https://localhost:{}/api/tasks/{big}/output",
+                host.api_addr.port()
+            ))
+            .output()
+            .unwrap()
+    });
+    assert!(curl.status.success(), "{}", String::from_utf8_lossy(&curl.stderr));
+    assert_eq!(std::fs::metadata(&saved).unwrap().len(), 25_000_000);
 
     // 150 tasks wait behind one that holds a core: each asks for every core of the node.
     let cores = match call(&conn, Request::NodeShow { name: "h1".into() }).await {

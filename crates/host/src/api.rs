@@ -88,6 +88,7 @@ fn router(ctx: Arc<Ctx>) -> Router {
         .route("/api/tasks", get(tasks).post(submit))
         .route("/api/tasks/{id}", get(task))
         .route("/api/tasks/{id}/logs", get(task_logs))
+        .route("/api/tasks/{id}/output", get(task_output))
         .route("/api/tasks/{id}/{action}", post(task_signal))
         .with_state(ctx)
 }
@@ -146,6 +147,47 @@ async fn task_logs(
     Query(q): Query<LogsQuery>,
 ) -> HttpResponse {
     call(s, c, Request::TaskLogs { id, stderr: q.stderr }).await
+}
+
+/// A task's output as it is kept on its node, streamed as plain text however large. Output cut
+/// short (the node went away, or it is incomplete) ends the response without its last chunk, so
+/// an HTTP client reports an error rather than a complete body.
+async fn task_output(
+    State(ctx): State<Arc<Ctx>>,
+    Extension(ApiCaller(caller)): Extension<ApiCaller>,
+    Path(id): Path<u64>,
+    Query(q): Query<LogsQuery>,
+) -> HttpResponse {
+    let Some(caller) = caller else {
+        return error(StatusCode::UNAUTHORIZED, "this endpoint needs a river user certificate");
+    };
+    if let Err(why) = rpc::authorize(&caller, &Request::TaskLogs { id, stderr: q.stderr }) {
+        return error(StatusCode::FORBIDDEN, &why);
+    }
+    let recv = match crate::tasks::open_logs(&ctx, &caller, id, q.stderr).await {
+        Ok(Ok(Some(recv))) => recv,
+        Ok(Ok(None)) => return ([(header::CONTENT_TYPE, "text/plain")], "").into_response(),
+        Ok(Err(Response::Error { kind, message })) => return error(status_of(&kind), &message),
+        Ok(Err(_)) => return error(StatusCode::INTERNAL_SERVER_ERROR, "unexpected answer"),
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &format!("host error: {e}")),
+    };
+    // After an error the stream ends: the error is the last thing the body sees.
+    let chunks = futures_util::stream::unfold(Some(recv), |recv| async move {
+        let mut recv = recv?;
+        match recv.read_chunk(256 << 10, true).await {
+            Ok(Some(c)) => Some((Ok::<_, std::io::Error>(c.bytes), Some(recv))),
+            Ok(None) => None,
+            Err(e) => Some((
+                Err(std::io::Error::other(format!("the output was cut short: {e}"))),
+                None,
+            )),
+        }
+    });
+    (
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        axum::body::Body::from_stream(chunks),
+    )
+        .into_response()
 }
 
 async fn task_signal(

@@ -468,14 +468,19 @@ async fn logs_source(
     }
 }
 
-/// A task's output so far, in one answer.
-pub(crate) async fn logs(ctx: &Ctx, caller: &Caller, id: u64, stderr: bool) -> anyhow::Result<Response> {
+/// A stream of a task's output so far from its node (none when it has not started), or why not.
+pub(crate) async fn open_logs(
+    ctx: &Ctx,
+    caller: &Caller,
+    id: u64,
+    stderr: bool,
+) -> anyhow::Result<Result<Option<river_mesh::RecvStream>, Response>> {
     let conn = match logs_source(ctx, caller, id).await? {
         Ok(Some(conn)) => conn,
-        Ok(None) => return Ok(Response::Logs(Vec::new())),
-        Err(refusal) => return Ok(refusal),
+        Ok(None) => return Ok(Ok(None)),
+        Err(refusal) => return Ok(Err(refusal)),
     };
-    let (mut send, mut recv) = open(&conn, StreamKind::Logs).await?;
+    let (mut send, recv) = open(&conn, StreamKind::Logs).await?;
     send_msg(
         &mut send,
         &LogsRequest {
@@ -486,6 +491,16 @@ pub(crate) async fn logs(ctx: &Ctx, caller: &Caller, id: u64, stderr: bool) -> a
     )
     .await?;
     let _ = send.finish();
+    Ok(Ok(Some(recv)))
+}
+
+/// A task's output so far, in one answer (at most 16 MiB: larger output is read as a stream).
+pub(crate) async fn logs(ctx: &Ctx, caller: &Caller, id: u64, stderr: bool) -> anyhow::Result<Response> {
+    let mut recv = match open_logs(ctx, caller, id, stderr).await? {
+        Ok(Some(recv)) => recv,
+        Ok(None) => return Ok(Response::Logs(Vec::new())),
+        Err(refusal) => return Ok(refusal),
+    };
     let bytes = recv
         .read_to_end(MAX_LOGS)
         .await
