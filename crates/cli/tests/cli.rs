@@ -1338,3 +1338,45 @@ fn sftp_read(config: &Path, host: &str, path: &str) -> Vec<u8> {
     got.expect("the SFTP exchange finished in time")
         .expect("the SFTP exchange")
 }
+
+#[test]
+fn the_host_says_what_it_could_not_do_and_why_once() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = d.path().join("cfg");
+    // Its port taken (by a UDP socket here).
+    let port = free_port();
+    let _taken = std::net::UdpSocket::bind(("127.0.0.1", port)).unwrap();
+    let listen = format!("127.0.0.1:{port}");
+    let state = d.path().join("h");
+    let o = river(
+        &cfg,
+        &["host", "--state-dir", state.to_str().unwrap(), "--listen", &listen],
+    );
+    let (_, err) = text(&o);
+    assert!(!o.status.success());
+    assert!(
+        err.contains(&format!("cannot listen on udp {listen} for the mesh")),
+        "{err}"
+    );
+    assert_eq!(err.matches("Address already in use").count(), 1, "{err}");
+    // A state directory that cannot be made.
+    let file = d.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let o = river(
+        &cfg,
+        &[
+            "host",
+            "--state-dir",
+            file.join("h").to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+    );
+    let (_, err) = text(&o);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("the host's state directory") && err.contains("cannot be used"),
+        "{err}"
+    );
+    assert_eq!(err.matches("Not a directory").count(), 1, "{err}");
+}
