@@ -16,6 +16,14 @@ use river_proto::msg::{Request, Response};
 use std::path::Path;
 use std::time::Duration;
 
+/// The container of task `id` on node `node` (ids repeat across the tests' clusters).
+async fn container_of(rt: &river_docker::Runtime, id: u64, node: &str) -> Option<river_docker::Found> {
+    let found = rt.list(&format!("river.task={id}")).await.unwrap();
+    found
+        .into_iter()
+        .find(|c| c.labels.get("river.node").map(String::as_str) == Some(node))
+}
+
 fn expect_refusal(result: anyhow::Result<river_host::RunningHost>) -> String {
     match result {
         Ok(h) => panic!("the host started: {h:?}"),
@@ -109,9 +117,7 @@ async fn a_node_the_restored_host_does_not_know_keeps_its_work_and_is_admitted_a
         return;
     }
     let d = tmp();
-    let mut cfg = host_cfg(d.path());
-    let host = start_host(cfg.clone()).await;
-    cfg.listen = host.mesh_addr;
+    let (cfg, host) = restartable_host(host_cfg(d.path())).await;
     // The backup is taken before the node joins, so the restored database has never heard of it.
     let backup = d.path().join("before-f2.tar");
     river_host::backup::create(&cfg.state_dir, &backup).await.unwrap();
@@ -139,10 +145,8 @@ async fn a_node_the_restored_host_does_not_know_keeps_its_work_and_is_admitted_a
     .await;
     assert_eq!(runner.status.borrow().stopped, None, "the runner did not stop");
     let rt = river_docker::Runtime::connect(None).await.unwrap();
-    let containers = rt.list(&format!("river.task={id}")).await.unwrap();
-    let container = containers
-        .iter()
-        .find(|c| c.labels.get("river.node").map(String::as_str) == Some("f2"))
+    let container = container_of(&rt, id, "f2")
+        .await
         .expect("the task's container is still there");
     assert!(
         rt.status(&container.id).await.unwrap().exit.is_none(),
@@ -277,8 +281,7 @@ async fn a_node_whose_certificate_runs_out_during_a_host_outage_keeps_its_work_a
     let d = tmp();
     let mut cfg = host_cfg(d.path());
     cfg.node_cert_lifetime = Duration::from_secs(10);
-    let host = start_host(cfg.clone()).await;
-    cfg.listen = host.mesh_addr;
+    let (cfg, host) = restartable_host(cfg).await;
     let (rcfg, runner) = runner(&host, d.path(), "f5").await;
     let conn = admin(&host).await;
     online(&host, "f5").await;
@@ -374,8 +377,7 @@ async fn a_long_running_forward_renews_its_certificate_and_outlives_its_first_on
     let d = tmp();
     let mut cfg = host_cfg(d.path());
     cfg.user_cert_lifetime = Duration::from_secs(10);
-    let host = start_host(cfg.clone()).await;
-    cfg.listen = host.mesh_addr;
+    let (cfg, host) = restartable_host(cfg).await;
     let (_rcfg, runner) = runner(&host, d.path(), "f7").await;
     online(&host, "f7").await;
     let invite = match call(
@@ -448,11 +450,7 @@ async fn a_task_killed_from_outside_river_says_so() {
     wait_state(&conn, id, &["running"]).await;
     // Someone on the node (or its shutdown) kills the container.
     let rt = river_docker::Runtime::connect(None).await.unwrap();
-    let found = rt.list(&format!("river.task={id}")).await.unwrap();
-    let c = found
-        .iter()
-        .find(|c| c.labels.get("river.node").map(String::as_str) == Some("f8"))
-        .unwrap();
+    let c = container_of(&rt, id, "f8").await.expect("the task's container");
     rt.kill(&c.id).await.unwrap();
     let t = wait_state(&conn, id, &["failed", "killed", "completed"]).await;
     assert_eq!((t.state.as_str(), t.exit_code), ("failed", Some(137)));

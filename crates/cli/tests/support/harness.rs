@@ -28,6 +28,14 @@ pub async fn start_host(cfg: HostConfig) -> RunningHost {
     river_host::start(cfg).await.expect("host starts")
 }
 
+/// A host started from `cfg`, and `cfg` now naming the port it got: starting it again from the
+/// returned config brings it back where its runners and users look for it.
+pub async fn restartable_host(mut cfg: HostConfig) -> (HostConfig, RunningHost) {
+    let host = start_host(cfg.clone()).await;
+    cfg.listen = host.mesh_addr;
+    (cfg, host)
+}
+
 /// A connection as the host's first admin.
 pub async fn admin(host: &RunningHost) -> Connection {
     let b = Bundle::load(&host.admin_dir).unwrap();
