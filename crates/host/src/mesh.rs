@@ -254,12 +254,7 @@ async fn control(
             .event(now_ms(), &format!("node {name}"), "node.online", &address)
             .await;
     }
-    for id in settled.discard {
-        ctx.registry.send(name, HostMsg::Discard { id });
-    }
-    for ids in settled.recorded.chunks(river_proto::msg::SNAPSHOT_PART) {
-        ctx.registry.send(name, HostMsg::Recorded { ids: ids.to_vec() });
-    }
+    settle(ctx, name, settled);
     // The overlay plan goes ahead of any task, on the same ordered stream.
     crate::overlay::attached(ctx, name, conn.remote_address()).await;
     ctx.kick.notify_one();
@@ -287,14 +282,7 @@ async fn control(
                         resent.extend(tasks);
                         if !more {
                             match crate::reports::reconcile(ctx, name, std::mem::take(&mut resent)).await {
-                                Ok(settled) => {
-                                    for id in settled.discard {
-                                        ctx.registry.send(name, HostMsg::Discard { id });
-                                    }
-                                    for ids in settled.recorded.chunks(river_proto::msg::SNAPSHOT_PART) {
-                                        ctx.registry.send(name, HostMsg::Recorded { ids: ids.to_vec() });
-                                    }
-                                }
+                                Ok(settled) => settle(ctx, name, settled),
                                 Err(e) => return unrecorded(conn, e),
                             }
                         }
@@ -316,6 +304,16 @@ async fn control(
     .await;
     ctx.registry.detach(name, conn);
     result
+}
+
+/// Tells a node what its snapshot settled: VPSs to discard, ends the host has stored.
+fn settle(ctx: &Ctx, name: &str, settled: crate::reports::Settled) {
+    for id in settled.discard {
+        ctx.registry.send(name, HostMsg::Discard { id });
+    }
+    for ids in settled.recorded.chunks(river_proto::msg::SNAPSHOT_PART) {
+        ctx.registry.send(name, HostMsg::Recorded { ids: ids.to_vec() });
+    }
 }
 
 /// A runner's report could not be stored: its session ends, and the runner, reconnecting, sends

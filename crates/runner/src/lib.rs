@@ -221,10 +221,7 @@ async fn run(cfg: RunnerConfig, mut inventory: Inventory, status: watch::Sender<
 
 /// Whether this node's certificate has run out.
 fn expired(bundle: &Bundle) -> bool {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-    bundle.cert_info().is_ok_and(|i| i.not_after <= now)
+    bundle.cert_info().is_ok_and(|i| i.not_after <= renew::now_s())
 }
 
 /// Exponential backoff with jitter: 0.5 s doubling to 30 s, reset once a session is up.
