@@ -4,7 +4,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 mod host;
-pub use host::{HostArgs, HostCmd};
+pub use host::{DownArgs, HostArgs, HostCmd, RunnerArgs, UpArgs};
 
 #[derive(Debug, Parser)]
 #[command(name = "river", version, about = "A self-hosted cluster manager for GPU labs", long_about = None)]
@@ -148,49 +148,6 @@ impl Command {
     pub fn is_server(&self) -> bool {
         matches!(self, Command::Host(_) | Command::Runner(_) | Command::Up(_))
     }
-}
-
-#[derive(Debug, Args)]
-pub struct RunnerArgs {
-    /// Config file (TOML); `river init config --runner` writes one with every default.
-    #[arg(short, long, env = "RIVER_RUNNER_CONFIG")]
-    pub config: Option<PathBuf>,
-    /// State directory (node identity). Overrides the config file.
-    #[arg(long, env = "RIVER_RUNNER_STATE_DIR")]
-    pub state_dir: Option<PathBuf>,
-    /// Host to join, HOST[:PORT] (first start only).
-    #[arg(long, value_name = "HOST:PORT", requires = "token")]
-    pub join: Option<String>,
-    /// Join token from `river token create` (first start only).
-    #[arg(long, env = "RIVER_JOIN_TOKEN", hide_env_values = true, requires = "join")]
-    pub token: Option<String>,
-    /// Node name (default: the hostname).
-    #[arg(long)]
-    pub name: Option<String>,
-}
-
-#[derive(Debug, Args)]
-pub struct UpArgs {
-    /// Where the cluster keeps its state (default: ~/.local/share/river).
-    #[arg(long, env = "RIVER_UP_DIR")]
-    pub state_dir: Option<PathBuf>,
-    /// Address of the host's mesh and API.
-    #[arg(long, default_value = "127.0.0.1:7443")]
-    pub listen: std::net::SocketAddr,
-    /// Run in the background and return once the cluster is ready.
-    #[arg(short, long)]
-    pub detach: bool,
-    /// Image of the `default` environment, made at the first start (for offline machines: one the
-    /// local Docker engine already has).
-    #[arg(long, env = "RIVER_DEFAULT_IMAGE", value_name = "IMAGE")]
-    pub default_image: Option<String>,
-}
-
-#[derive(Debug, Args)]
-pub struct DownArgs {
-    /// The state directory given to `river up` (default: ~/.local/share/river).
-    #[arg(long, env = "RIVER_UP_DIR")]
-    pub state_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

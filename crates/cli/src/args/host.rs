@@ -1,4 +1,4 @@
-//! `river host` and its maintenance subcommands.
+//! `river host` and its maintenance subcommands, `river runner`, `river up` and `river down`.
 
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
@@ -44,4 +44,47 @@ pub enum HostCmd {
         #[arg(long)]
         force: bool,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct RunnerArgs {
+    /// Config file (TOML); `river init config --runner` writes one with every default.
+    #[arg(short, long, env = "RIVER_RUNNER_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// State directory (node identity). Overrides the config file.
+    #[arg(long, env = "RIVER_RUNNER_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Host to join, HOST[:PORT] (first start only).
+    #[arg(long, value_name = "HOST:PORT", requires = "token")]
+    pub join: Option<String>,
+    /// Join token from `river token create` (first start only).
+    #[arg(long, env = "RIVER_JOIN_TOKEN", hide_env_values = true, requires = "join")]
+    pub token: Option<String>,
+    /// Node name (default: the hostname).
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Where the cluster keeps its state (default: ~/.local/share/river).
+    #[arg(long, env = "RIVER_UP_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Address of the host's mesh and API.
+    #[arg(long, default_value = "127.0.0.1:7443")]
+    pub listen: std::net::SocketAddr,
+    /// Run in the background and return once the cluster is ready.
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Image of the `default` environment, made at the first start (for offline machines: one the
+    /// local Docker engine already has).
+    #[arg(long, env = "RIVER_DEFAULT_IMAGE", value_name = "IMAGE")]
+    pub default_image: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DownArgs {
+    /// The state directory given to `river up` (default: ~/.local/share/river).
+    #[arg(long, env = "RIVER_UP_DIR")]
+    pub state_dir: Option<PathBuf>,
 }
