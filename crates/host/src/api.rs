@@ -164,7 +164,7 @@ async fn task_output(
     if let Err(why) = rpc::authorize(&caller, &Request::TaskLogs { id, stderr: q.stderr }) {
         return error(StatusCode::FORBIDDEN, &why);
     }
-    let recv = match crate::tasks::open_logs(&ctx, &caller, id, q.stderr).await {
+    let recv = match crate::logs::open_logs(&ctx, &caller, id, q.stderr).await {
         Ok(Ok(Some(recv))) => recv,
         Ok(Ok(None)) => return ([(header::CONTENT_TYPE, "text/plain")], "").into_response(),
         Ok(Err(Response::Error { kind, message })) => return error(status_of(&kind), &message),

@@ -15,6 +15,7 @@ mod gateway;
 mod groups;
 mod init;
 mod join;
+mod logs;
 mod mesh;
 mod overlay;
 mod registry;

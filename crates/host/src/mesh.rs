@@ -169,7 +169,7 @@ async fn stream(
         (StreamKind::Control, Caller::Node(name)) => control(ctx, conn, name, &mut send, &mut recv).await,
         (StreamKind::Heartbeat, Caller::Node(name)) => heartbeats(ctx, name, &mut send, &mut recv).await,
         (StreamKind::Rpc, _) => request(ctx, caller, &mut send, &mut recv).await,
-        (StreamKind::Logs, Caller::User { .. }) => crate::tasks::stream_logs(ctx, caller, &mut send, &mut recv).await,
+        (StreamKind::Logs, Caller::User { .. }) => crate::logs::stream_logs(ctx, caller, &mut send, &mut recv).await,
         (StreamKind::Blob, Caller::Node(_)) => crate::envs::serve_blob(ctx, &mut send, &mut recv).await,
         (StreamKind::Terminal, Caller::User { .. }) => crate::terminal::relay(ctx, caller, &mut send, &mut recv).await,
         (StreamKind::Forward, Caller::User { .. }) => {

@@ -257,7 +257,7 @@ async fn act(ctx: &Ctx, caller: &Caller, req: Request) -> anyhow::Result<Respons
             ),
         },
         Request::TaskSignal { id, signal } => crate::tasks::signal(ctx, caller, id, signal).await?,
-        Request::TaskLogs { id, stderr } => crate::tasks::logs(ctx, caller, id, stderr).await?,
+        Request::TaskLogs { id, stderr } => crate::logs::logs(ctx, caller, id, stderr).await?,
         Request::EnvCreate { name, from, node } => {
             crate::envs::create(ctx, caller, &name, &from, node.as_deref()).await?
         }

@@ -5,11 +5,7 @@
 use crate::clock::now_ms;
 use crate::mesh::Caller;
 use crate::Ctx;
-use river_mesh::{open, send_msg};
-use river_proto::msg::{
-    ErrorKind, HostMsg, LogsRequest, NodeState, Response, Role, Signal, TaskPlacement, TaskSpec, TaskView,
-};
-use river_proto::StreamKind;
+use river_proto::msg::{ErrorKind, HostMsg, NodeState, Response, Role, Signal, TaskPlacement, TaskSpec, TaskView};
 use river_store::{NodeRecord, TaskRecord};
 use river_task::place::{self, Ask, GpuSlot, Numa, Usage};
 use river_task::state::{transition, TaskState};
@@ -17,9 +13,6 @@ use river_task::target::Target;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Largest log a single `task logs` answer carries.
-const MAX_LOGS: usize = 16 << 20;
 
 pub(crate) fn err(kind: ErrorKind, message: impl Into<String>) -> Response {
     Response::Error {
@@ -435,128 +428,6 @@ pub(crate) async fn signal(ctx: &Ctx, caller: &Caller, id: u64, signal: Signal) 
     Ok(Response::Done {
         message: format!("sent {} to task {id} on {node}", format!("{signal:?}").to_lowercase()),
     })
-}
-
-/// Where a task's output is: the connection to its node, `None` if it never started, or the
-/// refusal to send back.
-async fn logs_source(
-    ctx: &Ctx,
-    caller: &Caller,
-    id: u64,
-) -> anyhow::Result<Result<Option<river_mesh::Connection>, Response>> {
-    let Some(t) = ctx.store.task(id).await? else {
-        return Ok(Err(err(
-            ErrorKind::NotFound,
-            format!("no task {id}; `river task list` shows the tasks"),
-        )));
-    };
-    if !may_touch(caller, &t) {
-        return Ok(Err(err(
-            ErrorKind::Forbidden,
-            format!("task {id} belongs to {}", t.owner),
-        )));
-    }
-    let Some(node) = t.placement.as_ref().map(|p| p.node.clone()) else {
-        return Ok(Ok(None));
-    };
-    match ctx.registry.connection(&node) {
-        Some(conn) => Ok(Ok(Some(conn))),
-        None => Ok(Err(err(
-            ErrorKind::Conflict,
-            format!("node {node}, which has the logs of task {id}, is offline"),
-        ))),
-    }
-}
-
-/// A stream of a task's output so far from its node (none when it has not started), or why not.
-pub(crate) async fn open_logs(
-    ctx: &Ctx,
-    caller: &Caller,
-    id: u64,
-    stderr: bool,
-) -> anyhow::Result<Result<Option<river_mesh::RecvStream>, Response>> {
-    let conn = match logs_source(ctx, caller, id).await? {
-        Ok(Some(conn)) => conn,
-        Ok(None) => return Ok(Ok(None)),
-        Err(refusal) => return Ok(Err(refusal)),
-    };
-    let (mut send, recv) = open(&conn, StreamKind::Logs).await?;
-    send_msg(
-        &mut send,
-        &LogsRequest {
-            id,
-            stderr,
-            follow: false,
-        },
-    )
-    .await?;
-    let _ = send.finish();
-    Ok(Ok(Some(recv)))
-}
-
-/// A task's output so far, in one answer (at most 16 MiB: larger output is read as a stream).
-pub(crate) async fn logs(ctx: &Ctx, caller: &Caller, id: u64, stderr: bool) -> anyhow::Result<Response> {
-    let mut recv = match open_logs(ctx, caller, id, stderr).await? {
-        Ok(Some(recv)) => recv,
-        Ok(None) => return Ok(Response::Logs(Vec::new())),
-        Err(refusal) => return Ok(refusal),
-    };
-    let bytes = recv
-        .read_to_end(MAX_LOGS)
-        .await
-        .map_err(|e| anyhow::anyhow!("reading logs: {e}"))?;
-    Ok(Response::Logs(bytes))
-}
-
-/// `river task logs -f`: a `Logs` stream from a user. The answer is a `Response` frame (an error,
-/// or `Logs` with nothing in it), then the output as raw bytes, relayed from the task's runner as it
-/// comes, until the task ends.
-pub(crate) async fn stream_logs(
-    ctx: &Ctx,
-    caller: &Caller,
-    send: &mut river_mesh::SendStream,
-    recv: &mut river_mesh::RecvStream,
-) -> Result<(), river_mesh::FramedError> {
-    let Some(req) = river_mesh::recv_msg::<LogsRequest>(recv).await? else {
-        return Ok(());
-    };
-    let source = match logs_source(ctx, caller, req.id).await {
-        Ok(s) => s,
-        Err(e) => Err(err(ErrorKind::Internal, format!("host error: {e}"))),
-    };
-    let conn = match source {
-        Ok(Some(conn)) => conn,
-        // Not started: no output yet; following it is refused, reading it finds nothing.
-        Ok(None) => {
-            let answer = if req.follow {
-                err(
-                    ErrorKind::Conflict,
-                    format!("task {} has not started yet; it has no output", req.id),
-                )
-            } else {
-                Response::Logs(Vec::new())
-            };
-            send_msg(send, &answer).await?;
-            let _ = send.finish();
-            return Ok(());
-        }
-        Err(refusal) => {
-            send_msg(send, &refusal).await?;
-            let _ = send.finish();
-            return Ok(());
-        }
-    };
-    send_msg(send, &Response::Logs(Vec::new())).await?;
-    let (mut to_runner, mut from_runner) = open(&conn, StreamKind::Logs).await?;
-    send_msg(&mut to_runner, &req).await?;
-    let _ = to_runner.finish();
-    // QUIC flow control slows the runner when the user reads slowly. Output cut short (the node
-    // went away, or could not read it) resets the user's stream: what arrived so far is never
-    // taken for all of it.
-    if let Err(e) = river_mesh::pipe(&mut from_runner, send).await {
-        tracing::info!(task = req.id, "logs cut short: {e}");
-    }
-    Ok(())
 }
 
 /// Bytes of task views one answer may carry: well inside a frame's 4 MiB, whatever the specs hold.
