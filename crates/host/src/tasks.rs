@@ -1,5 +1,6 @@
 //! Command tasks on the host: submission (refused only when impossible), the queue and the
-//! scheduler, runners' reports, signals and logs. Placement rules live in `river_task::place`;
+//! scheduler, signals, pages of tasks. Runners' reports are in `reports.rs`, output in `logs.rs`.
+//! Placement rules live in `river_task::place`;
 //! this module feeds them the cluster as it is and applies what they decide.
 
 use crate::clock::now_ms;
