@@ -311,37 +311,58 @@ impl Runtime {
         Ok(true)
     }
 
-    /// Makes sure the engine has `name`, a bridge network whose containers cannot reach each
-    /// other (inter-container traffic off): they reach the outside through the node, and one
-    /// another only through river. An existing network of that name that lets them is an error.
-    pub async fn ensure_isolated_network(&self, name: &str) -> Result<()> {
+    /// Makes sure the bridge network `name` exists with traffic between its containers off
+    /// (`enable_icc=false`), and returns its id, by which containers join it. The engine accepts
+    /// two networks of one name made at the same moment (by two processes sharing it), and then
+    /// refuses every container that names it as ambiguous: every caller settles on the one with
+    /// the smallest id and removes the others when nothing uses them.
+    pub async fn ensure_isolated_network(&self, name: &str) -> Result<String> {
         const ICC: &str = "com.docker.network.bridge.enable_icc";
-        // The engine may accept two networks of one name made at once: runners sharing an
-        // engine in one process make it one at a time.
+        // Runners sharing an engine in one process make it one at a time.
         static MAKING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
         let _one = MAKING.lock().await;
-        match self.docker.inspect_network(name, None).await {
-            Ok(have) => {
-                let icc = have.options.as_ref().and_then(|o| o.get(ICC)).map(String::as_str);
-                return if icc == Some("false") {
-                    Ok(())
-                } else {
-                    Err(RuntimeError::Docker(format!(
-                        "network {name} lets containers reach each other; remove it (`docker network rm {name}`) and river makes it again"
-                    )))
-                };
-            }
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {}
-            Err(e) => return Err(docker_err(e)),
+        let mut found = self.networks_named(name).await?;
+        if found.is_empty() {
+            let req = bollard::models::NetworkCreateRequest {
+                name: name.to_owned(),
+                driver: Some("bridge".into()),
+                options: Some(HashMap::from([(ICC.to_owned(), "false".to_owned())])),
+                ..Default::default()
+            };
+            self.docker.create_network(req).await.map_err(docker_err)?;
+            found = self.networks_named(name).await?;
         }
-        let req = bollard::models::NetworkCreateRequest {
-            name: name.to_owned(),
-            driver: Some("bridge".into()),
-            options: Some(HashMap::from([(ICC.to_owned(), "false".to_owned())])),
-            ..Default::default()
+        found.sort();
+        let Some(keep) = found.first().cloned() else {
+            return Err(RuntimeError::Docker(format!(
+                "network {name} was made but is not there"
+            )));
         };
-        self.docker.create_network(req).await.map_err(docker_err)?;
-        Ok(())
+        for other in &found[1..] {
+            // Refused while a container uses it; a later call tries again.
+            let _ = self.docker.remove_network(other).await;
+        }
+        let have = self.docker.inspect_network(&keep, None).await.map_err(docker_err)?;
+        let icc = have.options.as_ref().and_then(|o| o.get(ICC)).map(String::as_str);
+        if icc != Some("false") {
+            return Err(RuntimeError::Docker(format!(
+                "network {name} lets containers reach each other; remove it (`docker network rm {name}`) and river makes it again"
+            )));
+        }
+        Ok(keep)
+    }
+
+    /// The ids of the networks named exactly `name`.
+    async fn networks_named(&self, name: &str) -> Result<Vec<String>> {
+        let opts = bollard::query_parameters::ListNetworksOptions {
+            filters: Some(HashMap::from([("name".to_owned(), vec![name.to_owned()])])),
+        };
+        let list = self.docker.list_networks(Some(opts)).await.map_err(docker_err)?;
+        Ok(list
+            .into_iter()
+            .filter(|n| n.name.as_deref() == Some(name))
+            .filter_map(|n| n.id)
+            .collect())
     }
 
     /// Pulls an image from its registry, for nodes that can reach one.

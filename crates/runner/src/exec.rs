@@ -562,13 +562,17 @@ impl Executor {
             Err(why) => return self.report(id, TaskState::Failed, None, Some(why)),
         };
         if placement.ip.is_none() {
-            if let Err(e) = rt.ensure_isolated_network(&self.isolated_network()).await {
-                let state = if spec.vps.is_some() {
-                    TaskState::Stopped
-                } else {
-                    TaskState::Failed
-                };
-                return self.report(id, state, None, Some(format!("node {}: {e}", self.node)));
+            match rt.ensure_isolated_network(&self.isolated_network()).await {
+                // By id: a name two networks share (made at once by two processes) is refused.
+                Ok(net) => cspec.network = Some((net, None)),
+                Err(e) => {
+                    let state = if spec.vps.is_some() {
+                        TaskState::Stopped
+                    } else {
+                        TaskState::Failed
+                    };
+                    return self.report(id, state, None, Some(format!("node {}: {e}", self.node)));
+                }
             }
         }
         if let Some(ip) = &placement.ip {
