@@ -58,6 +58,9 @@ impl River {
 impl Drop for River {
     /// SIGTERM first, so a runner undoes its mounts; SIGKILL if it is still there after 10 s.
     fn drop(&mut self) {
+        if !matches!(self.0.try_wait(), Ok(None)) {
+            return;
+        }
         let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
         for _ in 0..200 {
             if !matches!(self.0.try_wait(), Ok(None)) {

@@ -10,6 +10,57 @@ use std::io::{Read as _, Write as _};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// A task serving a 300 MB file over HTTP on port 8080, once it is ready; its id.
+fn big_file_server(cfg: &std::path::Path) -> String {
+    let serving = running_task(
+        cfg,
+        &[
+            "--image",
+            "river-test/busybox:1",
+            "--",
+            "sh",
+            "-c",
+            "mkdir /www && dd if=/dev/zero of=/www/big bs=1M count=300 2>/dev/null && echo ready && exec httpd -f -p 127.0.0.1:8080 -h /www",
+        ],
+    );
+    until(Duration::from_secs(60), "the web server is ready", || {
+        text(&river(cfg, &["task", "logs", &serving])).0.contains("ready")
+    });
+    serving
+}
+
+/// `river forward` to that server, and a request for the file whose first MiB has arrived (the
+/// rest is read slowly, by the caller).
+fn pull_big_file(cfg: &std::path::Path, task: &str) -> (std::process::Child, std::net::TcpStream) {
+    let (fwd, local, _) = spawn_forward(cfg, &[task, "8080"]);
+    let mut web = std::net::TcpStream::connect(&local).unwrap();
+    web.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    web.write_all(b"GET /big HTTP/1.0\r\n\r\n").unwrap();
+    let mut got = vec![0u8; 1 << 20];
+    web.read_exact(&mut got).unwrap();
+    (fwd, web)
+}
+
+/// Reads the rest: the transfer must end in a reset, with the file incomplete, never in a clean
+/// end that looks like the whole file.
+fn assert_reset(web: &mut std::net::TcpStream) {
+    let mut got = vec![0u8; 1 << 20];
+    let mut total = got.len();
+    let ended = loop {
+        match web.read(&mut got) {
+            Ok(0) => break Ok(()),
+            Ok(n) => total += n,
+            Err(e) => break Err(e),
+        }
+    };
+    assert!(
+        total < 300 << 20,
+        "the whole file arrived before the mesh broke; nothing was cut"
+    );
+    let e = ended.expect_err("a clean end after a broken transfer");
+    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
+}
+
 /// What a killed runner leaves behind: its containers and its self-bind of scratch (`nosuid`).
 struct Leftovers(std::path::PathBuf, &'static str);
 
@@ -59,21 +110,7 @@ fn a_runner_killed_mid_transfer_makes_logs_follow_and_forward_fail_loudly() {
         ]
         .concat(),
     );
-    let serving = running_task(
-        &cfg,
-        &[
-            &image[..],
-            &[
-                "sh",
-                "-c",
-                "mkdir /www && dd if=/dev/zero of=/www/big bs=1M count=300 2>/dev/null && echo ready && exec httpd -f -p 127.0.0.1:8080 -h /www",
-            ],
-        ]
-        .concat(),
-    );
-    until(Duration::from_secs(60), "the web server is ready", || {
-        text(&river(&cfg, &["task", "logs", &serving])).0.contains("ready")
-    });
+    let serving = big_file_server(&cfg);
 
     // A user follows the first task's output...
     let mut follow = Command::new(env!("CARGO_BIN_EXE_river"))
@@ -88,32 +125,14 @@ fn a_runner_killed_mid_transfer_makes_logs_follow_and_forward_fail_loudly() {
     let first = followed.recv_timeout(Duration::from_secs(60)).expect("output arrives");
     assert!(first.starts_with("line "), "{first}");
     // ...and pulls a 300 MB file through a forward, reading slowly.
-    let (mut fwd, local, _) = spawn_forward(&cfg, &[&serving, "8080"]);
-    let mut web = std::net::TcpStream::connect(&local).unwrap();
-    web.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
-    web.write_all(b"GET /big HTTP/1.0\r\n\r\n").unwrap();
-    let mut got = vec![0u8; 1 << 20];
-    web.read_exact(&mut got).unwrap();
+    let (mut fwd, mut web) = pull_big_file(&cfg, &serving);
 
     // The node dies.
     let _ = runner.0.kill();
     let _ = runner.0.wait();
 
     // The forward's client sees the connection reset, not a short file that looks complete.
-    let mut total = got.len();
-    let ended = loop {
-        match web.read(&mut got) {
-            Ok(0) => break Ok(()),
-            Ok(n) => total += n,
-            Err(e) => break Err(e),
-        }
-    };
-    assert!(
-        total < 300 << 20,
-        "the whole file arrived before the node died; nothing was cut"
-    );
-    let e = ended.expect_err("a clean end after a broken transfer");
-    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
+    assert_reset(&mut web);
 
     // `logs -f` fails and says why.
     let deadline = Instant::now() + Duration::from_secs(90);
@@ -128,6 +147,26 @@ fn a_runner_killed_mid_transfer_makes_logs_follow_and_forward_fail_loudly() {
     let said: Vec<String> = follow_said.try_iter().collect();
     assert!(said.join("\n").contains("was cut short"), "{said:?}");
 
+    let _ = fwd.kill();
+    let _ = fwd.wait();
+}
+
+#[test]
+fn a_host_killed_mid_transfer_resets_the_forwarded_connection() {
+    if !docker_image_ready() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let _leftovers = Leftovers(d.path().to_owned(), "cut2");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let (mut host, cfg) = host_process(d.path(), &listen);
+    let _runner = runner_process(d.path(), &cfg, &listen, "cut2");
+    let serving = big_file_server(&cfg);
+    let (mut fwd, mut web) = pull_big_file(&cfg, &serving);
+    // The host dies: the forward's mesh connection breaks (noticed by the idle timeout).
+    let _ = host.0.kill();
+    let _ = host.0.wait();
+    assert_reset(&mut web);
     let _ = fwd.kill();
     let _ = fwd.wait();
 }

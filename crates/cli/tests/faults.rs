@@ -462,3 +462,49 @@ async fn a_task_killed_from_outside_river_says_so() {
     runner.shutdown().await;
     host.shutdown().await;
 }
+
+/// Networks named `name` on the node's engine.
+fn networks_named(name: &str) -> Vec<String> {
+    let o = std::process::Command::new("docker")
+        .args(["network", "ls", "-q", "--filter", &format!("name=^{name}$")])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_second_network_of_the_same_name_on_the_engine_does_not_stop_tasks() {
+    if !docker_ready().await || !root("the engine's socket") {
+        return;
+    }
+    let d = tmp();
+    let (host, runner, conn) = cluster(d.path(), "f9").await;
+    let first = submit(&conn, spec("echo one")).await[0];
+    assert_eq!(
+        wait_state(&conn, first, &["completed", "failed"]).await.state,
+        "completed"
+    );
+    // Another process sharing the engine made the network at the same moment: the engine keeps
+    // both (its API, unlike `docker network create`, does not refuse the name), and a container
+    // that names the network is refused as ambiguous.
+    let made = std::process::Command::new("curl")
+        .args(["-sSf", "--unix-socket", "/var/run/docker.sock", "-X", "POST"])
+        .args(["-H", "content-type: application/json", "-d"])
+        .arg(r#"{"Name":"river-tasks","Driver":"bridge","Options":{"com.docker.network.bridge.enable_icc":"false"}}"#)
+        .arg("http://localhost/networks/create")
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    assert!(networks_named("river-tasks").len() >= 2, "the engine holds two");
+
+    let second = submit(&conn, spec("echo two")).await[0];
+    let t = wait_state(&conn, second, &["completed", "failed"]).await;
+    assert_eq!(t.state, "completed", "{:?}", t.message);
+    assert_eq!(logs(&conn, second, false).await, "two\n");
+    assert_eq!(networks_named("river-tasks").len(), 1, "the spare one is removed");
+    runner.shutdown().await;
+    host.shutdown().await;
+}

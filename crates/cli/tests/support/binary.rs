@@ -193,6 +193,9 @@ impl Drop for Proc {
     /// Stops it as an operator would (SIGTERM: a runner undoes its mounts), and kills it if it
     /// is still there after 10 s.
     fn drop(&mut self) {
+        if !matches!(self.0.try_wait(), Ok(None)) {
+            return;
+        }
         let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
