@@ -966,13 +966,45 @@ async fn pump_output(rt: Runtime, cid: String, dir: PathBuf) -> Result<(), Strin
     let mut err = tokio::fs::File::create(dir.join("stderr.log"))
         .await
         .map_err(io("stderr.log"))?;
+    let (mut live_out, mut live_err) = (0usize, 0usize);
     let mut s = Box::pin(rt.output(&cid, true));
     while let Some(chunk) = s.next().await {
         match chunk {
-            Ok(Output::Stdout(b)) => out.write_all(&b).await.map_err(io("writing stdout.log"))?,
-            Ok(Output::Stderr(b)) => err.write_all(&b).await.map_err(io("writing stderr.log"))?,
+            Ok(Output::Stdout(b)) => {
+                out.write_all(&b).await.map_err(io("writing stdout.log"))?;
+                live_out += b.len();
+            }
+            Ok(Output::Stderr(b)) => {
+                err.write_all(&b).await.map_err(io("writing stderr.log"))?;
+                live_err += b.len();
+            }
             Err(e) => return Err(format!("reading the container's output: {e}")),
         }
+    }
+    // The live stream can end before the engine has handed over all of it (seen under load: the
+    // last 14 KB of 25 MB, and the task still `completed`). Once the container has ended, its
+    // whole log is read again and what the live stream missed is appended.
+    rt.wait(&cid)
+        .await
+        .map_err(|e| format!("waiting for the container's end: {e}"))?;
+    let (mut seen_out, mut seen_err) = (0usize, 0usize);
+    let mut missed = 0usize;
+    let mut s = Box::pin(rt.output(&cid, false));
+    while let Some(chunk) = s.next().await {
+        let (b, file, live, seen, what) = match chunk {
+            Ok(Output::Stdout(b)) => (b, &mut out, live_out, &mut seen_out, "writing stdout.log"),
+            Ok(Output::Stderr(b)) => (b, &mut err, live_err, &mut seen_err, "writing stderr.log"),
+            Err(e) => return Err(format!("reading the container's output: {e}")),
+        };
+        let skip = live.saturating_sub(*seen).min(b.len());
+        *seen += b.len();
+        if skip < b.len() {
+            file.write_all(&b[skip..]).await.map_err(io(what))?;
+            missed += b.len() - skip;
+        }
+    }
+    if missed > 0 {
+        tracing::warn!(container = %cid, bytes = missed, "the engine's live output missed the end; took it from its log");
     }
     out.flush().await.map_err(io("writing stdout.log"))?;
     out.sync_all().await.map_err(io("writing stdout.log"))?;
