@@ -281,16 +281,6 @@ impl Executor {
         Ok(())
     }
 
-    /// The host has stored these ends: later snapshots leave them out.
-    fn acknowledge(&self, ids: &[u64]) {
-        records::acknowledge(&self.dir, ids);
-    }
-
-    /// Tasks whose recorded end the host has acknowledged.
-    fn acknowledged(&self) -> HashSet<u64> {
-        records::acknowledged(&self.dir)
-    }
-
     fn recorded(&self) -> Vec<TaskReport> {
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return Vec::new();
@@ -390,7 +380,7 @@ impl Executor {
 
     /// What the host should know at the start of a session.
     pub async fn snapshot(&self) -> Vec<TaskReport> {
-        let acked: HashSet<u64> = self.acknowledged();
+        let acked: HashSet<u64> = records::acknowledged(&self.dir);
         let mut out = self.recorded();
         let done: HashSet<u64> = out.iter().map(|r| r.id).collect();
         out.extend(self.process_reports().into_iter().filter(|r| !done.contains(&r.id)));
@@ -451,7 +441,7 @@ impl Executor {
             HostMsg::Discard { id } => {
                 self.spawn(async move { me.remove_vps(id, VpsEnd::Discard).await });
             }
-            HostMsg::Recorded { ids } => self.acknowledge(&ids),
+            HostMsg::Recorded { ids } => records::acknowledge(&self.dir, &ids),
         }
     }
 
