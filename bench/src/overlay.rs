@@ -31,6 +31,7 @@ fn plan(peers: usize) -> Plan {
         role: Role::Runner,
         me: member(1),
         peers: (2..peers + 2).map(member).collect(),
+        reach: Vec::new(),
     }
 }
 

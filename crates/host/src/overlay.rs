@@ -1,10 +1,9 @@
 //! The overlay on the host: each member's subnet (persisted, kept across restarts), the plan each
 //! runner gets whenever membership changes, the host's own VXLAN device (so containers reach the
-//! host by its overlay address), container addresses for the scheduler, and IP reservations
-//! with HMAC-signed tokens.
+//! host by its overlay address), container addresses for the scheduler, who may reach whom
+//! ([`reach`]), and IP reservations with HMAC-signed tokens ([`reservations`]).
 
 use crate::clock::now_ms;
-use crate::mesh::Caller;
 use crate::Ctx;
 use anyhow::Context as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
@@ -12,10 +11,9 @@ use base64::Engine as _;
 use river_overlay::net::{free_address, free_subnet, gateway};
 use river_overlay::{Ipv4Net, Member, Plan, Role};
 use river_proto::msg::{
-    ErrorKind, HostMsg, IpReservation, IpView, OverlayConfig, OverlayHealth, OverlayMemberView, OverlayPeer,
-    OverlayView, Response, Role as UserRole,
+    ErrorKind, HostMsg, OverlayConfig, OverlayHealth, OverlayMemberView, OverlayPeer, OverlayView, Response,
 };
-use river_store::{Reservation, Store, StoreError};
+use river_store::{Store, StoreError};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
@@ -42,6 +40,8 @@ pub(crate) struct Overlay {
     /// Member → (subnet, underlay address once it has connected).
     members: Mutex<BTreeMap<String, (Ipv4Net, Option<Ipv4Addr>)>>,
     health: Mutex<HashMap<String, OverlayHealth>>,
+    /// Owner → the overlay addresses of their containers ([`reach`]), as last sent.
+    reach: Mutex<BTreeMap<String, BTreeSet<Ipv4Addr>>>,
     /// One reconcile of the host's own device at a time.
     reconciling: tokio::sync::Mutex<()>,
 }
@@ -73,6 +73,11 @@ struct Claim {
 }
 
 const TOKEN_PREFIX: &str = "rvip1";
+
+mod reach;
+mod reservations;
+pub(crate) use reach::refresh_reach;
+pub(crate) use reservations::{claim, hold, list, release, reserve, take_token};
 
 impl Overlay {
     pub(crate) async fn open(cfg: &crate::HostConfig, store: &Store) -> anyhow::Result<Option<Self>> {
@@ -111,9 +116,12 @@ impl Overlay {
             key,
             members: Mutex::new(BTreeMap::new()),
             health: Mutex::new(HashMap::new()),
+            reach: Mutex::new(BTreeMap::new()),
             reconciling: tokio::sync::Mutex::new(()),
         };
         overlay.load(store).await?;
+        // Runners that reconnect after a restart get the sets with their first plan.
+        overlay.set_reach(reach::sets_of(&store.unfinished_tasks().await?));
         Ok(Some(overlay))
     }
 
@@ -168,6 +176,7 @@ impl Overlay {
             mtu: self.mtu,
             me: wire(&me),
             peers: peers.iter().filter(|m| m.name != node).map(wire).collect(),
+            reach: self.reach_sets(),
         })
     }
 
@@ -186,6 +195,7 @@ impl Overlay {
             role: Role::Host,
             peers: peers.into_iter().filter(|m| m.name != HOST_NAME).collect(),
             me,
+            reach: Vec::new(),
         }
     }
 
@@ -248,6 +258,9 @@ pub(crate) async fn run(ctx: std::sync::Arc<Ctx>) {
         return;
     }
     loop {
+        if let Err(e) = refresh_reach(&ctx).await {
+            tracing::error!("overlay: reading who holds which address: {e}");
+        }
         // Every runner gets its plan again: one that missed an announcement catches up.
         broadcast(&ctx).await;
         match ctx.store.release_reservations(now_ms()).await {
@@ -323,12 +336,18 @@ pub(crate) async fn removed(ctx: &Ctx, node: &str) -> anyhow::Result<()> {
 /// Sends every connected runner its plan and brings the host's own device in line.
 async fn broadcast(ctx: &Ctx) {
     let Some(o) = ctx.overlay.as_ref() else { return };
+    send_plans(ctx);
+    o.reconcile_host().await;
+}
+
+/// Sends every connected runner its plan.
+fn send_plans(ctx: &Ctx) {
+    let Some(o) = ctx.overlay.as_ref() else { return };
     for (node, _) in ctx.registry.connected_nodes() {
         if let Some(cfg) = o.config_for(&node) {
             ctx.registry.send(&node, HostMsg::Overlay(Box::new(cfg)));
         }
     }
-    o.reconcile_host().await;
 }
 
 fn off() -> Response {
@@ -347,8 +366,7 @@ pub(crate) async fn taken(ctx: &Ctx) -> anyhow::Result<BTreeSet<Ipv4Addr>> {
         .unfinished_tasks()
         .await?
         .iter()
-        .filter_map(|t| t.placement.as_ref().and_then(|p| p.ip.as_ref()).or(t.spec.ip.as_ref()))
-        .filter_map(|ip| ip.parse().ok())
+        .filter_map(reach::address_of)
         .collect();
     let now = now_ms();
     for r in ctx.store.reservations().await? {
@@ -357,263 +375,6 @@ pub(crate) async fn taken(ctx: &Ctx) -> anyhow::Result<BTreeSet<Ipv4Addr>> {
         }
     }
     Ok(taken)
-}
-
-pub(crate) async fn reserve(
-    ctx: &Ctx,
-    caller: &Caller,
-    node: Option<String>,
-    ip: Option<String>,
-    ttl_secs: u64,
-) -> anyhow::Result<Response> {
-    let Some(o) = ctx.overlay.as_ref() else {
-        return Ok(off());
-    };
-    let ttl = Duration::from_secs(ttl_secs);
-    if ttl.is_zero() || ttl > MAX_TTL {
-        return Ok(bad(ErrorKind::Invalid, "--ttl must be between 1s and 7 days"));
-    }
-    let ip: Option<Ipv4Addr> = match ip.as_deref().map(str::parse) {
-        None => None,
-        Some(Ok(ip)) => Some(ip),
-        Some(Err(_)) => {
-            return Ok(bad(
-                ErrorKind::Invalid,
-                format!("`{}` is not an IPv4 address", ip.unwrap_or_default()),
-            ))
-        }
-    };
-    let members = o.members();
-    let runners = || members.iter().filter(|(n, _)| n.as_str() != HOST_MEMBER);
-    let node = match (node, ip) {
-        (Some(n), _) => n,
-        (None, Some(ip)) => match runners().find(|(_, (s, _))| s.contains(ip)) {
-            Some((n, _)) => n.clone(),
-            None => {
-                return Ok(bad(
-                    ErrorKind::Invalid,
-                    format!("{ip} is in no node's overlay subnet; `river node overlay` lists them"),
-                ))
-            }
-        },
-        // The online node with the fewest overlay addresses in use.
-        (None, None) => {
-            let taken = taken(ctx).await?;
-            let online = runners().filter(|(n, _)| ctx.registry.connected(n));
-            match online.min_by_key(|(_, (s, _))| taken.iter().filter(|ip| s.contains(**ip)).count()) {
-                Some((n, _)) => n.clone(),
-                None => {
-                    return Ok(bad(
-                        ErrorKind::Invalid,
-                        "no node is online on the overlay to reserve an address on",
-                    ))
-                }
-            }
-        }
-    };
-    let Some(subnet) = o.subnet_of(&node).filter(|_| node != HOST_MEMBER) else {
-        return Ok(bad(
-            ErrorKind::NotFound,
-            format!(
-                "node {node} has no overlay subnet (unknown, or it has not connected since the overlay was turned on)"
-            ),
-        ));
-    };
-    let taken = taken(ctx).await?;
-    let ip = match ip {
-        Some(ip) if !river_overlay::net::assignable(&subnet).any(|a| a == ip) => {
-            return Ok(bad(
-                ErrorKind::Invalid,
-                format!("{ip} is not a container address of node {node}'s subnet {subnet}"),
-            ))
-        }
-        Some(ip) if taken.contains(&ip) => {
-            return Ok(bad(ErrorKind::Conflict, format!("{ip} is in use or reserved already")))
-        }
-        Some(ip) => ip,
-        None => match free_address(&subnet, &taken) {
-            Some(ip) => ip,
-            None => {
-                return Ok(bad(
-                    ErrorKind::Conflict,
-                    format!("node {node}'s subnet {subnet} has no free address"),
-                ))
-            }
-        },
-    };
-    let now = now_ms();
-    let expires_at_ms = now.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
-    let mut nonce = [0u8; 16];
-    rand::RngCore::fill_bytes(&mut rand::rng(), &mut nonce);
-    let claim = Claim {
-        ip,
-        node: node.clone(),
-        exp: expires_at_ms,
-        nonce: hex::encode(nonce),
-    };
-    // Expired leftovers of this address go first, so the insert does not trip over them.
-    ctx.store.release_reservations(now).await?;
-    let r = Reservation {
-        ip: ip.to_string(),
-        node: node.clone(),
-        owner: caller.actor(),
-        nonce: claim.nonce.clone(),
-        created_at_ms: now,
-        expires_at_ms,
-        task_id: None,
-    };
-    match ctx.store.insert_reservation(&r).await {
-        Ok(()) => {}
-        Err(StoreError::Exists(_)) => return Ok(bad(ErrorKind::Conflict, format!("{ip} was reserved meanwhile"))),
-        Err(e) => return Err(e.into()),
-    }
-    ctx.store
-        .event(now, &caller.actor(), "ip.reserve", &format!("{ip} on {node}"))
-        .await?;
-    Ok(Response::IpReserved(IpReservation {
-        ip: ip.to_string(),
-        node,
-        token: o.sign(&claim),
-        expires_at_ms,
-    }))
-}
-
-pub(crate) async fn list(ctx: &Ctx) -> anyhow::Result<Response> {
-    if ctx.overlay.is_none() {
-        return Ok(off());
-    }
-    let now = now_ms();
-    ctx.store.release_reservations(now).await?;
-    Ok(Response::Ips(
-        ctx.store
-            .reservations()
-            .await?
-            .into_iter()
-            .filter(|r| r.task_id.is_some() || r.expires_at_ms > now)
-            .map(|r| IpView {
-                ip: r.ip,
-                node: r.node,
-                owner: r.owner,
-                expires_at_ms: r.expires_at_ms,
-                task: r.task_id,
-            })
-            .collect(),
-    ))
-}
-
-pub(crate) async fn release(ctx: &Ctx, caller: &Caller, ip: &str) -> anyhow::Result<Response> {
-    let Some(r) = ctx.store.reservation(ip).await? else {
-        return Ok(bad(
-            ErrorKind::NotFound,
-            format!("{ip} is not reserved; `river ip list` shows reservations"),
-        ));
-    };
-    let operator = matches!(caller, Caller::User { role, .. } if *role >= UserRole::Operator);
-    if r.owner != caller.actor() && !operator {
-        return Ok(bad(
-            ErrorKind::Forbidden,
-            format!("{ip} was reserved by {}, not you", r.owner),
-        ));
-    }
-    if let Some(task) = r.task_id {
-        let live = ctx.store.task(task).await?.is_some_and(|t| {
-            t.state
-                .parse::<river_task::state::TaskState>()
-                .is_ok_and(|s| !s.is_final())
-        });
-        if live {
-            return Ok(bad(
-                ErrorKind::Conflict,
-                format!("{ip} is in use by task {task}; it is released when the task ends"),
-            ));
-        }
-    }
-    ctx.store.delete_reservation(ip).await?;
-    ctx.store.event(now_ms(), &caller.actor(), "ip.release", ip).await?;
-    Ok(Response::Done {
-        message: format!("released {ip}"),
-    })
-}
-
-/// A submitted spec's reservation token, checked: pins the spec to the reserved node and address
-/// and drops the token. Returns what to claim once the task has an id.
-pub(crate) async fn take_token(
-    ctx: &Ctx,
-    spec: &mut river_proto::msg::TaskSpec,
-) -> anyhow::Result<Result<Option<(String, String)>, Response>> {
-    let Some(token) = spec.ip_token.take() else {
-        return Ok(Ok(None));
-    };
-    let Some(o) = ctx.overlay.as_ref() else {
-        return Ok(Err(off()));
-    };
-    let refused = |why: &str| Err(bad(ErrorKind::Forbidden, format!("reservation token refused: {why}")));
-    let Some(claim) = o.verify(&token.0) else {
-        return Ok(refused("it was not issued by this cluster or has been altered"));
-    };
-    if claim.exp <= now_ms() {
-        return Ok(refused("it has expired; reserve again with `river ip reserve`"));
-    }
-    let ip = claim.ip.to_string();
-    match ctx.store.reservation(&ip).await? {
-        Some(r) if r.nonce == claim.nonce && r.task_id.is_none() => {}
-        Some(r) if r.nonce == claim.nonce => {
-            return Ok(refused(&format!(
-                "it was used already, by task {}",
-                r.task_id.unwrap_or(0)
-            )))
-        }
-        _ => return Ok(refused("the reservation was released")),
-    }
-    if spec.targets.is_empty() {
-        spec.targets = vec![claim.node.clone()];
-    }
-    let elsewhere = spec
-        .targets
-        .iter()
-        .any(|t| t.split(':').next() != Some(claim.node.as_str()));
-    if spec.targets.len() != 1 || elsewhere {
-        return Ok(Err(bad(
-            ErrorKind::Invalid,
-            format!(
-                "the reserved address {ip} is on node {}: submit one task, targeted there or not at all",
-                claim.node
-            ),
-        )));
-    }
-    if spec.network.as_deref().is_some_and(|n| n != "overlay") || spec.no_container {
-        return Ok(Err(bad(
-            ErrorKind::Invalid,
-            "a reserved address needs the task on the overlay network",
-        )));
-    }
-    spec.ip = Some(ip.clone());
-    Ok(Ok(Some((ip, claim.nonce))))
-}
-
-/// Claims the reservation for the task just queued with it.
-pub(crate) async fn claim(ctx: &Ctx, ip: &str, nonce: &str, task: u64) -> anyhow::Result<bool> {
-    Ok(ctx.store.claim_reservation(ip, nonce, task, now_ms()).await?)
-}
-
-/// Records addresses given to a group's members at submit as claimed reservations, so they are
-/// held from now until each member ends.
-pub(crate) async fn hold(ctx: &Ctx, owner: &str, node: &str, ip: Ipv4Addr, task: u64) -> anyhow::Result<()> {
-    let now = now_ms();
-    let nonce = format!("group-{task}");
-    ctx.store
-        .insert_reservation(&Reservation {
-            ip: ip.to_string(),
-            node: node.to_owned(),
-            owner: owner.to_owned(),
-            nonce: nonce.clone(),
-            created_at_ms: now,
-            expires_at_ms: now.saturating_add(i64::try_from(MAX_TTL.as_millis()).unwrap_or(i64::MAX)),
-            task_id: None,
-        })
-        .await?;
-    ctx.store.claim_reservation(&ip.to_string(), &nonce, task, now).await?;
-    Ok(())
 }
 
 pub(crate) async fn view(ctx: &Ctx) -> anyhow::Result<Response> {
@@ -680,6 +441,7 @@ mod tests {
             key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key),
             members: Mutex::default(),
             health: Mutex::default(),
+            reach: Mutex::default(),
             reconciling: tokio::sync::Mutex::new(()),
         }
     }

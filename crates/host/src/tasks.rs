@@ -281,6 +281,7 @@ async fn schedule_once(ctx: &Ctx) -> anyhow::Result<()> {
     };
     // Overlay addresses in use, read once per pass and only if a placed task needs one.
     let mut taken = None;
+    let mut starts = Vec::new();
     for (id, p) in placed {
         let Some(mut t) = tasks.iter().find(|t| t.id == id).cloned() else {
             continue;
@@ -327,20 +328,37 @@ async fn schedule_once(ctx: &Ctx) -> anyhow::Result<()> {
         t.state = TaskState::Assigned.as_str().into();
         t.placement = Some(placement.clone());
         ctx.save_task(&t).await?;
-        if !ctx.registry.send(
-            &p.node,
-            HostMsg::Start {
-                id,
-                spec: Box::new(t.spec.clone()),
-                placement,
-            },
-        ) {
+        starts.push((t, placement));
+    }
+    // Before any of them starts, every runner learns whose the new overlay addresses are (and
+    // that an address given again is no longer its old owner's); if that cannot be read, they
+    // wait for the next pass rather than start with sets that may be stale.
+    let mut reach_known = true;
+    if starts.iter().any(|(_, p)| p.ip.is_some()) {
+        if let Err(e) = crate::overlay::refresh_reach(ctx).await {
+            tracing::error!("overlay: reading who holds which address: {e}; tasks on the overlay wait");
+            reach_known = false;
+        }
+    }
+    for (mut t, placement) in starts {
+        let id = t.id;
+        let node = placement.node.clone();
+        if (placement.ip.is_none() || reach_known)
+            && ctx.registry.send(
+                &node,
+                HostMsg::Start {
+                    id,
+                    spec: Box::new(t.spec.clone()),
+                    placement,
+                },
+            )
+        {
+            tracing::info!(task = id, %node, "task assigned");
+        } else {
             // The runner left between the snapshot and now: back to the queue.
             t.state = TaskState::Queued.as_str().into();
             t.placement = None;
             ctx.save_task(&t).await?;
-        } else {
-            tracing::info!(task = id, node = %p.node, "task assigned");
         }
     }
     Ok(())

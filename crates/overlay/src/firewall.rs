@@ -14,7 +14,8 @@ use tokio::process::Command;
 /// The rules for a runner whose subnet is `subnet` inside `range`, VXLAN on UDP `port`, as
 /// `(table, chain, rule)`. Traffic inside the overlay, and the VXLAN packets that carry it, skip
 /// connection tracking: nothing about them is stateful, and tracking every packet twice (inner
-/// and outer) costs a large part of the forwarding budget.
+/// and outer) costs a large part of the forwarding budget. What goes out of the bridge into the
+/// VXLAN device is let through here; what comes into the bridge is [`crate::reach`]'s to decide.
 pub fn rules(subnet: &Ipv4Net, range: &Ipv4Net, port: u16) -> Vec<(&'static str, &'static str, Vec<String>)> {
     let s = |x: &str| x.to_owned();
     let vxlan = || vec![s("-p"), s("udp"), s("--dport"), port.to_string(), s("-j"), s("NOTRACK")];
@@ -32,11 +33,6 @@ pub fn rules(subnet: &Ipv4Net, range: &Ipv4Net, port: u16) -> Vec<(&'static str,
             ],
         ),
         ("raw", "OUTPUT", vxlan()),
-        (
-            "filter",
-            "FORWARD",
-            vec![s("-i"), s(VXLAN_DEV), s("-o"), s(BRIDGE_DEV), s("-j"), s("ACCEPT")],
-        ),
         (
             "filter",
             "FORWARD",
@@ -101,22 +97,7 @@ pub async fn ensure_vxlan_filter(port: u16, peers: &[Ipv4Addr]) -> Result<(), Fi
     let want = vxlan_chain(peers);
     if have != want {
         let input = format!("*raw\n:{VXLAN_CHAIN} - [0:0]\n{}\nCOMMIT\n", want.join("\n"));
-        let mut child = Command::new("iptables-restore")
-            .args(["-w", "--noflush"])
-            .stdin(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .map_err(|e| fail(e.to_string()))?;
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin
-                .write_all(input.as_bytes())
-                .await
-                .map_err(|e| fail(e.to_string()))?;
-        }
-        let out = child.wait_with_output().await.map_err(|e| fail(e.to_string()))?;
-        if !out.status.success() {
-            return Err(fail(String::from_utf8_lossy(&out.stderr).trim().to_owned()));
-        }
+        restore(&input).await.map_err(fail)?;
     }
     let jump = vec![
         "-p".to_owned(),
@@ -129,6 +110,25 @@ pub async fn ensure_vxlan_filter(port: u16, peers: &[Ipv4Addr]) -> Result<(), Fi
     ensure_rule("raw", "PREROUTING", &jump).await
 }
 
+/// Feeds `input` to `iptables-restore --noflush`: the tables it names change in one
+/// transaction, or not at all.
+pub(crate) async fn restore(input: &str) -> Result<(), String> {
+    let mut child = Command::new("iptables-restore")
+        .args(["-w", "--noflush"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(input.as_bytes()).await.map_err(|e| e.to_string())?;
+    }
+    let out = child.wait_with_output().await.map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).trim().to_owned());
+    }
+    Ok(())
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("iptables -t {table} -I {chain} {rule}: {why}")]
 pub struct FirewallError {
@@ -138,16 +138,34 @@ pub struct FirewallError {
     why: String,
 }
 
+impl FirewallError {
+    pub(crate) fn new(table: &str, chain: &str, rule: &str, why: String) -> Self {
+        Self {
+            table: table.into(),
+            chain: chain.into(),
+            rule: rule.into(),
+            why,
+        }
+    }
+}
+
 /// Adds whichever of [`rules`] are missing. Without `iptables` on the node: nothing to do.
 pub async fn ensure(subnet: &Ipv4Net, range: &Ipv4Net, port: u16) -> Result<(), FirewallError> {
     for (table, chain, rule) in rules(subnet, range, port) {
         ensure_rule(table, chain, &rule).await?;
     }
+    // Earlier versions let everything from the VXLAN device into the bridge.
+    let legacy = ["-i", VXLAN_DEV, "-o", BRIDGE_DEV, "-j", "ACCEPT"].map(str::to_owned);
+    let _ = Command::new("iptables")
+        .args(["-w", "-t", "filter", "-D", "FORWARD"])
+        .args(legacy)
+        .output()
+        .await;
     Ok(())
 }
 
 /// Inserts `rule` at the top of `chain` unless it is there already.
-async fn ensure_rule(table: &str, chain: &str, rule: &[String]) -> Result<(), FirewallError> {
+pub(crate) async fn ensure_rule(table: &str, chain: &str, rule: &[String]) -> Result<(), FirewallError> {
     let run = |op: &str| {
         let mut c = Command::new("iptables");
         c.args(["-w", "-t", table, op, chain]).args(rule);

@@ -10,6 +10,7 @@ pub mod firewall;
 pub mod net;
 mod netlink;
 pub mod plan;
+pub mod reach;
 
 pub use net::Ipv4Net;
 pub use netlink::{Netlink, NetlinkError};
@@ -66,6 +67,8 @@ pub async fn reconcile(plan: &Plan) -> Result<Outcome, OverlayError> {
             std::fs::write(path, "1").map_err(OverlayError::Forwarding)?;
         }
         firewall::ensure(&plan.me.subnet, &plan.range, plan.port).await?;
+        reach::ensure_bridge_filtering().await?;
+        reach::ensure(plan).await?;
     }
     Ok(Outcome { mtu, changes })
 }

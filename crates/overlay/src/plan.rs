@@ -45,6 +45,10 @@ pub struct Plan {
     pub role: Role,
     pub me: Member,
     pub peers: Vec<Member>,
+    /// Runners: the overlay's reach sets — the addresses of each owner's containers, which may
+    /// reach each other and nothing else of the overlay's containers ([`crate::reach`]).
+    #[serde(default)]
+    pub reach: Vec<Vec<Ipv4Addr>>,
 }
 
 pub type Mac = [u8; 6];
@@ -234,6 +238,7 @@ mod tests {
             role,
             me,
             peers,
+            reach: Vec::new(),
         }
     }
 

@@ -455,7 +455,8 @@ impl OverlayHealth {
     }
 }
 
-/// The overlay as one member must build it; sent by the host whenever membership changes.
+/// The overlay as one member must build it; sent by the host whenever membership or a reach set
+/// changes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OverlayConfig {
     pub vni: u32,
@@ -464,6 +465,10 @@ pub struct OverlayConfig {
     pub mtu: Option<u32>,
     pub me: OverlayPeer,
     pub peers: Vec<OverlayPeer>,
+    /// The reach sets: for each owner, the overlay addresses of their containers that have not
+    /// ended, anywhere in the cluster. A container takes traffic from the overlay only from its
+    /// own set (and the members' gateways).
+    pub reach: Vec<Vec<std::net::Ipv4Addr>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -58,6 +58,7 @@ pub(crate) fn plan_of(cfg: &OverlayConfig) -> Result<Plan, String> {
         role: Role::Runner,
         me: member(&cfg.me)?,
         peers: cfg.peers.iter().map(member).collect::<Result<_, _>>()?,
+        reach: cfg.reach.clone(),
     })
 }
 
