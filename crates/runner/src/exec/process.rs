@@ -22,12 +22,12 @@ use std::time::Duration;
 
 const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// The shim, run as the task's user: into the working directory (`$1`, made if missing; relative
-/// to the owner's scratch directory, where the runner started it), run the command (the rest,
+/// The shim, run as the task's user: into the working directory (`$1`, relative to the owner's
+/// scratch directory, where the runner started it; made if missing), run the command (the rest,
 /// without the shim's descriptor 3), record its exit code on descriptor 3. `command -p` finds
-/// `mkdir` on the standard path whatever `PATH` the user set.
-const SHIM: &str =
-    "command -p mkdir -p -- \"$1\" && cd -- \"$1\" || exit 125; shift; \"$@\" 3>&-; code=$?; echo $code >&3; exit $code";
+/// `mkdir` on the standard path whatever `PATH` the user set; it runs only when `cd` fails, as the
+/// default directory is made before (`confine`): a process less per start.
+const SHIM: &str = "{ cd -- \"$1\" 2>/dev/null || { command -p mkdir -p -- \"$1\" && cd -- \"$1\"; }; } || exit 125; shift; \"$@\" 3>&-; code=$?; echo $code >&3; exit $code";
 
 /// The descriptor the shim records the exit code on: the runner's file, opened before the child
 /// became the user, so the user needs no way to it.
@@ -35,9 +35,16 @@ const EXIT_FD: libc::c_int = 3;
 
 /// What the forked child does before `exec`, as root: enter the cgroup through `procs` (opened by
 /// the runner), give the shim `exit` as descriptor 3, then become `user` for good, unable to gain
-/// privileges again.
+/// privileges again; then, as the user, make `workdir` (one name, in the directory it was started
+/// in) if given.
 #[allow(unsafe_code)]
-fn confine(cmd: &mut tokio::process::Command, procs: Vec<std::fs::File>, exit: std::fs::File, user: Option<Ids>) {
+fn confine(
+    cmd: &mut tokio::process::Command,
+    procs: Vec<std::fs::File>,
+    exit: std::fs::File,
+    user: Option<Ids>,
+    workdir: Option<std::ffi::CString>,
+) {
     use std::os::fd::AsRawFd as _;
     let check = |rc: libc::c_int| {
         if rc == 0 {
@@ -67,6 +74,11 @@ fn confine(cmd: &mut tokio::process::Command, procs: Vec<std::fs::File>, exit: s
                 check(libc::setgid(gid))?;
                 check(libc::setuid(uid))?;
                 check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
+            }
+            // Made as the user; one that exists already (or cannot be made) is the shim's to
+            // enter or report.
+            if let Some(dir) = &workdir {
+                libc::mkdir(dir.as_ptr(), 0o755);
             }
             Ok(())
         });
@@ -142,9 +154,12 @@ impl Executor {
         // Its own working directory in its owner's scratch space, made by the shim as the user.
         // The runner enters the scratch directory itself (a directory, in one only root writes), so
         // the task reaches it even where the way there is closed to its user.
-        let work = match &spec.workdir {
-            Some(w) => std::path::PathBuf::from(w),
-            None => std::path::PathBuf::from(format!("task-{id}")),
+        let (work, made) = match &spec.workdir {
+            Some(w) => (std::path::PathBuf::from(w), None),
+            None => {
+                let name = format!("task-{id}");
+                (std::path::PathBuf::from(&name), std::ffi::CString::new(name).ok())
+            }
         };
         let mut cmd = tokio::process::Command::new("/bin/sh");
         cmd.arg("-c")
@@ -175,7 +190,7 @@ impl Executor {
         }
         // Applied by `execve`, after the child has become the user.
         cmd.envs(spec.env.iter().map(|(k, v)| (k, v)));
-        confine(&mut cmd, procs, exit, user);
+        confine(&mut cmd, procs, exit, user, made);
         cmd.spawn()
             .map_err(|e| format!("node {} could not start the command: {e}", self.node))
     }
