@@ -131,7 +131,9 @@ fn filter_rules() -> Option<String> {
         .args(["-w", "-t", "filter", "-S"])
         .output()
         .ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 #[test]
@@ -151,11 +153,16 @@ fn reach_sets_become_the_filter_and_follow_the_plan() {
         };
         // What the kernel holds reads back exactly as planned, so a second reconcile rewrites
         // nothing; the bridge's traffic goes through it.
-        assert_eq!(river_overlay::reach::parse_listing(&listing), river_overlay::reach::chains(&p));
+        assert_eq!(
+            river_overlay::reach::parse_listing(&listing),
+            river_overlay::reach::chains(&p)
+        );
         assert!(listing.contains("-A FORWARD -o river0 -j RIVER-OVERLAY"), "{listing}");
         assert!(!listing.contains("-i rvx0 -o river0 -j ACCEPT"), "{listing}");
         assert_eq!(
-            std::fs::read_to_string("/proc/sys/net/bridge/bridge-nf-call-iptables").unwrap().trim(),
+            std::fs::read_to_string("/proc/sys/net/bridge/bridge-nf-call-iptables")
+                .unwrap()
+                .trim(),
             "1"
         );
 
@@ -163,7 +170,10 @@ fn reach_sets_become_the_filter_and_follow_the_plan() {
         p.reach.remove(1);
         reconcile(&p).await.expect("reconcile again");
         let listing = filter_rules().unwrap();
-        assert_eq!(river_overlay::reach::parse_listing(&listing), river_overlay::reach::chains(&p));
+        assert_eq!(
+            river_overlay::reach::parse_listing(&listing),
+            river_overlay::reach::chains(&p)
+        );
         assert!(!listing.contains("RIVER-REACH-1"), "{listing}");
         assert!(!listing.contains("10.128.1.3"), "{listing}");
         assert_eq!(listing.matches("-j RIVER-OVERLAY").count(), 1, "{listing}");
