@@ -296,3 +296,83 @@ fn hex_sha256(b: &[u8]) -> String {
     use sha2::Digest as _;
     hex::encode(sha2::Sha256::digest(b))
 }
+
+#[tokio::test]
+async fn only_an_environments_owner_or_an_operator_changes_it_and_the_default_is_the_clusters() {
+    if !docker_ready().await {
+        return;
+    }
+    let d = tmp();
+    let (host, runner, admin) = cluster(d.path(), "e3").await;
+    let alice = user_conn(&host, &admin, "alice").await;
+    let mallory = user_conn(&host, &admin, "mallory").await;
+    let name = format!("alice{}", rand::random::<u32>());
+    env(
+        &alice,
+        Request::EnvCreate {
+            name: name.clone(),
+            from: IMAGE.into(),
+            node: None,
+        },
+    )
+    .await;
+
+    // Mallory would publish her own version of alice's environment, or of the default everyone
+    // runs: no editing container, no commit, no removal.
+    for target in [name.as_str(), "default"] {
+        for req in [
+            Request::EnvShell {
+                name: target.into(),
+                node: None,
+            },
+            Request::EnvCommit {
+                name: target.into(),
+                message: None,
+            },
+            Request::EnvRm { name: target.into() },
+        ] {
+            let why = refused(&mallory, req.clone()).await;
+            assert!(
+                why.contains("may change it") || why.contains("cannot be removed"),
+                "{req:?}: {why}"
+            );
+        }
+    }
+    let why = refused(
+        &alice,
+        Request::EnvShell {
+            name: "default".into(),
+            node: None,
+        },
+    )
+    .await;
+    assert!(why.contains("only operators may change it"), "{why}");
+
+    // Its owner edits it; an operator (here the admin) may edit the default.
+    for (who, target) in [(&alice, name.as_str()), (&admin, "default")] {
+        match call(
+            who,
+            Request::EnvShell {
+                name: target.into(),
+                node: None,
+            },
+        )
+        .await
+        {
+            Response::EnvSession { task, .. } => {
+                let killed = call(
+                    who,
+                    Request::TaskSignal {
+                        id: task,
+                        signal: river_proto::msg::Signal::Kill,
+                    },
+                )
+                .await;
+                assert!(!matches!(killed, Response::Error { .. }), "{killed:?}");
+            }
+            other => panic!("{target}: {other:?}"),
+        }
+    }
+    runner.shutdown().await;
+    host.shutdown().await;
+}

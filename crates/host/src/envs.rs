@@ -14,8 +14,8 @@ use crate::mesh::Caller;
 use crate::Ctx;
 use river_mesh::{open, recv_msg, send_msg, FramedError, RecvStream, SendStream};
 use river_proto::msg::{
-    ArchiveRef, BlobReply, BlobRequest, EnvVersion, ErrorKind, ExportReply, ExportRequest, ExportSource, Response,
-    Role, Signal, TaskSpec,
+    ArchiveRef, BlobReply, BlobRequest, EnvVersion, EnvView, ErrorKind, ExportReply, ExportRequest, ExportSource,
+    Response, Role, Signal, TaskSpec,
 };
 use river_proto::StreamKind;
 use river_task::state::TaskState;
@@ -238,12 +238,8 @@ pub(crate) async fn remove(ctx: &Ctx, caller: &Caller, name: &str) -> anyhow::Re
     let Some(env) = ctx.store.env(name).await? else {
         return Ok(err(ErrorKind::NotFound, format!("no environment {name}")));
     };
-    let operator = matches!(caller, Caller::User { role, .. } if *role >= Role::Operator);
-    if !operator && env.owner != caller.actor() {
-        return Ok(err(
-            ErrorKind::Forbidden,
-            format!("environment {name} belongs to {}", env.owner),
-        ));
+    if let Some(refusal) = not_theirs(caller, &env) {
+        return Ok(refusal);
     }
     let Some(orphans) = ctx.store.remove_env(name).await? else {
         return Ok(err(ErrorKind::NotFound, format!("no environment {name}")));
@@ -259,6 +255,28 @@ pub(crate) async fn remove(ctx: &Ctx, caller: &Caller, name: &str) -> anyhow::Re
     })
 }
 
+/// Why `caller` may not change `env` (edit, commit, remove), if they may not: only its owner and
+/// operators may — and, as the host owns it, only operators the `default` every task runs
+/// without an image.
+fn not_theirs(caller: &Caller, env: &EnvView) -> Option<Response> {
+    let operator = matches!(caller, Caller::User { role, .. } if *role >= Role::Operator);
+    if operator || env.owner == caller.actor() {
+        return None;
+    }
+    let whose = if env.name == DEFAULT_ENV {
+        "the cluster's: only operators may change it".to_owned()
+    } else {
+        format!("{}'s: only they or an operator may change it", env.owner)
+    };
+    Some(err(
+        ErrorKind::Forbidden,
+        format!(
+            "environment {} is {whose}; make one of your own with `river env create NAME --from IMAGE`",
+            env.name
+        ),
+    ))
+}
+
 /// The caller's unfinished editing task for `name`, if any.
 async fn session(ctx: &Ctx, caller: &Caller, name: &str) -> anyhow::Result<Option<river_store::TaskRecord>> {
     let wanted = session_name(name);
@@ -272,11 +290,14 @@ async fn session(ctx: &Ctx, caller: &Caller, name: &str) -> anyhow::Result<Optio
 }
 
 pub(crate) async fn shell(ctx: &Ctx, caller: &Caller, name: &str, node: Option<String>) -> anyhow::Result<Response> {
-    if ctx.store.env(name).await?.is_none() {
+    let Some(env) = ctx.store.env(name).await? else {
         return Ok(err(
             ErrorKind::NotFound,
             format!("no environment {name}; `river env create {name} --from IMAGE` makes it"),
         ));
+    };
+    if let Some(refusal) = not_theirs(caller, &env) {
+        return Ok(refusal);
     }
     if let Some(t) = session(ctx, caller, name).await? {
         return Ok(Response::EnvSession {
@@ -310,6 +331,9 @@ pub(crate) async fn commit(
     let Some(env) = ctx.store.env(name).await? else {
         return Ok(err(ErrorKind::NotFound, format!("no environment {name}")));
     };
+    if let Some(refusal) = not_theirs(caller, &env) {
+        return Ok(refusal);
+    }
     let Some(t) = session(ctx, caller, name).await? else {
         return Ok(err(
             ErrorKind::Conflict,
