@@ -231,6 +231,16 @@ pub enum UserCmd {
         #[arg(long, default_value = "72h", value_parser = humantime::parse_duration)]
         ttl: std::time::Duration,
     },
+    /// Let an existing user log in again (a new laptop, a lost key): a one-time token for `river
+    /// login`. Their role stays; when they use it, every earlier certificate of theirs stops
+    /// working and what it has open is closed. Admins only.
+    #[command(after_help = "Example:\n  river user reissue ann --ttl 24h")]
+    Reissue {
+        name: String,
+        /// How long the token is valid.
+        #[arg(long, default_value = "72h", value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
+    },
     /// List users.
     List,
     /// Your SSH public keys, which the host's SSH gateway lets in (`ssh -J river@HOST:PORT`).

@@ -79,7 +79,8 @@ async fn a_users_variables_never_reach_what_runs_as_root() {
     s.env = vec![
         ("PATH".into(), format!("{home}/bin:/usr/sbin:/usr/bin:/sbin:/bin")),
         ("LD_PRELOAD".into(), format!("{home}/evil.so")),
-    ];
+    ]
+    .into();
     let (uid, _) = run(&mallory, s).await;
     assert_ne!(uid.trim(), "0", "the task itself runs as its user");
     let ran = std::fs::read_to_string(format!("{home}/ran")).unwrap_or_default();
@@ -113,7 +114,7 @@ async fn users_cannot_read_or_signal_each_others_processes() {
     let mut s = process(&format!(
         "echo notes-{marker} > \"$HOME/notes\"; echo \"$HOME\"; sleep {marker}"
     ));
-    s.env = vec![("PASSWORD".into(), secret.clone())];
+    s.env = vec![("PASSWORD".into(), secret.clone())].into();
     let victim = submit(&ann, s).await[0];
     wait_state(&ann, victim, &["running"]).await;
     eventually(Duration::from_secs(10), "ann's task says where it works", || async {

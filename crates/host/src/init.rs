@@ -211,13 +211,21 @@ pub(crate) async fn admin_bundle(cfg: &HostConfig, state: &State, host_addr: &st
         }
         _ => {
             let issued = state.ca.issue_user_with_key(ADMIN_USER, now_s(), lifetime)?;
-            let serial = river_pki::inspect(&river_pki::pem_to_der(&issued.cert_pem)?)?.serial;
-            let admin = UserRecord {
-                name: ADMIN_USER.into(),
-                role: Role::Admin,
-                created_at: now_s(),
+            let info = river_pki::inspect(&river_pki::pem_to_der(&issued.cert_pem)?)?;
+            let cert = river_store::IssuedCert {
+                serial: &info.serial,
+                expires_at: info.not_after,
             };
-            state.store.enrol_user(None, now_s(), &admin, &serial).await?;
+            if state.store.user(ADMIN_USER).await?.is_some() {
+                state.store.renew_user_cert(ADMIN_USER, &cert).await?;
+            } else {
+                let admin = UserRecord {
+                    name: ADMIN_USER.into(),
+                    role: Role::Admin,
+                    created_at: now_s(),
+                };
+                state.store.enrol_user(None, now_s(), &admin, &cert).await?;
+            }
             Bundle {
                 meta: Meta {
                     host: host_addr.to_owned(),

@@ -10,7 +10,7 @@ use river_proto::msg::{JoinRequest, JoinResponse, NodeState, TokenPurpose};
 use river_proto::name::Name;
 use river_proto::token::{JoinToken, TokenRefusal, TokenState};
 use river_proto::StreamKind;
-use river_store::{NodeRecord, StoreError, UserRecord};
+use river_store::{IssuedCert, NodeRecord, StoreError, UserRecord};
 use std::sync::Arc;
 
 pub(crate) async fn serve_joiner(ctx: Arc<Ctx>, conn: Connection) {
@@ -75,8 +75,12 @@ async fn join(ctx: &Ctx, req: &JoinRequest, remote: &str) -> JoinResponse {
     }
     match (record.purpose, &record.user) {
         (TokenPurpose::Node, _) => join_node(ctx, &record.id, req, remote).await,
-        (TokenPurpose::User, Some((name, role))) => join_user(ctx, &record.id, req, name, *role).await,
+        (TokenPurpose::User, Some((name, role))) => join_user(ctx, &record.id, req, name, Some(*role)).await,
         (TokenPurpose::User, None) => refused("this invite names no user; create a new one with `river user invite`"),
+        (TokenPurpose::Reissue, Some((name, _))) => join_user(ctx, &record.id, req, name, None).await,
+        (TokenPurpose::Reissue, None) => {
+            refused("this token names no user; an admin makes a new one with `river user reissue`")
+        }
     }
 }
 
@@ -133,12 +137,14 @@ async fn join_node(ctx: &Ctx, token_id: &str, req: &JoinRequest, remote: &str) -
     }
 }
 
+/// Enrols a new user with `role` (an invite), or — `role` `None`, a reissue — gives an existing
+/// user a new certificate and revokes all their earlier ones.
 async fn join_user(
     ctx: &Ctx,
     token_id: &str,
     req: &JoinRequest,
     name: &str,
-    role: river_proto::msg::Role,
+    role: Option<river_proto::msg::Role>,
 ) -> JoinResponse {
     let now = now_s();
     let (cert_pem, info) = match ctx.issue(
@@ -149,24 +155,47 @@ async fn join_user(
         Ok(x) => x,
         Err(e) => return refused(e),
     };
-    let user = UserRecord {
-        name: name.to_owned(),
-        role,
-        created_at: now,
+    let cert = IssuedCert {
+        serial: &info.serial,
+        expires_at: info.not_after,
     };
-    match ctx.store.enrol_user(Some(token_id), now, &user, &info.serial).await {
+    let (done, what) = match role {
+        Some(role) => {
+            let user = UserRecord {
+                name: name.to_owned(),
+                role,
+                created_at: now,
+            };
+            (
+                ctx.store.enrol_user(Some(token_id), now, &user, &cert).await,
+                "user.login",
+            )
+        }
+        None => (
+            ctx.store.reenrol_user(token_id, now, name, &cert).await.map(|revoked| {
+                tracing::info!(user = %name, revoked, "user re-enrolled; earlier certificates revoked");
+            }),
+            "user.reissue",
+        ),
+    };
+    match done {
         Ok(()) => {}
         Err(StoreError::TokenSpent) => return refused(TokenRefusal::UsedUp),
+        Err(StoreError::Exists(_)) => {
+            return refused(format!(
+                "a user named {name} exists already; an invite never takes over an account (an admin re-enrols them with `river user reissue {name}`)"
+            ))
+        }
+        Err(StoreError::NotFound(_)) => return refused(format!("there is no user {name} any more")),
         Err(e) => return refused(format!("host database error: {e}")),
+    }
+    if role.is_none() {
+        // Whoever holds an earlier certificate loses what they have open with it, now.
+        ctx.cut_off_user(name);
     }
     let _ = ctx
         .store
-        .event(
-            now_ms(),
-            &format!("user {name}"),
-            "user.login",
-            &format!("invite {token_id}"),
-        )
+        .event(now_ms(), &format!("user {name}"), what, &format!("token {token_id}"))
         .await;
     JoinResponse::Issued {
         name: name.to_owned(),

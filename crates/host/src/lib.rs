@@ -21,6 +21,7 @@ mod overlay;
 mod registry;
 mod reports;
 mod rpc;
+mod sessions;
 mod tasks;
 mod terminal;
 mod udp;
@@ -64,9 +65,22 @@ pub(crate) struct Ctx {
     vps_keys: vps::HostKeys,
     /// Users' numbers as read from the store: they never change, and every start needs one.
     user_numbers: std::sync::Mutex<std::collections::HashMap<String, u32>>,
+    /// Users' open mesh connections.
+    sessions: sessions::UserSessions,
 }
 
 impl Ctx {
+    /// Closes every mesh connection `name` has open: their certificates were just revoked.
+    pub(crate) fn cut_off_user(&self, name: &str) {
+        let n = self.sessions.cut_off(
+            name,
+            "your certificate was revoked; log in again with a new invite (`river login`)",
+        );
+        if n > 0 {
+            tracing::info!(user = %name, connections = n, "cut off a user's open connections");
+        }
+    }
+
     pub(crate) fn fetch_progress(&self, id: u64, done: u64, total: u64) {
         if let Ok(mut f) = self.fetches.lock() {
             if done >= total {
@@ -240,6 +254,7 @@ pub async fn start(cfg: HostConfig) -> anyhow::Result<RunningHost> {
         running: Default::default(),
         task_writes: Default::default(),
         user_numbers: Default::default(),
+        sessions: Default::default(),
         overlay,
         vps_keys,
     });

@@ -76,6 +76,8 @@ async fn connection(ctx: Arc<Ctx>, conn: Connection) {
                 );
                 return;
             }
+            // Held before the checks: a revocation that lands after them finds it and closes it.
+            let _held = ctx.sessions.hold(&name, &conn);
             let role = match (ctx.store.user(&name).await, ctx.store.is_revoked(&info.serial).await) {
                 (Ok(Some(u)), Ok(false)) => u.role,
                 _ => {

@@ -45,6 +45,7 @@ pub(crate) fn authorize(caller: &Caller, req: &Request) -> Result<(), String> {
         }
         Request::NodeRemove { .. }
         | Request::NodeAdmit { .. }
+        | Request::UserReissue { .. }
         | Request::TokenCreate { .. }
         | Request::TokenList
         | Request::TokenRevoke { .. } => Role::Admin,
@@ -81,7 +82,7 @@ pub(crate) fn authorize(caller: &Caller, req: &Request) -> Result<(), String> {
 
 pub(crate) async fn handle(ctx: &Ctx, caller: &Caller, req: Request) -> Response {
     if let Err(why) = authorize(caller, &req) {
-        tracing::warn!(who = %caller.actor(), ?req, "refused: {why}");
+        tracing::warn!(who = %caller.actor(), request = req.kind(), "refused: {why}");
         return err(ErrorKind::Forbidden, why);
     }
     match act(ctx, caller, req).await {
@@ -204,6 +205,17 @@ async fn act(ctx: &Ctx, caller: &Caller, req: Request) -> anyhow::Result<Respons
             if let Err(r) = check_ttl(ctx, ttl_secs) {
                 return Ok(r);
             }
+            // An invite makes a new account and never touches an existing one: its holder would
+            // become that user, whatever role the invite names.
+            if let Some(u) = ctx.store.user(name.as_str()).await? {
+                return Ok(err(
+                    ErrorKind::Conflict,
+                    format!(
+                        "user {name} exists already ({}); an invite only makes new users — to let {name} log in again (a new laptop, a lost key) an admin runs `river user reissue {name}`",
+                        u.role.as_str()
+                    ),
+                ));
+            }
             let created = create_token(
                 ctx,
                 &caller.actor(),
@@ -211,6 +223,27 @@ async fn act(ctx: &Ctx, caller: &Caller, req: Request) -> anyhow::Result<Respons
                 1,
                 TokenPurpose::User,
                 Some((name.to_string(), role)),
+            )
+            .await?;
+            Response::TokenCreated(created)
+        }
+        Request::UserReissue { name, ttl_secs } => {
+            if let Err(r) = check_ttl(ctx, ttl_secs) {
+                return Ok(r);
+            }
+            let Some(u) = ctx.store.user(&name).await? else {
+                return Ok(err(
+                    ErrorKind::NotFound,
+                    format!("no user {name}; `river user list` shows them, `river user invite` makes one"),
+                ));
+            };
+            let created = create_token(
+                ctx,
+                &caller.actor(),
+                ttl_secs,
+                1,
+                TokenPurpose::Reissue,
+                Some((u.name, u.role)),
             )
             .await?;
             Response::TokenCreated(created)
@@ -340,7 +373,6 @@ async fn create_token(
 }
 
 async fn renew(ctx: &Ctx, caller: &Caller, csr_pem: &str) -> anyhow::Result<Response> {
-    let now = now_s();
     let (subject, lifetime) = match caller {
         Caller::Node(n) => (Subject::Node(n.clone()), ctx.cfg.node_cert_lifetime),
         Caller::User { name, .. } => (Subject::User(name.clone()), ctx.cfg.user_cert_lifetime),
@@ -351,13 +383,12 @@ async fn renew(ctx: &Ctx, caller: &Caller, csr_pem: &str) -> anyhow::Result<Resp
     };
     match caller {
         Caller::Node(n) => ctx.store.set_node_cert(n, &info.serial, info.not_after).await?,
-        Caller::User { name, role } => {
-            let user = river_store::UserRecord {
-                name: name.clone(),
-                role: *role,
-                created_at: now,
+        Caller::User { name, .. } => {
+            let cert = river_store::IssuedCert {
+                serial: &info.serial,
+                expires_at: info.not_after,
             };
-            ctx.store.enrol_user(None, now, &user, &info.serial).await?;
+            ctx.store.renew_user_cert(name, &cert).await?;
         }
     }
     ctx.store

@@ -69,15 +69,19 @@ pub(crate) fn ask(spec: &TaskSpec, target: Option<&str>) -> Result<Ask, String> 
     })
 }
 
-/// `t` as `caller` may see it: a VPS's image (its owner's snapshot, once restored or moved) is
-/// left out for those who may not touch it, who could otherwise ask to run it.
+/// `t` as `caller` may see it. For those who may not touch it, its variables are left out (users
+/// pass passwords that way), and so is a VPS's image (its owner's snapshot, once restored or
+/// moved), which they could otherwise ask to run.
 pub(crate) fn view(ctx: &Ctx, caller: &Caller, mut t: TaskRecord) -> TaskView {
     let fetch = (state_of(&t) == TaskState::Assigned)
         .then(|| ctx.fetching(t.id))
         .flatten();
-    if t.spec.vps.is_some() && !may_touch(caller, &t) {
-        t.spec.archive = None;
-        t.spec.image = String::new();
+    if !may_touch(caller, &t) {
+        t.spec.env = Default::default();
+        if t.spec.vps.is_some() {
+            t.spec.archive = None;
+            t.spec.image = String::new();
+        }
     }
     TaskView {
         fetch,

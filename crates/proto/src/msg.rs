@@ -2,6 +2,9 @@
 //! depends on their layout. Adding a variant at the end of an enum is compatible within a protocol
 //! version; anything else bumps [`crate::PROTOCOL_VERSION`].
 
+mod kind;
+mod secret;
+pub use secret::{EnvVars, Secret};
 use serde::{Deserialize, Serialize};
 
 /// What a runner knows about its machine, sent on join and on every session start.
@@ -135,6 +138,9 @@ pub enum TokenPurpose {
     Node,
     /// Enrols a user with a name and role.
     User,
+    /// Re-enrols an existing user (a new laptop, a lost key), revoking their earlier
+    /// certificates; their role is kept.
+    Reissue,
 }
 
 /// The error code that resets a `Logs` stream after all that was kept of a task's output, when
@@ -287,6 +293,13 @@ pub enum Request {
     /// than the node's join or its latest certificate), with the certificate it last presented.
     NodeAdmit {
         name: String,
+    },
+    /// Re-enrols an existing user (admin): a one-time token with which they log in again, which
+    /// revokes all their earlier certificates and closes what those have open. Answered with
+    /// [`Response::TokenCreated`].
+    UserReissue {
+        name: String,
+        ttl_secs: u64,
     },
 }
 
@@ -596,8 +609,10 @@ pub struct TaskSpec {
     /// A Docker image; empty (and no `environment`): the default environment.
     #[serde(default)]
     pub image: String,
+    /// `-e KEY=VALUE`: values are shown only to the task's owner and operators, and never by
+    /// `Debug` (so never in a log).
     #[serde(default)]
-    pub env: Vec<(String, String)>,
+    pub env: EnvVars,
     #[serde(default = "one")]
     pub cores: u32,
     #[serde(default)]
@@ -668,18 +683,6 @@ pub struct VpsSpec {
     pub generation: u32,
 }
 
-/// A secret carried in a message (a reservation token): serialized as the plain string, never
-/// shown by `Debug`, so a logged request cannot leak it.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(pub String);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(…)")
-    }
-}
-
 /// One environment version as an image archive kept by the host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ArchiveRef {
@@ -697,7 +700,7 @@ impl TaskSpec {
         Self {
             command,
             image: image.into(),
-            env: Vec::new(),
+            env: EnvVars::default(),
             cores: 1,
             memory_bytes: None,
             gpus: 0,

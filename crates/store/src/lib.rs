@@ -22,6 +22,8 @@ pub enum StoreError {
     TokenSpent,
     #[error("{0} already exists")]
     Exists(String),
+    #[error("there is no {0}")]
+    NotFound(String),
     #[error("the database file is damaged: {0}")]
     Damaged(String),
 }
@@ -141,6 +143,7 @@ fn purpose_str(p: TokenPurpose) -> &'static str {
     match p {
         TokenPurpose::Node => "node",
         TokenPurpose::User => "user",
+        TokenPurpose::Reissue => "reissue",
     }
 }
 
@@ -174,6 +177,7 @@ fn token_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<TokenRecord> {
     let purpose = match r.try_get::<&str, _>("purpose")? {
         "node" => TokenPurpose::Node,
         "user" => TokenPurpose::User,
+        "reissue" => TokenPurpose::Reissue,
         p => return Err(StoreError::Corrupt(format!("token purpose {p:?}"))),
     };
     let user = match (
@@ -471,66 +475,6 @@ impl Store {
             .await?
             .rows_affected()
             == 1)
-    }
-
-    // --- users ---
-
-    /// Creates a user and spends one use of its invite (when there is one), atomically.
-    pub async fn enrol_user(&self, token_id: Option<&str>, now: i64, user: &UserRecord, serial: &str) -> Result<()> {
-        let mut tx = self.write_tx().await?;
-        if let Some(id) = token_id {
-            let spent = sqlx::query("UPDATE tokens SET uses_left = uses_left - 1 WHERE id = ? AND uses_left > 0 AND revoked = 0 AND expires_at > ?")
-                .bind(id)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            if spent.rows_affected() != 1 {
-                return Err(StoreError::TokenSpent);
-            }
-        }
-        // Re-enrolling an existing user (a new laptop, a lost key) keeps the user and its role.
-        sqlx::query(
-            "INSERT INTO users (name, role, created_at, cert_serial) VALUES (?, ?, ?, ?)
-             ON CONFLICT(name) DO UPDATE SET cert_serial = excluded.cert_serial",
-        )
-        .bind(&user.name)
-        .bind(user.role.as_str())
-        .bind(user.created_at)
-        .bind(serial)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    pub async fn user(&self, name: &str) -> Result<Option<UserRecord>> {
-        let Some(r) = sqlx::query("SELECT * FROM users WHERE name = ?")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?
-        else {
-            return Ok(None);
-        };
-        Ok(Some(UserRecord {
-            name: r.try_get("name")?,
-            role: role(r.try_get::<&str, _>("role")?)?,
-            created_at: r.try_get("created_at")?,
-        }))
-    }
-
-    pub async fn users(&self) -> Result<Vec<UserRecord>> {
-        sqlx::query("SELECT * FROM users ORDER BY name")
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(|r| {
-                Ok(UserRecord {
-                    name: r.try_get("name")?,
-                    role: role(r.try_get::<&str, _>("role")?)?,
-                    created_at: r.try_get("created_at")?,
-                })
-            })
-            .collect()
     }
 
     // --- tasks ---
@@ -1011,6 +955,8 @@ async fn insert_version(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, name: &str
 }
 
 mod accounts;
+mod users;
+pub use users::IssuedCert;
 mod file;
 mod pages;
 pub use pages::TaskQuery;

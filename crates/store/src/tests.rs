@@ -125,26 +125,47 @@ async fn heartbeats_are_recorded() {
 }
 
 #[tokio::test]
-async fn users_keep_their_role_on_re_enrolment() {
+async fn an_existing_user_is_never_enrolled_again_only_reissued_with_every_old_certificate_revoked() {
     let (_d, s) = store().await;
+    let cert = |serial| crate::IssuedCert {
+        serial,
+        expires_at: 10_000,
+    };
     let ann = UserRecord {
         name: "ann".into(),
         role: Role::Operator,
         created_at: 1,
     };
-    s.enrol_user(None, 1, &ann, "s1").await.unwrap();
-    s.enrol_user(
-        None,
-        2,
-        &UserRecord {
-            role: Role::Viewer,
-            ..ann.clone()
-        },
-        "s2",
-    )
-    .await
-    .unwrap();
+    s.enrol_user(None, 1, &ann, &cert("s1")).await.unwrap();
+    // Another invite for the same name (here as a viewer) changes nothing and spends nothing.
+    s.insert_token(&token("t", 1, 100)).await.unwrap();
+    let again = UserRecord {
+        role: Role::Viewer,
+        ..ann.clone()
+    };
+    assert!(matches!(
+        s.enrol_user(Some("t"), 2, &again, &cert("s2")).await,
+        Err(StoreError::Exists(_))
+    ));
     assert_eq!(s.user("ann").await.unwrap().unwrap().role, Role::Operator);
+    assert!(!s.is_revoked("s1").await.unwrap());
+    s.renew_user_cert("ann", &cert("s3")).await.unwrap();
+    // Reissued: the role stays, every earlier certificate (renewed ones too) is revoked.
+    assert_eq!(s.reenrol_user("t", 3, "ann", &cert("s4")).await.unwrap(), 2);
+    assert_eq!(s.user("ann").await.unwrap().unwrap().role, Role::Operator);
+    assert!(s.is_revoked("s1").await.unwrap() && s.is_revoked("s3").await.unwrap());
+    assert!(!s.is_revoked("s4").await.unwrap());
+    // The token was one-time; a user who is not there is not made.
+    assert!(matches!(
+        s.reenrol_user("t", 4, "ann", &cert("s5")).await,
+        Err(StoreError::TokenSpent)
+    ));
+    s.insert_token(&token("u", 1, 100)).await.unwrap();
+    assert!(matches!(
+        s.reenrol_user("u", 4, "bob", &cert("s6")).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(s.user("bob").await.unwrap().is_none());
 }
 
 #[tokio::test]
@@ -171,7 +192,7 @@ async fn tasks_are_queued_per_target_in_one_batch_and_survive_reopen() {
     let spec = river_proto::msg::TaskSpec {
         command: vec!["true".into()],
         image: "img".into(),
-        env: vec![],
+        env: Default::default(),
         cores: 1,
         memory_bytes: None,
         gpus: 0,

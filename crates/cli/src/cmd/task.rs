@@ -111,7 +111,7 @@ pub(crate) fn parse_spec(a: SubmitArgs) -> anyhow::Result<TaskSpec> {
         environment: a.work.environment,
         archive: None,
         no_container: a.no_container,
-        env,
+        env: env.into(),
         cores: a.work.cores,
         memory_bytes,
         gpus: a.work.gpus,

@@ -50,6 +50,8 @@ pub async fn run(cmd: TokenCmd, dir: &Path, output: Output) -> anyhow::Result<()
                             (TokenPurpose::Node, _) => "node join".to_owned(),
                             (TokenPurpose::User, Some(u)) => format!("invite {u}"),
                             (TokenPurpose::User, None) => "invite".to_owned(),
+                            (TokenPurpose::Reissue, Some(u)) => format!("reissue {u}"),
+                            (TokenPurpose::Reissue, None) => "reissue".to_owned(),
                         };
                         vec![
                             t.id.clone(),

@@ -29,6 +29,23 @@ pub async fn run(cmd: UserCmd, dir: &Path, output: Output) -> anyhow::Result<()>
                 );
             })
         }
+        UserCmd::Reissue { name, ttl } => {
+            let req = Request::UserReissue {
+                name: name.clone(),
+                ttl_secs: ttl.as_secs().max(1),
+            };
+            let Response::TokenCreated(t) = once(dir, req).await? else {
+                anyhow::bail!("unexpected answer")
+            };
+            show(output, &t, |t| {
+                println!("{}", t.token);
+                eprintln!(
+                    "one-time login for {name}, expires {}; their earlier certificates stop working when they run:\n  river login HOST:PORT --token {}",
+                    ago(t.expires_at, now_s()),
+                    t.token
+                );
+            })
+        }
         UserCmd::List => {
             let Response::Users(users) = once(dir, Request::UserList).await? else {
                 anyhow::bail!("unexpected answer")

@@ -1,0 +1,173 @@
+//! People on a shared cluster, tried as an attacker would with nothing but the `river` binary: an
+//! operator inviting an existing account's name, a viewer reading another user's secrets, a
+//! re-enrolled user's old laptop. Real `river host` (and runner) processes.
+
+#[path = "support/binary.rs"]
+mod binary;
+
+use binary::*;
+use std::io::BufRead as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// `name`, invited by `by` with `role`, logged in with credentials in `dir/NAME`.
+fn person(dir: &Path, by: &Path, listen: &str, name: &str, role: &str) -> PathBuf {
+    let o = river(by, &["user", "invite", name, "--role", role, "--ttl", "10m"]);
+    assert!(o.status.success(), "invite {name}: {:?}", text(&o));
+    login(dir, listen, name, text(&o).0.trim())
+}
+
+fn login(dir: &Path, listen: &str, name: &str, token: &str) -> PathBuf {
+    let cfg = dir.join(name);
+    let o = river(&cfg, &["login", listen, "--token", token]);
+    assert!(o.status.success(), "login {name}: {:?}", text(&o));
+    cfg
+}
+
+#[test]
+fn an_invite_never_takes_over_an_existing_account() {
+    let d = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let (_host, admin) = host_process(d.path(), &listen);
+    let opal = person(d.path(), &admin, &listen, "opal", "operator");
+
+    // The operator may invite users, but not into the admin's account: before, the store kept the
+    // existing role, and the invite's holder logged in as `user admin (admin)`.
+    let o = river(&opal, &["user", "invite", "admin", "--role", "user"]);
+    let (out, err) = text(&o);
+    assert!(
+        !o.status.success(),
+        "an operator got an invite into the admin's account: {out}"
+    );
+    assert!(
+        err.contains("exists already") && err.contains("river user reissue admin"),
+        "{err}"
+    );
+    // Nor into anyone else's, whatever the role asked for; and an admin neither.
+    let vic = person(d.path(), &admin, &listen, "vic", "viewer");
+    for (by, role) in [(&opal, "viewer"), (&admin, "operator")] {
+        let o = river(by, &["user", "invite", "vic", "--role", role]);
+        assert!(!o.status.success(), "an invite into vic's account: {:?}", text(&o));
+    }
+    let (who, _) = text(&river(&vic, &["whoami"]));
+    assert!(who.contains("vic") && who.contains("viewer"), "{who}");
+    // New people are invited as before.
+    person(d.path(), &opal, &listen, "newbie", "user");
+    // Only an admin re-enrols someone.
+    let o = river(&opal, &["user", "reissue", "vic"]);
+    assert!(
+        !o.status.success() && text(&o).1.contains("admin role"),
+        "{:?}",
+        text(&o)
+    );
+}
+
+#[test]
+fn a_tasks_variables_are_shown_to_its_owner_and_operators_only_and_never_logged() {
+    let d = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let (_host, admin) = host_process(d.path(), &listen);
+    let _runner = runner_process(d.path(), &admin, &listen, "n1");
+    let alice = person(d.path(), &admin, &listen, "alice", "user");
+    let vic = person(d.path(), &admin, &listen, "vic", "viewer");
+    let secret = "hunter2-7f3a9c";
+    let env = format!("PASSWORD={secret}");
+    let id = running_task(&alice, &["--no-container", "-e", &env, "--", "sleep", "600"]);
+
+    for args in [
+        vec!["task", "status", &id, "-o", "json"],
+        vec!["task", "list", "-o", "json"],
+    ] {
+        let o = river(&vic, &args);
+        let (out, err) = text(&o);
+        assert!(o.status.success(), "{args:?}: {err}");
+        assert!(
+            out.contains(&format!("\"id\": {id}")) || out.contains(&format!("\"id\":{id}")),
+            "{out}"
+        );
+        assert!(
+            !out.contains(secret),
+            "a viewer read alice's password with {args:?}: {out}"
+        );
+    }
+    for who in [&alice, &admin] {
+        let (out, _) = text(&river(who, &["task", "status", &id, "-o", "json"]));
+        assert!(out.contains(secret), "the owner and operators see the variables: {out}");
+    }
+    // A refused request is logged by its kind, not its contents.
+    let o = river(&vic, &["task", "submit", "-e", &env, "--", "true"]);
+    assert!(!o.status.success(), "a viewer submitted a task");
+    let log = d.path().join("host.log");
+    until(Duration::from_secs(10), "the refusal is logged", || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("refused"))
+    });
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(log.contains("TaskSubmit"), "{log}");
+    assert!(!log.contains(secret), "the host logged the password:\n{log}");
+    assert!(river(&alice, &["task", "kill", &id]).status.success());
+}
+
+#[test]
+fn a_reissued_user_logs_in_again_and_the_old_laptop_is_cut_off_at_once() {
+    if !docker_image_ready() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let (_host, admin) = host_process(d.path(), &listen);
+    let _runner = runner_process(d.path(), &admin, &listen, "n1");
+    let laptop = person(d.path(), &admin, &listen, "ann", "user");
+    let id = running_task(&laptop, &["--image", "river-test/busybox:1", "--", "sleep", "600"]);
+
+    // The old laptop has a session open in her task.
+    let mut open = Command::new(env!("CARGO_BIN_EXE_river"))
+        .args(["connect", &id, "--", "sh", "-c", "echo ready; exec sleep 300"])
+        .env("RIVER_CONFIG_DIR", &laptop)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(open.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert_eq!(first.trim(), "ready");
+
+    // The admin re-enrols her; she logs in on a new machine.
+    let o = river(&admin, &["user", "reissue", "ann", "--ttl", "10m"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let token = text(&o).0.trim().to_owned();
+    assert!(text(&river(&admin, &["token", "list"])).0.contains("reissue ann"));
+    let new = login(d.path(), &listen, "ann-new", &token);
+    let reissued = Instant::now();
+
+    // What the old certificate had open is closed, and it gets no further.
+    let ended = loop {
+        if let Some(status) = open.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            reissued.elapsed() < Duration::from_secs(5),
+            "the old laptop's session is still open after the reissue"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    eprintln!("old session closed {:?} after the login", reissued.elapsed());
+    assert!(!ended.success(), "the cut session ended as if it had finished");
+    let o = river(&laptop, &["whoami"]);
+    assert!(!o.status.success(), "the old certificate still works: {:?}", text(&o));
+    assert!(text(&o).1.contains("revoked"), "{:?}", text(&o));
+
+    // The new one is the same user, with her role and her task.
+    let (who, _) = text(&river(&new, &["whoami"]));
+    assert!(who.contains("ann") && who.contains("(user)"), "{who}");
+    let (list, _) = text(&river(&new, &["task", "list"]));
+    assert!(list.contains(&id), "{list}");
+    let o = river(&new, &["task", "kill", &id]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    // A reissue token is one-time, like an invite.
+    let o = river(&d.path().join("thief"), &["login", &listen, "--token", &token]);
+    assert!(!o.status.success(), "a used reissue token worked again");
+}

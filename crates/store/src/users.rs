@@ -1,0 +1,140 @@
+//! Users and the certificates issued to them.
+
+use crate::{role, Result, Store, StoreError, UserRecord};
+use sqlx::Row as _;
+
+fn user_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<UserRecord> {
+    Ok(UserRecord {
+        name: r.try_get("name")?,
+        role: role(r.try_get::<&str, _>("role")?)?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+/// A certificate just issued: its serial and when it ends (seconds).
+pub struct IssuedCert<'a> {
+    pub serial: &'a str,
+    pub expires_at: i64,
+}
+
+impl Store {
+    /// Creates a user and spends one use of its invite (the host's own admin has none),
+    /// atomically. A name that is taken is [`StoreError::Exists`]: an invite never touches an
+    /// existing user (see [`Self::reenrol_user`]).
+    pub async fn enrol_user(
+        &self,
+        token_id: Option<&str>,
+        now: i64,
+        user: &UserRecord,
+        cert: &IssuedCert<'_>,
+    ) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        if let Some(id) = token_id {
+            spend_token(&mut tx, id, now).await?;
+        }
+        let added = sqlx::query(
+            "INSERT INTO users (name, role, created_at, cert_serial) VALUES (?, ?, ?, ?) ON CONFLICT(name) DO NOTHING",
+        )
+        .bind(&user.name)
+        .bind(user.role.as_str())
+        .bind(user.created_at)
+        .bind(cert.serial)
+        .execute(&mut *tx)
+        .await?;
+        if added.rows_affected() != 1 {
+            return Err(StoreError::Exists(format!("user {}", user.name)));
+        }
+        record_cert(&mut tx, &user.name, cert).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Gives an existing user a new certificate through a reissue token, and revokes every
+    /// certificate issued to them before, atomically. Their role is kept. Returns how many were
+    /// revoked; a user who is gone is [`StoreError::NotFound`].
+    pub async fn reenrol_user(&self, token_id: &str, now: i64, name: &str, cert: &IssuedCert<'_>) -> Result<u64> {
+        let mut tx = self.write_tx().await?;
+        spend_token(&mut tx, token_id, now).await?;
+        let updated = sqlx::query("UPDATE users SET cert_serial = ? WHERE name = ?")
+            .bind(cert.serial)
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        if updated.rows_affected() != 1 {
+            return Err(StoreError::NotFound(format!("user {name}")));
+        }
+        let revoked = sqlx::query(
+            "INSERT OR IGNORE INTO revoked_certs (serial, subject, revoked_at, expires_at)
+             SELECT serial, 'user ' || user_name, ?, expires_at FROM user_certs WHERE user_name = ?",
+        )
+        .bind(now)
+        .bind(name)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        record_cert(&mut tx, name, cert).await?;
+        tx.commit().await?;
+        Ok(revoked)
+    }
+
+    /// A user renewed their certificate: the new one is theirs (the old one stays valid until it
+    /// ends, so a renewal whose answer was lost does not lock them out).
+    pub async fn renew_user_cert(&self, name: &str, cert: &IssuedCert<'_>) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query("UPDATE users SET cert_serial = ? WHERE name = ?")
+            .bind(cert.serial)
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        record_cert(&mut tx, name, cert).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn user(&self, name: &str) -> Result<Option<UserRecord>> {
+        sqlx::query("SELECT * FROM users WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(user_from_row)
+            .transpose()
+    }
+
+    pub async fn users(&self) -> Result<Vec<UserRecord>> {
+        sqlx::query("SELECT * FROM users ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(user_from_row)
+            .collect()
+    }
+}
+
+async fn spend_token(tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>, id: &str, now: i64) -> Result<()> {
+    let spent = sqlx::query(
+        "UPDATE tokens SET uses_left = uses_left - 1 WHERE id = ? AND uses_left > 0 AND revoked = 0 AND expires_at > ?",
+    )
+    .bind(id)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    if spent.rows_affected() != 1 {
+        return Err(StoreError::TokenSpent);
+    }
+    Ok(())
+}
+
+async fn record_cert(
+    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    name: &str,
+    cert: &IssuedCert<'_>,
+) -> Result<()> {
+    sqlx::query("INSERT OR IGNORE INTO user_certs (serial, user_name, expires_at) VALUES (?, ?, ?)")
+        .bind(cert.serial)
+        .bind(name)
+        .bind(cert.expires_at)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
