@@ -21,8 +21,13 @@ use std::time::Duration;
 /// The OpenAPI description of these routes, served at `/api/openapi.json`.
 pub const OPENAPI: &str = include_str!("openapi.json");
 
+/// Who is asking, resolved for each request ([`resolve`]).
 #[derive(Clone)]
 struct ApiCaller(Option<Caller>);
+
+/// The certificate a connection presented, kept for the connection's life.
+#[derive(Clone)]
+struct PeerCert(Peer);
 
 pub(crate) async fn serve(ctx: Arc<Ctx>, listener: tokio::net::TcpListener, tls: Arc<rustls::ServerConfig>) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
@@ -47,8 +52,8 @@ pub(crate) async fn serve(ctx: Arc<Ctx>, listener: tokio::net::TcpListener, tls:
                 Ok(Err(e)) => return tracing::debug!(%remote, "API TLS handshake failed: {e}"),
                 Err(_) => return tracing::debug!(%remote, "API TLS handshake timed out"),
             };
-            let caller = caller(&ctx, river_mesh::peer_of_certs(tls.get_ref().1.peer_certificates())).await;
-            let svc = hyper_util::service::TowerToHyperService::new(app.layer(Extension(ApiCaller(caller))));
+            let peer = PeerCert(river_mesh::peer_of_certs(tls.get_ref().1.peer_certificates()));
+            let svc = hyper_util::service::TowerToHyperService::new(app.layer(Extension(peer)));
             let io = hyper_util::rt::TokioIo::new(tls);
             if let Err(e) = hyper::server::conn::http1::Builder::new()
                 .serve_connection(io, svc)
@@ -90,7 +95,25 @@ fn router(ctx: Arc<Ctx>) -> Router {
         .route("/api/tasks/{id}/logs", get(task_logs))
         .route("/api/tasks/{id}/output", get(task_output))
         .route("/api/tasks/{id}/{action}", post(task_signal))
+        .layer(axum::middleware::from_fn_with_state(ctx.clone(), resolve))
         .with_state(ctx)
+}
+
+/// Reads who the connection's certificate names for every request, not once per connection: a
+/// certificate revoked (a reissued user) or a role changed meanwhile counts from the next request
+/// of a kept-alive connection.
+async fn resolve(
+    State(ctx): State<Arc<Ctx>>,
+    peer: Option<Extension<PeerCert>>,
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> HttpResponse {
+    let who = match peer {
+        Some(Extension(PeerCert(p))) => caller(&ctx, p).await,
+        None => None,
+    };
+    req.extensions_mut().insert(ApiCaller(who));
+    next.run(req).await
 }
 
 async fn health() -> Json<serde_json::Value> {
