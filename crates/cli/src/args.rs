@@ -241,6 +241,29 @@ pub enum UserCmd {
         #[arg(long, default_value = "72h", value_parser = humantime::parse_duration)]
         ttl: std::time::Duration,
     },
+    /// Remove a user at once: every certificate of theirs stops working, what they have open
+    /// (terminals, forwards, SSH sessions) is closed, their gateway keys go. Their tasks run on
+    /// unless `--kill-tasks`. Operators remove viewers and users; admins anyone but themselves.
+    #[command(after_help = "Examples:\n  river user rm bob\n  river user rm bob --kill-tasks")]
+    Rm {
+        name: String,
+        /// Kill their tasks and VPSs too.
+        #[arg(long)]
+        kill_tasks: bool,
+    },
+    /// Give a user another role (never above your own); their open connections are closed so
+    /// it counts at once.
+    #[command(name = "set-role", after_help = "Example:\n  river user set-role bob viewer")]
+    SetRole {
+        name: String,
+        /// viewer, user, operator or admin.
+        role: String,
+    },
+    /// Stop a user from connecting, keeping everything of theirs; what they have open is closed.
+    #[command(after_help = "Example:\n  river user disable bob      # `river user enable bob` undoes it")]
+    Disable { name: String },
+    /// Let a disabled user connect again.
+    Enable { name: String },
     /// List users.
     List,
     /// Your SSH public keys, which the host's SSH gateway lets in (`ssh -J river@HOST:PORT`).

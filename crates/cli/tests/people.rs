@@ -171,3 +171,144 @@ fn a_reissued_user_logs_in_again_and_the_old_laptop_is_cut_off_at_once() {
     let o = river(&d.path().join("thief"), &["login", &listen, "--token", &token]);
     assert!(!o.status.success(), "a used reissue token worked again");
 }
+
+/// A passphrase-less ed25519 key at `path` (and `path.pub`).
+fn keygen(path: &Path) {
+    let o = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "people-test", "-f"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "ssh-keygen: {o:?}");
+}
+
+/// Waits up to 5 s for `child` to end; how long it took.
+fn ends_within(child: &mut std::process::Child, since: Instant, what: &str) -> Duration {
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return since.elapsed();
+        }
+        assert!(since.elapsed() < Duration::from_secs(5), "{what} is still open");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_removed_user_is_cut_off_everywhere_at_once_and_managers_stay_within_their_role() {
+    if !docker_image_ready() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let (_host, admin) = host_process(d.path(), &listen);
+    let _runner = runner_process(d.path(), &admin, &listen, "n1");
+    let opal = person(d.path(), &admin, &listen, "opal", "operator");
+    let bob = person(d.path(), &admin, &listen, "bob", "user");
+    let vic = person(d.path(), &admin, &listen, "vic", "user");
+    let id = running_task(&bob, &["--image", "river-test/busybox:1", "--", "sleep", "600"]);
+
+    // Bob has a terminal open in his task and a session on the SSH gateway.
+    let mut terminal = Command::new(env!("CARGO_BIN_EXE_river"))
+        .args(["connect", &id, "--", "sh", "-c", "echo ready; exec sleep 300"])
+        .env("RIVER_CONFIG_DIR", &bob)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(terminal.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert_eq!(first.trim(), "ready");
+    let key = d.path().join("bob_key");
+    keygen(&key);
+    let o = river(
+        &bob,
+        &["user", "key", "add", key.with_extension("pub").to_str().unwrap()],
+    );
+    assert!(o.status.success(), "{:?}", text(&o));
+    let port = listen.rsplit_once(':').unwrap().1;
+    let mut gateway = Command::new("ssh")
+        .args(["-v", "-N", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no"])
+        .args(["-o", "UserKnownHostsFile=/dev/null", "-o", "IdentitiesOnly=yes", "-i"])
+        .arg(&key)
+        .args(["-p", port, "river@127.0.0.1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = lines_of(gateway.stderr.take().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let line = lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("the gateway session was not set up");
+        if line.contains("Authenticated to") {
+            break;
+        }
+    }
+
+    // An operator manages only what is below them, and no one themselves.
+    for (args, why) in [
+        (vec!["user", "rm", "admin"], "only an admin"),
+        (vec!["user", "set-role", "vic", "admin"], "needs the admin role"),
+        (vec!["user", "set-role", "vic", "operator"], "needs the admin role"),
+        (vec!["user", "disable", "opal"], "cannot change your own account"),
+    ] {
+        let o = river(&opal, &args);
+        assert!(!o.status.success(), "{args:?} was allowed");
+        assert!(text(&o).1.contains(why), "{args:?}: {:?}", text(&o));
+    }
+    let o = river(&admin, &["user", "rm", "admin"]);
+    assert!(!o.status.success(), "the admin removed themselves");
+
+    // The operator removes bob: everything he has open closes at once; his task runs on.
+    let o = river(&opal, &["user", "rm", "bob"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let removed = Instant::now();
+    assert!(text(&o).0.contains("1 of their tasks kept"), "{:?}", text(&o));
+    let t = ends_within(&mut terminal, removed, "bob's terminal");
+    let g = ends_within(&mut gateway, removed, "bob's gateway session");
+    eprintln!("bob's terminal closed after {t:?}, his gateway session after {g:?}");
+    let o = river(&bob, &["whoami"]);
+    assert!(
+        !o.status.success(),
+        "a removed user's certificate works: {:?}",
+        text(&o)
+    );
+    let (users, _) = text(&river(&admin, &["user", "list"]));
+    assert!(!users.contains("bob"), "{users}");
+    let (status, _) = text(&river(&admin, &["task", "status", &id]));
+    assert!(status.contains("running"), "{status}");
+    // A new bob is a new person: the old certificate stays dead.
+    person(d.path(), &admin, &listen, "bob2", "user");
+    let o = river(&admin, &["user", "invite", "bob", "--role", "user"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let o = river(&bob, &["whoami"]);
+    assert!(!o.status.success(), "{:?}", text(&o));
+
+    // A role taken down counts at once; disabled keeps everything but lets nothing in.
+    let o = river(&opal, &["user", "set-role", "vic", "viewer"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let o = river(
+        &vic,
+        &["task", "submit", "--image", "river-test/busybox:1", "--", "true"],
+    );
+    assert!(
+        !o.status.success() && text(&o).1.contains("user role"),
+        "{:?}",
+        text(&o)
+    );
+    let o = river(&admin, &["user", "disable", "vic"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let o = river(&vic, &["whoami"]);
+    assert!(!o.status.success() && text(&o).1.contains("disabled"), "{:?}", text(&o));
+    assert!(text(&river(&admin, &["user", "list"])).0.contains("disabled"));
+    let o = river(&admin, &["user", "enable", "vic"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let (who, _) = text(&river(&vic, &["whoami"]));
+    assert!(who.contains("vic") && who.contains("viewer"), "{who}");
+    assert!(river(&admin, &["task", "kill", &id]).status.success());
+}

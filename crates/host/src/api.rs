@@ -74,7 +74,7 @@ async fn caller(ctx: &Ctx, peer: Peer) -> Option<Caller> {
         return None;
     }
     let user = ctx.store.user(&name).await.ok()??;
-    Some(Caller::User { name, role: user.role })
+    (!user.disabled).then_some(Caller::User { name, role: user.role })
 }
 
 fn router(ctx: Arc<Ctx>) -> Router {

@@ -129,16 +129,34 @@ pub(crate) async fn serve(ctx: Arc<Ctx>, tcp: tokio::net::TcpStream, remote: Soc
         inactivity_timeout: None,
         ..Default::default()
     };
+    let cut = Arc::new(tokio::sync::Notify::new());
     let handler = Gateway {
         ctx,
         remote,
         caller: None,
+        cut: cut.clone(),
+        held: None,
     };
     match russh::server::run_stream(Arc::new(config), tcp, handler).await {
         Ok(session) => {
+            // Its user cut off: the session, and every channel in it, goes (russh runs it as a
+            // task of its own, so it is told to disconnect rather than dropped).
+            let handle = session.handle();
+            let watch = tokio::spawn(async move {
+                cut.notified().await;
+                tracing::info!(%remote, "ssh gateway session closed: its user was cut off");
+                let _ = handle
+                    .disconnect(
+                        russh::Disconnect::ByApplication,
+                        "an admin changed your river account".into(),
+                        "en".into(),
+                    )
+                    .await;
+            });
             if let Err(e) = session.await {
                 tracing::debug!(%remote, "ssh gateway session ended: {e}");
             }
+            watch.abort();
         }
         Err(e) => tracing::debug!(%remote, "ssh gateway handshake: {e}"),
     }
@@ -149,6 +167,10 @@ struct Gateway {
     remote: SocketAddr,
     /// Who the key belongs to, once logged in.
     caller: Option<Caller>,
+    /// Notified when the user is cut off ([`crate::sessions`]).
+    cut: Arc<tokio::sync::Notify>,
+    /// The session's place among its user's open connections.
+    held: Option<crate::sessions::Held>,
 }
 
 impl Gateway {
@@ -157,7 +179,7 @@ impl Gateway {
         let line = key.to_openssh().ok()?;
         let name = self.ctx.store.user_by_key(&key_id(&line)).await.ok()??;
         let user = self.ctx.store.user(&name).await.ok()??;
-        Some(Caller::User { name, role: user.role })
+        (!user.disabled).then_some(Caller::User { name, role: user.role })
     }
 }
 
@@ -195,6 +217,19 @@ impl russh::server::Handler for Gateway {
             return Ok(Auth::reject());
         };
         tracing::info!(remote = %self.remote, who = %caller.actor(), "ssh gateway: logged in");
+        if let Caller::User { name, .. } = &caller {
+            self.held = Some(
+                self.ctx
+                    .sessions
+                    .hold(name, crate::sessions::Closer::Ssh(self.cut.clone())),
+            );
+        }
+        // Read again now that it is held: a removal that landed meanwhile is seen here, or it
+        // found the session held.
+        if self.owner(key.public_key).await.is_none() {
+            self.held = None;
+            return Ok(Auth::reject());
+        }
         self.caller = Some(caller);
         Ok(Auth::Accept)
     }

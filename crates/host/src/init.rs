@@ -223,6 +223,7 @@ pub(crate) async fn admin_bundle(cfg: &HostConfig, state: &State, host_addr: &st
                     name: ADMIN_USER.into(),
                     role: Role::Admin,
                     created_at: now_s(),
+                    disabled: false,
                 };
                 state.store.enrol_user(None, now_s(), &admin, &cert).await?;
             }

@@ -165,6 +165,7 @@ async fn join_user(
                 name: name.to_owned(),
                 role,
                 created_at: now,
+                disabled: false,
             };
             (
                 ctx.store.enrol_user(Some(token_id), now, &user, &cert).await,

@@ -25,6 +25,7 @@ mod sessions;
 mod tasks;
 mod terminal;
 mod udp;
+mod users;
 mod vps;
 
 use anyhow::Context as _;
@@ -71,14 +72,17 @@ pub(crate) struct Ctx {
 
 impl Ctx {
     /// Closes every mesh connection `name` has open: their certificates were just revoked.
-    pub(crate) fn cut_off_user(&self, name: &str) {
+    /// Closes every connection `name` has open (their certificates were revoked, their account
+    /// removed, disabled or given another role); how many.
+    pub(crate) fn cut_off_user(&self, name: &str) -> usize {
         let n = self.sessions.cut_off(
             name,
-            "your certificate was revoked; log in again with a new invite (`river login`)",
+            "an admin changed your account (revoked, removed, disabled or another role); `river whoami` says where you stand",
         );
         if n > 0 {
             tracing::info!(user = %name, connections = n, "cut off a user's open connections");
         }
+        n
     }
 
     pub(crate) fn fetch_progress(&self, id: u64, done: u64, total: u64) {

@@ -77,8 +77,16 @@ async fn connection(ctx: Arc<Ctx>, conn: Connection) {
                 return;
             }
             // Held before the checks: a revocation that lands after them finds it and closes it.
-            let _held = ctx.sessions.hold(&name, &conn);
+            let _held = ctx.sessions.hold(&name, crate::sessions::Closer::Mesh(conn.clone()));
             let role = match (ctx.store.user(&name).await, ctx.store.is_revoked(&info.serial).await) {
+                (Ok(Some(u)), Ok(false)) if u.disabled => {
+                    tracing::warn!(user = %name, %remote, "refused a disabled user");
+                    conn.close(
+                        close::REVOKED,
+                        b"an admin has disabled your account; ask them to enable it (`river user enable`)",
+                    );
+                    return;
+                }
                 (Ok(Some(u)), Ok(false)) => u.role,
                 _ => {
                     tracing::warn!(user = %name, %remote, "refused user: unknown or certificate revoked");

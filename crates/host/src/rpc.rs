@@ -36,6 +36,8 @@ pub(crate) fn authorize(caller: &Caller, req: &Request) -> Result<(), String> {
             Role::Viewer
         }
         Request::UserList => Role::Operator,
+        // Whom they may manage is checked with the account in hand (`users::may_manage`).
+        Request::UserRemove { .. } | Request::UserSetRole { .. } | Request::UserEnable { .. } => Role::Operator,
         Request::UserInvite { role: invited, .. } => {
             if *invited >= Role::Operator {
                 Role::Admin
@@ -257,9 +259,13 @@ async fn act(ctx: &Ctx, caller: &Caller, req: Request) -> anyhow::Result<Respons
                     name: u.name,
                     role: u.role,
                     created_at: u.created_at,
+                    disabled: u.disabled,
                 })
                 .collect(),
         ),
+        Request::UserRemove { name, kill_tasks } => crate::users::remove(ctx, caller, &name, kill_tasks).await?,
+        Request::UserSetRole { name, role } => crate::users::set_role(ctx, caller, &name, role).await?,
+        Request::UserEnable { name, enabled } => crate::users::enable(ctx, caller, &name, enabled).await?,
         Request::Renew { csr_pem } => renew(ctx, caller, &csr_pem).await?,
         Request::TaskSubmit(spec) => crate::tasks::submit(ctx, caller, spec).await?,
         Request::TaskList {

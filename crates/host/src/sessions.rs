@@ -1,23 +1,35 @@
-//! Users' open mesh connections, by name, so that a user whose certificates are revoked loses at
-//! once what they have open (forwards, terminals, SSH sessions ride these connections), not only
-//! their next connection.
+//! Users' open connections, by name — mesh connections (forwards, terminals, SSH through the mesh
+//! ride these) and SSH gateway sessions — so that a user whose certificates are revoked, or who is
+//! removed, disabled or given another role, loses at once what they have open, not only their next
+//! connection.
 
 use river_mesh::{close, Connection};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use tokio::sync::Notify;
+
+/// How one open connection is closed.
+#[derive(Clone)]
+pub(crate) enum Closer {
+    Mesh(Connection),
+    /// An SSH gateway session, which ends when this is notified.
+    Ssh(Arc<Notify>),
+}
+
+type Open = Arc<Mutex<HashMap<String, HashMap<u64, Closer>>>>;
 
 #[derive(Default)]
 pub(crate) struct UserSessions {
     next: AtomicU64,
-    open: Arc<Mutex<HashMap<String, HashMap<u64, Connection>>>>,
+    open: Open,
 }
 
 /// Held while a user's connection is served; forgets it when dropped.
 pub(crate) struct Held {
     name: String,
     id: u64,
-    open: Arc<Mutex<HashMap<String, HashMap<u64, Connection>>>>,
+    open: Open,
 }
 
 impl Drop for Held {
@@ -33,14 +45,14 @@ impl Drop for Held {
 }
 
 impl UserSessions {
-    pub(crate) fn hold(&self, name: &str, conn: &Connection) -> Held {
+    pub(crate) fn hold(&self, name: &str, closer: Closer) -> Held {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         self.open
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .entry(name.to_owned())
             .or_default()
-            .insert(id, conn.clone());
+            .insert(id, closer);
         Held {
             name: name.to_owned(),
             id,
@@ -57,7 +69,11 @@ impl UserSessions {
             .remove(name)
             .unwrap_or_default();
         for c in conns.values() {
-            c.close(close::REVOKED, why.as_bytes());
+            match c {
+                Closer::Mesh(conn) => conn.close(close::REVOKED, why.as_bytes()),
+                // A permit is kept if the session is not waiting yet.
+                Closer::Ssh(cut) => cut.notify_one(),
+            }
         }
         conns.len()
     }

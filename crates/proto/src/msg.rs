@@ -301,6 +301,25 @@ pub enum Request {
         name: String,
         ttl_secs: u64,
     },
+    /// Removes a user (operators: viewers and users; admins: anyone but themselves): every
+    /// certificate revoked, gateway keys dropped, open connections closed. Their tasks are kept,
+    /// or killed with `kill_tasks`.
+    UserRemove {
+        name: String,
+        kill_tasks: bool,
+    },
+    /// Changes a user's role, never above the caller's own; their open connections are closed so
+    /// the new role counts at once.
+    UserSetRole {
+        name: String,
+        role: Role,
+    },
+    /// Disables (`enabled: false`: refused everywhere, open connections closed, nothing removed)
+    /// or enables a user again.
+    UserEnable {
+        name: String,
+        enabled: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -585,6 +604,8 @@ pub struct UserView {
     pub name: String,
     pub role: Role,
     pub created_at: i64,
+    #[serde(default)]
+    pub disabled: bool,
 }
 
 // --- tasks ---

@@ -28,3 +28,6 @@ INSERT INTO tokens_new (id, secret_hash, purpose, user_name, user_role, created_
     SELECT id, secret_hash, purpose, user_name, user_role, created_by, created_at, expires_at, uses_left, revoked FROM tokens;
 DROP TABLE tokens;
 ALTER TABLE tokens_new RENAME TO tokens;
+
+-- A user an admin has disabled keeps their account, tasks and keys, but cannot connect.
+ALTER TABLE users ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0;

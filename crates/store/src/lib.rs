@@ -77,6 +77,8 @@ pub struct UserRecord {
     pub name: String,
     pub role: Role,
     pub created_at: i64,
+    /// Disabled by an admin: keeps everything, may not connect.
+    pub disabled: bool,
 }
 
 /// A task as stored. `state` is a task state name; the task crate owns its meaning.

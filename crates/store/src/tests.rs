@@ -135,6 +135,7 @@ async fn an_existing_user_is_never_enrolled_again_only_reissued_with_every_old_c
         name: "ann".into(),
         role: Role::Operator,
         created_at: 1,
+        disabled: false,
     };
     s.enrol_user(None, 1, &ann, &cert("s1")).await.unwrap();
     // Another invite for the same name (here as a viewer) changes nothing and spends nothing.

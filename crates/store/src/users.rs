@@ -8,6 +8,7 @@ fn user_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<UserRecord> {
         name: r.try_get("name")?,
         role: role(r.try_get::<&str, _>("role")?)?,
         created_at: r.try_get("created_at")?,
+        disabled: r.try_get::<i64, _>("disabled")? != 0,
     })
 }
 
@@ -89,6 +90,59 @@ impl Store {
         record_cert(&mut tx, name, cert).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Removes a user: every certificate issued to them is revoked, their gateway keys and the
+    /// invites or reissues still waiting for their name are withdrawn, and the account is gone
+    /// (their number is never given to anyone else). Returns whether there was such a user.
+    pub async fn remove_user(&self, name: &str, now: i64) -> Result<bool> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query(
+            "INSERT OR IGNORE INTO revoked_certs (serial, subject, revoked_at, expires_at)
+             SELECT serial, 'user ' || user_name, ?, expires_at FROM user_certs WHERE user_name = ?",
+        )
+        .bind(now)
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM user_keys WHERE user_name = ?")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE tokens SET revoked = 1 WHERE user_name = ?")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        let gone = sqlx::query("DELETE FROM users WHERE name = ?")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            == 1;
+        tx.commit().await?;
+        Ok(gone)
+    }
+
+    /// Sets a user's role; whether there was such a user.
+    pub async fn set_user_role(&self, name: &str, role: river_proto::msg::Role) -> Result<bool> {
+        Ok(sqlx::query("UPDATE users SET role = ? WHERE name = ?")
+            .bind(role.as_str())
+            .bind(name)
+            .execute(&self.pool)
+            .await?
+            .rows_affected()
+            == 1)
+    }
+
+    /// Disables or enables a user; whether there was such a user.
+    pub async fn set_user_disabled(&self, name: &str, disabled: bool) -> Result<bool> {
+        Ok(sqlx::query("UPDATE users SET disabled = ? WHERE name = ?")
+            .bind(i64::from(disabled))
+            .bind(name)
+            .execute(&self.pool)
+            .await?
+            .rows_affected()
+            == 1)
     }
 
     pub async fn user(&self, name: &str) -> Result<Option<UserRecord>> {

@@ -46,6 +46,13 @@ pub async fn run(cmd: UserCmd, dir: &Path, output: Output) -> anyhow::Result<()>
                 );
             })
         }
+        UserCmd::Rm { name, kill_tasks } => done(dir, Request::UserRemove { name, kill_tasks }).await,
+        UserCmd::SetRole { name, role } => {
+            let role: Role = role.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+            done(dir, Request::UserSetRole { name, role }).await
+        }
+        UserCmd::Disable { name } => done(dir, Request::UserEnable { name, enabled: false }).await,
+        UserCmd::Enable { name } => done(dir, Request::UserEnable { name, enabled: true }).await,
         UserCmd::List => {
             let Response::Users(users) = once(dir, Request::UserList).await? else {
                 anyhow::bail!("unexpected answer")
@@ -53,9 +60,16 @@ pub async fn run(cmd: UserCmd, dir: &Path, output: Output) -> anyhow::Result<()>
             show(output, &users, |users| {
                 let rows = users
                     .iter()
-                    .map(|u| vec![u.name.clone(), u.role.as_str().into(), ago(u.created_at, now_s())])
+                    .map(|u| {
+                        vec![
+                            u.name.clone(),
+                            u.role.as_str().into(),
+                            ago(u.created_at, now_s()),
+                            if u.disabled { "disabled" } else { "" }.into(),
+                        ]
+                    })
                     .collect();
-                table(&["NAME", "ROLE", "CREATED"], rows);
+                table(&["NAME", "ROLE", "CREATED", "STATE"], rows);
             })
         }
         UserCmd::Key(UserKeyCmd::Add { file }) => {
@@ -133,4 +147,13 @@ pub async fn whoami(dir: &Path, output: Output) -> anyhow::Result<()> {
         Some(r) => println!("{identity} ({})", r.as_str()),
         None => println!("{identity}"),
     })
+}
+
+/// Sends `req` and prints the host's sentence.
+async fn done(dir: &Path, req: Request) -> anyhow::Result<()> {
+    let Response::Done { message } = once(dir, req).await? else {
+        anyhow::bail!("unexpected answer")
+    };
+    println!("{message}");
+    Ok(())
 }

@@ -44,6 +44,9 @@ impl Request {
             Request::VpsKeys { .. } => "VpsKeys",
             Request::NodeAdmit { .. } => "NodeAdmit",
             Request::UserReissue { .. } => "UserReissue",
+            Request::UserRemove { .. } => "UserRemove",
+            Request::UserSetRole { .. } => "UserSetRole",
+            Request::UserEnable { .. } => "UserEnable",
         }
     }
 }

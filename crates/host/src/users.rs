@@ -1,0 +1,169 @@
+//! Managing people: removing a user, changing a role, disabling and enabling. Who may do what to
+//! whom is decided by [`may_manage`], one pure rule; every change that takes something away closes
+//! the user's open connections, so it counts at once and not at their next login.
+
+use crate::clock::{now_ms, now_s};
+use crate::mesh::Caller;
+use crate::Ctx;
+use river_proto::msg::{ErrorKind, Response, Role, Signal};
+use river_store::UserRecord;
+
+fn refuse(kind: ErrorKind, message: impl Into<String>) -> Response {
+    Response::Error {
+        kind,
+        message: message.into(),
+    }
+}
+
+/// Whether a caller with role `by`, named `me`, may manage `target`, giving them `new_role` when
+/// that is the change: never their own account (an admin could lock the cluster out), never
+/// someone of a role above operator unless an admin, never a role above their own.
+pub(crate) fn may_manage(me: &str, by: Role, target: &UserRecord, new_role: Option<Role>) -> Result<(), String> {
+    if target.name == me {
+        return Err("you cannot change your own account; ask another admin".into());
+    }
+    if by < Role::Admin && target.role >= Role::Operator {
+        return Err(format!(
+            "{} is an {}; only an admin may change that account",
+            target.name,
+            target.role.as_str()
+        ));
+    }
+    if let Some(role) = new_role {
+        if role > by || (role >= Role::Operator && by < Role::Admin) {
+            return Err(format!(
+                "making someone {} needs the admin role; you are {}",
+                role.as_str(),
+                by.as_str()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The account `name`, if `caller` may manage it (with `new_role`), else the refusal.
+async fn target(
+    ctx: &Ctx,
+    caller: &Caller,
+    name: &str,
+    new_role: Option<Role>,
+) -> anyhow::Result<Result<UserRecord, Response>> {
+    let Caller::User { name: me, role: by } = caller else {
+        return Ok(Err(refuse(ErrorKind::Forbidden, "only users manage users")));
+    };
+    let Some(user) = ctx.store.user(name).await? else {
+        return Ok(Err(refuse(
+            ErrorKind::NotFound,
+            format!("no user {name}; `river user list` shows them"),
+        )));
+    };
+    Ok(may_manage(me, *by, &user, new_role)
+        .map(|()| user)
+        .map_err(|why| refuse(ErrorKind::Forbidden, why)))
+}
+
+pub(crate) async fn remove(ctx: &Ctx, caller: &Caller, name: &str, kill_tasks: bool) -> anyhow::Result<Response> {
+    if let Err(refusal) = target(ctx, caller, name, None).await? {
+        return Ok(refusal);
+    }
+    ctx.store.remove_user(name, now_s()).await?;
+    let closed = ctx.cut_off_user(name);
+    let owner = format!("user {name}");
+    let theirs: Vec<u64> = ctx
+        .store
+        .unfinished_tasks()
+        .await?
+        .iter()
+        .filter(|t| t.owner == owner)
+        .map(|t| t.id)
+        .collect();
+    let tasks = if kill_tasks {
+        for id in &theirs {
+            crate::tasks::signal(ctx, caller, *id, Signal::Kill).await?;
+        }
+        format!("{} of their tasks killed", theirs.len())
+    } else if theirs.is_empty() {
+        "they had no unfinished task".to_owned()
+    } else {
+        format!(
+            "{} of their tasks kept (operators can kill them: `river task kill ID`)",
+            theirs.len()
+        )
+    };
+    ctx.store.event(now_ms(), &caller.actor(), "user.rm", name).await?;
+    Ok(Response::Done {
+        message: format!(
+            "removed user {name}: every certificate of theirs revoked, {closed} open connection(s) closed, their gateway keys dropped; {tasks}"
+        ),
+    })
+}
+
+pub(crate) async fn set_role(ctx: &Ctx, caller: &Caller, name: &str, role: Role) -> anyhow::Result<Response> {
+    let user = match target(ctx, caller, name, Some(role)).await? {
+        Ok(u) => u,
+        Err(refusal) => return Ok(refusal),
+    };
+    ctx.store.set_user_role(name, role).await?;
+    // Open connections carry the role they were opened with.
+    ctx.cut_off_user(name);
+    ctx.store
+        .event(
+            now_ms(),
+            &caller.actor(),
+            "user.role",
+            &format!("{name}: {} → {}", user.role.as_str(), role.as_str()),
+        )
+        .await?;
+    Ok(Response::Done {
+        message: format!("{name} is now {} (was {})", role.as_str(), user.role.as_str()),
+    })
+}
+
+pub(crate) async fn enable(ctx: &Ctx, caller: &Caller, name: &str, enabled: bool) -> anyhow::Result<Response> {
+    if let Err(refusal) = target(ctx, caller, name, None).await? {
+        return Ok(refusal);
+    }
+    ctx.store.set_user_disabled(name, !enabled).await?;
+    let message = if enabled {
+        format!("{name} may connect again")
+    } else {
+        let closed = ctx.cut_off_user(name);
+        format!("{name} is disabled: {closed} open connection(s) closed; nothing of theirs is removed (`river user enable {name}` undoes it)")
+    };
+    let what = if enabled { "user.enable" } else { "user.disable" };
+    ctx.store.event(now_ms(), &caller.actor(), what, name).await?;
+    Ok(Response::Done { message })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(name: &str, role: Role) -> UserRecord {
+        UserRecord {
+            name: name.into(),
+            role,
+            created_at: 0,
+            disabled: false,
+        }
+    }
+
+    #[test]
+    fn operators_manage_viewers_and_users_and_no_one_rises_above_the_manager() {
+        let bob = user("bob", Role::User);
+        let opal = user("opal", Role::Operator);
+        let root = user("admin", Role::Admin);
+        // An operator: users and viewers, up to user.
+        assert!(may_manage("opal", Role::Operator, &bob, None).is_ok());
+        assert!(may_manage("opal", Role::Operator, &bob, Some(Role::Viewer)).is_ok());
+        assert!(may_manage("opal", Role::Operator, &bob, Some(Role::Operator)).is_err());
+        assert!(may_manage("opal", Role::Operator, &bob, Some(Role::Admin)).is_err());
+        assert!(may_manage("opal", Role::Operator, &root, None).is_err());
+        assert!(may_manage("opal2", Role::Operator, &opal, Some(Role::User)).is_err());
+        // An admin: anyone, any role, but not themselves.
+        assert!(may_manage("admin", Role::Admin, &opal, Some(Role::Admin)).is_ok());
+        assert!(may_manage("admin", Role::Admin, &user("admin2", Role::Admin), Some(Role::User)).is_ok());
+        assert!(may_manage("admin", Role::Admin, &root, Some(Role::User)).is_err());
+        assert!(may_manage("opal", Role::Operator, &opal, None).is_err());
+    }
+}
