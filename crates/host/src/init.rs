@@ -224,6 +224,7 @@ pub(crate) async fn admin_bundle(cfg: &HostConfig, state: &State, host_addr: &st
                     role: Role::Admin,
                     created_at: now_s(),
                     disabled: false,
+                    removed_at: None,
                 };
                 state.store.enrol_user(None, now_s(), &admin, &cert).await?;
             }

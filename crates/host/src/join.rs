@@ -166,6 +166,7 @@ async fn join_user(
                 role,
                 created_at: now,
                 disabled: false,
+                removed_at: None,
             };
             (
                 ctx.store.enrol_user(Some(token_id), now, &user, &cert).await,

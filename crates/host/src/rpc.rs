@@ -210,6 +210,12 @@ async fn act(ctx: &Ctx, caller: &Caller, req: Request) -> anyhow::Result<Respons
             // An invite makes a new account and never touches an existing one: its holder would
             // become that user, whatever role the invite names.
             if let Some(u) = ctx.store.user(name.as_str()).await? {
+                if u.removed_at.is_some() {
+                    return Ok(err(
+                        ErrorKind::Conflict,
+                        format!("the name {name} belonged to a user who was removed; a name is never given to someone else (tasks, environments and files of theirs may remain), so choose another"),
+                    ));
+                }
                 return Ok(err(
                     ErrorKind::Conflict,
                     format!(
@@ -233,10 +239,10 @@ async fn act(ctx: &Ctx, caller: &Caller, req: Request) -> anyhow::Result<Respons
             if let Err(r) = check_ttl(ctx, ttl_secs) {
                 return Ok(r);
             }
-            let Some(u) = ctx.store.user(&name).await? else {
+            let Some(u) = ctx.store.user(&name).await?.filter(|u| u.removed_at.is_none()) else {
                 return Ok(err(
                     ErrorKind::NotFound,
-                    format!("no user {name}; `river user list` shows them, `river user invite` makes one"),
+                    format!("no user {name} (removed users do not come back); `river user list` shows them, `river user invite` makes one"),
                 ));
             };
             let created = create_token(
@@ -260,6 +266,7 @@ async fn act(ctx: &Ctx, caller: &Caller, req: Request) -> anyhow::Result<Respons
                     role: u.role,
                     created_at: u.created_at,
                     disabled: u.disabled,
+                    removed_at: u.removed_at,
                 })
                 .collect(),
         ),

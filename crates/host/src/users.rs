@@ -51,10 +51,10 @@ async fn target(
     let Caller::User { name: me, role: by } = caller else {
         return Ok(Err(refuse(ErrorKind::Forbidden, "only users manage users")));
     };
-    let Some(user) = ctx.store.user(name).await? else {
+    let Some(user) = ctx.store.user(name).await?.filter(|u| u.removed_at.is_none()) else {
         return Ok(Err(refuse(
             ErrorKind::NotFound,
-            format!("no user {name}; `river user list` shows them"),
+            format!("no user {name} (or they were removed, which is for good); `river user list` shows them"),
         )));
     };
     Ok(may_manage(me, *by, &user, new_role)
@@ -145,6 +145,7 @@ mod tests {
             role,
             created_at: 0,
             disabled: false,
+            removed_at: None,
         }
     }
 

@@ -606,6 +606,9 @@ pub struct UserView {
     pub created_at: i64,
     #[serde(default)]
     pub disabled: bool,
+    /// When they were removed (seconds); listed so the name's history stays visible.
+    #[serde(default)]
+    pub removed_at: Option<i64>,
 }
 
 // --- tasks ---

@@ -29,5 +29,8 @@ INSERT INTO tokens_new (id, secret_hash, purpose, user_name, user_role, created_
 DROP TABLE tokens;
 ALTER TABLE tokens_new RENAME TO tokens;
 
--- A user an admin has disabled keeps their account, tasks and keys, but cannot connect.
+-- A user an admin has disabled keeps their account, tasks and keys, but cannot connect. A removed
+-- user's row stays, marked: their name is never given to someone else, who would otherwise own
+-- what is left of theirs (tasks, environments, files under their uid).
 ALTER TABLE users ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE users ADD COLUMN removed_at INTEGER;

@@ -79,6 +79,8 @@ pub struct UserRecord {
     pub created_at: i64,
     /// Disabled by an admin: keeps everything, may not connect.
     pub disabled: bool,
+    /// When the user was removed (seconds): gone for good, the name never given again.
+    pub removed_at: Option<i64>,
 }
 
 /// A task as stored. `state` is a task state name; the task crate owns its meaning.

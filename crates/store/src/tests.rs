@@ -125,7 +125,7 @@ async fn heartbeats_are_recorded() {
 }
 
 #[tokio::test]
-async fn an_existing_user_is_never_enrolled_again_only_reissued_with_every_old_certificate_revoked() {
+async fn an_existing_user_is_never_enrolled_again_only_reissued_or_removed_with_every_old_certificate_revoked() {
     let (_d, s) = store().await;
     let cert = |serial| crate::IssuedCert {
         serial,
@@ -136,6 +136,7 @@ async fn an_existing_user_is_never_enrolled_again_only_reissued_with_every_old_c
         role: Role::Operator,
         created_at: 1,
         disabled: false,
+        removed_at: None,
     };
     s.enrol_user(None, 1, &ann, &cert("s1")).await.unwrap();
     // Another invite for the same name (here as a viewer) changes nothing and spends nothing.
@@ -167,6 +168,18 @@ async fn an_existing_user_is_never_enrolled_again_only_reissued_with_every_old_c
         Err(StoreError::NotFound(_))
     ));
     assert!(s.user("bob").await.unwrap().is_none());
+    // Removed: every certificate revoked, the account kept as removed, and no way back.
+    s.add_user_key("ann", "k1", "ssh-ed25519 AAAA ann", "SHA256:x", 5).await.unwrap();
+    assert!(s.remove_user("ann", 6).await.unwrap());
+    assert!(s.is_revoked("s4").await.unwrap());
+    assert_eq!(s.user("ann").await.unwrap().unwrap().removed_at, Some(6));
+    assert!(s.user_keys("ann").await.unwrap().is_empty());
+    assert!(!s.remove_user("ann", 7).await.unwrap());
+    s.insert_token(&token("v", 1, 100)).await.unwrap();
+    assert!(matches!(
+        s.reenrol_user("v", 8, "ann", &cert("s7")).await,
+        Err(StoreError::NotFound(_))
+    ));
 }
 
 #[tokio::test]

@@ -9,6 +9,7 @@ fn user_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<UserRecord> {
         role: role(r.try_get::<&str, _>("role")?)?,
         created_at: r.try_get("created_at")?,
         disabled: r.try_get::<i64, _>("disabled")? != 0,
+        removed_at: r.try_get("removed_at")?,
     })
 }
 
@@ -56,7 +57,7 @@ impl Store {
     pub async fn reenrol_user(&self, token_id: &str, now: i64, name: &str, cert: &IssuedCert<'_>) -> Result<u64> {
         let mut tx = self.write_tx().await?;
         spend_token(&mut tx, token_id, now).await?;
-        let updated = sqlx::query("UPDATE users SET cert_serial = ? WHERE name = ?")
+        let updated = sqlx::query("UPDATE users SET cert_serial = ? WHERE name = ? AND removed_at IS NULL")
             .bind(cert.serial)
             .bind(name)
             .execute(&mut *tx)
@@ -93,8 +94,9 @@ impl Store {
     }
 
     /// Removes a user: every certificate issued to them is revoked, their gateway keys and the
-    /// invites or reissues still waiting for their name are withdrawn, and the account is gone
-    /// (their number is never given to anyone else). Returns whether there was such a user.
+    /// invites or reissues still waiting for their name are withdrawn, and the account is marked
+    /// removed — kept, so the name (and its number) is never given to anyone else. Returns
+    /// whether there was such a user still there.
     pub async fn remove_user(&self, name: &str, now: i64) -> Result<bool> {
         let mut tx = self.write_tx().await?;
         sqlx::query(
@@ -113,7 +115,8 @@ impl Store {
             .bind(name)
             .execute(&mut *tx)
             .await?;
-        let gone = sqlx::query("DELETE FROM users WHERE name = ?")
+        let gone = sqlx::query("UPDATE users SET removed_at = ?, disabled = 1 WHERE name = ? AND removed_at IS NULL")
+            .bind(now)
             .bind(name)
             .execute(&mut *tx)
             .await?

@@ -65,7 +65,11 @@ pub async fn run(cmd: UserCmd, dir: &Path, output: Output) -> anyhow::Result<()>
                             u.name.clone(),
                             u.role.as_str().into(),
                             ago(u.created_at, now_s()),
-                            if u.disabled { "disabled" } else { "" }.into(),
+                            match (u.removed_at, u.disabled) {
+                                (Some(at), _) => format!("removed {}", ago(at, now_s())),
+                                (None, true) => "disabled".into(),
+                                (None, false) => String::new(),
+                            },
                         ]
                     })
                     .collect();
