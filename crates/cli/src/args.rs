@@ -35,7 +35,7 @@ pub enum Command {
     Host(HostArgs),
     /// Run a runner (one per compute node).
     #[command(
-        after_help = "Examples:\n  river runner --join head.lab.example:7443 --token rvt1.…   # first start\n  river runner                                               # later starts"
+        after_help = "Examples:\n  RIVER_JOIN_TOKEN=rvt1.… river runner --join head.lab.example:7443   # first start\n  river runner --join head.lab.example:7443 --token-file /root/token  # or so\n  river runner                                                        # later starts"
     )]
     Runner(RunnerArgs),
     /// Start a whole one-machine cluster: a host and a local runner joined to it.

@@ -82,7 +82,7 @@ fn a_runner_without_identity_or_token_explains_the_first_start() {
     );
     assert_eq!(o.status.code(), Some(1));
     let (_, err) = text(&o);
-    assert!(err.contains("--join HOST:PORT --token TOKEN"), "{err}");
+    assert!(err.contains("--join HOST:PORT --token-file FILE"), "{err}");
     // --join without --token is a usage error.
     let o = river(&d.path().join("cfg"), &["runner", "--join", "127.0.0.1:1"]);
     assert_eq!(o.status.code(), Some(2));

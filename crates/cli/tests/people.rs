@@ -68,7 +68,15 @@ fn a_tasks_variables_are_shown_to_its_owner_and_operators_only_and_never_logged(
     let d = tempfile::tempdir().unwrap();
     let listen = format!("127.0.0.1:{}", free_port());
     let (_host, admin) = host_process(d.path(), &listen);
-    let _runner = runner_process(d.path(), &admin, &listen, "n1");
+    let runner = runner_process(d.path(), &admin, &listen, "n1");
+    // It joined with its token from a file: nothing secret on its command line.
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", runner.0.id())).unwrap();
+    let token = std::fs::read_to_string(d.path().join("token-n1")).unwrap();
+    let cmdline = String::from_utf8_lossy(&cmdline);
+    assert!(
+        cmdline.contains("--token-file") && !cmdline.contains(token.trim()),
+        "{cmdline}"
+    );
     let alice = person(d.path(), &admin, &listen, "alice", "user");
     let vic = person(d.path(), &admin, &listen, "vic", "viewer");
     let secret = "hunter2-7f3a9c";

@@ -81,7 +81,7 @@ pub async fn ensure_joined(cfg: &RunnerConfig, join: Option<(&str, &str)>) -> an
     let Some((host, token)) = join else {
         bail!(
             "this runner has not joined a cluster yet ({} is empty): start it once with \
-             `river runner --join HOST:PORT --token TOKEN` (make a token on the host with `river token create`)",
+             `river runner --join HOST:PORT --token-file FILE` (or RIVER_JOIN_TOKEN=TOKEN) (make a token on the host with `river token create`)",
             dir.display()
         );
     };

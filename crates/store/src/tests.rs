@@ -169,7 +169,9 @@ async fn an_existing_user_is_never_enrolled_again_only_reissued_or_removed_with_
     ));
     assert!(s.user("bob").await.unwrap().is_none());
     // Removed: every certificate revoked, the account kept as removed, and no way back.
-    s.add_user_key("ann", "k1", "ssh-ed25519 AAAA ann", "SHA256:x", 5).await.unwrap();
+    s.add_user_key("ann", "k1", "ssh-ed25519 AAAA ann", "SHA256:x", 5)
+        .await
+        .unwrap();
     assert!(s.remove_user("ann", 6).await.unwrap());
     assert!(s.is_revoked("s4").await.unwrap());
     assert_eq!(s.user("ann").await.unwrap().unwrap().removed_at, Some(6));

@@ -47,6 +47,7 @@ pub enum HostCmd {
 }
 
 #[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("join_token").args(["token", "token_file"]))]
 pub struct RunnerArgs {
     /// Config file (TOML); `river init config --runner` writes one with every default.
     #[arg(short, long, env = "RIVER_RUNNER_CONFIG")]
@@ -54,10 +55,16 @@ pub struct RunnerArgs {
     /// State directory (node identity). Overrides the config file.
     #[arg(long, env = "RIVER_RUNNER_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
-    /// Host to join, HOST[:PORT] (first start only).
-    #[arg(long, value_name = "HOST:PORT", requires = "token")]
+    /// Host to join, HOST[:PORT] (first start only), with the token from `--token-file`,
+    /// `RIVER_JOIN_TOKEN` or `--token`.
+    #[arg(long, value_name = "HOST:PORT", requires = "join_token")]
     pub join: Option<String>,
-    /// Join token from `river token create` (first start only).
+    /// A file holding the join token from `river token create` (first start only): unlike
+    /// `--token`, it shows in no process list.
+    #[arg(long, value_name = "FILE", requires = "join", conflicts_with = "token")]
+    pub token_file: Option<PathBuf>,
+    /// The join token itself (first start only); every user of the machine can read it in `ps`
+    /// while the runner joins, so prefer `--token-file` or `RIVER_JOIN_TOKEN`.
     #[arg(long, env = "RIVER_JOIN_TOKEN", hide_env_values = true, requires = "join")]
     pub token: Option<String>,
     /// Node name (default: the hostname).

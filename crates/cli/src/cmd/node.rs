@@ -89,7 +89,7 @@ fn last_seen(n: &NodeView) -> String {
 
 fn list(nodes: &[NodeView]) {
     if nodes.is_empty() {
-        println!("no nodes yet; join one with `river token create` and `river runner --join HOST:PORT --token TOKEN`");
+        println!("no nodes yet; join one with `river token create` and `RIVER_JOIN_TOKEN=TOKEN river runner --join HOST:PORT`");
         return;
     }
     let rows = nodes

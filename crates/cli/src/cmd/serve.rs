@@ -64,7 +64,21 @@ pub async fn runner(a: RunnerArgs) -> anyhow::Result<()> {
     if a.name.is_some() {
         cfg.name = a.name;
     }
-    let join = a.join.as_deref().zip(a.token.as_deref());
+    let token = match (&a.token_file, a.token) {
+        (Some(file), _) => Some(
+            std::fs::read_to_string(file)
+                .map_err(|e| anyhow::anyhow!("reading the join token from {}: {e}", file.display()))?
+                .trim()
+                .to_owned(),
+        ),
+        (None, token) => token,
+    };
+    if a.join.is_some() && token.as_deref().is_none_or(str::is_empty) {
+        anyhow::bail!(
+            "--join needs a token: `--token-file FILE` (or RIVER_JOIN_TOKEN) with one from `river token create` on the host"
+        );
+    }
+    let join = a.join.as_deref().zip(token.as_deref());
     let bundle = river_runner::ensure_joined(&cfg, join).await?;
     let mut runner = river_runner::start(cfg, bundle);
     eprintln!("river runner: node {}", runner.name);
@@ -150,7 +164,7 @@ pub async fn up(a: UpArgs, config_dir: &Path) -> anyhow::Result<()> {
     println!("  river status");
     println!("  river node list");
     println!(
-        "  river token create          # then on another machine: river runner --join HOST:{} --token TOKEN",
+        "  river token create          # then on another machine: RIVER_JOIN_TOKEN=TOKEN river runner --join HOST:{}",
         host.mesh_addr.port()
     );
     println!(

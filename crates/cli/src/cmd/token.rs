@@ -19,7 +19,7 @@ pub async fn run(cmd: TokenCmd, dir: &Path, output: Output) -> anyhow::Result<()
             show(output, &t, |t| {
                 println!("{}", t.token);
                 eprintln!(
-                    "join token {} ({} use{}, expires {}); on the new node run:\n  river runner --join HOST:PORT --token {}",
+                    "join token {} ({} use{}, expires {}); on the new node run:\n  RIVER_JOIN_TOKEN={} river runner --join HOST:PORT",
                     t.id,
                     t.uses,
                     if t.uses == 1 { "" } else { "s" },

@@ -251,6 +251,9 @@ pub fn runner_process(dir: &Path, cfg: &Path, listen: &str, name: &str) -> Proc 
     let o = river(cfg, &["token", "create", "--ttl", "10m"]);
     assert!(o.status.success(), "{:?}", text(&o));
     let token = text(&o).0.lines().next().unwrap().trim().to_owned();
+    // From a file, as an admin would: a token on the command line shows in `ps`.
+    let token_file = dir.join(format!("token-{name}"));
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
     let state = dir.join(format!("runner-{name}"));
     let runner = serve(
         &dir.join(format!("runner-{name}.log")),
@@ -262,8 +265,8 @@ pub fn runner_process(dir: &Path, cfg: &Path, listen: &str, name: &str) -> Proc 
             name,
             "--join",
             listen,
-            "--token",
-            &token,
+            "--token-file",
+            token_file.to_str().unwrap(),
         ],
     );
     until(Duration::from_secs(60), "the node is online", || node_online(cfg, name));
