@@ -136,6 +136,20 @@ pub enum Command {
     /// Users and invitations.
     #[command(subcommand)]
     User(UserCmd),
+    /// The audit trail, newest first: joins, logins, reissues, role changes, removals, refusals
+    /// (operators).
+    #[command(after_help = "Examples:\n  river audit --user bob\n  river audit --since 24h --limit 500 -o json")]
+    Audit {
+        /// Only what this user did, or what was done to their account.
+        #[arg(long)]
+        user: Option<String>,
+        /// Only events this recent (`90m`, `24h`, `7d`).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        since: Option<std::time::Duration>,
+        /// At most this many (up to 5000).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
     /// Log in to a cluster with an invite from `river user invite`.
     #[command(after_help = "Example:\n  river login head.lab.example:7443 --token rvt1.…")]
     Login(LoginArgs),

@@ -29,6 +29,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Node(c) => node::run(c, &dir, cli.output).await,
         Command::Token(c) => token::run(c, &dir, cli.output).await,
         Command::User(c) => user::run(c, &dir, cli.output).await,
+        Command::Audit { user, since, limit } => user::audit(&dir, user, since, limit, cli.output).await,
         Command::Task(c) => return task::run(c, &dir, cli.output).await,
         Command::Env(c) => env::run(c, &dir, cli.output).await,
         Command::Ip(c) => ip::run(c, &dir, cli.output).await,

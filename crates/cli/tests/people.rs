@@ -328,4 +328,26 @@ fn a_removed_user_is_cut_off_everywhere_at_once_and_managers_stay_within_their_r
     let (who, _) = text(&river(&vic, &["whoami"]));
     assert!(who.contains("vic") && who.contains("viewer"), "{who}");
     assert!(river(&admin, &["task", "kill", &id]).status.success());
+
+    // The audit trail says what happened to bob and who did it, and what opal was refused.
+    let o = river(&admin, &["audit", "--user", "bob", "-o", "json"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let events: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    let has = |actor: &str, action: &str| events.iter().any(|e| e["actor"] == actor && e["action"] == action);
+    assert!(
+        has("user bob", "user.login") && has("user opal", "user.rm"),
+        "{events:?}"
+    );
+    assert!(!events.iter().any(|e| e["actor"] == "user vic"), "{events:?}");
+    let (opal_did, _) = text(&river(&admin, &["audit", "--user", "opal", "--since", "1h"]));
+    assert!(
+        opal_did.contains("refused") && opal_did.contains("UserRemove"),
+        "{opal_did}"
+    );
+    let o = river(&vic, &["audit"]);
+    assert!(
+        !o.status.success() && text(&o).1.contains("operator role"),
+        "{:?}",
+        text(&o)
+    );
 }

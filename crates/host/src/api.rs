@@ -90,6 +90,7 @@ fn router(ctx: Arc<Ctx>) -> Router {
         .route("/api/envs", get(|s, c| call(s, c, Request::EnvList)))
         .route("/api/overlay", get(|s, c| call(s, c, Request::Overlay)))
         .route("/api/ips", get(|s, c| call(s, c, Request::IpList)))
+        .route("/api/audit", get(audit))
         .route("/api/tasks", get(tasks).post(submit))
         .route("/api/tasks/{id}", get(task))
         .route("/api/tasks/{id}/logs", get(task_logs))
@@ -122,6 +123,27 @@ async fn health() -> Json<serde_json::Value> {
 
 async fn node(s: State<Arc<Ctx>>, c: Extension<ApiCaller>, Path(name): Path<String>) -> HttpResponse {
     call(s, c, Request::NodeShow { name }).await
+}
+
+#[derive(serde::Deserialize)]
+struct AuditFilter {
+    user: Option<String>,
+    since_ms: Option<i64>,
+    limit: Option<u32>,
+}
+
+async fn audit(s: State<Arc<Ctx>>, c: Extension<ApiCaller>, Query(f): Query<AuditFilter>) -> HttpResponse {
+    let limit = f.limit.unwrap_or(100);
+    call(
+        s,
+        c,
+        Request::Audit {
+            user: f.user,
+            since_ms: f.since_ms,
+            limit,
+        },
+    )
+    .await
 }
 
 #[derive(serde::Deserialize)]
@@ -281,6 +303,10 @@ async fn call(
         Response::Env(e) => serde_json::json!(e),
         Response::Envs(e) => serde_json::json!(e),
         Response::EnvSession { task, started } => serde_json::json!({ "task": task, "started": started }),
+        Response::Events(events) => serde_json::json!(events
+            .iter()
+            .map(|e| serde_json::json!({ "at_ms": e.at_ms, "actor": e.actor, "action": e.action, "detail": e.detail }))
+            .collect::<Vec<_>>()),
         Response::IpReserved(r) => serde_json::json!(r),
         Response::Ips(ips) => serde_json::json!(ips),
         Response::Overlay(o) => serde_json::json!(o),

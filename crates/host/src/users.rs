@@ -41,10 +41,12 @@ pub(crate) fn may_manage(me: &str, by: Role, target: &UserRecord, new_role: Opti
     Ok(())
 }
 
-/// The account `name`, if `caller` may manage it (with `new_role`), else the refusal.
+/// The account `name`, if `caller` may manage it (with `new_role`), else the refusal — which the
+/// audit trail keeps, as `refused` with the request's kind (`what`).
 async fn target(
     ctx: &Ctx,
     caller: &Caller,
+    what: &str,
     name: &str,
     new_role: Option<Role>,
 ) -> anyhow::Result<Result<UserRecord, Response>> {
@@ -57,13 +59,19 @@ async fn target(
             format!("no user {name} (or they were removed, which is for good); `river user list` shows them"),
         )));
     };
-    Ok(may_manage(me, *by, &user, new_role)
-        .map(|()| user)
-        .map_err(|why| refuse(ErrorKind::Forbidden, why)))
+    match may_manage(me, *by, &user, new_role) {
+        Ok(()) => Ok(Ok(user)),
+        Err(why) => {
+            ctx.store
+                .event(now_ms(), &caller.actor(), "refused", &format!("{what} {name}: {why}"))
+                .await?;
+            Ok(Err(refuse(ErrorKind::Forbidden, why)))
+        }
+    }
 }
 
 pub(crate) async fn remove(ctx: &Ctx, caller: &Caller, name: &str, kill_tasks: bool) -> anyhow::Result<Response> {
-    if let Err(refusal) = target(ctx, caller, name, None).await? {
+    if let Err(refusal) = target(ctx, caller, "UserRemove", name, None).await? {
         return Ok(refusal);
     }
     ctx.store.remove_user(name, now_s()).await?;
@@ -99,7 +107,7 @@ pub(crate) async fn remove(ctx: &Ctx, caller: &Caller, name: &str, kill_tasks: b
 }
 
 pub(crate) async fn set_role(ctx: &Ctx, caller: &Caller, name: &str, role: Role) -> anyhow::Result<Response> {
-    let user = match target(ctx, caller, name, Some(role)).await? {
+    let user = match target(ctx, caller, "UserSetRole", name, Some(role)).await? {
         Ok(u) => u,
         Err(refusal) => return Ok(refusal),
     };
@@ -120,7 +128,8 @@ pub(crate) async fn set_role(ctx: &Ctx, caller: &Caller, name: &str, role: Role)
 }
 
 pub(crate) async fn enable(ctx: &Ctx, caller: &Caller, name: &str, enabled: bool) -> anyhow::Result<Response> {
-    if let Err(refusal) = target(ctx, caller, name, None).await? {
+    let what = if enabled { "UserEnable" } else { "UserDisable" };
+    if let Err(refusal) = target(ctx, caller, what, name, None).await? {
         return Ok(refusal);
     }
     ctx.store.set_user_disabled(name, !enabled).await?;
@@ -130,8 +139,8 @@ pub(crate) async fn enable(ctx: &Ctx, caller: &Caller, name: &str, enabled: bool
         let closed = ctx.cut_off_user(name);
         format!("{name} is disabled: {closed} open connection(s) closed; nothing of theirs is removed (`river user enable {name}` undoes it)")
     };
-    let what = if enabled { "user.enable" } else { "user.disable" };
-    ctx.store.event(now_ms(), &caller.actor(), what, name).await?;
+    let action = if enabled { "user.enable" } else { "user.disable" };
+    ctx.store.event(now_ms(), &caller.actor(), action, name).await?;
     Ok(Response::Done { message })
 }
 

@@ -155,6 +155,20 @@ pub const TASK_PAGE: u32 = 100;
 /// The most tasks in one page: an answer stays far below a frame's 4 MiB.
 pub const TASK_PAGE_MAX: u32 = 1000;
 
+/// The most events one `Audit` answer holds.
+pub const AUDIT_MAX: u32 = 5000;
+
+/// One event of the audit trail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventView {
+    pub at_ms: i64,
+    /// `user NAME`, `node NAME` or `host`.
+    pub actor: String,
+    /// `user.login`, `user.rm`, `task.submit`, `refused`, …
+    pub action: String,
+    pub detail: String,
+}
+
 /// One request on an `Rpc` stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 // One request per stream, built once: its size in memory does not matter, and boxing the spec
@@ -320,6 +334,13 @@ pub enum Request {
         name: String,
         enabled: bool,
     },
+    /// The audit trail (operators): newest first, at most `limit` events (capped at
+    /// [`AUDIT_MAX`]), by or about `user`, since `since_ms`. Answered with [`Response::Events`].
+    Audit {
+        user: Option<String>,
+        since_ms: Option<i64>,
+        limit: u32,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -377,6 +398,8 @@ pub enum Response {
     Snapshot(Box<VpsSnapshot>),
     Snapshots(Vec<VpsSnapshot>),
     UserKeys(Vec<UserKey>),
+    /// Audit events, newest first.
+    Events(Vec<EventView>),
 }
 
 /// The repository of snapshot images (`river-vps/ID:MS`): a node drops one of these once no

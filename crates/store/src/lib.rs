@@ -914,28 +914,6 @@ impl Store {
             .await?;
         Ok(())
     }
-
-    // --- audit ---
-
-    pub async fn event(&self, now_ms: i64, actor: &str, action: &str, detail: &str) -> Result<()> {
-        sqlx::query("INSERT INTO events (at_ms, actor, action, detail) VALUES (?, ?, ?, ?)")
-            .bind(now_ms)
-            .bind(actor)
-            .bind(action)
-            .bind(detail)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    pub async fn events(&self, limit: u32) -> Result<Vec<(i64, String, String, String)>> {
-        Ok(
-            sqlx::query_as("SELECT at_ms, actor, action, detail FROM events ORDER BY id DESC LIMIT ?")
-                .bind(i64::from(limit))
-                .fetch_all(&self.pool)
-                .await?,
-        )
-    }
 }
 
 async fn insert_version(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, name: &str, v: &EnvVersion) -> Result<()> {
@@ -959,7 +937,9 @@ async fn insert_version(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, name: &str
 }
 
 mod accounts;
+mod audit;
 mod users;
+pub use audit::EventRecord;
 pub use users::IssuedCert;
 mod file;
 mod pages;

@@ -161,3 +161,32 @@ async fn done(dir: &Path, req: Request) -> anyhow::Result<()> {
     println!("{message}");
     Ok(())
 }
+
+/// `river audit`.
+pub async fn audit(
+    dir: &Path,
+    user: Option<String>,
+    since: Option<std::time::Duration>,
+    limit: u32,
+    output: Output,
+) -> anyhow::Result<()> {
+    let since_ms = since.map(|d| (now_s() - i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 2000)) * 1000);
+    let req = Request::Audit { user, since_ms, limit };
+    let Response::Events(events) = once(dir, req).await? else {
+        anyhow::bail!("unexpected answer")
+    };
+    show(output, &events, |events| {
+        let rows = events
+            .iter()
+            .map(|e| {
+                vec![
+                    ago(e.at_ms / 1000, now_s()),
+                    e.actor.clone(),
+                    e.action.clone(),
+                    e.detail.clone(),
+                ]
+            })
+            .collect();
+        table(&["WHEN", "WHO", "WHAT", "DETAIL"], rows);
+    })
+}

@@ -47,6 +47,7 @@ impl Request {
             Request::UserRemove { .. } => "UserRemove",
             Request::UserSetRole { .. } => "UserSetRole",
             Request::UserEnable { .. } => "UserEnable",
+            Request::Audit { .. } => "Audit",
         }
     }
 }
