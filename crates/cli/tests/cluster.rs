@@ -200,6 +200,43 @@ async fn a_peer_without_a_certificate_may_only_join() {
 }
 
 #[tokio::test]
+async fn an_address_holds_only_a_few_connections_without_a_certificate() {
+    let d = tmp();
+    let host = start_host(host_cfg(d.path())).await;
+    let ca = Bundle::load(&host.admin_dir).unwrap().ca_der().unwrap();
+    let endpoint = river_mesh::client_endpoint(host.mesh_addr).unwrap();
+    let cfg = river_mesh::client_config(None, river_mesh::Trust::Ca(ca)).unwrap();
+    // Connections that never join, held: each one holds buffers on the host.
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        held.push(
+            river_mesh::connect(&endpoint, host.mesh_addr, cfg.clone())
+                .await
+                .unwrap(),
+        );
+    }
+    let mut refused = 0;
+    for c in &held {
+        if let Ok(reason) = tokio::time::timeout(Duration::from_secs(2), c.closed()).await {
+            assert!(reason.to_string().contains("too many connections"), "{reason}");
+            refused += 1;
+        }
+    }
+    assert_eq!(
+        refused,
+        4,
+        "an address held {} idle connections without a certificate",
+        8 - refused
+    );
+    // Certificate holders are not counted: the admin is answered.
+    assert!(matches!(
+        call(&admin(&host).await, Request::NodeList).await,
+        Response::Nodes(_)
+    ));
+    host.shutdown().await;
+}
+
+#[tokio::test]
 async fn garbage_closes_one_stream_and_the_host_serves_on() {
     let d = tmp();
     let host = start_host(host_cfg(d.path())).await;

@@ -18,6 +18,9 @@ use river_proto::msg::{Signal, TaskSpec};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// How long a client has to send a request's headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The OpenAPI description of these routes, served at `/api/openapi.json`.
 pub const OPENAPI: &str = include_str!("openapi.json");
 
@@ -41,8 +44,13 @@ pub(crate) async fn serve(ctx: Arc<Ctx>, listener: tokio::net::TcpListener, tls:
                 continue;
             }
         };
+        let Some(admitted) = ctx.entrances.admit(remote.ip()) else {
+            drop(tcp);
+            continue;
+        };
         let (acceptor, app, ctx) = (acceptor.clone(), app.clone(), ctx.clone());
         tokio::spawn(async move {
+            let _admitted = admitted;
             // The SSH gateway shares the port: SSH clients speak first, with `SSH-`.
             if crate::gateway::is_ssh(&tcp).await {
                 return crate::gateway::serve(ctx, tcp, remote).await;
@@ -52,10 +60,16 @@ pub(crate) async fn serve(ctx: Arc<Ctx>, listener: tokio::net::TcpListener, tls:
                 Ok(Err(e)) => return tracing::debug!(%remote, "API TLS handshake failed: {e}"),
                 Err(_) => return tracing::debug!(%remote, "API TLS handshake timed out"),
             };
-            let peer = PeerCert(river_mesh::peer_of_certs(tls.get_ref().1.peer_certificates()));
-            let svc = hyper_util::service::TowerToHyperService::new(app.layer(Extension(peer)));
+            let peer = river_mesh::peer_of_certs(tls.get_ref().1.peer_certificates());
+            // Only a certificate holder keeps a connection open between requests; everyone
+            // has 10 s to send a request's headers.
+            let known = matches!(peer, Peer::Known(Subject::User(_), _));
+            let svc = hyper_util::service::TowerToHyperService::new(app.layer(Extension(PeerCert(peer))));
             let io = hyper_util::rt::TokioIo::new(tls);
             if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .keep_alive(known)
                 .serve_connection(io, svc)
                 .await
             {

@@ -20,6 +20,7 @@ use russh::keys::{PrivateKey, PublicKey};
 use russh::server::{Auth, ChannelOpenHandle, Msg, Session};
 use russh::{Channel, ChannelId, ChannelOpenFailure, MethodKind};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -105,6 +106,9 @@ pub(crate) async fn remove_key(ctx: &Ctx, caller: &Caller, key: &str) -> anyhow:
     })
 }
 
+/// How long a gateway client has from connecting to logging in.
+const LOGIN_DEADLINE: Duration = Duration::from_secs(30);
+
 /// Whether a connection's first bytes are SSH's (`SSH-`), rather than TLS's. A client that sends
 /// nothing at first is taken for SSH too: TLS clients always speak first.
 pub(crate) async fn is_ssh(tcp: &tokio::net::TcpStream) -> bool {
@@ -130,27 +134,41 @@ pub(crate) async fn serve(ctx: Arc<Ctx>, tcp: tokio::net::TcpStream, remote: Soc
         ..Default::default()
     };
     let cut = Arc::new(tokio::sync::Notify::new());
+    let logged_in = Arc::new(AtomicBool::new(false));
     let handler = Gateway {
         ctx,
         remote,
         caller: None,
         cut: cut.clone(),
         held: None,
+        logged_in: logged_in.clone(),
     };
-    match russh::server::run_stream(Arc::new(config), tcp, handler).await {
-        Ok(session) => {
-            // Its user cut off: the session, and every channel in it, goes (russh runs it as a
-            // task of its own, so it is told to disconnect rather than dropped).
+    let started = tokio::time::Instant::now();
+    match tokio::time::timeout(
+        LOGIN_DEADLINE,
+        russh::server::run_stream(Arc::new(config), tcp, handler),
+    )
+    .await
+    {
+        Ok(Ok(session)) => {
+            // A client that has not logged in by the deadline, or whose user is cut off, is
+            // disconnected (russh runs the session as a task of its own: it is told to go rather
+            // than dropped), with every channel in it.
             let handle = session.handle();
             let watch = tokio::spawn(async move {
-                cut.notified().await;
-                tracing::info!(%remote, "ssh gateway session closed: its user was cut off");
+                let late = async {
+                    tokio::time::sleep_until(started + LOGIN_DEADLINE).await;
+                    if logged_in.load(Ordering::SeqCst) {
+                        std::future::pending::<()>().await;
+                    }
+                };
+                let why = tokio::select! {
+                    () = cut.notified() => "an admin changed your river account",
+                    () = late => "no login in time",
+                };
+                tracing::info!(%remote, "ssh gateway session closed: {why}");
                 let _ = handle
-                    .disconnect(
-                        russh::Disconnect::ByApplication,
-                        "an admin changed your river account".into(),
-                        "en".into(),
-                    )
+                    .disconnect(russh::Disconnect::ByApplication, why.into(), "en".into())
                     .await;
             });
             if let Err(e) = session.await {
@@ -158,7 +176,8 @@ pub(crate) async fn serve(ctx: Arc<Ctx>, tcp: tokio::net::TcpStream, remote: Soc
             }
             watch.abort();
         }
-        Err(e) => tracing::debug!(%remote, "ssh gateway handshake: {e}"),
+        Ok(Err(e)) => tracing::debug!(%remote, "ssh gateway handshake: {e}"),
+        Err(_) => tracing::debug!(%remote, "ssh gateway: no SSH greeting in time"),
     }
 }
 
@@ -171,6 +190,8 @@ struct Gateway {
     cut: Arc<tokio::sync::Notify>,
     /// The session's place among its user's open connections.
     held: Option<crate::sessions::Held>,
+    /// Set once a key has logged in: until then the session has [`LOGIN_DEADLINE`].
+    logged_in: Arc<AtomicBool>,
 }
 
 impl Gateway {
@@ -231,6 +252,7 @@ impl russh::server::Handler for Gateway {
             return Ok(Auth::reject());
         }
         self.caller = Some(caller);
+        self.logged_in.store(true, Ordering::SeqCst);
         Ok(Auth::Accept)
     }
 

@@ -10,6 +10,7 @@ pub mod config;
 
 mod api;
 mod clock;
+mod entrances;
 mod envs;
 mod gateway;
 mod groups;
@@ -68,6 +69,9 @@ pub(crate) struct Ctx {
     user_numbers: std::sync::Mutex<std::collections::HashMap<String, u32>>,
     /// Users' open mesh connections.
     sessions: sessions::UserSessions,
+    /// Caps on the HTTPS/SSH port's connections, and on QUIC peers without a certificate.
+    entrances: entrances::Entrances,
+    anonymous: entrances::Entrances,
 }
 
 impl Ctx {
@@ -259,6 +263,8 @@ pub async fn start(cfg: HostConfig) -> anyhow::Result<RunningHost> {
         task_writes: Default::default(),
         user_numbers: Default::default(),
         sessions: Default::default(),
+        entrances: entrances::Entrances::tcp(),
+        anonymous: entrances::Entrances::anonymous(),
         overlay,
         vps_keys,
     });

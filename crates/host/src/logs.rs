@@ -92,8 +92,10 @@ pub(crate) async fn stream_logs(
     send: &mut river_mesh::SendStream,
     recv: &mut river_mesh::RecvStream,
 ) -> Result<(), river_mesh::FramedError> {
-    let Some(req) = river_mesh::recv_msg::<LogsRequest>(recv).await? else {
-        return Ok(());
+    let req: LogsRequest = match crate::mesh::first_msg(recv).await {
+        Ok(r) => r,
+        Err(river_mesh::FramedError::Ended) => return Ok(()),
+        Err(e) => return Err(e),
     };
     let source = match logs_source(ctx, caller, req.id).await {
         Ok(s) => s,

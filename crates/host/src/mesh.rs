@@ -36,7 +36,16 @@ pub(crate) async fn serve(ctx: Arc<Ctx>, endpoint: Endpoint) {
 async fn connection(ctx: Arc<Ctx>, conn: Connection) {
     let remote = conn.remote_address();
     match peer_subject(&conn) {
-        Peer::Anonymous => join::serve_joiner(ctx, conn).await,
+        Peer::Anonymous => {
+            let Some(_admitted) = ctx.anonymous.admit(remote.ip()) else {
+                conn.close(
+                    close::UNAVAILABLE,
+                    b"too many connections without a certificate from your address; try again shortly",
+                );
+                return;
+            };
+            join::serve_joiner(ctx, conn).await;
+        }
         Peer::Known(Subject::Node(name), info) => {
             match ctx.store.node_standing(&name, &info.serial).await {
                 Ok(river_store::Standing::Accepted) => {}
@@ -198,7 +207,7 @@ async fn stream(
 }
 
 /// The first message of a stream, which must come within [`FIRST_FRAME_TIMEOUT`].
-async fn first_msg<T: serde::de::DeserializeOwned>(recv: &mut RecvStream) -> Result<T, FramedError> {
+pub(crate) async fn first_msg<T: serde::de::DeserializeOwned>(recv: &mut RecvStream) -> Result<T, FramedError> {
     match tokio::time::timeout(FIRST_FRAME_TIMEOUT, recv_msg(recv)).await {
         Ok(Ok(Some(m))) => Ok(m),
         Ok(Ok(None)) | Err(_) => Err(FramedError::Ended),

@@ -62,8 +62,10 @@ pub(crate) async fn relay(
     send: &mut SendStream,
     recv: &mut RecvStream,
 ) -> Result<(), FramedError> {
-    let Some(req) = recv_msg::<TerminalOpen>(recv).await? else {
-        return Ok(());
+    let req: TerminalOpen = match crate::mesh::first_msg(recv).await {
+        Ok(r) => r,
+        Err(FramedError::Ended) => return Ok(()),
+        Err(e) => return Err(e),
     };
     let opened = open_to_runner(ctx, caller, req.task, send, StreamKind::Terminal, &req, TermOut::Error).await?;
     let Some((_, mut to_runner, mut from_runner)) = opened else {
@@ -81,8 +83,10 @@ pub(crate) async fn forward(
     send: &mut SendStream,
     recv: &mut RecvStream,
 ) -> Result<(), FramedError> {
-    let Some(req) = recv_msg::<ForwardOpen>(recv).await? else {
-        return Ok(());
+    let req: ForwardOpen = match crate::mesh::first_msg(recv).await {
+        Ok(r) => r,
+        Err(FramedError::Ended) => return Ok(()),
+        Err(e) => return Err(e),
     };
     // Port 22 of a VPS is the SSH server its runner keeps for it.
     let vps_ssh = match ctx.task_for_stream(req.task).await {
