@@ -234,7 +234,8 @@ pub enum TokenCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum UserCmd {
-    /// Invite a user: prints a one-time token for `river login`.
+    /// Invite a new user: prints a one-time token for `river login` (an existing name is refused;
+    /// see `river user reissue`).
     #[command(after_help = "Example:\n  river user invite ann --role operator --ttl 24h")]
     Invite {
         name: String,

@@ -18,6 +18,24 @@ fn person(dir: &Path, by: &Path, listen: &str, name: &str, role: &str) -> PathBu
     login(dir, listen, name, text(&o).0.trim())
 }
 
+/// A `river connect` session into task `id` as the user of `cfg`, open once it has printed.
+fn terminal_in(cfg: &Path, id: &str) -> std::process::Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_river"))
+        .args(["connect", id, "--", "sh", "-c", "echo ready; exec sleep 300"])
+        .env("RIVER_CONFIG_DIR", cfg)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert_eq!(first.trim(), "ready");
+    child
+}
+
 fn login(dir: &Path, listen: &str, name: &str, token: &str) -> PathBuf {
     let cfg = dir.join(name);
     let o = river(&cfg, &["login", listen, "--token", token]);
@@ -129,19 +147,7 @@ fn a_reissued_user_logs_in_again_and_the_old_laptop_is_cut_off_at_once() {
     let id = running_task(&laptop, &["--image", "river-test/busybox:1", "--", "sleep", "600"]);
 
     // The old laptop has a session open in her task.
-    let mut open = Command::new(env!("CARGO_BIN_EXE_river"))
-        .args(["connect", &id, "--", "sh", "-c", "echo ready; exec sleep 300"])
-        .env("RIVER_CONFIG_DIR", &laptop)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    std::io::BufReader::new(open.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    assert_eq!(first.trim(), "ready");
+    let mut open = terminal_in(&laptop, &id);
 
     // The admin re-enrols her; she logs in on a new machine.
     let o = river(&admin, &["user", "reissue", "ann", "--ttl", "10m"]);
@@ -216,19 +222,7 @@ fn a_removed_user_is_cut_off_everywhere_at_once_and_managers_stay_within_their_r
     let id = running_task(&bob, &["--image", "river-test/busybox:1", "--", "sleep", "600"]);
 
     // Bob has a terminal open in his task and a session on the SSH gateway.
-    let mut terminal = Command::new(env!("CARGO_BIN_EXE_river"))
-        .args(["connect", &id, "--", "sh", "-c", "echo ready; exec sleep 300"])
-        .env("RIVER_CONFIG_DIR", &bob)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    std::io::BufReader::new(terminal.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    assert_eq!(first.trim(), "ready");
+    let mut terminal = terminal_in(&bob, &id);
     let key = d.path().join("bob_key");
     keygen(&key);
     let o = river(

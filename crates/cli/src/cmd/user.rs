@@ -16,35 +16,23 @@ pub async fn run(cmd: UserCmd, dir: &Path, output: Output) -> anyhow::Result<()>
                 role,
                 ttl_secs: ttl.as_secs().max(1),
             };
-            let Response::TokenCreated(t) = once(dir, req).await? else {
-                anyhow::bail!("unexpected answer")
-            };
-            show(output, &t, |t| {
-                println!("{}", t.token);
-                eprintln!(
-                    "one-time invite for {name} ({}), expires {}; they run:\n  river login HOST:PORT --token {}",
-                    role.as_str(),
-                    ago(t.expires_at, now_s()),
-                    t.token
-                );
-            })
+            let what = format!("one-time invite for {name} ({})", role.as_str());
+            login_token(dir, req, output, &what, "they run").await
         }
         UserCmd::Reissue { name, ttl } => {
             let req = Request::UserReissue {
                 name: name.clone(),
                 ttl_secs: ttl.as_secs().max(1),
             };
-            let Response::TokenCreated(t) = once(dir, req).await? else {
-                anyhow::bail!("unexpected answer")
-            };
-            show(output, &t, |t| {
-                println!("{}", t.token);
-                eprintln!(
-                    "one-time login for {name}, expires {}; their earlier certificates stop working when they run:\n  river login HOST:PORT --token {}",
-                    ago(t.expires_at, now_s()),
-                    t.token
-                );
-            })
+            let what = format!("one-time login for {name}");
+            login_token(
+                dir,
+                req,
+                output,
+                &what,
+                "their earlier certificates stop working when they run",
+            )
+            .await
         }
         UserCmd::Rm { name, kill_tasks } => done(dir, Request::UserRemove { name, kill_tasks }).await,
         UserCmd::SetRole { name, role } => {
@@ -188,5 +176,21 @@ pub async fn audit(
             })
             .collect();
         table(&["WHEN", "WHO", "WHAT", "DETAIL"], rows);
+    })
+}
+
+/// Asks for a token to `river login` with (an invite, a reissue) and prints it: the token alone on
+/// stdout, what it is for on stderr.
+async fn login_token(dir: &Path, req: Request, output: Output, what: &str, then: &str) -> anyhow::Result<()> {
+    let Response::TokenCreated(t) = once(dir, req).await? else {
+        anyhow::bail!("unexpected answer")
+    };
+    show(output, &t, |t| {
+        println!("{}", t.token);
+        eprintln!(
+            "{what}, expires {}; {then}:\n  river login HOST:PORT --token {}",
+            ago(t.expires_at, now_s()),
+            t.token
+        );
     })
 }
