@@ -1,0 +1,61 @@
+//! Tokens, users, their gateway keys and the audit trail, as answers carry them.
+
+use super::{Role, TokenPurpose};
+use serde::{Deserialize, Serialize};
+
+/// The most events one `Audit` answer holds.
+pub const AUDIT_MAX: u32 = 5000;
+
+/// One event of the audit trail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventView {
+    pub at_ms: i64,
+    /// `user NAME`, `node NAME` or `host`.
+    pub actor: String,
+    /// `user.login`, `user.rm`, `task.submit`, `refused`, …
+    pub action: String,
+    pub detail: String,
+}
+
+/// An SSH public key registered to a user, for the gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserKey {
+    /// `TYPE BASE64 [COMMENT]`.
+    pub key: String,
+    /// `SHA256:…`, as `ssh-keygen -l` prints it.
+    pub fingerprint: String,
+    pub added_at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenCreated {
+    pub id: String,
+    /// The secret token text, shown once.
+    pub token: String,
+    pub expires_at: i64,
+    pub uses: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenView {
+    pub id: String,
+    pub purpose: TokenPurpose,
+    /// For user invites: who it enrols.
+    pub user: Option<String>,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub uses_left: u32,
+    pub revoked: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserView {
+    pub name: String,
+    pub role: Role,
+    pub created_at: i64,
+    #[serde(default)]
+    pub disabled: bool,
+    /// When they were removed (seconds); listed so the name's history stays visible.
+    #[serde(default)]
+    pub removed_at: Option<i64>,
+}
