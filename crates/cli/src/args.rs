@@ -363,6 +363,13 @@ pub enum VpsCmd {
     /// The SSH keys that may log in to a VPS.
     #[command(subcommand)]
     Keys(VpsKeysCmd),
+    /// Let a colleague reach a VPS: `river ssh`, `connect`, `forward` and the SSH gateway (with
+    /// their own keys from `river user key add`); stopping, removing and snapshots stay yours.
+    #[command(after_help = "Example:\n  river vps share 42 bob      # bob: river ssh 42")]
+    Share { id: u64, user: String },
+    /// Stop sharing a VPS with someone; what they have open is closed.
+    #[command(after_help = "Example:\n  river vps unshare 42 bob")]
+    Unshare { id: u64, user: String },
 }
 
 #[derive(Debug, Args)]

@@ -345,3 +345,106 @@ fn a_removed_user_is_cut_off_everywhere_at_once_and_managers_stay_within_their_r
         text(&o)
     );
 }
+
+/// `river ssh ID ARGS…` as the user of `cfg`, with `key` and no prompts.
+fn ssh_as(cfg: &Path, id: &str, key: &Path, args: &[&str]) -> std::process::Output {
+    output_within(
+        Command::new(env!("CARGO_BIN_EXE_river"))
+            .args(["ssh", id, "-i", key.to_str().unwrap()])
+            .args(["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"])
+            .args([
+                "-o",
+                "LogLevel=ERROR",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "IdentitiesOnly=yes",
+            ])
+            .args(args)
+            .env("RIVER_CONFIG_DIR", cfg)
+            .env("HOME", cfg.parent().unwrap()),
+    )
+}
+
+#[test]
+fn a_vps_shared_with_a_colleague_is_theirs_to_reach_not_to_remove() {
+    if !docker_image_ready() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let (_host, admin) = host_process(d.path(), &listen);
+    let _runner = runner_process(d.path(), &admin, &listen, "n1");
+    let ann = person(d.path(), &admin, &listen, "ann", "user");
+    let bob = person(d.path(), &admin, &listen, "bob", "user");
+    let (ann_key, bob_key) = (d.path().join("ann_key"), d.path().join("bob_key"));
+    keygen(&ann_key);
+    keygen(&bob_key);
+    let ann_pub = ann_key.with_extension("pub");
+    let o = river(
+        &ann,
+        &[
+            "vps",
+            "create",
+            "--image",
+            "river-test/busybox:1",
+            "--ssh-key",
+            ann_pub.to_str().unwrap(),
+            "--wait",
+        ],
+    );
+    assert!(o.status.success(), "{:?}", text(&o));
+    let id = text(&o).0.trim().to_owned();
+    let o = river(
+        &bob,
+        &["user", "key", "add", bob_key.with_extension("pub").to_str().unwrap()],
+    );
+    assert!(o.status.success(), "{:?}", text(&o));
+
+    // Not shared: bob reaches nothing of it.
+    let o = river(&bob, &["connect", &id, "--", "true"]);
+    assert!(
+        !o.status.success() && text(&o).1.contains("belongs to"),
+        "{:?}",
+        text(&o)
+    );
+    assert!(!ssh_as(&bob, &id, &bob_key, &["true"]).status.success());
+    // Only its owner shares it.
+    let o = river(&bob, &["vps", "share", &id, "bob"]);
+    assert!(!o.status.success(), "bob shared ann's VPS with himself: {:?}", text(&o));
+
+    let o = river(&ann, &["vps", "share", &id, "bob"]);
+    assert!(
+        o.status.success() && text(&o).0.contains("shared with bob"),
+        "{:?}",
+        text(&o)
+    );
+    // Shared: bob logs in over SSH with his own key, and connects.
+    let o = ssh_as(
+        &bob,
+        &id,
+        &bob_key,
+        &["sh", "-c", "'echo bob-was-here > /root/from-bob; whoami'"],
+    );
+    assert_eq!(text(&o).0.trim(), "root", "{:?}", text(&o));
+    let o = river(&bob, &["connect", &id, "--", "cat", "/root/from-bob"]);
+    assert_eq!(text(&o).0.trim(), "bob-was-here", "{:?}", text(&o));
+    // His key is not the VPS's: ann's stays the only one it keeps.
+    let (keys, _) = text(&river(&ann, &["vps", "keys", "list", &id]));
+    assert!(!keys.contains(&std::fs::read_to_string(bob_key.with_extension("pub")).unwrap()[..40]));
+    // Stopping or removing it stays ann's.
+    for args in [vec!["vps", "stop", &id], vec!["vps", "rm", &id]] {
+        let o = river(&bob, &args);
+        assert!(!o.status.success(), "bob ran {args:?}: {:?}", text(&o));
+    }
+
+    // Unshared: his open session closes and he is refused again.
+    let mut open = terminal_in(&bob, &id);
+    let o = river(&ann, &["vps", "unshare", &id, "bob"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    ends_within(&mut open, Instant::now(), "bob's session in the unshared VPS");
+    let o = river(&bob, &["connect", &id, "--", "true"]);
+    assert!(!o.status.success(), "{:?}", text(&o));
+    assert!(!ssh_as(&bob, &id, &bob_key, &["true"]).status.success());
+    assert!(river(&ann, &["vps", "rm", &id]).status.success());
+}

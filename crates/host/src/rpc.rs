@@ -60,7 +60,8 @@ pub(crate) fn authorize(caller: &Caller, req: &Request) -> Result<(), String> {
         | Request::VpsSnapshot { .. }
         | Request::VpsSnapshots { .. }
         | Request::VpsSnapshotRm { .. }
-        | Request::VpsRestore { .. } => Role::User,
+        | Request::VpsRestore { .. }
+        | Request::VpsShare { .. } => Role::User,
         // A user's own keys.
         Request::UserKeyAdd { .. } | Request::UserKeys | Request::UserKeyRm { .. } => Role::Viewer,
         Request::EnvList | Request::IpList | Request::Overlay => Role::Viewer,
@@ -343,6 +344,7 @@ async fn act(ctx: &Ctx, caller: &Caller, req: Request) -> anyhow::Result<Respons
         Request::UserKeyRm { key } => crate::gateway::remove_key(ctx, caller, &key).await?,
         Request::VpsRemove { id } => crate::vps::remove(ctx, caller, id).await?,
         Request::VpsKeys { id, add, remove } => crate::vps::keys(ctx, caller, id, add, remove).await?,
+        Request::VpsShare { id, user, share } => crate::vps::share(ctx, caller, id, &user, share).await?,
     })
 }
 

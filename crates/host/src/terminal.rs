@@ -16,7 +16,7 @@ async fn route(ctx: &Ctx, caller: &Caller, task: u64) -> Result<river_mesh::Conn
         Ok(None) => return Err(format!("no task {task}; `river task list` shows the tasks")),
         Err(e) => return Err(format!("host error: {e}")),
     };
-    if !crate::tasks::may_touch(caller, &t) {
+    if !crate::tasks::may_touch(caller, &t) && !crate::vps::shared_with(ctx, caller, &t).await {
         return Err(format!("task {task} belongs to {}; you may not reach it", t.owner));
     }
     let state: TaskState = t.state.parse().unwrap_or(TaskState::Failed);
@@ -90,7 +90,13 @@ pub(crate) async fn forward(
     };
     // Port 22 of a VPS is the SSH server its runner keeps for it.
     let vps_ssh = match ctx.task_for_stream(req.task).await {
-        Ok(Some(t)) if !req.udp => crate::vps::ssh_route(ctx, &t, req.port),
+        Ok(Some(t)) if !req.udp => match crate::vps::ssh_route(ctx, &t, req.port) {
+            Some(mut serve) => {
+                serve.keys.extend(crate::vps::extra_keys(ctx, caller, &t).await);
+                Some(serve)
+            }
+            None => None,
+        },
         _ => None,
     };
     if let Some(serve) = vps_ssh {

@@ -6,6 +6,7 @@
 //! host key. The host key is derived here from a secret in the state directory, so it is the same
 //! on whichever node the VPS runs and `known_hosts` never complains.
 
+mod share;
 use crate::clock::now_ms;
 use crate::mesh::Caller;
 use crate::tasks::{err, may_touch, state_of};
@@ -15,6 +16,7 @@ use base64::Engine as _;
 use river_proto::msg::{ErrorKind, ExportSource, HostMsg, Response, Secret, SshServe, TaskSpec, VpsSnapshot};
 use river_store::TaskRecord;
 use river_task::state::TaskState;
+pub(crate) use share::{extra_keys, share, shared_with};
 use std::path::Path;
 
 /// What a VPS runs when the user gives no command: nothing but staying up, on any image with a

@@ -338,6 +338,13 @@ pub enum Request {
         since_ms: Option<i64>,
         limit: u32,
     },
+    /// Lets `user` reach VPS `id` (`share`), or no longer: ssh, connect, forward and the gateway,
+    /// not stopping, removing or snapshotting it. Its owner or an operator.
+    VpsShare {
+        id: u64,
+        user: String,
+        share: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -34,3 +34,11 @@ ALTER TABLE tokens_new RENAME TO tokens;
 -- what is left of theirs (tasks, environments, files under their uid).
 ALTER TABLE users ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE users ADD COLUMN removed_at INTEGER;
+
+-- Colleagues a VPS's owner lets reach it (ssh, connect, forward, the gateway).
+CREATE TABLE vps_shares (
+    task_id     INTEGER NOT NULL,
+    user_name   TEXT NOT NULL,
+    added_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (task_id, user_name)
+);

@@ -84,6 +84,8 @@ pub async fn run(cmd: VpsCmd, dir: &Path, output: Output) -> anyhow::Result<()> 
             (None, None) => bail!("give the VPS to snapshot: river vps snapshot ID"),
         },
         VpsCmd::Rm { id } => done(once(dir, Request::VpsRemove { id }).await?),
+        VpsCmd::Share { id, user } => done(once(dir, Request::VpsShare { id, user, share: true }).await?),
+        VpsCmd::Unshare { id, user } => done(once(dir, Request::VpsShare { id, user, share: false }).await?),
         VpsCmd::Keys(VpsKeysCmd::Add { id, file }) => {
             let keys = read_keys(&file)?;
             let t = keys_changed(

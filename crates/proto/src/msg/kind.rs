@@ -48,6 +48,7 @@ impl Request {
             Request::UserSetRole { .. } => "UserSetRole",
             Request::UserEnable { .. } => "UserEnable",
             Request::Audit { .. } => "Audit",
+            Request::VpsShare { .. } => "VpsShare",
         }
     }
 }
