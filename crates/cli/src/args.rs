@@ -155,6 +155,13 @@ pub enum Command {
     /// Log in to a cluster with an invite from `river user invite`.
     #[command(after_help = "Example:\n  river login head.lab.example:7443 --token rvt1.…")]
     Login(LoginArgs),
+    /// Log out here: the host revokes this machine's certificate, and the credentials are
+    /// deleted (`--local`: only deleted, when the host cannot be reached).
+    Logout {
+        /// Only delete the credentials here; the certificate stays valid until it expires.
+        #[arg(long)]
+        local: bool,
+    },
     /// Write config files and systemd units.
     #[command(subcommand)]
     Init(InitCmd),

@@ -49,6 +49,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(1)));
         }
         Command::Login(a) => user::login(a, &dir).await,
+        Command::Logout { local } => user::logout(&dir, local).await,
         Command::Init(c) => init::run(c),
     }?;
     Ok(ExitCode::SUCCESS)

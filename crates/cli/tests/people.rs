@@ -184,6 +184,18 @@ fn a_reissued_user_logs_in_again_and_the_old_laptop_is_cut_off_at_once() {
     // A reissue token is one-time, like an invite.
     let o = river(&d.path().join("thief"), &["login", &listen, "--token", &token]);
     assert!(!o.status.success(), "a used reissue token worked again");
+
+    // Logging out revokes the certificate, not only the files: a copy made before is dead too.
+    let copy = d.path().join("ann-copy");
+    std::fs::create_dir_all(&copy).unwrap();
+    for f in ["ca.crt", "cert.pem", "key.pem", "cluster.toml"] {
+        std::fs::copy(new.join(f), copy.join(f)).unwrap();
+    }
+    let o = river(&new, &["logout"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert!(!new.join("key.pem").exists());
+    let o = river(&copy, &["whoami"]);
+    assert!(!o.status.success() && text(&o).1.contains("revoked"), "{:?}", text(&o));
 }
 
 /// A passphrase-less ed25519 key at `path` (and `path.pub`).

@@ -142,6 +142,20 @@ impl Bundle {
         write_atomic(&dir.join(META_FILE), meta.as_bytes(), 0o644)
     }
 
+    /// Forgets the credentials in `dir`: the key first, then the certificate, the CA and the
+    /// cluster's address. Files already gone are no error.
+    pub fn remove(dir: &Path) -> Result<(), CredsError> {
+        for f in [KEY_FILE, CERT_FILE, CA_FILE, META_FILE] {
+            let path = dir.join(f);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io(&path)(e)),
+            }
+        }
+        Ok(())
+    }
+
     /// The CA certificate as DER.
     pub fn ca_der(&self) -> Result<Vec<u8>, river_pki::PkiError> {
         river_pki::pem_to_der(&self.ca_pem)

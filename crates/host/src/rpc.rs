@@ -32,9 +32,12 @@ pub(crate) fn authorize(caller: &Caller, req: &Request) -> Result<(), String> {
         Caller::User { role, .. } => *role,
     };
     let needed = match req {
-        Request::WhoAmI | Request::Status | Request::NodeList | Request::NodeShow { .. } | Request::Renew { .. } => {
-            Role::Viewer
-        }
+        Request::WhoAmI
+        | Request::Status
+        | Request::NodeList
+        | Request::NodeShow { .. }
+        | Request::Renew { .. }
+        | Request::Logout { .. } => Role::Viewer,
         Request::UserList | Request::Audit { .. } => Role::Operator,
         // Whom they may manage is checked with the account in hand (`users::may_manage`).
         Request::UserRemove { .. } | Request::UserSetRole { .. } | Request::UserEnable { .. } => Role::Operator,
@@ -293,6 +296,21 @@ async fn act(ctx: &Ctx, caller: &Caller, req: Request) -> anyhow::Result<Respons
                 .collect(),
         ),
         Request::Renew { csr_pem } => renew(ctx, caller, &csr_pem).await?,
+        Request::Logout { serial } => {
+            let Caller::User { name, .. } = caller else {
+                return Ok(err(ErrorKind::Forbidden, "only users log out"));
+            };
+            if !ctx.store.revoke_user_cert(name, &serial, now_s()).await? {
+                return Ok(err(
+                    ErrorKind::NotFound,
+                    "that certificate is not one of yours (or was revoked already)",
+                ));
+            }
+            ctx.store.event(now_ms(), &caller.actor(), "user.logout", &serial).await?;
+            Response::Done {
+                message: "logged out: this certificate no longer works".into(),
+            }
+        }
         Request::TaskSubmit(spec) => crate::tasks::submit(ctx, caller, spec).await?,
         Request::TaskList {
             state,

@@ -345,6 +345,10 @@ pub enum Request {
         user: String,
         share: bool,
     },
+    /// Revokes the caller's own certificate `serial` (`river logout`).
+    Logout {
+        serial: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

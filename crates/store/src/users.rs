@@ -148,6 +148,21 @@ impl Store {
             == 1)
     }
 
+    /// Revokes the certificate `serial` if it was issued to `name` (a logout); whether it was.
+    pub async fn revoke_user_cert(&self, name: &str, serial: &str, now: i64) -> Result<bool> {
+        Ok(sqlx::query(
+            "INSERT OR IGNORE INTO revoked_certs (serial, subject, revoked_at, expires_at)
+             SELECT serial, 'user ' || user_name, ?, expires_at FROM user_certs WHERE serial = ? AND user_name = ?",
+        )
+        .bind(now)
+        .bind(serial)
+        .bind(name)
+        .execute(&self.pool)
+        .await?
+        .rows_affected()
+            == 1)
+    }
+
     pub async fn user(&self, name: &str) -> Result<Option<UserRecord>> {
         sqlx::query("SELECT * FROM users WHERE name = ?")
             .bind(name)

@@ -194,3 +194,25 @@ async fn login_token(dir: &Path, req: Request, output: Output, what: &str, then:
         );
     })
 }
+
+/// `river logout`.
+pub async fn logout(dir: &Path, local: bool) -> anyhow::Result<()> {
+    let bundle = river_creds::Bundle::load(dir).context("no credentials here to log out of")?;
+    if !local {
+        let serial = bundle.cert_info().context("reading the certificate")?.serial;
+        once(dir, Request::Logout { serial }).await.context(
+            "the host could not revoke this certificate; `river logout --local` only deletes it here (it then stays valid until it expires)",
+        )?;
+    }
+    river_creds::Bundle::remove(dir)?;
+    eprintln!(
+        "logged out{}; credentials deleted from {}",
+        if local {
+            " here only (the certificate was not revoked)"
+        } else {
+            ""
+        },
+        dir.display()
+    );
+    Ok(())
+}

@@ -49,6 +49,7 @@ impl Request {
             Request::UserEnable { .. } => "UserEnable",
             Request::Audit { .. } => "Audit",
             Request::VpsShare { .. } => "VpsShare",
+            Request::Logout { .. } => "Logout",
         }
     }
 }
