@@ -460,3 +460,48 @@ fn a_vps_shared_with_a_colleague_is_theirs_to_reach_not_to_remove() {
     assert!(!ssh_as(&bob, &id, &bob_key, &["true"]).status.success());
     assert!(river(&ann, &["vps", "rm", &id]).status.success());
 }
+
+/// Task `id`'s record as the admin sees it.
+fn task_json(admin: &Path, id: &str) -> serde_json::Value {
+    let o = river(admin, &["task", "status", id, "-o", "json"]);
+    serde_json::from_slice(&o.stdout).unwrap_or_default()
+}
+
+#[test]
+fn a_user_with_a_long_queue_does_not_make_another_wait_behind_it() {
+    let d = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let (_host, admin) = host_process(d.path(), &listen);
+    let _runner = runner_process(d.path(), &admin, &listen, "n1");
+    let ann = person(d.path(), &admin, &listen, "ann", "user");
+    let bob = person(d.path(), &admin, &listen, "bob", "user");
+    // Ann queues 40 one-core tasks at once (one per target), far more than the node's cores.
+    let mut args = vec!["task", "submit", "--no-container"];
+    for _ in 0..40 {
+        args.extend(["-t", "n1"]);
+    }
+    args.extend(["--", "sleep", "2"]);
+    let o = river(&ann, &args);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let anns: Vec<String> = text(&o).0.split_whitespace().map(str::to_owned).collect();
+    assert_eq!(anns.len(), 40, "{:?}", text(&o));
+    until(Duration::from_secs(60), "ann's first tasks running", || {
+        task_json(&admin, &anns[0])["state"] == "running"
+    });
+    // Bob comes after all of them, with one task.
+    let o = river(&bob, &["task", "submit", "--no-container", "--", "true"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let his = text(&o).0.trim().to_owned();
+    until(Duration::from_secs(60), "bob's task done", || {
+        task_json(&admin, &his)["state"] == "completed"
+    });
+    // He got the next free core: ann had only a handful started by then, not all 40.
+    let started = anns
+        .iter()
+        .filter(|id| !task_json(&admin, id)["started_at_ms"].is_null())
+        .count();
+    assert!(started <= 6, "bob waited behind {started} of ann's tasks");
+    for id in &anns {
+        let _ = river(&admin, &["task", "kill", id]);
+    }
+}

@@ -266,15 +266,27 @@ async fn schedule_once(ctx: &Ctx) -> anyhow::Result<()> {
     // The head of the queue usually fills what is free; only if cores are left after it is the
     // whole window read, and the pass made again over it (so backfill sees the same window).
     let mut pass = None;
+    // Each user's oldest waiting tasks, the users' turns set by what they run now.
+    let mut running: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for t in holding.iter().filter(|t| state_of(t).holds_resources()) {
+        *running.entry(t.owner.as_str()).or_default() += 1;
+    }
     for limit in [SCHEDULE_HEAD, SCHEDULE_WINDOW] {
-        let tasks = ctx.store.queued(limit).await?;
+        let mut tasks = ctx.store.queued_per_owner(limit).await?;
+        let waiting: Vec<(u64, &str)> = tasks.iter().map(|t| (t.id, t.owner.as_str())).collect();
+        let order = river_task::fair::fair_order(&waiting, &running);
+        let position: std::collections::HashMap<u64, usize> =
+            order.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+        tasks.sort_by_key(|t| position.get(&t.id).copied().unwrap_or(usize::MAX));
+        let fetched = tasks.len();
+        tasks.truncate(limit as usize);
         let queue: Vec<(u64, Ask)> = tasks
             .iter()
             .filter_map(|t| ask(&t.spec, t.target.as_deref()).ok().map(|a| (t.id, a)))
             .collect();
         let mut after = used.clone();
         let placed = place::schedule(&queue, &nodes, &mut after);
-        let whole = tasks.len() < limit as usize || limit == SCHEDULE_WINDOW;
+        let whole = fetched < limit as usize || limit == SCHEDULE_WINDOW;
         if whole || !free(&after) {
             pass = Some((tasks, placed));
             break;

@@ -42,3 +42,6 @@ CREATE TABLE vps_shares (
     added_at_ms INTEGER NOT NULL,
     PRIMARY KEY (task_id, user_name)
 );
+
+-- The scheduler reads each user's oldest waiting tasks (a fair queue).
+CREATE INDEX tasks_state_owner ON tasks (state, owner, id);

@@ -938,6 +938,7 @@ async fn insert_version(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, name: &str
 
 mod accounts;
 mod audit;
+mod queue;
 mod shares;
 mod users;
 pub use audit::EventRecord;

@@ -5,6 +5,7 @@
 //! cluster and of the queue and applies the decisions it returns; every rule is unit-tested here.
 //! (Groundwork for command tasks: the host does not use it yet.)
 
+pub mod fair;
 pub mod place;
 pub mod size;
 pub mod state;
