@@ -520,3 +520,54 @@ async fn the_https_api_serves_nodes_and_tasks_to_certificate_holders() {
     assert_eq!(code, 404);
     host.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_user_may_have_only_so_many_tasks_waiting_and_is_told_why() {
+    let d = tmp();
+    let mut cfg = host_cfg(d.path());
+    cfg.max_queued_per_user = 3;
+    let host = start_host(cfg).await;
+    let admin = admin(&host).await;
+    // A node that was here and is away: what is submitted for it waits.
+    let (_cfg, r) = runner(&host, d.path(), "away").await;
+    eventually(T, "node online", || async {
+        node_state(&host, "away").await == Some(NodeState::Online)
+    })
+    .await;
+    r.shutdown().await;
+    eventually(T, "node offline", || async {
+        node_state(&host, "away").await == Some(NodeState::Offline)
+    })
+    .await;
+    let ann = user_conn(&host, &admin, "ann").await;
+    let mut spec = river_proto::msg::TaskSpec::new("img", vec!["true".into()]);
+    spec.targets = vec!["away".into(); 2];
+    assert!(matches!(
+        call(&ann, Request::TaskSubmit(spec.clone())).await,
+        Response::TaskSubmitted { .. }
+    ));
+    // Two more would make four.
+    match call(&ann, Request::TaskSubmit(spec.clone())).await {
+        Response::Error { kind, message } => {
+            assert_eq!(kind, ErrorKind::Conflict);
+            assert!(
+                message.contains("2 task(s) waiting") && message.contains("at most 3"),
+                "{message}"
+            );
+        }
+        other => panic!("over the limit: {other:?}"),
+    }
+    // One more fits; the limit is per user: another is not held back by ann's.
+    spec.targets = vec!["away".into()];
+    assert!(matches!(
+        call(&ann, Request::TaskSubmit(spec.clone())).await,
+        Response::TaskSubmitted { .. }
+    ));
+    let bob = user_conn(&host, &admin, "bob").await;
+    spec.targets = vec!["away".into(); 3];
+    assert!(matches!(
+        call(&bob, Request::TaskSubmit(spec)).await,
+        Response::TaskSubmitted { .. }
+    ));
+    host.shutdown().await;
+}

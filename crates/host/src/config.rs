@@ -35,6 +35,9 @@ pub struct HostConfig {
     pub max_token_ttl: Duration,
     /// Whether operators may run privileged tasks (full access to the node). Off by default.
     pub allow_privileged: bool,
+    /// The most tasks one user may have waiting in the queue; a submission over it is refused
+    /// with the reason. 0: no limit.
+    pub max_queued_per_user: u32,
     /// The image of the `default` environment (version 1), created at first start: what a task
     /// asking for neither `--env` nor `--image` runs in. Nodes pull it from its registry; commit
     /// a version (`river env shell default`, `river env commit default`) to serve it over the mesh.
@@ -107,6 +110,7 @@ impl Default for HostConfig {
             user_cert_lifetime: Duration::from_secs(7 * 86_400),
             max_token_ttl: Duration::from_secs(30 * 86_400),
             allow_privileged: false,
+            max_queued_per_user: 10_000,
             default_image: "python:3.12-slim".into(),
             overlay: OverlaySettings::default(),
             vps: VpsSettings::default(),

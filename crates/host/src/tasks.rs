@@ -163,6 +163,19 @@ pub(crate) async fn submit(ctx: &Ctx, caller: &Caller, spec: TaskSpec) -> anyhow
     // Only the host sets these.
     spec.ip = None;
     spec.rank = None;
+    let limit = u64::from(ctx.cfg.max_queued_per_user);
+    if limit > 0 {
+        let adding = u64::from(spec.nodes.unwrap_or(0)).max(spec.targets.len().max(1) as u64);
+        let waiting = ctx.store.queued_of(&caller.actor()).await?;
+        if waiting + adding > limit {
+            return Ok(err(
+                ErrorKind::Conflict,
+                format!(
+                    "you have {waiting} task(s) waiting and may have at most {limit} (`max_queued_per_user` in the host config); wait for some to start, or kill some (`river task list -s queued`)"
+                ),
+            ));
+        }
+    }
     if spec.nodes.is_some() || spec.group {
         if spec.ip_token.is_some() {
             return Ok(err(
