@@ -377,16 +377,18 @@ pub async fn run(river: &Path, hold: bool) -> anyhow::Result<()> {
     })?;
     // Plain OpenSSH through the host's SSH gateway, against `ssh -J` through a jump host that is
     // an sshd (the task's own, jumping to itself), same run.
-    let Response::UserKeys(_) = admin_call(
-        &admin,
-        Request::UserKeyAdd {
-            key: public.trim().into(),
-        },
-    )
-    .await?
-    else {
-        anyhow::bail!("the key was refused")
-    };
+    // Registered as a user does, the CLI proving the key is theirs.
+    let added = Command::new(river)
+        .arg("--config-dir")
+        .arg(&cfg)
+        .args(["user", "key", "add"])
+        .arg(key.with_extension("pub"))
+        .output()?;
+    anyhow::ensure!(
+        added.status.success(),
+        "the key was refused: {}",
+        String::from_utf8_lossy(&added.stderr)
+    );
     let ssh_cfg = dir.path().join("ssh_config");
     std::fs::write(
         &ssh_cfg,

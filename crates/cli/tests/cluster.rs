@@ -571,3 +571,74 @@ async fn a_user_may_have_only_so_many_tasks_waiting_and_is_told_why() {
     ));
     host.shutdown().await;
 }
+
+/// An SSH signature by the key at `key` (private) of `message` in river's gateway-key namespace.
+fn ssh_sign(key: &std::path::Path, message: &str) -> String {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-Y", "sign", "-n", river_proto::msg::KEY_PROOF_NAMESPACE, "-f"])
+        .arg(key)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(message.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn a_gateway_key_is_registered_only_by_whoever_holds_its_private_key() {
+    let d = tmp();
+    let host = start_host(host_cfg(d.path())).await;
+    let admin = admin(&host).await;
+    let alice = user_conn(&host, &admin, "alice").await;
+    let mallory = user_conn(&host, &admin, "mallory").await;
+    let keygen = |name: &str| {
+        let path = d.path().join(name);
+        let o = std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(o.status.success());
+        let public = std::fs::read_to_string(path.with_extension("pub"))
+            .unwrap()
+            .trim()
+            .to_owned();
+        (path, public)
+    };
+    let (alice_key, alice_pub) = keygen("alice_key");
+    let (mallory_key, _) = keygen("mallory_key");
+    let parts: Vec<&str> = alice_pub.split_whitespace().collect();
+    let add = |key: &str, proof: String| Request::UserKeyAdd {
+        key: key.to_owned(),
+        proof,
+    };
+    let refused = |r: Response| match r {
+        Response::Error { kind, message } => {
+            assert_eq!(kind, ErrorKind::Forbidden, "{message}");
+            message
+        }
+        other => panic!("mallory registered alice's key: {other:?}"),
+    };
+    // Mallory has alice's public key (it is public) and would register it to her own account, so
+    // that alice's gateway logins land there: with no proof, with one signed by her own key, and
+    // with alice's own proof (made for alice's account), replayed.
+    let why = refused(call(&mallory, add(&alice_pub, String::new())).await);
+    assert!(why.contains("proof"), "{why}");
+    let own = ssh_sign(
+        &mallory_key,
+        &river_proto::msg::key_proof_message("mallory", parts[0], parts[1]),
+    );
+    refused(call(&mallory, add(&alice_pub, own)).await);
+    let alices = ssh_sign(
+        &alice_key,
+        &river_proto::msg::key_proof_message("alice", parts[0], parts[1]),
+    );
+    refused(call(&mallory, add(&alice_pub, alices.clone())).await);
+    // Alice, who holds it, registers it.
+    assert!(matches!(call(&alice, add(&alice_pub, alices)).await, Response::UserKeys(k) if k.len() == 1));
+    host.shutdown().await;
+}

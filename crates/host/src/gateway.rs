@@ -45,8 +45,25 @@ fn user_name(caller: &Caller) -> Result<&str, Response> {
     }
 }
 
+/// Whether `proof` is an SSH signature by `line`'s key of what registering it for `user` means
+/// ([`river_proto::msg::key_proof_message`]): that the caller holds the private key. Without
+/// it, anyone could register someone else's (public) key to their own account, and the owner's
+/// gateway logins would land in it.
+fn proves(user: &str, line: &str, proof: &str) -> Result<(), String> {
+    let key = PublicKey::from_openssh(line).map_err(|e| format!("not an SSH public key: {e}"))?;
+    let mut parts = line.split_whitespace();
+    let (Some(kind), Some(data)) = (parts.next(), parts.next()) else {
+        return Err("not an SSH public key".into());
+    };
+    let sig = russh::keys::ssh_key::SshSig::from_pem(proof.trim())
+        .map_err(|_| "no proof that you hold the private key came with it (an SSH signature; `river user key add` makes one with `ssh-keygen -Y sign`)".to_owned())?;
+    let msg = river_proto::msg::key_proof_message(user, kind, data);
+    key.verify(river_proto::msg::KEY_PROOF_NAMESPACE, msg.as_bytes(), &sig)
+        .map_err(|_| "the signature does not prove that you hold this key's private key (for this account)".to_owned())
+}
+
 /// `river user key add FILE`.
-pub(crate) async fn add_key(ctx: &Ctx, caller: &Caller, line: &str) -> anyhow::Result<Response> {
+pub(crate) async fn add_key(ctx: &Ctx, caller: &Caller, line: &str, proof: &str) -> anyhow::Result<Response> {
     let user = match user_name(caller) {
         Ok(u) => u,
         Err(refusal) => return Ok(refusal),
@@ -55,6 +72,9 @@ pub(crate) async fn add_key(ctx: &Ctx, caller: &Caller, line: &str) -> anyhow::R
         Ok(l) => l,
         Err(why) => return Ok(err(ErrorKind::Invalid, why)),
     };
+    if let Err(why) = proves(user, &line, proof) {
+        return Ok(err(ErrorKind::Forbidden, why));
+    }
     let Some(fp) = fingerprint(&line) else {
         return Ok(err(ErrorKind::Invalid, "the key data is not base64"));
     };

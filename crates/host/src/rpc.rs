@@ -357,7 +357,7 @@ async fn act(ctx: &Ctx, caller: &Caller, req: Request) -> anyhow::Result<Respons
         Request::VpsSnapshots { id } => crate::vps::snapshots(ctx, caller, id).await?,
         Request::VpsSnapshotRm { id, seq } => crate::vps::snapshot_rm(ctx, caller, id, seq).await?,
         Request::VpsRestore { id, seq } => crate::vps::restore(ctx, caller, id, seq).await?,
-        Request::UserKeyAdd { key } => crate::gateway::add_key(ctx, caller, &key).await?,
+        Request::UserKeyAdd { key, proof } => crate::gateway::add_key(ctx, caller, &key, &proof).await?,
         Request::UserKeys => crate::gateway::keys(ctx, caller).await?,
         Request::UserKeyRm { key } => crate::gateway::remove_key(ctx, caller, &key).await?,
         Request::VpsRemove { id } => crate::vps::remove(ctx, caller, id).await?,

@@ -4,12 +4,14 @@
 
 mod kind;
 mod overlay;
-mod people;
+pub mod people;
 mod secret;
 mod streams;
 mod task;
 pub use overlay::{IpReservation, IpView, OverlayConfig, OverlayHealth, OverlayMemberView, OverlayPeer, OverlayView};
-pub use people::{EventView, TokenCreated, TokenView, UserKey, UserView, AUDIT_MAX};
+pub use people::{
+    key_proof_message, EventView, TokenCreated, TokenView, UserKey, UserView, AUDIT_MAX, KEY_PROOF_NAMESPACE,
+};
 pub use secret::{EnvVars, Secret};
 use serde::{Deserialize, Serialize};
 pub use streams::{
@@ -280,9 +282,12 @@ pub enum Request {
         id: u64,
         seq: u32,
     },
-    /// Register an SSH public key for the caller, for the SSH gateway.
+    /// Register an SSH public key for the caller, for the SSH gateway, with `proof` that they
+    /// hold its private key: an SSH signature (`ssh-keygen -Y sign`, namespace
+    /// [`people::KEY_PROOF_NAMESPACE`]) of [`people::key_proof_message`].
     UserKeyAdd {
         key: String,
+        proof: String,
     },
     UserKeys,
     /// Remove one of the caller's keys: a whole line, its `TYPE BASE64` part, or its comment.

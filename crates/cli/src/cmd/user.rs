@@ -65,10 +65,25 @@ pub async fn run(cmd: UserCmd, dir: &Path, output: Output) -> anyhow::Result<()>
             })
         }
         UserCmd::Key(UserKeyCmd::Add { file }) => {
-            let mut last = None;
-            for key in crate::cmd::vps::read_keys(&file)? {
-                last = Some(once(dir, Request::UserKeyAdd { key }).await?);
-            }
+            let keys = crate::cmd::vps::read_keys(&file)?;
+            let [key] = &keys[..] else {
+                anyhow::bail!(
+                    "{} holds {} keys; give one .pub file per key (its private key signs it)",
+                    file.display(),
+                    keys.len()
+                );
+            };
+            let proof = key_proof(dir, &file, key)?;
+            let last = Some(
+                once(
+                    dir,
+                    Request::UserKeyAdd {
+                        key: key.clone(),
+                        proof,
+                    },
+                )
+                .await?,
+            );
             let Some(Response::UserKeys(keys)) = last else {
                 anyhow::bail!("unexpected answer")
             };
@@ -215,4 +230,41 @@ pub async fn logout(dir: &Path, local: bool) -> anyhow::Result<()> {
         dir.display()
     );
     Ok(())
+}
+
+/// An SSH signature, by the private key of `file` (next to it, or in ssh-agent), of what
+/// registering `key` for this account means: the host's proof that the key is the caller's.
+fn key_proof(dir: &Path, file: &Path, key: &str) -> anyhow::Result<String> {
+    let bundle = river_creds::Bundle::load(dir).context("no credentials here; `river login` first")?;
+    let user = bundle
+        .meta
+        .name
+        .strip_prefix("user ")
+        .unwrap_or(&bundle.meta.name)
+        .to_owned();
+    let mut parts = key.split_whitespace();
+    let (Some(kind), Some(data)) = (parts.next(), parts.next()) else {
+        anyhow::bail!("{} is not an SSH public key", file.display());
+    };
+    let message = river_proto::msg::key_proof_message(&user, kind, data);
+    // From a file, not a pipe: ssh-keygen may leave before it reads (no private key), and a
+    // write to a pipe with no reader would end this process.
+    let input = dir.join(format!(".key-proof-{}", std::process::id()));
+    std::fs::write(&input, message.as_bytes())?;
+    let signed = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-Y", "sign", "-n", river_proto::msg::KEY_PROOF_NAMESPACE, "-f"])
+        .arg(file)
+        .stdin(std::fs::File::open(&input)?)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("running ssh-keygen (OpenSSH's) to sign with the key: is it installed?")
+        .and_then(|c| Ok(c.wait_with_output()?));
+    let _ = std::fs::remove_file(&input);
+    let out = signed?;
+    anyhow::ensure!(
+        out.status.success(),
+        "ssh-keygen could not sign with the private key of {} (it must be next to it, or in ssh-agent): the host needs that proof that the key is yours",
+        file.display()
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }

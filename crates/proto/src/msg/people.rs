@@ -3,6 +3,15 @@
 use super::{Role, TokenPurpose};
 use serde::{Deserialize, Serialize};
 
+/// The namespace of the SSH signature that proves a gateway key's holder has its private key.
+pub const KEY_PROOF_NAMESPACE: &str = "river-gateway-key";
+
+/// What the holder of the key `TYPE BASE64` signs to register it for user `user`: their name and
+/// the key, so a signature made for one user or key proves nothing for another.
+pub fn key_proof_message(user: &str, key_type: &str, key_base64: &str) -> String {
+    format!("river gateway key\nuser {user}\nkey {key_type} {key_base64}\n")
+}
+
 /// The most events one `Audit` answer holds.
 pub const AUDIT_MAX: u32 = 5000;
 
