@@ -69,6 +69,9 @@ pub(crate) struct Ctx {
     user_numbers: std::sync::Mutex<std::collections::HashMap<String, u32>>,
     /// Users' open mesh connections.
     sessions: sessions::UserSessions,
+    /// Who has tasks waiting, as last read (at most [`tasks::OWNERS_FRESH`] ago) and added to
+    /// by submissions since: the scheduler reads each of their queues.
+    queued_owners: std::sync::Mutex<(Option<std::time::Instant>, std::collections::BTreeSet<String>)>,
     /// Caps on the HTTPS/SSH port's connections, and on QUIC peers without a certificate.
     entrances: entrances::Entrances,
     anonymous: entrances::Entrances,
@@ -263,6 +266,7 @@ pub async fn start(cfg: HostConfig) -> anyhow::Result<RunningHost> {
         task_writes: Default::default(),
         user_numbers: Default::default(),
         sessions: Default::default(),
+        queued_owners: Default::default(),
         entrances: entrances::Entrances::tcp(),
         anonymous: entrances::Entrances::anonymous(),
         overlay,

@@ -222,6 +222,11 @@ pub(crate) async fn submit(ctx: &Ctx, caller: &Caller, spec: TaskSpec) -> anyhow
         .store
         .insert_tasks(&caller.actor(), &spec, &spec.targets, now_ms())
         .await?;
+    ctx.queued_owners
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .1
+        .insert(caller.actor());
     if let Some((ip, nonce)) = reserved {
         if !crate::overlay::claim(ctx, &ip, &nonce, ids[0]).await? {
             // Another submission claimed it between the check and now.
@@ -256,6 +261,24 @@ pub(crate) async fn scheduler(ctx: Arc<Ctx>) {
     }
 }
 
+/// How long the list of users with tasks waiting is used before it is read again (a submission
+/// adds its user at once): it spares every scheduling pass a query.
+pub(crate) const OWNERS_FRESH: Duration = Duration::from_millis(500);
+
+/// The users with tasks waiting.
+async fn queued_owners(ctx: &Ctx) -> anyhow::Result<Vec<String>> {
+    {
+        let cached = ctx.queued_owners.lock().unwrap_or_else(|e| e.into_inner());
+        if cached.0.is_some_and(|at| at.elapsed() < OWNERS_FRESH) {
+            return Ok(cached.1.iter().cloned().collect());
+        }
+    }
+    let owners = ctx.store.queued_owners().await?;
+    let mut cached = ctx.queued_owners.lock().unwrap_or_else(|e| e.into_inner());
+    *cached = (Some(std::time::Instant::now()), owners.iter().cloned().collect());
+    Ok(owners)
+}
+
 /// How many waiting tasks one scheduling pass considers, in queue order (Slurm's backfill has
 /// the same kind of window, `bf_max_job_test`): a deep queue costs each pass this much, not all.
 const SCHEDULE_WINDOW: u32 = 500;
@@ -284,8 +307,9 @@ async fn schedule_once(ctx: &Ctx) -> anyhow::Result<()> {
     for t in holding.iter().filter(|t| state_of(t).holds_resources()) {
         *running.entry(t.owner.as_str()).or_default() += 1;
     }
+    let owners = queued_owners(ctx).await?;
     for limit in [SCHEDULE_HEAD, SCHEDULE_WINDOW] {
-        let mut tasks = ctx.store.queued_per_owner(limit).await?;
+        let mut tasks = ctx.store.queued_per_owner(&owners, limit).await?;
         let waiting: Vec<(u64, &str)> = tasks.iter().map(|t| (t.id, t.owner.as_str())).collect();
         let order = river_task::fair::fair_order(&waiting, &running);
         let position: std::collections::HashMap<u64, usize> =

@@ -4,12 +4,18 @@
 use crate::{task_from_row, Result, Store, TaskRecord};
 
 impl Store {
-    /// Up to `per_owner` of each user's waiting tasks, oldest first per user (ordered by id
-    /// overall). With one user waiting, that is just the queue's head.
-    pub async fn queued_per_owner(&self, per_owner: u32) -> Result<Vec<TaskRecord>> {
-        let owners: Vec<String> = sqlx::query_scalar("SELECT DISTINCT owner FROM tasks WHERE state = 'queued'")
-            .fetch_all(&self.pool)
-            .await?;
+    /// The users who have tasks waiting.
+    pub async fn queued_owners(&self) -> Result<Vec<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT DISTINCT owner FROM tasks WHERE state = 'queued'")
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Up to `per_owner` of each of `owners`' waiting tasks, oldest first per user (ordered by id
+    /// overall). With one user (or none) named, that is just the queue's head.
+    pub async fn queued_per_owner(&self, owners: &[String], per_owner: u32) -> Result<Vec<TaskRecord>> {
         if owners.len() <= 1 {
             return self.queued(per_owner).await;
         }
