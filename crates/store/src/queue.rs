@@ -22,7 +22,7 @@ impl Store {
         let mut all = Vec::new();
         for owner in owners {
             let rows = sqlx::query("SELECT * FROM tasks WHERE state = 'queued' AND owner = ? ORDER BY id LIMIT ?")
-                .bind(&owner)
+                .bind(owner)
                 .bind(i64::from(per_owner))
                 .fetch_all(&self.pool)
                 .await?;
