@@ -762,27 +762,6 @@ fn wait_vps(cfg: &Path, id: &str, state: &str) {
     );
 }
 
-/// `river ssh ID … ARGS` with a key and no host-key prompts, as a command to run.
-fn vps_ssh_command(cfg: &Path, id: &str, key: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_river"));
-    c.args(["ssh", id, "-i", key.to_str().unwrap()])
-        .args(["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"])
-        .args([
-            "-o",
-            "LogLevel=ERROR",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "IdentitiesOnly=yes",
-        ])
-        .args(args)
-        .env("RIVER_CONFIG_DIR", cfg)
-        .env("HOME", cfg.parent().unwrap())
-        .env_remove("XDG_CONFIG_HOME")
-        .env_remove("XDG_DATA_HOME");
-    c
-}
-
 /// `river ssh ID ARGS…` with a key and no host-key prompts; returns the output.
 fn vps_ssh(cfg: &Path, id: &str, key: &Path, args: &[&str]) -> Output {
     output_within(&mut vps_ssh_command(cfg, id, key, args))

@@ -358,26 +358,6 @@ fn a_removed_user_is_cut_off_everywhere_at_once_and_managers_stay_within_their_r
     );
 }
 
-/// `river ssh ID ARGS…` as the user of `cfg`, with `key` and no prompts.
-fn ssh_as(cfg: &Path, id: &str, key: &Path, args: &[&str]) -> std::process::Output {
-    output_within(
-        Command::new(env!("CARGO_BIN_EXE_river"))
-            .args(["ssh", id, "-i", key.to_str().unwrap()])
-            .args(["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"])
-            .args([
-                "-o",
-                "LogLevel=ERROR",
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "IdentitiesOnly=yes",
-            ])
-            .args(args)
-            .env("RIVER_CONFIG_DIR", cfg)
-            .env("HOME", cfg.parent().unwrap()),
-    )
-}
-
 #[test]
 fn a_vps_shared_with_a_colleague_is_theirs_to_reach_not_to_remove() {
     if !docker_image_ready() {
@@ -420,7 +400,9 @@ fn a_vps_shared_with_a_colleague_is_theirs_to_reach_not_to_remove() {
         "{:?}",
         text(&o)
     );
-    assert!(!ssh_as(&bob, &id, &bob_key, &["true"]).status.success());
+    assert!(!output_within(&mut vps_ssh_command(&bob, &id, &bob_key, &["true"]))
+        .status
+        .success());
     // Only its owner shares it.
     let o = river(&bob, &["vps", "share", &id, "bob"]);
     assert!(!o.status.success(), "bob shared ann's VPS with himself: {:?}", text(&o));
@@ -432,12 +414,12 @@ fn a_vps_shared_with_a_colleague_is_theirs_to_reach_not_to_remove() {
         text(&o)
     );
     // Shared: bob logs in over SSH with his own key, and connects.
-    let o = ssh_as(
+    let o = output_within(&mut vps_ssh_command(
         &bob,
         &id,
         &bob_key,
         &["sh", "-c", "'echo bob-was-here > /root/from-bob; whoami'"],
-    );
+    ));
     assert_eq!(text(&o).0.trim(), "root", "{:?}", text(&o));
     let o = river(&bob, &["connect", &id, "--", "cat", "/root/from-bob"]);
     assert_eq!(text(&o).0.trim(), "bob-was-here", "{:?}", text(&o));
@@ -457,7 +439,9 @@ fn a_vps_shared_with_a_colleague_is_theirs_to_reach_not_to_remove() {
     ends_within(&mut open, Instant::now(), "bob's session in the unshared VPS");
     let o = river(&bob, &["connect", &id, "--", "true"]);
     assert!(!o.status.success(), "{:?}", text(&o));
-    assert!(!ssh_as(&bob, &id, &bob_key, &["true"]).status.success());
+    assert!(!output_within(&mut vps_ssh_command(&bob, &id, &bob_key, &["true"]))
+        .status
+        .success());
     assert!(river(&ann, &["vps", "rm", &id]).status.success());
 }
 

@@ -15,7 +15,7 @@ use tokio::process::Command;
 /// `(table, chain, rule)`. Traffic inside the overlay, and the VXLAN packets that carry it, skip
 /// connection tracking: nothing about them is stateful, and tracking every packet twice (inner
 /// and outer) costs a large part of the forwarding budget. What goes out of the bridge into the
-/// VXLAN device is let through here; what comes into the bridge is [`crate::reach`]'s to decide.
+/// VXLAN device is let through here; what comes into the bridge is the `reach` module's to decide.
 pub fn rules(subnet: &Ipv4Net, range: &Ipv4Net, port: u16) -> Vec<(&'static str, &'static str, Vec<String>)> {
     let s = |x: &str| x.to_owned();
     let vxlan = || vec![s("-p"), s("udp"), s("--dport"), port.to_string(), s("-j"), s("NOTRACK")];

@@ -46,7 +46,7 @@ pub struct Plan {
     pub me: Member,
     pub peers: Vec<Member>,
     /// Runners: the overlay's reach sets — the addresses of each owner's containers, which may
-    /// reach each other and nothing else of the overlay's containers ([`crate::reach`]).
+    /// reach each other and nothing else of the overlay's containers (the `reach` module).
     #[serde(default)]
     pub reach: Vec<Vec<Ipv4Addr>>,
 }

@@ -283,3 +283,24 @@ pub fn node_online(cfg: &Path, name: &str) -> bool {
             .any(|n| n["name"] == name && n["state"].as_str().is_some_and(|s| s.eq_ignore_ascii_case("online")))
     })
 }
+
+/// `river ssh ID … ARGS` with a key and no host-key prompts, as a command to run.
+pub fn vps_ssh_command(cfg: &Path, id: &str, key: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_river"));
+    c.args(["ssh", id, "-i", key.to_str().unwrap()])
+        .args(["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"])
+        .args([
+            "-o",
+            "LogLevel=ERROR",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+        ])
+        .args(args)
+        .env("RIVER_CONFIG_DIR", cfg)
+        .env("HOME", cfg.parent().unwrap())
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("XDG_DATA_HOME");
+    c
+}
