@@ -356,6 +356,19 @@ fn a_removed_user_is_cut_off_everywhere_at_once_and_managers_stay_within_their_r
         "{:?}",
         text(&o)
     );
+
+    // Removed with --kill-tasks: their work ends too.
+    let carl = person(d.path(), &admin, &listen, "carl", "user");
+    let his = running_task(&carl, &["--image", "river-test/busybox:1", "--", "sleep", "600"]);
+    let o = river(&admin, &["user", "rm", "carl", "--kill-tasks"]);
+    assert!(
+        o.status.success() && text(&o).0.contains("1 of their tasks killed"),
+        "{:?}",
+        text(&o)
+    );
+    until(Duration::from_secs(30), "carl's task killed", || {
+        text(&river(&admin, &["task", "status", &his])).0.contains("killed")
+    });
 }
 
 #[test]

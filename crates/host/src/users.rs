@@ -86,10 +86,19 @@ pub(crate) async fn remove(ctx: &Ctx, caller: &Caller, name: &str, kill_tasks: b
         .map(|t| t.id)
         .collect();
     let tasks = if kill_tasks {
+        let mut killed = 0;
         for id in &theirs {
-            crate::tasks::signal(ctx, caller, *id, Signal::Kill).await?;
+            let r = crate::tasks::signal(ctx, caller, *id, Signal::Kill).await?;
+            killed += usize::from(!matches!(r, Response::Error { .. }));
         }
-        format!("{} of their tasks killed", theirs.len())
+        let left = theirs.len() - killed;
+        if left == 0 {
+            format!("{killed} of their tasks killed")
+        } else {
+            format!(
+                "{killed} of their tasks killed; {left} could not be (a stopped VPS is removed with `river vps rm ID`)"
+            )
+        }
     } else if theirs.is_empty() {
         "they had no unfinished task".to_owned()
     } else {
