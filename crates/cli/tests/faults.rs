@@ -482,29 +482,55 @@ async fn a_second_network_of_the_same_name_on_the_engine_does_not_stop_tasks() {
     }
     let d = tmp();
     let (host, runner, conn) = cluster(d.path(), "f9").await;
-    let first = submit(&conn, spec("echo one")).await[0];
-    assert_eq!(
-        wait_state(&conn, first, &["completed", "failed"]).await.state,
-        "completed"
-    );
+    // A task keeps running on the network river made.
+    let first = submit(&conn, spec("echo one; exec sleep 600")).await[0];
+    wait_state(&conn, first, &["running"]).await;
+    let old = networks_named("river-tasks");
+    assert_eq!(old.len(), 1);
     // Another process sharing the engine made the network at the same moment: the engine keeps
     // both (its API, unlike `docker network create`, does not refuse the name), and a container
-    // that names the network is refused as ambiguous.
-    let made = std::process::Command::new("curl")
-        .args(["-sSf", "--unix-socket", "/var/run/docker.sock", "-X", "POST"])
-        .args(["-H", "content-type: application/json", "-d"])
-        .arg(r#"{"Name":"river-tasks","Driver":"bridge","Options":{"com.docker.network.bridge.enable_icc":"false"}}"#)
-        .arg("http://localhost/networks/create")
-        .output()
-        .unwrap();
-    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    // that names the network is refused as ambiguous. Made until the new one's id sorts first,
+    // so that "the smallest id" would pick the one no container uses.
+    for _ in 0..64 {
+        let made = std::process::Command::new("curl")
+            .args(["-sSf", "--unix-socket", "/var/run/docker.sock", "-X", "POST"])
+            .args(["-H", "content-type: application/json", "-d"])
+            .arg(r#"{"Name":"river-tasks","Driver":"bridge","Options":{"com.docker.network.bridge.enable_icc":"false"}}"#)
+            .arg("http://localhost/networks/create")
+            .output()
+            .unwrap();
+        assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+        let now = networks_named("river-tasks");
+        let new: Vec<&String> = now.iter().filter(|n| !old.contains(n)).collect();
+        if new.iter().any(|n| n.as_str() < old[0].as_str()) {
+            break;
+        }
+        for n in new {
+            let _ = std::process::Command::new("docker").args(["network", "rm", n]).output();
+        }
+    }
     assert!(networks_named("river-tasks").len() >= 2, "the engine holds two");
 
     let second = submit(&conn, spec("echo two")).await[0];
     let t = wait_state(&conn, second, &["completed", "failed"]).await;
     assert_eq!(t.state, "completed", "{:?}", t.message);
     assert_eq!(logs(&conn, second, false).await, "two\n");
-    assert_eq!(networks_named("river-tasks").len(), 1, "the spare one is removed");
+    assert_eq!(
+        networks_named("river-tasks"),
+        old,
+        "the spare one is removed, the one in use kept"
+    );
+    assert!(matches!(
+        call(
+            &conn,
+            Request::TaskSignal {
+                id: first,
+                signal: river_proto::msg::Signal::Kill
+            }
+        )
+        .await,
+        Response::Done { .. } | Response::Task(_)
+    ));
     runner.shutdown().await;
     host.shutdown().await;
 }

@@ -337,12 +337,31 @@ impl Runtime {
             found = self.networks_named(name).await?;
         }
         found.sort();
-        let Some(keep) = found.first().cloned() else {
+        // The one to keep: one that containers use already (the engine stores a container's
+        // network by name, so it could not start again while the name is ambiguous, and a network
+        // in use cannot be removed), else the smallest id, which every caller agrees on.
+        let mut keep = None;
+        if found.len() > 1 {
+            for id in &found {
+                let used = self
+                    .docker
+                    .inspect_network(id, None)
+                    .await
+                    .ok()
+                    .and_then(|n| n.containers)
+                    .is_some_and(|c| !c.is_empty());
+                if used {
+                    keep = Some(id.clone());
+                    break;
+                }
+            }
+        }
+        let Some(keep) = keep.or_else(|| found.first().cloned()) else {
             return Err(RuntimeError::Docker(format!(
                 "network {name} was made but is not there"
             )));
         };
-        for other in &found[1..] {
+        for other in found.iter().filter(|id| **id != keep) {
             // Refused while a container uses it; a later call tries again.
             let _ = self.docker.remove_network(other).await;
         }
