@@ -158,11 +158,7 @@ pub async fn whoami(dir: &Path, output: Output) -> anyhow::Result<()> {
 
 /// Sends `req` and prints the host's sentence.
 async fn done(dir: &Path, req: Request) -> anyhow::Result<()> {
-    let Response::Done { message } = once(dir, req).await? else {
-        anyhow::bail!("unexpected answer")
-    };
-    println!("{message}");
-    Ok(())
+    crate::cmd::vps::done(once(dir, req).await?)
 }
 
 /// `river audit`.

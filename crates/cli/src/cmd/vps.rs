@@ -156,7 +156,8 @@ fn count(t: &TaskView) -> usize {
     t.spec.vps.as_ref().map_or(0, |v| v.ssh_keys.len())
 }
 
-fn done(r: Response) -> anyhow::Result<()> {
+/// Prints the host's sentence from a `Done` answer.
+pub(crate) fn done(r: Response) -> anyhow::Result<()> {
     let Response::Done { message } = r else {
         bail!("unexpected answer")
     };
