@@ -6,7 +6,7 @@ use std::path::PathBuf;
 mod host;
 mod people;
 pub use host::{DownArgs, HostArgs, HostCmd, RunnerArgs, UpArgs};
-pub use people::{LoginArgs, TokenCmd, UserCmd, UserKeyCmd};
+pub use people::{LoginArgs, TokenCmd, UserCmd, UserKeyCmd, UserTokenCmd};
 
 #[derive(Debug, Parser)]
 #[command(name = "river", version, about = "A self-hosted cluster manager for GPU labs", long_about = None)]
@@ -264,7 +264,7 @@ pub enum TaskCmd {
         after_help = "Shows the newest tasks (100 unless --limit says); older ones page with --before.\n\nExamples:\n  river task list --state running\n  river task list --limit 20 --before 4711\n  river task list --all -o json > tasks.json"
     )]
     List {
-        /// Only tasks in this state (queued, assigned, running, paused, completed, failed, killed, oom, lost, stopped).
+        /// Only tasks in this state (pending_approval, queued, assigned, running, paused, completed, failed, killed, oom, lost, stopped).
         #[arg(short, long)]
         state: Option<String>,
         /// Only tasks on this node.
@@ -292,6 +292,19 @@ pub enum TaskCmd {
     Pause { id: u64 },
     /// Resume a paused task.
     Resume { id: u64 },
+    /// Let a task waiting for approval into the queue, with the rest of its batch (operators;
+    /// never your own).
+    #[command(after_help = "Example:\n  river task list -s pending_approval\n  river task approve 42")]
+    Approve { id: u64 },
+    /// Refuse a task waiting for approval, with the rest of its batch: it ends killed, and its
+    /// owner reads the reason in `river task status` (operators).
+    #[command(after_help = "Example:\n  river task reject 42 --reason \"asks for 8 GPUs; use 2\"")]
+    Reject {
+        id: u64,
+        /// Why, for the task's owner.
+        #[arg(long)]
+        reason: String,
+    },
     /// Print a task's output.
     #[command(after_help = "Examples:\n  river task logs 42 --stderr\n  river task logs -f 42")]
     Logs {

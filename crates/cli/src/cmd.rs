@@ -1,5 +1,6 @@
 //! One module per command group; [`run`] dispatches.
 
+mod api_token;
 pub mod connect;
 mod env;
 pub mod forward;

@@ -7,16 +7,9 @@ mod binary;
 
 use binary::*;
 use std::io::BufRead as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// `name`, invited by `by` with `role`, logged in with credentials in `dir/NAME`.
-fn person(dir: &Path, by: &Path, listen: &str, name: &str, role: &str) -> PathBuf {
-    let o = river(by, &["user", "invite", name, "--role", role, "--ttl", "10m"]);
-    assert!(o.status.success(), "invite {name}: {:?}", text(&o));
-    login(dir, listen, name, text(&o).0.trim())
-}
 
 /// A `river connect` session into task `id` as the user of `cfg`, open once it has printed.
 fn terminal_in(cfg: &Path, id: &str) -> std::process::Child {
@@ -34,13 +27,6 @@ fn terminal_in(cfg: &Path, id: &str) -> std::process::Child {
         .unwrap();
     assert_eq!(first.trim(), "ready");
     child
-}
-
-fn login(dir: &Path, listen: &str, name: &str, token: &str) -> PathBuf {
-    let cfg = dir.join(name);
-    let o = river(&cfg, &["login", listen, "--token", token]);
-    assert!(o.status.success(), "login {name}: {:?}", text(&o));
-    cfg
 }
 
 #[test]

@@ -24,9 +24,11 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// The OpenAPI description of these routes, served at `/api/openapi.json`.
 pub const OPENAPI: &str = include_str!("openapi.json");
 
-/// Who is asking, resolved for each request ([`resolve`]).
+/// Who is asking, resolved for each request ([`resolve`]), or why no one is.
 #[derive(Clone)]
-struct ApiCaller(Option<Caller>);
+struct ApiCaller(Result<Caller, &'static str>);
+
+const NO_CALLER: &str = "this endpoint needs a river user certificate (curl --cacert ca.crt --cert cert.pem --key key.pem, files from `river login`) or an API token (-H 'Authorization: Bearer rvk1.…', from `river user token create`)";
 
 /// The certificate a connection presented, kept for the connection's life.
 #[derive(Clone)]
@@ -123,9 +125,26 @@ async fn resolve(
     mut req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> HttpResponse {
-    let who = match peer {
-        Some(Extension(PeerCert(p))) => caller(&ctx, p).await,
-        None => None,
+    // A bearer token, when given, is who asks, whatever certificate the connection has.
+    let bearer = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.to_str().unwrap_or("").to_owned());
+    let who = match (bearer, peer) {
+        (Some(value), _) => match value.strip_prefix("Bearer ") {
+            Some(token) => match crate::api_tokens::caller(&ctx, token).await {
+                Ok(who) => who,
+                Err(e) => {
+                    return error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        &format!("the host could not check the token: {e}"),
+                    )
+                }
+            },
+            None => Err("the Authorization header takes `Bearer rvk1.…` (an API token)"),
+        },
+        (None, Some(Extension(PeerCert(p)))) => caller(&ctx, p).await.ok_or(NO_CALLER),
+        (None, None) => Err(NO_CALLER),
     };
     req.extensions_mut().insert(ApiCaller(who));
     next.run(req).await
@@ -217,8 +236,9 @@ async fn task_output(
     Path(id): Path<u64>,
     Query(q): Query<LogsQuery>,
 ) -> HttpResponse {
-    let Some(caller) = caller else {
-        return error(StatusCode::UNAUTHORIZED, "this endpoint needs a river user certificate");
+    let caller = match caller {
+        Ok(c) => c,
+        Err(why) => return error(StatusCode::UNAUTHORIZED, why),
     };
     if let Err(why) = rpc::authorize(&caller, &Request::TaskLogs { id, stderr: q.stderr }) {
         return error(StatusCode::FORBIDDEN, &why);
@@ -249,10 +269,16 @@ async fn task_output(
         .into_response()
 }
 
+#[derive(serde::Deserialize)]
+struct ActionQuery {
+    reason: Option<String>,
+}
+
 async fn task_signal(
     s: State<Arc<Ctx>>,
     c: Extension<ApiCaller>,
     Path((id, action)): Path<(u64, String)>,
+    Query(q): Query<ActionQuery>,
 ) -> HttpResponse {
     let signal = match action.as_str() {
         "kill" => Signal::Kill,
@@ -263,10 +289,16 @@ async fn task_signal(
         "start" => return call(s, c, Request::VpsStart { id, on: None }).await,
         "remove" => return call(s, c, Request::VpsRemove { id }).await,
         "snapshot" => return call(s, c, Request::VpsSnapshot { id, message: None }).await,
+        // Operators, for tasks waiting for approval.
+        "approve" => return call(s, c, Request::TaskApprove { id }).await,
+        "reject" => {
+            let reason = q.reason.unwrap_or_default();
+            return call(s, c, Request::TaskReject { id, reason }).await;
+        }
         _ => {
             return error(
                 StatusCode::NOT_FOUND,
-                "no such action; use kill, pause or resume (and for a VPS stop, start, remove or snapshot)",
+                "no such action; use kill, pause or resume (for a VPS stop, start, remove or snapshot; for a task waiting for approval approve, or reject?reason=…)",
             )
         }
     };
@@ -293,11 +325,9 @@ async fn call(
     Extension(ApiCaller(caller)): Extension<ApiCaller>,
     req: Request,
 ) -> HttpResponse {
-    let Some(caller) = caller else {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "this endpoint needs a river user certificate: curl --cacert ca.crt --cert cert.pem --key key.pem (files from `river login`)",
-        );
+    let caller = match caller {
+        Ok(c) => c,
+        Err(why) => return error(StatusCode::UNAUTHORIZED, why),
     };
     let body = match rpc::handle(&ctx, &caller, req).await {
         Response::Error { kind, message } => return error(status_of(&kind), &message),
@@ -327,6 +357,8 @@ async fn call(
         Response::Snapshot(s) => serde_json::json!(s),
         Response::Snapshots(s) => serde_json::json!(s),
         Response::UserKeys(k) => serde_json::json!(k),
+        Response::ApiTokenCreated(t) => serde_json::json!(t),
+        Response::ApiTokens(t) => serde_json::json!(t),
     };
     Json(body).into_response()
 }

@@ -38,6 +38,12 @@ pub struct HostConfig {
     /// The most tasks one user may have waiting in the queue; a submission over it is refused
     /// with the reason. 0: no limit.
     pub max_queued_per_user: u32,
+    /// Roles whose submissions wait in `pending_approval` until an operator approves them
+    /// (`river task approve ID`) or rejects them. Default: none.
+    pub approval_roles: Vec<String>,
+    /// Per-user limits on what runs at once and what is kept (0: no limit); `river user limits`
+    /// overrides them for one user.
+    pub limits: LimitSettings,
     /// The image of the `default` environment (version 1), created at first start: what a task
     /// asking for neither `--env` nor `--image` runs in. Nodes pull it from its registry; commit
     /// a version (`river env shell default`, `river env commit default`) to serve it over the mesh.
@@ -46,6 +52,18 @@ pub struct HostConfig {
     pub overlay: OverlaySettings,
     /// VPS snapshots.
     pub vps: VpsSettings,
+}
+
+/// `[limits]` in the host config: each user's defaults, 0 meaning no limit.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitSettings {
+    /// Cores one user's tasks may hold at once; more wait in the queue (others go first).
+    pub running_cores: u32,
+    /// GPUs one user's tasks may hold at once.
+    pub running_gpus: u32,
+    /// VPSs one user may have (not removed); another is refused at submit.
+    pub vps: u32,
 }
 
 /// `[vps]` in the host config.
@@ -111,6 +129,8 @@ impl Default for HostConfig {
             max_token_ttl: Duration::from_secs(30 * 86_400),
             allow_privileged: false,
             max_queued_per_user: 10_000,
+            approval_roles: Vec::new(),
+            limits: LimitSettings::default(),
             default_image: "python:3.12-slim".into(),
             overlay: OverlaySettings::default(),
             vps: VpsSettings::default(),
@@ -174,12 +194,21 @@ impl HostConfig {
                 return Err(ConfigError::Invalid("overlay.mtu must be between 576 and 9000".into()));
             }
         }
+        for r in &self.approval_roles {
+            r.parse::<river_proto::msg::Role>()
+                .map_err(|e| ConfigError::Invalid(format!("approval_roles: {e}")))?;
+        }
         if self.node_cert_lifetime < Duration::from_secs(10) || self.user_cert_lifetime < Duration::from_secs(10) {
             return Err(ConfigError::Invalid(
                 "certificate lifetimes must be at least 10s".into(),
             ));
         }
         Ok(())
+    }
+
+    /// Whether a submission by someone of `role` waits for an operator's approval.
+    pub(crate) fn needs_approval(&self, role: river_proto::msg::Role) -> bool {
+        self.approval_roles.iter().any(|r| r == role.as_str())
     }
 
     pub(crate) fn liveness(&self) -> river_proto::liveness::LivenessPolicy {
@@ -221,6 +250,17 @@ mod tests {
         let off: HostConfig = toml::from_str("[overlay]\nrange = \"nonsense\"\n").unwrap();
         off.validate().unwrap();
         assert!(toml::from_str::<HostConfig>("[overlay]\nenable = true\n").is_err());
+    }
+
+    #[test]
+    fn approval_roles_are_role_names() {
+        let c: HostConfig = toml::from_str("approval_roles = [\"user\"]\n").unwrap();
+        c.validate().unwrap();
+        assert!(c.needs_approval(river_proto::msg::Role::User));
+        assert!(!c.needs_approval(river_proto::msg::Role::Operator));
+        let bad: HostConfig = toml::from_str("approval_roles = [\"guest\"]\n").unwrap();
+        assert!(bad.validate().unwrap_err().to_string().contains("unknown role"));
+        assert!(!HostConfig::default().needs_approval(river_proto::msg::Role::Viewer));
     }
 
     #[test]

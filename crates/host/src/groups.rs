@@ -124,7 +124,12 @@ pub(crate) async fn submit(ctx: &Ctx, caller: &Caller, spec: TaskSpec) -> anyhow
         specs.iter().zip(&targets).map(|(s, t)| (s, Some(t.as_str()))).collect();
     let ids = ctx
         .store
-        .insert_batch(&caller.actor(), &members, crate::clock::now_ms())
+        .insert_batch_as(
+            &caller.actor(),
+            &members,
+            crate::clock::now_ms(),
+            crate::approvals::initial_state(ctx, caller).as_str(),
+        )
         .await?;
     for ((id, ip), t) in ids.iter().zip(&ips).zip(&targets) {
         crate::overlay::hold(ctx, &caller.actor(), t.split(':').next().unwrap_or(t), *ip, *id).await?;

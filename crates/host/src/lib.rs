@@ -9,6 +9,8 @@ pub mod backup;
 pub mod config;
 
 mod api;
+mod api_tokens;
+mod approvals;
 mod clock;
 mod entrances;
 mod envs;

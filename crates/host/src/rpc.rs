@@ -55,6 +55,10 @@ pub(crate) fn authorize(caller: &Caller, req: &Request) -> Result<(), String> {
         | Request::TokenList
         | Request::TokenRevoke { .. } => Role::Admin,
         Request::TaskList { .. } | Request::TaskShow { .. } => Role::Viewer,
+        Request::TaskApprove { .. } | Request::TaskReject { .. } => Role::Operator,
+        // A user's own tokens; someone else's only if the caller may manage them (checked with
+        // the account in hand). A token never does more than its user may.
+        Request::ApiTokenCreate { .. } | Request::ApiTokenList { .. } | Request::ApiTokenRevoke { .. } => Role::Viewer,
         // Whose task it is is checked with the task in hand.
         Request::TaskSubmit(_) | Request::TaskSignal { .. } | Request::TaskLogs { .. } => Role::User,
         Request::VpsStart { .. }
@@ -363,6 +367,13 @@ async fn act(ctx: &Ctx, caller: &Caller, req: Request) -> anyhow::Result<Respons
         Request::VpsRemove { id } => crate::vps::remove(ctx, caller, id).await?,
         Request::VpsKeys { id, add, remove } => crate::vps::keys(ctx, caller, id, add, remove).await?,
         Request::VpsShare { id, user, share } => crate::vps::share(ctx, caller, id, &user, share).await?,
+        Request::ApiTokenCreate { name, ttl_secs, role } => {
+            crate::api_tokens::create(ctx, caller, &name, ttl_secs, role).await?
+        }
+        Request::ApiTokenList { user } => crate::api_tokens::list(ctx, caller, user).await?,
+        Request::ApiTokenRevoke { name, user } => crate::api_tokens::revoke(ctx, caller, &name, user).await?,
+        Request::TaskApprove { id } => crate::approvals::approve(ctx, caller, id).await?,
+        Request::TaskReject { id, reason } => crate::approvals::reject(ctx, caller, id, &reason).await?,
     })
 }
 

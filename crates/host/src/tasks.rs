@@ -218,9 +218,15 @@ pub(crate) async fn submit(ctx: &Ctx, caller: &Caller, spec: TaskSpec) -> anyhow
             }
         }
     }
+    let first = crate::approvals::initial_state(ctx, caller);
+    let members: Vec<(&TaskSpec, Option<&str>)> = if spec.targets.is_empty() {
+        vec![(&spec, None)]
+    } else {
+        spec.targets.iter().map(|t| (&spec, Some(t.as_str()))).collect()
+    };
     let ids = ctx
         .store
-        .insert_tasks(&caller.actor(), &spec, &spec.targets, now_ms())
+        .insert_batch_as(&caller.actor(), &members, now_ms(), first.as_str())
         .await?;
     ctx.queued_owners
         .lock()
@@ -467,7 +473,7 @@ pub(crate) async fn signal(ctx: &Ctx, caller: &Caller, id: u64, signal: Signal) 
             ))
         }
         // A queued VPS has nothing to stop: it is cancelled like a task.
-        Signal::Stop if state == TaskState::Queued => TaskState::Killed,
+        Signal::Stop if matches!(state, TaskState::Queued | TaskState::PendingApproval) => TaskState::Killed,
         Signal::Stop => TaskState::Stopped,
     };
     if state == TaskState::Stopped {
@@ -479,7 +485,7 @@ pub(crate) async fn signal(ctx: &Ctx, caller: &Caller, id: u64, signal: Signal) 
     if let Err(e) = transition(state, wanted) {
         return Ok(err(ErrorKind::Conflict, format!("task {id}: {e}")));
     }
-    if state == TaskState::Queued {
+    if matches!(state, TaskState::Queued | TaskState::PendingApproval) {
         // Never started: cancel it here.
         end_here(&mut t, TaskState::Killed, format!("cancelled by {}", caller.actor()));
         ctx.save_task(&t).await?;

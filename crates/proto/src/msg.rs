@@ -10,7 +10,8 @@ mod streams;
 mod task;
 pub use overlay::{IpReservation, IpView, OverlayConfig, OverlayHealth, OverlayMemberView, OverlayPeer, OverlayView};
 pub use people::{
-    key_proof_message, EventView, TokenCreated, TokenView, UserKey, UserView, AUDIT_MAX, KEY_PROOF_NAMESPACE,
+    key_proof_message, ApiTokenCreated, ApiTokenView, EventView, TokenCreated, TokenView, UserKey, UserView,
+    API_TOKEN_PREFIX, AUDIT_MAX, KEY_PROOF_NAMESPACE,
 };
 pub use secret::{EnvVars, Secret};
 use serde::{Deserialize, Serialize};
@@ -354,6 +355,32 @@ pub enum Request {
     Logout {
         serial: String,
     },
+    /// A token for the HTTPS API (`Authorization: Bearer`), acting as the caller at most at
+    /// `role` (default: the caller's role, never above it). Answered with
+    /// [`Response::ApiTokenCreated`]: the secret is shown once.
+    ApiTokenCreate {
+        name: String,
+        ttl_secs: u64,
+        role: Option<Role>,
+    },
+    /// The caller's API tokens, or `user`'s (whom the caller may manage).
+    ApiTokenList {
+        user: Option<String>,
+    },
+    /// Revokes the live API token `name` of the caller, or of `user`.
+    ApiTokenRevoke {
+        name: String,
+        user: Option<String>,
+    },
+    /// Lets a task waiting for approval into the queue (operators).
+    TaskApprove {
+        id: u64,
+    },
+    /// Refuses a task waiting for approval: it ends `rejected`, with the reason (operators).
+    TaskReject {
+        id: u64,
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -413,6 +440,8 @@ pub enum Response {
     UserKeys(Vec<UserKey>),
     /// Audit events, newest first.
     Events(Vec<EventView>),
+    ApiTokenCreated(ApiTokenCreated),
+    ApiTokens(Vec<ApiTokenView>),
 }
 
 /// The repository of snapshot images (`river-vps/ID:MS`): a node drops one of these once no

@@ -508,18 +508,30 @@ impl Store {
         members: &[(&TaskSpec, Option<&str>)],
         now_ms: i64,
     ) -> Result<Vec<u64>> {
+        self.insert_batch_as(owner, members, now_ms, "queued").await
+    }
+
+    /// [`Self::insert_batch`], the tasks starting in `state` (`queued`, or `pending_approval`).
+    pub async fn insert_batch_as(
+        &self,
+        owner: &str,
+        members: &[(&TaskSpec, Option<&str>)],
+        now_ms: i64,
+        state: &str,
+    ) -> Result<Vec<u64>> {
         let mut tx = self.write_tx().await?;
         let mut ids = Vec::with_capacity(members.len());
         for (spec, target) in members {
             let spec_json = json(spec)?;
             let id: i64 = sqlx::query_scalar(
                 "INSERT INTO tasks (batch, name, owner, spec_json, target, state, submitted_at_ms)
-                 VALUES (0, ?, ?, ?, ?, 'queued', ?) RETURNING id",
+                 VALUES (0, ?, ?, ?, ?, ?, ?) RETURNING id",
             )
             .bind(&spec.name)
             .bind(owner)
             .bind(&spec_json)
             .bind(target)
+            .bind(state)
             .bind(now_ms)
             .fetch_one(&mut *tx)
             .await?;
@@ -937,6 +949,8 @@ async fn insert_version(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, name: &str
 }
 
 mod accounts;
+mod api_tokens;
+pub use api_tokens::ApiTokenRecord;
 mod audit;
 mod queue;
 mod shares;

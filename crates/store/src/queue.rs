@@ -34,12 +34,42 @@ impl Store {
         Ok(all)
     }
 
-    /// How many tasks `owner` has waiting.
+    /// How many tasks `owner` has waiting, for the queue or for approval.
     pub async fn queued_of(&self, owner: &str) -> Result<u64> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tasks WHERE state = 'queued' AND owner = ?")
-            .bind(owner)
-            .fetch_one(&self.pool)
-            .await?;
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM tasks WHERE state IN ('queued', 'pending_approval') AND owner = ?",
+        )
+        .bind(owner)
+        .fetch_one(&self.pool)
+        .await?;
         Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    /// Moves the tasks of batch `batch` that are in state `from` to `to`, with `message` (and a
+    /// finish time when `finished_ms`), in one statement: a task that left `from` meanwhile (killed
+    /// by its owner while an operator approved it) is left alone. Returns the ids moved.
+    pub async fn move_batch(
+        &self,
+        batch: u64,
+        from: &str,
+        to: &str,
+        message: Option<&str>,
+        finished_ms: Option<i64>,
+    ) -> Result<Vec<u64>> {
+        let batch = i64::try_from(batch).unwrap_or(i64::MAX);
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "UPDATE tasks SET state = ?, message = COALESCE(?, message), finished_at_ms = COALESCE(?, finished_at_ms)
+             WHERE batch = ? AND state = ? RETURNING id",
+        )
+        .bind(to)
+        .bind(message)
+        .bind(finished_ms)
+        .bind(batch)
+        .bind(from)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut ids: Vec<u64> = ids.into_iter().filter_map(|i| u64::try_from(i).ok()).collect();
+        ids.sort_unstable();
+        Ok(ids)
     }
 }

@@ -75,6 +75,8 @@ impl Store {
         .await?
         .rows_affected();
         record_cert(&mut tx, name, cert).await?;
+        // A lost laptop may hold API tokens too.
+        crate::api_tokens::revoke_all(&mut tx, name, now).await?;
         tx.commit().await?;
         Ok(revoked)
     }
@@ -115,6 +117,7 @@ impl Store {
             .bind(name)
             .execute(&mut *tx)
             .await?;
+        crate::api_tokens::revoke_all(&mut tx, name, now).await?;
         let gone = sqlx::query("UPDATE users SET removed_at = ?, disabled = 1 WHERE name = ? AND removed_at IS NULL")
             .bind(now)
             .bind(name)

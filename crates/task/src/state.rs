@@ -21,6 +21,9 @@ pub enum TaskState {
     Oom,
     /// Its node went offline; it may come back.
     Lost,
+    /// Submitted by a role the cluster asks approval for: an operator approves it (it is queued)
+    /// or rejects it (it ends killed, with the reason). The scheduler does not see it.
+    PendingApproval,
     /// A VPS whose container is stopped and kept on its node: it holds no resources and can be
     /// started again (back through the queue, to the same node).
     Stopped,
@@ -49,6 +52,7 @@ impl TaskState {
             Self::Oom => "oom",
             Self::Lost => "lost",
             Self::Stopped => "stopped",
+            Self::PendingApproval => "pending_approval",
         }
     }
 }
@@ -57,10 +61,10 @@ impl std::str::FromStr for TaskState {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         use TaskState::*;
-        [Queued, Assigned, Running, Paused, Completed, Failed, Killed, Oom, Lost, Stopped]
+        [Queued, Assigned, Running, Paused, Completed, Failed, Killed, Oom, Lost, Stopped, PendingApproval]
             .into_iter()
             .find(|t| t.as_str() == s)
-            .ok_or_else(|| format!("unknown task state {s:?}; use queued, assigned, running, paused, completed, failed, killed, oom, lost or stopped"))
+            .ok_or_else(|| format!("unknown task state {s:?}; use pending_approval, queued, assigned, running, paused, completed, failed, killed, oom, lost or stopped"))
     }
 }
 
@@ -75,6 +79,7 @@ pub struct InvalidTransition {
 pub fn transition(from: TaskState, to: TaskState) -> Result<TaskState, InvalidTransition> {
     use TaskState::*;
     let ok = match from {
+        PendingApproval => matches!(to, Queued | Killed),
         Queued => matches!(to, Assigned | Killed),
         // Back to the queue when the runner could not take it after all (resources raced).
         Assigned => matches!(to, Queued | Running | Failed | Killed | Oom | Lost | Stopped),
@@ -112,8 +117,18 @@ mod tests {
     use super::TaskState::*;
     use super::*;
 
-    const ALL: [TaskState; 10] = [
-        Queued, Assigned, Running, Paused, Completed, Failed, Killed, Oom, Lost, Stopped,
+    const ALL: [TaskState; 11] = [
+        Queued,
+        Assigned,
+        Running,
+        Paused,
+        Completed,
+        Failed,
+        Killed,
+        Oom,
+        Lost,
+        Stopped,
+        PendingApproval,
     ];
 
     #[test]
@@ -175,6 +190,16 @@ mod tests {
         assert!(!Stopped.is_final() && !Stopped.holds_resources());
         assert!(transition(Stopped, Running).is_err(), "a start goes through the queue");
         assert!(transition(Lost, Stopped).is_ok(), "stopped while its node was away");
+    }
+
+    #[test]
+    fn a_task_waiting_for_approval_is_queued_or_killed_and_nothing_else() {
+        for to in ALL {
+            let ok = transition(PendingApproval, to).is_ok();
+            assert_eq!(ok, matches!(to, Queued | Killed), "{to:?}");
+        }
+        assert!(!PendingApproval.is_final() && !PendingApproval.holds_resources());
+        assert!(transition(Queued, PendingApproval).is_err());
     }
 
     #[test]

@@ -73,6 +73,42 @@ pub enum UserCmd {
     /// Your SSH public keys, which the host's SSH gateway lets in (`ssh -J river@HOST:PORT`).
     #[command(subcommand)]
     Key(UserKeyCmd),
+    /// API tokens: how scripts and CI call the HTTPS API (`Authorization: Bearer TOKEN`) as you.
+    #[command(subcommand)]
+    Token(UserTokenCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserTokenCmd {
+    /// Make a token; it is printed once (the host keeps only a hash). It acts as you, at most
+    /// with `--role`, and never above your role when it is used.
+    #[command(
+        after_help = "Example:\n  river user token create --name ci --ttl 30d --role viewer\n  curl --cacert ca.crt -H \"Authorization: Bearer $TOKEN\" https://HOST:7443/api/tasks"
+    )]
+    Create {
+        /// A name to list and revoke it by.
+        #[arg(long)]
+        name: String,
+        /// How long it is valid (at most 366 days).
+        #[arg(long, default_value = "30days", value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
+        /// viewer, user, operator or admin; default: your role.
+        #[arg(long)]
+        role: Option<String>,
+    },
+    /// Your tokens (or, for operators and admins, someone's with --user): never their secrets.
+    List {
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Revoke a token: it stops working at once.
+    #[command(after_help = "Example:\n  river user token revoke ci")]
+    Revoke {
+        name: String,
+        /// Someone else's token (operators and admins, for those they manage).
+        #[arg(long)]
+        user: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

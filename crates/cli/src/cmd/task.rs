@@ -45,6 +45,8 @@ pub async fn run(cmd: TaskCmd, dir: &Path, output: Output) -> anyhow::Result<Exi
         TaskCmd::Kill { id } | TaskCmd::Cancel { id } => signal(dir, id, Signal::Kill).await?,
         TaskCmd::Pause { id } => signal(dir, id, Signal::Pause).await?,
         TaskCmd::Resume { id } => signal(dir, id, Signal::Resume).await?,
+        TaskCmd::Approve { id } => crate::cmd::vps::done(once(dir, Request::TaskApprove { id }).await?)?,
+        TaskCmd::Reject { id, reason } => crate::cmd::vps::done(once(dir, Request::TaskReject { id, reason }).await?)?,
         TaskCmd::Logs { id, stderr, follow } => logs(dir, id, stderr, follow).await?,
     }
     Ok(ExitCode::SUCCESS)
@@ -138,17 +140,29 @@ async fn submit(a: SubmitArgs, dir: &Path, output: Output) -> anyhow::Result<Exi
         bail!("unexpected answer")
     };
     if !wait {
+        let pending = match client.call(Request::TaskShow { id: ids[0] }).await? {
+            Response::Task(t) => t.state == "pending_approval",
+            _ => false,
+        };
         client.close().await;
         let v = serde_json::json!({ "batch": batch, "ids": ids });
         show(output, &v, |_| {
             for id in &ids {
                 println!("{id}");
             }
-            eprintln!(
-                "submitted {}; follow with `river task status {}`",
-                plural(ids.len()),
-                ids[0]
-            );
+            if pending {
+                eprintln!(
+                    "submitted {}; on this cluster it waits for an operator's approval (`river task status {}` shows when)",
+                    plural(ids.len()),
+                    ids[0]
+                );
+            } else {
+                eprintln!(
+                    "submitted {}; follow with `river task status {}`",
+                    plural(ids.len()),
+                    ids[0]
+                );
+            }
         })?;
         return Ok(ExitCode::SUCCESS);
     }

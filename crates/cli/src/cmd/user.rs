@@ -109,6 +109,7 @@ pub async fn run(cmd: UserCmd, dir: &Path, output: Output) -> anyhow::Result<()>
                 table(&["FINGERPRINT", "TYPE", "COMMENT", "ADDED"], rows);
             })
         }
+        UserCmd::Token(cmd) => crate::cmd::api_token::run(cmd, dir, output).await,
         UserCmd::Key(UserKeyCmd::Rm { key }) => {
             // A file's first key, or the text given.
             let key = match std::fs::metadata(&key) {

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -233,10 +233,25 @@ pub fn until(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
 /// `river host` on `listen` with its state in `dir/host`, serving: the process and the admin's
 /// credential directory.
 pub fn host_process(dir: &Path, listen: &str) -> (Proc, std::path::PathBuf) {
+    host_process_with(dir, listen, "")
+}
+
+/// [`host_process`] with a host config file holding `config` (TOML).
+pub fn host_process_with(dir: &Path, listen: &str, config: &str) -> (Proc, std::path::PathBuf) {
     let state = dir.join("host");
+    let config_file = dir.join("host.toml");
+    std::fs::write(&config_file, config).unwrap();
     let host = serve(
         &dir.join("host.log"),
-        &["host", "--state-dir", state.to_str().unwrap(), "--listen", listen],
+        &[
+            "host",
+            "--config",
+            config_file.to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--listen",
+            listen,
+        ],
     );
     let cfg = state.join("admin");
     until(Duration::from_secs(60), "the host serves", || {
@@ -303,4 +318,18 @@ pub fn vps_ssh_command(cfg: &Path, id: &str, key: &Path, args: &[&str]) -> Comma
         .env_remove("XDG_CONFIG_HOME")
         .env_remove("XDG_DATA_HOME");
     c
+}
+
+/// `name`, invited by `by` with `role`, logged in with credentials in `dir/NAME`.
+pub fn person(dir: &Path, by: &Path, listen: &str, name: &str, role: &str) -> PathBuf {
+    let o = river(by, &["user", "invite", name, "--role", role, "--ttl", "10m"]);
+    assert!(o.status.success(), "invite {name}: {:?}", text(&o));
+    login(dir, listen, name, text(&o).0.trim())
+}
+
+pub fn login(dir: &Path, listen: &str, name: &str, token: &str) -> PathBuf {
+    let cfg = dir.join(name);
+    let o = river(&cfg, &["login", listen, "--token", token]);
+    assert!(o.status.success(), "login {name}: {:?}", text(&o));
+    cfg
 }

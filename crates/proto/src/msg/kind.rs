@@ -50,6 +50,11 @@ impl Request {
             Request::Audit { .. } => "Audit",
             Request::VpsShare { .. } => "VpsShare",
             Request::Logout { .. } => "Logout",
+            Request::ApiTokenCreate { .. } => "ApiTokenCreate",
+            Request::ApiTokenList { .. } => "ApiTokenList",
+            Request::ApiTokenRevoke { .. } => "ApiTokenRevoke",
+            Request::TaskApprove { .. } => "TaskApprove",
+            Request::TaskReject { .. } => "TaskReject",
         }
     }
 }

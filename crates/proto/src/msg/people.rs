@@ -68,3 +68,29 @@ pub struct UserView {
     #[serde(default)]
     pub removed_at: Option<i64>,
 }
+
+/// The prefix of an API token's text: `rvk1.ID.SECRET`.
+pub const API_TOKEN_PREFIX: &str = "rvk1";
+
+/// A new API token; `token` is its secret text, shown this once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiTokenCreated {
+    pub name: String,
+    pub user: String,
+    pub role: Role,
+    pub token: String,
+    pub expires_at: i64,
+}
+
+/// An API token as listed: never its secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiTokenView {
+    pub id: String,
+    pub name: String,
+    pub user: String,
+    pub role: Role,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub last_used_ms: Option<i64>,
+    pub revoked_at: Option<i64>,
+}

@@ -1,0 +1,66 @@
+//! `river user token …`: API tokens for scripts and CI.
+
+use crate::args::{Output, UserTokenCmd};
+use crate::client::{now_s, once};
+use crate::output::{ago, show, table};
+use river_proto::msg::{Request, Response, Role};
+use std::path::Path;
+
+pub async fn run(cmd: UserTokenCmd, dir: &Path, output: Output) -> anyhow::Result<()> {
+    match cmd {
+        UserTokenCmd::Create { name, ttl, role } => {
+            let role = role
+                .map(|r| r.parse::<Role>())
+                .transpose()
+                .map_err(|e| anyhow::anyhow!(e))?;
+            let req = Request::ApiTokenCreate {
+                name,
+                ttl_secs: ttl.as_secs().max(1),
+                role,
+            };
+            let Response::ApiTokenCreated(t) = once(dir, req).await? else {
+                anyhow::bail!("unexpected answer")
+            };
+            show(output, &t, |t| {
+                println!("{}", t.token);
+                eprintln!(
+                    "API token {} for {} ({}), expires {}; it is shown only now. Use it as:\n  curl --cacert ca.crt -H \"Authorization: Bearer $TOKEN\" https://HOST:PORT/api/status",
+                    t.name,
+                    t.user,
+                    t.role.as_str(),
+                    ago(t.expires_at, now_s()),
+                );
+            })
+        }
+        UserTokenCmd::List { user } => {
+            let Response::ApiTokens(tokens) = once(dir, Request::ApiTokenList { user }).await? else {
+                anyhow::bail!("unexpected answer")
+            };
+            show(output, &tokens, |tokens| {
+                let now = now_s();
+                let rows = tokens
+                    .iter()
+                    .map(|t| {
+                        let state = match t.revoked_at {
+                            Some(at) => format!("revoked {}", ago(at, now)),
+                            None if t.expires_at <= now => "expired".into(),
+                            None => "valid".into(),
+                        };
+                        vec![
+                            t.name.clone(),
+                            t.user.clone(),
+                            t.role.as_str().into(),
+                            state,
+                            t.last_used_ms.map_or("never".into(), |ms| ago(ms / 1000, now)),
+                            ago(t.expires_at, now),
+                        ]
+                    })
+                    .collect();
+                table(&["NAME", "USER", "ROLE", "STATE", "LAST USED", "EXPIRES"], rows);
+            })
+        }
+        UserTokenCmd::Revoke { name, user } => {
+            crate::cmd::vps::done(once(dir, Request::ApiTokenRevoke { name, user }).await?)
+        }
+    }
+}

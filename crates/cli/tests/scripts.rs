@@ -1,0 +1,240 @@
+//! Scripts and supervisors: API tokens a CI job calls the HTTPS API with (`curl -H
+//! "Authorization: Bearer …"`), and approvals an operator gives or refuses. Real `river host` and
+//! runner processes, the real Docker engine, `curl` as a script would use it.
+
+#[path = "support/binary.rs"]
+mod binary;
+
+use binary::*;
+use std::path::Path;
+use std::time::Duration;
+
+/// `curl` against the host's HTTPS API with `token` (none: no credentials at all), trusting the
+/// cluster CA from `cfg`: (status, body).
+fn api(cfg: &Path, listen: &str, token: Option<&str>, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    let mut c = std::process::Command::new("curl");
+    c.args(["-s", "-m", "30", "-w", "\n%{http_code}", "--cacert"])
+        .arg(cfg.join("ca.crt"))
+        .args(["-X", method]);
+    if let Some(t) = token {
+        c.args(["-H", &format!("Authorization: Bearer {t}")]);
+    }
+    if let Some(b) = body {
+        c.args(["-H", "content-type: application/json", "-d", b]);
+    }
+    let port = listen.rsplit_once(':').unwrap().1;
+    c.arg(format!("https://localhost:{port}{path}"));
+    let out = output_within(&mut c);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_owned())
+}
+
+/// `river user token create ARGS` as the user of `cfg`: the token printed.
+fn new_token(cfg: &Path, args: &[&str]) -> String {
+    let mut all = vec!["user", "token", "create"];
+    all.extend_from_slice(args);
+    let o = river(cfg, &all);
+    assert!(o.status.success(), "{:?}", text(&o));
+    text(&o).0.trim().to_owned()
+}
+
+const SPEC: &str = r#"{"command": ["true"], "image": "river-test/busybox:1"}"#;
+
+#[test]
+fn an_api_token_acts_as_its_user_and_never_more() {
+    if !docker_image_ready() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let (_host, admin) = host_process(d.path(), &listen);
+    let _runner = runner_process(d.path(), &admin, &listen, "tok-node");
+    let bob = person(d.path(), &admin, &listen, "bob", "user");
+    let vic = person(d.path(), &admin, &listen, "vic", "viewer");
+
+    // A read-only token for a dashboard script, and one that may submit, for CI.
+    let ro = new_token(&bob, &["--name", "dash", "--ttl", "1h", "--role", "viewer"]);
+    let ci = new_token(&bob, &["--name", "ci"]);
+    assert!(ro.starts_with("rvk1.") && ro != ci, "{ro}");
+    let (code, body) = api(&admin, &listen, Some(&ro), "GET", "/api/tasks", None);
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = api(&admin, &listen, Some(&ro), "POST", "/api/tasks", Some(SPEC));
+    assert_eq!(code, 403, "a viewer token submitted: {body}");
+    let (code, body) = api(&admin, &listen, Some(&ci), "POST", "/api/tasks", Some(SPEC));
+    assert_eq!(code, 200, "{body}");
+    let id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["ids"][0]
+        .as_u64()
+        .unwrap();
+    // It acts as bob: the task is his, and he (not only the token) may kill it.
+    let (_, body) = api(&admin, &listen, Some(&ci), "GET", &format!("/api/tasks/{id}"), None);
+    assert!(body.contains("\"owner\":\"user bob\""), "{body}");
+    // A token never does more than its user: bob may not make an admin one, nor an operator's.
+    for role in ["admin", "operator"] {
+        let o = river(&bob, &["user", "token", "create", "--name", "up", "--role", role]);
+        assert!(
+            !o.status.success() && text(&o).1.contains("at most what you may"),
+            "{:?}",
+            text(&o)
+        );
+    }
+    // Names are his own to reuse only once revoked.
+    let o = river(&bob, &["user", "token", "create", "--name", "ci"]);
+    assert!(!o.status.success() && text(&o).1.contains("already"), "{:?}", text(&o));
+
+    // The host keeps no secret: nothing it wrote holds a token's text.
+    let secret = ci.rsplit('.').next().unwrap();
+    for f in std::fs::read_dir(d.path().join("host")).unwrap() {
+        let f = f.unwrap().path();
+        if f.is_file() {
+            let bytes = std::fs::read(&f).unwrap();
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "{} holds the token's secret",
+                f.display()
+            );
+        }
+    }
+    // Listed with their last use, never their secret.
+    let o = river(&bob, &["user", "token", "list", "-o", "json"]);
+    let listed: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let of = |name: &str| {
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == name)
+            .cloned()
+            .unwrap()
+    };
+    assert!(
+        of("ci")["last_used_ms"].is_i64() && of("dash")["role"] == "Viewer",
+        "{listed}"
+    );
+    assert!(!String::from_utf8_lossy(&o.stdout).contains(secret));
+    // A viewer may not see someone else's tokens; an admin may, and may revoke them.
+    let o = river(&vic, &["user", "token", "list", "--user", "bob"]);
+    assert!(!o.status.success(), "{:?}", text(&o));
+    let o = river(&admin, &["user", "token", "list", "--user", "bob"]);
+    assert!(text(&o).0.contains("dash"), "{:?}", text(&o));
+    let o = river(&admin, &["user", "token", "revoke", "dash", "--user", "bob"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let (code, body) = api(&admin, &listen, Some(&ro), "GET", "/api/tasks", None);
+    assert_eq!(code, 401, "a revoked token still worked: {body}");
+
+    // The user's role caps the token when it is used: bob made a viewer, his CI token submits no more.
+    let o = river(&admin, &["user", "set-role", "bob", "viewer"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let (code, body) = api(&admin, &listen, Some(&ci), "POST", "/api/tasks", Some(SPEC));
+    assert_eq!(code, 403, "{body}");
+    // Disabled: nothing; enabled again: as before; removed: never again.
+    assert!(river(&admin, &["user", "disable", "bob"]).status.success());
+    let (code, body) = api(&admin, &listen, Some(&ci), "GET", "/api/status", None);
+    assert_eq!(code, 401, "{body}");
+    assert!(river(&admin, &["user", "enable", "bob"]).status.success());
+    let (code, body) = api(&admin, &listen, Some(&ci), "GET", "/api/status", None);
+    assert_eq!(code, 200, "{body}");
+    assert!(river(&admin, &["user", "rm", "bob"]).status.success());
+    let (code, body) = api(&admin, &listen, Some(&ci), "GET", "/api/status", None);
+    assert_eq!(code, 401, "a removed user's token still worked: {body}");
+
+    // Expired, made up, or not a token at all.
+    let short = new_token(&vic, &["--name", "short", "--ttl", "2s"]);
+    assert_eq!(api(&admin, &listen, Some(&short), "GET", "/api/status", None).0, 200);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(api(&admin, &listen, Some(&short), "GET", "/api/status", None).0, 401);
+    let forged = format!("{}.{}", &short[..short.rfind('.').unwrap()], "A".repeat(43));
+    assert_eq!(api(&admin, &listen, Some(&forged), "GET", "/api/status", None).0, 401);
+    let (code, body) = api(&admin, &listen, Some("hunter2"), "GET", "/api/status", None);
+    assert!(code == 401 && body.contains("not a river API token"), "{code} {body}");
+    assert_eq!(api(&admin, &listen, None, "GET", "/api/status", None).0, 401);
+}
+
+#[test]
+fn what_a_guest_submits_waits_for_an_operator() {
+    if !docker_image_ready() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let (_host, admin) = host_process_with(d.path(), &listen, "approval_roles = [\"user\", \"operator\"]\n");
+    let _runner = runner_process(d.path(), &admin, &listen, "appr-node");
+    let gus = person(d.path(), &admin, &listen, "gus", "user");
+    let opal = person(d.path(), &admin, &listen, "opal", "operator");
+    let state = |id: &str| {
+        let o = river(&admin, &["task", "status", id, "-o", "json"]);
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap_or_default()
+    };
+    let submit = |cfg: &Path, args: &[&str]| {
+        let mut all = vec!["task", "submit", "--image", "river-test/busybox:1"];
+        all.extend_from_slice(args);
+        let o = river(cfg, &all);
+        assert!(o.status.success(), "{:?}", text(&o));
+        (text(&o).0.trim().to_owned(), text(&o).1)
+    };
+
+    // The guest's task waits, and says so; the admin's (a role not asked) runs at once.
+    let (id, note) = submit(&gus, &["--", "echo", "approved-output"]);
+    assert!(note.contains("approval"), "{note}");
+    assert_eq!(state(&id)["state"], "pending_approval");
+    let (mine, _) = submit(&admin, &["--", "true"]);
+    until(Duration::from_secs(60), "the admin's task ends", || {
+        state(&mine)["state"] == "completed"
+    });
+    // The node was free all along and ran the later task: the scheduler ignored the guest's.
+    assert_eq!(state(&id)["state"], "pending_approval", "{}", state(&id));
+    let o = river(&opal, &["task", "list", "-s", "pending_approval", "-o", "json"]);
+    let listed: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+
+    // Nobody approves their own, and a user approves nothing.
+    let o = river(&gus, &["task", "approve", &id]);
+    assert!(!o.status.success() && text(&o).1.contains("operator"), "{:?}", text(&o));
+    let (own, _) = submit(&opal, &["--", "true"]);
+    let o = river(&opal, &["task", "approve", &own]);
+    assert!(!o.status.success() && text(&o).1.contains("yours"), "{:?}", text(&o));
+    assert!(river(&opal, &["task", "kill", &own]).status.success());
+    // The operator approves: it runs, and its output is there.
+    let o = river(&opal, &["task", "approve", &id]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    until(Duration::from_secs(60), "the approved task ends", || {
+        state(&id)["state"] == "completed"
+    });
+    let o = river(&gus, &["task", "logs", &id]);
+    assert_eq!(text(&o).0, "approved-output\n");
+    // Approving twice is refused with what it is now.
+    let o = river(&opal, &["task", "approve", &id]);
+    assert!(
+        !o.status.success() && text(&o).1.contains("completed"),
+        "{:?}",
+        text(&o)
+    );
+
+    // A rejection needs a reason, ends the task without running it, and its owner reads why.
+    let (bad, _) = submit(&gus, &["--", "touch", "/should-not-run"]);
+    let o = river(&opal, &["task", "reject", &bad, "--reason", " "]);
+    assert!(!o.status.success() && text(&o).1.contains("reason"), "{:?}", text(&o));
+    let o = river(&opal, &["task", "reject", &bad, "--reason", "asks for too much"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let o = river(&gus, &["task", "status", &bad, "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["state"], "killed");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("rejected by user opal: asks for too much"),
+        "{v}"
+    );
+    assert!(v["started_at_ms"].is_null(), "{v}");
+    // The guest may still cancel what waits; and the audit trail has both decisions.
+    let (gone, _) = submit(&gus, &["--", "true"]);
+    assert!(river(&gus, &["task", "kill", &gone]).status.success());
+    assert_eq!(state(&gone)["state"], "killed");
+    let o = river(&admin, &["audit", "-o", "json"]);
+    let audit = text(&o).0;
+    assert!(
+        audit.contains("task.approve") && audit.contains("task.reject"),
+        "{audit}"
+    );
+}

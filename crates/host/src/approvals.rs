@@ -1,0 +1,127 @@
+//! Approvals: on a cluster that asks for them (`approval_roles` in the host config), what users of
+//! those roles submit waits in `pending_approval`, unseen by the scheduler, until an operator
+//! approves it (it joins the queue) or rejects it (it ends `killed`, with the reason). A batch — a
+//! group, an array over targets — is approved or rejected whole, so a group never runs in part.
+
+use crate::clock::now_ms;
+use crate::mesh::Caller;
+use crate::Ctx;
+use river_proto::msg::{ErrorKind, Response};
+use river_task::state::TaskState;
+
+fn refuse(kind: ErrorKind, message: impl Into<String>) -> Response {
+    Response::Error {
+        kind,
+        message: message.into(),
+    }
+}
+
+/// The state `caller`'s new tasks start in.
+pub(crate) fn initial_state(ctx: &Ctx, caller: &Caller) -> TaskState {
+    match caller {
+        Caller::User { role, .. } if ctx.cfg.needs_approval(*role) => TaskState::PendingApproval,
+        _ => TaskState::Queued,
+    }
+}
+
+/// The batch of task `id` if it waits for approval and `caller` may decide it: never their own.
+async fn decidable(ctx: &Ctx, caller: &Caller, id: u64) -> anyhow::Result<Result<u64, Response>> {
+    let Some(t) = ctx.store.task(id).await? else {
+        return Ok(Err(refuse(
+            ErrorKind::NotFound,
+            format!("no task {id}; `river task list -s pending_approval` shows what waits"),
+        )));
+    };
+    if t.state != TaskState::PendingApproval.as_str() {
+        return Ok(Err(refuse(
+            ErrorKind::Conflict,
+            format!("task {id} is {}, not waiting for approval", t.state),
+        )));
+    }
+    if t.owner == caller.actor() {
+        return Ok(Err(refuse(
+            ErrorKind::Forbidden,
+            format!("task {id} is yours; another operator approves or rejects it"),
+        )));
+    }
+    Ok(Ok(t.batch))
+}
+
+fn ids_text(ids: &[u64]) -> String {
+    ids.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
+}
+
+pub(crate) async fn approve(ctx: &Ctx, caller: &Caller, id: u64) -> anyhow::Result<Response> {
+    let batch = match decidable(ctx, caller, id).await? {
+        Ok(b) => b,
+        Err(r) => return Ok(r),
+    };
+    let ids = ctx
+        .store
+        .move_batch(
+            batch,
+            TaskState::PendingApproval.as_str(),
+            TaskState::Queued.as_str(),
+            None,
+            None,
+        )
+        .await?;
+    if ids.is_empty() {
+        return Ok(refuse(ErrorKind::Conflict, format!("task {id} was decided meanwhile")));
+    }
+    if let Some(t) = ctx.store.task(ids[0]).await? {
+        ctx.queued_owners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .1
+            .insert(t.owner);
+    }
+    ctx.store
+        .event(now_ms(), &caller.actor(), "task.approve", &ids_text(&ids))
+        .await?;
+    ctx.kick.notify_one();
+    Ok(Response::Done {
+        message: format!("approved task(s) {}: queued", ids_text(&ids)),
+    })
+}
+
+pub(crate) async fn reject(ctx: &Ctx, caller: &Caller, id: u64, reason: &str) -> anyhow::Result<Response> {
+    let reason = reason.trim();
+    if reason.is_empty() {
+        return Ok(refuse(
+            ErrorKind::Invalid,
+            "give a reason (--reason): its owner reads it in `river task status`",
+        ));
+    }
+    let batch = match decidable(ctx, caller, id).await? {
+        Ok(b) => b,
+        Err(r) => return Ok(r),
+    };
+    let message = format!("rejected by {}: {reason}", caller.actor());
+    let ids = ctx
+        .store
+        .move_batch(
+            batch,
+            TaskState::PendingApproval.as_str(),
+            TaskState::Killed.as_str(),
+            Some(&message),
+            Some(now_ms()),
+        )
+        .await?;
+    if ids.is_empty() {
+        return Ok(refuse(ErrorKind::Conflict, format!("task {id} was decided meanwhile")));
+    }
+    // A group's members held overlay addresses from submission.
+    ctx.store.release_reservations(now_ms()).await?;
+    ctx.store
+        .event(
+            now_ms(),
+            &caller.actor(),
+            "task.reject",
+            &format!("{}: {reason}", ids_text(&ids)),
+        )
+        .await?;
+    Ok(Response::Done {
+        message: format!("rejected task(s) {}", ids_text(&ids)),
+    })
+}
