@@ -6,7 +6,7 @@ use std::path::PathBuf;
 mod host;
 mod people;
 pub use host::{DownArgs, HostArgs, HostCmd, RunnerArgs, UpArgs};
-pub use people::{LoginArgs, TokenCmd, UserCmd, UserKeyCmd, UserTokenCmd};
+pub use people::{LimitArgs, LoginArgs, TokenCmd, UserCmd, UserKeyCmd, UserTokenCmd};
 
 #[derive(Debug, Parser)]
 #[command(name = "river", version, about = "A self-hosted cluster manager for GPU labs", long_about = None)]

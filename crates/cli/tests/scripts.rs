@@ -238,3 +238,109 @@ fn what_a_guest_submits_waits_for_an_operator() {
         "{audit}"
     );
 }
+
+#[test]
+fn a_users_limits_hold_their_tasks_back_and_no_one_elses() {
+    if !docker_image_ready() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let config = "[limits]\nrunning_cores = 1\nvps = 1\n";
+    let (_host, admin) = host_process_with(d.path(), &listen, config);
+    let _runner = runner_process(d.path(), &admin, &listen, "lim-node");
+    let ann = person(d.path(), &admin, &listen, "ann", "user");
+    let bob = person(d.path(), &admin, &listen, "bob", "user");
+    let opal = person(d.path(), &admin, &listen, "opal", "operator");
+    let state = |id: &str| {
+        let o = river(&admin, &["task", "status", id, "-o", "json"]);
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap_or_default()["state"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    };
+    let submit = |cfg: &Path, args: &[&str]| {
+        let mut all = vec!["task", "submit", "--image", "river-test/busybox:1"];
+        all.extend_from_slice(args);
+        river(cfg, &all)
+    };
+    let id_of = |o: std::process::Output| {
+        assert!(o.status.success(), "{:?}", text(&o));
+        text(&o).0.trim().to_owned()
+    };
+
+    // What can never fit is refused at once, with the reason.
+    let o = submit(&ann, &["-c", "2", "--", "true"]);
+    assert!(
+        !o.status.success() && text(&o).1.contains("at most 1"),
+        "{:?}",
+        text(&o)
+    );
+    let o = river(&admin, &["user", "limits", "ann", "--running-gpus", "1"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let o = submit(&ann, &["--gpus", "2", "--", "true"]);
+    assert!(
+        !o.status.success() && text(&o).1.contains("2 GPUs at once"),
+        "{:?}",
+        text(&o)
+    );
+
+    // The node has two cores; ann may hold one: her second task waits while bob's, submitted
+    // after it, runs on the other.
+    let first = id_of(submit(&ann, &["--", "sleep", "300"]));
+    wait_running(&ann, &first);
+    let second = id_of(submit(&ann, &["--", "sleep", "300"]));
+    let bobs = id_of(submit(&bob, &["--", "sleep", "300"]));
+    wait_running(&bob, &bobs);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(state(&second), "queued", "ann's second task ran past her limit");
+    // Her limit raised (an operator may, for a user), the waiting one starts once a core is free.
+    let o = river(&ann, &["user", "limits", "ann", "--running-cores", "2"]);
+    assert!(!o.status.success(), "a user raised her own limit: {:?}", text(&o));
+    let o = river(&opal, &["user", "limits", "ann", "--running-cores", "2"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert!(river(&bob, &["task", "kill", &bobs]).status.success());
+    wait_running(&ann, &second);
+    // She sees her own limits and where they come from; not bob's.
+    let o = river(&ann, &["user", "limits", "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["effective"]["running_cores"], 2, "{v}");
+    assert_eq!(v["overrides"]["running_cores"], 2, "{v}");
+    assert_eq!(v["effective"]["vps"], 1, "{v}");
+    assert!(v["overrides"]["vps"].is_null(), "{v}");
+    assert!(!river(&ann, &["user", "limits", "bob"]).status.success());
+    for id in [&first, &second] {
+        assert!(river(&ann, &["task", "kill", id]).status.success());
+    }
+
+    // One VPS each.
+    let key = d.path().join("ann_key");
+    let o = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    let public = key.with_extension("pub");
+    let vps = [
+        "vps",
+        "create",
+        "--image",
+        "river-test/busybox:1",
+        "--ssh-key",
+        public.to_str().unwrap(),
+    ];
+    let o = river(&ann, &vps);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let o = river(&ann, &vps);
+    assert!(
+        !o.status.success() && text(&o).1.contains("at most 1"),
+        "{:?}",
+        text(&o)
+    );
+    // Back to the defaults: the GPU limit goes.
+    let o = river(&opal, &["user", "limits", "ann", "--reset", "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["effective"]["running_gpus"], 0, "{v}");
+    assert_eq!(v["effective"]["running_cores"], 1, "{v}");
+}

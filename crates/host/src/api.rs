@@ -359,6 +359,7 @@ async fn call(
         Response::UserKeys(k) => serde_json::json!(k),
         Response::ApiTokenCreated(t) => serde_json::json!(t),
         Response::ApiTokens(t) => serde_json::json!(t),
+        Response::UserLimits(l) => serde_json::json!(l),
     };
     Json(body).into_response()
 }

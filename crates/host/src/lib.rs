@@ -18,6 +18,7 @@ mod gateway;
 mod groups;
 mod init;
 mod join;
+mod limits;
 mod logs;
 mod mesh;
 mod overlay;
@@ -77,6 +78,8 @@ pub(crate) struct Ctx {
     /// Caps on the HTTPS/SSH port's connections, and on QUIC peers without a certificate.
     entrances: entrances::Entrances,
     anonymous: entrances::Entrances,
+    /// Users' own limits, over the config's defaults.
+    limits: limits::Overrides,
 }
 
 impl Ctx {
@@ -254,6 +257,7 @@ pub async fn start(cfg: HostConfig) -> anyhow::Result<RunningHost> {
     let lock = state.lock;
     let registry = registry::Registry::default();
     registry.load(&state.store.nodes().await?);
+    let limits = limits::Overrides::load(&state.store).await?;
     let ctx = Arc::new(Ctx {
         ca_fp: state.ca.fingerprint(),
         ca: state.ca,
@@ -273,6 +277,7 @@ pub async fn start(cfg: HostConfig) -> anyhow::Result<RunningHost> {
         anonymous: entrances::Entrances::anonymous(),
         overlay,
         vps_keys,
+        limits,
     });
     envs::ensure_default(&ctx).await?;
     let mut serving = JoinSet::new();

@@ -56,6 +56,8 @@ pub(crate) fn authorize(caller: &Caller, req: &Request) -> Result<(), String> {
         | Request::TokenRevoke { .. } => Role::Admin,
         Request::TaskList { .. } | Request::TaskShow { .. } => Role::Viewer,
         Request::TaskApprove { .. } | Request::TaskReject { .. } => Role::Operator,
+        // One's own limits; someone else's, or setting any, checked with the account in hand.
+        Request::UserLimits { .. } => Role::Viewer,
         // A user's own tokens; someone else's only if the caller may manage them (checked with
         // the account in hand). A token never does more than its user may.
         Request::ApiTokenCreate { .. } | Request::ApiTokenList { .. } | Request::ApiTokenRevoke { .. } => Role::Viewer,
@@ -374,6 +376,7 @@ async fn act(ctx: &Ctx, caller: &Caller, req: Request) -> anyhow::Result<Respons
         Request::ApiTokenRevoke { name, user } => crate::api_tokens::revoke(ctx, caller, &name, user).await?,
         Request::TaskApprove { id } => crate::approvals::approve(ctx, caller, id).await?,
         Request::TaskReject { id, reason } => crate::approvals::reject(ctx, caller, id, &reason).await?,
+        Request::UserLimits { name, set, reset } => crate::limits::handle(ctx, caller, name, set, reset).await?,
     })
 }
 

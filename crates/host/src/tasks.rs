@@ -8,6 +8,7 @@ use crate::mesh::Caller;
 use crate::Ctx;
 use river_proto::msg::{ErrorKind, HostMsg, NodeState, Response, Role, Signal, TaskPlacement, TaskSpec, TaskView};
 use river_store::{NodeRecord, TaskRecord};
+use river_task::fair::{within_limits, Hold};
 use river_task::place::{self, Ask, GpuSlot, Numa, Usage};
 use river_task::state::{transition, TaskState};
 use river_task::target::Target;
@@ -163,18 +164,9 @@ pub(crate) async fn submit(ctx: &Ctx, caller: &Caller, spec: TaskSpec) -> anyhow
     // Only the host sets these.
     spec.ip = None;
     spec.rank = None;
-    let limit = u64::from(ctx.cfg.max_queued_per_user);
-    if limit > 0 {
-        let adding = u64::from(spec.nodes.unwrap_or(0)).max(spec.targets.len().max(1) as u64);
-        let waiting = ctx.store.queued_of(&caller.actor()).await?;
-        if waiting + adding > limit {
-            return Ok(err(
-                ErrorKind::Conflict,
-                format!(
-                    "you have {waiting} task(s) waiting and may have at most {limit} (`max_queued_per_user` in the host config); wait for some to start, or kill some (`river task list -s queued`)"
-                ),
-            ));
-        }
+    let adding = u64::from(spec.nodes.unwrap_or(0)).max(spec.targets.len().max(1) as u64);
+    if let Err(refusal) = crate::limits::check_submit(ctx, caller, &spec, adding).await? {
+        return Ok(refusal);
     }
     if spec.nodes.is_some() || spec.group {
         if spec.ip_token.is_some() {
@@ -310,8 +302,12 @@ async fn schedule_once(ctx: &Ctx) -> anyhow::Result<()> {
     let mut pass = None;
     // Each user's oldest waiting tasks, the users' turns set by what they run now.
     let mut running: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    let mut held: std::collections::HashMap<&str, Hold> = std::collections::HashMap::new();
     for t in holding.iter().filter(|t| state_of(t).holds_resources()) {
         *running.entry(t.owner.as_str()).or_default() += 1;
+        let h = held.entry(t.owner.as_str()).or_default();
+        h.cores += t.spec.cores;
+        h.gpus += t.spec.gpus;
     }
     let owners = queued_owners(ctx).await?;
     for limit in [SCHEDULE_HEAD, SCHEDULE_WINDOW] {
@@ -323,6 +319,22 @@ async fn schedule_once(ctx: &Ctx) -> anyhow::Result<()> {
         tasks.sort_by_key(|t| position.get(&t.id).copied().unwrap_or(usize::MAX));
         let fetched = tasks.len();
         tasks.truncate(limit as usize);
+        // What users' limits on cores and GPUs held at once leave room for; the rest wait.
+        let asks: Vec<(u64, &str, Hold)> = tasks
+            .iter()
+            .map(|t| {
+                let h = Hold {
+                    cores: t.spec.cores,
+                    gpus: t.spec.gpus,
+                };
+                (t.id, t.owner.as_str(), h)
+            })
+            .collect();
+        let through: std::collections::HashSet<u64> =
+            within_limits(&asks, &held, |owner| crate::limits::hold_limit(ctx, owner))
+                .into_iter()
+                .collect();
+        tasks.retain(|t| through.contains(&t.id));
         let queue: Vec<(u64, Ask)> = tasks
             .iter()
             .filter_map(|t| ask(&t.spec, t.target.as_deref()).ok().map(|a| (t.id, a)))

@@ -10,8 +10,8 @@ mod streams;
 mod task;
 pub use overlay::{IpReservation, IpView, OverlayConfig, OverlayHealth, OverlayMemberView, OverlayPeer, OverlayView};
 pub use people::{
-    key_proof_message, ApiTokenCreated, ApiTokenView, EventView, TokenCreated, TokenView, UserKey, UserView,
-    API_TOKEN_PREFIX, AUDIT_MAX, KEY_PROOF_NAMESPACE,
+    key_proof_message, ApiTokenCreated, ApiTokenView, EventView, LimitValues, TokenCreated, TokenView, UserKey,
+    UserLimitsView, UserView, API_TOKEN_PREFIX, AUDIT_MAX, KEY_PROOF_NAMESPACE,
 };
 pub use secret::{EnvVars, Secret};
 use serde::{Deserialize, Serialize};
@@ -376,10 +376,18 @@ pub enum Request {
     TaskApprove {
         id: u64,
     },
-    /// Refuses a task waiting for approval: it ends `rejected`, with the reason (operators).
+    /// Refuses a task waiting for approval: it ends killed, with the reason (operators).
     TaskReject {
         id: u64,
         reason: String,
+    },
+    /// A user's limits (the caller's own with `None`), after setting those `set` names for them
+    /// (operators, for those they manage): a value of 0 means no limit, `reset` goes back to the
+    /// cluster's defaults. Answered with [`Response::UserLimits`].
+    UserLimits {
+        name: Option<String>,
+        set: LimitValues,
+        reset: bool,
     },
 }
 
@@ -442,6 +450,7 @@ pub enum Response {
     Events(Vec<EventView>),
     ApiTokenCreated(ApiTokenCreated),
     ApiTokens(Vec<ApiTokenView>),
+    UserLimits(UserLimitsView),
 }
 
 /// The repository of snapshot images (`river-vps/ID:MS`): a node drops one of these once no

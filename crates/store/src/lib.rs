@@ -950,6 +950,7 @@ async fn insert_version(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, name: &str
 
 mod accounts;
 mod api_tokens;
+mod limits;
 pub use api_tokens::ApiTokenRecord;
 mod audit;
 mod queue;

@@ -76,6 +76,32 @@ pub enum UserCmd {
     /// API tokens: how scripts and CI call the HTTPS API (`Authorization: Bearer TOKEN`) as you.
     #[command(subcommand)]
     Token(UserTokenCmd),
+    /// Show a user's limits (yours without NAME), or set them (operators): tasks waiting, cores
+    /// and GPUs held at once, VPSs. 0 means no limit; the rest follow the host config.
+    #[command(
+        after_help = "Examples:\n  river user limits\n  river user limits ann --running-cores 16 --running-gpus 2\n  river user limits ann --reset"
+    )]
+    Limits(LimitArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LimitArgs {
+    pub name: Option<String>,
+    /// Tasks they may have waiting (queued or for approval).
+    #[arg(long)]
+    pub queued: Option<u32>,
+    /// Cores their tasks may hold at once; more wait.
+    #[arg(long)]
+    pub running_cores: Option<u32>,
+    /// GPUs their tasks may hold at once; more wait.
+    #[arg(long)]
+    pub running_gpus: Option<u32>,
+    /// VPSs they may have.
+    #[arg(long)]
+    pub vps: Option<u32>,
+    /// Back to the cluster's defaults (then the values given, if any).
+    #[arg(long)]
+    pub reset: bool,
 }
 
 #[derive(Debug, Subcommand)]

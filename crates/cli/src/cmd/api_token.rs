@@ -1,9 +1,9 @@
-//! `river user token …`: API tokens for scripts and CI.
+//! `river user token …` (API tokens for scripts and CI) and `river user limits`.
 
-use crate::args::{Output, UserTokenCmd};
+use crate::args::{LimitArgs, Output, UserTokenCmd};
 use crate::client::{now_s, once};
 use crate::output::{ago, show, table};
-use river_proto::msg::{Request, Response, Role};
+use river_proto::msg::{LimitValues, Request, Response, Role};
 use std::path::Path;
 
 pub async fn run(cmd: UserTokenCmd, dir: &Path, output: Output) -> anyhow::Result<()> {
@@ -63,4 +63,45 @@ pub async fn run(cmd: UserTokenCmd, dir: &Path, output: Output) -> anyhow::Resul
             crate::cmd::vps::done(once(dir, Request::ApiTokenRevoke { name, user }).await?)
         }
     }
+}
+
+/// `river user limits`.
+pub async fn limits(a: LimitArgs, dir: &Path, output: Output) -> anyhow::Result<()> {
+    let set = LimitValues {
+        queued: a.queued,
+        running_cores: a.running_cores,
+        running_gpus: a.running_gpus,
+        vps: a.vps,
+    };
+    let req = Request::UserLimits {
+        name: a.name,
+        set,
+        reset: a.reset,
+    };
+    let Response::UserLimits(l) = once(dir, req).await? else {
+        anyhow::bail!("unexpected answer")
+    };
+    show(output, &l, |l| {
+        let row = |what: &str, v: Option<u32>, own: Option<u32>| {
+            vec![
+                what.to_owned(),
+                match v {
+                    Some(0) | None => "no limit".to_owned(),
+                    Some(n) => n.to_string(),
+                },
+                if own.is_some() { "theirs" } else { "cluster default" }.to_owned(),
+            ]
+        };
+        let (e, o) = (&l.effective, &l.overrides);
+        println!("limits of {}:", l.user);
+        table(
+            &["LIMIT", "VALUE", "FROM"],
+            vec![
+                row("tasks waiting", e.queued, o.queued),
+                row("cores held at once", e.running_cores, o.running_cores),
+                row("GPUs held at once", e.running_gpus, o.running_gpus),
+                row("VPSs", e.vps, o.vps),
+            ],
+        );
+    })
 }

@@ -110,6 +110,7 @@ pub async fn run(cmd: UserCmd, dir: &Path, output: Output) -> anyhow::Result<()>
             })
         }
         UserCmd::Token(cmd) => crate::cmd::api_token::run(cmd, dir, output).await,
+        UserCmd::Limits(a) => crate::cmd::api_token::limits(a, dir, output).await,
         UserCmd::Key(UserKeyCmd::Rm { key }) => {
             // A file's first key, or the text given.
             let key = match std::fs::metadata(&key) {

@@ -55,6 +55,7 @@ impl Request {
             Request::ApiTokenRevoke { .. } => "ApiTokenRevoke",
             Request::TaskApprove { .. } => "TaskApprove",
             Request::TaskReject { .. } => "TaskReject",
+            Request::UserLimits { .. } => "UserLimits",
         }
     }
 }

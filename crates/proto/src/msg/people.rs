@@ -94,3 +94,25 @@ pub struct ApiTokenView {
     pub last_used_ms: Option<i64>,
     pub revoked_at: Option<i64>,
 }
+
+/// A user's limits, each set or not (0: no limit).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LimitValues {
+    /// Tasks waiting (queued or for approval).
+    pub queued: Option<u32>,
+    /// Cores their tasks hold at once.
+    pub running_cores: Option<u32>,
+    /// GPUs their tasks hold at once.
+    pub running_gpus: Option<u32>,
+    /// VPSs they have (not removed).
+    pub vps: Option<u32>,
+}
+
+/// A user's limits as they apply (`effective`, every value set) and which are theirs alone
+/// (`overrides`; the rest are the cluster's defaults).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserLimitsView {
+    pub user: String,
+    pub effective: LimitValues,
+    pub overrides: LimitValues,
+}

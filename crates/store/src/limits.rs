@@ -1,0 +1,56 @@
+//! Per-user overrides of the cluster's limits.
+
+use crate::{Result, Store};
+use river_proto::msg::LimitValues;
+use sqlx::Row as _;
+
+fn value(r: &sqlx::sqlite::SqliteRow, col: &str) -> Result<Option<u32>> {
+    Ok(r.try_get::<Option<i64>, _>(col)?
+        .map(|v| u32::try_from(v).unwrap_or(u32::MAX)))
+}
+
+impl Store {
+    /// Every user's overrides, by user name.
+    pub async fn user_limits(&self) -> Result<Vec<(String, LimitValues)>> {
+        sqlx::query("SELECT * FROM user_limits ORDER BY user_name")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("user_name")?,
+                    LimitValues {
+                        queued: value(r, "queued")?,
+                        running_cores: value(r, "running_cores")?,
+                        running_gpus: value(r, "running_gpus")?,
+                        vps: value(r, "vps")?,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    /// Replaces `user`'s overrides (all unset: the row goes).
+    pub async fn set_user_limits(&self, user: &str, v: &LimitValues) -> Result<()> {
+        if *v == LimitValues::default() {
+            sqlx::query("DELETE FROM user_limits WHERE user_name = ?")
+                .bind(user)
+                .execute(&self.pool)
+                .await?;
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO user_limits (user_name, queued, running_cores, running_gpus, vps) VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT(user_name) DO UPDATE SET queued = excluded.queued, running_cores = excluded.running_cores,
+             running_gpus = excluded.running_gpus, vps = excluded.vps",
+        )
+        .bind(user)
+        .bind(v.queued.map(i64::from))
+        .bind(v.running_cores.map(i64::from))
+        .bind(v.running_gpus.map(i64::from))
+        .bind(v.vps.map(i64::from))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
