@@ -170,3 +170,86 @@ fn a_host_killed_mid_transfer_resets_the_forwarded_connection() {
     let _ = fwd.kill();
     let _ = fwd.wait();
 }
+
+/// Bytes `path` takes on disk (a file with holes takes less than its length).
+fn on_disk(path: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(path).map_or(0, |m| m.blocks() * 512)
+}
+
+#[test]
+fn a_task_writing_without_end_keeps_the_last_part_of_its_output_and_says_so() {
+    if !docker_image_ready() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let (_host, cfg) = host_process(d.path(), &listen);
+    let _runner = runner_process_with(d.path(), &cfg, &listen, "cap", "task_output_limit = \"2M\"\n");
+    let tasks = d.path().join("runner-cap").join("tasks");
+    // 40 MB of numbered lines, then a last line, then a pause to look at the disk while it runs.
+    let pad = "x".repeat(200);
+    let script = format!("seq 1 200000 | sed 's/$/ {pad}/'; echo THE-END; echo ready >&2; sleep 300");
+    let mut kinds = vec![("container", vec!["--image", "river-test/busybox:1"])];
+    if river_cli_root() {
+        kinds.push(("process", vec!["--no-container"]));
+    }
+    for (kind, args) in kinds {
+        let mut all = args.clone();
+        all.extend(["--", "sh", "-c", &script]);
+        let id = running_task(&cfg, &all);
+        until(Duration::from_secs(120), "the task has written it all", || {
+            text(&river(&cfg, &["task", "logs", &id, "--stderr"]))
+                .0
+                .contains("ready")
+        });
+        // What the node keeps of it on disk stays near the cap, not 40 MB.
+        let log = tasks.join(&id).join("stdout.log");
+        until(Duration::from_secs(30), "the output is trimmed", || {
+            on_disk(&log) <= 3 << 20
+        });
+        // `task logs` starts by saying what was dropped, then the last part, whole to its end.
+        let o = river(&cfg, &["task", "logs", &id]);
+        assert!(o.status.success(), "{:?}", text(&o).1);
+        let out = text(&o).0;
+        let first = out.lines().next().unwrap();
+        assert!(
+            first.starts_with("[river: the first") && first.contains("were dropped"),
+            "{kind}: {first}"
+        );
+        assert!(
+            out.ends_with(&format!("200000 {pad}\nTHE-END\n")),
+            "{kind}: ends {:?}",
+            &out[out.len() - 40..]
+        );
+        assert!(
+            out.len() <= (2 << 20) + 200 && out.len() >= 1 << 20,
+            "{kind}: {} bytes kept",
+            out.len()
+        );
+        // The kept part is whole lines, from where it starts to the end, none missing.
+        let numbers: Vec<u64> = out
+            .lines()
+            .skip(2)
+            .take_while(|l| *l != "THE-END")
+            .map(|l| l.split(' ').next().unwrap().parse().unwrap())
+            .collect();
+        assert!(
+            numbers.windows(2).all(|w| w[1] == w[0] + 1),
+            "{kind}: a gap in what was kept"
+        );
+        assert!(river(&cfg, &["task", "kill", &id]).status.success());
+    }
+}
+
+/// Whether this test runs as root (process tasks need it), else says it skips that part.
+fn river_cli_root() -> bool {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    if !root {
+        eprintln!("process tasks skipped: not root");
+    }
+    root
+}

@@ -32,6 +32,9 @@ pub struct RunnerConfig {
     /// then it is removed (`task logs` says so). `0s` keeps everything.
     #[serde(with = "humantime_serde")]
     pub task_retention: std::time::Duration,
+    /// The most the node keeps of each output stream of a task (`512M`, `2G`): past it, the
+    /// oldest part is dropped and `task logs` starts with a line saying how much. `0`: no limit.
+    pub task_output_limit: String,
 }
 
 impl Default for RunnerConfig {
@@ -47,11 +50,23 @@ impl Default for RunnerConfig {
             task_uid_base: 2_000_000_000,
             cgroup_root: "/sys/fs/cgroup".into(),
             task_retention: std::time::Duration::from_secs(30 * 86_400),
+            task_output_limit: "1G".into(),
         }
     }
 }
 
 impl RunnerConfig {
+    /// `task_output_limit` in bytes; `None`: no limit.
+    pub fn output_cap(&self) -> anyhow::Result<Option<u64>> {
+        let bytes =
+            river_task::size::parse(&self.task_output_limit).map_err(|e| anyhow::anyhow!("task_output_limit: {e}"))?;
+        anyhow::ensure!(
+            bytes == 0 || bytes >= 1 << 20,
+            "task_output_limit must be at least 1M (or 0 for no limit)"
+        );
+        Ok((bytes > 0).then_some(bytes))
+    }
+
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text =
             std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read config {}: {e}", path.display()))?;

@@ -2,6 +2,7 @@
 //! `state_dir/tasks/ID/`, and a report to the host at each change of state.
 
 mod account;
+mod output;
 mod pin;
 mod process;
 pub(crate) mod records;
@@ -40,6 +41,8 @@ pub(crate) struct Settings {
     /// and the cgroup filesystem that confines them.
     pub task_uid_base: u32,
     pub cgroup_root: PathBuf,
+    /// The most the node keeps of each of a task's output streams (its last part); `None`: all.
+    pub output_cap: Option<u64>,
 }
 
 pub(crate) struct Executor {
@@ -73,6 +76,8 @@ pub(crate) struct Executor {
     pub udp: Arc<crate::forward::UdpFlows>,
     /// This node's part of the overlay network.
     pub overlay: crate::overlay::NodeOverlay,
+    /// The most kept of each output stream of a task.
+    output_cap: Option<u64>,
 }
 
 impl Executor {
@@ -132,6 +137,7 @@ impl Executor {
             task_uid_base: s.task_uid_base,
             udp: Arc::default(),
             overlay: Default::default(),
+            output_cap: s.output_cap,
             node: s.node,
             cluster: s.cluster,
             dir: s.dir,
@@ -341,7 +347,9 @@ impl Executor {
                 Ok(st) => {
                     if !recorded.contains(&id) {
                         // Its output, all of it, before the container goes.
-                        if let Err(e) = pump_output(rt.clone(), cid.clone(), self.dir.join(id.to_string())).await {
+                        if let Err(e) =
+                            pump_output(rt.clone(), cid.clone(), self.dir.join(id.to_string()), self.output_cap).await
+                        {
                             tracing::warn!(task = id, "saving the output: {e}");
                         }
                         if let Some(exit) = st.exit {
@@ -714,7 +722,10 @@ impl Executor {
         let Ok(rt) = self.runtime().await else { return };
         // Output and end together, so both stop if the runner does.
         let dir = self.dir.join(id.to_string());
-        let (exit, saved) = tokio::join!(rt.wait(&cid), pump_output(rt.clone(), cid.clone(), dir.clone()));
+        let (exit, saved) = tokio::join!(
+            rt.wait(&cid),
+            pump_output(rt.clone(), cid.clone(), dir.clone(), self.output_cap)
+        );
         let incomplete = saved.err().map(|why| {
             tracing::error!(task = id, "output not saved: {why}");
             records::output_incomplete(&dir, &why)
@@ -826,6 +837,10 @@ impl Executor {
         if follow && self.process_cgroup(id).exists() {
             return self.follow_file(id, stderr, out).await;
         }
+        let path = self
+            .dir
+            .join(id.to_string())
+            .join(if stderr { "stderr.log" } else { "stdout.log" });
         if follow {
             if let Ok(rt) = self.runtime().await {
                 let name = self.container_name(id);
@@ -842,10 +857,6 @@ impl Executor {
                 }
             }
         }
-        let path = self
-            .dir
-            .join(id.to_string())
-            .join(if stderr { "stderr.log" } else { "stdout.log" });
         // Streamed from the file, however large, in large pieces handed to the stream without a
         // copy: QUIC flow control paces the reads.
         let mut file = match tokio::fs::File::open(&path).await {
@@ -857,6 +868,14 @@ impl Executor {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(e.into()),
         };
+        // What the node no longer keeps is skipped, with a line saying so. (A running container
+        // followed above comes from its engine, which keeps all of it.)
+        let dropped = output::dropped(&path);
+        if dropped > 0 {
+            out.write_all(output::dropped_line(dropped, self.output_cap).as_bytes())
+                .await?;
+            tokio::io::AsyncSeekExt::seek(&mut file, std::io::SeekFrom::Start(dropped)).await?;
+        }
         let mut buf = bytes::BytesMut::new();
         loop {
             buf.reserve(256 << 10);
@@ -942,7 +961,7 @@ fn start_time(pid: i64) -> Option<u64> {
 /// Saves a container's output as it is written. An error means some of it is not saved (a full
 /// disk, the engine gone): it says what, and the task's record and `task logs` say the output is
 /// incomplete.
-async fn pump_output(rt: Runtime, cid: String, dir: PathBuf) -> Result<(), String> {
+async fn pump_output(rt: Runtime, cid: String, dir: PathBuf, cap: Option<u64>) -> Result<(), String> {
     let io = |what: &str| {
         let what = what.to_owned();
         move |e: std::io::Error| format!("{what}: {e}")
@@ -956,19 +975,33 @@ async fn pump_output(rt: Runtime, cid: String, dir: PathBuf) -> Result<(), Strin
     let mut err = tokio::fs::File::create(dir.join("stderr.log"))
         .await
         .map_err(io("stderr.log"))?;
+    // The files are new: so is what they keep.
+    output::forget_dropped(&dir);
     let (mut live_out, mut live_err) = (0usize, 0usize);
+    let (mut unchecked, mut warned) = (0usize, false);
     let mut s = Box::pin(rt.output(&cid, true));
     while let Some(chunk) = s.next().await {
-        match chunk {
+        let n = match chunk {
             Ok(Output::Stdout(b)) => {
                 out.write_all(&b).await.map_err(io("writing stdout.log"))?;
                 live_out += b.len();
+                b.len()
             }
             Ok(Output::Stderr(b)) => {
                 err.write_all(&b).await.map_err(io("writing stderr.log"))?;
                 live_err += b.len();
+                b.len()
             }
             Err(e) => return Err(format!("reading the container's output: {e}")),
+        };
+        unchecked += n;
+        // Looked at every quarter of the cap (at most every 4 MiB): the files exceed it by that
+        // much at most.
+        if let Some(cap) = cap.filter(|c| unchecked as u64 >= (c / 4).min(output::CHECK_EVERY as u64)) {
+            unchecked = 0;
+            out.flush().await.map_err(io("writing stdout.log"))?;
+            err.flush().await.map_err(io("writing stderr.log"))?;
+            output::trim_task(&dir, cap, &mut warned);
         }
     }
     // The live stream can end before the engine has handed over all of it (seen under load: the
@@ -999,7 +1032,11 @@ async fn pump_output(rt: Runtime, cid: String, dir: PathBuf) -> Result<(), Strin
     out.flush().await.map_err(io("writing stdout.log"))?;
     out.sync_all().await.map_err(io("writing stdout.log"))?;
     err.flush().await.map_err(io("writing stderr.log"))?;
-    err.sync_all().await.map_err(io("writing stderr.log"))
+    err.sync_all().await.map_err(io("writing stderr.log"))?;
+    if let Some(cap) = cap {
+        output::trim_task(&dir, cap, &mut warned);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

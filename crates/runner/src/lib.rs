@@ -143,6 +143,7 @@ async fn run(cfg: RunnerConfig, mut inventory: Inventory, status: watch::Sender<
         blobs: cfg.state_dir.join("blobs"),
         task_uid_base: cfg.task_uid_base,
         cgroup_root: cfg.cgroup_root.clone(),
+        output_cap: cfg.output_cap()?,
     };
     std::fs::create_dir_all(&settings.scratch)
         .map_err(|e| anyhow::anyhow!("scratch directory {}: {e}", settings.scratch.display()))?;

@@ -263,6 +263,11 @@ pub fn host_process_with(dir: &Path, listen: &str, config: &str) -> (Proc, std::
 /// `river runner` named `name`, joined with a new token, its state in `dir/runner-NAME` and its
 /// log in `dir/runner-NAME.log`; returns once the node is online.
 pub fn runner_process(dir: &Path, cfg: &Path, listen: &str, name: &str) -> Proc {
+    runner_process_with(dir, cfg, listen, name, "")
+}
+
+/// [`runner_process`] with a runner config file holding `config` (TOML).
+pub fn runner_process_with(dir: &Path, cfg: &Path, listen: &str, name: &str, config: &str) -> Proc {
     let o = river(cfg, &["token", "create", "--ttl", "10m"]);
     assert!(o.status.success(), "{:?}", text(&o));
     let token = text(&o).0.lines().next().unwrap().trim().to_owned();
@@ -270,10 +275,14 @@ pub fn runner_process(dir: &Path, cfg: &Path, listen: &str, name: &str) -> Proc 
     let token_file = dir.join(format!("token-{name}"));
     std::fs::write(&token_file, format!("{token}\n")).unwrap();
     let state = dir.join(format!("runner-{name}"));
+    let config_file = dir.join(format!("runner-{name}.toml"));
+    std::fs::write(&config_file, config).unwrap();
     let runner = serve(
         &dir.join(format!("runner-{name}.log")),
         &[
             "runner",
+            "--config",
+            config_file.to_str().unwrap(),
             "--state-dir",
             state.to_str().unwrap(),
             "--name",

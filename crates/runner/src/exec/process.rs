@@ -199,15 +199,30 @@ impl Executor {
     /// re-adopted task is followed through its cgroup until that empties.
     pub(super) async fn watch_process(&self, id: u64, child: Option<tokio::process::Child>, memory: Option<u64>) {
         let cg = self.process_cgroup(id);
+        let dir = self.dir.join(id.to_string());
+        // The task writes its own files; they are kept within the cap while it runs.
+        let mut warned = false;
+        let mut trim = || {
+            if let Some(cap) = self.output_cap {
+                super::output::trim_task(&dir, cap, &mut warned);
+            }
+        };
         let status = match child {
-            Some(mut c) => c.wait().await.ok(),
+            Some(mut c) => loop {
+                tokio::select! {
+                    s = c.wait() => break s.ok(),
+                    () = tokio::time::sleep(Duration::from_millis(500)) => trim(),
+                }
+            },
             None => {
                 while !cg.pids().is_empty() {
                     tokio::time::sleep(Duration::from_millis(200)).await;
+                    trim();
                 }
                 None
             }
         };
+        trim();
         // The command is over; whatever it left running in the background goes with it.
         if !cg.pids().is_empty() {
             cg.kill_all();
@@ -218,7 +233,6 @@ impl Executor {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
-        let dir = self.dir.join(id.to_string());
         let recorded = recorded_exit(&dir.join("exit_code"));
         let code = recorded.or_else(|| {
             status.map(|s| {
@@ -286,6 +300,13 @@ impl Executor {
         loop {
             // Checked before reading, so the last read sees everything written before the end.
             let ended = !cg.exists() || cg.pids().is_empty();
+            // What the node no longer keeps is skipped, with a line saying so.
+            let dropped = super::output::dropped(&path);
+            if sent < dropped {
+                out.write_all(super::output::dropped_line(dropped - sent, self.output_cap).as_bytes())
+                    .await?;
+                sent = dropped;
+            }
             if let Ok(mut f) = tokio::fs::File::open(&path).await {
                 f.seek(std::io::SeekFrom::Start(sent)).await?;
                 loop {
