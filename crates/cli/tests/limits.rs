@@ -170,3 +170,28 @@ async fn a_gateway_key_is_registered_only_by_whoever_holds_its_private_key() {
     assert!(matches!(call(&alice, add(&alice_pub, alices)).await, Response::UserKeys(k) if k.len() == 1));
     host.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_address_that_keeps_failing_to_join_is_made_to_wait() {
+    let d = tmp();
+    let host = start_host(host_cfg(d.path())).await;
+    let good = token(&host, 600, 1).await;
+    // Guesses at a token: its id and cluster right, the secret not.
+    let (head, _) = good.rsplit_once('.').unwrap();
+    let (prefix, ca) = (head.rsplit_once('.').unwrap().0, good.rsplit('.').next().unwrap());
+    let guess = format!("{prefix}.{}.{ca}", "A".repeat(32));
+    for i in 0..5 {
+        let e = join(&host, &runner_cfg(d.path(), &format!("guess{i}")), &guess)
+            .await
+            .unwrap_err();
+        assert!(!format!("{e:#}").contains("too many"), "guess {i}: {e:#}");
+    }
+    // Now even the right token is refused, unread: the address must wait.
+    let e = join(&host, &runner_cfg(d.path(), "honest"), &good).await.unwrap_err();
+    assert!(format!("{e:#}").contains("too many failed joins"), "{e:#}");
+    match call(&admin(&host).await, Request::TokenList).await {
+        Response::Tokens(t) => assert_eq!(t[0].uses_left, 1, "the token was spent while refused"),
+        other => panic!("{other:?}"),
+    }
+    host.shutdown().await;
+}

@@ -22,7 +22,15 @@ pub(crate) async fn serve_joiner(ctx: Arc<Ctx>, conn: Connection) {
             return None;
         }
         let req: JoinRequest = recv_msg(&mut recv).await.ok()??;
-        let resp = join(&ctx, &req, &remote.to_string()).await;
+        // An address that keeps failing is told to wait, and its token is not even looked at.
+        let resp = match ctx.join_failures.blocked(remote.ip(), std::time::Instant::now()) {
+            Some(left) => refused(format!(
+                "too many failed joins from {}; try again in {} s",
+                remote.ip(),
+                left.as_secs().max(1)
+            )),
+            None => join(&ctx, &req, &remote.to_string()).await,
+        };
         send_msg(&mut send, &resp).await.ok()?;
         let _ = send.finish();
         Some(resp)
@@ -30,17 +38,21 @@ pub(crate) async fn serve_joiner(ctx: Arc<Ctx>, conn: Connection) {
     .await;
     match outcome {
         Ok(Some(JoinResponse::Issued { name, .. })) => {
+            ctx.join_failures.succeeded(remote.ip());
             // Let the joiner read the answer and hang up itself.
             let _ = tokio::time::timeout(FIRST_FRAME_TIMEOUT, conn.closed()).await;
             conn.close(close::JOINED, b"joined");
             tracing::info!(%remote, %name, "issued a certificate");
         }
         Ok(Some(JoinResponse::Refused { reason })) => {
+            // Logged in aggregate by `join_failures`; the detail only for whoever debugs.
+            ctx.join_failures.failed(remote.ip(), std::time::Instant::now());
             let _ = tokio::time::timeout(FIRST_FRAME_TIMEOUT, conn.closed()).await;
-            tracing::warn!(%remote, "refused a join: {reason}");
+            tracing::debug!(%remote, "refused a join: {reason}");
         }
         _ => {
-            tracing::warn!(%remote, "closed a connection without a certificate that did not join");
+            ctx.join_failures.failed(remote.ip(), std::time::Instant::now());
+            tracing::debug!(%remote, "closed a connection without a certificate that did not join");
             conn.close(close::PROTOCOL, b"a connection without a certificate may only join");
         }
     }

@@ -18,6 +18,7 @@ mod gateway;
 mod groups;
 mod init;
 mod join;
+mod join_failures;
 mod limits;
 mod logs;
 mod mesh;
@@ -80,6 +81,8 @@ pub(crate) struct Ctx {
     anonymous: entrances::Entrances,
     /// Users' own limits, over the config's defaults.
     limits: limits::Overrides,
+    /// Addresses whose joins keep failing.
+    join_failures: join_failures::JoinFailures,
 }
 
 impl Ctx {
@@ -278,6 +281,7 @@ pub async fn start(cfg: HostConfig) -> anyhow::Result<RunningHost> {
         overlay,
         vps_keys,
         limits,
+        join_failures: Default::default(),
     });
     envs::ensure_default(&ctx).await?;
     let mut serving = JoinSet::new();
