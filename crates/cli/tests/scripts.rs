@@ -344,3 +344,51 @@ fn a_users_limits_hold_their_tasks_back_and_no_one_elses() {
     assert_eq!(v["effective"]["running_gpus"], 0, "{v}");
     assert_eq!(v["effective"]["running_cores"], 1, "{v}");
 }
+
+#[test]
+fn the_archives_a_user_keeps_stay_within_their_limit() {
+    if !docker_image_ready() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let (_host, admin) = host_process(d.path(), &listen);
+    let _runner = runner_process(d.path(), &admin, &listen, "arch-node");
+    let ann = person(d.path(), &admin, &listen, "ann", "user");
+    let bob = person(d.path(), &admin, &listen, "bob", "user");
+    // The test image's archive is about 2 MiB: ann may keep 3.
+    let o = river(&admin, &["user", "limits", "ann", "--archive-mib", "3"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let create = |cfg: &Path, name: &str| river(cfg, &["env", "create", name, "--from", "river-test/busybox:1"]);
+    let o = create(&ann, "first");
+    assert!(o.status.success(), "{:?}", text(&o));
+    // A second would take her past it: refused while it arrives, and nothing of it is kept.
+    let o = create(&ann, "second");
+    assert!(
+        !o.status.success() && text(&o).1.contains("limit of archives"),
+        "{:?}",
+        text(&o)
+    );
+    let blobs: Vec<String> = std::fs::read_dir(d.path().join("host").join("blobs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!blobs.iter().any(|b| b.starts_with(".incoming")), "{blobs:?}");
+    // At her limit, not even the transfer starts; bob's own archives are his own business.
+    assert!(create(&bob, "bobs").status.success());
+    let o = river(&admin, &["user", "limits", "ann", "--archive-mib", "1"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let o = create(&ann, "third");
+    assert!(
+        !o.status.success() && text(&o).1.contains("may keep at most 1 MiB"),
+        "{:?}",
+        text(&o)
+    );
+    // Room made, room there.
+    assert!(river(&ann, &["env", "rm", "first"]).status.success());
+    assert!(river(&admin, &["user", "limits", "ann", "--archive-mib", "3"])
+        .status
+        .success());
+    let o = create(&ann, "second");
+    assert!(o.status.success(), "{:?}", text(&o));
+}

@@ -64,6 +64,9 @@ pub struct LimitSettings {
     pub running_gpus: u32,
     /// VPSs one user may have (not removed); another is refused at submit.
     pub vps: u32,
+    /// MiB of archives the host keeps for one user: environment versions they make and their
+    /// VPSs' snapshots. A commit or snapshot past it is refused (an automatic one is skipped).
+    pub archive_mib: u32,
 }
 
 /// `[vps]` in the host config.

@@ -181,7 +181,12 @@ pub(crate) async fn create(
         Ok(x) => x,
         Err(refusal) => return Ok(refusal),
     };
-    let archive = match export(ctx, &conn, ExportSource::Image(from.to_owned()), &tag(name, 1), false).await {
+    let budget = match crate::limits::archive_budget(ctx, &caller.actor()).await? {
+        Ok(b) => b,
+        Err(why) => return Ok(err(ErrorKind::Conflict, why)),
+    };
+    let source = ExportSource::Image(from.to_owned());
+    let archive = match export(ctx, &conn, source, &tag(name, 1), false, budget).await {
         Ok(a) => a,
         Err(why) => {
             return Ok(err(
@@ -358,7 +363,11 @@ pub(crate) async fn commit(
         }
     };
     let next = env.versions.last().map_or(1, |v| v.version + 1);
-    let archive = match export(ctx, &conn, ExportSource::Task(t.id), &tag(name, next), false).await {
+    let budget = match crate::limits::archive_budget(ctx, &caller.actor()).await? {
+        Ok(b) => b,
+        Err(why) => return Ok(err(ErrorKind::Conflict, why)),
+    };
+    let archive = match export(ctx, &conn, ExportSource::Task(t.id), &tag(name, next), false, budget).await {
         Ok(a) => a,
         Err(why) => {
             return Ok(err(
@@ -398,6 +407,7 @@ pub(crate) async fn export(
     source: ExportSource,
     tag: &str,
     drop_after: bool,
+    budget: Option<u64>,
 ) -> Result<ArchiveRef, String> {
     let io = |e: std::io::Error| format!("host could not store the archive: {e}");
     let (mut send, mut recv) = open(conn, StreamKind::Export).await.map_err(|e| e.to_string())?;
@@ -420,7 +430,7 @@ pub(crate) async fn export(
     let dir = blobs(ctx);
     tokio::fs::create_dir_all(&dir).await.map_err(io)?;
     let tmp = dir.join(format!(".incoming-{:016x}", rand::random::<u64>()));
-    let received = receive(&mut recv, &tmp).await;
+    let received = receive(&mut recv, &tmp, budget).await;
     let (digest, size) = match received {
         Ok(x) => x,
         Err(e) => {
@@ -433,8 +443,9 @@ pub(crate) async fn export(
     Ok(ArchiveRef { image_id, digest, size })
 }
 
-/// Writes the rest of `recv` to `path`; returns its SHA-256 (hex) and length.
-async fn receive(recv: &mut RecvStream, path: &std::path::Path) -> Result<(String, u64), String> {
+/// Writes the rest of `recv` to `path`, at most `budget` bytes (else it stops, with the reason);
+/// returns its SHA-256 (hex) and length.
+async fn receive(recv: &mut RecvStream, path: &std::path::Path, budget: Option<u64>) -> Result<(String, u64), String> {
     let io = |e: std::io::Error| format!("host could not store the archive: {e}");
     let mut file = tokio::fs::File::create(path).await.map_err(io)?;
     let mut hash = Sha256::new();
@@ -447,6 +458,13 @@ async fn receive(recv: &mut RecvStream, path: &std::path::Path) -> Result<(Strin
         hash.update(&chunk.bytes);
         file.write_all(&chunk.bytes).await.map_err(io)?;
         size += chunk.bytes.len() as u64;
+        if budget.is_some_and(|b| size > b) {
+            let _ = recv.stop(river_mesh::close::DONE);
+            return Err(format!(
+                "the archive is larger than what its owner may still keep ({} MiB): they are at their limit of archives; remove some first (`river vps snapshot rm ID SEQ`, `river env rm NAME`) or ask an operator (`river user limits`)",
+                budget.unwrap_or(0) >> 20
+            ));
+        }
     }
     file.sync_all().await.map_err(io)?;
     Ok((hex::encode(hash.finalize()), size))

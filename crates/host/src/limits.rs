@@ -49,7 +49,34 @@ pub(crate) fn effective(ctx: &Ctx, user: &str) -> LimitValues {
         running_cores: Some(o.running_cores.unwrap_or(d.running_cores)),
         running_gpus: Some(o.running_gpus.unwrap_or(d.running_gpus)),
         vps: Some(o.vps.unwrap_or(d.vps)),
+        archive_mib: Some(o.archive_mib.unwrap_or(d.archive_mib)),
     }
+}
+
+/// How many more bytes of archives the host may keep for `owner` (`user NAME`): `None` without
+/// a limit; a refusal, for them to read, when they are at it.
+pub(crate) async fn archive_budget(ctx: &Ctx, owner: &str) -> anyhow::Result<Result<Option<u64>, String>> {
+    let Some(user) = owner.strip_prefix("user ") else {
+        return Ok(Ok(None));
+    };
+    let mib = effective(ctx, user).archive_mib.unwrap_or(0);
+    if mib == 0 {
+        return Ok(Ok(None));
+    }
+    let limit = u64::from(mib) << 20;
+    let used = ctx.store.archive_bytes_of(owner).await?;
+    if used >= limit {
+        return Ok(Err(archive_refusal(user, used, mib)));
+    }
+    Ok(Ok(Some(limit - used)))
+}
+
+/// Why `user`, keeping `used` bytes of archives, may keep no more.
+pub(crate) fn archive_refusal(user: &str, used: u64, mib: u32) -> String {
+    format!(
+        "{user} keeps {} MiB of archives (environment versions and VPS snapshots) and may keep at most {mib} MiB; remove some first (`river vps snapshot rm ID SEQ`, `river env rm NAME`) or ask an operator (`river user limits`)",
+        used >> 20
+    )
 }
 
 /// What the tasks of `owner` (`user NAME`) may hold at once.
@@ -175,6 +202,7 @@ pub(crate) async fn handle(
         now.running_cores = set.running_cores.or(now.running_cores);
         now.running_gpus = set.running_gpus.or(now.running_gpus);
         now.vps = set.vps.or(now.vps);
+        now.archive_mib = set.archive_mib.or(now.archive_mib);
         ctx.store.set_user_limits(&user, &now).await?;
         ctx.limits
             .0

@@ -380,8 +380,12 @@ async fn take_snapshot(
     let Some(conn) = ctx.registry.connection(&node) else {
         return Err(format!("node {node}, where VPS {id}'s disk is, is not connected"));
     };
+    // Charged to the VPS's owner, whoever takes it.
+    let budget = crate::limits::archive_budget(ctx, &t.owner)
+        .await
+        .map_err(|e| format!("host: {e}"))??;
     let tag = snapshot_tag(id);
-    let archive = crate::envs::export(ctx, &conn, ExportSource::Task(id), &tag, true)
+    let archive = crate::envs::export(ctx, &conn, ExportSource::Task(id), &tag, true, budget)
         .await
         .map_err(|why| format!("node {node} could not snapshot VPS {id}: {why}"))?;
     let mut snap = VpsSnapshot {

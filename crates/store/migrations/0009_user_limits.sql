@@ -5,5 +5,6 @@ CREATE TABLE user_limits (
     queued        INTEGER,
     running_cores INTEGER,
     running_gpus  INTEGER,
-    vps           INTEGER
+    vps           INTEGER,
+    archive_mib   INTEGER
 );

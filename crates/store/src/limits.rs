@@ -24,10 +24,24 @@ impl Store {
                         running_cores: value(r, "running_cores")?,
                         running_gpus: value(r, "running_gpus")?,
                         vps: value(r, "vps")?,
+                        archive_mib: value(r, "archive_mib")?,
                     },
                 ))
             })
             .collect()
+    }
+
+    /// Bytes of archives the host keeps for `owner` (`user NAME`): the environment versions they
+    /// made and their VPSs' snapshots (an archive two of them share counts for each).
+    pub async fn archive_bytes_of(&self, owner: &str) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COALESCE((SELECT SUM(size) FROM environment_versions WHERE created_by = ?1), 0)
+                  + COALESCE((SELECT SUM(s.size) FROM vps_snapshots s JOIN tasks t ON t.id = s.vps WHERE t.owner = ?1), 0)",
+        )
+        .bind(owner)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
     }
 
     /// Replaces `user`'s overrides (all unset: the row goes).
@@ -40,15 +54,17 @@ impl Store {
             return Ok(());
         }
         sqlx::query(
-            "INSERT INTO user_limits (user_name, queued, running_cores, running_gpus, vps) VALUES (?, ?, ?, ?, ?)
+            "INSERT INTO user_limits (user_name, queued, running_cores, running_gpus, vps, archive_mib)
+             VALUES (?, ?, ?, ?, ?, ?)
              ON CONFLICT(user_name) DO UPDATE SET queued = excluded.queued, running_cores = excluded.running_cores,
-             running_gpus = excluded.running_gpus, vps = excluded.vps",
+             running_gpus = excluded.running_gpus, vps = excluded.vps, archive_mib = excluded.archive_mib",
         )
         .bind(user)
         .bind(v.queued.map(i64::from))
         .bind(v.running_cores.map(i64::from))
         .bind(v.running_gpus.map(i64::from))
         .bind(v.vps.map(i64::from))
+        .bind(v.archive_mib.map(i64::from))
         .execute(&self.pool)
         .await?;
         Ok(())

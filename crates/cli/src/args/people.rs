@@ -77,7 +77,8 @@ pub enum UserCmd {
     #[command(subcommand)]
     Token(UserTokenCmd),
     /// Show a user's limits (yours without NAME), or set them (operators): tasks waiting, cores
-    /// and GPUs held at once, VPSs. 0 means no limit; the rest follow the host config.
+    /// and GPUs held at once, VPSs, archives kept. 0 means no limit; the rest follow the host
+    /// config.
     #[command(
         after_help = "Examples:\n  river user limits\n  river user limits ann --running-cores 16 --running-gpus 2\n  river user limits ann --reset"
     )]
@@ -99,6 +100,9 @@ pub struct LimitArgs {
     /// VPSs they may have.
     #[arg(long)]
     pub vps: Option<u32>,
+    /// MiB of archives the host keeps for them (environment versions, VPS snapshots).
+    #[arg(long)]
+    pub archive_mib: Option<u32>,
     /// Back to the cluster's defaults (then the values given, if any).
     #[arg(long)]
     pub reset: bool,

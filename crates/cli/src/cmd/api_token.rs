@@ -72,6 +72,7 @@ pub async fn limits(a: LimitArgs, dir: &Path, output: Output) -> anyhow::Result<
         running_cores: a.running_cores,
         running_gpus: a.running_gpus,
         vps: a.vps,
+        archive_mib: a.archive_mib,
     };
     let req = Request::UserLimits {
         name: a.name,
@@ -101,6 +102,7 @@ pub async fn limits(a: LimitArgs, dir: &Path, output: Output) -> anyhow::Result<
                 row("cores held at once", e.running_cores, o.running_cores),
                 row("GPUs held at once", e.running_gpus, o.running_gpus),
                 row("VPSs", e.vps, o.vps),
+                row("archives kept (MiB)", e.archive_mib, o.archive_mib),
             ],
         );
     })

@@ -106,6 +106,9 @@ pub struct LimitValues {
     pub running_gpus: Option<u32>,
     /// VPSs they have (not removed).
     pub vps: Option<u32>,
+    /// MiB of archives the host keeps for them: environment versions they made, their VPSs'
+    /// snapshots.
+    pub archive_mib: Option<u32>,
 }
 
 /// A user's limits as they apply (`effective`, every value set) and which are theirs alone
