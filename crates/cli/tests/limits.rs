@@ -195,3 +195,51 @@ async fn an_address_that_keeps_failing_to_join_is_made_to_wait() {
     }
     host.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_user_holds_only_so_many_connections_and_others_still_get_in() {
+    let d = tmp();
+    let host = start_host(host_cfg(d.path())).await;
+    let admin = admin(&host).await;
+    let invite = match call(
+        &admin,
+        Request::UserInvite {
+            name: "greedy".into(),
+            role: river_proto::msg::Role::User,
+            ttl_secs: 600,
+        },
+    )
+    .await
+    {
+        Response::TokenCreated(t) => t.token,
+        other => panic!("{other:?}"),
+    };
+    let bundle = river_mesh::client::enrol(&host.mesh_addr.to_string(), &invite, "greedy", "user")
+        .await
+        .unwrap();
+    // A script gone wrong opens connection after connection and keeps them.
+    let mut held = Vec::new();
+    let mut refused = None;
+    for i in 0..300 {
+        let (_, conn) = river_mesh::client::connect_bundle(&bundle).await.unwrap();
+        match river_mesh::client::call(&conn, &Request::WhoAmI).await {
+            Ok(_) => held.push(conn),
+            Err(e) => {
+                refused = Some((i, format!("{e:#}")));
+                break;
+            }
+        }
+    }
+    let (at, why) = refused.expect("all 300 connections were let in");
+    assert_eq!(at, 256, "{why}");
+    assert!(why.contains("connections open"), "{why}");
+    // Everyone else is served as before.
+    let other = user_conn(&host, &admin, "patient").await;
+    assert!(matches!(call(&other, Request::WhoAmI).await, Response::WhoAmI { .. }));
+    // Closing some makes room again.
+    held.truncate(200);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, conn) = river_mesh::client::connect_bundle(&bundle).await.unwrap();
+    assert!(matches!(call(&conn, Request::WhoAmI).await, Response::WhoAmI { .. }));
+    host.shutdown().await;
+}

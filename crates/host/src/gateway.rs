@@ -259,11 +259,14 @@ impl russh::server::Handler for Gateway {
         };
         tracing::info!(remote = %self.remote, who = %caller.actor(), "ssh gateway: logged in");
         if let Caller::User { name, .. } = &caller {
-            self.held = Some(
-                self.ctx
-                    .sessions
-                    .hold(name, crate::sessions::Closer::Ssh(self.cut.clone())),
-            );
+            self.held = self
+                .ctx
+                .sessions
+                .hold(name, crate::sessions::Closer::Ssh(self.cut.clone()));
+            if self.held.is_none() {
+                tracing::warn!(remote = %self.remote, who = %caller.actor(), "ssh gateway: refused, too many connections of theirs");
+                return Ok(Auth::reject());
+            }
         }
         // Read again now that it is held: a removal that landed meanwhile is seen here, or it
         // found the session held.

@@ -86,7 +86,15 @@ async fn connection(ctx: Arc<Ctx>, conn: Connection) {
                 return;
             }
             // Held before the checks: a revocation that lands after them finds it and closes it.
-            let _held = ctx.sessions.hold(&name, crate::sessions::Closer::Mesh(conn.clone()));
+            let Some(_held) = ctx.sessions.hold(&name, crate::sessions::Closer::Mesh(conn.clone())) else {
+                tracing::warn!(user = %name, %remote, "refused a connection: the user has {} open", crate::sessions::PER_USER);
+                let why = format!(
+                    "you have {} connections open to the host (commands, forwards, terminals); close some and try again",
+                    crate::sessions::PER_USER
+                );
+                conn.close(close::PROTOCOL, why.as_bytes());
+                return;
+            };
             let role = match (ctx.store.user(&name).await, ctx.store.is_revoked(&info.serial).await) {
                 (Ok(Some(u)), Ok(false)) if u.disabled => {
                     tracing::warn!(user = %name, %remote, "refused a disabled user");

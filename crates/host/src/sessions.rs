@@ -19,6 +19,11 @@ pub(crate) enum Closer {
 
 type Open = Arc<Mutex<HashMap<String, HashMap<u64, Closer>>>>;
 
+/// Connections one user may hold open at once (mesh connections and gateway sessions together):
+/// each `river` command, forward or terminal is one. Past it, another is refused with the
+/// reason, so one user's script gone wrong cannot take the host's memory from everyone.
+pub(crate) const PER_USER: usize = 256;
+
 #[derive(Default)]
 pub(crate) struct UserSessions {
     next: AtomicU64,
@@ -45,19 +50,21 @@ impl Drop for Held {
 }
 
 impl UserSessions {
-    pub(crate) fn hold(&self, name: &str, closer: Closer) -> Held {
+    /// Holds a connection of `name`'s while it is served; `None` when they have [`PER_USER`]
+    /// open already.
+    pub(crate) fn hold(&self, name: &str, closer: Closer) -> Option<Held> {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        self.open
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(name.to_owned())
-            .or_default()
-            .insert(id, closer);
-        Held {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let theirs = open.entry(name.to_owned()).or_default();
+        if theirs.len() >= PER_USER {
+            return None;
+        }
+        theirs.insert(id, closer);
+        Some(Held {
             name: name.to_owned(),
             id,
             open: self.open.clone(),
-        }
+        })
     }
 
     /// Closes every connection `name` has open; how many there were.
