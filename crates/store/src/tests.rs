@@ -450,3 +450,71 @@ async fn a_key_names_one_user() {
     assert!(s.remove_user_key("ann", "SHA256:a").await.unwrap());
     assert_eq!(s.user_by_key("ssh-ed25519 AAA").await.unwrap(), None);
 }
+
+#[tokio::test]
+async fn api_tokens_are_named_once_while_live_and_die_with_their_user() {
+    let (_d, s) = store().await;
+    let t = |id: &str, name: &str, expires_at| crate::ApiTokenRecord {
+        id: id.into(),
+        user: "ann".into(),
+        name: name.into(),
+        role: Role::User,
+        secret_hash: format!("hash-{id}"),
+        created_at: 1,
+        expires_at,
+        last_used_ms: None,
+        revoked_at: None,
+    };
+    s.insert_api_token(&t("a1", "ci", 100), 1).await.unwrap();
+    assert!(matches!(
+        s.insert_api_token(&t("a2", "ci", 100), 2).await,
+        Err(StoreError::Exists(_))
+    ));
+    // Once expired, its name is free again (the old one is revoked on the way).
+    s.insert_api_token(&t("a3", "ci", 300), 150).await.unwrap();
+    assert!(s.api_token("a1").await.unwrap().unwrap().revoked_at.is_some());
+    // Uses are noted, at most every 10 s.
+    s.touch_api_token("a3", 20_000).await.unwrap();
+    s.touch_api_token("a3", 25_000).await.unwrap();
+    assert_eq!(s.api_token("a3").await.unwrap().unwrap().last_used_ms, Some(20_000));
+    s.insert_api_token(&t("a4", "dash", 300), 150).await.unwrap();
+    assert!(s.revoke_api_token("ann", "dash", 160).await.unwrap());
+    assert!(!s.revoke_api_token("ann", "dash", 161).await.unwrap(), "revoked once");
+    let listed = s.api_tokens(Some("ann")).await.unwrap();
+    assert_eq!(listed[0].id, "a3", "live ones first: {listed:?}");
+    assert!(s.api_tokens(Some("bob")).await.unwrap().is_empty());
+    // Removing the user revokes the rest.
+    s.remove_user("ann", 170).await.unwrap();
+    assert!(s.api_token("a3").await.unwrap().unwrap().revoked_at.is_some());
+}
+
+#[tokio::test]
+async fn a_batch_waiting_for_approval_moves_whole_and_once() {
+    let (_d, s) = store().await;
+    let spec = river_proto::msg::TaskSpec::new("img", vec!["true".into()]);
+    let members: Vec<(&river_proto::msg::TaskSpec, Option<&str>)> = vec![(&spec, Some("a")), (&spec, Some("b"))];
+    let ids = s
+        .insert_batch_as("user gus", &members, 1, "pending_approval")
+        .await
+        .unwrap();
+    assert_eq!(s.queued_of("user gus").await.unwrap(), 2, "waiting for approval counts");
+    assert!(
+        s.queued(10).await.unwrap().is_empty(),
+        "the scheduler's queue does not see them"
+    );
+    // Its owner cancels one; the decision moves the rest, and only once.
+    let mut t = s.task(ids[1]).await.unwrap().unwrap();
+    t.state = "killed".into();
+    s.update_task(&t).await.unwrap();
+    let moved = s
+        .move_batch(ids[0], "pending_approval", "queued", None, None)
+        .await
+        .unwrap();
+    assert_eq!(moved, vec![ids[0]]);
+    assert!(s
+        .move_batch(ids[0], "pending_approval", "queued", None, None)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(s.queued(10).await.unwrap().len(), 1);
+}
