@@ -488,3 +488,74 @@ fn a_user_with_a_long_queue_does_not_make_another_wait_behind_it() {
         let _ = river(&admin, &["task", "kill", id]);
     }
 }
+
+/// Established TCP connections to the host's port `port`.
+fn established_to(port: &str) -> usize {
+    let o = Command::new("ss")
+        .args(["-Htn", "state", "established", &format!("( sport = :{port} )")])
+        .output()
+        .expect("ss (iproute2) runs");
+    String::from_utf8_lossy(&o.stdout).lines().count()
+}
+
+#[test]
+fn a_gateway_client_that_went_away_is_dropped_and_an_idle_one_kept() {
+    let d = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let (_host, admin) = host_process(d.path(), &listen);
+    let bob = person(d.path(), &admin, &listen, "bob", "user");
+    let key = d.path().join("bob_key");
+    keygen(&key);
+    let o = river(
+        &bob,
+        &["user", "key", "add", key.with_extension("pub").to_str().unwrap()],
+    );
+    assert!(o.status.success(), "{:?}", text(&o));
+    let port = listen.rsplit_once(':').unwrap().1;
+    // Two sessions that send nothing: one client stays (idle), the other goes away (its process
+    // frozen, as a laptop closed mid-session: it answers nothing, and closes nothing).
+    let session = || {
+        let mut ssh = Command::new("ssh")
+            .args(["-v", "-N", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no"])
+            .args(["-o", "UserKnownHostsFile=/dev/null", "-o", "IdentitiesOnly=yes"])
+            .args(["-o", "ServerAliveInterval=0", "-i"])
+            .arg(&key)
+            .args(["-p", port, "river@127.0.0.1"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = lines_of(ssh.stderr.take().unwrap());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("the gateway session was not set up")
+            .contains("Authenticated to")
+        {}
+        (ssh, lines)
+    };
+    let (mut idle, _idle_lines) = session();
+    let (mut gone, _gone_lines) = session();
+    until(Duration::from_secs(10), "both sessions are up", || {
+        established_to(port) == 2
+    });
+    let pid = gone.id().to_string();
+    assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+    let frozen = Instant::now();
+    // Before, a session was kept however long its client was silent: the host still counted it.
+    until(
+        Duration::from_secs(90),
+        "the host drops the client that went away",
+        || established_to(port) == 1,
+    );
+    eprintln!("dropped {:?} after its client went away", frozen.elapsed());
+    // The idle one is still there, and still bob's.
+    assert!(idle.try_wait().unwrap().is_none(), "the idle session ended");
+    let o = river(&admin, &["user", "disable", "bob"]);
+    assert!(text(&o).0.contains("1 open connection(s) closed"), "{:?}", text(&o));
+    let _ = Command::new("kill").args(["-CONT", &pid]).status();
+    let _ = gone.kill();
+    let _ = idle.kill();
+    let _ = (gone.wait(), idle.wait());
+}

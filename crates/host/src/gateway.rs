@@ -140,6 +140,9 @@ pub(crate) async fn is_ssh(tcp: &tokio::net::TcpStream) -> bool {
     }
 }
 
+/// How often a logged-in gateway client that has sent nothing is asked whether it is there.
+const KEEPALIVE: Duration = Duration::from_secs(15);
+
 /// Serves one SSH client on the API port.
 pub(crate) async fn serve(ctx: Arc<Ctx>, tcp: tokio::net::TcpStream, remote: SocketAddr) {
     let _ = tcp.set_nodelay(true);
@@ -149,8 +152,12 @@ pub(crate) async fn serve(ctx: Arc<Ctx>, tcp: tokio::net::TcpStream, remote: Soc
         auth_rejection_time: Duration::from_millis(300),
         auth_rejection_time_initial: Some(Duration::ZERO),
         keys: vec![ctx.vps_keys.gateway_key()],
-        // Relayed sessions may idle for days; TCP keepalive and the client's own notice a dead peer.
+        // Relayed sessions may idle for days, but a client that went away (a laptop closed, a
+        // network gone) stops answering keepalives and is dropped within about 45 s, so it
+        // holds none of its user's connection places.
         inactivity_timeout: None,
+        keepalive_interval: Some(KEEPALIVE),
+        keepalive_max: 2,
         ..Default::default()
     };
     let cut = Arc::new(tokio::sync::Notify::new());
