@@ -229,26 +229,7 @@ fn a_removed_user_is_cut_off_everywhere_at_once_and_managers_stay_within_their_r
     );
     assert!(o.status.success(), "{:?}", text(&o));
     let port = listen.rsplit_once(':').unwrap().1;
-    let mut gateway = Command::new("ssh")
-        .args(["-v", "-N", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no"])
-        .args(["-o", "UserKnownHostsFile=/dev/null", "-o", "IdentitiesOnly=yes", "-i"])
-        .arg(&key)
-        .args(["-p", port, "river@127.0.0.1"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let lines = lines_of(gateway.stderr.take().unwrap());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let line = lines
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("the gateway session was not set up");
-        if line.contains("Authenticated to") {
-            break;
-        }
-    }
+    let (mut gateway, _lines) = gateway_session(&key, port);
 
     // An operator manages only what is below them, and no one themselves.
     for (args, why) in [
@@ -489,6 +470,30 @@ fn a_user_with_a_long_queue_does_not_make_another_wait_behind_it() {
     }
 }
 
+/// An `ssh -N` session on the host's SSH gateway at `port` with `key`, once logged in: the client
+/// (it sends nothing of its own, not even keepalives) and the lines it prints from then on.
+fn gateway_session(key: &Path, port: &str) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    let mut ssh = Command::new("ssh")
+        .args(["-v", "-N", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no"])
+        .args(["-o", "UserKnownHostsFile=/dev/null", "-o", "IdentitiesOnly=yes"])
+        .args(["-o", "ServerAliveInterval=0", "-i"])
+        .arg(key)
+        .args(["-p", port, "river@127.0.0.1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = lines_of(ssh.stderr.take().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !lines
+        .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        .expect("the gateway session was not set up")
+        .contains("Authenticated to")
+    {}
+    (ssh, lines)
+}
+
 /// Established TCP connections to the host's port `port`.
 fn established_to(port: &str) -> usize {
     let o = Command::new("ss")
@@ -514,29 +519,8 @@ fn a_gateway_client_that_went_away_is_dropped_and_an_idle_one_kept() {
     let port = listen.rsplit_once(':').unwrap().1;
     // Two sessions that send nothing: one client stays (idle), the other goes away (its process
     // frozen, as a laptop closed mid-session: it answers nothing, and closes nothing).
-    let session = || {
-        let mut ssh = Command::new("ssh")
-            .args(["-v", "-N", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no"])
-            .args(["-o", "UserKnownHostsFile=/dev/null", "-o", "IdentitiesOnly=yes"])
-            .args(["-o", "ServerAliveInterval=0", "-i"])
-            .arg(&key)
-            .args(["-p", port, "river@127.0.0.1"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let lines = lines_of(ssh.stderr.take().unwrap());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !lines
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("the gateway session was not set up")
-            .contains("Authenticated to")
-        {}
-        (ssh, lines)
-    };
-    let (mut idle, _idle_lines) = session();
-    let (mut gone, _gone_lines) = session();
+    let (mut idle, _idle_lines) = gateway_session(&key, port);
+    let (mut gone, _gone_lines) = gateway_session(&key, port);
     until(Duration::from_secs(10), "both sessions are up", || {
         established_to(port) == 2
     });
