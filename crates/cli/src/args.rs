@@ -288,10 +288,19 @@ pub enum TaskCmd {
     /// Cancel a queued task (or kill it if it has started).
     #[command(after_help = "Example:\n  river task cancel 42")]
     Cancel { id: u64 },
-    /// Pause a running task (its processes are frozen).
-    Pause { id: u64 },
-    /// Resume a paused task.
-    Resume { id: u64 },
+    /// Pause a running task (its processes are frozen); returns once it is paused.
+    Pause {
+        id: u64,
+        /// Return once the node is told, without waiting.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Resume a paused task; returns once it runs again.
+    Resume {
+        id: u64,
+        #[arg(long)]
+        no_wait: bool,
+    },
     /// Let a task waiting for approval into the queue, with the rest of its batch (operators;
     /// never your own).
     #[command(after_help = "Example:\n  river task list -s pending_approval\n  river task approve 42")]
@@ -337,7 +346,12 @@ pub enum VpsCmd {
     /// Stop a VPS: its processes end, its container and files are kept (cores and memory are
     /// freed).
     #[command(after_help = "Example:\n  river vps stop 42 && river vps start 42")]
-    Stop { id: u64 },
+    Stop {
+        id: u64,
+        /// Return once the node is told, without waiting for the VPS to have stopped.
+        #[arg(long)]
+        no_wait: bool,
+    },
     /// Start a stopped VPS again on its node, with its files as they were; or, with --on, on
     /// another node from a snapshot (taken now if its node is up, else its latest).
     #[command(
@@ -373,10 +387,18 @@ pub enum VpsCmd {
     /// Stop a VPS and start it again.
     #[command(after_help = "Example:\n  river vps restart 42")]
     Restart { id: u64 },
-    /// Pause a running VPS (its processes are frozen).
-    Pause { id: u64 },
-    /// Resume a paused VPS.
-    Resume { id: u64 },
+    /// Pause a running VPS (its processes are frozen); returns once it is paused.
+    Pause {
+        id: u64,
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Resume a paused VPS; returns once it runs again.
+    Resume {
+        id: u64,
+        #[arg(long)]
+        no_wait: bool,
+    },
     /// Remove a VPS: its container and files are deleted.
     #[command(after_help = "Example:\n  river vps rm 42")]
     Rm { id: u64 },

@@ -749,19 +749,6 @@ fn vps_state(cfg: &Path, id: &str) -> String {
     v["state"].as_str().unwrap_or_default().to_owned()
 }
 
-fn wait_vps(cfg: &Path, id: &str, state: &str) {
-    for _ in 0..300 {
-        if vps_state(cfg, id) == state {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    panic!(
-        "VPS {id} never became {state}: {:?}",
-        text(&river(cfg, &["vps", "status", id]))
-    );
-}
-
 /// `river ssh ID ARGS…` with a key and no host-key prompts; returns the output.
 fn vps_ssh(cfg: &Path, id: &str, key: &Path, args: &[&str]) -> Output {
     output_within(&mut vps_ssh_command(cfg, id, key, args))
@@ -906,10 +893,16 @@ fn vps_ssh_into_an_image_without_sshd_and_files_outlive_stop_and_start() {
         text(&o)
     );
 
-    // Stop keeps the container and its files; start brings both back.
+    // Stop keeps the container and its files; start brings both back. It returns once the VPS has
+    // stopped, so `vps stop ID && vps start ID` works as written (before, the start was refused:
+    // "VPS ID is running").
     let o = river(&cfg, &["vps", "stop", &id]);
     assert!(o.status.success(), "{:?}", text(&o));
-    wait_vps(&cfg, &id, "stopped");
+    assert_eq!(
+        vps_state(&cfg, &id),
+        "stopped",
+        "vps stop returned before the VPS stopped"
+    );
     let o = vps_ssh(&cfg, &id, &key, &["true"]);
     assert_eq!(o.status.code(), Some(255));
     assert!(text(&o).1.contains("is stopped"), "{:?}", text(&o));
@@ -918,18 +911,24 @@ fn vps_ssh_into_an_image_without_sshd_and_files_outlive_stop_and_start() {
     let o = vps_ssh(&cfg, &id, &key, &["wc -c < /root/kept.txt"]);
     assert_eq!(text(&o).0.trim(), "200000", "{:?}", text(&o));
 
-    // Pause and resume.
+    // Pause and resume, each done when it returns.
     assert!(river(&cfg, &["vps", "pause", &id]).status.success());
-    wait_vps(&cfg, &id, "paused");
+    assert_eq!(vps_state(&cfg, &id), "paused");
     assert!(river(&cfg, &["vps", "resume", &id]).status.success());
-    wait_vps(&cfg, &id, "running");
+    assert_eq!(vps_state(&cfg, &id), "running");
     assert_eq!(vps_ssh(&cfg, &id, &key, &["true"]).status.code(), Some(0));
-    // A paused VPS stops too.
+    // A paused VPS stops too; the docs' one-liner, as written.
     assert!(river(&cfg, &["vps", "pause", &id]).status.success());
-    wait_vps(&cfg, &id, "paused");
-    assert!(river(&cfg, &["vps", "stop", &id]).status.success());
-    wait_vps(&cfg, &id, "stopped");
-    assert!(river(&cfg, &["vps", "start", &id, "--wait"]).status.success());
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_river")).parent().unwrap();
+    let o = output_within(
+        Command::new("sh")
+            .args(["-c", &format!("river vps stop {id} && river vps start {id} --wait")])
+            .env("PATH", format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()))
+            .env("RIVER_CONFIG_DIR", &cfg)
+            .env("HOME", cfg.parent().unwrap()),
+    );
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert_eq!(vps_state(&cfg, &id), "running");
 
     // A task is not a VPS, and a VPS's port 22 is river's even for `river forward`.
     let plain = running_task(&cfg, &["--image", "river-test/busybox:1", "--", "sleep", "300"]);

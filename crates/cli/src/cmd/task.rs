@@ -43,13 +43,59 @@ pub async fn run(cmd: TaskCmd, dir: &Path, output: Output) -> anyhow::Result<Exi
             show(output, &t, |t| detail(t))?;
         }
         TaskCmd::Kill { id } | TaskCmd::Cancel { id } => signal(dir, id, Signal::Kill).await?,
-        TaskCmd::Pause { id } => signal(dir, id, Signal::Pause).await?,
-        TaskCmd::Resume { id } => signal(dir, id, Signal::Resume).await?,
+        TaskCmd::Pause { id, no_wait } => signal_and_wait(dir, id, Signal::Pause, no_wait).await?,
+        TaskCmd::Resume { id, no_wait } => signal_and_wait(dir, id, Signal::Resume, no_wait).await?,
         TaskCmd::Approve { id } => crate::cmd::vps::done(once(dir, Request::TaskApprove { id }).await?)?,
         TaskCmd::Reject { id, reason } => crate::cmd::vps::done(once(dir, Request::TaskReject { id, reason }).await?)?,
         TaskCmd::Logs { id, stderr, follow } => logs(dir, id, stderr, follow).await?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Sends `signal` and, unless `no_wait`, returns once the task is in the state it leads to (a
+/// VPS stopped, a task paused or running again): `river vps stop 3 && river vps start 3` works.
+pub(crate) async fn signal_and_wait(dir: &Path, id: u64, signal: Signal, no_wait: bool) -> anyhow::Result<()> {
+    let client = Client::connect(dir).await?;
+    let Response::Done { message } = client.call(Request::TaskSignal { id, signal }).await? else {
+        bail!("unexpected answer")
+    };
+    let want = match signal {
+        Signal::Pause => "paused",
+        Signal::Resume => "running",
+        Signal::Stop => "stopped",
+        Signal::Kill => "killed",
+    };
+    // A queued VPS is cancelled rather than stopped: that is done already.
+    if no_wait || message.starts_with("cancelled") {
+        client.close().await;
+        println!("{message}");
+        return Ok(());
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let Response::Task(t) = client.call(Request::TaskShow { id }).await? else {
+            bail!("unexpected answer")
+        };
+        if t.state == want {
+            break;
+        }
+        if ["completed", "failed", "killed", "oom"].contains(&t.state.as_str()) {
+            client.close().await;
+            bail!(
+                "task {id} ended {} instead{}",
+                t.state,
+                t.message.map(|m| format!(": {m}")).unwrap_or_default()
+            );
+        }
+        if std::time::Instant::now() > deadline {
+            client.close().await;
+            bail!("task {id} is still {} two minutes after it was told to be {want}; it may yet be (`river task status {id}`)", t.state);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    client.close().await;
+    println!("task {id} is {want}");
+    Ok(())
 }
 
 async fn signal(dir: &Path, id: u64, signal: Signal) -> anyhow::Result<()> {

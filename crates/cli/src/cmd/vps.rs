@@ -32,9 +32,9 @@ pub async fn run(cmd: VpsCmd, dir: &Path, output: Output) -> anyhow::Result<()> 
             let t = vps(dir, id).await?;
             show(output, &t, crate::cmd::task::detail)
         }
-        VpsCmd::Stop { id } => signal(dir, id, Signal::Stop).await,
-        VpsCmd::Pause { id } => signal(dir, id, Signal::Pause).await,
-        VpsCmd::Resume { id } => signal(dir, id, Signal::Resume).await,
+        VpsCmd::Stop { id, no_wait } => signal(dir, id, Signal::Stop, no_wait).await,
+        VpsCmd::Pause { id, no_wait } => signal(dir, id, Signal::Pause, no_wait).await,
+        VpsCmd::Resume { id, no_wait } => signal(dir, id, Signal::Resume, no_wait).await,
         VpsCmd::Start { id, on, wait } => {
             done(once(dir, Request::VpsStart { id, on }).await?)?;
             if wait {
@@ -43,8 +43,7 @@ pub async fn run(cmd: VpsCmd, dir: &Path, output: Output) -> anyhow::Result<()> 
             Ok(())
         }
         VpsCmd::Restart { id } => {
-            signal(dir, id, Signal::Stop).await?;
-            wait_for(dir, id, "stopped").await?;
+            signal(dir, id, Signal::Stop, false).await?;
             done(once(dir, Request::VpsStart { id, on: None }).await?)?;
             wait_for(dir, id, "running").await
         }
@@ -172,9 +171,10 @@ fn keys_changed(r: Response) -> anyhow::Result<TaskView> {
     Ok(*t)
 }
 
-async fn signal(dir: &Path, id: u64, signal: Signal) -> anyhow::Result<()> {
+/// Signals VPS `id` and, unless `no_wait`, returns once it is in the state that leads to.
+async fn signal(dir: &Path, id: u64, signal: Signal, no_wait: bool) -> anyhow::Result<()> {
     vps(dir, id).await?;
-    done(once(dir, Request::TaskSignal { id, signal }).await?)
+    crate::cmd::task::signal_and_wait(dir, id, signal, no_wait).await
 }
 
 /// VPS `id`, or an error if it is a task.
