@@ -392,3 +392,52 @@ fn the_archives_a_user_keeps_stay_within_their_limit() {
     let o = create(&ann, "second");
     assert!(o.status.success(), "{:?}", text(&o));
 }
+
+#[test]
+fn following_a_task_that_waits_in_the_queue_waits_for_its_output() {
+    if !docker_image_ready() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let (_host, admin) = host_process(d.path(), &listen);
+    let _runner = runner_process(d.path(), &admin, &listen, "busy");
+    // Every core of the node taken, so the next task waits.
+    let o = river(&admin, &["node", "list", "-o", "json"]);
+    let nodes: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let cores = nodes[0]["info"]["cores"].as_u64().unwrap().to_string();
+    let blocker = running_task(
+        &admin,
+        &["-c", &cores, "--image", "river-test/busybox:1", "--", "sleep", "300"],
+    );
+    let o = river(
+        &admin,
+        &[
+            "task",
+            "submit",
+            "--image",
+            "river-test/busybox:1",
+            "--",
+            "sh",
+            "-c",
+            "echo one; echo two",
+        ],
+    );
+    let id = text(&o).0.trim().to_owned();
+    // `submit && logs -f`: before, it failed at once ("has not started yet"). The blocker ends
+    // a second later, while it follows.
+    let (cfg, b) = (admin.clone(), blocker.clone());
+    let freeing = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(1));
+        assert!(river(&cfg, &["task", "kill", &b]).status.success());
+    });
+    let o = river(&admin, &["task", "logs", "-f", &id]);
+    freeing.join().unwrap();
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert_eq!(text(&o).0, "one\ntwo\n");
+    assert!(
+        text(&o).1.contains("is queued; waiting for it to start"),
+        "{:?}",
+        text(&o)
+    );
+}

@@ -372,6 +372,24 @@ pub(crate) async fn pages(dir: &Path, mut query: Request, want: Option<u32>) -> 
 /// `follow`, as it is written, until the task ends.
 async fn logs(dir: &Path, id: u64, stderr: bool, follow: bool) -> anyhow::Result<()> {
     let client = Client::connect(dir).await?;
+    if follow {
+        // A task that has not started has no output yet: following it waits for it (so
+        // `submit && logs -f` works), saying so.
+        let mut said = String::new();
+        loop {
+            let Response::Task(t) = client.call(Request::TaskShow { id }).await? else {
+                bail!("unexpected answer")
+            };
+            if !matches!(t.state.as_str(), "queued" | "assigned" | "pending_approval") {
+                break;
+            }
+            if said != t.state {
+                eprintln!("task {id} is {}; waiting for it to start…", t.state.replace('_', " "));
+                said = t.state.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
     let (mut send, mut recv) = client.open(river_proto::StreamKind::Logs).await?;
     river_mesh::send_msg(&mut send, &river_proto::msg::LogsRequest { id, stderr, follow }).await?;
     let _ = send.finish();
