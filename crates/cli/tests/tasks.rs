@@ -107,6 +107,21 @@ async fn kill_pause_resume_and_cancel() {
     signal(&conn, id, Signal::Kill).await;
     let t = wait_state(&conn, id, &["killed", "failed", "completed"]).await;
     assert_eq!((t.state.as_str(), t.exit_code), ("killed", Some(137)));
+    // Killed again: it has ended, said plainly (before: "a killed task cannot become killed").
+    match call(
+        &conn,
+        Request::TaskSignal {
+            id,
+            signal: Signal::Kill,
+        },
+    )
+    .await
+    {
+        Response::Error { message, .. } => {
+            assert!(message.contains("has already ended (killed)"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
     // A task no node can hold right now waits; cancelling it never starts it.
     let cores = nodes(&host).await[0].info.cores;
     let mut big = spec("true");
@@ -141,7 +156,7 @@ async fn impossible_tasks_are_refused_at_submit_with_the_reason() {
                 targets: vec!["nope".into()],
                 ..spec("true")
             },
-            "unknown host nope",
+            "no node named nope",
         ),
         (
             TaskSpec {

@@ -494,6 +494,16 @@ pub(crate) async fn signal(ctx: &Ctx, caller: &Caller, id: u64, signal: Signal) 
             format!("VPS {id} is stopped; `river vps start {id}` starts it, `river vps rm {id}` removes it"),
         ));
     }
+    if state.is_final() {
+        return Ok(err(
+            ErrorKind::Conflict,
+            format!(
+                "task {id} has already ended ({}); there is nothing to {}",
+                t.state,
+                format!("{signal:?}").to_lowercase()
+            ),
+        ));
+    }
     if let Err(e) = transition(state, wanted) {
         return Ok(err(ErrorKind::Conflict, format!("task {id}: {e}")));
     }

@@ -178,7 +178,7 @@ pub fn check(ask: &Ask, nodes: &[Node]) -> Result<(), String> {
             let node = nodes
                 .iter()
                 .find(|n| n.name == t.node.as_str())
-                .ok_or_else(|| format!("unknown host {}; `river node list` shows the nodes", t.node))?;
+                .ok_or_else(|| format!("no node named {}; `river node list` shows the nodes", t.node))?;
             fits_total(ask, node)
         }
         None => {

@@ -41,7 +41,7 @@ fn at(target: &str, cores: u32) -> Ask {
 fn impossible_requests_are_refused_with_the_reason() {
     let nodes = [node("a", 2, 4, 2)];
     let cases = [
-        (at("b", 1), "unknown host b"),
+        (at("b", 1), "no node named b"),
         (at("a:2", 1), "no NUMA node 2 (it has 0, 1)"),
         (at("a::5", 1), "no GPU 5 (it has 0, 1)"),
         (at("a:0", 5), "asks for 5 cores but node a has 4 on NUMA node 0"),
