@@ -126,6 +126,11 @@ fn up_detach_then_status_nodes_tokens_and_down() {
     let (out, err) = text(&o);
     assert!(o.status.success(), "up failed: {out}\n{err}");
     assert!(out.contains("river is up") && out.contains("river node list"), "{out}");
+    // In the background, Ctrl-C stops nothing: it says how it is stopped.
+    assert!(
+        out.contains("Stop with `river down`") && !out.contains("Ctrl-C"),
+        "{out}"
+    );
     let guard = Down(cfg.clone(), state.clone());
 
     // A second `up` on the same state is refused while the first runs.

@@ -173,14 +173,12 @@ pub async fn up(a: UpArgs, config_dir: &Path) -> anyhow::Result<()> {
         host.api_addr.port()
     );
     println!();
-    println!(
-        "Stop with Ctrl-C{}.",
-        if std::env::var_os("RIVER_UP_DETACHED").is_some() {
-            " or `river down`"
-        } else {
-            ""
-        }
-    );
+    // In the background no terminal reaches it: only `river down` stops it.
+    if std::env::var_os("RIVER_UP_DETACHED").is_some() {
+        println!("Stop with `river down`.");
+    } else {
+        println!("Stop with Ctrl-C.");
+    }
     println!("{READY}");
     let _ = std::io::stdout().flush();
     tokio::select! {

@@ -256,7 +256,11 @@ async fn create(a: VpsCreateArgs, dir: &Path, output: Output) -> anyhow::Result<
     }
     show(output, &serde_json::json!({ "id": id }), |_| {
         println!("{id}");
-        eprintln!("created VPS {id}; `river ssh {id}` logs in once it runs (`river vps status {id}`)");
+        if wait {
+            eprintln!("VPS {id} is running; log in with `river ssh {id}`");
+        } else {
+            eprintln!("created VPS {id}; `river ssh {id}` logs in once it runs (`river vps status {id}`)");
+        }
     })
 }
 
