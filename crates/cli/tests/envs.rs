@@ -211,7 +211,13 @@ async fn an_environment_is_edited_committed_and_fetched_over_the_mesh_once() {
     let v2 = e.versions[1].archive.clone().expect("an archive");
     assert_ne!(v2.image_id, v1.image_id);
     assert_eq!(e.versions[1].message.as_deref(), Some("add marker"));
-    wait_state(&conn, task, &["killed"]).await;
+    let t = wait_state(&conn, task, &["killed"]).await;
+    // Its end says what became of it, not a bare `killed 137`.
+    assert_eq!(
+        t.message.as_deref(),
+        Some(format!("saved as {name} v2; its editing container was stopped").as_str()),
+        "{t:?}"
+    );
 
     // The node's engine loses the image: three tasks at once need it, and it is fetched once.
     let rt = river_docker::Runtime::connect(None).await.unwrap();

@@ -394,7 +394,12 @@ pub(crate) async fn commit(
             &format!("{name} v{stored} from task {}", t.id),
         )
         .await?;
-    // The edit is saved: the container has done its job.
+    // The edit is saved: the container has done its job. Its record says so, rather than a
+    // bare `killed` (the runner's report of the kill keeps this message).
+    if let Some(mut edit) = ctx.store.task(t.id).await? {
+        edit.message = Some(format!("saved as {name} v{stored}; its editing container was stopped"));
+        ctx.save_task(&edit).await?;
+    }
     crate::tasks::signal(ctx, caller, t.id, Signal::Kill).await?;
     show(ctx, name).await
 }
