@@ -477,7 +477,7 @@ async fn memory_limits_mounts_and_privilege_are_enforced() {
     .await[0];
     let t = wait_state(&conn, oom, &["oom", "failed", "completed"]).await;
     assert_eq!(t.state, "oom", "{:?}", t.message);
-    assert!(t.message.unwrap_or_default().contains("memory limit of 33554432 bytes"));
+    assert!(t.message.unwrap_or_default().contains("memory limit of 32 MiB"));
 
     // /shared and /local_temp are there; a mount under the shared directory reaches the task.
     let sub = shared.join("sub");

@@ -769,7 +769,9 @@ impl Executor {
         match exit {
             Ok(exit) => {
                 let state = exit_state(exit.code, exit.oom_killed, killed);
-                let limit = memory.map(|m| format!(" of {m} bytes")).unwrap_or_default();
+                let limit = memory
+                    .map(|m| format!(" of {}", river_task::size::human(m)))
+                    .unwrap_or_default();
                 let message = match state {
                     TaskState::Oom => Some(format!("killed by the kernel: it exceeded its memory limit{limit}")),
                     TaskState::Failed => signalled(exit.code),

@@ -138,8 +138,9 @@ fn fits_total(ask: &Ask, node: &Node) -> Result<(), String> {
     }
     if ask.memory > node.memory {
         return Err(format!(
-            "asks for {} bytes of memory but node {n} has {}",
-            ask.memory, node.memory
+            "asks for {} of memory but node {n} has {}",
+            crate::size::human(ask.memory),
+            crate::size::human(node.memory)
         ));
     }
     for id in ask.gpu_ids() {

@@ -41,9 +41,37 @@ pub fn parse(s: &str) -> Result<u64, String> {
     Ok(bytes)
 }
 
+/// A size as people read it: `100 GiB`, `1.5 GiB`, `512 MiB`, `4 KiB`, `123 bytes` (binary units,
+/// one decimal where it is not whole).
+pub fn human(bytes: u64) -> String {
+    const UNITS: [(u32, &str); 4] = [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")];
+    for (shift, unit) in UNITS {
+        if bytes >= 1 << shift {
+            let tenths = (u128::from(bytes) * 10 + (1 << (shift - 1))) >> shift;
+            return if tenths % 10 == 0 {
+                format!("{} {unit}", tenths / 10)
+            } else {
+                format!("{}.{} {unit}", tenths / 10, tenths % 10)
+            };
+        }
+    }
+    format!("{bytes} bytes")
+}
+
 #[cfg(test)]
 mod tests {
-    use super::parse;
+    use super::{human, parse};
+
+    #[test]
+    fn sizes_read_as_people_write_them() {
+        assert_eq!(human(100 << 30), "100 GiB");
+        assert_eq!(human(3 << 29), "1.5 GiB");
+        assert_eq!(human(512 << 20), "512 MiB");
+        assert_eq!(human(4096), "4 KiB");
+        assert_eq!(human(123), "123 bytes");
+        assert_eq!(human(2_138_112), "2 MiB");
+        assert_eq!(parse(&human(8 << 30).replace(' ', "")), Ok(8 << 30));
+    }
 
     #[test]
     fn units_and_fractions() {

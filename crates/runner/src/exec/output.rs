@@ -30,19 +30,11 @@ pub(crate) fn dropped(log: &Path) -> u64 {
 
 /// The line readers see before the kept part of a stream whose first `dropped` bytes are gone.
 pub(crate) fn dropped_line(dropped: u64, cap: Option<u64>) -> String {
-    let cap = cap.map_or(String::new(), |c| format!(" of {}", size(c)));
+    let cap = cap.map_or(String::new(), |c| format!(" of {}", river_task::size::human(c)));
     format!(
         "[river: the first {} of this output were dropped: the node keeps the last part, within its task_output_limit{cap}]\n",
-        size(dropped)
+        river_task::size::human(dropped)
     )
-}
-
-fn size(bytes: u64) -> String {
-    match bytes {
-        b if b >= 1 << 30 => format!("{:.1} GiB", b as f64 / f64::from(1u32 << 30)),
-        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / f64::from(1u32 << 20)),
-        b => format!("{b} bytes"),
-    }
 }
 
 /// Keeps `log` within `cap` bytes: once it holds more, everything before its last `cap / 2`

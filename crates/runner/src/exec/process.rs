@@ -247,7 +247,9 @@ impl Executor {
         let message = match (state, code) {
             (TaskState::Oom, _) => Some(format!(
                 "killed by the kernel: it exceeded its memory limit{}",
-                memory.map(|m| format!(" of {m} bytes")).unwrap_or_default()
+                memory
+                    .map(|m| format!(" of {}", river_task::size::human(m)))
+                    .unwrap_or_default()
             )),
             (_, None) if !killed => Some("ended without recording an exit code".into()),
             _ => None,

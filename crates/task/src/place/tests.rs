@@ -52,7 +52,7 @@ fn impossible_requests_are_refused_with_the_reason() {
                 memory: 1 << 40,
                 ..ask(1, 0)
             },
-            "bytes of memory",
+            "asks for 1 TiB of memory",
         ),
         (ask(0, 0), "at least one core"),
         (
