@@ -575,9 +575,13 @@ pub struct SubmitArgs {
     /// Run the targets (-t) as one distributed group, as --nodes does.
     #[arg(long)]
     pub group: bool,
-    /// Wait for the task to end and exit with its exit code.
+    /// Wait for the task to end, its output streamed to this terminal's stdout and stderr as it
+    /// runs, and exit with its exit code (several tasks: a summary of each).
     #[arg(short, long)]
     pub wait: bool,
+    /// With --wait: Ctrl-C kills the task (by default it goes on, and you are told how to follow it).
+    #[arg(long, requires = "wait")]
+    pub kill_on_interrupt: bool,
     /// The command and its arguments.
     #[arg(last = true, required = true)]
     pub command: Vec<String>,

@@ -3,6 +3,7 @@
 mod api_token;
 pub mod connect;
 mod env;
+mod follow;
 pub mod forward;
 mod init;
 mod ip;

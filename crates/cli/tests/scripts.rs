@@ -441,3 +441,76 @@ fn following_a_task_that_waits_in_the_queue_waits_for_its_output() {
         text(&o)
     );
 }
+
+#[test]
+fn submit_wait_streams_the_tasks_output_and_ctrl_c_leaves_it_running() {
+    if !docker_image_ready() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let (_host, admin) = host_process(d.path(), &listen);
+    let _runner = runner_process(d.path(), &admin, &listen, "att");
+    let submit = ["task", "submit", "--image", "river-test/busybox:1", "--wait", "--"];
+    // Its stdout and stderr here, as it runs, and its exit code (before: only a summary line).
+    let mut args = submit.to_vec();
+    args.extend(["sh", "-c", "echo out; echo err >&2; exit 7"]);
+    let o = river(&admin, &args);
+    assert_eq!(o.status.code(), Some(7), "{:?}", text(&o));
+    let (out, err) = text(&o);
+    assert_eq!(out, "out\n");
+    assert!(err.contains("task 1 submitted") && err.contains("err\n"), "{err}");
+    assert!(err.contains("task 1 failed (exit code 7)"), "{err}");
+    let mut args = submit.to_vec();
+    args.extend(["echo", "fine"]);
+    let o = river(&admin, &args);
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert_eq!(text(&o).0, "fine\n");
+
+    // Ctrl-C: the task goes on, and the user is told how to follow or stop it; with
+    // --kill-on-interrupt it is killed.
+    for kill in [false, true] {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_river"));
+        cmd.args(["task", "submit", "--image", "river-test/busybox:1", "--wait"]);
+        if kill {
+            cmd.arg("--kill-on-interrupt");
+        }
+        let mut child = cmd
+            .args(["--", "sh", "-c", "echo started; sleep 300"])
+            .env("RIVER_CONFIG_DIR", &admin)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = lines_of(child.stdout.take().unwrap());
+        let line = lines
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the task's first line");
+        assert_eq!(line.trim(), "started");
+        let pid = child.id().to_string();
+        assert!(std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success());
+        let o = child.wait_with_output().unwrap();
+        assert_eq!(o.status.code(), Some(130), "{:?}", text(&o));
+        let err = text(&o).1;
+        let id = err.split_whitespace().nth(1).expect("the id comes first").to_owned();
+        let state = |id: &str| {
+            let o = river(&admin, &["task", "status", id, "-o", "json"]);
+            serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["state"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        };
+        if kill {
+            assert!(err.contains(&format!("killed task {id}")), "{err}");
+            until(Duration::from_secs(30), "the task is killed", || state(&id) == "killed");
+        } else {
+            assert!(err.contains(&format!("task {id} goes on")), "{err}");
+            assert_eq!(state(&id), "running");
+            assert!(river(&admin, &["task", "kill", &id]).status.success());
+        }
+    }
+}

@@ -179,12 +179,16 @@ pub(crate) fn parse_spec(a: SubmitArgs) -> anyhow::Result<TaskSpec> {
 }
 
 async fn submit(a: SubmitArgs, dir: &Path, output: Output) -> anyhow::Result<ExitCode> {
-    let wait = a.wait;
+    let (wait, kill_on_interrupt) = (a.wait, a.kill_on_interrupt);
     let spec = parse_spec(a)?;
     let client = Client::connect(dir).await?;
     let Response::TaskSubmitted { batch, ids } = client.call(Request::TaskSubmit(spec)).await? else {
         bail!("unexpected answer")
     };
+    // One task, on a terminal's terms: its output here as it runs.
+    if wait && ids.len() == 1 && matches!(output, Output::Table) {
+        return crate::cmd::follow::attached(client, ids[0], kill_on_interrupt).await;
+    }
     if !wait {
         let pending = match client.call(Request::TaskShow { id: ids[0] }).await? {
             Response::Task(t) => t.state == "pending_approval",
@@ -375,51 +379,9 @@ async fn logs(dir: &Path, id: u64, stderr: bool, follow: bool) -> anyhow::Result
     if follow {
         // A task that has not started has no output yet: following it waits for it (so
         // `submit && logs -f` works), saying so.
-        let mut said = String::new();
-        loop {
-            let Response::Task(t) = client.call(Request::TaskShow { id }).await? else {
-                bail!("unexpected answer")
-            };
-            if !matches!(t.state.as_str(), "queued" | "assigned" | "pending_approval") {
-                break;
-            }
-            if said != t.state {
-                eprintln!("task {id} is {}; waiting for it to start…", t.state.replace('_', " "));
-                said = t.state.clone();
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        crate::cmd::follow::until_started(&client, id).await?;
     }
-    let (mut send, mut recv) = client.open(river_proto::StreamKind::Logs).await?;
-    river_mesh::send_msg(&mut send, &river_proto::msg::LogsRequest { id, stderr, follow }).await?;
-    let _ = send.finish();
-    match river_mesh::recv_msg::<Response>(&mut recv).await? {
-        Some(Response::Error { message, .. }) => bail!("{message}"),
-        Some(_) => {}
-        None => bail!("the host closed the stream without answering"),
-    }
-    // Every arrived piece per write: a write per QUIC frame held this at 20 MB/s.
-    if let Err(e) = river_mesh::copy_down(&mut recv, tokio::io::stdout()).await {
-        if e.kind() == std::io::ErrorKind::BrokenPipe {
-            return Err(e.into());
-        }
-        let code = e.get_ref().and_then(|i| i.downcast_ref::<river_mesh::ReadError>());
-        if let Some(river_mesh::ReadError::Reset(c)) = code {
-            if c.into_inner() == u64::from(river_proto::msg::LOGS_INCOMPLETE) {
-                bail!(
-                    "the output of task {id} is incomplete: its node could not save all of it; what it kept is above, and `river task status {id}` says why"
-                );
-            }
-            if c.into_inner() == u64::from(river_proto::msg::LOGS_REMOVED) {
-                bail!(
-                    "the output of task {id} is no longer kept: its node removed it once the task had ended longer ago than the node's task_retention"
-                );
-            }
-        }
-        bail!(
-            "the output of task {id} was cut short ({e}): its node or the host went away; `river task status {id}` says what became of it"
-        );
-    }
+    crate::cmd::follow::stream(&client, id, stderr, follow, tokio::io::stdout()).await?;
     client.close().await;
     Ok(())
 }

@@ -240,6 +240,7 @@ async fn create(a: VpsCreateArgs, dir: &Path, output: Output) -> anyhow::Result<
         nodes: None,
         group: false,
         wait: false,
+        kill_on_interrupt: false,
         command: a.command,
     })?;
     spec.vps = Some(VpsSpec {
