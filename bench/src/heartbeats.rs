@@ -249,6 +249,7 @@ async fn heartbeats(conn: &river_mesh::Connection, interval: Duration, shared: &
             cpu_percent: 12.5,
             memory_used_bytes: 64 << 30,
             gpus: Vec::new(),
+            no_engine: false,
         };
         for seq in 0u64.. {
             tick.tick().await;

@@ -148,3 +148,42 @@ async fn a_process_task_survives_a_runner_restart() {
     runner.shutdown().await;
     host.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_node_without_a_container_engine_takes_process_tasks_only() {
+    if !root() || !docker_ready().await {
+        return;
+    }
+    let d = tmp();
+    let host = start_host(host_cfg(d.path())).await;
+    let conn = admin(&host).await;
+    // A runner whose engine is not there (a node without Docker).
+    let mut cfg = runner_cfg(d.path(), "bare");
+    cfg.docker_socket = Some(d.path().join("no-docker.sock"));
+    let bundle = join(&host, &cfg, &token(&host, 600, 1).await).await.unwrap();
+    let bare = river_runner::start(cfg, bundle);
+    online(&host, "bare").await;
+    let n = nodes(&host).await.into_iter().find(|n| n.name == "bare").unwrap();
+    assert!(n.info.no_engine, "the node did not say it has no engine: {n:?}");
+    // A container task is refused with the reason (before, it was placed there and failed).
+    match call(&conn, Request::TaskSubmit(spec("echo hi"))).await {
+        Response::Error { message, .. } => assert!(message.contains("no container engine"), "{message}"),
+        other => panic!("a container task was taken by a node without an engine: {other:?}"),
+    }
+    // A process task runs there.
+    let p = submit(&conn, process("echo from-bare")).await[0];
+    let t = wait_state(&conn, p, &["completed", "failed"]).await;
+    assert_eq!(t.state, "completed", "{t:?}");
+    // With a node that has an engine, container tasks go there, never to the bare one.
+    let (_cfg, engine) = runner(&host, d.path(), "engine").await;
+    online(&host, "engine").await;
+    let ids = submit(&conn, spec("echo hi")).await;
+    let t = wait_state(&conn, ids[0], &["completed", "failed"]).await;
+    assert_eq!(
+        (t.state.as_str(), t.placement.map(|p| p.node)),
+        ("completed", Some("engine".to_owned()))
+    );
+    engine.shutdown().await;
+    bare.shutdown().await;
+    host.shutdown().await;
+}

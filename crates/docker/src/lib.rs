@@ -139,7 +139,14 @@ pub const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
 impl Runtime {
     /// Connects to the engine at `socket` (the default socket when `None`) and checks it answers.
     pub async fn connect(socket: Option<&Path>) -> Result<Self> {
-        let path = socket.map_or_else(|| DEFAULT_SOCKET.to_owned(), |p| p.display().to_string());
+        // Docker's own clients honour DOCKER_HOST (`unix:///path`); so does river.
+        let from_env = std::env::var("DOCKER_HOST")
+            .ok()
+            .and_then(|h| h.strip_prefix("unix://").map(str::to_owned));
+        let path = socket.map_or_else(
+            || from_env.unwrap_or_else(|| DEFAULT_SOCKET.to_owned()),
+            |p| p.display().to_string(),
+        );
         let unavailable = |reason: String| RuntimeError::Unavailable {
             socket: path.clone(),
             reason,
@@ -153,6 +160,11 @@ impl Runtime {
             .map_err(|e| unavailable(e.to_string()))?;
         docker.ping().await.map_err(|e| unavailable(e.to_string()))?;
         Ok(Self { docker })
+    }
+
+    /// Whether the engine answers now.
+    pub async fn ping(&self) -> bool {
+        self.docker.ping().await.is_ok()
     }
 
     pub async fn image_present(&self, image: &str) -> Result<bool> {

@@ -58,6 +58,8 @@ pub(crate) fn sched_node(ctx: &Ctx, n: &NodeRecord) -> place::Node {
                 numa: g.numa,
             })
             .collect(),
+        // As its last heartbeat says, else its session's start.
+        containers: !n.usage.as_ref().map_or(n.info.no_engine, |u| u.no_engine),
     }
 }
 
@@ -67,6 +69,7 @@ pub(crate) fn ask(spec: &TaskSpec, target: Option<&str>) -> Result<Ask, String> 
         memory: spec.memory_bytes.unwrap_or(0),
         gpus: spec.gpus,
         target: target.map(Target::parse).transpose()?,
+        container: !spec.no_container,
     })
 }
 

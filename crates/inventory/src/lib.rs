@@ -68,6 +68,8 @@ impl Inventory {
             numa: self.numa(),
             gpus: self.gpus.list(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
+            // The runner knows; the machine does not.
+            no_engine: false,
         }
     }
 
@@ -111,6 +113,7 @@ impl Inventory {
             cpu_percent,
             memory_used_bytes: mem.total.unwrap_or(0).saturating_sub(mem.available.unwrap_or(0)),
             gpus: self.gpus.usage(),
+            no_engine: false,
         }
     }
 

@@ -10,7 +10,7 @@ use serde::{de::DeserializeOwned, Serialize};
 
 /// The protocol version spoken by this build. Peers with another version are refused with an error
 /// that names both versions.
-pub const PROTOCOL_VERSION: u8 = 4;
+pub const PROTOCOL_VERSION: u8 = 5;
 
 /// Largest frame accepted: large enough for any control message, small enough to bound memory.
 pub const MAX_FRAME_LEN: usize = 4 * 1024 * 1024;
@@ -283,6 +283,7 @@ mod tests {
                 numa: Some(0),
             }],
             version: "0.1.0".into(),
+            no_engine: false,
         };
         let usage = NodeUsage {
             cpu_percent: 12.5,
@@ -293,6 +294,7 @@ mod tests {
                 memory_used_bytes: 1,
                 temperature_c: Some(60),
             }],
+            no_engine: true,
         };
         let body = |v: Vec<u8>| v[4..].to_vec();
         vec![

@@ -30,6 +30,9 @@ pub struct NodeInfo {
     pub numa: Vec<NumaNode>,
     pub gpus: Vec<Gpu>,
     pub version: String,
+    /// No container engine answers on the node: it runs `--no-container` tasks only.
+    #[serde(default)]
+    pub no_engine: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,6 +58,9 @@ pub struct NodeUsage {
     pub cpu_percent: f32,
     pub memory_used_bytes: u64,
     pub gpus: Vec<GpuUsage>,
+    /// No container engine answered the runner just now.
+    #[serde(default)]
+    pub no_engine: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -255,6 +255,20 @@ impl Executor {
             .map_err(|e| e.to_string())
     }
 
+    /// Whether a container engine answers on this node now (within 2 s): the host places
+    /// container tasks only where one does.
+    pub async fn engine_answers(&self) -> bool {
+        let ask = async {
+            match self.runtime().await {
+                Ok(rt) => rt.ping().await,
+                Err(_) => false,
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(2), ask)
+            .await
+            .unwrap_or(false)
+    }
+
     fn report(&self, id: u64, state: TaskState, exit_code: Option<i64>, message: Option<String>) {
         if state.is_final() {
             // On disk before anything else: the next session's snapshot repeats it, so an end the

@@ -73,14 +73,12 @@ async fn session(
         other => SessionError::Retry(other.to_string()),
     };
     let (mut csend, mut crecv) = open(conn, StreamKind::Control).await.map_err(retry)?;
-    send_msg(
-        &mut csend,
-        &Hello {
-            info: inventory.info(&river_inventory::hostname()),
-        },
-    )
-    .await
-    .map_err(retry)?;
+    let mut info = inventory.info(&river_inventory::hostname());
+    info.no_engine = !exec.engine_answers().await;
+    if info.no_engine {
+        tracing::warn!("no container engine (Docker) answers on this node: it takes --no-container tasks only, until one does (docker_socket in the runner config, or DOCKER_HOST)");
+    }
+    send_msg(&mut csend, &Hello { info }).await.map_err(retry)?;
     let interval = match recv_msg::<HelloReply>(&mut crecv).await.map_err(retry)? {
         Some(HelloReply::Welcome { heartbeat_interval_ms }) => Duration::from_millis(heartbeat_interval_ms.max(100)),
         Some(HelloReply::Refused { reason }) => return Err(SessionError::Fatal(reason)),
@@ -132,14 +130,9 @@ async fn session(
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         for seq in 0u64.. {
             tick.tick().await;
-            send_msg(
-                &mut hsend,
-                &Heartbeat {
-                    seq,
-                    usage: inventory.usage(),
-                },
-            )
-            .await?;
+            let mut usage = inventory.usage();
+            usage.no_engine = !exec.engine_answers().await;
+            send_msg(&mut hsend, &Heartbeat { seq, usage }).await?;
         }
         Ok::<(), FramedError>(())
     };

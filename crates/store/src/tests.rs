@@ -116,6 +116,7 @@ async fn heartbeats_are_recorded() {
         cpu_percent: 40.0,
         memory_used_bytes: 123,
         gpus: vec![],
+        no_engine: false,
     };
     s.heartbeat("a", &usage, 5_000).await.unwrap();
     let n = s.node("a").await.unwrap().unwrap();

@@ -23,6 +23,8 @@ pub struct Ask {
     /// How many GPUs; with GPU ids in the target this must be 0 or their number.
     pub gpus: u32,
     pub target: Option<Target>,
+    /// It runs in a container, so only where a container engine answers.
+    pub container: bool,
 }
 
 impl Ask {
@@ -49,6 +51,8 @@ pub struct Node {
     /// At least one entry: a machine without NUMA information is one NUMA node 0.
     pub numa: Vec<Numa>,
     pub gpus: Vec<GpuSlot>,
+    /// A container engine answers there (its runner says so at every heartbeat).
+    pub containers: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,6 +123,11 @@ fn list(ids: impl IntoIterator<Item = u32>) -> String {
 /// Could this node ever run the task (ignoring what runs there now)? The error says why not.
 fn fits_total(ask: &Ask, node: &Node) -> Result<(), String> {
     let n = &node.name;
+    if ask.container && !node.containers {
+        return Err(format!(
+            "node {n} has no container engine answering (Docker): it runs --no-container tasks only, until one does"
+        ));
+    }
     let target_numa = ask.target.as_ref().and_then(|t| t.numa);
     let cpus = match target_numa {
         Some(id) => match node.numa.iter().find(|x| x.id == id) {
@@ -288,7 +297,11 @@ pub fn schedule<Id: Copy>(
     let mut out = Vec::new();
     let mut reserved: Option<&str> = None;
     for (id, ask) in queue {
-        let eligible = |n: &&Node| n.online && ask.target.as_ref().is_none_or(|t| t.node.as_str() == n.name);
+        let eligible = |n: &&Node| {
+            n.online
+                && (n.containers || !ask.container)
+                && ask.target.as_ref().is_none_or(|t| t.node.as_str() == n.name)
+        };
         let best = nodes
             .iter()
             .filter(eligible)

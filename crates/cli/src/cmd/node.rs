@@ -98,7 +98,11 @@ fn list(nodes: &[NodeView]) {
             let usage = n.usage.as_ref();
             vec![
                 n.name.clone(),
-                n.state.as_str().to_owned(),
+                if no_engine(n) {
+                    format!("{} (no container engine)", n.state.as_str())
+                } else {
+                    n.state.as_str().to_owned()
+                },
                 n.info.cores.to_string(),
                 bytes(n.info.memory_bytes),
                 n.info.gpus.len().to_string(),
@@ -127,9 +131,17 @@ fn list(nodes: &[NodeView]) {
     );
 }
 
+/// Whether the node said, last, that no container engine answers there.
+fn no_engine(n: &NodeView) -> bool {
+    n.usage.as_ref().map_or(n.info.no_engine, |u| u.no_engine)
+}
+
 fn detail(n: &NodeView) {
     println!("name:        {}", n.name);
     println!("state:       {}", n.state.as_str());
+    if no_engine(n) {
+        println!("containers:  no container engine answers: --no-container tasks only, until one does");
+    }
     println!("hostname:    {}", n.info.hostname);
     println!("address:     {}", n.address.as_deref().unwrap_or("-"));
     println!("version:     {}", n.info.version);

@@ -18,6 +18,7 @@ fn node(name: &str, numa: u32, per: u32, gpus: u32) -> Node {
                 numa: Some(i * numa / gpus.max(1)),
             })
             .collect(),
+        containers: true,
     }
 }
 
@@ -27,6 +28,7 @@ fn ask(cores: u32, gpus: u32) -> Ask {
         memory: 1 << 30,
         gpus,
         target: None,
+        container: true,
     }
 }
 
@@ -211,4 +213,29 @@ fn packing_keeps_whole_gpu_nodes_free() {
     assert_eq!(placed[0].1.node, "b", "the partly used node, leaving a whole");
     // An 8-GPU task can now still start on a.
     assert_eq!(schedule(&[(1, ask(1, 8))], &nodes, &mut used)[0].1.node, "a");
+}
+
+#[test]
+fn containers_go_only_where_an_engine_answers_and_processes_anywhere() {
+    let mut bare = node("bare", 1, 8, 0);
+    bare.containers = false;
+    let docker = node("docker", 1, 2, 0);
+    let nodes = [bare.clone(), docker.clone()];
+    // A container task that would fit the bigger node goes to the one with an engine.
+    let mut used = BTreeMap::new();
+    let placed = schedule(&[(1, ask(2, 0))], &nodes, &mut used);
+    assert_eq!(placed[0].1.node, "docker");
+    // Asked for there, or with no engine anywhere: refused with the reason.
+    let mut there = ask(1, 0);
+    there.target = Some(Target::parse("bare").unwrap());
+    assert!(check(&there, &nodes).unwrap_err().contains("no container engine"));
+    assert!(check(&ask(1, 0), std::slice::from_ref(&bare))
+        .unwrap_err()
+        .contains("no container engine"));
+    // A process task runs there.
+    let mut process = ask(8, 0);
+    process.container = false;
+    assert!(check(&process, &nodes).is_ok());
+    let placed = schedule(&[(2, process)], &nodes, &mut BTreeMap::new());
+    assert_eq!(placed[0].1.node, "bare");
 }
