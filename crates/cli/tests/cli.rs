@@ -36,6 +36,11 @@ fn every_command_has_help_with_an_example() {
         vec!["vps", "create", "--help"],
         vec!["vps", "stop", "--help"],
         vec!["vps", "keys", "add", "--help"],
+        vec!["user", "token", "create", "--help"],
+        vec!["user", "token", "revoke", "--help"],
+        vec!["user", "limits", "--help"],
+        vec!["task", "approve", "--help"],
+        vec!["task", "reject", "--help"],
     ] {
         let o = river(&cfg, &args);
         assert!(o.status.success(), "{args:?}");
