@@ -129,7 +129,18 @@ async fn kill_pause_resume_and_cancel() {
     let blocker = submit(&conn, spec("sleep 120")).await[0];
     wait_state(&conn, blocker, &["running"]).await;
     let waiting = submit(&conn, big).await[0];
-    assert_eq!(show(&conn, waiting).await.state, "queued");
+    let t = show(&conn, waiting).await;
+    assert_eq!(t.state, "queued");
+    // It says why: what it needs, and what the node has free now.
+    let why = t.waiting.unwrap_or_default();
+    assert!(
+        why.contains(&format!("it needs {cores} cores")) && why.contains("the most free now is on w3"),
+        "{why}"
+    );
+    let behind = submit(&conn, spec("true")).await[0];
+    let why = show(&conn, behind).await.waiting.unwrap_or_default();
+    assert!(why.contains("1 older task waits too"), "{why}");
+    signal(&conn, behind, Signal::Kill).await;
     signal(&conn, waiting, Signal::Kill).await;
     let t = show(&conn, waiting).await;
     assert_eq!((t.state.as_str(), t.placement), ("killed", None));

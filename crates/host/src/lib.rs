@@ -12,6 +12,7 @@ mod api;
 mod api_tokens;
 mod approvals;
 mod clock;
+mod cluster_view;
 mod entrances;
 mod envs;
 mod gateway;
@@ -32,6 +33,7 @@ mod terminal;
 mod udp;
 mod users;
 mod vps;
+mod waiting;
 
 use anyhow::Context as _;
 use river_mesh::Endpoint;

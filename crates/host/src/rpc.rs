@@ -339,7 +339,12 @@ async fn act(ctx: &Ctx, caller: &Caller, req: Request) -> anyhow::Result<Respons
             }
         }
         Request::TaskShow { id } => match ctx.store.task(id).await? {
-            Some(t) => Response::Task(Box::new(crate::tasks::view(ctx, caller, t))),
+            Some(t) => {
+                let waiting = crate::waiting::why(ctx, &t).await?;
+                let mut v = crate::tasks::view(ctx, caller, t);
+                v.waiting = waiting;
+                Response::Task(Box::new(v))
+            }
             None => err(
                 ErrorKind::NotFound,
                 format!("no task {id}; `river task list` shows the tasks"),

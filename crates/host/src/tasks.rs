@@ -4,14 +4,14 @@
 //! this module feeds them the cluster as it is and applies what they decide.
 
 use crate::clock::now_ms;
+pub(crate) use crate::cluster_view::{ask, sched_node, usage_by_node};
 use crate::mesh::Caller;
 use crate::Ctx;
-use river_proto::msg::{ErrorKind, HostMsg, NodeState, Response, Role, Signal, TaskPlacement, TaskSpec, TaskView};
-use river_store::{NodeRecord, TaskRecord};
+use river_proto::msg::{ErrorKind, HostMsg, Response, Role, Signal, TaskPlacement, TaskSpec, TaskView};
+use river_store::TaskRecord;
 use river_task::fair::{within_limits, Hold};
-use river_task::place::{self, Ask, GpuSlot, Numa, Usage};
+use river_task::place::{self, Ask, Usage};
 use river_task::state::{transition, TaskState};
-use river_task::target::Target;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,52 +25,6 @@ pub(crate) fn err(kind: ErrorKind, message: impl Into<String>) -> Response {
 
 pub(crate) fn state_of(t: &TaskRecord) -> TaskState {
     t.state.parse().unwrap_or(TaskState::Failed)
-}
-
-/// The scheduler's view of a node.
-pub(crate) fn sched_node(ctx: &Ctx, n: &NodeRecord) -> place::Node {
-    let numa = if n.info.numa.is_empty() {
-        vec![Numa {
-            id: 0,
-            cpus: (0..n.info.cores).collect(),
-        }]
-    } else {
-        n.info
-            .numa
-            .iter()
-            .map(|x| Numa {
-                id: x.id,
-                cpus: x.cpus.clone(),
-            })
-            .collect()
-    };
-    place::Node {
-        name: n.name.clone(),
-        online: ctx.registry.state(&n.name) == Some(NodeState::Online) && ctx.registry.connected(&n.name),
-        memory: n.info.memory_bytes,
-        numa,
-        gpus: n
-            .info
-            .gpus
-            .iter()
-            .map(|g| GpuSlot {
-                index: g.index,
-                numa: g.numa,
-            })
-            .collect(),
-        // As its last heartbeat says, else its session's start.
-        containers: !n.usage.as_ref().map_or(n.info.no_engine, |u| u.no_engine),
-    }
-}
-
-pub(crate) fn ask(spec: &TaskSpec, target: Option<&str>) -> Result<Ask, String> {
-    Ok(Ask {
-        cores: spec.cores,
-        memory: spec.memory_bytes.unwrap_or(0),
-        gpus: spec.gpus,
-        target: target.map(Target::parse).transpose()?,
-        container: !spec.no_container,
-    })
 }
 
 /// `t` as `caller` may see it. For those who may not touch it, its variables are left out (users
@@ -89,6 +43,7 @@ pub(crate) fn view(ctx: &Ctx, caller: &Caller, mut t: TaskRecord) -> TaskView {
     }
     TaskView {
         fetch,
+        waiting: None,
         id: t.id,
         batch: t.batch,
         name: t.name,
@@ -436,27 +391,6 @@ async fn schedule_once(ctx: &Ctx) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// What the tasks holding resources use, per node.
-pub(crate) fn usage_by_node(holding: &[TaskRecord]) -> BTreeMap<String, Usage> {
-    let mut used: BTreeMap<String, Usage> = BTreeMap::new();
-    for t in holding.iter().filter(|t| state_of(t).holds_resources()) {
-        if let Some(p) = &t.placement {
-            used.entry(p.node.clone()).or_default().add(&to_place(p));
-        }
-    }
-    used
-}
-
-fn to_place(p: &TaskPlacement) -> place::Placement {
-    place::Placement {
-        node: p.node.clone(),
-        cores: p.cores.clone(),
-        numa: p.numa,
-        gpus: p.gpus.clone(),
-        memory: p.memory_bytes,
-    }
 }
 
 pub(crate) fn may_touch(caller: &Caller, t: &TaskRecord) -> bool {

@@ -72,4 +72,14 @@ impl Store {
         ids.sort_unstable();
         Ok(ids)
     }
+
+    /// How many tasks wait in the queue that were submitted before task `id`.
+    pub async fn queued_before(&self, id: u64) -> Result<u64> {
+        let id = i64::try_from(id).unwrap_or(i64::MAX);
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tasks WHERE state = 'queued' AND id < ?")
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
 }

@@ -22,7 +22,11 @@ pub async fn until_started(client: &Client, id: u64) -> anyhow::Result<TaskView>
             return Ok(*t);
         }
         if said != t.state {
-            eprintln!("task {id} is {}; waiting for it to start…", t.state.replace('_', " "));
+            let why = t.waiting.as_deref().map(|w| format!(": {w}")).unwrap_or_default();
+            eprintln!(
+                "task {id} is {}{why}; waiting for it to start…",
+                t.state.replace('_', " ")
+            );
             said = t.state.clone();
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

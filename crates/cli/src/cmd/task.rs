@@ -300,6 +300,9 @@ pub(crate) fn detail(t: &TaskView) {
         t.name.as_ref().map(|n| format!(" ({n})")).unwrap_or_default()
     );
     println!("state:     {}", t.state);
+    if let Some(why) = &t.waiting {
+        println!("waiting:   {why}");
+    }
     println!("owner:     {}", t.owner);
     println!("command:   {}", t.spec.command.join(" "));
     match &t.spec.environment {

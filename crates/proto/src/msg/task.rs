@@ -184,6 +184,9 @@ pub struct TaskView {
     /// While the node fetches the task's environment: bytes received and the total.
     #[serde(default)]
     pub fetch: Option<(u64, u64)>,
+    /// Why a queued task waits, when one task is shown (`task status`).
+    #[serde(default)]
+    pub waiting: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

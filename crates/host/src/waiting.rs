@@ -1,0 +1,98 @@
+//! Why a queued task waits, in a sentence for its owner: what it needs that no node has free now
+//! (and which node comes closest), or the owner's own limit, and how many older tasks wait.
+
+use crate::cluster_view::{ask, sched_node, usage_by_node};
+use crate::Ctx;
+use river_store::TaskRecord;
+use river_task::size::human;
+
+/// The sentence for queued task `t`; `None` for a task that is not queued.
+pub(crate) async fn why(ctx: &Ctx, t: &TaskRecord) -> anyhow::Result<Option<String>> {
+    if t.state != "queued" {
+        return Ok(None);
+    }
+    let Ok(a) = ask(&t.spec, t.target.as_deref()) else {
+        return Ok(None);
+    };
+    let older = ctx.store.queued_before(t.id).await?;
+    let holding = ctx.store.holding_tasks().await?;
+    let used = usage_by_node(&holding);
+    let nodes: Vec<_> = ctx.store.nodes().await?.iter().map(|n| sched_node(ctx, n)).collect();
+    let mut parts = Vec::new();
+    // The owner's own limit, first: it holds the task back whatever is free.
+    let limit = crate::limits::hold_limit(ctx, &t.owner);
+    let (mut cores, mut gpus) = (0u32, 0u32);
+    for h in holding.iter().filter(|h| h.owner == t.owner) {
+        if crate::tasks::state_of(h).holds_resources() {
+            cores += h.spec.cores;
+            gpus += h.spec.gpus;
+        }
+    }
+    if limit.cores > 0 && cores + a.cores > limit.cores {
+        parts.push(format!(
+            "its owner holds {cores} of the {} cores they may hold at once (`river user limits`)",
+            limit.cores
+        ));
+    } else if limit.gpus > 0 && gpus + a.gpus > limit.gpus {
+        parts.push(format!(
+            "its owner holds {gpus} of the {} GPUs they may hold at once (`river user limits`)",
+            limit.gpus
+        ));
+    } else {
+        let eligible: Vec<_> = nodes
+            .iter()
+            .filter(|n| a.target.as_ref().is_none_or(|x| x.node.as_str() == n.name))
+            .filter(|n| n.containers || !a.container)
+            .collect();
+        let fits_now = eligible.iter().any(|n| {
+            n.online && river_task::place::place_on(&a, n, &used.get(&n.name).cloned().unwrap_or_default()).is_some()
+        });
+        if fits_now && older == 0 {
+            parts.push("it fits now and starts at the next scheduling pass".to_owned());
+        } else if fits_now {
+            // Backfill lets it pass older tasks, unless one of them holds the node it fits on.
+            parts.push("it would fit now; older tasks go first, and one waiting for a larger share may hold the node it fits on".to_owned());
+        } else {
+            let mut need = format!("{} core{}", a.cores, if a.cores == 1 { "" } else { "s" });
+            if a.gpus > 0 {
+                need += &format!(", {} GPU{}", a.gpus, if a.gpus == 1 { "" } else { "s" });
+            }
+            if a.memory > 0 {
+                need += &format!(", {} of memory", human(a.memory));
+            }
+            let free = |n: &river_task::place::Node| {
+                let u = used.get(&n.name).cloned().unwrap_or_default();
+                (
+                    n.cpus().saturating_sub(u.cores.len()),
+                    n.gpus.len().saturating_sub(u.gpus.len()),
+                    n.memory.saturating_sub(u.memory),
+                )
+            };
+            let closest = eligible.iter().filter(|n| n.online).max_by_key(|n| {
+                let (c, g, _) = free(n);
+                (g.min(a.gpus as usize), c)
+            });
+            parts.push(match closest {
+                Some(n) => {
+                    let (c, g, m) = free(n);
+                    format!(
+                        "it needs {need}; the most free now is on {}: {c} core{}, {g} GPU{}, {} of memory",
+                        n.name,
+                        if c == 1 { "" } else { "s" },
+                        if g == 1 { "" } else { "s" },
+                        human(m)
+                    )
+                }
+                None => format!("it needs {need}, and no node it may run on is online"),
+            });
+        }
+    }
+    if older > 0 {
+        parts.push(format!(
+            "{older} older task{} wait{} too",
+            if older == 1 { "" } else { "s" },
+            if older == 1 { "s" } else { "" }
+        ));
+    }
+    Ok(Some(parts.join("; ")))
+}
