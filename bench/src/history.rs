@@ -49,6 +49,7 @@ async fn rpc_list_ms(admin: &river_creds::Bundle, runs: usize) -> anyhow::Result
             before: None,
             limit: None,
             vps: false,
+            owner: None,
         };
         let Response::Tasks { .. } = client::call(&conn, &req).await? else {
             anyhow::bail!("no task page")

@@ -108,6 +108,7 @@ pub async fn run(river: &Path, count: usize, concurrency: usize, no_container: b
                     before,
                     limit: Some(river_proto::msg::TASK_PAGE_MAX),
                     vps: false,
+                    owner: None,
                 },
             )
             .await?

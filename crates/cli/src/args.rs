@@ -279,6 +279,12 @@ pub enum TaskCmd {
         /// Every matching task, however many.
         #[arg(long)]
         all: bool,
+        /// Only your own tasks.
+        #[arg(long, conflicts_with = "owner")]
+        mine: bool,
+        /// Only this user's tasks.
+        #[arg(long)]
+        owner: Option<String>,
     },
     /// Show one task.
     Status { id: u64 },

@@ -121,3 +121,10 @@ pub fn now_s() -> i64 {
         .unwrap_or_default();
     i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
 }
+
+/// Who this machine's credentials are: `user NAME`.
+pub fn me(dir: &Path) -> anyhow::Result<String> {
+    let bundle = river_creds::Bundle::load(dir)
+        .map_err(|e| anyhow::anyhow!("no credentials in {} ({e}); `river login` first", dir.display()))?;
+    Ok(bundle.meta.name)
+}

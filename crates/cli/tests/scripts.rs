@@ -292,6 +292,23 @@ fn a_users_limits_hold_their_tasks_back_and_no_one_elses() {
     let second = id_of(submit(&ann, &["--", "sleep", "300"]));
     let bobs = id_of(submit(&bob, &["--", "sleep", "300"]));
     wait_running(&bob, &bobs);
+    // Each sees their own with --mine; anyone's with --owner.
+    let owners = |cfg: &Path, args: &[&str]| {
+        let mut all = vec!["task", "list", "-o", "json"];
+        all.extend_from_slice(args);
+        let v: serde_json::Value = serde_json::from_slice(&river(cfg, &all).stdout).unwrap();
+        let mut o: Vec<String> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["owner"].as_str().unwrap().to_owned())
+            .collect();
+        o.dedup();
+        o
+    };
+    assert_eq!(owners(&bob, &["--mine"]), vec!["user bob"]);
+    assert_eq!(owners(&admin, &["--owner", "ann"]), vec!["user ann"]);
+    assert_eq!(owners(&admin, &["--all"]).len(), 2);
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(state(&second), "queued", "ann's second task ran past her limit");
     // Her limit raised (an operator may, for a user), the waiting one starts once a core is free.

@@ -75,6 +75,7 @@ async fn a_busy_node_queues_tasks_and_runs_them_all() {
             before: None,
             limit: Some(1000),
             vps: false,
+            owner: None,
         },
     )
     .await
@@ -215,6 +216,7 @@ async fn impossible_tasks_are_refused_at_submit_with_the_reason() {
             before: None,
             limit: Some(1000),
             vps: false,
+            owner: None,
         },
     )
     .await

@@ -187,6 +187,8 @@ struct TaskFilter {
     limit: Option<u32>,
     #[serde(default)]
     vps: bool,
+    /// A user's name: only their tasks.
+    owner: Option<String>,
 }
 
 async fn tasks(s: State<Arc<Ctx>>, c: Extension<ApiCaller>, Query(f): Query<TaskFilter>) -> HttpResponse {
@@ -199,6 +201,9 @@ async fn tasks(s: State<Arc<Ctx>>, c: Extension<ApiCaller>, Query(f): Query<Task
             before: f.before,
             limit: f.limit,
             vps: f.vps,
+            owner: f
+                .owner
+                .map(|o| if o.starts_with("user ") { o } else { format!("user {o}") }),
         },
     )
     .await

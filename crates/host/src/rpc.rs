@@ -324,13 +324,19 @@ async fn act(ctx: &Ctx, caller: &Caller, req: Request) -> anyhow::Result<Respons
             before,
             limit,
             vps,
+            owner,
         } => {
             if let Some(st) = &state {
                 if let Err(e) = st.parse::<river_task::state::TaskState>() {
                     return Ok(err(ErrorKind::Invalid, e));
                 }
             }
-            let q = river_store::TaskQuery { state, node, vps };
+            let q = river_store::TaskQuery {
+                state,
+                node,
+                vps,
+                owner,
+            };
             let limit = limit.unwrap_or(TASK_PAGE).clamp(1, TASK_PAGE_MAX);
             let (page, total) = ctx.store.task_page(&q, before, limit).await?;
             Response::Tasks {

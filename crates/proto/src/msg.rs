@@ -219,6 +219,9 @@ pub enum Request {
         limit: Option<u32>,
         /// Only VPSs.
         vps: bool,
+        /// Only this owner's tasks (`user NAME`).
+        #[serde(default)]
+        owner: Option<String>,
     },
     TaskShow {
         id: u64,

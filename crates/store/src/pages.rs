@@ -11,15 +11,19 @@ pub struct TaskQuery {
     pub node: Option<String>,
     /// Only VPSs.
     pub vps: bool,
+    /// Only this owner's (`user NAME`).
+    pub owner: Option<String>,
 }
 
-/// The filter, shared by the page and its count: `?1` state, `?2` node, `?3` VPSs only. A macro,
+/// The filter, shared by the page and its count: `?1` state, `?2` node, `?3` VPSs only, `?4`
+/// owner. A macro,
 /// so the statements stay literals (sqlx takes no SQL built at run time).
 macro_rules! task_filter {
     () => {
         "(?1 IS NULL OR state = ?1)
          AND (?2 IS NULL OR json_extract(placement_json, '$.node') = ?2)
-         AND (?3 = 0 OR json_extract(spec_json, '$.vps') IS NOT NULL)"
+         AND (?3 = 0 OR json_extract(spec_json, '$.vps') IS NOT NULL)
+         AND (?4 IS NULL OR owner = ?4)"
     };
 }
 
@@ -31,11 +35,12 @@ impl Store {
         let rows = sqlx::query(concat!(
             "SELECT * FROM tasks WHERE ",
             task_filter!(),
-            " AND id < ?4 ORDER BY id DESC LIMIT ?5"
+            " AND id < ?5 ORDER BY id DESC LIMIT ?6"
         ))
         .bind(&q.state)
         .bind(&q.node)
         .bind(q.vps)
+        .bind(&q.owner)
         .bind(before)
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
@@ -44,6 +49,7 @@ impl Store {
             .bind(&q.state)
             .bind(&q.node)
             .bind(q.vps)
+            .bind(&q.owner)
             .fetch_one(&self.pool)
             .await?;
         let tasks = rows.iter().map(task_from_row).collect::<Result<Vec<_>>>()?;

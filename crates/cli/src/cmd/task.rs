@@ -18,13 +18,21 @@ pub async fn run(cmd: TaskCmd, dir: &Path, output: Output) -> anyhow::Result<Exi
             limit,
             before,
             all,
+            mine,
+            owner,
         } => {
+            let owner = match (mine, owner) {
+                (true, _) => Some(crate::client::me(dir)?),
+                (false, Some(o)) => Some(if o.starts_with("user ") { o } else { format!("user {o}") }),
+                (false, None) => None,
+            };
             let query = Request::TaskList {
                 state,
                 node,
                 before,
                 limit: None,
                 vps: false,
+                owner,
             };
             let (tasks, total) = pages(dir, query, (!all).then_some(limit)).await?;
             show(output, &tasks, |t| list(t))?;

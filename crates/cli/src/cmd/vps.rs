@@ -19,6 +19,7 @@ pub async fn run(cmd: VpsCmd, dir: &Path, output: Output) -> anyhow::Result<()> 
                 before: None,
                 limit: None,
                 vps: true,
+                owner: None,
             };
             let (tasks, _) = crate::cmd::task::pages(dir, query, None).await?;
             let vpss: Vec<TaskView> = tasks
