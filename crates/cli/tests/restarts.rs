@@ -59,3 +59,43 @@ fn runners_learn_of_a_crashed_host_from_its_successor_at_once() {
     let said = std::fs::read_to_string(&log).unwrap();
     assert!(!said.contains("timed out"), "{said}");
 }
+
+#[test]
+fn runners_are_back_within_seconds_of_a_host_that_was_down_a_while() {
+    let d = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let (mut host, cfg) = host_process(d.path(), &listen);
+    let _runner = runner_process(d.path(), &cfg, &listen, "later");
+    // Down for a minute (an upgrade, a reboot): the runner notices after its connection's idle
+    // timeout (20 s) and keeps trying meanwhile.
+    let _ = host.0.kill();
+    let _ = host.0.wait();
+    std::thread::sleep(Duration::from_secs(63));
+    let _host = serve(
+        &d.path().join("host-2.log"),
+        &[
+            "host",
+            "--state-dir",
+            d.path().join("host").to_str().unwrap(),
+            "--listen",
+            &listen,
+        ],
+    );
+    let up = std::time::Instant::now();
+    until(Duration::from_secs(60), "the host serves again", || {
+        river(&cfg, &["whoami"]).status.success()
+    });
+    let serving = up.elapsed();
+    // Before, its backoff had grown to 16 s by then (each attempt also waits 5 s for an answer),
+    // and it came back 11–16 s after the host (up to 30 s after longer outages).
+    until(Duration::from_secs(60), "the node is online", || {
+        node_online(&cfg, "later")
+    });
+    let back = up.elapsed();
+    eprintln!("host serving after {serving:?}, the node online after {back:?}");
+    assert!(
+        back - serving < Duration::from_secs(8),
+        "the node came back {:?} after the host",
+        back - serving
+    );
+}

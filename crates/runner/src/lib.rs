@@ -1,7 +1,7 @@
 //! The runner role: one agent per compute node. It joins the cluster once with a token, then
 //! keeps one mesh connection to the host: a hello describing the machine, heartbeats with live
 //! usage, and certificate renewal before expiry. When the host goes away it reconnects with
-//! backoff, forever; only a removal from the cluster stops it.
+//! backoff (0.5 s doubling to 5 s), forever; only a removal from the cluster stops it.
 //!
 //! Architecture invariant: a library like the host, started by `river runner`, `river up` and
 //! in-process tests through [`start`]. It never depends on the host crate.
@@ -225,15 +225,22 @@ fn expired(bundle: &Bundle) -> bool {
     bundle.cert_info().is_ok_and(|i| i.not_after <= renew::now_s())
 }
 
-/// Exponential backoff with jitter: 0.5 s doubling to 30 s, reset once a session is up.
+/// Exponential backoff with jitter: 0.5 s doubling to 5 s, reset once a session is up.
+///
+/// **Decision**: a low cap. Each attempt is one QUIC handshake that waits 5 s for an answer, so
+/// retrying every 5–10 s costs a host of hundreds of nodes little, while a cap of 30 s kept nodes
+/// away 16–30 s after a host that had been down a minute came back (measured in `restarts.rs`).
 #[derive(Debug, Default)]
 pub(crate) struct Backoff {
     attempt: u32,
 }
 
+/// The longest a runner waits between two attempts to reach the host (before jitter).
+const BACKOFF_CAP_MS: u64 = 5_000;
+
 impl Backoff {
     fn next(&mut self) -> Duration {
-        let base = 500u64.saturating_mul(1 << self.attempt.min(6)).min(30_000);
+        let base = 500u64.saturating_mul(1 << self.attempt.min(6)).min(BACKOFF_CAP_MS);
         self.attempt = self.attempt.saturating_add(1);
         let jitter = rand::random::<u64>() % (base / 4 + 1);
         Duration::from_millis(base - base / 8 + jitter)
@@ -257,7 +264,7 @@ mod tests {
             "{first:?}"
         );
         for _ in 0..20 {
-            assert!(b.next() <= Duration::from_millis(34_000));
+            assert!(b.next() <= Duration::from_millis(5_700));
         }
         b.reset();
         assert!(b.next() < Duration::from_secs(1));
