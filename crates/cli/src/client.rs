@@ -128,3 +128,9 @@ pub fn me(dir: &Path) -> anyhow::Result<String> {
         .map_err(|e| anyhow::anyhow!("no credentials in {} ({e}); `river login` first", dir.display()))?;
     Ok(bundle.meta.name)
 }
+
+/// The host's address as these credentials reach it (`HOST:PORT`), for commands to print ready
+/// to paste; the placeholder when it cannot be read.
+pub fn host_address(dir: &Path) -> String {
+    river_creds::Bundle::load(dir).map_or_else(|_| "HOST:PORT".to_owned(), |b| b.meta.host)
+}

@@ -53,6 +53,32 @@ fn an_api_token_acts_as_its_user_and_never_more() {
     let bob = person(d.path(), &admin, &listen, "bob", "user");
     let vic = person(d.path(), &admin, &listen, "vic", "viewer");
 
+    // What the commands print is ready to paste: the host's real address, not a placeholder.
+    let o = river(&admin, &["user", "invite", "pat", "--role", "viewer"]);
+    assert!(
+        text(&o).1.contains(&format!("river login {listen} --token rvt1.")),
+        "{:?}",
+        text(&o)
+    );
+    let o = river(&admin, &["token", "create"]);
+    assert!(
+        text(&o).1.contains(&format!("river runner --join {listen}")),
+        "{:?}",
+        text(&o)
+    );
+    let o = river(&bob, &["user", "token", "create", "--name", "pasted"]);
+    let line = text(&o)
+        .1
+        .lines()
+        .find(|l| l.trim_start().starts_with("curl"))
+        .unwrap()
+        .to_owned();
+    let pasted = std::process::Command::new("sh")
+        .args(["-c", &format!("{} -s -o /dev/null -w '%{{http_code}}'", line.trim())])
+        .env("TOKEN", text(&o).0.trim())
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&pasted.stdout), "200", "{line}: {pasted:?}");
     // A read-only token for a dashboard script, and one that may submit, for CI.
     let ro = new_token(&bob, &["--name", "dash", "--ttl", "1h", "--role", "viewer"]);
     let ci = new_token(&bob, &["--name", "ci"]);

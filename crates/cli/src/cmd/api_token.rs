@@ -24,11 +24,13 @@ pub async fn run(cmd: UserTokenCmd, dir: &Path, output: Output) -> anyhow::Resul
             show(output, &t, |t| {
                 println!("{}", t.token);
                 eprintln!(
-                    "API token {} for {} ({}), expires {}; it is shown only now. Use it as:\n  curl --cacert ca.crt -H \"Authorization: Bearer $TOKEN\" https://HOST:PORT/api/status",
+                    "API token {} for {} ({}), expires {}; it is shown only now. Use it as:\n  curl --cacert {} -H \"Authorization: Bearer $TOKEN\" https://{}/api/status",
                     t.name,
                     t.user,
                     t.role.as_str(),
                     ago(t.expires_at, now_s()),
+                    dir.join("ca.crt").display(),
+                    crate::client::host_address(dir),
                 );
             })
         }

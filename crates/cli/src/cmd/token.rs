@@ -1,7 +1,7 @@
 //! `river token …`.
 
 use crate::args::{Output, TokenCmd};
-use crate::client::{now_s, once};
+use crate::client::{host_address, now_s, once};
 use crate::output::{ago, show, table};
 use river_proto::msg::{Request, Response, TokenPurpose};
 use std::path::Path;
@@ -19,12 +19,13 @@ pub async fn run(cmd: TokenCmd, dir: &Path, output: Output) -> anyhow::Result<()
             show(output, &t, |t| {
                 println!("{}", t.token);
                 eprintln!(
-                    "join token {} ({} use{}, expires {}); on the new node run:\n  RIVER_JOIN_TOKEN={} river runner --join HOST:PORT",
+                    "join token {} ({} use{}, expires {}); on the new node run:\n  RIVER_JOIN_TOKEN={} river runner --join {}",
                     t.id,
                     t.uses,
                     if t.uses == 1 { "" } else { "s" },
                     ago(t.expires_at, now_s()),
-                    t.token
+                    t.token,
+                    host_address(dir)
                 );
             })
         }

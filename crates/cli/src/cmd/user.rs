@@ -88,8 +88,9 @@ pub async fn run(cmd: UserCmd, dir: &Path, output: Output) -> anyhow::Result<()>
                 anyhow::bail!("unexpected answer")
             };
             eprintln!(
-                "you have {} key(s) for the SSH gateway; e.g. ssh -J river@HOST:PORT root@vps-ID (HOST:PORT as in `river login`)",
-                keys.len()
+                "you have {} key(s) for the SSH gateway; e.g. ssh -J river@{} root@vps-ID",
+                keys.len(),
+                crate::client::host_address(dir)
             );
             Ok(())
         }
@@ -201,8 +202,9 @@ async fn login_token(dir: &Path, req: Request, output: Output, what: &str, then:
     show(output, &t, |t| {
         println!("{}", t.token);
         eprintln!(
-            "{what}, expires {}; {then}:\n  river login HOST:PORT --token {}",
+            "{what}, expires {}; {then}:\n  river login {} --token {}",
             ago(t.expires_at, now_s()),
+            crate::client::host_address(dir),
             t.token
         );
     })
