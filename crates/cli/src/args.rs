@@ -405,9 +405,14 @@ pub enum VpsCmd {
         #[arg(long)]
         no_wait: bool,
     },
-    /// Remove a VPS: its container and files are deleted.
-    #[command(after_help = "Example:\n  river vps rm 42")]
-    Rm { id: u64 },
+    /// Remove a VPS: its container and files are deleted (asked to confirm on a terminal).
+    #[command(after_help = "Example:\n  river vps rm 42 -y")]
+    Rm {
+        id: u64,
+        /// Do not ask.
+        #[arg(short, long)]
+        yes: bool,
+    },
     /// The SSH keys that may log in to a VPS.
     #[command(subcommand)]
     Keys(VpsKeysCmd),

@@ -949,8 +949,26 @@ fn vps_ssh_into_an_image_without_sshd_and_files_outlive_stop_and_start() {
         text(&o)
     );
 
-    // rm deletes the container; the record stays.
+    // rm deletes the container; the record stays. On a terminal it asks first (`script` gives it
+    // one): "n" keeps the VPS.
     let name = container_name(&cfg, &id);
+    let o = fed_within(
+        Command::new("script")
+            .args([
+                "-qec",
+                &format!("{} vps rm {id}", env!("CARGO_BIN_EXE_river")),
+                "/dev/null",
+            ])
+            .env("RIVER_CONFIG_DIR", &cfg)
+            .stdin(Stdio::piped()),
+        |mut i| std::io::Write::write_all(&mut i, b"n\n").unwrap(),
+    );
+    assert!(
+        !o.status.success() && text(&o).0.contains("Remove it? [y/N]"),
+        "{:?}",
+        text(&o)
+    );
+    assert_eq!(vps_state(&cfg, &id), "running");
     let o = river(&cfg, &["vps", "rm", &id]);
     assert!(o.status.success(), "{:?}", text(&o));
     assert_eq!(vps_state(&cfg, &id), "killed");

@@ -83,7 +83,22 @@ pub async fn run(cmd: VpsCmd, dir: &Path, output: Output) -> anyhow::Result<()> 
             }
             (None, None) => bail!("give the VPS to snapshot: river vps snapshot ID"),
         },
-        VpsCmd::Rm { id } => done(once(dir, Request::VpsRemove { id }).await?),
+        VpsCmd::Rm { id, yes } => {
+            if !yes && std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+                let v = vps(dir, id).await?;
+                eprint!(
+                    "remove VPS {id}{} ({}): its container and files are deleted for good; its snapshots go too. Remove it? [y/N] ",
+                    v.name.map(|n| format!(" ({n})")).unwrap_or_default(),
+                    v.state
+                );
+                let mut answer = String::new();
+                std::io::stdin().read_line(&mut answer)?;
+                if !matches!(answer.trim(), "y" | "Y" | "yes") {
+                    bail!("VPS {id} was not removed");
+                }
+            }
+            done(once(dir, Request::VpsRemove { id }).await?)
+        }
         VpsCmd::Share { id, user } => done(once(dir, Request::VpsShare { id, user, share: true }).await?),
         VpsCmd::Unshare { id, user } => done(once(dir, Request::VpsShare { id, user, share: false }).await?),
         VpsCmd::Keys(VpsKeysCmd::Add { id, file }) => {
