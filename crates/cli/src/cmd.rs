@@ -53,6 +53,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Login(a) => user::login(a, &dir).await,
         Command::Logout { local } => user::logout(&dir, local).await,
         Command::Init(c) => init::run(c),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "river", &mut std::io::stdout());
+            Ok(())
+        }
     }?;
     Ok(ExitCode::SUCCESS)
 }
