@@ -164,7 +164,7 @@ docker_socket = "$T/docker-$name.sock"
 TOML
   nsenter --net=/run/netns/"$R4" "$RIVER" runner --config "$T/$name.toml" --join 10.77.0.1:7443 --token "$(new_token)" >>"$T/$name.log" 2>&1 &
   track "$name" $!
-  wait_for "$name online" 20 state_is "$name" Online
+  wait_for "$name online" 20 state_is "$name" online
 }
 
 new_token() { cli token create --ttl 10m --uses "${1:-1}" 2>/dev/null | head -n1; }
@@ -193,8 +193,8 @@ scenario() {
 test_join() {
   start_runner "$R1" r1 --join 10.77.0.1:7443 --token "$(new_token)"
   start_runner "$R2" r2 --join 10.77.0.1:7443 --token "$(new_token)"
-  wait_for "r1 online" 20 state_is r1 Online
-  wait_for "r2 online" 20 state_is r2 Online
+  wait_for "r1 online" 20 state_is r1 online
+  wait_for "r2 online" 20 state_is r2 online
   # The host sees each runner at its own address, over the bridge.
   cli node show r1 | matches "address:     10.77.0.11:"
   cli node list | matches "^r2 *online"
@@ -204,10 +204,10 @@ test_join() {
 #            \------- [r2]   r1 offline (r2 stays online), then online again on the same connection
 test_cut_link() {
   ip -n "$SW" link set p${ID}r1 down
-  wait_for "r1 offline after the link is cut" 15 state_is r1 Offline
-  [[ $(node_state r2) == Online ]] || { echo "    r2 went offline too"; return 1; }
+  wait_for "r1 offline after the link is cut" 15 state_is r1 offline
+  [[ $(node_state r2) == online ]] || { echo "    r2 went offline too"; return 1; }
   ip -n "$SW" link set p${ID}r1 up
-  wait_for "r1 online once the link is back" 40 state_is r1 Online
+  wait_for "r1 online once the link is back" 40 state_is r1 online
 }
 
 #   [h] ---br0--- [r1]
@@ -215,10 +215,10 @@ test_cut_link() {
 test_long_cut() {
   # Longer than QUIC's idle timeout: the connection dies, the runner reconnects by itself.
   ip -n "$SW" link set p${ID}r2 down
-  wait_for "r2 offline" 15 state_is r2 Offline
+  wait_for "r2 offline" 15 state_is r2 offline
   wait_for "r2's runner notices the broken connection" 40 grep -q "reconnecting in" "$T/r2.log"
   ip -n "$SW" link set p${ID}r2 up
-  wait_for "r2 online after reconnecting" 60 state_is r2 Online
+  wait_for "r2 online after reconnecting" 60 state_is r2 online
 }
 
 #   [h restarts] ---br0--- [r1], [r2]   both come back without help
@@ -228,8 +228,8 @@ test_host_restart() {
   wait_for "host stops" 20 bash -c "! kill -0 $pid"
   refute "the stopped host still answers" cli status
   start_host
-  wait_for "r1 back after the host restart" 60 state_is r1 Online
-  wait_for "r2 back after the host restart" 60 state_is r2 Online
+  wait_for "r1 back after the host restart" 60 state_is r1 online
+  wait_for "r2 back after the host restart" 60 state_is r2 online
 }
 
 #   [h] ---br0--- [r1]
@@ -242,7 +242,7 @@ test_revoked_node() {
   in_ns "$R2" timeout 60 "$RIVER" runner --state-dir "$T/r2" >"$T/r2-again.log" 2>&1 && { echo "    a removed node ran again"; return 1; }
   grep -q "removed from the cluster" "$T/r2-again.log"
   [[ $(node_state r2) == absent ]]
-  [[ $(node_state r1) == Online ]]
+  [[ $(node_state r1) == online ]]
 }
 
 #   [h :7443 cluster A, :7444 cluster B] ---br0--- [r3]

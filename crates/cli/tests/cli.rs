@@ -178,7 +178,7 @@ fn up_detach_then_status_nodes_tokens_and_down() {
     let o = river(&cfg, &["node", "list", "-o", "json"]);
     let nodes: serde_json::Value = serde_json::from_str(&text(&o).0).expect("json");
     assert_eq!(nodes.as_array().unwrap().len(), 1);
-    assert_eq!(nodes[0]["state"], "Online");
+    assert_eq!(nodes[0]["state"], "online");
     let (who, _) = text(&river(&cfg, &["whoami"]));
     assert_eq!(who.trim(), "user admin (admin)");
 

@@ -134,7 +134,7 @@ fn an_api_token_acts_as_its_user_and_never_more() {
             .unwrap()
     };
     assert!(
-        of("ci")["last_used_ms"].is_i64() && of("dash")["role"] == "Viewer",
+        of("ci")["last_used_ms"].is_i64() && of("dash")["role"] == "viewer",
         "{listed}"
     );
     assert!(!String::from_utf8_lossy(&o.stdout).contains(secret));

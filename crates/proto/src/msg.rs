@@ -120,6 +120,8 @@ pub struct HeartbeatAck {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+// Lowercase in JSON (the API, `-o json`), as states and roles are written everywhere else.
+#[serde(rename_all = "lowercase")]
 pub enum Role {
     Viewer,
     User,
@@ -153,6 +155,8 @@ impl std::str::FromStr for Role {
 
 /// What a token is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+// Lowercase in JSON (the API, `-o json`), as states and roles are written everywhere else.
+#[serde(rename_all = "lowercase")]
 pub enum TokenPurpose {
     /// Joins a runner.
     Node,
@@ -509,6 +513,8 @@ pub struct EnvVersion {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+// Lowercase in JSON (the API, `-o json`), as states and roles are written everywhere else.
+#[serde(rename_all = "lowercase")]
 pub enum NodeState {
     Online,
     Offline,
