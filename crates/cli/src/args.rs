@@ -233,7 +233,9 @@ pub enum IpCmd {
 #[derive(Debug, Subcommand)]
 pub enum InitCmd {
     /// Print (or write) a commented config file with every default.
-    #[command(after_help = "Example:\n  river init config --host -o /etc/river/host.toml")]
+    #[command(
+        after_help = "Example:\n  river init config --host --file /etc/river/host.toml\n  river up --host-config host.toml      # a one-machine cluster configured by it"
+    )]
     Config {
         #[arg(long, conflicts_with = "runner", required_unless_present = "runner")]
         host: bool,

@@ -158,7 +158,30 @@ fn up_detach_then_status_nodes_tokens_and_down() {
     let state = d.path().join("state");
     let s = state.to_str().unwrap();
     let listen = format!("127.0.0.1:{}", free_port());
-    let o = river(&cfg, &["up", "--detach", "--state-dir", s, "--listen", &listen]);
+    // A one-machine cluster configured like any other: a host and a runner config file.
+    let (host_toml, runner_toml) = (d.path().join("host.toml"), d.path().join("runner.toml"));
+    std::fs::write(&host_toml, "[limits]\nvps = 3\n").unwrap();
+    std::fs::write(
+        &runner_toml,
+        "[[fake_gpus]]\nname = \"Test GPU\"\nmemory_bytes = 1024\n",
+    )
+    .unwrap();
+    let (h, r) = (host_toml.to_str().unwrap(), runner_toml.to_str().unwrap());
+    let o = river(
+        &cfg,
+        &[
+            "up",
+            "--detach",
+            "--state-dir",
+            s,
+            "--listen",
+            &listen,
+            "--host-config",
+            h,
+            "--runner-config",
+            r,
+        ],
+    );
     let (out, err) = text(&o);
     assert!(o.status.success(), "up failed: {out}\n{err}");
     assert!(out.contains("river is up") && out.contains("river node list"), "{out}");
@@ -168,6 +191,16 @@ fn up_detach_then_status_nodes_tokens_and_down() {
         "{out}"
     );
     let guard = Down(cfg.clone(), state.clone());
+
+    // Both files were read: the host's limits, the runner's GPUs.
+    let o = river(&cfg, &["user", "limits", "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    assert_eq!(v["effective"]["vps"], 3, "{:?}", text(&o));
+    until(Duration::from_secs(30), "the node reports its GPU", || {
+        let o = river(&cfg, &["node", "list", "-o", "json"]);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+        v[0]["info"]["gpus"].as_array().is_some_and(|g| g.len() == 1)
+    });
 
     // A second `up` on the same state is refused while the first runs.
     let o = river(&cfg, &["up", "--detach", "--state-dir", s, "--listen", &listen]);

@@ -77,9 +77,17 @@ pub struct UpArgs {
     /// Where the cluster keeps its state (default: ~/.local/share/river).
     #[arg(long, env = "RIVER_UP_DIR")]
     pub state_dir: Option<PathBuf>,
-    /// Address of the host's mesh and API.
-    #[arg(long, default_value = "127.0.0.1:7443")]
-    pub listen: std::net::SocketAddr,
+    /// Address of the host's mesh and API (default: the host config's, else 127.0.0.1:7443).
+    #[arg(long)]
+    pub listen: Option<std::net::SocketAddr>,
+    /// A host config file (`river init config --host` writes one): overlay, limits, approvals…
+    /// Its state_dir is replaced by STATE_DIR/host.
+    #[arg(long, value_name = "FILE")]
+    pub host_config: Option<PathBuf>,
+    /// A runner config file (`river init config --runner`): shared_dir, allowed_mounts, GPUs…
+    /// Its state_dir and name are replaced by STATE_DIR/runner and this machine's name.
+    #[arg(long, value_name = "FILE")]
+    pub runner_config: Option<PathBuf>,
     /// Run in the background and return once the cluster is ready.
     #[arg(short, long)]
     pub detach: bool,

@@ -114,27 +114,36 @@ fn up_dir(flag: Option<PathBuf>) -> PathBuf {
 
 const READY: &str = "river up: ready";
 
+/// Where `river up` listens without a config or `--listen`: this machine only.
+const DEFAULT_UP_LISTEN: &str = "127.0.0.1:7443";
+
 pub async fn up(a: UpArgs, config_dir: &Path) -> anyhow::Result<()> {
     let dir = up_dir(a.state_dir.clone());
     if a.detach {
         return detach(&a, &dir);
     }
     river_creds::private_dir(&dir)?;
-    let host_cfg = HostConfig {
-        state_dir: dir.join("host"),
-        listen: a.listen,
-        default_image: a
-            .default_image
-            .clone()
-            .unwrap_or_else(|| HostConfig::default().default_image),
-        ..Default::default()
+    let mut host_cfg = match &a.host_config {
+        Some(file) => HostConfig::load(file)?,
+        None => HostConfig {
+            listen: DEFAULT_UP_LISTEN.parse().expect("a socket address"),
+            ..Default::default()
+        },
     };
+    host_cfg.state_dir = dir.join("host");
+    if let Some(listen) = a.listen {
+        host_cfg.listen = listen;
+    }
+    if let Some(image) = &a.default_image {
+        host_cfg.default_image = image.clone();
+    }
     let mut host = river_host::start(host_cfg).await?;
-    let runner_cfg = RunnerConfig {
-        state_dir: dir.join("runner"),
-        name: Some(local_node_name()),
-        ..Default::default()
+    let mut runner_cfg = match &a.runner_config {
+        Some(file) => RunnerConfig::load(file)?,
+        None => RunnerConfig::default(),
     };
+    runner_cfg.state_dir = dir.join("runner");
+    runner_cfg.name = Some(local_node_name());
     let bundle = if river_creds::Bundle::exists(&runner_cfg.state_dir.join("identity")) {
         river_runner::ensure_joined(&runner_cfg, None).await?
     } else {
@@ -227,13 +236,18 @@ fn detach(a: &UpArgs, dir: &Path) -> anyhow::Result<()> {
     let start = log.metadata()?.len();
     let exe = std::env::current_exe()?;
     let mut cmd = std::process::Command::new(exe);
-    cmd.arg("up")
-        .arg("--state-dir")
-        .arg(dir)
-        .arg("--listen")
-        .arg(a.listen.to_string());
+    cmd.arg("up").arg("--state-dir").arg(dir);
+    if let Some(listen) = a.listen {
+        cmd.arg("--listen").arg(listen.to_string());
+    }
     if let Some(image) = &a.default_image {
         cmd.arg("--default-image").arg(image);
+    }
+    // Absolute: the child starts elsewhere.
+    for (flag, file) in [("--host-config", &a.host_config), ("--runner-config", &a.runner_config)] {
+        if let Some(f) = file {
+            cmd.arg(flag).arg(std::path::absolute(f)?);
+        }
     }
     cmd.env("RIVER_UP_DETACHED", "1")
         .stdin(std::process::Stdio::null())
