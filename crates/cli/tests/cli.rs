@@ -324,6 +324,20 @@ fn up_detach_then_status_nodes_tokens_and_down() {
     let o = river(&cfg, &["node", "list"]);
     assert!(!o.status.success(), "the cluster is down");
     assert!(text(&o).1.contains("cannot reach the river host"), "{}", text(&o).1);
+
+    // Brought back on another address, its own runner follows (before: "the local runner did not
+    // connect within 30s": it dialled the old one).
+    let moved = format!("127.0.0.1:{}", free_port());
+    let o = river(&cfg, &["up", "--detach", "--state-dir", s, "--listen", &moved]);
+    let _guard = Down(cfg.clone(), state.clone());
+    assert!(o.status.success(), "{:?}", text(&o));
+    // Listening on loopback, it says other machines cannot join rather than print a join line.
+    assert!(text(&o).0.contains("to let other machines join"), "{:?}", text(&o));
+    until(Duration::from_secs(30), "the node is online", || {
+        let o = river(&cfg, &["node", "list", "-o", "json"]);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+        v[0]["state"] == "online"
+    });
 }
 
 /// A `river up --detach` cluster in a fresh directory (`extra`: more `up` arguments): the

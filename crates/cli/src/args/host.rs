@@ -80,6 +80,10 @@ pub struct UpArgs {
     /// Address of the host's mesh and API (default: the host config's, else 127.0.0.1:7443).
     #[arg(long)]
     pub listen: Option<std::net::SocketAddr>,
+    /// A name or address other machines reach this one at (repeatable): it goes into the host's
+    /// certificate and the commands printed for joining (with `--listen 0.0.0.0:7443`).
+    #[arg(long, value_name = "NAME")]
+    pub advertise: Vec<String>,
     /// A host config file (`river init config --host` writes one): overlay, limits, approvals…
     /// Its state_dir is replaced by STATE_DIR/host.
     #[arg(long, value_name = "FILE")]

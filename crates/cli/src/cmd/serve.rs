@@ -137,6 +137,8 @@ pub async fn up(a: UpArgs, config_dir: &Path) -> anyhow::Result<()> {
     if let Some(image) = &a.default_image {
         host_cfg.default_image = image.clone();
     }
+    host_cfg.advertise.extend(a.advertise.iter().cloned());
+    let loopback_only = host_cfg.listen.ip().is_loopback();
     let mut host = river_host::start(host_cfg).await?;
     let mut runner_cfg = match &a.runner_config {
         Some(file) => RunnerConfig::load(file)?,
@@ -144,7 +146,20 @@ pub async fn up(a: UpArgs, config_dir: &Path) -> anyhow::Result<()> {
     };
     runner_cfg.state_dir = dir.join("runner");
     runner_cfg.name = Some(local_node_name());
-    let bundle = if river_creds::Bundle::exists(&runner_cfg.state_dir.join("identity")) {
+    let identity = runner_cfg.state_dir.join("identity");
+    let bundle = if river_creds::Bundle::exists(&identity) {
+        // The local runner dials where the host is now, even if it was started elsewhere
+        // before (another `--listen`): it is this cluster's own node.
+        let here = if host.mesh_addr.ip().is_unspecified() {
+            format!("127.0.0.1:{}", host.mesh_addr.port())
+        } else {
+            host.mesh_addr.to_string()
+        };
+        let mut b = river_creds::Bundle::load(&identity)?;
+        if b.meta.host != here {
+            b.meta.host = here;
+            b.save(&identity)?;
+        }
         river_runner::ensure_joined(&runner_cfg, None).await?
     } else {
         let token = host.create_node_token(600, 1).await?;
@@ -172,10 +187,18 @@ pub async fn up(a: UpArgs, config_dir: &Path) -> anyhow::Result<()> {
     println!("Try:");
     println!("  river status");
     println!("  river node list");
-    println!(
-        "  river token create          # then on another machine: RIVER_JOIN_TOKEN=TOKEN river runner --join HOST:{}",
-        host.mesh_addr.port()
-    );
+    if loopback_only {
+        println!(
+            "  (it listens on {} only: to let other machines join, start it with --listen 0.0.0.0:{} --advertise THIS-MACHINE)",
+            host.mesh_addr.ip(),
+            host.mesh_addr.port()
+        );
+    } else {
+        println!(
+            "  river token create          # then on another machine: RIVER_JOIN_TOKEN=TOKEN river runner --join {}",
+            crate::client::host_address(&host.admin_dir)
+        );
+    }
     println!(
         "  curl --cacert {}/ca.crt https://127.0.0.1:{}/api/health",
         host.admin_dir.display(),
@@ -237,6 +260,9 @@ fn detach(a: &UpArgs, dir: &Path) -> anyhow::Result<()> {
     let exe = std::env::current_exe()?;
     let mut cmd = std::process::Command::new(exe);
     cmd.arg("up").arg("--state-dir").arg(dir);
+    for name in &a.advertise {
+        cmd.arg("--advertise").arg(name);
+    }
     if let Some(listen) = a.listen {
         cmd.arg("--listen").arg(listen.to_string());
     }
