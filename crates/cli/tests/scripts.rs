@@ -557,3 +557,18 @@ fn submit_wait_streams_the_tasks_output_and_ctrl_c_leaves_it_running() {
         }
     }
 }
+
+#[test]
+fn a_script_running_commands_in_a_loop_never_runs_out_of_connections() {
+    let d = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let (_host, admin) = host_process(d.path(), &listen);
+    // Each command tells the host it is done as it exits, so 300 in a row (more than the 256
+    // connections one user may hold) never hit the cap, however fast they come.
+    let start = std::time::Instant::now();
+    for i in 0..300 {
+        let o = river(&admin, &["whoami"]);
+        assert!(o.status.success(), "command {i}: {:?}", text(&o));
+    }
+    eprintln!("300 commands in {:?}", start.elapsed());
+}
