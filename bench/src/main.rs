@@ -1,6 +1,7 @@
 //! river's benchmarks. Each prints its figures next to a baseline measured in the same run.
 //! See docs/benchmarks.md for what they measure and the figures on our machines.
 
+mod cli;
 mod forward;
 mod heartbeats;
 mod history;
@@ -82,6 +83,11 @@ enum Bench {
         #[arg(long, value_delimiter = ',', default_value = "10,100,500")]
         peers: Vec<usize>,
     },
+    /// `river status` against `curl` of `/api/status` with the same certificate, alternating.
+    Cli {
+        #[arg(long, default_value_t = 50)]
+        runs: usize,
+    },
     /// Idle memory of a real host and runner (`river host`, `river runner`).
     Footprint {
         /// How long to let them idle before measuring.
@@ -134,6 +140,7 @@ fn main() -> anyhow::Result<()> {
                 no_container,
             } => tasks::run(&river, count, concurrency, no_container).await,
             Bench::History { tasks, log_mb } => history::run(&river, tasks, log_mb).await,
+            Bench::Cli { runs } => cli::run(&river, runs).await,
         }
     })
 }
