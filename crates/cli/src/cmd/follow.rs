@@ -14,6 +14,7 @@ const WAITING: [&str; 3] = ["queued", "assigned", "pending_approval"];
 /// Waits until task `id` has started (or ended without), saying on stderr why it waits.
 pub async fn until_started(client: &Client, id: u64) -> anyhow::Result<TaskView> {
     let mut said = String::new();
+    let since = std::time::Instant::now();
     loop {
         let Response::Task(t) = client.call(Request::TaskShow { id }).await? else {
             bail!("unexpected answer")
@@ -29,7 +30,9 @@ pub async fn until_started(client: &Client, id: u64) -> anyhow::Result<TaskView>
             );
             said = t.state.clone();
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Often at first (a short task starts within a moment), then calmly.
+        let pause = if since.elapsed() < Duration::from_secs(2) { 25 } else { 500 };
+        tokio::time::sleep(Duration::from_millis(pause)).await;
     }
 }
 
@@ -95,7 +98,7 @@ pub async fn attached(client: Client, id: u64, kill_on_interrupt: bool) -> anyho
             if ["completed", "failed", "killed", "oom"].contains(&t.state.as_str()) {
                 return Ok::<TaskView, anyhow::Error>(*t);
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     };
     let t = tokio::select! {
