@@ -144,7 +144,8 @@ fn a_runner_killed_mid_transfer_makes_logs_follow_and_forward_fail_loudly() {
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(!status.success(), "logs -f exited 0 with output cut short");
-    let said: Vec<String> = follow_said.try_iter().collect();
+    // All it wrote: the reader thread may not have caught up with its exit yet; it ends at EOF.
+    let said: Vec<String> = follow_said.iter().collect();
     assert!(said.join("\n").contains("was cut short"), "{said:?}");
 
     let _ = fwd.kill();
