@@ -7,7 +7,7 @@ mod binary;
 
 use binary::*;
 use std::io::BufRead as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -221,13 +221,7 @@ fn a_removed_user_is_cut_off_everywhere_at_once_and_managers_stay_within_their_r
 
     // Bob has a terminal open in his task and a session on the SSH gateway.
     let mut terminal = terminal_in(&bob, &id);
-    let key = d.path().join("bob_key");
-    keygen(&key);
-    let o = river(
-        &bob,
-        &["user", "key", "add", key.with_extension("pub").to_str().unwrap()],
-    );
-    assert!(o.status.success(), "{:?}", text(&o));
+    let key = gateway_key(d.path(), &bob);
     let port = listen.rsplit_once(':').unwrap().1;
     let (mut gateway, _lines) = gateway_session(&key, port);
 
@@ -470,6 +464,18 @@ fn a_user_with_a_long_queue_does_not_make_another_wait_behind_it() {
     }
 }
 
+/// A new key pair in `dir/bob_key`, registered for the SSH gateway by the user of `cfg`.
+fn gateway_key(dir: &Path, cfg: &Path) -> PathBuf {
+    let key = dir.join("bob_key");
+    keygen(&key);
+    let o = river(
+        cfg,
+        &["user", "key", "add", key.with_extension("pub").to_str().unwrap()],
+    );
+    assert!(o.status.success(), "{:?}", text(&o));
+    key
+}
+
 /// An `ssh -N` session on the host's SSH gateway at `port` with `key`, once logged in: the client
 /// (it sends nothing of its own, not even keepalives) and the lines it prints from then on.
 fn gateway_session(key: &Path, port: &str) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
@@ -509,13 +515,7 @@ fn a_gateway_client_that_went_away_is_dropped_and_an_idle_one_kept() {
     let listen = format!("127.0.0.1:{}", free_port());
     let (_host, admin) = host_process(d.path(), &listen);
     let bob = person(d.path(), &admin, &listen, "bob", "user");
-    let key = d.path().join("bob_key");
-    keygen(&key);
-    let o = river(
-        &bob,
-        &["user", "key", "add", key.with_extension("pub").to_str().unwrap()],
-    );
-    assert!(o.status.success(), "{:?}", text(&o));
+    let key = gateway_key(d.path(), &bob);
     let port = listen.rsplit_once(':').unwrap().1;
     // Two sessions that send nothing: one client stays (idle), the other goes away (its process
     // frozen, as a laptop closed mid-session: it answers nothing, and closes nothing).

@@ -31,7 +31,11 @@ pub async fn until_started(client: &Client, id: u64) -> anyhow::Result<TaskView>
             said = t.state.clone();
         }
         // Often at first (a short task starts within a moment), then calmly.
-        let pause = if since.elapsed() < Duration::from_secs(2) { 25 } else { 500 };
+        let pause = if since.elapsed() < Duration::from_secs(2) {
+            25
+        } else {
+            500
+        };
         tokio::time::sleep(Duration::from_millis(pause)).await;
     }
 }
