@@ -479,7 +479,7 @@ fn following_a_task_that_waits_in_the_queue_waits_for_its_output() {
     assert!(o.status.success(), "{:?}", text(&o));
     assert_eq!(text(&o).0, "one\ntwo\n");
     assert!(
-        text(&o).1.contains("is queued; waiting for it to start"),
+        text(&o).1.contains("is queued: it needs 1 core") && text(&o).1.contains("waiting for it to start"),
         "{:?}",
         text(&o)
     );
