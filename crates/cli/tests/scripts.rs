@@ -504,11 +504,15 @@ fn submit_wait_streams_the_tasks_output_and_ctrl_c_leaves_it_running() {
     assert_eq!(out, "out\n");
     assert!(err.contains("task 1 submitted") && err.contains("err\n"), "{err}");
     assert!(err.contains("task 1 failed (exit code 7)"), "{err}");
-    let mut args = submit.to_vec();
-    args.extend(["echo", "fine"]);
-    let o = river(&admin, &args);
-    assert!(o.status.success(), "{:?}", text(&o));
-    assert_eq!(text(&o).0, "fine\n");
+    // Short tasks, one after another: every line, every time (the engine's live stream used to
+    // end before a short container's last line now and then: "one" of "one\ntwo").
+    for i in 0..10 {
+        let mut args = submit.to_vec();
+        args.extend(["sh", "-c", "echo one; echo two"]);
+        let o = river(&admin, &args);
+        assert!(o.status.success(), "{:?}", text(&o));
+        assert_eq!(text(&o).0, "one\ntwo\n", "run {i}");
+    }
 
     // Ctrl-C: the task goes on, and the user is told how to follow or stop it; with
     // --kill-on-interrupt it is killed.

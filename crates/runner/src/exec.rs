@@ -78,6 +78,8 @@ pub(crate) struct Executor {
     pub overlay: crate::overlay::NodeOverlay,
     /// The most kept of each output stream of a task.
     output_cap: Option<u64>,
+    /// Tasks whose container's output is being written to their files now.
+    pumps: Mutex<HashSet<u64>>,
 }
 
 impl Executor {
@@ -138,6 +140,7 @@ impl Executor {
             udp: Arc::default(),
             overlay: Default::default(),
             output_cap: s.output_cap,
+            pumps: Mutex::default(),
             node: s.node,
             cluster: s.cluster,
             dir: s.dir,
@@ -255,6 +258,24 @@ impl Executor {
             .map_err(|e| e.to_string())
     }
 
+    /// Task `id`'s output is being pumped into its files (its container runs).
+    fn pumping(&self, id: u64) {
+        if let Ok(mut p) = self.pumps.lock() {
+            p.insert(id);
+        }
+    }
+
+    /// Task `id`'s output files are whole.
+    fn pumped(&self, id: u64) {
+        if let Ok(mut p) = self.pumps.lock() {
+            p.remove(&id);
+        }
+    }
+
+    fn is_pumping(&self, id: u64) -> bool {
+        self.pumps.lock().is_ok_and(|p| p.contains(&id))
+    }
+
     /// Whether a container engine answers on this node now (within 2 s): the host places
     /// container tasks only where one does.
     pub async fn engine_answers(&self) -> bool {
@@ -353,6 +374,7 @@ impl Executor {
             match rt.status(&cid).await {
                 Ok(st) if st.exit.is_none() => {
                     tracing::info!(task = id, vps, "re-adopted a running task");
+                    self.pumping(id);
                     let me = self.clone();
                     self.spawn(async move { me.watch(id, cid, None, vps).await });
                 }
@@ -601,6 +623,7 @@ impl Executor {
             match self.restart_vps(rt, &cspec).await {
                 Ok(Some(cid)) => {
                     drop(pins);
+                    self.pumping(id);
                     self.report(id, TaskState::Running, None, None);
                     return self.watch(id, cid, Some(placement.memory_bytes), true).await;
                 }
@@ -658,6 +681,8 @@ impl Executor {
                 );
             }
         };
+        // Followed from its file from now on, before anyone hears it runs.
+        self.pumping(id);
         self.report(id, TaskState::Running, None, None);
         self.watch(id, cid, Some(placement.memory_bytes), vps).await;
     }
@@ -733,13 +758,19 @@ impl Executor {
     /// Follows a started container to its end: output to files, then the report, then removal (a
     /// VPS's container is kept, stopped, unless it is being removed).
     async fn watch(&self, id: u64, cid: String, memory: Option<u64>, vps: bool) {
-        let Ok(rt) = self.runtime().await else { return };
+        let Ok(rt) = self.runtime().await else {
+            self.pumped(id);
+            return;
+        };
+        self.pumping(id);
         // Output and end together, so both stop if the runner does.
         let dir = self.dir.join(id.to_string());
         let (exit, saved) = tokio::join!(
             rt.wait(&cid),
             pump_output(rt.clone(), cid.clone(), dir.clone(), self.output_cap)
         );
+        // The file is whole: followers read it to its end and stop.
+        self.pumped(id);
         let incomplete = saved.err().map(|why| {
             tracing::error!(task = id, "output not saved: {why}");
             records::output_incomplete(&dir, &why)
@@ -850,29 +881,23 @@ impl Executor {
         follow: bool,
         out: &mut river_mesh::SendStream,
     ) -> anyhow::Result<()> {
-        if follow && self.process_cgroup(id).exists() {
-            return self.follow_file(id, stderr, out).await;
+        let cg = self.process_cgroup(id);
+        if follow && cg.exists() {
+            return self
+                .follow_file(id, stderr, out, || !cg.exists() || cg.pids().is_empty())
+                .await;
+        }
+        // A container's output is followed in the file its pump writes, not in the engine's
+        // live stream: that stream can end before the container's last bytes (seen with short
+        // tasks: `logs -f` got "one" of "one\ntwo"), while the pump makes its file whole
+        // before it lets go of the task.
+        if follow && self.is_pumping(id) {
+            return self.follow_file(id, stderr, out, || !self.is_pumping(id)).await;
         }
         let path = self
             .dir
             .join(id.to_string())
             .join(if stderr { "stderr.log" } else { "stdout.log" });
-        if follow {
-            if let Ok(rt) = self.runtime().await {
-                let name = self.container_name(id);
-                if rt.status(&name).await.is_ok_and(|s| s.exit.is_none()) {
-                    let mut s = Box::pin(rt.output(&name, true));
-                    while let Some(chunk) = s.next().await {
-                        match chunk? {
-                            Output::Stdout(b) if !stderr => out.write_all(&b).await?,
-                            Output::Stderr(b) if stderr => out.write_all(&b).await?,
-                            _ => {}
-                        }
-                    }
-                    return Ok(());
-                }
-            }
-        }
         // Streamed from the file, however large, in large pieces handed to the stream without a
         // copy: QUIC flow control paces the reads.
         let mut file = match tokio::fs::File::open(&path).await {

@@ -284,24 +284,25 @@ impl Executor {
         }
     }
 
-    /// `logs -f` of a running process task: its output file as it grows, until the task ends.
+    /// `logs -f` of a running task: its output file as it grows, until `ended` says the task is
+    /// over and everything it wrote is in the file (then one last read).
     pub(super) async fn follow_file(
         &self,
         id: u64,
         stderr: bool,
         out: &mut river_mesh::SendStream,
+        ended: impl Fn() -> bool,
     ) -> anyhow::Result<()> {
         use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
         let path = self
             .dir
             .join(id.to_string())
             .join(if stderr { "stderr.log" } else { "stdout.log" });
-        let cg = self.process_cgroup(id);
         let mut sent = 0u64;
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             // Checked before reading, so the last read sees everything written before the end.
-            let ended = !cg.exists() || cg.pids().is_empty();
+            let ended = ended();
             // What the node no longer keeps is skipped, with a line saying so.
             let dropped = super::output::dropped(&path);
             if sent < dropped {
