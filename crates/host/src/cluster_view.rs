@@ -4,9 +4,11 @@
 use crate::Ctx;
 use river_proto::msg::{NodeState, TaskPlacement, TaskSpec};
 use river_store::{NodeRecord, TaskRecord};
+use river_task::fair::Hold;
 use river_task::place::{self, Ask, GpuSlot, Numa, Usage};
+use river_task::state::TaskState;
 use river_task::target::Target;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// The scheduler's view of a node.
 pub(crate) fn sched_node(ctx: &Ctx, n: &NodeRecord) -> place::Node {
@@ -54,10 +56,26 @@ pub(crate) fn ask(spec: &TaskSpec, target: Option<&str>) -> Result<Ask, String> 
     })
 }
 
+/// Whether `t` holds resources on its node now (an unreadable state counts as not).
+fn holds(t: &TaskRecord) -> bool {
+    t.state.parse::<TaskState>().is_ok_and(TaskState::holds_resources)
+}
+
+/// The cores and GPUs each owner's tasks hold now: what their limits are measured against.
+pub(crate) fn held_by_owner(holding: &[TaskRecord]) -> HashMap<&str, Hold> {
+    let mut held: HashMap<&str, Hold> = HashMap::new();
+    for t in holding.iter().filter(|t| holds(t)) {
+        let h = held.entry(t.owner.as_str()).or_default();
+        h.cores += t.spec.cores;
+        h.gpus += t.spec.gpus;
+    }
+    held
+}
+
 /// What the tasks holding resources use, per node.
 pub(crate) fn usage_by_node(holding: &[TaskRecord]) -> BTreeMap<String, Usage> {
     let mut used: BTreeMap<String, Usage> = BTreeMap::new();
-    for t in holding.iter().filter(|t| crate::tasks::state_of(t).holds_resources()) {
+    for t in holding.iter().filter(|t| holds(t)) {
         if let Some(p) = &t.placement {
             used.entry(p.node.clone()).or_default().add(&to_place(p));
         }

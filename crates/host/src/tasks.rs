@@ -260,13 +260,10 @@ async fn schedule_once(ctx: &Ctx) -> anyhow::Result<()> {
     let mut pass = None;
     // Each user's oldest waiting tasks, the users' turns set by what they run now.
     let mut running: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
-    let mut held: std::collections::HashMap<&str, Hold> = std::collections::HashMap::new();
     for t in holding.iter().filter(|t| state_of(t).holds_resources()) {
         *running.entry(t.owner.as_str()).or_default() += 1;
-        let h = held.entry(t.owner.as_str()).or_default();
-        h.cores += t.spec.cores;
-        h.gpus += t.spec.gpus;
     }
+    let held = crate::cluster_view::held_by_owner(&holding);
     let owners = queued_owners(ctx).await?;
     for limit in [SCHEDULE_HEAD, SCHEDULE_WINDOW] {
         let mut tasks = ctx.store.queued_per_owner(&owners, limit).await?;

@@ -21,13 +21,10 @@ pub(crate) async fn why(ctx: &Ctx, t: &TaskRecord) -> anyhow::Result<Option<Stri
     let mut parts = Vec::new();
     // The owner's own limit, first: it holds the task back whatever is free.
     let limit = crate::limits::hold_limit(ctx, &t.owner);
-    let (mut cores, mut gpus) = (0u32, 0u32);
-    for h in holding.iter().filter(|h| h.owner == t.owner) {
-        if crate::tasks::state_of(h).holds_resources() {
-            cores += h.spec.cores;
-            gpus += h.spec.gpus;
-        }
-    }
+    let river_task::fair::Hold { cores, gpus } = crate::cluster_view::held_by_owner(&holding)
+        .get(t.owner.as_str())
+        .copied()
+        .unwrap_or_default();
     if limit.cores > 0 && cores + a.cores > limit.cores {
         parts.push(format!(
             "its owner holds {cores} of the {} cores they may hold at once (`river user limits`)",
