@@ -78,7 +78,7 @@ pub enum Command {
     /// Forward a local port to a port inside a running task (through the host; nothing is exposed
     /// on the node).
     #[command(
-        after_help = "Examples:\n  river forward 42 8888                 # Jupyter in task 42 at http://127.0.0.1:8888\n  river forward 42 6006 -l 16006        # TensorBoard at local port 16006\n  river forward 42 8888 --bind 0.0.0.0  # reachable from other machines too"
+        after_help = "Examples:\n  river forward 42 8888                 # Jupyter in task 42 at http://127.0.0.1:8888\n  river forward 42 6006 -l 16006        # TensorBoard at local port 16006\n  river forward 42 8888 --bind 0.0.0.0  # reachable from other machines too\n  river forward 42 5353 --udp           # UDP (a DNS server in task 42)"
     )]
     Forward {
         id: u64,
@@ -90,7 +90,8 @@ pub enum Command {
         /// The local address to listen on.
         #[arg(long, default_value = "127.0.0.1")]
         bind: std::net::IpAddr,
-        /// Forward UDP instead of TCP (one flow per local client address, over QUIC datagrams).
+        /// Forward UDP instead of TCP: one flow per local client address, over QUIC datagrams
+        /// (larger packets reliably on the flow's stream); lost packets are counted and said.
         #[arg(long)]
         udp: bool,
     },

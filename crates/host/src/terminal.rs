@@ -143,17 +143,13 @@ pub(crate) async fn forward(
         let _ = send.finish();
         return Ok(());
     }
-    let (user_flow, runner_flow) = (u64::from(send.id()), u64::from(to_runner.id()));
-    ctx.udp.add(user, user_flow, &conn, runner_flow);
-    // The flow's streams carry nothing more: any end of either is the end of the flow.
-    let (mut a, mut b) = ([0u8; 64], [0u8; 64]);
-    tokio::select! {
-        _ = recv.read(&mut a) => {}
-        _ = from_runner.read(&mut b) => {}
-    }
-    ctx.udp.remove(user, user_flow, &conn, runner_flow);
-    let _ = send.finish();
-    let _ = to_runner.finish();
+    let user_side = crate::udp::Side { conn: user, send, recv };
+    let runner_side = crate::udp::Side {
+        conn: &conn,
+        send: &mut to_runner,
+        recv: &mut from_runner,
+    };
+    crate::udp::relay(ctx, user_side, runner_side).await;
     Ok(())
 }
 

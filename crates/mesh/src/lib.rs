@@ -7,6 +7,7 @@ pub mod client;
 mod framed;
 mod splice;
 mod tls;
+pub mod udp;
 
 pub use framed::{open, pipe, read_header, recv_msg, send_msg, FramedError, MsgReader};
 pub use quinn::ReadError;
@@ -134,18 +135,20 @@ fn endpoint(
     Ok(Endpoint::new(config, server, socket, runtime)?)
 }
 
+/// Enlarges a UDP socket's buffers (4 MiB each way where the system allows), so a burst waits
+/// in the kernel rather than being dropped there.
+pub use buffers::enlarge as enlarge_udp_buffers;
+
 mod buffers {
     //! UDP socket buffers. The kernel's default (208 KiB) overflows during a bulk forward on a busy
     //! machine: every dropped datagram is a loss to QUIC, which halves its congestion window.
-
-    use std::os::fd::AsRawFd as _;
 
     /// Per direction: a few milliseconds of a 10 Gbit/s link.
     const WANTED: libc::c_int = 4 * 1024 * 1024;
 
     /// Asks for [`WANTED`] bytes each way: beyond `net.core.[rw]mem_max` when privileged
     /// (`SO_*BUFFORCE`), else up to it. Best effort: a smaller buffer still works.
-    pub(super) fn enlarge(socket: &std::net::UdpSocket) {
+    pub fn enlarge(socket: &impl std::os::fd::AsRawFd) {
         for (force, plain) in [
             (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
             (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
@@ -157,7 +160,7 @@ mod buffers {
     }
 
     #[allow(unsafe_code)]
-    fn set(socket: &std::net::UdpSocket, option: libc::c_int) -> std::io::Result<()> {
+    fn set(socket: &impl std::os::fd::AsRawFd, option: libc::c_int) -> std::io::Result<()> {
         let value = WANTED;
         // SAFETY: setsockopt(2) on a socket we own, with a pointer to a c_int and its size.
         let rc = unsafe {

@@ -74,6 +74,9 @@ fn transport() -> Arc<quinn::TransportConfig> {
     t.stream_receive_window((2u32 * 1024 * 1024).into());
     t.receive_window((32u32 * 1024 * 1024).into());
     t.send_window(32 * 1024 * 1024);
+    // Forwarded UDP arrives as datagrams: a burst waits here for the reader rather than pushing
+    // out the oldest (quinn drops those when this is full).
+    t.datagram_receive_buffer_size(Some(8 * 1024 * 1024));
     // Ask peers to acknowledge every 10th packet rather than every 2nd (the ACK frequency
     // extension; both ends are river): a bulk forward otherwise spends a system call on an ACK
     // for every two data packets.

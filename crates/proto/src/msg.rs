@@ -19,7 +19,7 @@ pub use secret::{EnvVars, Secret};
 use serde::{Deserialize, Serialize};
 pub use streams::{
     parse_udp_datagram, udp_datagram, BlobReply, BlobRequest, ExportReply, ExportRequest, ExportSource, ForwardOpen,
-    ForwardReply, LogsRequest, SshServe, TermIn, TermOut, TerminalOpen,
+    ForwardReply, LogsRequest, SshServe, TermIn, TermOut, TerminalOpen, UdpFrame,
 };
 pub use task::{ArchiveRef, MountSpec, Signal, TaskOwner, TaskPlacement, TaskSpec, TaskView, VpsSpec};
 

@@ -5,17 +5,47 @@
 //! namespace. A `--no-container` task shares the node's network, so its port is on the node's
 //! loopback.
 
-use river_mesh::{send_msg, Connection, RecvStream, SendStream};
-use river_proto::msg::{parse_udp_datagram, udp_datagram, ForwardOpen, ForwardReply};
+use river_mesh::udp::{Drops, Uplink};
+use river_mesh::{send_msg, Connection, MsgReader, RecvStream, SendStream};
+use river_proto::msg::{parse_udp_datagram, ForwardOpen, ForwardReply, UdpFrame};
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// This runner's forwarded UDP flows: the id of each flow's stream, and its socket in the task.
+/// This runner's forwarded UDP flows: the id of each flow's stream, and its end in the task.
 #[derive(Default)]
 pub(crate) struct UdpFlows {
-    map: Mutex<HashMap<u64, Arc<tokio::net::UdpSocket>>>,
+    map: Mutex<HashMap<u64, Arc<TaskEnd>>>,
+}
+
+/// A flow's socket inside the task, and the packets it could not deliver there.
+struct TaskEnd {
+    sock: tokio::net::UdpSocket,
+    drops: Drops,
+    port: u16,
+    task: u64,
+}
+
+impl TaskEnd {
+    /// Delivers one packet to the task's port, counting it when it cannot be.
+    async fn deliver(&self, packet: &[u8]) {
+        if let Err(e) = self.sock.send(packet).await {
+            self.refused(&e);
+        }
+    }
+
+    fn refused(&self, e: &std::io::Error) {
+        if e.kind() == std::io::ErrorKind::ConnectionRefused {
+            self.drops.add(&format!(
+                "nothing listens on UDP port {} in task {}",
+                self.port, self.task
+            ));
+        } else {
+            self.drops
+                .add(&format!("UDP port {} in task {}: {e}", self.port, self.task));
+        }
+    }
 }
 
 /// Datagrams from the host to the flows' sockets, until the connection closes.
@@ -24,10 +54,9 @@ pub(crate) async fn udp_in(conn: Connection, flows: Arc<UdpFlows>) {
         let Some((flow, packet)) = parse_udp_datagram(&d) else {
             continue;
         };
-        let sock = flows.map.lock().ok().and_then(|m| m.get(&flow).cloned());
-        if let Some(sock) = sock {
-            // Nothing listening yet, a full buffer: dropped, as UDP would.
-            let _ = sock.send(packet).await;
+        let end = flows.map.lock().ok().and_then(|m| m.get(&flow).cloned());
+        if let Some(end) = end {
+            end.deliver(packet).await;
         }
     }
 }
@@ -214,13 +243,16 @@ async fn udp_in_netns(pid: Option<i64>, port: u16) -> std::io::Result<tokio::net
         let s = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
         s.connect((Ipv4Addr::LOCALHOST, port))?;
         s.set_nonblocking(true)?;
+        river_mesh::enlarge_udp_buffers(&s);
         Ok(s)
     })
     .await?;
     tokio::net::UdpSocket::from_std(s)
 }
 
-/// Serves one forwarded UDP flow until its stream ends.
+/// Serves one forwarded UDP flow until its stream ends: the task's answers go back as datagrams
+/// (on the stream when too large for one), packets too large for a datagram arrive on the stream,
+/// and what could not be delivered is reported on it.
 pub(crate) async fn serve_udp(
     pid: Result<Option<i64>, String>,
     req: ForwardOpen,
@@ -236,7 +268,7 @@ pub(crate) async fn serve_udp(
         Err(why) => Err(why),
     };
     let sock = match sock {
-        Ok(s) => Arc::new(s),
+        Ok(s) => s,
         Err(why) => {
             let _ = send_msg(&mut send, &ForwardReply::Refused(why)).await;
             let _ = send.finish();
@@ -244,29 +276,50 @@ pub(crate) async fn serve_udp(
         }
     };
     let flow = u64::from(recv.id());
+    let end = Arc::new(TaskEnd {
+        sock,
+        drops: Drops::default(),
+        port: req.port,
+        task: req.task,
+    });
     if let Ok(mut m) = flows.map.lock() {
-        m.insert(flow, sock.clone());
+        m.insert(flow, end.clone());
     }
     if send_msg(&mut send, &ForwardReply::Ok).await.is_ok() {
-        let out = async {
-            let mut buf = vec![0u8; 65_536];
-            loop {
-                match sock.recv(&mut buf).await {
-                    Ok(n) => {
-                        if let Err(e) = conn.send_datagram(udp_datagram(flow, &buf[..n]).into()) {
-                            tracing::debug!(flow, "dropped a UDP packet for the host: {e}");
-                        }
-                    }
-                    // Port unreachable (nothing listens yet) comes back as an error: keep going.
-                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
-                    Err(_) => return,
+        let (frames_tx, frames_rx) = river_mesh::udp::frames();
+        let out = Uplink::new(conn).flow(flow, frames_tx);
+        // What the host sends on the stream, until it ends the flow.
+        let from_host = async {
+            let mut reader = MsgReader::new(&mut recv);
+            while let Ok(Some(frame)) = reader.next::<UdpFrame>().await {
+                if let UdpFrame::Packet(p) = frame {
+                    end.deliver(&p).await;
                 }
             }
         };
-        let mut sink = [0u8; 64];
+        let to_host = async {
+            let mut buf = vec![0u8; 65_536];
+            let mut report = tokio::time::interval(river_mesh::udp::REPORT_EVERY);
+            loop {
+                tokio::select! {
+                    r = end.sock.recv(&mut buf) => match r {
+                        Ok(n) => {
+                            if let Err(why) = out.push(&buf[..n]) {
+                                tracing::debug!(flow, "dropped a UDP packet for the host: {why}");
+                            }
+                        }
+                        // An earlier packet found no one listening (ICMP port unreachable).
+                        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => end.refused(&e),
+                        Err(_) => return,
+                    },
+                    _ = report.tick() => end.drops.report_to(&out),
+                }
+            }
+        };
         tokio::select! {
-            () = out => {}
-            _ = recv.read(&mut sink) => {}
+            () = from_host => {}
+            () = to_host => {}
+            () = river_mesh::udp::write_frames(&mut send, frames_rx) => {}
         }
     }
     if let Ok(mut m) = flows.map.lock() {

@@ -4,8 +4,9 @@
 
 use crate::client::Client;
 use anyhow::{bail, Context as _};
+use river_mesh::udp::{Drops, FlowOut, Uplink};
 use river_mesh::{recv_msg, send_msg};
-use river_proto::msg::{ForwardOpen, ForwardReply};
+use river_proto::msg::{ForwardOpen, ForwardReply, UdpFrame};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -208,32 +209,47 @@ async fn splice(
     Ok(())
 }
 
-/// A UDP flow: the local client it answers, and its stream (held open while the flow lives).
+/// A UDP flow: the local client it answers, its way toward the task, what it dropped here, and
+/// the task that holds its stream (ended when the flow is forgotten).
 struct Flow {
     id: u64,
-    _streams: (river_mesh::SendStream, river_mesh::RecvStream),
+    out: FlowOut,
+    drops: Drops,
     last: std::time::Instant,
+    stream: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Flow {
+    fn drop(&mut self) {
+        self.stream.abort();
+    }
 }
 
 /// How long a UDP flow lives without packets from its client.
 const UDP_IDLE: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// `--udp`: one local socket; each client address gets a flow of its own (a `Forward` stream that
-/// the host authorizes), and packets go as QUIC datagrams tagged with that stream's id.
+/// the host authorizes), and packets go as QUIC datagrams tagged with that stream's id — or on
+/// the stream, when too large for a datagram. A burst is queued rather than dropped; what is
+/// dropped anyway, here or on the way, is counted and said on standard error.
 async fn run_udp(mesh: &Mesh, task: u64, port: u16, addr: SocketAddr) -> anyhow::Result<()> {
-    use river_proto::msg::{parse_udp_datagram, udp_datagram};
+    use river_proto::msg::parse_udp_datagram;
     use std::collections::HashMap;
     let sock = tokio::net::UdpSocket::bind(addr)
         .await
         .with_context(|| format!("cannot listen on udp {addr} here (in use? choose another local port with -l)"))?;
+    river_mesh::enlarge_udp_buffers(&sock);
+    let sock = Arc::new(sock);
     let bound = sock.local_addr()?;
     eprintln!("forwarding udp {bound} → port {port} of task {task}; Ctrl-C stops");
     println!("{bound}");
     let mut client: Option<Arc<Client>> = Some(mesh.client().await?);
     let mut flows: HashMap<SocketAddr, Flow> = HashMap::new();
     let mut peers: HashMap<u64, SocketAddr> = HashMap::new();
+    // Packets that found no connection to the host.
+    let unrouted = Drops::default();
     let mut buf = vec![0u8; 65_536];
-    let mut sweep = tokio::time::interval(std::time::Duration::from_secs(10));
+    let mut tick = tokio::time::interval(river_mesh::udp::REPORT_EVERY);
     loop {
         let incoming = async {
             match &client {
@@ -243,26 +259,34 @@ async fn run_udp(mesh: &Mesh, task: u64, port: u16, addr: SocketAddr) -> anyhow:
         };
         tokio::select! {
             r = sock.recv_from(&mut buf) => {
-                let (n, peer) = r?;
+                let (n, peer) = match r {
+                    Ok(x) => x,
+                    // An earlier answer found its client gone (ICMP port unreachable).
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
+                    Err(e) => return Err(e.into()),
+                };
                 if client.as_ref().is_none_or(|c| c.is_closed()) {
                     flows.clear();
                     peers.clear();
                     client = match mesh.client().await {
                         Ok(c) => Some(c),
                         Err(e) => {
-                            eprintln!("dropped a packet from {peer}: {e:#}");
+                            unrouted.add(&format!("here, no connection to the host ({e:#})"));
                             None
                         }
                     };
                 }
                 let Some(c) = client.clone() else { continue };
+                // The far side ended this client's flow (the runner restarted, say): a new one.
+                if flows.get(&peer).is_some_and(|f| f.stream.is_finished()) {
+                    flows.remove(&peer);
+                }
                 let f = match flows.entry(peer) {
                     std::collections::hash_map::Entry::Occupied(f) => f.into_mut(),
-                    std::collections::hash_map::Entry::Vacant(v) => match open_flow(&c, task, port).await {
-                        Ok((send, recv)) => {
-                            let id = u64::from(send.id());
-                            peers.insert(id, peer);
-                            v.insert(Flow { id, _streams: (send, recv), last: std::time::Instant::now() })
+                    std::collections::hash_map::Entry::Vacant(v) => match open_flow(&c, task, port, &sock, peer).await {
+                        Ok(flow) => {
+                            peers.insert(flow.id, peer);
+                            v.insert(flow)
                         }
                         Err(e) => {
                             eprintln!("udp from {peer}: {e:#}");
@@ -271,8 +295,8 @@ async fn run_udp(mesh: &Mesh, task: u64, port: u16, addr: SocketAddr) -> anyhow:
                     },
                 };
                 f.last = std::time::Instant::now();
-                if let Err(e) = c.connection().send_datagram(udp_datagram(f.id, &buf[..n]).into()) {
-                    tracing::debug!("dropped a packet from {peer}: {e}");
+                if let Err(why) = f.out.push(&buf[..n]) {
+                    f.drops.add(&format!("here, {why}"));
                 }
             }
             d = incoming => match d {
@@ -288,7 +312,15 @@ async fn run_udp(mesh: &Mesh, task: u64, port: u16, addr: SocketAddr) -> anyhow:
                     client = None;
                 }
             },
-            _ = sweep.tick() => {
+            _ = tick.tick() => {
+                for (peer, f) in &flows {
+                    if let Some((count, why)) = f.drops.take() {
+                        say_dropped(*peer, count, &why);
+                    }
+                }
+                if let Some((count, why)) = unrouted.take() {
+                    eprintln!("udp: {count} {} not delivered: {why}", datagrams(count));
+                }
                 flows.retain(|_, f| f.last.elapsed() < UDP_IDLE);
                 peers.retain(|id, _| flows.values().any(|f| f.id == *id));
             }
@@ -297,16 +329,60 @@ async fn run_udp(mesh: &Mesh, task: u64, port: u16, addr: SocketAddr) -> anyhow:
     }
 }
 
+fn datagrams(count: u64) -> &'static str {
+    if count == 1 {
+        "datagram"
+    } else {
+        "datagrams"
+    }
+}
+
+fn say_dropped(peer: SocketAddr, count: u64, why: &str) {
+    eprintln!("udp {peer}: {count} {} not delivered: {why}", datagrams(count));
+}
+
+/// Opens a flow for the client at `peer`: its stream is held by a task of its own, which passes
+/// packets arriving on it back to `peer` and says what the far side reported dropped.
 async fn open_flow(
     client: &Client,
     task: u64,
     port: u16,
-) -> anyhow::Result<(river_mesh::SendStream, river_mesh::RecvStream)> {
+    sock: &Arc<tokio::net::UdpSocket>,
+    peer: SocketAddr,
+) -> anyhow::Result<Flow> {
     let (mut send, mut recv) = client.open(river_proto::StreamKind::Forward).await?;
     send_msg(&mut send, &ForwardOpen { task, port, udp: true }).await?;
     match recv_msg::<ForwardReply>(&mut recv).await? {
-        Some(ForwardReply::Ok) => Ok((send, recv)),
+        Some(ForwardReply::Ok) => {}
         Some(ForwardReply::Refused(why)) => bail!("{why}"),
         None => bail!("the host closed the stream without answering"),
     }
+    let id = u64::from(send.id());
+    let (frames_tx, frames_rx) = river_mesh::udp::frames();
+    let out = Uplink::new(client.connection().clone()).flow(id, frames_tx);
+    let sock = sock.clone();
+    let stream = tokio::spawn(async move {
+        let from_far = async {
+            let mut reader = river_mesh::MsgReader::new(&mut recv);
+            while let Ok(Some(frame)) = reader.next::<UdpFrame>().await {
+                match frame {
+                    UdpFrame::Packet(p) => {
+                        let _ = sock.send_to(&p, peer).await;
+                    }
+                    UdpFrame::Dropped { count, why } => say_dropped(peer, count, &why),
+                }
+            }
+        };
+        tokio::select! {
+            () = from_far => {}
+            () = river_mesh::udp::write_frames(&mut send, frames_rx) => {}
+        }
+    });
+    Ok(Flow {
+        id,
+        out,
+        drops: Drops::default(),
+        last: std::time::Instant::now(),
+        stream,
+    })
 }

@@ -90,13 +90,15 @@ pub enum TermOut {
 
 /// First frame of a `Forward` stream, user → host → runner: connect to `port` inside the task's
 /// network namespace (its loopback). The runner answers with a [`ForwardReply`]; after `Ok` the
-/// stream carries the connection's bytes both ways, raw, and a finished side is a half-close.
+/// stream carries the connection's bytes both ways, raw, and a finished side is a half-close —
+/// or, for a UDP flow, [`UdpFrame`]s.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ForwardOpen {
     pub task: u64,
     pub port: u16,
-    /// A UDP flow: the stream only opens and closes it, and the packets travel as QUIC datagrams
-    /// tagged with the stream's id (see [`udp_datagram`]).
+    /// A UDP flow: the stream opens and closes it; packets travel as QUIC datagrams tagged with
+    /// the stream's id (see [`udp_datagram`]), or on the stream as [`UdpFrame::Packet`] when a
+    /// datagram cannot hold them.
     #[serde(default)]
     pub udp: bool,
 }
@@ -108,6 +110,17 @@ pub fn udp_datagram(flow: u64, packet: &[u8]) -> Vec<u8> {
     d.extend_from_slice(&flow.to_be_bytes());
     d.extend_from_slice(packet);
     d
+}
+
+/// What a UDP flow's stream carries, each way, after [`ForwardReply::Ok`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UdpFrame {
+    /// A packet larger than a QUIC datagram on this connection's path can hold (about 1,400
+    /// bytes): it goes reliably, on the stream, so it is neither cut nor lost.
+    Packet(Vec<u8>),
+    /// Packets of this flow that a side could not pass on since its last report, and why (in
+    /// words for the user); relayed to the user, who is told.
+    Dropped { count: u64, why: String },
 }
 
 /// The flow id and packet of a datagram made by [`udp_datagram`]; `None` if it is too short.
