@@ -2,6 +2,8 @@
 
 #[path = "support/binary.rs"]
 mod binary;
+#[path = "support/tmux.rs"]
+mod tmux;
 
 use binary::*;
 use std::io::Read;
@@ -9,6 +11,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+use tmux::Tmux;
 
 #[test]
 fn every_command_has_help_with_an_example() {
@@ -402,67 +405,6 @@ impl Drop for Down {
                 }
             }
         }
-    }
-}
-
-/// A tmux server of the test's own, with one detached session running `command`.
-struct Tmux(String);
-
-impl Tmux {
-    fn start(command: &str, cols: u16, rows: u16) -> Self {
-        let t = Tmux(format!("river-test-{}", std::process::id()));
-        let ok = t
-            .cmd(&[
-                "new-session",
-                "-d",
-                "-s",
-                "t",
-                "-x",
-                &cols.to_string(),
-                "-y",
-                &rows.to_string(),
-                command,
-            ])
-            .status
-            .success();
-        assert!(ok, "tmux starts");
-        t
-    }
-
-    fn cmd(&self, args: &[&str]) -> Output {
-        Command::new("tmux")
-            .arg("-L")
-            .arg(&self.0)
-            .args(args)
-            .output()
-            .expect("tmux runs")
-    }
-
-    fn keys(&self, keys: &[&str]) {
-        let mut args = vec!["send-keys", "-t", "t"];
-        args.extend_from_slice(keys);
-        assert!(self.cmd(&args).status.success());
-    }
-
-    fn screen(&self) -> String {
-        String::from_utf8_lossy(&self.cmd(&["capture-pane", "-p", "-t", "t"]).stdout).into_owned()
-    }
-
-    /// Waits until the screen shows `text`.
-    fn expect(&self, text: &str) {
-        for _ in 0..200 {
-            if self.screen().contains(text) {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        panic!("the terminal never showed {text:?}:\n{}", self.screen());
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = self.cmd(&["kill-server"]);
     }
 }
 

@@ -2,6 +2,7 @@
 //! `state_dir/tasks/ID/`, and a report to the host at each change of state.
 
 mod account;
+mod attach;
 mod output;
 mod pin;
 mod process;
@@ -215,15 +216,15 @@ impl Executor {
         send: &mut river_mesh::SendStream,
         recv: &mut river_mesh::RecvStream,
     ) -> Result<(), river_mesh::FramedError> {
-        let rt = match self.runtime().await {
-            Ok(rt) => rt,
-            Err(e) => {
-                river_mesh::send_msg(send, &river_proto::msg::TermOut::Error(e)).await?;
-                let _ = send.finish();
-                return Ok(());
+        let started = if self.process_cgroup(req.task).exists() {
+            self.attach_process(&req).await
+        } else {
+            match self.runtime().await {
+                Ok(rt) => crate::terminal::in_container(rt, &self.container_name(req.task), &req).await,
+                Err(e) => Err(e),
             }
         };
-        crate::terminal::serve(rt, &self.container_name(req.task), req, send, recv).await
+        crate::terminal::serve(started, req, send, recv).await
     }
 
     /// Runs `work` until it ends or the runner stops.

@@ -1,14 +1,16 @@
-//! A `Terminal` stream from the host: a command (by default a shell) run in a task's container
-//! through the engine's exec API, with its input, output, window size and exit code carried as
-//! frames.
+//! A `Terminal` stream from the host: a command (by default a shell) run in a task — in its
+//! container through the engine's exec API, or beside a `--no-container` task's processes
+//! (`exec/attach.rs`) — with its input, output, window size and exit code carried as frames.
 
-use futures_util::StreamExt as _;
+use futures_util::future::BoxFuture;
+use futures_util::{Stream, StreamExt as _};
 use river_docker::{Output, Runtime};
 use river_mesh::{send_msg, FramedError, RecvStream, SendStream};
 use river_proto::msg::{TermIn, TermOut, TerminalOpen};
-use tokio::io::AsyncWriteExt as _;
+use std::pin::Pin;
+use tokio::io::{AsyncWrite, AsyncWriteExt as _};
 
-/// bash when the image has it, else sh.
+/// bash when the image (or node) has it, else sh.
 fn shell() -> Vec<String> {
     [
         "/bin/sh",
@@ -19,41 +21,92 @@ fn shell() -> Vec<String> {
     .to_vec()
 }
 
+/// What the user asked to run: their command, or a shell.
+pub(crate) fn command(req: &TerminalOpen) -> Vec<String> {
+    if req.command.is_empty() {
+        shell()
+    } else {
+        req.command.clone()
+    }
+}
+
+/// A command started for a terminal, whatever runs it.
+pub(crate) struct Started {
+    pub output: Pin<Box<dyn Stream<Item = Result<Output, String>> + Send>>,
+    pub input: Pin<Box<dyn AsyncWrite + Send>>,
+    pub control: Box<dyn Control>,
+}
+
+/// The rest of a started command: its window and how it ended.
+pub(crate) trait Control: Send + Sync {
+    fn resize(&self, rows: u16, cols: u16) -> BoxFuture<'_, ()>;
+    /// The exit code, once the output has ended (`None`: unknown).
+    fn exit(&self) -> BoxFuture<'_, Option<i64>>;
+}
+
+/// An exec in a container.
+struct DockerExec {
+    rt: Runtime,
+    id: String,
+}
+
+impl Control for DockerExec {
+    fn resize(&self, rows: u16, cols: u16) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let _ = self.rt.resize_exec(&self.id, rows, cols).await;
+        })
+    }
+
+    fn exit(&self) -> BoxFuture<'_, Option<i64>> {
+        Box::pin(self.rt.exec_exit(&self.id))
+    }
+}
+
+/// Starts the command in `container`, or says why not.
+pub(crate) async fn in_container(rt: &Runtime, container: &str, req: &TerminalOpen) -> Result<Started, String> {
+    let running = rt.status(container).await.is_ok_and(|s| s.running && !s.paused);
+    if !running {
+        return Err(format!("task {} is not running here", req.task));
+    }
+    let exec = rt
+        .exec(container, command(req), req.tty)
+        .await
+        .map_err(|e| format!("could not start the command: {e}"))?;
+    let control = DockerExec {
+        rt: rt.clone(),
+        id: exec.id,
+    };
+    if req.tty && req.rows > 0 && req.cols > 0 {
+        control.resize(req.rows, req.cols).await;
+    }
+    Ok(Started {
+        output: Box::pin(exec.output.map(|o| o.map_err(|e| e.to_string()))),
+        input: exec.input,
+        control: Box::new(control),
+    })
+}
+
+/// Carries a started command's input, output, window and exit code over the stream; `started`
+/// failed: says why.
 pub(crate) async fn serve(
-    rt: &Runtime,
-    container: &str,
+    started: Result<Started, String>,
     req: TerminalOpen,
     send: &mut SendStream,
     recv: &mut RecvStream,
 ) -> Result<(), FramedError> {
-    let running = rt.status(container).await.is_ok_and(|s| s.running && !s.paused);
-    if !running {
-        send_msg(send, &TermOut::Error(format!("task {} is not running here", req.task))).await?;
-        let _ = send.finish();
-        return Ok(());
-    }
-    let cmd = if req.command.is_empty() {
-        shell()
-    } else {
-        req.command.clone()
-    };
-    let exec = match rt.exec(container, cmd, req.tty).await {
-        Ok(e) => e,
-        Err(e) => {
-            send_msg(send, &TermOut::Error(format!("could not start the command: {e}"))).await?;
+    let Started {
+        output: mut exec_output,
+        input: mut exec_input,
+        control,
+    } = match started {
+        Ok(s) => s,
+        Err(why) => {
+            send_msg(send, &TermOut::Error(why)).await?;
             let _ = send.finish();
             return Ok(());
         }
     };
-    if req.tty && req.rows > 0 && req.cols > 0 {
-        let _ = rt.resize_exec(&exec.id, req.rows, req.cols).await;
-    }
     send_msg(send, &TermOut::Started).await?;
-    let river_docker::Exec {
-        id: exec_id,
-        output: mut exec_output,
-        input: mut exec_input,
-    } = exec;
     {
         // Input goes on its own: a command whose input is full because its output is not being
         // read must still have its output read, or neither side moves again.
@@ -70,7 +123,7 @@ pub(crate) async fn serve(
                         let _ = exec_input.flush().await;
                     }
                     Ok(Some(TermIn::Resize { rows, cols })) => {
-                        let _ = rt.resize_exec(&exec_id, rows, cols).await;
+                        control.resize(rows, cols).await;
                     }
                     // A terminal has no end of input (Ctrl-D is a byte like any other), and
                     // closing a pseudo-terminal's input hangs up the program: only a pipe gets
@@ -113,8 +166,8 @@ pub(crate) async fn serve(
             }
         }
     }
-    // The exec's output ends when the command exits.
-    let last = match rt.exec_exit(&exec_id).await {
+    // The output ends when the command exits.
+    let last = match control.exit().await {
         Some(code) => TermOut::Exit { code },
         None => TermOut::Error("the command's exit code is unknown".into()),
     };

@@ -58,22 +58,13 @@ fn confine(
     // nothing (an `io::Error` from an OS code does not allocate).
     unsafe {
         cmd.pre_exec(move || {
-            for f in &procs {
-                if libc::write(f.as_raw_fd(), b"0".as_ptr().cast(), 1) != 1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
+            // First: a cgroup file may be descriptor 3 until `dup2` below replaces it.
+            enter_and_become(&procs, user)?;
             // Every descriptor the runner opens is close-on-exec; the copy made here is not.
             if exit.as_raw_fd() == EXIT_FD {
                 check(libc::fcntl(EXIT_FD, libc::F_SETFD, 0))?;
             } else if libc::dup2(exit.as_raw_fd(), EXIT_FD) != EXIT_FD {
                 return Err(std::io::Error::last_os_error());
-            }
-            if let Some((uid, gid)) = user {
-                check(libc::setgroups(0, std::ptr::null()))?;
-                check(libc::setgid(gid))?;
-                check(libc::setuid(uid))?;
-                check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
             }
             // Made as the user; one that exists already (or cannot be made) is the shim's to
             // enter or report.
@@ -83,6 +74,37 @@ fn confine(
             Ok(())
         });
     }
+}
+
+/// In a forked child before `exec`, as root: enters the cgroup through `procs` (opened by the
+/// runner, writing `0`, "this process"), then becomes `user` for good — no supplementary groups,
+/// unable to gain privileges again (no setuid binary gives root back). Async-signal-safe: plain
+/// system calls, no allocation.
+#[allow(unsafe_code)]
+pub(super) fn enter_and_become(procs: &[std::fs::File], user: Option<Ids>) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    let check = |rc: libc::c_int| {
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    };
+    // SAFETY: system calls on descriptors the runner owns and on plain integers.
+    unsafe {
+        for f in procs {
+            if libc::write(f.as_raw_fd(), b"0".as_ptr().cast(), 1) != 1 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        if let Some((uid, gid)) = user {
+            check(libc::setgroups(0, std::ptr::null()))?;
+            check(libc::setgid(gid))?;
+            check(libc::setuid(uid))?;
+            check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
+        }
+    }
+    Ok(())
 }
 
 /// The exit code a shim recorded. The shim runs as the task's user, who may write anything on its
@@ -161,6 +183,31 @@ impl Executor {
                 (std::path::PathBuf::from(&name), std::ffi::CString::new(name).ok())
             }
         };
+        let mut env: Vec<(String, String)> = vec![
+            ("PATH".into(), PATH.into()),
+            ("HOME".into(), scratch.join(&work).display().to_string()),
+            ("RIVER_TASK_ID".into(), id.to_string()),
+            ("RIVER_NODE".into(), self.node.clone()),
+            ("RIVER_CORES".into(), p.cores.len().to_string()),
+            ("RIVER_GPUS".into(), super::cpuset(&p.gpus)),
+            ("RIVER_SCRATCH".into(), scratch.display().to_string()),
+        ];
+        if !p.gpus.is_empty() && !self.fake_gpus {
+            env.push(("CUDA_VISIBLE_DEVICES".into(), super::cpuset(&p.gpus)));
+        }
+        if let Some(shared) = &self.shared {
+            env.push(("RIVER_SHARED".into(), shared.display().to_string()));
+        }
+        // Applied by `execve`, after the child has become the user.
+        env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        // What `river connect` into this task starts with.
+        let attach = super::attach::Saved {
+            scratch: scratch.clone(),
+            work: work.clone(),
+            user,
+            env,
+        };
+        attach.save(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let mut cmd = tokio::process::Command::new("/bin/sh");
         cmd.arg("-c")
             .arg(SHIM)
@@ -169,27 +216,13 @@ impl Executor {
             .args(&spec.command)
             .current_dir(&scratch)
             .env_clear()
-            .env("PATH", PATH)
-            .env("HOME", scratch.join(&work))
-            .env("RIVER_TASK_ID", id.to_string())
-            .env("RIVER_NODE", &self.node)
-            .env("RIVER_CORES", p.cores.len().to_string())
-            .env("RIVER_GPUS", super::cpuset(&p.gpus))
-            .env("RIVER_SCRATCH", &scratch)
+            .envs(attach.env.iter().map(|(k, v)| (k, v)))
             .stdin(std::process::Stdio::null())
             .stdout(out)
             .stderr(err)
             // Its own process group: signals meant for the runner never reach it.
             .process_group(0)
             .kill_on_drop(false);
-        if !p.gpus.is_empty() && !self.fake_gpus {
-            cmd.env("CUDA_VISIBLE_DEVICES", super::cpuset(&p.gpus));
-        }
-        if let Some(shared) = &self.shared {
-            cmd.env("RIVER_SHARED", shared);
-        }
-        // Applied by `execve`, after the child has become the user.
-        cmd.envs(spec.env.iter().map(|(k, v)| (k, v)));
         confine(&mut cmd, procs, exit, user, made);
         cmd.spawn()
             .map_err(|e| format!("node {} could not start the command: {e}", self.node))
