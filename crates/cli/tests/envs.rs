@@ -293,7 +293,15 @@ async fn an_environment_is_edited_committed_and_fetched_over_the_mesh_once() {
         other => panic!("env rm: {other:?}"),
     }
     assert!(!d.path().join("host/blobs").join(&v2.digest).exists());
-    let _ = rt.remove_image(&v2.image_id).await;
+    // The node that loaded the version's image from the host removes it too.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while rt.image_present(&v2.image_id).await.unwrap() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the removed environment's image stayed on the node"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     runner.shutdown().await;
     host.shutdown().await;
 }

@@ -255,9 +255,30 @@ pub(crate) async fn remove(ctx: &Ctx, caller: &Caller, name: &str) -> anyhow::Re
         }
     }
     ctx.store.event(now_ms(), &caller.actor(), "env.rm", name).await?;
+    announce_archives(ctx, None).await;
     Ok(Response::Done {
         message: format!("removed environment {name}"),
     })
+}
+
+/// Tells `node` (every connected node when `None`) which archives the host still keeps, so that
+/// nodes remove the images of removed environments and snapshots they loaded.
+pub(crate) async fn announce_archives(ctx: &Ctx, node: Option<&str>) {
+    let keep = match ctx.store.archive_image_ids().await {
+        Ok(k) => k,
+        Err(e) => {
+            tracing::warn!("listing the archives kept: {e}");
+            return;
+        }
+    };
+    let nodes = match node {
+        Some(n) => vec![n.to_owned()],
+        None => ctx.registry.connected_nodes().into_iter().map(|(n, _)| n).collect(),
+    };
+    for n in nodes {
+        ctx.registry
+            .send(&n, river_proto::msg::HostMsg::Archives { keep: keep.clone() });
+    }
 }
 
 /// Why `caller` may not change `env` (edit, commit, remove), if they may not: only its owner and

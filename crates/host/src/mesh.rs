@@ -282,6 +282,7 @@ async fn control(
             .await;
     }
     settle(ctx, name, settled);
+    crate::envs::announce_archives(ctx, Some(name)).await;
     // The overlay plan goes ahead of any task, on the same ordered stream.
     crate::overlay::attached(ctx, name, conn.remote_address()).await;
     ctx.kick.notify_one();

@@ -430,6 +430,7 @@ async fn drop_snapshot(ctx: &Ctx, id: u64, seq: u32) -> bool {
                 if let Err(e) = tokio::fs::remove_file(crate::envs::blobs(ctx).join(&digest)).await {
                     tracing::warn!(%digest, "removing a snapshot's archive: {e}");
                 }
+                crate::envs::announce_archives(ctx, None).await;
             }
             true
         }

@@ -505,6 +505,12 @@ pub enum HostMsg {
     Recorded {
         ids: Vec<u64>,
     },
+    /// The images (ids) of every archive the host keeps (environment versions, VPS snapshots),
+    /// at the start of each session and after one is removed: images the node loaded from the
+    /// host and not among them go (once no container runs them).
+    Archives {
+        keep: Vec<String>,
+    },
 }
 
 /// Tasks in one part of a runner's snapshot: a part stays far below a frame's 4 MiB, whatever

@@ -487,6 +487,13 @@ impl Executor {
                 self.spawn(async move { me.remove_vps(id, VpsEnd::Discard).await });
             }
             HostMsg::Recorded { ids } => records::acknowledge(&self.dir, &ids),
+            HostMsg::Archives { keep } => {
+                self.spawn(async move {
+                    if let Ok(rt) = me.runtime().await {
+                        me.images.forget(rt, &keep).await;
+                    }
+                });
+            }
         }
     }
 

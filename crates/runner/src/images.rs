@@ -33,6 +33,8 @@ pub(crate) struct Images {
     dir: PathBuf,
     host: watch::Receiver<Option<Connection>>,
     flights: Mutex<HashMap<String, Arc<Flight>>>,
+    /// Held while the record of loaded images is rewritten.
+    record: Mutex<()>,
 }
 
 /// Why an attempt failed, which decides what the next one does.
@@ -51,6 +53,7 @@ impl Images {
             dir,
             host,
             flights: Mutex::default(),
+            record: Mutex::default(),
         }
     }
 
@@ -138,7 +141,68 @@ impl Images {
             return Err(format!("the archive {} did not contain image {}", a.digest, a.image_id));
         }
         tracing::info!(digest = %a.digest, image = %a.image_id, "loaded an environment from the host");
+        self.note_loaded(&a.image_id);
         Ok(())
+    }
+
+    /// The images this node loaded from the host's archives (not those it had already): the
+    /// only ones it removes when the host no longer keeps their archive.
+    fn loaded_file(&self) -> PathBuf {
+        self.dir.join("loaded")
+    }
+
+    fn loaded(&self) -> Vec<String> {
+        std::fs::read_to_string(self.loaded_file())
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn note_loaded(&self, image_id: &str) {
+        let _guard = self.record.lock();
+        let mut ids = self.loaded();
+        if !ids.iter().any(|i| i == image_id) {
+            ids.push(image_id.to_owned());
+            self.write_loaded(&ids);
+        }
+    }
+
+    fn write_loaded(&self, ids: &[String]) {
+        let text: String = ids.iter().map(|i| format!("{i}\n")).collect();
+        let tmp = self.dir.join("loaded.tmp");
+        if let Err(e) = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, self.loaded_file())) {
+            tracing::warn!("recording the images loaded from the host: {e}");
+        }
+    }
+
+    /// Removes the images this node loaded whose archives the host no longer keeps (a removed
+    /// environment or snapshot). One a running container uses stays, to be tried again at the
+    /// next announcement.
+    pub async fn forget(&self, rt: &Runtime, keep: &[String]) {
+        let before = self.loaded();
+        let mut still = Vec::new();
+        for id in before.clone() {
+            if keep.contains(&id) {
+                still.push(id);
+                continue;
+            }
+            match rt.remove_image(&id).await {
+                Ok(()) => tracing::info!(image = %id, "removed an image whose archive the host no longer keeps"),
+                Err(e) => {
+                    tracing::info!(image = %id, "keeping an image the host no longer keeps, for now: {e}");
+                    still.push(id);
+                }
+            }
+        }
+        let _guard = self.record.lock();
+        // Loaded meanwhile: kept too.
+        for id in self.loaded() {
+            if !before.contains(&id) && !still.contains(&id) {
+                still.push(id);
+            }
+        }
+        self.write_loaded(&still);
     }
 
     async fn connection(&self) -> Option<Connection> {

@@ -31,6 +31,17 @@ impl Store {
             .collect()
     }
 
+    /// The images (ids) of every archive the host keeps: environment versions and VPS snapshots.
+    /// Nodes remove the images they loaded from the host that are not among them.
+    pub async fn archive_image_ids(&self) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT image_id FROM environment_versions WHERE image_id IS NOT NULL
+             UNION SELECT image_id FROM vps_snapshots",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// Bytes of archives the host keeps for `owner` (`user NAME`): the environment versions they
     /// made and their VPSs' snapshots (an archive two of them share counts for each).
     pub async fn archive_bytes_of(&self, owner: &str) -> Result<u64> {
