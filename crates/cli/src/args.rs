@@ -173,6 +173,17 @@ pub enum Command {
         after_help = "Examples:\n  river completions bash > /etc/bash_completion.d/river\n  river completions zsh > \"${fpath[1]}/_river\"\n  river completions fish > ~/.config/fish/completions/river.fish"
     )]
     Completions { shell: clap_complete::Shell },
+    /// Print the manual page of river or of one of its commands (roff), or write every page.
+    #[command(
+        after_help = "Examples:\n  river man task submit | man -l -\n  sudo river man --dir /usr/local/share/man/man1   # then: man river-task-submit"
+    )]
+    Man {
+        /// The command whose page to print (e.g. `task submit`); none: river's own.
+        command: Vec<String>,
+        /// Write every page into this directory instead (`river.1`, `river-task-submit.1`, …).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<std::path::PathBuf>,
+    },
 }
 
 impl Command {

@@ -7,6 +7,7 @@ mod follow;
 pub mod forward;
 mod init;
 mod ip;
+mod man;
 mod node;
 mod serve;
 mod ssh;
@@ -53,6 +54,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Login(a) => user::login(a, &dir).await,
         Command::Logout { local } => user::logout(&dir, local).await,
         Command::Init(c) => init::run(c),
+        Command::Man { command, dir } => man::run(&command, dir.as_deref()),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "river", &mut std::io::stdout());

@@ -368,3 +368,7 @@ async fn call(
     };
     Json(body).into_response()
 }
+
+#[cfg(test)]
+#[path = "openapi_tests.rs"]
+mod openapi_tests;

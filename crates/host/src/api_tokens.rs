@@ -163,7 +163,7 @@ pub(crate) async fn create(
         user: user.clone(),
         role,
         token: format!("{API_TOKEN_PREFIX}.{id}.{secret}"),
-        expires_at: record.expires_at,
+        expires_at_ms: crate::clock::ms(record.expires_at),
     }))
 }
 
@@ -181,10 +181,10 @@ pub(crate) async fn list(ctx: &Ctx, caller: &Caller, user: Option<String>) -> an
                 name: t.name,
                 user: t.user,
                 role: t.role,
-                created_at: t.created_at,
-                expires_at: t.expires_at,
+                created_at_ms: crate::clock::ms(t.created_at),
+                expires_at_ms: crate::clock::ms(t.expires_at),
                 last_used_ms: t.last_used_ms,
-                revoked_at: t.revoked_at,
+                revoked_at_ms: t.revoked_at.map(crate::clock::ms),
             })
             .collect(),
     ))

@@ -10,3 +10,8 @@ pub fn now_ms() -> i64 {
 pub fn now_s() -> i64 {
     now_ms() / 1000
 }
+
+/// Unix seconds (as the store keeps some times) as the milliseconds every message carries.
+pub fn ms(seconds: i64) -> i64 {
+    seconds.saturating_mul(1000)
+}

@@ -194,8 +194,8 @@ async fn act(ctx: &Ctx, caller: &Caller, req: Request) -> anyhow::Result<Respons
                     id: t.id,
                     purpose: t.purpose,
                     user: t.user.map(|u| u.0),
-                    created_at: t.created_at,
-                    expires_at: t.expires_at,
+                    created_at_ms: crate::clock::ms(t.created_at),
+                    expires_at_ms: crate::clock::ms(t.expires_at),
                     uses_left: t.uses_left,
                     revoked: t.revoked,
                 })
@@ -279,9 +279,9 @@ async fn act(ctx: &Ctx, caller: &Caller, req: Request) -> anyhow::Result<Respons
                 .map(|u| UserView {
                     name: u.name,
                     role: u.role,
-                    created_at: u.created_at,
+                    created_at_ms: crate::clock::ms(u.created_at),
                     disabled: u.disabled,
-                    removed_at: u.removed_at,
+                    removed_at_ms: u.removed_at.map(crate::clock::ms),
                 })
                 .collect(),
         ),
@@ -443,7 +443,7 @@ async fn create_token(
     Ok(TokenCreated {
         id: token.id.clone(),
         token: token.to_string(),
-        expires_at,
+        expires_at_ms: crate::clock::ms(expires_at),
         uses,
     })
 }
@@ -482,8 +482,8 @@ fn view(ctx: &Ctx, n: NodeRecord) -> NodeView {
         info: n.info,
         usage: n.usage,
         last_heartbeat_ms: n.last_heartbeat_ms,
-        joined_at: n.joined_at,
-        cert_expires_at: n.cert_expires_at,
+        joined_at_ms: crate::clock::ms(n.joined_at),
+        cert_expires_at_ms: crate::clock::ms(n.cert_expires_at),
     }
 }
 

@@ -336,8 +336,8 @@ mod tests {
                     info,
                     usage: Some(usage),
                     last_heartbeat_ms: Some(1),
-                    joined_at: 2,
-                    cert_expires_at: 3,
+                    joined_at_ms: 2,
+                    cert_expires_at_ms: 3,
                 }]))
                 .unwrap(),
             ),

@@ -28,7 +28,7 @@ pub async fn run(cmd: UserTokenCmd, dir: &Path, output: Output) -> anyhow::Resul
                     t.name,
                     t.user,
                     t.role.as_str(),
-                    ago(t.expires_at, now_s()),
+                    ago(t.expires_at_ms / 1000, now_s()),
                     dir.join("ca.crt").display(),
                     crate::client::host_address(dir),
                 );
@@ -43,9 +43,9 @@ pub async fn run(cmd: UserTokenCmd, dir: &Path, output: Output) -> anyhow::Resul
                 let rows = tokens
                     .iter()
                     .map(|t| {
-                        let state = match t.revoked_at {
+                        let state = match t.revoked_at_ms.map(|ms| ms / 1000) {
                             Some(at) => format!("revoked {}", ago(at, now)),
-                            None if t.expires_at <= now => "expired".into(),
+                            None if t.expires_at_ms / 1000 <= now => "expired".into(),
                             None => "valid".into(),
                         };
                         vec![
@@ -54,7 +54,7 @@ pub async fn run(cmd: UserTokenCmd, dir: &Path, output: Output) -> anyhow::Resul
                             t.role.as_str().into(),
                             state,
                             t.last_used_ms.map_or("never".into(), |ms| ago(ms / 1000, now)),
-                            ago(t.expires_at, now),
+                            ago(t.expires_at_ms / 1000, now),
                         ]
                     })
                     .collect();

@@ -148,8 +148,8 @@ fn detail(n: &NodeView) {
     println!("cores:       {}", n.info.cores);
     println!("memory:      {}", bytes(n.info.memory_bytes));
     println!("last seen:   {}", last_seen(n));
-    println!("joined:      {}", ago(n.joined_at, now_s()));
-    println!("certificate: expires {}", ago(n.cert_expires_at, now_s()));
+    println!("joined:      {}", ago(n.joined_at_ms / 1000, now_s()));
+    println!("certificate: expires {}", ago(n.cert_expires_at_ms / 1000, now_s()));
     if let Some(u) = &n.usage {
         println!(
             "usage:       cpu {:.1}%, memory {}",

@@ -23,7 +23,7 @@ pub async fn run(cmd: TokenCmd, dir: &Path, output: Output) -> anyhow::Result<()
                     t.id,
                     t.uses,
                     if t.uses == 1 { "" } else { "s" },
-                    ago(t.expires_at, now_s()),
+                    ago(t.expires_at_ms / 1000, now_s()),
                     t.token,
                     host_address(dir)
                 );
@@ -40,7 +40,7 @@ pub async fn run(cmd: TokenCmd, dir: &Path, output: Output) -> anyhow::Result<()
                     .map(|t| {
                         let state = if t.revoked {
                             "revoked"
-                        } else if t.expires_at <= now {
+                        } else if t.expires_at_ms / 1000 <= now {
                             "expired"
                         } else if t.uses_left == 0 {
                             "used"
@@ -59,7 +59,7 @@ pub async fn run(cmd: TokenCmd, dir: &Path, output: Output) -> anyhow::Result<()
                             purpose,
                             state.into(),
                             t.uses_left.to_string(),
-                            ago(t.expires_at, now),
+                            ago(t.expires_at_ms / 1000, now),
                         ]
                     })
                     .collect();

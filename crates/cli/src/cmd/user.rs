@@ -52,8 +52,8 @@ pub async fn run(cmd: UserCmd, dir: &Path, output: Output) -> anyhow::Result<()>
                         vec![
                             u.name.clone(),
                             u.role.as_str().into(),
-                            ago(u.created_at, now_s()),
-                            match (u.removed_at, u.disabled) {
+                            ago(u.created_at_ms / 1000, now_s()),
+                            match (u.removed_at_ms.map(|ms| ms / 1000), u.disabled) {
                                 (Some(at), _) => format!("removed {}", ago(at, now_s())),
                                 (None, true) => "disabled".into(),
                                 (None, false) => String::new(),
@@ -203,7 +203,7 @@ async fn login_token(dir: &Path, req: Request, output: Output, what: &str, then:
         println!("{}", t.token);
         eprintln!(
             "{what}, expires {}; {then}:\n  river login {} --token {}",
-            ago(t.expires_at, now_s()),
+            ago(t.expires_at_ms / 1000, now_s()),
             crate::client::host_address(dir),
             t.token
         );

@@ -78,8 +78,8 @@ pub struct NodeView {
     pub usage: Option<NodeUsage>,
     /// Unix milliseconds.
     pub last_heartbeat_ms: Option<i64>,
-    /// Unix seconds.
-    pub joined_at: i64,
-    /// Unix seconds.
-    pub cert_expires_at: i64,
+    /// Unix milliseconds.
+    pub joined_at_ms: i64,
+    /// Unix milliseconds.
+    pub cert_expires_at_ms: i64,
 }

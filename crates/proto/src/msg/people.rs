@@ -41,7 +41,7 @@ pub struct TokenCreated {
     pub id: String,
     /// The secret token text, shown once.
     pub token: String,
-    pub expires_at: i64,
+    pub expires_at_ms: i64,
     pub uses: u32,
 }
 
@@ -51,8 +51,8 @@ pub struct TokenView {
     pub purpose: TokenPurpose,
     /// For user invites: who it enrols.
     pub user: Option<String>,
-    pub created_at: i64,
-    pub expires_at: i64,
+    pub created_at_ms: i64,
+    pub expires_at_ms: i64,
     pub uses_left: u32,
     pub revoked: bool,
 }
@@ -61,12 +61,12 @@ pub struct TokenView {
 pub struct UserView {
     pub name: String,
     pub role: Role,
-    pub created_at: i64,
+    pub created_at_ms: i64,
     #[serde(default)]
     pub disabled: bool,
-    /// When they were removed (seconds); listed so the name's history stays visible.
+    /// When they were removed; listed so the name's history stays visible.
     #[serde(default)]
-    pub removed_at: Option<i64>,
+    pub removed_at_ms: Option<i64>,
 }
 
 /// The prefix of an API token's text: `rvk1.ID.SECRET`.
@@ -79,7 +79,7 @@ pub struct ApiTokenCreated {
     pub user: String,
     pub role: Role,
     pub token: String,
-    pub expires_at: i64,
+    pub expires_at_ms: i64,
 }
 
 /// An API token as listed: never its secret.
@@ -89,10 +89,10 @@ pub struct ApiTokenView {
     pub name: String,
     pub user: String,
     pub role: Role,
-    pub created_at: i64,
-    pub expires_at: i64,
+    pub created_at_ms: i64,
+    pub expires_at_ms: i64,
     pub last_used_ms: Option<i64>,
-    pub revoked_at: Option<i64>,
+    pub revoked_at_ms: Option<i64>,
 }
 
 /// A user's limits, each set or not (0: no limit).
