@@ -9,6 +9,7 @@ mod init;
 mod ip;
 mod man;
 mod node;
+mod ops;
 mod serve;
 mod ssh;
 mod task;

@@ -572,6 +572,16 @@ impl Runtime {
         Ok(self.inspect_image(image).await?.and_then(|i| i.id))
     }
 
+    /// The image's size as the engine reports it (its layers, uncompressed): about the size of
+    /// its `docker save` archive.
+    pub async fn image_size(&self, image: &str) -> Result<Option<u64>> {
+        Ok(self
+            .inspect_image(image)
+            .await?
+            .and_then(|i| i.size)
+            .and_then(|s| u64::try_from(s).ok()))
+    }
+
     /// The names (`repo:tag`) `image` carries; none when there is no such image.
     pub async fn image_tags(&self, image: &str) -> Result<Vec<String>> {
         Ok(self

@@ -365,6 +365,7 @@ async fn call(
         Response::ApiTokenCreated(t) => serde_json::json!(t),
         Response::ApiTokens(t) => serde_json::json!(t),
         Response::UserLimits(l) => serde_json::json!(l),
+        Response::Progress(p) => serde_json::json!(p),
     };
     Json(body).into_response()
 }

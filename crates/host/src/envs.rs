@@ -186,7 +186,7 @@ pub(crate) async fn create(
         Err(why) => return Ok(err(ErrorKind::Conflict, why)),
     };
     let source = ExportSource::Image(from.to_owned());
-    let archive = match export(ctx, &conn, source, &tag(name, 1), false, budget).await {
+    let archive = match export(ctx, &conn, source, &tag(name, 1), false, budget, &format!("env:{name}")).await {
         Ok(a) => a,
         Err(why) => {
             return Ok(err(
@@ -388,7 +388,18 @@ pub(crate) async fn commit(
         Ok(b) => b,
         Err(why) => return Ok(err(ErrorKind::Conflict, why)),
     };
-    let archive = match export(ctx, &conn, ExportSource::Task(t.id), &tag(name, next), false, budget).await {
+    let key = format!("env:{name}");
+    let archive = match export(
+        ctx,
+        &conn,
+        ExportSource::Task(t.id),
+        &tag(name, next),
+        false,
+        budget,
+        &key,
+    )
+    .await
+    {
         Ok(a) => a,
         Err(why) => {
             return Ok(err(
@@ -426,7 +437,8 @@ pub(crate) async fn commit(
 }
 
 /// Asks a node to make `tag` from `source` and send its archive, which is stored under its
-/// SHA-256. The error is a sentence for the user.
+/// SHA-256; how far it has got is under `progress` in `ctx.ops` meanwhile. The error is a
+/// sentence for the user.
 pub(crate) async fn export(
     ctx: &Ctx,
     conn: &river_mesh::Connection,
@@ -434,8 +446,16 @@ pub(crate) async fn export(
     tag: &str,
     drop_after: bool,
     budget: Option<u64>,
+    progress: &str,
 ) -> Result<ArchiveRef, String> {
     let io = |e: std::io::Error| format!("host could not store the archive: {e}");
+    let op = ctx.ops.start(
+        progress.to_owned(),
+        match source {
+            ExportSource::Task(_) => "committing the container",
+            ExportSource::Image(_) => "saving the image",
+        },
+    );
     let (mut send, mut recv) = open(conn, StreamKind::Export).await.map_err(|e| e.to_string())?;
     send_msg(
         &mut send,
@@ -448,15 +468,20 @@ pub(crate) async fn export(
     .await
     .map_err(|e| e.to_string())?;
     let _ = send.finish();
-    let image_id = match recv_msg::<ExportReply>(&mut recv).await.map_err(|e| e.to_string())? {
-        Some(ExportReply::Ok { image_id }) => image_id,
+    let (image_id, expected) = match recv_msg::<ExportReply>(&mut recv).await.map_err(|e| e.to_string())? {
+        Some(ExportReply::Ok { image_id, size }) => (image_id, size),
         Some(ExportReply::Failed { message }) => return Err(message),
         None => return Err("the node ended the stream without an answer".into()),
     };
     let dir = blobs(ctx);
     tokio::fs::create_dir_all(&dir).await.map_err(io)?;
     let tmp = dir.join(format!(".incoming-{:016x}", rand::random::<u64>()));
-    let received = receive(&mut recv, &tmp, budget).await;
+    let sending = "sending the archive to the host";
+    op.update(sending, 0, expected);
+    let received = receive(&mut recv, &tmp, budget, &|done| {
+        op.update(sending, done, expected.max(done))
+    })
+    .await;
     let (digest, size) = match received {
         Ok(x) => x,
         Err(e) => {
@@ -471,7 +496,12 @@ pub(crate) async fn export(
 
 /// Writes the rest of `recv` to `path`, at most `budget` bytes (else it stops, with the reason);
 /// returns its SHA-256 (hex) and length.
-async fn receive(recv: &mut RecvStream, path: &std::path::Path, budget: Option<u64>) -> Result<(String, u64), String> {
+async fn receive(
+    recv: &mut RecvStream,
+    path: &std::path::Path,
+    budget: Option<u64>,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<(String, u64), String> {
     let io = |e: std::io::Error| format!("host could not store the archive: {e}");
     let mut file = tokio::fs::File::create(path).await.map_err(io)?;
     let mut hash = Sha256::new();
@@ -484,6 +514,7 @@ async fn receive(recv: &mut RecvStream, path: &std::path::Path, budget: Option<u
         hash.update(&chunk.bytes);
         file.write_all(&chunk.bytes).await.map_err(io)?;
         size += chunk.bytes.len() as u64;
+        progress(size);
         if budget.is_some_and(|b| size > b) {
             let _ = recv.stop(river_mesh::close::DONE);
             return Err(format!(

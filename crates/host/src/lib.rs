@@ -23,6 +23,7 @@ mod join_failures;
 mod limits;
 mod logs;
 mod mesh;
+mod ops;
 mod overlay;
 mod registry;
 mod reports;
@@ -62,6 +63,8 @@ pub(crate) struct Ctx {
     fetches: std::sync::Mutex<std::collections::HashMap<u64, (u64, u64)>>,
     /// Forwarded UDP flows.
     udp: udp::Routes,
+    /// How far long operations have got, for progress bars.
+    ops: ops::Ops,
     /// Running tasks as last read, so opening a forward or terminal does not query SQLite;
     /// every change of a task goes through [`Ctx::save_task`], which drops its entry.
     running: std::sync::Mutex<std::collections::HashMap<u64, river_store::TaskRecord>>,
@@ -273,6 +276,7 @@ pub async fn start(cfg: HostConfig) -> anyhow::Result<RunningHost> {
         kick: tokio::sync::Notify::new(),
         fetches: Default::default(),
         udp: Default::default(),
+        ops: Default::default(),
         running: Default::default(),
         task_writes: Default::default(),
         user_numbers: Default::default(),

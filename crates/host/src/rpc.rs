@@ -37,7 +37,8 @@ pub(crate) fn authorize(caller: &Caller, req: &Request) -> Result<(), String> {
         | Request::NodeList
         | Request::NodeShow { .. }
         | Request::Renew { .. }
-        | Request::Logout { .. } => Role::Viewer,
+        | Request::Logout { .. }
+        | Request::Progress { .. } => Role::Viewer,
         Request::UserList | Request::Audit { .. } => Role::Operator,
         // Whom they may manage is checked with the account in hand (`users::may_manage`).
         Request::UserRemove { .. } | Request::UserSetRole { .. } | Request::UserEnable { .. } => Role::Operator,
@@ -388,6 +389,7 @@ async fn act(ctx: &Ctx, caller: &Caller, req: Request) -> anyhow::Result<Respons
         Request::TaskApprove { id } => crate::approvals::approve(ctx, caller, id).await?,
         Request::TaskReject { id, reason } => crate::approvals::reject(ctx, caller, id, &reason).await?,
         Request::UserLimits { name, set, reset } => crate::limits::handle(ctx, caller, name, set, reset).await?,
+        Request::Progress { key } => Response::Progress(ctx.ops.get(&key)),
     })
 }
 

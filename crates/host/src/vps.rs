@@ -385,7 +385,8 @@ async fn take_snapshot(
         .await
         .map_err(|e| format!("host: {e}"))??;
     let tag = snapshot_tag(id);
-    let archive = crate::envs::export(ctx, &conn, ExportSource::Task(id), &tag, true, budget)
+    let key = format!("snapshot:{id}");
+    let archive = crate::envs::export(ctx, &conn, ExportSource::Task(id), &tag, true, budget, &key)
         .await
         .map_err(|why| format!("node {node} could not snapshot VPS {id}: {why}"))?;
     let mut snap = VpsSnapshot {

@@ -354,6 +354,12 @@ pub enum Request {
         set: LimitValues,
         reset: bool,
     },
+    /// How far a long operation has got (`snapshot:ID`, `env:NAME` — keys the client knows
+    /// before it asks), for a progress bar while its own request runs. Answered with
+    /// [`Response::Progress`].
+    Progress {
+        key: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -416,6 +422,18 @@ pub enum Response {
     ApiTokenCreated(ApiTokenCreated),
     ApiTokens(Vec<ApiTokenView>),
     UserLimits(UserLimitsView),
+    /// `None`: no such operation is running (it has not started, or has ended).
+    Progress(Option<OpProgress>),
+}
+
+/// How far a long operation has got.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpProgress {
+    /// What it is doing now, in words (`committing the container`, `sending the archive`).
+    pub phase: String,
+    /// Bytes so far, and the whole if known (0: not known yet).
+    pub done: u64,
+    pub total: u64,
 }
 
 /// The repository of snapshot images (`river-vps/ID:MS`): a node drops one of these once no

@@ -321,14 +321,17 @@ pub(crate) async fn export(rt: &Runtime, container: Option<String>, req: ExportR
                     .map_err(|e| format!("committing task {id}: {e}"))?;
             }
         }
-        rt.image_id(&req.tag)
+        let id = rt
+            .image_id(&req.tag)
             .await
             .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("image {} vanished", req.tag))
+            .ok_or_else(|| format!("image {} vanished", req.tag))?;
+        let size = rt.image_size(&req.tag).await.ok().flatten().unwrap_or(0);
+        Ok((id, size))
     }
     .await;
     let reply = match made {
-        Ok(image_id) => ExportReply::Ok { image_id },
+        Ok((image_id, size)) => ExportReply::Ok { image_id, size },
         Err(message) => ExportReply::Failed { message },
     };
     let ok = matches!(reply, ExportReply::Ok { .. });

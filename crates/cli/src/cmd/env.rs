@@ -11,7 +11,13 @@ pub async fn run(cmd: EnvCmd, dir: &Path, output: Output) -> anyhow::Result<()> 
     match cmd {
         EnvCmd::Create { name, from, node } => {
             eprintln!("saving {from} on a node and storing it on the host…");
-            let Response::Env(e) = once(dir, Request::EnvCreate { name, from, node }).await? else {
+            let client = Client::connect(dir).await?;
+            let key = format!("env:{name}");
+            let label = format!("environment {name}");
+            let asked = client.call(Request::EnvCreate { name, from, node });
+            let answer = crate::cmd::ops::with_progress(&client, key, &label, asked).await;
+            client.close().await;
+            let Response::Env(e) = answer? else {
                 bail!("unexpected answer")
             };
             show(output, &e, |e| versions(e))?;
@@ -30,7 +36,13 @@ pub async fn run(cmd: EnvCmd, dir: &Path, output: Output) -> anyhow::Result<()> 
         }
         EnvCmd::Commit { name, message } => {
             eprintln!("committing the editing container of {name}…");
-            let Response::Env(e) = once(dir, Request::EnvCommit { name, message }).await? else {
+            let client = Client::connect(dir).await?;
+            let key = format!("env:{name}");
+            let label = format!("environment {name}");
+            let asked = client.call(Request::EnvCommit { name, message });
+            let answer = crate::cmd::ops::with_progress(&client, key, &label, asked).await;
+            client.close().await;
+            let Response::Env(e) = answer? else {
                 bail!("unexpected answer")
             };
             show(output, &e, |e| versions(e))?;

@@ -37,21 +37,27 @@ pub async fn run(cmd: VpsCmd, dir: &Path, output: Output) -> anyhow::Result<()> 
         VpsCmd::Pause { id, no_wait } => signal(dir, id, Signal::Pause, no_wait).await,
         VpsCmd::Resume { id, no_wait } => signal(dir, id, Signal::Resume, no_wait).await,
         VpsCmd::Start { id, on, wait } => {
+            // Moved to another node, it starts there from its latest snapshot.
+            let fetching = if on.is_some() {
+                "fetching the snapshot"
+            } else {
+                "fetching the environment"
+            };
             done(once(dir, Request::VpsStart { id, on }).await?)?;
             if wait {
-                wait_for(dir, id, "running").await?;
+                wait_for(dir, id, "running", fetching).await?;
             }
             Ok(())
         }
         VpsCmd::Restart { id } => {
             signal(dir, id, Signal::Stop, false).await?;
             done(once(dir, Request::VpsStart { id, on: None }).await?)?;
-            wait_for(dir, id, "running").await
+            wait_for(dir, id, "running", "fetching the environment").await
         }
         VpsCmd::Restore { id, snapshot, wait } => {
             done(once(dir, Request::VpsRestore { id, seq: snapshot }).await?)?;
             if wait {
-                wait_for(dir, id, "running").await?;
+                wait_for(dir, id, "running", &format!("fetching snapshot {snapshot}")).await?;
             }
             Ok(())
         }
@@ -67,7 +73,12 @@ pub async fn run(cmd: VpsCmd, dir: &Path, output: Output) -> anyhow::Result<()> 
             }
             (None, Some(id)) => {
                 eprintln!("snapshotting VPS {id} (its node commits the container and sends it to the host)…");
-                let Response::Snapshot(s) = once(dir, Request::VpsSnapshot { id, message: a.message }).await? else {
+                let client = Client::connect(dir).await?;
+                let asked = client.call(Request::VpsSnapshot { id, message: a.message });
+                let label = format!("snapshot of VPS {id}");
+                let answer = crate::cmd::ops::with_progress(&client, format!("snapshot:{id}"), &label, asked).await;
+                client.close().await;
+                let Response::Snapshot(s) = answer? else {
                     bail!("unexpected answer")
                 };
                 show(output, &s, |s| {
@@ -269,7 +280,7 @@ async fn create(a: VpsCreateArgs, dir: &Path, output: Output) -> anyhow::Result<
     };
     let id = ids[0];
     if wait {
-        wait_for(dir, id, "running").await?;
+        wait_for(dir, id, "running", "fetching the environment").await?;
     }
     show(output, &serde_json::json!({ "id": id }), |_| {
         println!("{id}");
@@ -281,10 +292,11 @@ async fn create(a: VpsCreateArgs, dir: &Path, output: Output) -> anyhow::Result<
     })
 }
 
-/// Waits until VPS `id` is in `state`; an error if it ends up anywhere else for good.
-async fn wait_for(dir: &Path, id: u64, state: &str) -> anyhow::Result<()> {
+/// Waits until VPS `id` is in `state`, showing the progress of a fetch (`fetching`: of what); an
+/// error if it ends up anywhere else for good.
+async fn wait_for(dir: &Path, id: u64, state: &str, fetching: &str) -> anyhow::Result<()> {
     let client = Client::connect(dir).await?;
-    let mut progress = crate::output::Progress::new("fetching the environment");
+    let mut progress = crate::output::Progress::new(fetching);
     loop {
         let Response::Task(t) = client.call(Request::TaskShow { id }).await? else {
             bail!("unexpected answer")

@@ -56,6 +56,7 @@ impl Request {
             Request::TaskApprove { .. } => "TaskApprove",
             Request::TaskReject { .. } => "TaskReject",
             Request::UserLimits { .. } => "UserLimits",
+            Request::Progress { .. } => "Progress",
         }
     }
 }

@@ -45,8 +45,16 @@ pub enum ExportSource {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ExportReply {
-    Ok { image_id: String },
-    Failed { message: String },
+    /// Made; the archive follows. `size`: the image's size as the engine reports it, about what
+    /// the archive will be (0: unknown), for a progress bar.
+    Ok {
+        image_id: String,
+        #[serde(default)]
+        size: u64,
+    },
+    Failed {
+        message: String,
+    },
 }
 
 /// First frame of a `Terminal` stream, from the user to the host and, once the host has checked
