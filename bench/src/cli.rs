@@ -1,8 +1,11 @@
 //! What a user waits for a command: `river status` (a new process, QUIC handshake, one request,
 //! close) against `curl` of `/api/status` with the same client certificate (a new process, TLS
-//! over TCP, one request), against one real host, alternating, in the same run.
+//! over TCP, one request), against one real host, alternating, in the same run. With
+//! `--wait-runs`, also one short task from submit to its end: `river task submit --wait -- true`
+//! in a container against `docker run --rm` of the same image, and as a process (`--no-container`)
+//! against the 30 ms goal, with a real runner beside the host.
 
-use crate::proc::host;
+use crate::proc::{host, runner};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -19,9 +22,9 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-pub async fn run(river: &Path, runs: usize) -> anyhow::Result<()> {
+pub async fn run(river: &Path, runs: usize, wait_runs: usize) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let (_host, _admin, addr) = host(river, dir.path(), Duration::from_secs(5)).await?;
+    let (_host, bundle, addr) = host(river, dir.path(), Duration::from_secs(5)).await?;
     let admin = dir.path().join("host/admin");
     let status = || {
         let mut c = Command::new(river);
@@ -53,5 +56,43 @@ pub async fn run(river: &Path, runs: usize) -> anyhow::Result<()> {
     println!("  river status          {r:7.1} ms");
     println!("  curl /api/status      {c:7.1} ms   (same certificate, same host)");
     println!("  ratio                 {:7.2}x   (goal: at most 1.5x)", r / c);
+    if wait_runs == 0 {
+        return Ok(());
+    }
+    let _runner = runner(river, dir.path(), &bundle, addr, "bench").await?;
+    let submit = |extra: &[&str]| {
+        let mut c = Command::new(river);
+        c.args(["task", "submit"])
+            .args(extra)
+            .args(["--wait", "--", "true"])
+            .env("RIVER_CONFIG_DIR", &admin);
+        c
+    };
+    let docker = || {
+        let mut c = Command::new("docker");
+        c.args(["run", "--rm", IMAGE, "true"]);
+        c
+    };
+    let container = ["--image", IMAGE];
+    let process = ["--no-container"];
+    // The first of each pays for what is made once (the image's first container, cgroups).
+    run_ms(&mut submit(&container))?;
+    run_ms(&mut docker())?;
+    run_ms(&mut submit(&process))?;
+    let (mut rc, mut d, mut rp) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..wait_runs {
+        rc.push(run_ms(&mut submit(&container))?);
+        d.push(run_ms(&mut docker())?);
+        rp.push(run_ms(&mut submit(&process))?);
+    }
+    let (rc, d, rp) = (median(rc), median(d), median(rp));
+    println!("task submit --wait -- true: {wait_runs} runs each, alternating, medians");
+    println!("  river, container      {rc:7.1} ms");
+    println!("  docker run --rm       {d:7.1} ms   (same image, same engine)");
+    println!("  ratio                 {:7.2}x   (goal: at most 1.1x)", rc / d);
+    println!("  river, --no-container {rp:7.1} ms   (goal: at most 30 ms)");
     Ok(())
 }
+
+/// A small image the test setup makes (`scripts/docker-env.sh`).
+const IMAGE: &str = "river-test/busybox:1";

@@ -84,9 +84,13 @@ enum Bench {
         peers: Vec<usize>,
     },
     /// `river status` against `curl` of `/api/status` with the same certificate, alternating.
+    /// With `--wait-runs N` (root, Docker), also `task submit --wait -- true` against `docker run`.
     Cli {
         #[arg(long, default_value_t = 50)]
         runs: usize,
+        /// Runs of `task submit --wait -- true` (container and process) and `docker run --rm`.
+        #[arg(long, default_value_t = 0)]
+        wait_runs: usize,
     },
     /// Idle memory of a real host and runner (`river host`, `river runner`).
     Footprint {
@@ -140,7 +144,7 @@ fn main() -> anyhow::Result<()> {
                 no_container,
             } => tasks::run(&river, count, concurrency, no_container).await,
             Bench::History { tasks, log_mb } => history::run(&river, tasks, log_mb).await,
-            Bench::Cli { runs } => cli::run(&river, runs).await,
+            Bench::Cli { runs, wait_runs } => cli::run(&river, runs, wait_runs).await,
         }
     })
 }

@@ -66,6 +66,7 @@ pub(crate) async fn approve(ctx: &Ctx, caller: &Caller, id: u64) -> anyhow::Resu
             None,
         )
         .await?;
+    ctx.tasks_changed();
     if ids.is_empty() {
         return Ok(refuse(ErrorKind::Conflict, format!("task {id} was decided meanwhile")));
     }
@@ -108,6 +109,7 @@ pub(crate) async fn reject(ctx: &Ctx, caller: &Caller, id: u64, reason: &str) ->
             Some(now_ms()),
         )
         .await?;
+    ctx.tasks_changed();
     if ids.is_empty() {
         return Ok(refuse(ErrorKind::Conflict, format!("task {id} was decided meanwhile")));
     }

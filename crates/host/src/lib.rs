@@ -59,6 +59,9 @@ pub(crate) struct Ctx {
     policy: LivenessPolicy,
     /// Wakes the scheduler.
     kick: tokio::sync::Notify,
+    /// Bumped after every write of a task, so a request can wait for a task's change rather
+    /// than poll for it (`Request::TaskWait`).
+    task_changed: tokio::sync::watch::Sender<u64>,
     /// Tasks whose node is fetching their environment: bytes so far and total.
     fetches: std::sync::Mutex<std::collections::HashMap<u64, (u64, u64)>>,
     /// Forwarded UDP flows.
@@ -152,7 +155,13 @@ impl Ctx {
         }
         let saved = self.store.update_task(t).await;
         self.task_writes.fetch_add(1, Ordering::SeqCst);
+        self.tasks_changed();
         saved
+    }
+
+    /// Wakes whoever waits for a task to change (after a write outside [`Ctx::save_task`]).
+    pub(crate) fn tasks_changed(&self) {
+        self.task_changed.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// A task, from the running-task cache when it is there.
@@ -274,6 +283,7 @@ pub async fn start(cfg: HostConfig) -> anyhow::Result<RunningHost> {
         policy,
         cfg,
         kick: tokio::sync::Notify::new(),
+        task_changed: tokio::sync::watch::Sender::new(0),
         fetches: Default::default(),
         udp: Default::default(),
         ops: Default::default(),

@@ -55,7 +55,7 @@ pub(crate) fn authorize(caller: &Caller, req: &Request) -> Result<(), String> {
         | Request::TokenCreate { .. }
         | Request::TokenList
         | Request::TokenRevoke { .. } => Role::Admin,
-        Request::TaskList { .. } | Request::TaskShow { .. } => Role::Viewer,
+        Request::TaskList { .. } | Request::TaskShow { .. } | Request::TaskWait { .. } => Role::Viewer,
         Request::TaskApprove { .. } | Request::TaskReject { .. } => Role::Operator,
         // One's own limits; someone else's, or setting any, checked with the account in hand.
         Request::UserLimits { .. } => Role::Viewer,
@@ -345,18 +345,10 @@ async fn act(ctx: &Ctx, caller: &Caller, req: Request) -> anyhow::Result<Respons
                 total,
             }
         }
-        Request::TaskShow { id } => match ctx.store.task(id).await? {
-            Some(t) => {
-                let waiting = crate::waiting::why(ctx, &t).await?;
-                let mut v = crate::tasks::view(ctx, caller, t);
-                v.waiting = waiting;
-                Response::Task(Box::new(v))
-            }
-            None => err(
-                ErrorKind::NotFound,
-                format!("no task {id}; `river task list` shows the tasks"),
-            ),
-        },
+        Request::TaskShow { id } => crate::waiting::show(ctx, caller, id).await?,
+        Request::TaskWait { id, past, timeout_ms } => {
+            crate::waiting::wait(ctx, caller, id, &past, std::time::Duration::from_millis(timeout_ms)).await?
+        }
         Request::TaskSignal { id, signal } => crate::tasks::signal(ctx, caller, id, signal).await?,
         Request::TaskLogs { id, stderr } => crate::logs::logs(ctx, caller, id, stderr).await?,
         Request::EnvCreate { name, from, node } => {

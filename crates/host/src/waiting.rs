@@ -2,9 +2,67 @@
 //! (and which node comes closest), or the owner's own limit, and how many older tasks wait.
 
 use crate::cluster_view::{ask, sched_node, usage_by_node};
+use crate::mesh::Caller;
 use crate::Ctx;
+use river_proto::msg::{ErrorKind, Response};
 use river_store::TaskRecord;
 use river_task::size::human;
+use std::time::{Duration, Instant};
+
+/// The longest a `TaskWait` holds its request.
+const WAIT_MAX: Duration = Duration::from_secs(30);
+
+/// How often a wait looks again even without news of a write (a safety net, not the way it
+/// learns of changes).
+const RECHECK: Duration = Duration::from_millis(250);
+
+/// Task `id` as `river task status` shows it: with why it waits, if it does.
+pub(crate) async fn show(ctx: &Ctx, caller: &Caller, id: u64) -> anyhow::Result<Response> {
+    Ok(match ctx.store.task(id).await? {
+        Some(t) => Response::Task(Box::new(view(ctx, caller, t).await?)),
+        None => not_found(id),
+    })
+}
+
+async fn view(ctx: &Ctx, caller: &Caller, t: TaskRecord) -> anyhow::Result<river_proto::msg::TaskView> {
+    let waiting = why(ctx, &t).await?;
+    let mut v = crate::tasks::view(ctx, caller, t);
+    v.waiting = waiting;
+    Ok(v)
+}
+
+fn not_found(id: u64) -> Response {
+    Response::Error {
+        kind: ErrorKind::NotFound,
+        message: format!("no task {id}; `river task list` shows the tasks"),
+    }
+}
+
+/// Task `id` once its state is none of `past`, or as it is after `timeout` (at most
+/// [`WAIT_MAX`]): woken by every write of a task, so a client learns of a start or an end at
+/// once instead of at its next poll.
+pub(crate) async fn wait(
+    ctx: &Ctx,
+    caller: &Caller,
+    id: u64,
+    past: &[String],
+    timeout: Duration,
+) -> anyhow::Result<Response> {
+    let mut changed = ctx.task_changed.subscribe();
+    let deadline = Instant::now() + timeout.min(WAIT_MAX);
+    loop {
+        // Marked seen before the read: a write after this wakes the wait below.
+        changed.borrow_and_update();
+        let Some(t) = ctx.store.task(id).await? else {
+            return Ok(not_found(id));
+        };
+        let now = Instant::now();
+        if !past.contains(&t.state) || now >= deadline {
+            return Ok(Response::Task(Box::new(view(ctx, caller, t).await?)));
+        }
+        let _ = tokio::time::timeout((deadline - now).min(RECHECK), changed.changed()).await;
+    }
+}
 
 /// The sentence for queued task `t`; `None` for a task that is not queued.
 pub(crate) async fn why(ctx: &Ctx, t: &TaskRecord) -> anyhow::Result<Option<String>> {

@@ -182,6 +182,14 @@ pub enum Request {
     TaskShow {
         id: u64,
     },
+    /// Task `id` as `TaskShow` answers, once its state is none of `past` — or as it is when
+    /// `timeout_ms` (at most 30 s) has passed: a client waits for a start or an end without
+    /// polling. Answered with [`Response::Task`].
+    TaskWait {
+        id: u64,
+        past: Vec<String>,
+        timeout_ms: u64,
+    },
     TaskSignal {
         id: u64,
         signal: Signal,

@@ -81,6 +81,9 @@ pub(crate) struct Executor {
     output_cap: Option<u64>,
     /// Tasks whose container's output is being written to their files now.
     pumps: Mutex<HashSet<u64>>,
+    /// Bumped whenever a task's output becomes whole (its pump or its process is done), so
+    /// followers learn of the end at once rather than at their next look.
+    output_ends: tokio::sync::watch::Sender<u64>,
 }
 
 impl Executor {
@@ -142,6 +145,7 @@ impl Executor {
             overlay: Default::default(),
             output_cap: s.output_cap,
             pumps: Mutex::default(),
+            output_ends: tokio::sync::watch::Sender::new(0),
             node: s.node,
             cluster: s.cluster,
             dir: s.dir,
@@ -271,6 +275,12 @@ impl Executor {
         if let Ok(mut p) = self.pumps.lock() {
             p.remove(&id);
         }
+        self.output_ended();
+    }
+
+    /// Wakes those following output: a task's output is whole.
+    fn output_ended(&self) {
+        self.output_ends.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     fn is_pumping(&self, id: u64) -> bool {

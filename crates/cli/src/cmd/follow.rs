@@ -11,16 +11,40 @@ use tokio::io::AsyncWrite;
 /// States in which a task has not started yet.
 const WAITING: [&str; 3] = ["queued", "assigned", "pending_approval"];
 
-/// Waits until task `id` has started (or ended without), saying on stderr why it waits.
+/// States in which a task may still change (it has not ended).
+const LIVE: [&str; 7] = [
+    "queued",
+    "assigned",
+    "pending_approval",
+    "running",
+    "paused",
+    "lost",
+    "stopped",
+];
+
+/// Task `id` once its state is none of `past`, or as it is after `timeout`: the host answers
+/// the moment the task changes, so nothing here polls.
+pub async fn wait_past(client: &Client, id: u64, past: &[&str], timeout: Duration) -> anyhow::Result<TaskView> {
+    let req = Request::TaskWait {
+        id,
+        past: past.iter().map(|s| (*s).to_owned()).collect(),
+        timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+    };
+    let Response::Task(t) = client.call(req).await? else {
+        bail!("unexpected answer")
+    };
+    Ok(*t)
+}
+
+/// Waits until task `id` has started (or ended without), saying on stderr why it waits — once a
+/// moment has passed, so a task that starts at once says nothing.
 pub async fn until_started(client: &Client, id: u64) -> anyhow::Result<TaskView> {
     let mut said = String::new();
-    let since = std::time::Instant::now();
+    let mut timeout = Duration::from_millis(300);
     loop {
-        let Response::Task(t) = client.call(Request::TaskShow { id }).await? else {
-            bail!("unexpected answer")
-        };
+        let t = wait_past(client, id, &WAITING, timeout).await?;
         if !WAITING.contains(&t.state.as_str()) {
-            return Ok(*t);
+            return Ok(t);
         }
         if said != t.state {
             let why = t.waiting.as_deref().map(|w| format!(": {w}")).unwrap_or_default();
@@ -30,13 +54,7 @@ pub async fn until_started(client: &Client, id: u64) -> anyhow::Result<TaskView>
             );
             said = t.state.clone();
         }
-        // Often at first (a short task starts within a moment), then calmly.
-        let pause = if since.elapsed() < Duration::from_secs(2) {
-            25
-        } else {
-            500
-        };
-        tokio::time::sleep(Duration::from_millis(pause)).await;
+        timeout = Duration::from_secs(10);
     }
 }
 
@@ -96,13 +114,10 @@ pub async fn attached(client: Client, id: u64, kill_on_interrupt: bool) -> anyho
         out.and(err)?;
         // The streams end with the task; its record may trail its output by a moment.
         loop {
-            let Response::Task(t) = client.call(Request::TaskShow { id }).await? else {
-                bail!("unexpected answer")
-            };
-            if ["completed", "failed", "killed", "oom"].contains(&t.state.as_str()) {
-                return Ok::<TaskView, anyhow::Error>(*t);
+            let t = wait_past(&client, id, &LIVE, Duration::from_secs(10)).await?;
+            if !LIVE.contains(&t.state.as_str()) {
+                return Ok::<TaskView, anyhow::Error>(t);
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     };
     let t = tokio::select! {

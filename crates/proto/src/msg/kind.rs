@@ -21,6 +21,7 @@ impl Request {
             Request::TaskSubmit(_) => "TaskSubmit",
             Request::TaskList { .. } => "TaskList",
             Request::TaskShow { .. } => "TaskShow",
+            Request::TaskWait { .. } => "TaskWait",
             Request::TaskSignal { .. } => "TaskSignal",
             Request::TaskLogs { .. } => "TaskLogs",
             Request::EnvCreate { .. } => "EnvCreate",

@@ -266,6 +266,7 @@ impl Executor {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
+        self.output_ended();
         let recorded = recorded_exit(&dir.join("exit_code"));
         let code = recorded.or_else(|| {
             status.map(|s| {
@@ -333,7 +334,10 @@ impl Executor {
             .join(if stderr { "stderr.log" } else { "stdout.log" });
         let mut sent = 0u64;
         let mut buf = vec![0u8; 64 * 1024];
+        let mut ends = self.output_ends.subscribe();
         loop {
+            // Marked seen before the check: an end after it wakes the wait below.
+            ends.borrow_and_update();
             // Checked before reading, so the last read sees everything written before the end.
             let ended = ended();
             // What the node no longer keeps is skipped, with a line saying so.
@@ -357,7 +361,8 @@ impl Executor {
             if ended {
                 return Ok(());
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            // New output is looked for every 0.1 s; the end is heard of at once.
+            let _ = tokio::time::timeout(Duration::from_millis(100), ends.changed()).await;
         }
     }
 
