@@ -30,15 +30,25 @@ fn big_file_server(cfg: &std::path::Path) -> String {
 }
 
 /// `river forward` to that server, and a request for the file whose first MiB has arrived (the
-/// rest is read slowly, by the caller).
+/// rest is read slowly, by the caller). "ready" is printed just before the server listens: a
+/// request refused in between is asked again.
 fn pull_big_file(cfg: &std::path::Path, task: &str) -> (std::process::Child, std::net::TcpStream) {
     let (fwd, local, _) = spawn_forward(cfg, &[task, "8080"]);
-    let mut web = std::net::TcpStream::connect(&local).unwrap();
-    web.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
-    web.write_all(b"GET /big HTTP/1.0\r\n\r\n").unwrap();
-    let mut got = vec![0u8; 1 << 20];
-    web.read_exact(&mut got).unwrap();
-    (fwd, web)
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut web = std::net::TcpStream::connect(&local).unwrap();
+        web.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+        web.write_all(b"GET /big HTTP/1.0\r\n\r\n").unwrap();
+        let mut got = vec![0u8; 1 << 20];
+        match web.read_exact(&mut got) {
+            Ok(()) => return (fwd, web),
+            Err(e) => assert!(
+                std::time::Instant::now() < deadline,
+                "the web server never answered through the forward: {e}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Reads the rest: the transfer must end in a reset, with the file incomplete, never in a clean

@@ -25,6 +25,9 @@ pub enum RuntimeError {
     PullFailed { image: String, reason: String },
     #[error("container {0} does not exist")]
     NotFound(String),
+    /// The engine refused because of what it has now (a container of that name exists).
+    #[error("docker: {0}")]
+    Conflict(String),
     #[error("docker: {0}")]
     Docker(String),
 }
@@ -37,6 +40,10 @@ fn docker_err(e: bollard::errors::Error) -> RuntimeError {
             status_code: 404,
             message,
         } => RuntimeError::NotFound(message),
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 409,
+            message,
+        } => RuntimeError::Conflict(message),
         other => RuntimeError::Docker(other.to_string()),
     }
 }

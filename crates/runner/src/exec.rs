@@ -678,9 +678,16 @@ impl Executor {
             let state = if vps { TaskState::Stopped } else { TaskState::Failed };
             return self.report(id, state, None, Some(why));
         }
-        let _ = rt.remove(&cspec.name).await;
         let started = async {
-            let cid = rt.create(&cspec).await?;
+            // A container of the name left from before (the task ran here, and its runner went
+            // away) is removed only when it is there: one call fewer on every start.
+            let cid = match rt.create(&cspec).await {
+                Err(river_docker::RuntimeError::Conflict(_)) => {
+                    rt.remove(&cspec.name).await?;
+                    rt.create(&cspec).await?
+                }
+                made => made?,
+            };
             rt.start(&cid).await?;
             Ok::<String, river_docker::RuntimeError>(cid)
         }
@@ -1089,9 +1096,11 @@ async fn pump_output(rt: Runtime, cid: String, dir: PathBuf, cap: Option<u64>) -
         tracing::warn!(container = %cid, bytes = missed, "the engine's live output missed the end; took it from its log");
     }
     out.flush().await.map_err(io("writing stdout.log"))?;
-    out.sync_all().await.map_err(io("writing stdout.log"))?;
     err.flush().await.map_err(io("writing stderr.log"))?;
-    err.sync_all().await.map_err(io("writing stderr.log"))?;
+    // On disk before the end is reported; both at once.
+    let (o, e) = tokio::join!(out.sync_all(), err.sync_all());
+    o.map_err(io("writing stdout.log"))?;
+    e.map_err(io("writing stderr.log"))?;
     if let Some(cap) = cap {
         output::trim_task(&dir, cap, &mut warned);
     }

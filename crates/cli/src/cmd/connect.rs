@@ -3,7 +3,7 @@
 use crate::client::Client;
 use anyhow::{bail, Context as _};
 use river_mesh::{recv_msg, send_msg};
-use river_proto::msg::{Request, Response, TermIn, TermOut, TerminalOpen};
+use river_proto::msg::{TermIn, TermOut, TerminalOpen};
 use std::io::{IsTerminal as _, Read as _, Write as _};
 use std::path::Path;
 use std::time::Duration;
@@ -87,10 +87,10 @@ pub fn stdin_chunks() -> mpsc::Receiver<Option<Vec<u8>>> {
 pub async fn wait_running(client: &Client, task: u64) -> anyhow::Result<()> {
     let mut progress = crate::output::Progress::new("fetching the environment");
     let mut said = false;
+    let starting = ["queued", "assigned", "lost"];
     loop {
-        let Response::Task(t) = client.call(Request::TaskShow { id: task }).await? else {
-            bail!("unexpected answer")
-        };
+        // At once when it starts; every 0.2 s meanwhile, for the bar.
+        let t = crate::cmd::follow::wait_past(client, task, &starting, Duration::from_millis(200)).await?;
         match t.state.as_str() {
             "running" => break,
             "queued" | "assigned" | "lost" => {
@@ -108,7 +108,6 @@ pub async fn wait_running(client: &Client, task: u64) -> anyhow::Result<()> {
                 )
             }
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     progress.clear();
     Ok(())

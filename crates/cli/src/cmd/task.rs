@@ -80,10 +80,11 @@ pub(crate) async fn signal_and_wait(dir: &Path, id: u64, signal: Signal, no_wait
         return Ok(());
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let mut was = String::new();
     loop {
-        let Response::Task(t) = client.call(Request::TaskShow { id }).await? else {
-            bail!("unexpected answer")
-        };
+        // Answered as soon as the state moves on from the last one seen.
+        let t = crate::cmd::follow::wait_past(&client, id, &[was.as_str()], Duration::from_secs(2)).await?;
+        was.clone_from(&t.state);
         if t.state == want {
             break;
         }
@@ -99,7 +100,6 @@ pub(crate) async fn signal_and_wait(dir: &Path, id: u64, signal: Signal, no_wait
             client.close().await;
             bail!("task {id} is still {} two minutes after it was told to be {want}; it may yet be (`river task status {id}`)", t.state);
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     client.close().await;
     println!("task {id} is {want}");
@@ -242,7 +242,13 @@ async fn submit(a: SubmitArgs, dir: &Path, output: Output) -> anyhow::Result<Exi
             break now;
         }
         progress.show(now.iter().find_map(|t| t.fetch));
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        // Until the first that has not ended changes (at once), or a moment for the bar.
+        if let Some(t) = now
+            .iter()
+            .find(|t| !["completed", "failed", "killed", "oom"].contains(&t.state.as_str()))
+        {
+            crate::cmd::follow::wait_past(&client, t.id, &[t.state.as_str()], Duration::from_millis(250)).await?;
+        }
     };
     client.close().await;
     show(output, &last, |tasks| {

@@ -297,10 +297,11 @@ async fn create(a: VpsCreateArgs, dir: &Path, output: Output) -> anyhow::Result<
 async fn wait_for(dir: &Path, id: u64, state: &str, fetching: &str) -> anyhow::Result<()> {
     let client = Client::connect(dir).await?;
     let mut progress = crate::output::Progress::new(fetching);
+    let mut was = String::new();
     loop {
-        let Response::Task(t) = client.call(Request::TaskShow { id }).await? else {
-            bail!("unexpected answer")
-        };
+        // At once when the state moves on; every 0.2 s meanwhile, for the bar.
+        let t = crate::cmd::follow::wait_past(&client, id, &[was.as_str()], Duration::from_millis(200)).await?;
+        was.clone_from(&t.state);
         if t.state == state {
             progress.clear();
             break;
@@ -315,7 +316,6 @@ async fn wait_for(dir: &Path, id: u64, state: &str, fetching: &str) -> anyhow::R
             );
         }
         progress.show(t.fetch);
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     client.close().await;
     Ok(())
