@@ -93,6 +93,12 @@ pub async fn run(river: &Path, runs: usize, wait_runs: usize) -> anyhow::Result<
         .args([IMAGE, "true"]);
         c
     };
+    // Only the network, to tell its cost from the rest.
+    let on_network = || {
+        let mut c = Command::new("docker");
+        c.args(["run", "--rm", "--network", "river-tasks", IMAGE, "true"]);
+        c
+    };
     let container = ["--image", IMAGE];
     let process = ["--no-container"];
     // The first of each pays for what is made once (the image's first container, the network,
@@ -100,21 +106,24 @@ pub async fn run(river: &Path, runs: usize, wait_runs: usize) -> anyhow::Result<
     run_ms(&mut submit(&container))?;
     run_ms(&mut docker())?;
     run_ms(&mut alike())?;
+    run_ms(&mut on_network())?;
     run_ms(&mut submit(&process))?;
-    let (mut rc, mut d, mut a, mut rp) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut rc, mut d, mut a, mut n, mut rp) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..wait_runs {
         rc.push(run_ms(&mut submit(&container))?);
         d.push(run_ms(&mut docker())?);
         a.push(run_ms(&mut alike())?);
+        n.push(run_ms(&mut on_network())?);
         rp.push(run_ms(&mut submit(&process))?);
     }
-    let (rc, d, a, rp) = (median(rc), median(d), median(a), median(rp));
+    let (rc, d, a, n, rp) = (median(rc), median(d), median(a), median(n), median(rp));
     println!("task submit --wait -- true: {wait_runs} runs each, alternating, medians");
     println!("  river, container      {rc:7.1} ms");
     println!("  docker run --rm       {d:7.1} ms   (same image, same engine, default bridge)");
     println!("  ratio                 {:7.2}x   (goal: at most 1.1x)", rc / d);
     println!("  docker run, as river  {a:7.1} ms   (river's network and options, asked directly)");
     println!("  ratio                 {:7.2}x", rc / a);
+    println!("  docker run, network   {n:7.1} ms   (default options on river's isolated network)");
     println!("  river, --no-container {rp:7.1} ms   (goal: at most 30 ms)");
     Ok(())
 }
