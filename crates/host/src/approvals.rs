@@ -4,9 +4,12 @@
 //! group, an array over targets — is approved or rejected whole, so a group never runs in part.
 
 use crate::clock::now_ms;
+use crate::lifecycle;
 use crate::mesh::Caller;
 use crate::Ctx;
 use river_proto::msg::{ErrorKind, Response};
+use river_store::TaskRecord;
+use river_task::lifecycle::Event;
 use river_task::state::TaskState;
 
 fn refuse(kind: ErrorKind, message: impl Into<String>) -> Response {
@@ -24,8 +27,8 @@ pub(crate) fn initial_state(ctx: &Ctx, caller: &Caller) -> TaskState {
     }
 }
 
-/// The batch of task `id` if it waits for approval and `caller` may decide it: never their own.
-async fn decidable(ctx: &Ctx, caller: &Caller, id: u64) -> anyhow::Result<Result<u64, Response>> {
+/// Task `id` if it waits for approval and `caller` may decide it: never their own.
+async fn decidable(ctx: &Ctx, caller: &Caller, id: u64) -> anyhow::Result<Result<TaskRecord, Response>> {
     let Some(t) = ctx.store.task(id).await? else {
         return Ok(Err(refuse(
             ErrorKind::NotFound,
@@ -44,7 +47,28 @@ async fn decidable(ctx: &Ctx, caller: &Caller, id: u64) -> anyhow::Result<Result
             format!("task {id} is yours; another operator approves or rejects it"),
         )));
     }
-    Ok(Ok(t.batch))
+    Ok(Ok(t))
+}
+
+/// Decides the batch of `t` as the lifecycle has it after `event`, all of it or none (another
+/// operator may have decided it meanwhile); the ids moved.
+async fn decide_batch(ctx: &Ctx, mut t: TaskRecord, event: Event, why: Option<String>) -> anyhow::Result<Vec<u64>> {
+    let effects = lifecycle::decide(&mut t, event, why)?;
+    let ids = ctx
+        .store
+        .move_batch(
+            t.batch,
+            TaskState::PendingApproval.as_str(),
+            &t.state,
+            t.message.as_deref(),
+            t.finished_at_ms,
+        )
+        .await?;
+    ctx.tasks_changed();
+    if !ids.is_empty() {
+        lifecycle::carry_out(ctx, &t, &effects).await?;
+    }
+    Ok(ids)
 }
 
 fn ids_text(ids: &[u64]) -> String {
@@ -52,21 +76,11 @@ fn ids_text(ids: &[u64]) -> String {
 }
 
 pub(crate) async fn approve(ctx: &Ctx, caller: &Caller, id: u64) -> anyhow::Result<Response> {
-    let batch = match decidable(ctx, caller, id).await? {
-        Ok(b) => b,
+    let t = match decidable(ctx, caller, id).await? {
+        Ok(t) => t,
         Err(r) => return Ok(r),
     };
-    let ids = ctx
-        .store
-        .move_batch(
-            batch,
-            TaskState::PendingApproval.as_str(),
-            TaskState::Queued.as_str(),
-            None,
-            None,
-        )
-        .await?;
-    ctx.tasks_changed();
+    let ids = decide_batch(ctx, t, Event::Approved, None).await?;
     if ids.is_empty() {
         return Ok(refuse(ErrorKind::Conflict, format!("task {id} was decided meanwhile")));
     }
@@ -80,7 +94,6 @@ pub(crate) async fn approve(ctx: &Ctx, caller: &Caller, id: u64) -> anyhow::Resu
     ctx.store
         .event(now_ms(), &caller.actor(), "task.approve", &ids_text(&ids))
         .await?;
-    ctx.kick.notify_one();
     Ok(Response::Done {
         message: format!("approved task(s) {}: queued", ids_text(&ids)),
     })
@@ -94,27 +107,16 @@ pub(crate) async fn reject(ctx: &Ctx, caller: &Caller, id: u64, reason: &str) ->
             "give a reason (--reason): its owner reads it in `river task status`",
         ));
     }
-    let batch = match decidable(ctx, caller, id).await? {
-        Ok(b) => b,
+    let t = match decidable(ctx, caller, id).await? {
+        Ok(t) => t,
         Err(r) => return Ok(r),
     };
-    let message = format!("rejected by {}: {reason}", caller.actor());
-    let ids = ctx
-        .store
-        .move_batch(
-            batch,
-            TaskState::PendingApproval.as_str(),
-            TaskState::Killed.as_str(),
-            Some(&message),
-            Some(now_ms()),
-        )
-        .await?;
-    ctx.tasks_changed();
+    // A group's members held overlay addresses from submission: the lifecycle releases them.
+    let why = format!("rejected by {}: {reason}", caller.actor());
+    let ids = decide_batch(ctx, t, Event::Ended(TaskState::Killed), Some(why)).await?;
     if ids.is_empty() {
         return Ok(refuse(ErrorKind::Conflict, format!("task {id} was decided meanwhile")));
     }
-    // A group's members held overlay addresses from submission.
-    ctx.store.release_reservations(now_ms()).await?;
     ctx.store
         .event(
             now_ms(),

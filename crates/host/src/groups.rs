@@ -3,11 +3,13 @@
 //! environment a launcher needs (torchrun reads `PET_*`, most others `MASTER_ADDR` and friends),
 //! and ends the whole group when one member fails.
 
+use crate::lifecycle;
 use crate::mesh::Caller;
-use crate::tasks::{ask, end_here, err, sched_node, state_of, usage_by_node};
+use crate::tasks::{ask, err, sched_node, state_of, usage_by_node};
 use crate::Ctx;
 use river_proto::msg::{ErrorKind, HostMsg, Response, Signal, TaskSpec};
 use river_store::TaskRecord;
+use river_task::lifecycle::Event;
 use river_task::place;
 use river_task::state::TaskState;
 use std::net::Ipv4Addr;
@@ -194,25 +196,23 @@ pub(crate) async fn member_failed(ctx: &Ctx, failed: &TaskRecord) -> anyhow::Res
         if t.batch != failed.batch || t.id == failed.id || t.spec.rank.is_none() {
             continue;
         }
-        match state_of(&t) {
-            TaskState::Queued => {
-                end_here(&mut t, TaskState::Killed, why.clone());
-                ctx.save_task(&t).await?;
-            }
-            _ => {
-                let node = t.placement.as_ref().map(|p| p.node.clone()).unwrap_or_default();
-                let kill = HostMsg::Signal {
-                    id: t.id,
-                    signal: Signal::Kill,
-                };
-                if ctx.registry.send(&node, kill) {
-                    // The runner's report of the kill keeps this reason.
-                    t.message = Some(why.clone());
-                } else {
-                    end_here(&mut t, TaskState::Killed, why.clone());
-                }
-                ctx.save_task(&t).await?;
-            }
+        let node = t.placement.as_ref().map(|p| p.node.clone());
+        let told = state_of(&t) != TaskState::Queued
+            && node.is_some_and(|n| {
+                ctx.registry.send(
+                    &n,
+                    HostMsg::Signal {
+                        id: t.id,
+                        signal: Signal::Kill,
+                    },
+                )
+            });
+        if told {
+            // Its node kills it; the runner's report of the kill keeps this reason.
+            t.message = Some(why.clone());
+            ctx.save_task(&t).await?;
+        } else {
+            lifecycle::change(ctx, &mut t, Event::GroupEnded, Some(why.clone())).await?;
         }
         tracing::info!(task = t.id, group = failed.batch, "ending a group member: {why}");
     }

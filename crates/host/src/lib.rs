@@ -20,6 +20,7 @@ mod groups;
 mod init;
 mod join;
 mod join_failures;
+mod lifecycle;
 mod limits;
 mod logs;
 mod mesh;
@@ -66,6 +67,8 @@ pub(crate) struct Ctx {
     fetches: std::sync::Mutex<std::collections::HashMap<u64, (u64, u64)>>,
     /// Forwarded UDP flows.
     udp: udp::Routes,
+    /// VPSs that just stopped, for their automatic snapshots (`vps::snapshot_stopped`).
+    vps_stopped: tokio::sync::mpsc::UnboundedSender<u64>,
     /// How far long operations have got, for progress bars.
     ops: ops::Ops,
     /// Running tasks as last read, so opening a forward or terminal does not query SQLite;
@@ -263,48 +266,21 @@ impl RunningHost {
 /// Starts a host: prepares the state directory, binds the mesh and API ports and serves.
 pub async fn start(cfg: HostConfig) -> anyhow::Result<RunningHost> {
     let state = init::prepare(&cfg).await?;
-    let policy = cfg.liveness();
     let (endpoint, listener) = bind(&cfg, &state).await?;
     let mesh_addr = endpoint.local_addr()?;
     let api_addr = listener.local_addr()?;
     let admin_dir = init::admin_bundle(&cfg, &state, &advertised(&cfg, mesh_addr)).await?;
 
-    let overlay = overlay::Overlay::open(&cfg, &state.store).await?;
-    let vps_keys = vps::HostKeys::open(&cfg.state_dir)?;
     let lock = state.lock;
-    let registry = registry::Registry::default();
-    registry.load(&state.store.nodes().await?);
-    let limits = limits::Overrides::load(&state.store).await?;
-    let ctx = Arc::new(Ctx {
-        ca_fp: state.ca.fingerprint(),
-        ca: state.ca,
-        store: state.store,
-        registry,
-        policy,
-        cfg,
-        kick: tokio::sync::Notify::new(),
-        task_changed: tokio::sync::watch::Sender::new(0),
-        fetches: Default::default(),
-        udp: Default::default(),
-        ops: Default::default(),
-        running: Default::default(),
-        task_writes: Default::default(),
-        user_numbers: Default::default(),
-        sessions: Default::default(),
-        queued_owners: Default::default(),
-        entrances: entrances::Entrances::tcp(),
-        anonymous: entrances::Entrances::anonymous(),
-        overlay,
-        vps_keys,
-        limits,
-        join_failures: Default::default(),
-    });
+    let (ctx, stopped) = context(cfg, state.store, state.ca).await?;
+    let ctx = Arc::new(ctx);
     envs::ensure_default(&ctx).await?;
     let mut serving = JoinSet::new();
     serving.spawn(mesh::serve(ctx.clone(), endpoint.clone()));
     serving.spawn(api::serve(ctx.clone(), listener, state.https_tls));
     serving.spawn(registry::monitor(ctx.clone()));
     serving.spawn(tasks::scheduler(ctx.clone()));
+    serving.spawn(vps::snapshot_stopped(ctx.clone(), stopped));
     if ctx.overlay.is_some() {
         serving.spawn(overlay::run(ctx.clone()));
     }
@@ -319,6 +295,47 @@ pub async fn start(cfg: HostConfig) -> anyhow::Result<RunningHost> {
         serving,
         lock,
     })
+}
+
+/// The host's shared state over a prepared state directory, without its sockets or loops (tests
+/// of the services build it this way too). The receiver is for [`vps::snapshot_stopped`].
+async fn context(
+    cfg: HostConfig,
+    store: Store,
+    ca: Ca,
+) -> anyhow::Result<(Ctx, tokio::sync::mpsc::UnboundedReceiver<u64>)> {
+    let overlay = overlay::Overlay::open(&cfg, &store).await?;
+    let vps_keys = vps::HostKeys::open(&cfg.state_dir)?;
+    let registry = registry::Registry::default();
+    registry.load(&store.nodes().await?);
+    let limits = limits::Overrides::load(&store).await?;
+    let (vps_stopped, stopped) = tokio::sync::mpsc::unbounded_channel();
+    let ctx = Ctx {
+        ca_fp: ca.fingerprint(),
+        ca,
+        store,
+        registry,
+        policy: cfg.liveness(),
+        cfg,
+        kick: tokio::sync::Notify::new(),
+        task_changed: tokio::sync::watch::Sender::new(0),
+        fetches: Default::default(),
+        udp: Default::default(),
+        vps_stopped,
+        ops: Default::default(),
+        running: Default::default(),
+        task_writes: Default::default(),
+        user_numbers: Default::default(),
+        sessions: Default::default(),
+        queued_owners: Default::default(),
+        entrances: entrances::Entrances::tcp(),
+        anonymous: entrances::Entrances::anonymous(),
+        overlay,
+        vps_keys,
+        limits,
+        join_failures: Default::default(),
+    };
+    Ok((ctx, stopped))
 }
 
 /// The address clients should dial, for the admin credential: the first advertised name, or

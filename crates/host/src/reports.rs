@@ -4,11 +4,12 @@
 //! next one (its snapshot carries every task's state and recorded end), so a full disk delays a
 //! report and never loses it.
 
-use crate::clock::now_ms;
-use crate::tasks::{end_here, state_of, unfinished_on};
+use crate::lifecycle::{self, state_of};
+use crate::tasks::unfinished_on;
 use crate::Ctx;
 use river_proto::msg::TaskReport;
-use river_task::state::{transition, TaskState};
+use river_task::lifecycle::Event;
+use river_task::state::TaskState;
 use std::sync::Arc;
 
 /// A report the host could not record; the runner must send it again.
@@ -44,44 +45,19 @@ pub(crate) async fn on_report(
         }
         let to: TaskState = state.parse().map_err(|e: String| anyhow::anyhow!(e))?;
         let from = state_of(&t);
-        if from == to {
-            return Ok(());
-        }
-        transition(from, to)?;
-        t.state = to.as_str().into();
-        if to == TaskState::Running && t.started_at_ms.is_none() {
-            t.started_at_ms = Some(now_ms());
-        }
-        if to.is_final() {
-            t.finished_at_ms = Some(now_ms());
-            t.exit_code = exit_code;
-        }
-        if message.is_some() {
-            t.message = message;
-        } else if from == TaskState::Lost {
+        let why = message.or_else(|| {
             // "went offline; may still be running" no longer holds: say what became of it.
-            t.message = Some(if to.is_final() {
-                format!("ended while node {node} was out of touch; its end arrived when it came back")
-            } else {
-                format!("node {node} came back; the task had kept running")
-            });
-        }
-        ctx.save_task(&t).await?;
-        tracing::info!(task = id, %node, state = to.as_str(), "task state");
-        if to.is_final() {
-            if to != TaskState::Completed {
-                crate::groups::member_failed(ctx, &t).await?;
-            }
-            if t.placement.as_ref().is_some_and(|p| p.ip.is_some()) {
-                ctx.store.release_reservations(now_ms()).await?;
-            }
-        }
-        if !to.holds_resources() {
-            // Its cores are free for others (an ended task's, a stopped VPS's).
-            ctx.kick.notify_one();
-        }
-        if to == TaskState::Stopped {
-            crate::vps::stopped(ctx, id);
+            (from == TaskState::Lost && to != TaskState::Lost).then(|| {
+                if to.is_final() {
+                    format!("ended while node {node} was out of touch; its end arrived when it came back")
+                } else {
+                    format!("node {node} came back; the task had kept running")
+                }
+            })
+        });
+        let event = Event::Reported { state: to, exit_code };
+        if lifecycle::change(ctx, &mut t, event, why).await? {
+            tracing::info!(task = id, %node, state = to.as_str(), "task state");
         }
         Ok(())
     }
@@ -154,21 +130,16 @@ pub(crate) async fn reconcile(ctx: &Arc<Ctx>, node: &str, reports: Vec<TaskRepor
             }
             continue;
         }
-        match state_of(&t) {
-            TaskState::Assigned => {
-                t.state = TaskState::Queued.as_str().into();
-                t.placement = None;
-            }
-            TaskState::Running | TaskState::Paused | TaskState::Lost => {
-                end_here(
-                    &mut t,
-                    TaskState::Failed,
-                    format!("node {node} no longer has this task (its container is gone)"),
-                );
-            }
+        let (event, why) = match state_of(&t) {
+            // The start order never arrived: it waits to be placed again.
+            TaskState::Assigned => (Event::Requeued, None),
+            TaskState::Running | TaskState::Paused | TaskState::Lost => (
+                Event::Ended(TaskState::Failed),
+                Some(format!("node {node} no longer has this task (its container is gone)")),
+            ),
             _ => continue,
-        }
-        ctx.save_task(&t).await.map_err(|e| unrecorded(e.into()))?;
+        };
+        lifecycle::change(ctx, &mut t, event, why).await.map_err(unrecorded)?;
     }
     ctx.kick.notify_one();
     Ok(settled)

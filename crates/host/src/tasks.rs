@@ -5,11 +5,13 @@
 
 use crate::clock::now_ms;
 pub(crate) use crate::cluster_view::{ask, sched_node, usage_by_node};
+use crate::lifecycle;
 use crate::mesh::Caller;
 use crate::Ctx;
 use river_proto::msg::{ErrorKind, HostMsg, Response, Role, Signal, TaskPlacement, TaskSpec, TaskView};
 use river_store::TaskRecord;
 use river_task::fair::{within_limits, Hold};
+use river_task::lifecycle::Event;
 use river_task::place::{self, Ask, Usage};
 use river_task::state::{transition, TaskState};
 use std::collections::BTreeMap;
@@ -23,9 +25,7 @@ pub(crate) fn err(kind: ErrorKind, message: impl Into<String>) -> Response {
     }
 }
 
-pub(crate) fn state_of(t: &TaskRecord) -> TaskState {
-    t.state.parse().unwrap_or(TaskState::Failed)
-}
+pub(crate) use crate::lifecycle::state_of;
 
 /// `t` as `caller` may see it. For those who may not touch it, its variables are left out (users
 /// pass passwords that way), and so is a VPS's image (its owner's snapshot, once restored or
@@ -187,12 +187,8 @@ pub(crate) async fn submit(ctx: &Ctx, caller: &Caller, spec: TaskSpec) -> anyhow
         if !crate::overlay::claim(ctx, &ip, &nonce, ids[0]).await? {
             // Another submission claimed it between the check and now.
             if let Some(mut t) = ctx.store.task(ids[0]).await? {
-                end_here(
-                    &mut t,
-                    TaskState::Killed,
-                    format!("the reservation of {ip} was used by another task"),
-                );
-                ctx.save_task(&t).await?;
+                let why = format!("the reservation of {ip} was used by another task");
+                lifecycle::change(ctx, &mut t, Event::Ended(TaskState::Killed), Some(why)).await?;
             }
             return Ok(err(
                 ErrorKind::Conflict,
@@ -351,9 +347,8 @@ async fn schedule_once(ctx: &Ctx) -> anyhow::Result<()> {
             ip,
             owner: Some(ctx.task_owner(&t.owner).await?),
         };
-        t.state = TaskState::Assigned.as_str().into();
         t.placement = Some(placement.clone());
-        ctx.save_task(&t).await?;
+        lifecycle::change(ctx, &mut t, Event::Placed, None).await?;
         starts.push((t, placement));
     }
     // Before any of them starts, every runner learns whose the new overlay addresses are (and
@@ -382,9 +377,7 @@ async fn schedule_once(ctx: &Ctx) -> anyhow::Result<()> {
             tracing::info!(task = id, %node, "task assigned");
         } else {
             // The runner left between the snapshot and now: back to the queue.
-            t.state = TaskState::Queued.as_str().into();
-            t.placement = None;
-            ctx.save_task(&t).await?;
+            lifecycle::change(ctx, &mut t, Event::Requeued, None).await?;
         }
     }
     Ok(())
@@ -443,8 +436,8 @@ pub(crate) async fn signal(ctx: &Ctx, caller: &Caller, id: u64, signal: Signal) 
     }
     if matches!(state, TaskState::Queued | TaskState::PendingApproval) {
         // Never started: cancel it here.
-        end_here(&mut t, TaskState::Killed, format!("cancelled by {}", caller.actor()));
-        ctx.save_task(&t).await?;
+        let why = format!("cancelled by {}", caller.actor());
+        lifecycle::change(ctx, &mut t, Event::Ended(TaskState::Killed), Some(why)).await?;
         return Ok(Response::Done {
             message: format!("cancelled queued task {id}"),
         });
@@ -492,28 +485,15 @@ pub(crate) async fn unfinished_on(ctx: &Ctx, node: &str) -> anyhow::Result<Vec<T
         .collect())
 }
 
-/// Ends a task on the host's own authority (cancelled, its node gone), saying why.
-pub(crate) fn end_here(t: &mut TaskRecord, state: TaskState, why: String) {
-    t.state = state.as_str().into();
-    t.finished_at_ms = Some(now_ms());
-    t.message = Some(why);
-}
-
 /// The node's tasks whose fate the host cannot know while it is offline.
 pub(crate) async fn node_lost(ctx: &Ctx, node: &str) {
     let Ok(tasks) = unfinished_on(ctx, node).await else {
         return;
     };
     for mut t in tasks {
-        if matches!(
-            state_of(&t),
-            TaskState::Assigned | TaskState::Running | TaskState::Paused
-        ) {
-            t.state = TaskState::Lost.as_str().into();
-            t.message = Some(format!("node {node} went offline; the task may still be running there"));
-            if let Err(e) = ctx.save_task(&t).await {
-                tracing::error!(task = t.id, "marking lost: {e}");
-            }
+        let why = format!("node {node} went offline; the task may still be running there");
+        if let Err(e) = lifecycle::change(ctx, &mut t, Event::NodeLost, Some(why)).await {
+            tracing::error!(task = t.id, "marking lost: {e}");
         }
     }
 }
@@ -521,13 +501,8 @@ pub(crate) async fn node_lost(ctx: &Ctx, node: &str) {
 /// A node was removed from the cluster: what it was running is gone with it.
 pub(crate) async fn node_removed(ctx: &Ctx, node: &str) -> anyhow::Result<()> {
     for mut t in unfinished_on(ctx, node).await? {
-        end_here(
-            &mut t,
-            TaskState::Failed,
-            format!("node {node} was removed from the cluster"),
-        );
-        ctx.save_task(&t).await?;
-        crate::groups::member_failed(ctx, &t).await?;
+        let why = format!("node {node} was removed from the cluster");
+        lifecycle::change(ctx, &mut t, Event::Ended(TaskState::Failed), Some(why)).await?;
     }
     ctx.kick.notify_one();
     Ok(())

@@ -8,6 +8,7 @@
 
 mod share;
 use crate::clock::now_ms;
+use crate::lifecycle;
 use crate::mesh::Caller;
 use crate::tasks::{err, may_touch, state_of};
 use crate::Ctx;
@@ -15,6 +16,7 @@ use anyhow::Context as _;
 use base64::Engine as _;
 use river_proto::msg::{ErrorKind, ExportSource, HostMsg, Response, Secret, SshServe, TaskSpec, VpsSnapshot};
 use river_store::TaskRecord;
+use river_task::lifecycle::Event;
 use river_task::state::TaskState;
 pub(crate) use share::{extra_keys, share, shared_with};
 use std::path::Path;
@@ -243,14 +245,10 @@ pub(crate) async fn start(ctx: &Ctx, caller: &Caller, id: u64, on: Option<String
         t.spec.archive = Some(latest.archive);
         t.spec.environment = None;
     }
-    t.state = TaskState::Queued.as_str().into();
-    t.message = None;
-    t.exit_code = None;
-    ctx.save_task(&t).await?;
+    lifecycle::change(ctx, &mut t, Event::Requeued, None).await?;
     ctx.store
         .event(now_ms(), &caller.actor(), "vps.start", &id.to_string())
         .await?;
-    ctx.kick.notify_one();
     let when = if ctx.registry.connected(&p.node) {
         String::new()
     } else {
@@ -283,11 +281,8 @@ pub(crate) async fn remove(ctx: &Ctx, caller: &Caller, id: u64) -> anyhow::Resul
             ));
         }
     }
-    crate::tasks::end_here(&mut t, TaskState::Killed, format!("removed by {}", caller.actor()));
-    ctx.save_task(&t).await?;
-    if t.placement.as_ref().is_some_and(|p| p.ip.is_some()) {
-        ctx.store.release_reservations(now_ms()).await?;
-    }
+    let why = format!("removed by {}", caller.actor());
+    lifecycle::change(ctx, &mut t, Event::Ended(TaskState::Killed), Some(why)).await?;
     ctx.store
         .event(now_ms(), &caller.actor(), "vps.remove", &id.to_string())
         .await?;
@@ -455,22 +450,24 @@ async fn prune(ctx: &Ctx, id: u64) {
     }
 }
 
-/// After a VPS stopped: its automatic snapshot, in the background.
-pub(crate) fn stopped(ctx: &std::sync::Arc<Ctx>, id: u64) {
-    if ctx.cfg.vps.auto_snapshots == 0 {
+/// Each VPS that stopped (`Ctx::vps_stopped`) gets its automatic snapshot, in the background.
+pub(crate) async fn snapshot_stopped(ctx: std::sync::Arc<Ctx>, mut stopped: tokio::sync::mpsc::UnboundedReceiver<u64>) {
+    while let Some(id) = stopped.recv().await {
+        if ctx.cfg.vps.auto_snapshots > 0 {
+            tokio::spawn(auto_snapshot(ctx.clone(), id));
+        }
+    }
+}
+
+async fn auto_snapshot(ctx: std::sync::Arc<Ctx>, id: u64) {
+    let Ok(Some(t)) = ctx.store.task(id).await else { return };
+    if t.spec.vps.is_none() {
         return;
     }
-    let ctx = ctx.clone();
-    tokio::spawn(async move {
-        let Ok(Some(t)) = ctx.store.task(id).await else { return };
-        if t.spec.vps.is_none() {
-            return;
-        }
-        match take_snapshot(&ctx, &t, "host", Some("taken when it stopped".into()), true).await {
-            Ok(s) => tracing::info!(vps = id, seq = s.seq, size = s.archive.size, "automatic snapshot"),
-            Err(why) => tracing::warn!(vps = id, "automatic snapshot: {why}"),
-        }
-    });
+    match take_snapshot(&ctx, &t, "host", Some("taken when it stopped".into()), true).await {
+        Ok(s) => tracing::info!(vps = id, seq = s.seq, size = s.archive.size, "automatic snapshot"),
+        Err(why) => tracing::warn!(vps = id, "automatic snapshot: {why}"),
+    }
 }
 
 /// `river vps snapshot ID`.
@@ -511,7 +508,7 @@ pub(crate) async fn snapshot_rm(ctx: &Ctx, caller: &Caller, id: u64, seq: u32) -
 }
 
 /// Points a VPS at a snapshot: its next start makes a new container from it (a new generation,
-/// so a runner holding the old container replaces it).
+/// so a runner holding the old container replaces it). The caller queues it.
 fn from_snapshot(t: &mut TaskRecord, s: &VpsSnapshot) {
     t.spec.image = s.image.clone();
     t.spec.archive = Some(s.archive.clone());
@@ -519,10 +516,6 @@ fn from_snapshot(t: &mut TaskRecord, s: &VpsSnapshot) {
     if let Some(v) = t.spec.vps.as_mut() {
         v.generation += 1;
     }
-    t.state = TaskState::Queued.as_str().into();
-    t.message = None;
-    t.exit_code = None;
-    t.finished_at_ms = None;
 }
 
 /// `river vps restore ID SEQ`: a stopped VPS starts again on its node from a snapshot.
@@ -552,11 +545,10 @@ pub(crate) async fn restore(ctx: &Ctx, caller: &Caller, id: u64, seq: u32) -> an
     t.target = Some(home(&p));
     t.spec.ip = p.ip.clone();
     from_snapshot(&mut t, &snap);
-    ctx.save_task(&t).await?;
+    lifecycle::change(ctx, &mut t, Event::Requeued, None).await?;
     ctx.store
         .event(now_ms(), &caller.actor(), "vps.restore", &format!("{id} #{seq}"))
         .await?;
-    ctx.kick.notify_one();
     Ok(Response::Done {
         message: format!("starting VPS {id} on {} from snapshot {seq}", p.node),
     })
@@ -617,7 +609,7 @@ async fn move_to(ctx: &Ctx, caller: &Caller, mut t: TaskRecord, on: String) -> a
     t.target = Some(on.clone());
     t.placement = None;
     from_snapshot(&mut t, &snap);
-    ctx.save_task(&t).await?;
+    lifecycle::change(ctx, &mut t, Event::Requeued, None).await?;
     ctx.store
         .event(
             now_ms(),
@@ -626,7 +618,6 @@ async fn move_to(ctx: &Ctx, caller: &Caller, mut t: TaskRecord, on: String) -> a
             &format!("{id} {old_node} -> {on} #{}", snap.seq),
         )
         .await?;
-    ctx.kick.notify_one();
     Ok(Response::Done {
         message: format!("starting VPS {id} on {on} from snapshot {}{note}", snap.seq),
     })

@@ -3,9 +3,9 @@
 //!
 //! Architecture invariant: no I/O, no runtime, no clock reads. The host feeds it snapshots of the
 //! cluster and of the queue and applies the decisions it returns; every rule is unit-tested here.
-//! (Groundwork for command tasks: the host does not use it yet.)
 
 pub mod fair;
+pub mod lifecycle;
 pub mod place;
 pub mod size;
 pub mod state;

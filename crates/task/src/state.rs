@@ -85,8 +85,12 @@ pub fn transition(from: TaskState, to: TaskState) -> Result<TaskState, InvalidTr
         Assigned => matches!(to, Queued | Running | Failed | Killed | Oom | Lost | Stopped),
         Running => matches!(to, Paused | Completed | Failed | Killed | Oom | Lost | Stopped),
         Paused => matches!(to, Running | Killed | Failed | Lost | Stopped),
-        // The node came back: with the task still running or paused, or with how it ended.
-        Lost => matches!(to, Running | Paused | Completed | Failed | Killed | Oom | Stopped),
+        // The node came back: with the task still running or paused, or with how it ended; or a
+        // VPS was started elsewhere from a snapshot while its node was away.
+        Lost => matches!(
+            to,
+            Queued | Running | Paused | Completed | Failed | Killed | Oom | Stopped
+        ),
         // Started again (queued for its node), or removed.
         Stopped => matches!(to, Queued | Killed | Failed),
         Completed | Failed | Killed | Oom => false,

@@ -1,0 +1,87 @@
+//! The one way the host changes a task's state: [`change`] runs the task's lifecycle
+//! ([`river_task::lifecycle::apply`]), stores the result and carries out what follows from it —
+//! the rest of a group ends, an overlay address goes back, the scheduler runs, a stopped VPS gets
+//! its snapshot. A new place where a task can end needs no wiring of its own.
+
+use crate::clock::now_ms;
+use crate::Ctx;
+use river_store::TaskRecord;
+use river_task::lifecycle::{apply, Effect, Event, Life};
+use river_task::state::TaskState;
+
+/// The task's state as stored (a record that names no known state is read as failed, so it is
+/// never scheduled again).
+pub(crate) fn state_of(t: &TaskRecord) -> TaskState {
+    t.state.parse().unwrap_or(TaskState::Failed)
+}
+
+fn life_of(t: &TaskRecord) -> Life {
+    Life {
+        state: state_of(t),
+        started_at_ms: t.started_at_ms,
+        finished_at_ms: t.finished_at_ms,
+        exit_code: t.exit_code,
+        grouped: t.spec.rank.is_some(),
+        addressed: t.spec.ip.is_some() || t.placement.as_ref().is_some_and(|p| p.ip.is_some()),
+    }
+}
+
+/// What the lifecycle decides for `t` after `event`, written into `t` (with `why` as its message
+/// when given) but not stored: for a change the caller stores in a batch of its own. The effects
+/// are the caller's to carry out.
+pub(crate) fn decide(t: &mut TaskRecord, event: Event, why: Option<String>) -> anyhow::Result<Vec<Effect>> {
+    let before = life_of(t);
+    let (after, effects) = apply(before, event, now_ms())?;
+    if after == before {
+        return Ok(effects);
+    }
+    t.state = after.state.as_str().into();
+    t.started_at_ms = after.started_at_ms;
+    t.finished_at_ms = after.finished_at_ms;
+    t.exit_code = after.exit_code;
+    if effects.contains(&Effect::Unplace) {
+        t.placement = None;
+        t.message = None;
+    }
+    if why.is_some() {
+        t.message = why;
+    }
+    Ok(effects)
+}
+
+/// Applies `event` to `t`, stores it and carries out what follows. Returns whether the task
+/// changed: an event that changes nothing (a repeated report) stores nothing. An event the state
+/// machine forbids is an error and leaves `t` as it was.
+pub(crate) async fn change(ctx: &Ctx, t: &mut TaskRecord, event: Event, why: Option<String>) -> anyhow::Result<bool> {
+    let before = t.state.clone();
+    let effects = decide(t, event, why)?;
+    if t.state == before {
+        return Ok(false);
+    }
+    ctx.save_task(t).await?;
+    carry_out(ctx, t, &effects).await?;
+    Ok(true)
+}
+
+/// Does what a change of `t` calls for, after it is stored.
+pub(crate) async fn carry_out(ctx: &Ctx, t: &TaskRecord, effects: &[Effect]) -> anyhow::Result<()> {
+    for e in effects {
+        match e {
+            Effect::Unplace => {}
+            Effect::EndGroup => Box::pin(crate::groups::member_failed(ctx, t)).await?,
+            Effect::ReleaseAddress => {
+                ctx.store.release_reservations(now_ms()).await?;
+            }
+            Effect::Schedule => ctx.kick.notify_one(),
+            Effect::VpsStopped => {
+                // Its automatic snapshot is taken by the loop that reads these.
+                let _ = ctx.vps_stopped.send(t.id);
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[path = "lifecycle_tests.rs"]
+mod tests;

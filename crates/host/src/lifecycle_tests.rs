@@ -1,0 +1,195 @@
+//! The host's task lifecycle against a real store, without sockets: a report, a reconcile or a
+//! removal of a node drives it as the mesh would, and what users would see is read back.
+
+use super::*;
+use river_proto::msg::{TaskPlacement, TaskReport, TaskSpec};
+
+async fn host() -> (
+    tempfile::TempDir,
+    std::sync::Arc<Ctx>,
+    tokio::sync::mpsc::UnboundedReceiver<u64>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = crate::HostConfig {
+        state_dir: dir.path().join("host"),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..Default::default()
+    };
+    let state = crate::init::prepare(&cfg).await.unwrap();
+    let (ctx, stopped) = crate::context(cfg, state.store, state.ca).await.unwrap();
+    (dir, std::sync::Arc::new(ctx), stopped)
+}
+
+/// A group of `nodes.len()` members, member `i` running on `nodes[i]`; their ids.
+async fn running_group(ctx: &Ctx, nodes: &[&str]) -> Vec<u64> {
+    let specs: Vec<TaskSpec> = (0..nodes.len())
+        .map(|rank| {
+            let mut s = TaskSpec::new("img", vec!["train".into()]);
+            s.rank = Some(u32::try_from(rank).unwrap());
+            s
+        })
+        .collect();
+    let members: Vec<(&TaskSpec, Option<&str>)> = specs.iter().map(|s| (s, None)).collect();
+    let ids = ctx
+        .store
+        .insert_batch_as("user alice", &members, now_ms(), "queued")
+        .await
+        .unwrap();
+    for (id, node) in ids.iter().zip(nodes) {
+        run_on(ctx, *id, node).await;
+    }
+    ids
+}
+
+async fn run_on(ctx: &Ctx, id: u64, node: &str) {
+    let mut t = ctx.store.task(id).await.unwrap().unwrap();
+    t.placement = Some(TaskPlacement {
+        node: node.into(),
+        cores: vec![0],
+        numa: None,
+        gpus: vec![],
+        memory_bytes: 0,
+        ip: None,
+        owner: None,
+    });
+    assert!(change(ctx, &mut t, Event::Placed, None).await.unwrap());
+    let running = Event::Reported {
+        state: TaskState::Running,
+        exit_code: None,
+    };
+    assert!(change(ctx, &mut t, running, None).await.unwrap());
+}
+
+async fn task(ctx: &Ctx, id: u64) -> TaskRecord {
+    ctx.store.task(id).await.unwrap().unwrap()
+}
+
+#[tokio::test]
+async fn a_member_whose_container_is_gone_ends_the_rest_of_its_group() {
+    let (_dir, ctx, _) = host().await;
+    let ids = running_group(&ctx, &["n1", "n2", "n3"]).await;
+    // n1 comes back without member 0: its container is gone.
+    let others = vec![TaskReport {
+        id: 999,
+        state: "running".into(),
+        exit_code: None,
+        message: None,
+    }];
+    crate::reports::reconcile(&ctx, "n1", others).await.unwrap();
+    let gone = task(&ctx, ids[0]).await;
+    assert_eq!(gone.state, "failed");
+    assert!(gone.message.unwrap().contains("no longer has this task"));
+    for id in &ids[1..] {
+        let t = task(&ctx, *id).await;
+        assert_eq!(t.state, "killed", "member {id} still {}", t.state);
+        let why = t.message.unwrap();
+        assert!(
+            why.contains(&format!("member 0 of group {} (task {})", ids[0], ids[0])),
+            "{why}"
+        );
+        assert!(t.finished_at_ms.is_some());
+    }
+}
+
+#[tokio::test]
+async fn a_removed_node_and_a_failed_report_end_a_group_the_same_way() {
+    let (_dir, ctx, _) = host().await;
+    let ids = running_group(&ctx, &["n1", "n2"]).await;
+    crate::tasks::node_removed(&ctx, "n2").await.unwrap();
+    assert_eq!(task(&ctx, ids[1]).await.state, "failed");
+    assert_eq!(task(&ctx, ids[0]).await.state, "killed");
+
+    let ids = running_group(&ctx, &["n1", "n3"]).await;
+    crate::reports::on_report(&ctx, "n3", ids[1], "failed", Some(3), None)
+        .await
+        .unwrap();
+    let failed = task(&ctx, ids[1]).await;
+    assert_eq!((failed.state.as_str(), failed.exit_code), ("failed", Some(3)));
+    assert_eq!(task(&ctx, ids[0]).await.state, "killed");
+}
+
+#[tokio::test]
+async fn a_completed_member_leaves_the_others_running() {
+    let (_dir, ctx, _) = host().await;
+    let ids = running_group(&ctx, &["n1", "n2"]).await;
+    crate::reports::on_report(&ctx, "n2", ids[1], "completed", Some(0), None)
+        .await
+        .unwrap();
+    assert_eq!(task(&ctx, ids[1]).await.state, "completed");
+    assert_eq!(task(&ctx, ids[0]).await.state, "running");
+}
+
+#[tokio::test]
+async fn a_late_report_cannot_revive_an_ended_task_nor_come_from_another_node() {
+    let (_dir, ctx, _) = host().await;
+    let ids = running_group(&ctx, &["n1"]).await;
+    crate::reports::on_report(&ctx, "n1", ids[0], "killed", Some(137), None)
+        .await
+        .unwrap();
+    crate::reports::on_report(&ctx, "n1", ids[0], "running", None, None)
+        .await
+        .unwrap();
+    crate::reports::on_report(&ctx, "n2", ids[0], "completed", Some(0), None)
+        .await
+        .unwrap();
+    let t = task(&ctx, ids[0]).await;
+    assert_eq!((t.state.as_str(), t.exit_code), ("killed", Some(137)));
+}
+
+#[tokio::test]
+async fn a_lost_task_comes_back_with_a_message_saying_so() {
+    let (_dir, ctx, _) = host().await;
+    let ids = running_group(&ctx, &["n1"]).await;
+    crate::tasks::node_lost(&ctx, "n1").await;
+    let t = task(&ctx, ids[0]).await;
+    assert_eq!(t.state, "lost");
+    assert!(t.message.unwrap().contains("went offline"));
+    let still = vec![TaskReport {
+        id: ids[0],
+        state: "running".into(),
+        exit_code: None,
+        message: None,
+    }];
+    crate::reports::reconcile(&ctx, "n1", still).await.unwrap();
+    let t = task(&ctx, ids[0]).await;
+    assert_eq!(t.state, "running");
+    assert!(t.message.unwrap().contains("came back"));
+}
+
+#[tokio::test]
+async fn a_start_order_that_never_arrived_is_queued_again_without_its_placement() {
+    let (_dir, ctx, _) = host().await;
+    let spec = TaskSpec::new("img", vec!["true".into()]);
+    let ids = ctx
+        .store
+        .insert_batch_as("user alice", &[(&spec, None)], now_ms(), "queued")
+        .await
+        .unwrap();
+    let mut t = task(&ctx, ids[0]).await;
+    t.placement = Some(TaskPlacement {
+        node: "n1".into(),
+        cores: vec![0],
+        numa: None,
+        gpus: vec![],
+        memory_bytes: 0,
+        ip: None,
+        owner: None,
+    });
+    change(&ctx, &mut t, Event::Placed, None).await.unwrap();
+    crate::reports::reconcile(&ctx, "n1", vec![]).await.unwrap();
+    let t = task(&ctx, ids[0]).await;
+    assert_eq!(t.state, "queued");
+    assert!(t.placement.is_none());
+}
+
+#[tokio::test]
+async fn a_stopped_vps_is_handed_on_for_its_snapshot() {
+    let (_dir, ctx, mut stopped) = host().await;
+    let ids = running_group(&ctx, &["n1"]).await;
+    crate::reports::on_report(&ctx, "n1", ids[0], "stopped", Some(0), None)
+        .await
+        .unwrap();
+    assert_eq!(stopped.try_recv().ok(), Some(ids[0]));
+    let t = task(&ctx, ids[0]).await;
+    assert_eq!((t.state.as_str(), t.finished_at_ms), ("stopped", None));
+}
