@@ -35,7 +35,7 @@ async fn decidable(ctx: &Ctx, caller: &Caller, id: u64) -> anyhow::Result<Result
             format!("no task {id}; `river task list -s pending_approval` shows what waits"),
         )));
     };
-    if t.state != TaskState::PendingApproval.as_str() {
+    if t.state != TaskState::PendingApproval {
         return Ok(Err(refuse(
             ErrorKind::Conflict,
             format!("task {id} is {}, not waiting for approval", t.state),
@@ -58,8 +58,8 @@ async fn decide_batch(ctx: &Ctx, mut t: TaskRecord, event: Event, why: Option<St
         .store
         .move_batch(
             t.batch,
-            TaskState::PendingApproval.as_str(),
-            &t.state,
+            TaskState::PendingApproval,
+            t.state,
             t.message.as_deref(),
             t.finished_at_ms,
         )

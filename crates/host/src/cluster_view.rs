@@ -6,7 +6,6 @@ use river_proto::msg::{NodeState, TaskPlacement, TaskSpec};
 use river_store::{NodeRecord, TaskRecord};
 use river_task::fair::Hold;
 use river_task::place::{self, Ask, GpuSlot, Numa, Usage};
-use river_task::state::TaskState;
 use river_task::target::Target;
 use std::collections::{BTreeMap, HashMap};
 
@@ -56,9 +55,9 @@ pub(crate) fn ask(spec: &TaskSpec, target: Option<&str>) -> Result<Ask, String> 
     })
 }
 
-/// Whether `t` holds resources on its node now (an unreadable state counts as not).
+/// Whether `t` holds resources on its node now.
 fn holds(t: &TaskRecord) -> bool {
-    t.state.parse::<TaskState>().is_ok_and(TaskState::holds_resources)
+    t.state.holds_resources()
 }
 
 /// The cores and GPUs each owner's tasks hold now: what their limits are measured against.

@@ -366,7 +366,7 @@ pub(crate) async fn commit(
             format!("you have no editing container for {name}; start one with `river env shell {name}`"),
         ));
     };
-    let state: TaskState = t.state.parse().unwrap_or(TaskState::Failed);
+    let state = t.state;
     let node = t.placement.as_ref().map(|p| p.node.clone());
     let (node, conn) = match (state, node) {
         (TaskState::Running | TaskState::Paused, Some(node)) => match pick_node(ctx, Some(&node)) {

@@ -130,7 +130,7 @@ pub(crate) async fn submit(ctx: &Ctx, caller: &Caller, spec: TaskSpec) -> anyhow
             &caller.actor(),
             &members,
             crate::clock::now_ms(),
-            crate::approvals::initial_state(ctx, caller).as_str(),
+            crate::approvals::initial_state(ctx, caller),
         )
         .await?;
     for ((id, ip), t) in ids.iter().zip(&ips).zip(&targets) {

@@ -178,7 +178,7 @@ impl Ctx {
         use std::sync::atomic::Ordering;
         let before = self.task_writes.load(Ordering::SeqCst);
         let t = self.store.task(id).await?;
-        if let Some(t) = t.as_ref().filter(|t| t.state == "running") {
+        if let Some(t) = t.as_ref().filter(|t| t.state == river_task::state::TaskState::Running) {
             if let Ok(mut r) = self.running.lock() {
                 // Under the lock, so no write can start between this check and the insert
                 // without its removal coming after.

@@ -9,10 +9,9 @@ use river_store::TaskRecord;
 use river_task::lifecycle::{apply, Effect, Event, Life};
 use river_task::state::TaskState;
 
-/// The task's state as stored (a record that names no known state is read as failed, so it is
-/// never scheduled again).
+/// The task's state.
 pub(crate) fn state_of(t: &TaskRecord) -> TaskState {
-    t.state.parse().unwrap_or(TaskState::Failed)
+    t.state
 }
 
 fn life_of(t: &TaskRecord) -> Life {
@@ -35,7 +34,7 @@ pub(crate) fn decide(t: &mut TaskRecord, event: Event, why: Option<String>) -> a
     if after == before {
         return Ok(effects);
     }
-    t.state = after.state.as_str().into();
+    t.state = after.state;
     t.started_at_ms = after.started_at_ms;
     t.finished_at_ms = after.finished_at_ms;
     t.exit_code = after.exit_code;
@@ -53,7 +52,7 @@ pub(crate) fn decide(t: &mut TaskRecord, event: Event, why: Option<String>) -> a
 /// changed: an event that changes nothing (a repeated report) stores nothing. An event the state
 /// machine forbids is an error and leaves `t` as it was.
 pub(crate) async fn change(ctx: &Ctx, t: &mut TaskRecord, event: Event, why: Option<String>) -> anyhow::Result<bool> {
-    let before = t.state.clone();
+    let before = t.state;
     let effects = decide(t, event, why)?;
     if t.state == before {
         return Ok(false);

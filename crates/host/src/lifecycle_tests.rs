@@ -32,7 +32,7 @@ async fn running_group(ctx: &Ctx, nodes: &[&str]) -> Vec<u64> {
     let members: Vec<(&TaskSpec, Option<&str>)> = specs.iter().map(|s| (s, None)).collect();
     let ids = ctx
         .store
-        .insert_batch_as("user alice", &members, now_ms(), "queued")
+        .insert_batch_as("user alice", &members, now_ms(), TaskState::Queued)
         .await
         .unwrap();
     for (id, node) in ids.iter().zip(nodes) {
@@ -77,11 +77,11 @@ async fn a_member_whose_container_is_gone_ends_the_rest_of_its_group() {
     }];
     crate::reports::reconcile(&ctx, "n1", others).await.unwrap();
     let gone = task(&ctx, ids[0]).await;
-    assert_eq!(gone.state, "failed");
+    assert_eq!(gone.state, TaskState::Failed);
     assert!(gone.message.unwrap().contains("no longer has this task"));
     for id in &ids[1..] {
         let t = task(&ctx, *id).await;
-        assert_eq!(t.state, "killed", "member {id} still {}", t.state);
+        assert_eq!(t.state, TaskState::Killed, "member {id} still {}", t.state);
         let why = t.message.unwrap();
         assert!(
             why.contains(&format!("member 0 of group {} (task {})", ids[0], ids[0])),
@@ -96,16 +96,16 @@ async fn a_removed_node_and_a_failed_report_end_a_group_the_same_way() {
     let (_dir, ctx, _) = host().await;
     let ids = running_group(&ctx, &["n1", "n2"]).await;
     crate::tasks::node_removed(&ctx, "n2").await.unwrap();
-    assert_eq!(task(&ctx, ids[1]).await.state, "failed");
-    assert_eq!(task(&ctx, ids[0]).await.state, "killed");
+    assert_eq!(task(&ctx, ids[1]).await.state, TaskState::Failed);
+    assert_eq!(task(&ctx, ids[0]).await.state, TaskState::Killed);
 
     let ids = running_group(&ctx, &["n1", "n3"]).await;
     crate::reports::on_report(&ctx, "n3", ids[1], "failed", Some(3), None)
         .await
         .unwrap();
     let failed = task(&ctx, ids[1]).await;
-    assert_eq!((failed.state.as_str(), failed.exit_code), ("failed", Some(3)));
-    assert_eq!(task(&ctx, ids[0]).await.state, "killed");
+    assert_eq!((failed.state, failed.exit_code), (TaskState::Failed, Some(3)));
+    assert_eq!(task(&ctx, ids[0]).await.state, TaskState::Killed);
 }
 
 #[tokio::test]
@@ -115,8 +115,8 @@ async fn a_completed_member_leaves_the_others_running() {
     crate::reports::on_report(&ctx, "n2", ids[1], "completed", Some(0), None)
         .await
         .unwrap();
-    assert_eq!(task(&ctx, ids[1]).await.state, "completed");
-    assert_eq!(task(&ctx, ids[0]).await.state, "running");
+    assert_eq!(task(&ctx, ids[1]).await.state, TaskState::Completed);
+    assert_eq!(task(&ctx, ids[0]).await.state, TaskState::Running);
 }
 
 #[tokio::test]
@@ -133,7 +133,7 @@ async fn a_late_report_cannot_revive_an_ended_task_nor_come_from_another_node() 
         .await
         .unwrap();
     let t = task(&ctx, ids[0]).await;
-    assert_eq!((t.state.as_str(), t.exit_code), ("killed", Some(137)));
+    assert_eq!((t.state, t.exit_code), (TaskState::Killed, Some(137)));
 }
 
 #[tokio::test]
@@ -142,7 +142,7 @@ async fn a_lost_task_comes_back_with_a_message_saying_so() {
     let ids = running_group(&ctx, &["n1"]).await;
     crate::tasks::node_lost(&ctx, "n1").await;
     let t = task(&ctx, ids[0]).await;
-    assert_eq!(t.state, "lost");
+    assert_eq!(t.state, TaskState::Lost);
     assert!(t.message.unwrap().contains("went offline"));
     let still = vec![TaskReport {
         id: ids[0],
@@ -152,7 +152,7 @@ async fn a_lost_task_comes_back_with_a_message_saying_so() {
     }];
     crate::reports::reconcile(&ctx, "n1", still).await.unwrap();
     let t = task(&ctx, ids[0]).await;
-    assert_eq!(t.state, "running");
+    assert_eq!(t.state, TaskState::Running);
     assert!(t.message.unwrap().contains("came back"));
 }
 
@@ -162,7 +162,7 @@ async fn a_start_order_that_never_arrived_is_queued_again_without_its_placement(
     let spec = TaskSpec::new("img", vec!["true".into()]);
     let ids = ctx
         .store
-        .insert_batch_as("user alice", &[(&spec, None)], now_ms(), "queued")
+        .insert_batch_as("user alice", &[(&spec, None)], now_ms(), TaskState::Queued)
         .await
         .unwrap();
     let mut t = task(&ctx, ids[0]).await;
@@ -178,7 +178,7 @@ async fn a_start_order_that_never_arrived_is_queued_again_without_its_placement(
     change(&ctx, &mut t, Event::Placed, None).await.unwrap();
     crate::reports::reconcile(&ctx, "n1", vec![]).await.unwrap();
     let t = task(&ctx, ids[0]).await;
-    assert_eq!(t.state, "queued");
+    assert_eq!(t.state, TaskState::Queued);
     assert!(t.placement.is_none());
 }
 
@@ -191,5 +191,5 @@ async fn a_stopped_vps_is_handed_on_for_its_snapshot() {
         .unwrap();
     assert_eq!(stopped.try_recv().ok(), Some(ids[0]));
     let t = task(&ctx, ids[0]).await;
-    assert_eq!((t.state.as_str(), t.finished_at_ms), ("stopped", None));
+    assert_eq!((t.state, t.finished_at_ms), (TaskState::Stopped, None));
 }

@@ -12,6 +12,7 @@ use river_proto::msg::{
 use river_proto::name::Name;
 use river_proto::token::JoinToken;
 use river_store::{NodeRecord, TokenRecord};
+use river_task::state::TaskState;
 
 fn err(kind: ErrorKind, message: impl Into<String>) -> Response {
     Response::Error {
@@ -486,7 +487,7 @@ async fn status(ctx: &Ctx) -> anyhow::Result<ClusterStatus> {
     let online: Vec<&NodeView> = nodes.iter().filter(|n| n.state == NodeState::Online).collect();
     let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
     let unfinished = ctx.store.unfinished_tasks().await?;
-    let queued = unfinished.iter().filter(|t| t.state == "queued").count();
+    let queued = unfinished.iter().filter(|t| t.state == TaskState::Queued).count();
     Ok(ClusterStatus {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         ca_fingerprint: hex::encode(ctx.ca_fp),
@@ -499,7 +500,7 @@ async fn status(ctx: &Ctx) -> anyhow::Result<ClusterStatus> {
         tasks_active: count(
             unfinished
                 .iter()
-                .filter(|t| ["assigned", "running", "paused"].contains(&t.state.as_str()))
+                .filter(|t| matches!(t.state, TaskState::Assigned | TaskState::Running | TaskState::Paused))
                 .count(),
         ),
     })

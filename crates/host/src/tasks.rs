@@ -48,7 +48,7 @@ pub(crate) fn view(ctx: &Ctx, caller: &Caller, mut t: TaskRecord) -> TaskView {
         batch: t.batch,
         name: t.name,
         owner: t.owner,
-        state: t.state,
+        state: t.state.as_str().into(),
         spec: t.spec,
         placement: t.placement,
         exit_code: t.exit_code,
@@ -176,7 +176,7 @@ pub(crate) async fn submit(ctx: &Ctx, caller: &Caller, spec: TaskSpec) -> anyhow
     };
     let ids = ctx
         .store
-        .insert_batch_as(&caller.actor(), &members, now_ms(), first.as_str())
+        .insert_batch_as(&caller.actor(), &members, now_ms(), first)
         .await?;
     ctx.queued_owners
         .lock()

@@ -19,8 +19,7 @@ async fn route(ctx: &Ctx, caller: &Caller, task: u64) -> Result<river_mesh::Conn
     if !crate::tasks::may_touch(caller, &t) && !crate::vps::shared_with(ctx, caller, &t).await {
         return Err(format!("task {task} belongs to {}; you may not reach it", t.owner));
     }
-    let state: TaskState = t.state.parse().unwrap_or(TaskState::Failed);
-    if state != TaskState::Running {
+    if t.state != TaskState::Running {
         return Err(format!(
             "task {task} is {}; only a running task can be reached",
             t.state

@@ -7,6 +7,7 @@ use crate::Ctx;
 use river_proto::msg::{ErrorKind, Response};
 use river_store::TaskRecord;
 use river_task::size::human;
+use river_task::state::TaskState;
 use std::time::{Duration, Instant};
 
 /// The longest a `TaskWait` holds its request.
@@ -57,7 +58,7 @@ pub(crate) async fn wait(
             return Ok(not_found(id));
         };
         let now = Instant::now();
-        if !past.contains(&t.state) || now >= deadline {
+        if !past.iter().any(|p| p == t.state.as_str()) || now >= deadline {
             return Ok(Response::Task(Box::new(view(ctx, caller, t).await?)));
         }
         let _ = tokio::time::timeout((deadline - now).min(RECHECK), changed.changed()).await;
@@ -66,7 +67,7 @@ pub(crate) async fn wait(
 
 /// The sentence for queued task `t`; `None` for a task that is not queued.
 pub(crate) async fn why(ctx: &Ctx, t: &TaskRecord) -> anyhow::Result<Option<String>> {
-    if t.state != "queued" {
+    if t.state != TaskState::Queued {
         return Ok(None);
     }
     let Ok(a) = ask(&t.spec, t.target.as_deref()) else {

@@ -151,14 +151,16 @@ impl Store {
     /// Releases what nobody can use any more: unclaimed reservations past their expiry, and
     /// claimed ones whose task has ended or no longer exists. Returns the addresses freed.
     pub async fn release_reservations(&self, now_ms: i64) -> Result<Vec<String>> {
-        let freed: Vec<String> = sqlx::query_scalar(
+        let freed: Vec<String> = sqlx::query_scalar(concat!(
             "DELETE FROM ip_reservations
-             WHERE (task_id IS NULL AND expires_at_ms <= ?)
-                OR (task_id IS NOT NULL AND NOT EXISTS (
-                      SELECT 1 FROM tasks t WHERE t.id = ip_reservations.task_id
-                      AND t.state NOT IN ('completed', 'failed', 'killed', 'oom')))
-             RETURNING ip",
-        )
+                 WHERE (task_id IS NULL AND expires_at_ms <= ?)
+                    OR (task_id IS NOT NULL AND NOT EXISTS (
+                          SELECT 1 FROM tasks t WHERE t.id = ip_reservations.task_id
+                          AND t.state NOT IN ",
+            ended!(),
+            "))
+                 RETURNING ip"
+        ))
         .bind(now_ms)
         .fetch_all(&self.pool)
         .await?;

@@ -61,6 +61,7 @@ impl Store {
 mod tests {
     use super::*;
     use river_proto::msg::{TaskPlacement, TaskSpec, VpsSpec};
+    use river_task::state::TaskState;
 
     #[tokio::test]
     async fn pages_go_newest_first_and_filter_in_the_database() {
@@ -72,7 +73,7 @@ mod tests {
         // Three run on node b, one of them a VPS.
         for (i, id) in ids.iter().take(3).enumerate() {
             let mut t = s.task(*id).await.unwrap().unwrap();
-            t.state = "running".into();
+            t.state = TaskState::Running;
             if i == 0 {
                 t.spec.vps = Some(VpsSpec {
                     ssh_keys: Vec::new(),

@@ -2,6 +2,7 @@
 //! thousand tasks waiting does not hide everyone else's behind them.
 
 use crate::{task_from_row, Result, Store, TaskRecord};
+use river_task::state::TaskState;
 
 impl Store {
     /// The users who have tasks waiting.
@@ -51,8 +52,8 @@ impl Store {
     pub async fn move_batch(
         &self,
         batch: u64,
-        from: &str,
-        to: &str,
+        from: TaskState,
+        to: TaskState,
         message: Option<&str>,
         finished_ms: Option<i64>,
     ) -> Result<Vec<u64>> {
@@ -61,11 +62,11 @@ impl Store {
             "UPDATE tasks SET state = ?, message = COALESCE(?, message), finished_at_ms = COALESCE(?, finished_at_ms)
              WHERE batch = ? AND state = ? RETURNING id",
         )
-        .bind(to)
+        .bind(to.as_str())
         .bind(message)
         .bind(finished_ms)
         .bind(batch)
-        .bind(from)
+        .bind(from.as_str())
         .fetch_all(&self.pool)
         .await?;
         let mut ids: Vec<u64> = ids.into_iter().filter_map(|i| u64::try_from(i).ok()).collect();

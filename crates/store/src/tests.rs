@@ -1,4 +1,5 @@
 use super::*;
+use river_proto::msg::{ArchiveRef, EnvVersion, VpsSnapshot};
 
 async fn store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
@@ -223,7 +224,7 @@ async fn tasks_are_queued_per_target_in_one_batch_and_survive_reopen() {
         let s = Store::open(&path).await.unwrap();
         let ids = s.insert_tasks("ann", &spec, &spec.targets, 5).await.unwrap();
         let mut t = s.task(ids[1]).await.unwrap().unwrap();
-        t.state = "running".into();
+        t.state = TaskState::Running;
         t.exit_code = Some(0);
         s.update_task(&t).await.unwrap();
         s.close().await;
@@ -238,7 +239,7 @@ async fn tasks_are_queued_per_target_in_one_batch_and_survive_reopen() {
         .all(|t| t.batch == ids[0] && t.owner == "ann" && t.spec == spec));
     assert_eq!(all[1].target.as_deref(), Some("b"));
     assert_eq!(s.tasks(Some("queued")).await.unwrap().len(), 1);
-    assert_eq!(s.task(ids[1]).await.unwrap().unwrap().state, "running");
+    assert_eq!(s.task(ids[1]).await.unwrap().unwrap().state, TaskState::Running);
 }
 
 fn version(image: &str, digest: Option<&str>) -> EnvVersion {
@@ -367,7 +368,7 @@ async fn reservations_are_claimed_once_and_released_when_expired_or_their_task_e
     );
     assert_eq!(s.reservation("10.128.1.2").await.unwrap().unwrap().task_id, Some(task));
     let mut t = s.task(task).await.unwrap().unwrap();
-    t.state = "completed".into();
+    t.state = TaskState::Completed;
     s.update_task(&t).await.unwrap();
     assert_eq!(
         s.release_reservations(2_000).await.unwrap(),
@@ -495,7 +496,7 @@ async fn a_batch_waiting_for_approval_moves_whole_and_once() {
     let spec = river_proto::msg::TaskSpec::new("img", vec!["true".into()]);
     let members: Vec<(&river_proto::msg::TaskSpec, Option<&str>)> = vec![(&spec, Some("a")), (&spec, Some("b"))];
     let ids = s
-        .insert_batch_as("user gus", &members, 1, "pending_approval")
+        .insert_batch_as("user gus", &members, 1, TaskState::PendingApproval)
         .await
         .unwrap();
     assert_eq!(s.queued_of("user gus").await.unwrap(), 2, "waiting for approval counts");
@@ -505,17 +506,49 @@ async fn a_batch_waiting_for_approval_moves_whole_and_once() {
     );
     // Its owner cancels one; the decision moves the rest, and only once.
     let mut t = s.task(ids[1]).await.unwrap().unwrap();
-    t.state = "killed".into();
+    t.state = TaskState::Killed;
     s.update_task(&t).await.unwrap();
     let moved = s
-        .move_batch(ids[0], "pending_approval", "queued", None, None)
+        .move_batch(ids[0], TaskState::PendingApproval, TaskState::Queued, None, None)
         .await
         .unwrap();
     assert_eq!(moved, vec![ids[0]]);
     assert!(s
-        .move_batch(ids[0], "pending_approval", "queued", None, None)
+        .move_batch(ids[0], TaskState::PendingApproval, TaskState::Queued, None, None)
         .await
         .unwrap()
         .is_empty());
     assert_eq!(s.queued(10).await.unwrap().len(), 1);
+}
+
+/// The SQL lists of states say what the task crate says: every state listed is one it calls
+/// final (holding), and every such state is listed.
+#[test]
+fn the_sql_state_lists_match_the_task_crate() {
+    use river_task::state::TaskState::*;
+    let all = [
+        Queued,
+        Assigned,
+        Running,
+        Paused,
+        Completed,
+        Failed,
+        Killed,
+        Oom,
+        Lost,
+        Stopped,
+        PendingApproval,
+    ];
+    let listed = |sql: &str| -> Vec<TaskState> {
+        sql.trim_matches(|c| c == '(' || c == ')')
+            .split(',')
+            .map(|s| s.trim().trim_matches('\'').parse().unwrap())
+            .collect()
+    };
+    let ended = listed(ended!());
+    let holding = listed(holding!());
+    for s in all {
+        assert_eq!(ended.contains(&s), s.is_final(), "{s} in ended!()");
+        assert_eq!(holding.contains(&s), s.holds_resources(), "{s} in holding!()");
+    }
 }

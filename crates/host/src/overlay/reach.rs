@@ -86,7 +86,7 @@ mod tests {
             owner: owner.into(),
             spec,
             target: None,
-            state: "running".into(),
+            state: river_task::state::TaskState::Running,
             placement,
             exit_code: None,
             message: None,

@@ -168,11 +168,7 @@ pub(crate) async fn release(ctx: &Ctx, caller: &Caller, ip: &str) -> anyhow::Res
         ));
     }
     if let Some(task) = r.task_id {
-        let live = ctx.store.task(task).await?.is_some_and(|t| {
-            t.state
-                .parse::<river_task::state::TaskState>()
-                .is_ok_and(|s| !s.is_final())
-        });
+        let live = ctx.store.task(task).await?.is_some_and(|t| !t.state.is_final());
         if live {
             return Ok(bad(
                 ErrorKind::Conflict,

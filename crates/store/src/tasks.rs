@@ -1,0 +1,165 @@
+//! Tasks: submitted one at a time or as a batch (one id shared by a group or an array), read
+//! back, and changed — the host changes a task only through its lifecycle, then [`Store::update_task`].
+
+use crate::{json, task_from_row, Result, Store, StoreError, TaskRecord};
+use river_proto::msg::TaskSpec;
+use river_task::state::TaskState;
+
+impl Store {
+    /// Queues one task per target (one untargeted task when `targets` is empty), sharing a batch
+    /// id (the first task's id), in one transaction. Returns the ids.
+    pub async fn insert_tasks(
+        &self,
+        owner: &str,
+        spec: &TaskSpec,
+        targets: &[String],
+        now_ms: i64,
+    ) -> Result<Vec<u64>> {
+        let members: Vec<(&TaskSpec, Option<&str>)> = if targets.is_empty() {
+            vec![(spec, None)]
+        } else {
+            targets.iter().map(|t| (spec, Some(t.as_str()))).collect()
+        };
+        self.insert_batch(owner, &members, now_ms).await
+    }
+
+    /// Queues one task per `(spec, target)`, sharing a batch id (the first task's id), in one
+    /// transaction: the members of a distributed group, each with its own spec. Returns the ids.
+    pub async fn insert_batch(
+        &self,
+        owner: &str,
+        members: &[(&TaskSpec, Option<&str>)],
+        now_ms: i64,
+    ) -> Result<Vec<u64>> {
+        self.insert_batch_as(owner, members, now_ms, TaskState::Queued).await
+    }
+
+    /// [`Self::insert_batch`], the tasks starting in `state` (`queued`, or `pending_approval`).
+    pub async fn insert_batch_as(
+        &self,
+        owner: &str,
+        members: &[(&TaskSpec, Option<&str>)],
+        now_ms: i64,
+        state: TaskState,
+    ) -> Result<Vec<u64>> {
+        let mut tx = self.write_tx().await?;
+        let mut ids = Vec::with_capacity(members.len());
+        for (spec, target) in members {
+            let spec_json = json(spec)?;
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO tasks (batch, name, owner, spec_json, target, state, submitted_at_ms)
+                 VALUES (0, ?, ?, ?, ?, ?, ?) RETURNING id",
+            )
+            .bind(&spec.name)
+            .bind(owner)
+            .bind(&spec_json)
+            .bind(target)
+            .bind(state.as_str())
+            .bind(now_ms)
+            .fetch_one(&mut *tx)
+            .await?;
+            ids.push(id);
+        }
+        let batch = ids[0];
+        for id in &ids {
+            sqlx::query("UPDATE tasks SET batch = ? WHERE id = ?")
+                .bind(batch)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(ids.into_iter().map(|i| u64::try_from(i).unwrap_or(0)).collect())
+    }
+
+    pub async fn task(&self, id: u64) -> Result<Option<TaskRecord>> {
+        let id = i64::try_from(id).map_err(|_| StoreError::Corrupt(format!("task id {id}")))?;
+        sqlx::query("SELECT * FROM tasks WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(task_from_row)
+            .transpose()
+    }
+
+    /// Tasks that have not ended, oldest first: what the scheduler and reconciliation look at, so
+    /// their cost does not grow with the history.
+    pub async fn unfinished_tasks(&self) -> Result<Vec<TaskRecord>> {
+        sqlx::query(concat!(
+            "SELECT * FROM tasks WHERE state NOT IN ",
+            ended!(),
+            " ORDER BY id"
+        ))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(task_from_row)
+        .collect()
+    }
+
+    /// Tasks that hold a node's resources or may again (assigned, running, paused, lost).
+    pub async fn holding_tasks(&self) -> Result<Vec<TaskRecord>> {
+        sqlx::query(concat!(
+            "SELECT * FROM tasks WHERE state IN ",
+            holding!(),
+            " ORDER BY id"
+        ))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(task_from_row)
+        .collect()
+    }
+
+    /// The first `limit` queued tasks, oldest first.
+    pub async fn queued(&self, limit: u32) -> Result<Vec<TaskRecord>> {
+        sqlx::query("SELECT * FROM tasks WHERE state = 'queued' ORDER BY id LIMIT ?")
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(task_from_row)
+            .collect()
+    }
+
+    /// Tasks, oldest first; with `state`, only those in it.
+    pub async fn tasks(&self, state: Option<&str>) -> Result<Vec<TaskRecord>> {
+        let rows = match state {
+            Some(st) => {
+                sqlx::query("SELECT * FROM tasks WHERE state = ? ORDER BY id")
+                    .bind(st)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            None => {
+                sqlx::query("SELECT * FROM tasks ORDER BY id")
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        rows.iter().map(task_from_row).collect()
+    }
+
+    /// Writes a task's mutable fields (a VPS's spec and target change: its keys, its node).
+    pub async fn update_task(&self, t: &TaskRecord) -> Result<()> {
+        let id = i64::try_from(t.id).map_err(|_| StoreError::Corrupt(format!("task id {}", t.id)))?;
+        sqlx::query(
+            "UPDATE tasks SET spec_json = ?, target = ?, state = ?, placement_json = ?, exit_code = ?, message = ?,
+             started_at_ms = ?, finished_at_ms = ?
+             WHERE id = ?",
+        )
+        .bind(json(&t.spec)?)
+        .bind(&t.target)
+        .bind(t.state.as_str())
+        .bind(t.placement.as_ref().map(json).transpose()?)
+        .bind(t.exit_code)
+        .bind(&t.message)
+        .bind(t.started_at_ms)
+        .bind(t.finished_at_ms)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
