@@ -555,11 +555,11 @@ async fn removing_a_node_fails_its_tasks_with_the_reason() {
         return;
     }
     let d = tmp();
-    let (host, mut runner, conn) = cluster(d.path(), "w9").await;
+    let (host, mut runner, conn) = cluster(d.path(), "leaver").await;
     let id = submit(&conn, spec("sleep 60")).await[0];
     wait_state(&conn, id, &["running"]).await;
     assert!(matches!(
-        call(&conn, Request::NodeRemove { name: "w9".into() }).await,
+        call(&conn, Request::NodeRemove { name: "leaver".into() }).await,
         Response::Done { .. }
     ));
     let t = show(&conn, id).await;
@@ -576,7 +576,7 @@ async fn removing_a_node_fails_its_tasks_with_the_reason() {
     // ...and takes its tasks' containers with it.
     let rt = river_docker::Runtime::connect(None).await.unwrap();
     assert!(
-        rt.list("river.node=w9").await.unwrap().is_empty(),
+        rt.list("river.node=leaver").await.unwrap().is_empty(),
         "containers of a removed node are gone"
     );
     host.shutdown().await;
