@@ -3,7 +3,7 @@
 //! [`crate::rpc`], so the API and the CLI share authorization and behaviour, and errors map to
 //! HTTP statuses in one place ([`status_of`]). The routes are described in `openapi.json`.
 
-use crate::mesh::Caller;
+use crate::auth::Caller;
 use crate::{rpc, Ctx};
 use axum::extract::Query;
 use axum::extract::{Path, State};

@@ -3,8 +3,8 @@
 //! role it was made with and never above the user's role at the time of use; a removed or
 //! disabled user's tokens stop working with them. The host keeps only a hash of the secret.
 
+use crate::auth::Caller;
 use crate::clock::{now_ms, now_s};
-use crate::mesh::Caller;
 use crate::Ctx;
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD as B64, Engine as _};
 use rand::RngCore as _;
@@ -88,7 +88,7 @@ async fn whose(ctx: &Ctx, caller: &Caller, other: Option<String>) -> anyhow::Res
     let Some(target) = ctx.store.user(&other).await? else {
         return Ok(Err(refuse(ErrorKind::NotFound, format!("no user {other}"))));
     };
-    match crate::users::may_manage(me, *role, &target, None) {
+    match crate::auth::may_manage(me, *role, &target, None) {
         Ok(()) => Ok(Ok(other)),
         Err(why) => Ok(Err(refuse(ErrorKind::Forbidden, why))),
     }

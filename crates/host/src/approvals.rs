@@ -3,9 +3,9 @@
 //! approves it (it joins the queue) or rejects it (it ends `killed`, with the reason). A batch — a
 //! group, an array over targets — is approved or rejected whole, so a group never runs in part.
 
+use crate::auth::Caller;
 use crate::clock::now_ms;
 use crate::lifecycle;
-use crate::mesh::Caller;
 use crate::Ctx;
 use river_proto::msg::{ErrorKind, Response};
 use river_store::TaskRecord;

@@ -9,16 +9,16 @@
 //! - runners fetch a version's archive on a `Blob` stream (`serve_blob`) when their engine lacks
 //!   the image, resuming from an offset after a failure.
 
+use crate::auth::{env_not_theirs, Caller};
 use crate::clock::now_ms;
-use crate::mesh::Caller;
+pub(crate) use crate::reply::err;
 use crate::Ctx;
 use river_mesh::{open, recv_msg, send_msg, FramedError, RecvStream, SendStream};
 use river_proto::msg::{
-    ArchiveRef, BlobReply, BlobRequest, EnvVersion, EnvView, ErrorKind, ExportReply, ExportRequest, ExportSource,
-    Response, Role, Signal, TaskSpec,
+    ArchiveRef, BlobReply, BlobRequest, EnvVersion, ErrorKind, ExportReply, ExportRequest, ExportSource, Response,
+    TaskSpec,
 };
 use river_proto::StreamKind;
-use river_task::state::TaskState;
 use sha2::{Digest as _, Sha256};
 use std::path::PathBuf;
 use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _, AsyncWriteExt as _};
@@ -29,16 +29,9 @@ pub(crate) const DEFAULT_ENV: &str = "default";
 /// Chunk size for archives on the mesh and on disk.
 const CHUNK: usize = 256 * 1024;
 
-fn err(kind: ErrorKind, message: impl Into<String>) -> Response {
-    Response::Error {
-        kind,
-        message: message.into(),
-    }
-}
-
 /// Environment names become image names (`river-env/NAME:vN`), so they are stricter than node
 /// names: lower-case letters, digits and `-`.
-fn check_name(name: &str) -> Result<(), Response> {
+pub(crate) fn check_name(name: &str) -> Result<(), Response> {
     let ok = !name.is_empty()
         && name.len() <= 63
         && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
@@ -55,12 +48,12 @@ fn check_name(name: &str) -> Result<(), Response> {
     }
 }
 
-fn tag(name: &str, version: u32) -> String {
+pub(crate) fn tag(name: &str, version: u32) -> String {
     format!("river-env/{name}:v{version}")
 }
 
 /// The name of the task that holds an environment's editing container.
-fn session_name(env: &str) -> String {
+pub(crate) fn session_name(env: &str) -> String {
     format!("env:{env}")
 }
 
@@ -222,7 +215,7 @@ pub(crate) async fn create(
     show(ctx, name).await
 }
 
-async fn show(ctx: &Ctx, name: &str) -> anyhow::Result<Response> {
+pub(crate) async fn show(ctx: &Ctx, name: &str) -> anyhow::Result<Response> {
     Ok(match ctx.store.env(name).await? {
         Some(e) => Response::Env(Box::new(e)),
         None => err(ErrorKind::NotFound, format!("no environment {name}")),
@@ -243,7 +236,7 @@ pub(crate) async fn remove(ctx: &Ctx, caller: &Caller, name: &str) -> anyhow::Re
     let Some(env) = ctx.store.env(name).await? else {
         return Ok(err(ErrorKind::NotFound, format!("no environment {name}")));
     };
-    if let Some(refusal) = not_theirs(caller, &env) {
+    if let Some(refusal) = env_not_theirs(caller, &env, env.name == DEFAULT_ENV) {
         return Ok(refusal);
     }
     let Some(orphans) = ctx.store.remove_env(name).await? else {
@@ -279,161 +272,6 @@ pub(crate) async fn announce_archives(ctx: &Ctx, node: Option<&str>) {
         ctx.registry
             .send(&n, river_proto::msg::HostMsg::Archives { keep: keep.clone() });
     }
-}
-
-/// Why `caller` may not change `env` (edit, commit, remove), if they may not: only its owner and
-/// operators may — and, as the host owns it, only operators the `default` every task runs
-/// without an image.
-fn not_theirs(caller: &Caller, env: &EnvView) -> Option<Response> {
-    let operator = matches!(caller, Caller::User { role, .. } if *role >= Role::Operator);
-    if operator || env.owner == caller.actor() {
-        return None;
-    }
-    let whose = if env.name == DEFAULT_ENV {
-        "the cluster's: only operators may change it".to_owned()
-    } else {
-        format!("{}'s: only they or an operator may change it", env.owner)
-    };
-    Some(err(
-        ErrorKind::Forbidden,
-        format!(
-            "environment {} is {whose}; make one of your own with `river env create NAME --from IMAGE`",
-            env.name
-        ),
-    ))
-}
-
-/// The caller's unfinished editing task for `name`, if any.
-async fn session(ctx: &Ctx, caller: &Caller, name: &str) -> anyhow::Result<Option<river_store::TaskRecord>> {
-    let wanted = session_name(name);
-    Ok(ctx
-        .store
-        .unfinished_tasks()
-        .await?
-        .into_iter()
-        .rev()
-        .find(|t| t.name.as_deref() == Some(wanted.as_str()) && t.owner == caller.actor()))
-}
-
-pub(crate) async fn shell(ctx: &Ctx, caller: &Caller, name: &str, node: Option<String>) -> anyhow::Result<Response> {
-    let Some(env) = ctx.store.env(name).await? else {
-        return Ok(err(
-            ErrorKind::NotFound,
-            format!("no environment {name}; `river env create {name} --from IMAGE` makes it"),
-        ));
-    };
-    if let Some(refusal) = not_theirs(caller, &env) {
-        return Ok(refusal);
-    }
-    if let Some(t) = session(ctx, caller, name).await? {
-        return Ok(Response::EnvSession {
-            task: t.id,
-            started: false,
-        });
-    }
-    // A container that just stays up; the shell is a terminal into it.
-    let mut spec = TaskSpec::new(
-        "",
-        vec!["sh".into(), "-c".into(), "while :; do sleep 3600; done".into()],
-    );
-    spec.environment = Some(name.to_owned());
-    spec.name = Some(session_name(name));
-    spec.targets = node.into_iter().collect();
-    match crate::tasks::submit(ctx, caller, spec).await? {
-        Response::TaskSubmitted { ids, .. } => Ok(Response::EnvSession {
-            task: ids[0],
-            started: true,
-        }),
-        other => Ok(other),
-    }
-}
-
-pub(crate) async fn commit(
-    ctx: &Ctx,
-    caller: &Caller,
-    name: &str,
-    message: Option<String>,
-) -> anyhow::Result<Response> {
-    let Some(env) = ctx.store.env(name).await? else {
-        return Ok(err(ErrorKind::NotFound, format!("no environment {name}")));
-    };
-    if let Some(refusal) = not_theirs(caller, &env) {
-        return Ok(refusal);
-    }
-    let Some(t) = session(ctx, caller, name).await? else {
-        return Ok(err(
-            ErrorKind::Conflict,
-            format!("you have no editing container for {name}; start one with `river env shell {name}`"),
-        ));
-    };
-    let state = t.state;
-    let node = t.placement.as_ref().map(|p| p.node.clone());
-    let (node, conn) = match (state, node) {
-        (TaskState::Running | TaskState::Paused, Some(node)) => match pick_node(ctx, Some(&node)) {
-            Ok(x) => x,
-            Err(refusal) => return Ok(refusal),
-        },
-        _ => {
-            return Ok(err(
-                ErrorKind::Conflict,
-                format!(
-                    "the editing container of {name} (task {}) is {}, not running yet",
-                    t.id, t.state
-                ),
-            ))
-        }
-    };
-    let next = env.versions.last().map_or(1, |v| v.version + 1);
-    let budget = match crate::limits::archive_budget(ctx, &caller.actor()).await? {
-        Ok(b) => b,
-        Err(why) => return Ok(err(ErrorKind::Conflict, why)),
-    };
-    let key = format!("env:{name}");
-    let archive = match export(
-        ctx,
-        &conn,
-        ExportSource::Task(t.id),
-        &tag(name, next),
-        false,
-        budget,
-        &key,
-    )
-    .await
-    {
-        Ok(a) => a,
-        Err(why) => {
-            return Ok(err(
-                ErrorKind::Conflict,
-                format!("node {node} could not commit task {}: {why}", t.id),
-            ))
-        }
-    };
-    let version = EnvVersion {
-        version: next,
-        image: tag(name, next),
-        archive: Some(archive),
-        created_by: caller.actor(),
-        created_at_ms: now_ms(),
-        message,
-        fetches: 0,
-    };
-    let stored = ctx.store.add_env_version(name, &version).await?;
-    ctx.store
-        .event(
-            now_ms(),
-            &caller.actor(),
-            "env.commit",
-            &format!("{name} v{stored} from task {}", t.id),
-        )
-        .await?;
-    // The edit is saved: the container has done its job. Its record says so, rather than a
-    // bare `killed` (the runner's report of the kill keeps this message).
-    if let Some(mut edit) = ctx.store.task(t.id).await? {
-        edit.message = Some(format!("saved as {name} v{stored}; its editing container was stopped"));
-        ctx.save_task(&edit).await?;
-    }
-    crate::tasks::signal(ctx, caller, t.id, Signal::Kill).await?;
-    show(ctx, name).await
 }
 
 /// Asks a node to make `tag` from `source` and send its archive, which is stored under its

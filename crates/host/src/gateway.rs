@@ -9,14 +9,14 @@
 //! and the VPS, and the gateway relays bytes it cannot read. Any other port of a task the user may
 //! reach works too (`ssh -L 8888:task-12:8888 -p 7443 river@HOST`).
 
+use crate::auth::Caller;
 use crate::clock::now_ms;
-use crate::mesh::Caller;
-use crate::tasks::err;
+use crate::reply::err;
 use crate::vps::key_id;
 use crate::Ctx;
 use base64::Engine as _;
 use river_proto::msg::{ErrorKind, Response, UserKey};
-use russh::keys::{PrivateKey, PublicKey};
+use russh::keys::PublicKey;
 use russh::server::{Auth, ChannelOpenHandle, Msg, Session};
 use russh::{Channel, ChannelId, ChannelOpenFailure, MethodKind};
 use std::net::SocketAddr;
@@ -360,11 +360,6 @@ fn usage(channel: ChannelId, session: &mut Session) -> Result<(), russh::Error> 
     session.exit_status_request(channel, 1)?;
     session.eof(channel)?;
     session.close(channel)
-}
-
-/// The gateway's host key, from the host's secret like the VPSs' (so it survives restarts).
-pub(crate) fn host_key(seed: &[u8; 32]) -> PrivateKey {
-    PrivateKey::from(russh::keys::ssh_key::private::Ed25519Keypair::from_seed(seed))
 }
 
 #[cfg(test)]

@@ -3,15 +3,12 @@
 //! environment a launcher needs (torchrun reads `PET_*`, most others `MASTER_ADDR` and friends),
 //! and ends the whole group when one member fails.
 
-use crate::lifecycle;
-use crate::mesh::Caller;
-use crate::tasks::{ask, err, sched_node, state_of, usage_by_node};
+use crate::auth::Caller;
+use crate::cluster_view::{ask, sched_node, usage_by_node};
+use crate::reply::err;
 use crate::Ctx;
-use river_proto::msg::{ErrorKind, HostMsg, Response, Signal, TaskSpec};
-use river_store::TaskRecord;
-use river_task::lifecycle::Event;
+use river_proto::msg::{ErrorKind, Response, TaskSpec};
 use river_task::place;
-use river_task::state::TaskState;
 use std::net::Ipv4Addr;
 
 /// The rendezvous port members are told (PyTorch's customary one).
@@ -182,41 +179,6 @@ fn member(spec: &TaskSpec, rank: u32, size: u32, ip: Ipv4Addr, master: Ipv4Addr)
         }
     }
     s
-}
-
-/// `failed`, a group member, ended without success: the others are ended too, since a
-/// distributed job cannot go on without one of its ranks.
-pub(crate) async fn member_failed(ctx: &Ctx, failed: &TaskRecord) -> anyhow::Result<()> {
-    let Some(rank) = failed.spec.rank else { return Ok(()) };
-    let why = format!(
-        "member {rank} of group {} (task {}) ended as {}",
-        failed.batch, failed.id, failed.state
-    );
-    for mut t in ctx.store.unfinished_tasks().await? {
-        if t.batch != failed.batch || t.id == failed.id || t.spec.rank.is_none() {
-            continue;
-        }
-        let node = t.placement.as_ref().map(|p| p.node.clone());
-        let told = state_of(&t) != TaskState::Queued
-            && node.is_some_and(|n| {
-                ctx.registry.send(
-                    &n,
-                    HostMsg::Signal {
-                        id: t.id,
-                        signal: Signal::Kill,
-                    },
-                )
-            });
-        if told {
-            // Its node kills it; the runner's report of the kill keeps this reason.
-            t.message = Some(why.clone());
-            ctx.save_task(&t).await?;
-        } else {
-            lifecycle::change(ctx, &mut t, Event::GroupEnded, Some(why.clone())).await?;
-        }
-        tracing::info!(task = t.id, group = failed.batch, "ending a group member: {why}");
-    }
-    Ok(())
 }
 
 #[cfg(test)]

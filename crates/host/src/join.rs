@@ -2,7 +2,7 @@
 //! and leave with a certificate. Nothing else is possible on such a connection.
 
 use crate::clock::{now_ms, now_s};
-use crate::mesh::FIRST_FRAME_TIMEOUT;
+use crate::streams::FIRST_FRAME_TIMEOUT;
 use crate::Ctx;
 use river_mesh::{close, read_header, recv_msg, send_msg, Connection};
 use river_pki::Subject;

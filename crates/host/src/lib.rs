@@ -11,9 +11,11 @@ pub mod config;
 mod api;
 mod api_tokens;
 mod approvals;
+mod auth;
 mod clock;
 mod cluster_view;
 mod entrances;
+mod env_edit;
 mod envs;
 mod gateway;
 mod groups;
@@ -27,9 +29,13 @@ mod mesh;
 mod ops;
 mod overlay;
 mod registry;
+mod reply;
 mod reports;
 mod rpc;
+mod secrets;
 mod sessions;
+mod streams;
+mod submit;
 mod tasks;
 mod terminal;
 mod udp;
@@ -79,7 +85,7 @@ pub(crate) struct Ctx {
     /// The overlay network, when the config turns it on.
     overlay: Option<overlay::Overlay>,
     /// Where each VPS's SSH host key comes from.
-    vps_keys: vps::HostKeys,
+    vps_keys: secrets::HostKeys,
     /// Users' numbers as read from the store: they never change, and every start needs one.
     user_numbers: std::sync::Mutex<std::collections::HashMap<String, u32>>,
     /// Users' open mesh connections.
@@ -305,7 +311,7 @@ async fn context(
     ca: Ca,
 ) -> anyhow::Result<(Ctx, tokio::sync::mpsc::UnboundedReceiver<u64>)> {
     let overlay = overlay::Overlay::open(&cfg, &store).await?;
-    let vps_keys = vps::HostKeys::open(&cfg.state_dir)?;
+    let vps_keys = secrets::HostKeys::open(&cfg.state_dir)?;
     let registry = registry::Registry::default();
     registry.load(&store.nodes().await?);
     let limits = limits::Overrides::load(&store).await?;

@@ -5,6 +5,7 @@
 
 use crate::clock::now_ms;
 use crate::Ctx;
+use river_proto::msg::{HostMsg, Signal};
 use river_store::TaskRecord;
 use river_task::lifecycle::{apply, Effect, Event, Life};
 use river_task::state::TaskState;
@@ -67,7 +68,7 @@ pub(crate) async fn carry_out(ctx: &Ctx, t: &TaskRecord, effects: &[Effect]) -> 
     for e in effects {
         match e {
             Effect::Unplace => {}
-            Effect::EndGroup => Box::pin(crate::groups::member_failed(ctx, t)).await?,
+            Effect::EndGroup => Box::pin(end_group(ctx, t)).await?,
             Effect::ReleaseAddress => {
                 ctx.store.release_reservations(now_ms()).await?;
             }
@@ -77,6 +78,41 @@ pub(crate) async fn carry_out(ctx: &Ctx, t: &TaskRecord, effects: &[Effect]) -> 
                 let _ = ctx.vps_stopped.send(t.id);
             }
         }
+    }
+    Ok(())
+}
+
+/// `failed`, a group member, ended without success: the others are ended too, since a
+/// distributed job cannot go on without one of its ranks.
+async fn end_group(ctx: &Ctx, failed: &TaskRecord) -> anyhow::Result<()> {
+    let Some(rank) = failed.spec.rank else { return Ok(()) };
+    let why = format!(
+        "member {rank} of group {} (task {}) ended as {}",
+        failed.batch, failed.id, failed.state
+    );
+    for mut t in ctx.store.unfinished_tasks().await? {
+        if t.batch != failed.batch || t.id == failed.id || t.spec.rank.is_none() {
+            continue;
+        }
+        let node = t.placement.as_ref().map(|p| p.node.clone());
+        let told = state_of(&t) != TaskState::Queued
+            && node.is_some_and(|n| {
+                ctx.registry.send(
+                    &n,
+                    HostMsg::Signal {
+                        id: t.id,
+                        signal: Signal::Kill,
+                    },
+                )
+            });
+        if told {
+            // Its node kills it; the runner's report of the kill keeps this reason.
+            t.message = Some(why.clone());
+            ctx.save_task(&t).await?;
+        } else {
+            change(ctx, &mut t, Event::GroupEnded, Some(why.clone())).await?;
+        }
+        tracing::info!(task = t.id, group = failed.batch, "ending a group member: {why}");
     }
     Ok(())
 }

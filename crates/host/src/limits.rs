@@ -4,8 +4,8 @@
 //! never fit is refused with the reason; one that does not fit *now* waits in the queue while the
 //! scheduler lets others' tasks go ([`river_task::fair::within_limits`]).
 
+use crate::auth::Caller;
 use crate::clock::now_ms;
-use crate::mesh::Caller;
 use crate::Ctx;
 use river_proto::msg::{ErrorKind, LimitValues, Response, Role, TaskSpec, UserLimitsView};
 use river_task::fair::Hold;
@@ -186,7 +186,7 @@ pub(crate) async fn handle(
         let allowed = if *role < Role::Operator {
             Err("only operators and admins see or set someone's limits".to_owned())
         } else {
-            crate::users::may_manage(me, *role, &target, None)
+            crate::auth::may_manage(me, *role, &target, None)
         };
         if let Err(why) = allowed {
             return Ok(refuse(ErrorKind::Forbidden, why));

@@ -2,8 +2,9 @@
 //! streamed (`Logs` streams from users, `/api/tasks/ID/output`), relayed from the node chunk by
 //! chunk under QUIC flow control.
 
-use crate::mesh::Caller;
-use crate::tasks::{err, may_touch};
+use crate::auth::may_touch;
+use crate::auth::Caller;
+use crate::reply::err;
 use crate::Ctx;
 use river_mesh::{open, send_msg};
 use river_proto::msg::{ErrorKind, LogsRequest, Response};
@@ -92,7 +93,7 @@ pub(crate) async fn stream_logs(
     send: &mut river_mesh::SendStream,
     recv: &mut river_mesh::RecvStream,
 ) -> Result<(), river_mesh::FramedError> {
-    let req: LogsRequest = match crate::mesh::first_msg(recv).await {
+    let req: LogsRequest = match crate::streams::first_msg(recv).await {
         Ok(r) => r,
         Err(river_mesh::FramedError::Ended) => return Ok(()),
         Err(e) => return Err(e),

@@ -1,7 +1,9 @@
 //! Serving the mesh: every connection is identified by its certificate, and every stream it
 //! opens is checked against what that identity may do before anything is read from it.
 
+use crate::auth::Caller;
 use crate::clock::now_ms;
+use crate::streams::{first_msg, FIRST_FRAME_TIMEOUT};
 use crate::{join, rpc, Ctx};
 use river_mesh::{close, peer_subject, read_header, recv_msg, send_msg, Connection, Endpoint, FramedError, Peer};
 use river_mesh::{RecvStream, SendStream};
@@ -9,10 +11,6 @@ use river_pki::Subject;
 use river_proto::msg::{Heartbeat, HeartbeatAck, Hello, HelloReply, HostMsg, Request, Response, RunnerMsg};
 use river_proto::StreamKind;
 use std::sync::Arc;
-use std::time::Duration;
-
-/// How long a peer has to send a stream's header or first message.
-pub(crate) const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Stream error codes.
 const STREAM_REFUSED: u32 = 1;
@@ -138,22 +136,6 @@ async fn renewal_only(ctx: &Arc<Ctx>, conn: &Connection, name: String) {
     }
 }
 
-/// Who opened a stream, as far as authorization is concerned.
-#[derive(Debug, Clone)]
-pub(crate) enum Caller {
-    Node(String),
-    User { name: String, role: river_proto::msg::Role },
-}
-
-impl Caller {
-    pub fn actor(&self) -> String {
-        match self {
-            Caller::Node(n) => format!("node {n}"),
-            Caller::User { name, .. } => format!("user {name}"),
-        }
-    }
-}
-
 async fn streams(ctx: &Arc<Ctx>, conn: &Connection, caller: Caller) {
     // Forwarded UDP packets, from users and runners alike, ride datagrams beside the streams.
     tokio::spawn(crate::udp::pump(ctx.clone(), conn.clone()));
@@ -212,15 +194,6 @@ async fn stream(
         refuse(&mut send, &mut recv, STREAM_MALFORMED);
     }
     result
-}
-
-/// The first message of a stream, which must come within [`FIRST_FRAME_TIMEOUT`].
-pub(crate) async fn first_msg<T: serde::de::DeserializeOwned>(recv: &mut RecvStream) -> Result<T, FramedError> {
-    match tokio::time::timeout(FIRST_FRAME_TIMEOUT, recv_msg(recv)).await {
-        Ok(Ok(Some(m))) => Ok(m),
-        Ok(Ok(None)) | Err(_) => Err(FramedError::Ended),
-        Ok(Err(e)) => Err(e),
-    }
 }
 
 fn refuse(send: &mut SendStream, recv: &mut RecvStream, code: u32) {

@@ -56,7 +56,7 @@ fn bad(kind: ErrorKind, message: impl Into<String>) -> Response {
 /// The HMAC key for reservation tokens, in `state_dir/overlay.key`, kept so tokens survive host
 /// restarts.
 fn load_key(state_dir: &Path) -> anyhow::Result<ring::hmac::Key> {
-    let bytes = crate::vps::secret_file(
+    let bytes = crate::secrets::secret_file(
         &state_dir.join("overlay.key"),
         "outstanding reservation tokens stop working",
     )?;

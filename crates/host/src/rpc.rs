@@ -1,8 +1,8 @@
 //! Requests from the CLI (and the HTTPS API, which turns each HTTP request into the same
 //! [`Request`]): authorization first, in one pure function, then the action.
 
+use crate::auth::Caller;
 use crate::clock::{now_ms, now_s};
-use crate::mesh::Caller;
 use crate::Ctx;
 use river_pki::Subject;
 use river_proto::msg::{
@@ -319,7 +319,7 @@ async fn act(ctx: &Ctx, caller: &Caller, req: Request) -> anyhow::Result<Respons
                 message: "logged out: this certificate no longer works".into(),
             }
         }
-        Request::TaskSubmit(spec) => crate::tasks::submit(ctx, caller, spec).await?,
+        Request::TaskSubmit(spec) => crate::submit::submit(ctx, caller, spec).await?,
         Request::TaskList {
             state,
             node,
@@ -357,8 +357,8 @@ async fn act(ctx: &Ctx, caller: &Caller, req: Request) -> anyhow::Result<Respons
         }
         Request::EnvList => crate::envs::list(ctx).await?,
         Request::EnvRm { name } => crate::envs::remove(ctx, caller, &name).await?,
-        Request::EnvShell { name, node } => crate::envs::shell(ctx, caller, &name, node).await?,
-        Request::EnvCommit { name, message } => crate::envs::commit(ctx, caller, &name, message).await?,
+        Request::EnvShell { name, node } => crate::env_edit::shell(ctx, caller, &name, node).await?,
+        Request::EnvCommit { name, message } => crate::env_edit::commit(ctx, caller, &name, message).await?,
         Request::IpReserve { node, ip, ttl_secs } => crate::overlay::reserve(ctx, caller, node, ip, ttl_secs).await?,
         Request::IpList => crate::overlay::list(ctx).await?,
         Request::IpRelease { ip } => crate::overlay::release(ctx, caller, &ip).await?,

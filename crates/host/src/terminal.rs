@@ -2,7 +2,7 @@
 //! relays the `Terminal` or `Forward` stream to the task's runner and back, byte for byte. It never
 //! looks inside the session.
 
-use crate::mesh::Caller;
+use crate::auth::Caller;
 use crate::Ctx;
 use river_mesh::{open, pipe, recv_msg, send_msg, FramedError, RecvStream, SendStream};
 use river_proto::msg::{ForwardOpen, ForwardReply, TermOut, TerminalOpen};
@@ -16,7 +16,7 @@ async fn route(ctx: &Ctx, caller: &Caller, task: u64) -> Result<river_mesh::Conn
         Ok(None) => return Err(format!("no task {task}; `river task list` shows the tasks")),
         Err(e) => return Err(format!("host error: {e}")),
     };
-    if !crate::tasks::may_touch(caller, &t) && !crate::vps::shared_with(ctx, caller, &t).await {
+    if !crate::auth::may_touch(caller, &t) && !crate::vps::shared_with(ctx, caller, &t).await {
         return Err(format!("task {task} belongs to {}; you may not reach it", t.owner));
     }
     if t.state != TaskState::Running {
@@ -61,7 +61,7 @@ pub(crate) async fn relay(
     send: &mut SendStream,
     recv: &mut RecvStream,
 ) -> Result<(), FramedError> {
-    let req: TerminalOpen = match crate::mesh::first_msg(recv).await {
+    let req: TerminalOpen = match crate::streams::first_msg(recv).await {
         Ok(r) => r,
         Err(FramedError::Ended) => return Ok(()),
         Err(e) => return Err(e),
@@ -82,7 +82,7 @@ pub(crate) async fn forward(
     send: &mut SendStream,
     recv: &mut RecvStream,
 ) -> Result<(), FramedError> {
-    let req: ForwardOpen = match crate::mesh::first_msg(recv).await {
+    let req: ForwardOpen = match crate::streams::first_msg(recv).await {
         Ok(r) => r,
         Err(FramedError::Ended) => return Ok(()),
         Err(e) => return Err(e),

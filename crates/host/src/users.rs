@@ -2,8 +2,8 @@
 //! whom is decided by [`may_manage`], one pure rule; every change that takes something away closes
 //! the user's open connections, so it counts at once and not at their next login.
 
+use crate::auth::{may_manage, Caller};
 use crate::clock::{now_ms, now_s};
-use crate::mesh::Caller;
 use crate::Ctx;
 use river_proto::msg::{ErrorKind, Response, Role, Signal};
 use river_store::UserRecord;
@@ -13,32 +13,6 @@ fn refuse(kind: ErrorKind, message: impl Into<String>) -> Response {
         kind,
         message: message.into(),
     }
-}
-
-/// Whether a caller with role `by`, named `me`, may manage `target`, giving them `new_role` when
-/// that is the change: never their own account (an admin could lock the cluster out), never
-/// someone of a role above operator unless an admin, never a role above their own.
-pub(crate) fn may_manage(me: &str, by: Role, target: &UserRecord, new_role: Option<Role>) -> Result<(), String> {
-    if target.name == me {
-        return Err("you cannot change your own account; ask another admin".into());
-    }
-    if by < Role::Admin && target.role >= Role::Operator {
-        return Err(format!(
-            "{} is an {}; only an admin may change that account",
-            target.name,
-            target.role.as_str()
-        ));
-    }
-    if let Some(role) = new_role {
-        if role > by || (role >= Role::Operator && by < Role::Admin) {
-            return Err(format!(
-                "making someone {} needs the admin role; you are {}",
-                role.as_str(),
-                by.as_str()
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// The account `name`, if `caller` may manage it (with `new_role`), else the refusal — which the
@@ -151,38 +125,4 @@ pub(crate) async fn enable(ctx: &Ctx, caller: &Caller, name: &str, enabled: bool
     let action = if enabled { "user.enable" } else { "user.disable" };
     ctx.store.event(now_ms(), &caller.actor(), action, name).await?;
     Ok(Response::Done { message })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn user(name: &str, role: Role) -> UserRecord {
-        UserRecord {
-            name: name.into(),
-            role,
-            created_at: 0,
-            disabled: false,
-            removed_at: None,
-        }
-    }
-
-    #[test]
-    fn operators_manage_viewers_and_users_and_no_one_rises_above_the_manager() {
-        let bob = user("bob", Role::User);
-        let opal = user("opal", Role::Operator);
-        let root = user("admin", Role::Admin);
-        // An operator: users and viewers, up to user.
-        assert!(may_manage("opal", Role::Operator, &bob, None).is_ok());
-        assert!(may_manage("opal", Role::Operator, &bob, Some(Role::Viewer)).is_ok());
-        assert!(may_manage("opal", Role::Operator, &bob, Some(Role::Operator)).is_err());
-        assert!(may_manage("opal", Role::Operator, &bob, Some(Role::Admin)).is_err());
-        assert!(may_manage("opal", Role::Operator, &root, None).is_err());
-        assert!(may_manage("opal2", Role::Operator, &opal, Some(Role::User)).is_err());
-        // An admin: anyone, any role, but not themselves.
-        assert!(may_manage("admin", Role::Admin, &opal, Some(Role::Admin)).is_ok());
-        assert!(may_manage("admin", Role::Admin, &user("admin2", Role::Admin), Some(Role::User)).is_ok());
-        assert!(may_manage("admin", Role::Admin, &root, Some(Role::User)).is_err());
-        assert!(may_manage("opal", Role::Operator, &opal, None).is_err());
-    }
 }

@@ -8,21 +8,21 @@
 
 mod share;
 mod snapshots;
+use crate::auth::may_touch;
+use crate::auth::Caller;
 use crate::clock::now_ms;
 use crate::lifecycle;
-use crate::mesh::Caller;
-use crate::tasks::{err, may_touch, state_of};
+use crate::lifecycle::state_of;
+use crate::reply::err;
 use crate::Ctx;
-use anyhow::Context as _;
 use base64::Engine as _;
-use river_proto::msg::{ErrorKind, HostMsg, Response, Secret, SshServe, TaskSpec};
+use river_proto::msg::{ErrorKind, HostMsg, Response, SshServe, TaskSpec};
 use river_store::TaskRecord;
 use river_task::lifecycle::Event;
 use river_task::state::TaskState;
 pub(crate) use share::{extra_keys, share, shared_with};
 use snapshots::{drop_snapshot, move_to};
 pub(crate) use snapshots::{restore, snapshot, snapshot_rm, snapshot_stopped, snapshots};
-use std::path::Path;
 
 /// What a VPS runs when the user gives no command: nothing but staying up, on any image with a
 /// POSIX shell (busybox included), and a clean exit when stopped.
@@ -34,62 +34,6 @@ pub(crate) fn keepalive() -> Vec<String> {
     ]
     .map(str::to_owned)
     .to_vec()
-}
-
-/// 32 random bytes kept in `path` (0600), made on first use. `consequence` says what removing the
-/// file would break, for the error on a damaged one.
-pub(crate) fn secret_file(path: &Path, consequence: &str) -> anyhow::Result<Vec<u8>> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    match std::fs::read(path) {
-        Ok(b) if b.len() == 32 => Ok(b),
-        Ok(_) => anyhow::bail!(
-            "{} is not a 32-byte key; remove it to make a new one ({consequence})",
-            path.display()
-        ),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let mut key = [0u8; 32];
-            rand::RngCore::fill_bytes(&mut rand::rng(), &mut key);
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(path)
-                .with_context(|| format!("creating {}", path.display()))?;
-            f.write_all(&key)?;
-            f.sync_all()?;
-            Ok(key.to_vec())
-        }
-        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
-    }
-}
-
-/// Derives each VPS's SSH host key (an Ed25519 seed) from one secret.
-pub(crate) struct HostKeys(ring::hmac::Key);
-
-impl HostKeys {
-    pub(crate) fn open(state_dir: &Path) -> anyhow::Result<Self> {
-        let secret = secret_file(
-            &state_dir.join("vps-host-keys.key"),
-            "every VPS gets a new SSH host key, and clients warn about the change",
-        )?;
-        Ok(Self(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret)))
-    }
-
-    /// The SSH gateway's host key.
-    pub(crate) fn gateway_key(&self) -> russh::keys::PrivateKey {
-        let seed = ring::hmac::sign(&self.0, b"river ssh gateway host key v1");
-        let mut s = [0u8; 32];
-        s.copy_from_slice(&seed.as_ref()[..32]);
-        crate::gateway::host_key(&s)
-    }
-
-    /// The seed of VPS `id`'s host key, hex.
-    pub(crate) fn seed(&self, id: u64) -> Secret {
-        let mut msg = b"river vps ssh host key v1\0".to_vec();
-        msg.extend_from_slice(&id.to_be_bytes());
-        Secret(hex::encode(ring::hmac::sign(&self.0, &msg).as_ref()))
-    }
 }
 
 /// One OpenSSH public key line, checked and reduced to `TYPE BASE64 [COMMENT]`: the type must be
@@ -408,21 +352,5 @@ mod tests {
         let mut two = spec.clone();
         two.targets = vec!["a".into(), "b".into()];
         assert!(prepare(&mut two).is_err());
-    }
-
-    #[test]
-    fn host_keys_differ_per_vps_and_stay_the_same() {
-        let d = tempfile::tempdir().unwrap();
-        let k = HostKeys::open(d.path()).unwrap();
-        assert_ne!(k.seed(1), k.seed(2));
-        assert_eq!(k.seed(1).0.len(), 64);
-        let again = HostKeys::open(d.path()).unwrap();
-        assert_eq!(k.seed(1), again.seed(1), "kept across restarts");
-        use std::os::unix::fs::PermissionsExt as _;
-        let mode = std::fs::metadata(d.path().join("vps-host-keys.key"))
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o600);
     }
 }

@@ -1,8 +1,8 @@
 //! Why a queued task waits, in a sentence for its owner: what it needs that no node has free now
 //! (and which node comes closest), or the owner's own limit, and how many older tasks wait.
 
+use crate::auth::Caller;
 use crate::cluster_view::{ask, sched_node, usage_by_node};
-use crate::mesh::Caller;
 use crate::Ctx;
 use river_proto::msg::{ErrorKind, Response};
 use river_store::TaskRecord;

@@ -462,6 +462,25 @@ fn start_time(pid: i64) -> Option<u64> {
     crate::process::stat_field(pid, 22)
 }
 
+/// The overlay runs beside the tasks, on the executor's engine and session.
+impl crate::overlay::OverlayNode for Executor {
+    fn overlay(&self) -> &crate::overlay::NodeOverlay {
+        &self.overlay
+    }
+
+    fn report(&self, msg: RunnerMsg) -> bool {
+        self.send_report(msg)
+    }
+
+    async fn engine(&self) -> Result<&Runtime, String> {
+        self.docker().await
+    }
+
+    fn spawn_work(&self, work: impl std::future::Future<Output = ()> + Send + 'static) {
+        Executor::spawn_work(self, work);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -3,13 +3,21 @@
 //! bridge through `river_docker`), each outcome reported to the host. Containers that need an
 //! overlay address wait until the network is ready.
 
-use crate::exec::Executor;
 use river_overlay::{Ipv4Net, Member, Plan, Role};
 use river_proto::msg::{OverlayConfig, OverlayHealth, RunnerMsg};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
+
+/// What the overlay needs of the node it runs on (the executor): its engine, the way to the host,
+/// a place for background work. A trait, so this module never reaches up into `exec`.
+pub(crate) trait OverlayNode: Send + Sync + 'static {
+    fn overlay(&self) -> &NodeOverlay;
+    fn report(&self, msg: RunnerMsg) -> bool;
+    fn engine(&self) -> impl std::future::Future<Output = Result<&river_docker::Runtime, String>> + Send;
+    fn spawn_work(&self, work: impl std::future::Future<Output = ()> + Send + 'static);
+}
 
 /// The Docker network containers on the overlay join.
 pub(crate) const NETWORK: &str = "river-overlay";
@@ -70,7 +78,7 @@ fn now_ms() -> i64 {
 
 impl NodeOverlay {
     /// The host sent a plan: keep it and reconcile (starting the loop on the first one).
-    pub(crate) fn announce(&self, exec: &Arc<Executor>, cfg: &OverlayConfig) {
+    pub(crate) fn announce<N: OverlayNode>(&self, node: &Arc<N>, cfg: &OverlayConfig) {
         match plan_of(cfg) {
             Ok(plan) => {
                 self.plan.send_replace(Some(plan));
@@ -81,9 +89,9 @@ impl NodeOverlay {
             }
         }
         if !self.started.swap(true, Ordering::SeqCst) {
-            let exec = exec.clone();
             let rx = self.plan.subscribe();
-            exec.clone().spawn_work(async move { keep(exec, rx).await });
+            let looped = node.clone();
+            node.spawn_work(async move { keep(looped, rx).await });
         }
     }
 
@@ -111,12 +119,12 @@ impl NodeOverlay {
     }
 }
 
-async fn keep(exec: Arc<Executor>, mut plans: watch::Receiver<Option<Plan>>) {
+async fn keep<N: OverlayNode>(node: Arc<N>, mut plans: watch::Receiver<Option<Plan>>) {
     loop {
         let plan = plans.borrow_and_update().clone();
         if let Some(plan) = plan {
-            let health = once(&exec, &plan).await;
-            let _ = exec.send_report(RunnerMsg::Overlay(health));
+            let health = once(&*node, &plan).await;
+            let _ = node.report(RunnerMsg::Overlay(health));
         }
         tokio::select! {
             changed = plans.changed() => if changed.is_err() { return },
@@ -125,11 +133,11 @@ async fn keep(exec: Arc<Executor>, mut plans: watch::Receiver<Option<Plan>>) {
     }
 }
 
-async fn once(exec: &Executor, plan: &Plan) -> OverlayHealth {
+async fn once<N: OverlayNode>(node: &N, plan: &Plan) -> OverlayHealth {
     let peers = plan.peers.len();
     let result = async {
         let out = river_overlay::reconcile(plan).await.map_err(|e| e.to_string())?;
-        let rt = exec.docker().await?;
+        let rt = node.engine().await?;
         let net = river_docker::BridgeNetwork {
             name: NETWORK.into(),
             bridge: river_overlay::plan::BRIDGE_DEV.into(),
@@ -151,12 +159,12 @@ async fn once(exec: &Executor, plan: &Plan) -> OverlayHealth {
                     "overlay reconciled"
                 );
             }
-            exec.overlay.ready.send_replace(Readiness::Ready(plan.me.subnet));
+            node.overlay().ready.send_replace(Readiness::Ready(plan.me.subnet));
             OverlayHealth::of(Ok((out.mtu, out.changes.len())), peers, now_ms())
         }
         Err(why) => {
             tracing::error!("overlay: {why}");
-            exec.overlay.ready.send_replace(Readiness::Failed(why.clone()));
+            node.overlay().ready.send_replace(Readiness::Failed(why.clone()));
             OverlayHealth::of(Err(why), peers, now_ms())
         }
     }

@@ -2,8 +2,8 @@
 //! task (or a group's members, at submit) claims once; held until its task ends.
 
 use super::{bad, off, taken, Claim, HOST_MEMBER, MAX_TTL};
+use crate::auth::Caller;
 use crate::clock::now_ms;
-use crate::mesh::Caller;
 use crate::Ctx;
 use river_overlay::net::free_address;
 use river_proto::msg::{ErrorKind, IpReservation, IpView, Response, Role as UserRole};

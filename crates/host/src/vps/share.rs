@@ -3,9 +3,10 @@
 //! removing, snapshotting and its keys stay the owner's. A colleague logs in over SSH with their
 //! own keys (`river user key add`), added to the VPS's for their connection only.
 
+use crate::auth::may_touch;
+use crate::auth::Caller;
 use crate::clock::now_ms;
-use crate::mesh::Caller;
-use crate::tasks::{err, may_touch};
+use crate::reply::err;
 use crate::Ctx;
 use river_proto::msg::{ErrorKind, Response};
 use river_store::TaskRecord;

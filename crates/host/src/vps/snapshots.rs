@@ -2,10 +2,11 @@
 //! a move; a stopped VPS restored from one, or started on another node from one.
 
 use super::{home, vps_task};
+use crate::auth::Caller;
 use crate::clock::now_ms;
 use crate::lifecycle;
-use crate::mesh::Caller;
-use crate::tasks::{err, state_of};
+use crate::lifecycle::state_of;
+use crate::reply::err;
 use crate::Ctx;
 use river_proto::msg::{ErrorKind, ExportSource, HostMsg, Response, VpsSnapshot};
 use river_store::TaskRecord;
