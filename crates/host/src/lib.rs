@@ -33,6 +33,8 @@ mod reply;
 mod reports;
 mod rpc;
 mod secrets;
+#[cfg(test)]
+mod service_tests;
 mod sessions;
 mod streams;
 mod submit;

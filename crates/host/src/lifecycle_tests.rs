@@ -2,23 +2,8 @@
 //! removal of a node drives it as the mesh would, and what users would see is read back.
 
 use super::*;
+use crate::service_tests::host;
 use river_proto::msg::{TaskPlacement, TaskReport, TaskSpec};
-
-async fn host() -> (
-    tempfile::TempDir,
-    std::sync::Arc<Ctx>,
-    tokio::sync::mpsc::UnboundedReceiver<u64>,
-) {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = crate::HostConfig {
-        state_dir: dir.path().join("host"),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        ..Default::default()
-    };
-    let state = crate::init::prepare(&cfg).await.unwrap();
-    let (ctx, stopped) = crate::context(cfg, state.store, state.ca).await.unwrap();
-    (dir, std::sync::Arc::new(ctx), stopped)
-}
 
 /// A group of `nodes.len()` members, member `i` running on `nodes[i]`; their ids.
 async fn running_group(ctx: &Ctx, nodes: &[&str]) -> Vec<u64> {
@@ -66,7 +51,8 @@ async fn task(ctx: &Ctx, id: u64) -> TaskRecord {
 
 #[tokio::test]
 async fn a_member_whose_container_is_gone_ends_the_rest_of_its_group() {
-    let (_dir, ctx, _) = host().await;
+    let h = host().await;
+    let ctx = h.ctx.clone();
     let ids = running_group(&ctx, &["n1", "n2", "n3"]).await;
     // n1 comes back without member 0: its container is gone.
     let others = vec![TaskReport {
@@ -93,7 +79,8 @@ async fn a_member_whose_container_is_gone_ends_the_rest_of_its_group() {
 
 #[tokio::test]
 async fn a_removed_node_and_a_failed_report_end_a_group_the_same_way() {
-    let (_dir, ctx, _) = host().await;
+    let h = host().await;
+    let ctx = h.ctx.clone();
     let ids = running_group(&ctx, &["n1", "n2"]).await;
     crate::tasks::node_removed(&ctx, "n2").await.unwrap();
     assert_eq!(task(&ctx, ids[1]).await.state, TaskState::Failed);
@@ -110,7 +97,8 @@ async fn a_removed_node_and_a_failed_report_end_a_group_the_same_way() {
 
 #[tokio::test]
 async fn a_completed_member_leaves_the_others_running() {
-    let (_dir, ctx, _) = host().await;
+    let h = host().await;
+    let ctx = h.ctx.clone();
     let ids = running_group(&ctx, &["n1", "n2"]).await;
     crate::reports::on_report(&ctx, "n2", ids[1], "completed", Some(0), None)
         .await
@@ -121,7 +109,8 @@ async fn a_completed_member_leaves_the_others_running() {
 
 #[tokio::test]
 async fn a_late_report_cannot_revive_an_ended_task_nor_come_from_another_node() {
-    let (_dir, ctx, _) = host().await;
+    let h = host().await;
+    let ctx = h.ctx.clone();
     let ids = running_group(&ctx, &["n1"]).await;
     crate::reports::on_report(&ctx, "n1", ids[0], "killed", Some(137), None)
         .await
@@ -138,7 +127,8 @@ async fn a_late_report_cannot_revive_an_ended_task_nor_come_from_another_node() 
 
 #[tokio::test]
 async fn a_lost_task_comes_back_with_a_message_saying_so() {
-    let (_dir, ctx, _) = host().await;
+    let h = host().await;
+    let ctx = h.ctx.clone();
     let ids = running_group(&ctx, &["n1"]).await;
     crate::tasks::node_lost(&ctx, "n1").await;
     let t = task(&ctx, ids[0]).await;
@@ -158,7 +148,8 @@ async fn a_lost_task_comes_back_with_a_message_saying_so() {
 
 #[tokio::test]
 async fn a_start_order_that_never_arrived_is_queued_again_without_its_placement() {
-    let (_dir, ctx, _) = host().await;
+    let h = host().await;
+    let ctx = h.ctx.clone();
     let spec = TaskSpec::new("img", vec!["true".into()]);
     let ids = ctx
         .store
@@ -184,12 +175,13 @@ async fn a_start_order_that_never_arrived_is_queued_again_without_its_placement(
 
 #[tokio::test]
 async fn a_stopped_vps_is_handed_on_for_its_snapshot() {
-    let (_dir, ctx, mut stopped) = host().await;
+    let mut h = host().await;
+    let ctx = h.ctx.clone();
     let ids = running_group(&ctx, &["n1"]).await;
     crate::reports::on_report(&ctx, "n1", ids[0], "stopped", Some(0), None)
         .await
         .unwrap();
-    assert_eq!(stopped.try_recv().ok(), Some(ids[0]));
+    assert_eq!(h.stopped.try_recv().ok(), Some(ids[0]));
     let t = task(&ctx, ids[0]).await;
     assert_eq!((t.state, t.finished_at_ms), (TaskState::Stopped, None));
 }

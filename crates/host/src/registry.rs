@@ -20,7 +20,8 @@ pub(crate) struct Registry {
 
 /// A runner's live session: its connection, and the queue of messages for its control stream.
 struct Session {
-    conn: Connection,
+    /// `None` only for a runner simulated in memory (tests of the services).
+    conn: Option<Connection>,
     tx: tokio::sync::mpsc::UnboundedSender<HostMsg>,
 }
 
@@ -49,19 +50,35 @@ impl Registry {
     /// A runner connected. A previous connection of the same node (a runner that restarted
     /// before its old connection timed out) is closed.
     pub fn attach(&self, name: &str, conn: Connection, tx: tokio::sync::mpsc::UnboundedSender<HostMsg>) {
-        if let Some(old) = self.lock().sessions.insert(name.to_owned(), Session { conn, tx }) {
-            old.conn.close(
-                river_mesh::close::DONE,
-                b"replaced by a newer connection from the same node",
-            );
+        let session = Session { conn: Some(conn), tx };
+        if let Some(old) = self.lock().sessions.insert(name.to_owned(), session) {
+            if let Some(c) = old.conn {
+                c.close(
+                    river_mesh::close::DONE,
+                    b"replaced by a newer connection from the same node",
+                );
+            }
         }
+    }
+
+    /// A runner simulated in memory: what the host sends it arrives on `tx`, and it streams
+    /// nothing (no connection).
+    #[cfg(test)]
+    pub fn attach_in_memory(&self, name: &str, tx: tokio::sync::mpsc::UnboundedSender<HostMsg>) {
+        self.lock().sessions.insert(name.to_owned(), Session { conn: None, tx });
+    }
+
+    /// A simulated runner goes away.
+    #[cfg(test)]
+    pub fn detach_in_memory(&self, name: &str) {
+        self.lock().sessions.remove(name);
     }
 
     pub fn detach(&self, name: &str, conn: &Connection) {
         let mut g = self.lock();
         if g.sessions
             .get(name)
-            .is_some_and(|s| s.conn.stable_id() == conn.stable_id())
+            .is_some_and(|s| s.conn.as_ref().is_some_and(|c| c.stable_id() == conn.stable_id()))
         {
             g.sessions.remove(name);
         }
@@ -78,7 +95,7 @@ impl Registry {
             .lock()
             .sessions
             .iter()
-            .map(|(n, s)| (n.clone(), s.conn.clone()))
+            .filter_map(|(n, s)| Some((n.clone(), s.conn.clone()?)))
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
@@ -86,7 +103,7 @@ impl Registry {
 
     /// The connection of a runner's session, to open streams toward it.
     pub fn connection(&self, name: &str) -> Option<Connection> {
-        self.lock().sessions.get(name).map(|s| s.conn.clone())
+        self.lock().sessions.get(name).and_then(|s| s.conn.clone())
     }
 
     pub fn connected(&self, name: &str) -> bool {
@@ -122,9 +139,8 @@ impl Registry {
     pub fn remove(&self, name: &str) {
         let mut g = self.lock();
         g.live.remove(name);
-        if let Some(s) = g.sessions.remove(name) {
-            s.conn
-                .close(river_mesh::close::REVOKED, b"this node was removed from the cluster");
+        if let Some(c) = g.sessions.remove(name).and_then(|s| s.conn) {
+            c.close(river_mesh::close::REVOKED, b"this node was removed from the cluster");
         }
     }
 

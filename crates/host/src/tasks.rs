@@ -88,7 +88,7 @@ const SCHEDULE_WINDOW: u32 = 500;
 /// The part of the window read first.
 const SCHEDULE_HEAD: u32 = 32;
 
-async fn schedule_once(ctx: &Ctx) -> anyhow::Result<()> {
+pub(crate) async fn schedule_once(ctx: &Ctx) -> anyhow::Result<()> {
     // What holds resources first: a cluster with no free core starts nothing, so the queue is
     // not even read (every task needs a core).
     let holding = ctx.store.holding_tasks().await?;
