@@ -5,6 +5,7 @@
 
 use crate::auth::Caller;
 use crate::clock::{now_ms, now_s};
+use crate::reply::err;
 use crate::Ctx;
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD as B64, Engine as _};
 use rand::RngCore as _;
@@ -15,13 +16,6 @@ use sha2::{Digest as _, Sha256};
 
 /// The longest an API token may be valid.
 pub(crate) const MAX_TTL_SECS: u64 = 366 * 86_400;
-
-fn refuse(kind: ErrorKind, message: impl Into<String>) -> Response {
-    Response::Error {
-        kind,
-        message: message.into(),
-    }
-}
 
 fn hash(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
@@ -74,23 +68,23 @@ pub(crate) async fn caller(ctx: &Ctx, text: &str) -> anyhow::Result<Result<Calle
 /// manage them.
 async fn whose(ctx: &Ctx, caller: &Caller, other: Option<String>) -> anyhow::Result<Result<String, Response>> {
     let Caller::User { name: me, role } = caller else {
-        return Ok(Err(refuse(ErrorKind::Forbidden, "only users have API tokens")));
+        return Ok(Err(err(ErrorKind::Forbidden, "only users have API tokens")));
     };
     let Some(other) = other.filter(|o| o != me) else {
         return Ok(Ok(me.clone()));
     };
     if *role < Role::Operator {
-        return Ok(Err(refuse(
+        return Ok(Err(err(
             ErrorKind::Forbidden,
             "only operators and admins see or revoke someone else's tokens",
         )));
     }
     let Some(target) = ctx.store.user(&other).await? else {
-        return Ok(Err(refuse(ErrorKind::NotFound, format!("no user {other}"))));
+        return Ok(Err(err(ErrorKind::NotFound, format!("no user {other}"))));
     };
     match crate::auth::may_manage(me, *role, &target, None) {
         Ok(()) => Ok(Ok(other)),
-        Err(why) => Ok(Err(refuse(ErrorKind::Forbidden, why))),
+        Err(why) => Ok(Err(err(ErrorKind::Forbidden, why))),
     }
 }
 
@@ -102,20 +96,20 @@ pub(crate) async fn create(
     role: Option<Role>,
 ) -> anyhow::Result<Response> {
     let Caller::User { name: user, role: mine } = caller else {
-        return Ok(refuse(ErrorKind::Forbidden, "only users have API tokens"));
+        return Ok(err(ErrorKind::Forbidden, "only users have API tokens"));
     };
     if let Err(e) = Name::parse(name) {
-        return Ok(refuse(ErrorKind::Invalid, format!("token name: {e}")));
+        return Ok(err(ErrorKind::Invalid, format!("token name: {e}")));
     }
     if ttl_secs == 0 || ttl_secs > MAX_TTL_SECS {
-        return Ok(refuse(
+        return Ok(err(
             ErrorKind::Invalid,
             "an API token's lifetime must be between 1s and 366 days",
         ));
     }
     let role = role.unwrap_or(*mine);
     if role > *mine {
-        return Ok(refuse(
+        return Ok(err(
             ErrorKind::Forbidden,
             format!(
                 "a token may do at most what you may: you are {}, not {}",
@@ -143,7 +137,7 @@ pub(crate) async fn create(
     match ctx.store.insert_api_token(&record, now).await {
         Ok(()) => {}
         Err(StoreError::Exists(_)) => {
-            return Ok(refuse(
+            return Ok(err(
                 ErrorKind::Conflict,
                 format!("you have a token named {name} already; revoke it first (`river user token revoke {name}`) or choose another name"),
             ))
@@ -196,7 +190,7 @@ pub(crate) async fn revoke(ctx: &Ctx, caller: &Caller, name: &str, user: Option<
         Err(r) => return Ok(r),
     };
     if !ctx.store.revoke_api_token(&user, name, now_s()).await? {
-        return Ok(refuse(
+        return Ok(err(
             ErrorKind::NotFound,
             format!("{user} has no live API token named {name}; `river user token list` shows them"),
         ));

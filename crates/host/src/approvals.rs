@@ -6,18 +6,12 @@
 use crate::auth::Caller;
 use crate::clock::now_ms;
 use crate::lifecycle;
+use crate::reply::err;
 use crate::Ctx;
 use river_proto::msg::{ErrorKind, Response};
 use river_store::TaskRecord;
 use river_task::lifecycle::Event;
 use river_task::state::TaskState;
-
-fn refuse(kind: ErrorKind, message: impl Into<String>) -> Response {
-    Response::Error {
-        kind,
-        message: message.into(),
-    }
-}
 
 /// The state `caller`'s new tasks start in.
 pub(crate) fn initial_state(ctx: &Ctx, caller: &Caller) -> TaskState {
@@ -30,19 +24,19 @@ pub(crate) fn initial_state(ctx: &Ctx, caller: &Caller) -> TaskState {
 /// Task `id` if it waits for approval and `caller` may decide it: never their own.
 async fn decidable(ctx: &Ctx, caller: &Caller, id: u64) -> anyhow::Result<Result<TaskRecord, Response>> {
     let Some(t) = ctx.store.task(id).await? else {
-        return Ok(Err(refuse(
+        return Ok(Err(err(
             ErrorKind::NotFound,
             format!("no task {id}; `river task list -s pending_approval` shows what waits"),
         )));
     };
     if t.state != TaskState::PendingApproval {
-        return Ok(Err(refuse(
+        return Ok(Err(err(
             ErrorKind::Conflict,
             format!("task {id} is {}, not waiting for approval", t.state),
         )));
     }
     if t.owner == caller.actor() {
-        return Ok(Err(refuse(
+        return Ok(Err(err(
             ErrorKind::Forbidden,
             format!("task {id} is yours; another operator approves or rejects it"),
         )));
@@ -82,7 +76,7 @@ pub(crate) async fn approve(ctx: &Ctx, caller: &Caller, id: u64) -> anyhow::Resu
     };
     let ids = decide_batch(ctx, t, Event::Approved, None).await?;
     if ids.is_empty() {
-        return Ok(refuse(ErrorKind::Conflict, format!("task {id} was decided meanwhile")));
+        return Ok(err(ErrorKind::Conflict, format!("task {id} was decided meanwhile")));
     }
     if let Some(t) = ctx.store.task(ids[0]).await? {
         ctx.queued_owners
@@ -102,7 +96,7 @@ pub(crate) async fn approve(ctx: &Ctx, caller: &Caller, id: u64) -> anyhow::Resu
 pub(crate) async fn reject(ctx: &Ctx, caller: &Caller, id: u64, reason: &str) -> anyhow::Result<Response> {
     let reason = reason.trim();
     if reason.is_empty() {
-        return Ok(refuse(
+        return Ok(err(
             ErrorKind::Invalid,
             "give a reason (--reason): its owner reads it in `river task status`",
         ));
@@ -115,7 +109,7 @@ pub(crate) async fn reject(ctx: &Ctx, caller: &Caller, id: u64, reason: &str) ->
     let why = format!("rejected by {}: {reason}", caller.actor());
     let ids = decide_batch(ctx, t, Event::Ended(TaskState::Killed), Some(why)).await?;
     if ids.is_empty() {
-        return Ok(refuse(ErrorKind::Conflict, format!("task {id} was decided meanwhile")));
+        return Ok(err(ErrorKind::Conflict, format!("task {id} was decided meanwhile")));
     }
     ctx.store
         .event(

@@ -6,17 +6,11 @@
 
 use crate::auth::Caller;
 use crate::clock::now_ms;
+use crate::reply::err;
 use crate::Ctx;
 use river_proto::msg::{ErrorKind, LimitValues, Response, Role, TaskSpec, UserLimitsView};
 use river_task::fair::Hold;
 use std::collections::HashMap;
-
-fn refuse(kind: ErrorKind, message: impl Into<String>) -> Response {
-    Response::Error {
-        kind,
-        message: message.into(),
-    }
-}
 
 /// Users' overrides as stored, read at start and kept up to date by [`set`]: the scheduler
 /// consults them in every pass.
@@ -113,7 +107,7 @@ pub(crate) async fn check_submit(
         gpus: spec.gpus.saturating_mul(together),
     };
     if !ask.within(Hold { cores, gpus: 0 }) {
-        return Ok(Err(refuse(
+        return Ok(Err(err(
             ErrorKind::Invalid,
             format!(
                 "this asks for {} cores at once and you may hold at most {cores} {how}",
@@ -122,7 +116,7 @@ pub(crate) async fn check_submit(
         )));
     }
     if !ask.within(Hold { cores: 0, gpus }) {
-        return Ok(Err(refuse(
+        return Ok(Err(err(
             ErrorKind::Invalid,
             format!(
                 "this asks for {} GPUs at once and you may hold at most {gpus} {how}",
@@ -134,7 +128,7 @@ pub(crate) async fn check_submit(
     if queued > 0 {
         let waiting = ctx.store.queued_of(&caller.actor()).await?;
         if waiting + adding > queued {
-            return Ok(Err(refuse(
+            return Ok(Err(err(
                 ErrorKind::Conflict,
                 format!(
                     "you have {waiting} task(s) waiting and may have at most {queued} {how}; wait for some to start, or kill some (`river task list -s queued`)"
@@ -153,7 +147,7 @@ pub(crate) async fn check_submit(
             .filter(|t| t.owner == owner && t.spec.vps.is_some())
             .count();
         if have >= vps as usize {
-            return Ok(Err(refuse(
+            return Ok(Err(err(
                 ErrorKind::Conflict,
                 format!(
                     "you have {have} VPS(s) and may have at most {vps} {how}; remove one first (`river vps rm ID`)"
@@ -173,12 +167,12 @@ pub(crate) async fn handle(
     reset: bool,
 ) -> anyhow::Result<Response> {
     let Caller::User { name: me, role } = caller else {
-        return Ok(refuse(ErrorKind::Forbidden, "only users have limits"));
+        return Ok(err(ErrorKind::Forbidden, "only users have limits"));
     };
     let user = name.unwrap_or_else(|| me.clone());
     let changing = reset || set != LimitValues::default();
     let Some(target) = ctx.store.user(&user).await?.filter(|u| u.removed_at.is_none()) else {
-        return Ok(refuse(ErrorKind::NotFound, format!("no user {user}")));
+        return Ok(err(ErrorKind::NotFound, format!("no user {user}")));
     };
     if changing || user != *me {
         // Reading someone else's, or changing anyone's (one's own included), is for operators,
@@ -189,7 +183,7 @@ pub(crate) async fn handle(
             crate::auth::may_manage(me, *role, &target, None)
         };
         if let Err(why) = allowed {
-            return Ok(refuse(ErrorKind::Forbidden, why));
+            return Ok(err(ErrorKind::Forbidden, why));
         }
     }
     if changing {

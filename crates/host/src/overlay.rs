@@ -4,6 +4,7 @@
 //! ([`reach`]), and IP reservations with HMAC-signed tokens ([`reservations`]).
 
 use crate::clock::now_ms;
+use crate::reply::err;
 use crate::Ctx;
 use anyhow::Context as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
@@ -44,13 +45,6 @@ pub(crate) struct Overlay {
     reach: Mutex<BTreeMap<String, BTreeSet<Ipv4Addr>>>,
     /// One reconcile of the host's own device at a time.
     reconciling: tokio::sync::Mutex<()>,
-}
-
-fn bad(kind: ErrorKind, message: impl Into<String>) -> Response {
-    Response::Error {
-        kind,
-        message: message.into(),
-    }
 }
 
 /// The HMAC key for reservation tokens, in `state_dir/overlay.key`, kept so tokens survive host
@@ -351,7 +345,7 @@ fn send_plans(ctx: &Ctx) {
 }
 
 fn off() -> Response {
-    bad(
+    err(
         ErrorKind::Invalid,
         "the overlay network is off on this cluster; an admin turns it on with `[overlay] enabled = true` in the host config",
     )

@@ -3,6 +3,7 @@
 
 use crate::auth::Caller;
 use crate::clock::{now_ms, now_s};
+use crate::reply::err;
 use crate::Ctx;
 use river_pki::Subject;
 use river_proto::msg::{
@@ -13,13 +14,6 @@ use river_proto::name::Name;
 use river_proto::token::JoinToken;
 use river_store::{NodeRecord, TokenRecord};
 use river_task::state::TaskState;
-
-fn err(kind: ErrorKind, message: impl Into<String>) -> Response {
-    Response::Error {
-        kind,
-        message: message.into(),
-    }
-}
 
 /// Who may do what. Nodes may only renew their own certificate; users by role.
 pub(crate) fn authorize(caller: &Caller, req: &Request) -> Result<(), String> {

@@ -4,16 +4,10 @@
 
 use crate::auth::{may_manage, Caller};
 use crate::clock::{now_ms, now_s};
+use crate::reply::err;
 use crate::Ctx;
 use river_proto::msg::{ErrorKind, Response, Role, Signal};
 use river_store::UserRecord;
-
-fn refuse(kind: ErrorKind, message: impl Into<String>) -> Response {
-    Response::Error {
-        kind,
-        message: message.into(),
-    }
-}
 
 /// The account `name`, if `caller` may manage it (with `new_role`), else the refusal — which the
 /// audit trail keeps, as `refused` with the request's kind (`what`).
@@ -25,10 +19,10 @@ async fn target(
     new_role: Option<Role>,
 ) -> anyhow::Result<Result<UserRecord, Response>> {
     let Caller::User { name: me, role: by } = caller else {
-        return Ok(Err(refuse(ErrorKind::Forbidden, "only users manage users")));
+        return Ok(Err(err(ErrorKind::Forbidden, "only users manage users")));
     };
     let Some(user) = ctx.store.user(name).await?.filter(|u| u.removed_at.is_none()) else {
-        return Ok(Err(refuse(
+        return Ok(Err(err(
             ErrorKind::NotFound,
             format!("no user {name} (or they were removed, which is for good); `river user list` shows them"),
         )));
@@ -39,7 +33,7 @@ async fn target(
             ctx.store
                 .event(now_ms(), &caller.actor(), "refused", &format!("{what} {name}: {why}"))
                 .await?;
-            Ok(Err(refuse(ErrorKind::Forbidden, why)))
+            Ok(Err(err(ErrorKind::Forbidden, why)))
         }
     }
 }

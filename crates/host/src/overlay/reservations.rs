@@ -1,9 +1,10 @@
 //! IP reservations: an address on a node held for a while, with an HMAC-signed token that a
 //! task (or a group's members, at submit) claims once; held until its task ends.
 
-use super::{bad, off, taken, Claim, HOST_MEMBER, MAX_TTL};
+use super::{off, taken, Claim, HOST_MEMBER, MAX_TTL};
 use crate::auth::Caller;
 use crate::clock::now_ms;
+use crate::reply::err;
 use crate::Ctx;
 use river_overlay::net::free_address;
 use river_proto::msg::{ErrorKind, IpReservation, IpView, Response, Role as UserRole};
@@ -23,13 +24,13 @@ pub(crate) async fn reserve(
     };
     let ttl = Duration::from_secs(ttl_secs);
     if ttl.is_zero() || ttl > MAX_TTL {
-        return Ok(bad(ErrorKind::Invalid, "--ttl must be between 1s and 7 days"));
+        return Ok(err(ErrorKind::Invalid, "--ttl must be between 1s and 7 days"));
     }
     let ip: Option<Ipv4Addr> = match ip.as_deref().map(str::parse) {
         None => None,
         Some(Ok(ip)) => Some(ip),
         Some(Err(_)) => {
-            return Ok(bad(
+            return Ok(err(
                 ErrorKind::Invalid,
                 format!("`{}` is not an IPv4 address", ip.unwrap_or_default()),
             ))
@@ -42,7 +43,7 @@ pub(crate) async fn reserve(
         (None, Some(ip)) => match runners().find(|(_, (s, _))| s.contains(ip)) {
             Some((n, _)) => n.clone(),
             None => {
-                return Ok(bad(
+                return Ok(err(
                     ErrorKind::Invalid,
                     format!("{ip} is in no node's overlay subnet; `river node overlay` lists them"),
                 ))
@@ -55,7 +56,7 @@ pub(crate) async fn reserve(
             match online.min_by_key(|(_, (s, _))| taken.iter().filter(|ip| s.contains(**ip)).count()) {
                 Some((n, _)) => n.clone(),
                 None => {
-                    return Ok(bad(
+                    return Ok(err(
                         ErrorKind::Invalid,
                         "no node is online on the overlay to reserve an address on",
                     ))
@@ -64,7 +65,7 @@ pub(crate) async fn reserve(
         }
     };
     let Some(subnet) = o.subnet_of(&node).filter(|_| node != HOST_MEMBER) else {
-        return Ok(bad(
+        return Ok(err(
             ErrorKind::NotFound,
             format!(
                 "node {node} has no overlay subnet (unknown, or it has not connected since the overlay was turned on)"
@@ -74,19 +75,19 @@ pub(crate) async fn reserve(
     let taken = taken(ctx).await?;
     let ip = match ip {
         Some(ip) if !river_overlay::net::assignable(&subnet).any(|a| a == ip) => {
-            return Ok(bad(
+            return Ok(err(
                 ErrorKind::Invalid,
                 format!("{ip} is not a container address of node {node}'s subnet {subnet}"),
             ))
         }
         Some(ip) if taken.contains(&ip) => {
-            return Ok(bad(ErrorKind::Conflict, format!("{ip} is in use or reserved already")))
+            return Ok(err(ErrorKind::Conflict, format!("{ip} is in use or reserved already")))
         }
         Some(ip) => ip,
         None => match free_address(&subnet, &taken) {
             Some(ip) => ip,
             None => {
-                return Ok(bad(
+                return Ok(err(
                     ErrorKind::Conflict,
                     format!("node {node}'s subnet {subnet} has no free address"),
                 ))
@@ -116,7 +117,7 @@ pub(crate) async fn reserve(
     };
     match ctx.store.insert_reservation(&r).await {
         Ok(()) => {}
-        Err(StoreError::Exists(_)) => return Ok(bad(ErrorKind::Conflict, format!("{ip} was reserved meanwhile"))),
+        Err(StoreError::Exists(_)) => return Ok(err(ErrorKind::Conflict, format!("{ip} was reserved meanwhile"))),
         Err(e) => return Err(e.into()),
     }
     ctx.store
@@ -155,14 +156,14 @@ pub(crate) async fn list(ctx: &Ctx) -> anyhow::Result<Response> {
 
 pub(crate) async fn release(ctx: &Ctx, caller: &Caller, ip: &str) -> anyhow::Result<Response> {
     let Some(r) = ctx.store.reservation(ip).await? else {
-        return Ok(bad(
+        return Ok(err(
             ErrorKind::NotFound,
             format!("{ip} is not reserved; `river ip list` shows reservations"),
         ));
     };
     let operator = matches!(caller, Caller::User { role, .. } if *role >= UserRole::Operator);
     if r.owner != caller.actor() && !operator {
-        return Ok(bad(
+        return Ok(err(
             ErrorKind::Forbidden,
             format!("{ip} was reserved by {}, not you", r.owner),
         ));
@@ -170,7 +171,7 @@ pub(crate) async fn release(ctx: &Ctx, caller: &Caller, ip: &str) -> anyhow::Res
     if let Some(task) = r.task_id {
         let live = ctx.store.task(task).await?.is_some_and(|t| !t.state.is_final());
         if live {
-            return Ok(bad(
+            return Ok(err(
                 ErrorKind::Conflict,
                 format!("{ip} is in use by task {task}; it is released when the task ends"),
             ));
@@ -195,7 +196,7 @@ pub(crate) async fn take_token(
     let Some(o) = ctx.overlay.as_ref() else {
         return Ok(Err(off()));
     };
-    let refused = |why: &str| Err(bad(ErrorKind::Forbidden, format!("reservation token refused: {why}")));
+    let refused = |why: &str| Err(err(ErrorKind::Forbidden, format!("reservation token refused: {why}")));
     let Some(claim) = o.verify(&token.0) else {
         return Ok(refused("it was not issued by this cluster or has been altered"));
     };
@@ -221,7 +222,7 @@ pub(crate) async fn take_token(
         .iter()
         .any(|t| t.split(':').next() != Some(claim.node.as_str()));
     if spec.targets.len() != 1 || elsewhere {
-        return Ok(Err(bad(
+        return Ok(Err(err(
             ErrorKind::Invalid,
             format!(
                 "the reserved address {ip} is on node {}: submit one task, targeted there or not at all",
@@ -230,7 +231,7 @@ pub(crate) async fn take_token(
         )));
     }
     if spec.network.as_deref().is_some_and(|n| n != "overlay") || spec.no_container {
-        return Ok(Err(bad(
+        return Ok(Err(err(
             ErrorKind::Invalid,
             "a reserved address needs the task on the overlay network",
         )));
