@@ -168,6 +168,7 @@ fn the_host_imports_only_downwards() {
         "cluster_view",
         "config",
         "entrances",
+        "events",
         "init",
         "join_failures",
         "ops",

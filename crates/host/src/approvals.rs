@@ -59,6 +59,7 @@ async fn decide_batch(ctx: &Ctx, mut t: TaskRecord, event: Event, why: Option<St
         )
         .await?;
     ctx.tasks_changed();
+    ctx.events.tasks_changed(&ids, &t.owner, t.state);
     if !ids.is_empty() {
         lifecycle::carry_out(ctx, &t, &effects).await?;
     }

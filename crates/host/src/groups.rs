@@ -130,6 +130,8 @@ pub(crate) async fn submit(ctx: &Ctx, caller: &Caller, spec: TaskSpec) -> anyhow
             crate::approvals::initial_state(ctx, caller),
         )
         .await?;
+    ctx.events
+        .tasks_changed(&ids, &caller.actor(), crate::approvals::initial_state(ctx, caller));
     for ((id, ip), t) in ids.iter().zip(&ips).zip(&targets) {
         crate::overlay::hold(ctx, &caller.actor(), t.split(':').next().unwrap_or(t), *ip, *id).await?;
     }

@@ -17,6 +17,7 @@ mod cluster_view;
 mod entrances;
 mod env_edit;
 mod envs;
+mod events;
 mod gateway;
 mod groups;
 mod init;
@@ -75,6 +76,8 @@ pub(crate) struct Ctx {
     fetches: std::sync::Mutex<std::collections::HashMap<u64, (u64, u64)>>,
     /// Forwarded UDP flows.
     udp: udp::Routes,
+    /// What happens, for whoever reads it (the audit log, a live view).
+    events: events::Events,
     /// VPSs that just stopped, for their automatic snapshots (`vps::snapshot_stopped`).
     vps_stopped: tokio::sync::mpsc::UnboundedSender<u64>,
     /// How far long operations have got, for progress bars.
@@ -289,6 +292,7 @@ pub async fn start(cfg: HostConfig) -> anyhow::Result<RunningHost> {
     serving.spawn(registry::monitor(ctx.clone()));
     serving.spawn(tasks::scheduler(ctx.clone()));
     serving.spawn(vps::snapshot_stopped(ctx.clone(), stopped));
+    serving.spawn(events::record(ctx.clone(), ctx.events.subscribe()));
     if ctx.overlay.is_some() {
         serving.spawn(overlay::run(ctx.clone()));
     }
@@ -329,6 +333,7 @@ async fn context(
         task_changed: tokio::sync::watch::Sender::new(0),
         fetches: Default::default(),
         udp: Default::default(),
+        events: Default::default(),
         vps_stopped,
         ops: Default::default(),
         running: Default::default(),

@@ -4,6 +4,7 @@
 //! its snapshot. A new place where a task can end needs no wiring of its own.
 
 use crate::clock::now_ms;
+use crate::events::HostEvent;
 use crate::Ctx;
 use river_proto::msg::{HostMsg, Signal};
 use river_store::TaskRecord;
@@ -59,6 +60,11 @@ pub(crate) async fn change(ctx: &Ctx, t: &mut TaskRecord, event: Event, why: Opt
         return Ok(false);
     }
     ctx.save_task(t).await?;
+    ctx.events.publish(HostEvent::TaskChanged {
+        id: t.id,
+        owner: t.owner.clone(),
+        state: t.state,
+    });
     carry_out(ctx, t, &effects).await?;
     Ok(true)
 }

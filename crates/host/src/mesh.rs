@@ -3,6 +3,7 @@
 
 use crate::auth::Caller;
 use crate::clock::now_ms;
+use crate::events::HostEvent;
 use crate::streams::{first_msg, FIRST_FRAME_TIMEOUT};
 use crate::{join, rpc, Ctx};
 use river_mesh::{close, peer_subject, read_header, recv_msg, send_msg, Connection, Endpoint, FramedError, Peer};
@@ -249,10 +250,10 @@ async fn control(
     // Online only now that it is attached: a node that connects but cannot settle is not.
     if ctx.registry.seen(name, now_ms()) {
         tracing::info!(node = %name, %address, cores = hello.info.cores, gpus = hello.info.gpus.len(), "node is online");
-        let _ = ctx
-            .store
-            .event(now_ms(), &format!("node {name}"), "node.online", &address)
-            .await;
+        ctx.events.publish(HostEvent::NodeOnline {
+            name: name.to_owned(),
+            why: address.to_string(),
+        });
     }
     settle(ctx, name, settled);
     crate::envs::announce_archives(ctx, Some(name)).await;
@@ -342,10 +343,10 @@ async fn heartbeats(
         // Heartbeats keep an attached node online; one whose session never settled stays as it is.
         if ctx.registry.connected(name) && ctx.registry.seen(name, now) {
             tracing::info!(node = %name, "node is online");
-            let _ = ctx
-                .store
-                .event(now, &format!("node {name}"), "node.online", "heartbeat")
-                .await;
+            ctx.events.publish(HostEvent::NodeOnline {
+                name: name.to_owned(),
+                why: "heartbeat".into(),
+            });
         }
         if let Err(e) = ctx.store.heartbeat(name, &hb.usage, now).await {
             tracing::error!(node = %name, "recording heartbeat: {e}");

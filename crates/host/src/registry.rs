@@ -5,6 +5,7 @@
 //! their last heartbeat.
 
 use crate::clock::now_ms;
+use crate::events::HostEvent;
 use crate::Ctx;
 use river_mesh::Connection;
 use river_proto::msg::{HostMsg, NodeState};
@@ -169,20 +170,23 @@ pub(crate) async fn monitor(ctx: Arc<Ctx>) {
     loop {
         tick.tick().await;
         for (name, state) in ctx.registry.tick(&ctx.policy, now_ms()) {
-            match state {
-                NodeState::Offline => {
-                    tracing::warn!(node = %name, "node is offline: no heartbeat for {}ms", ctx.policy.offline_after_ms);
-                    crate::tasks::node_lost(&ctx, &name).await;
-                }
-                NodeState::Online => tracing::info!(node = %name, "node is online"),
-            }
             if let Err(e) = ctx.store.set_node_state(&name, state).await {
                 tracing::error!(node = %name, "recording node state: {e}");
             }
-            let _ = ctx
-                .store
-                .event(now_ms(), "host", &format!("node.{}", state.as_str()), &name)
-                .await;
+            match state {
+                NodeState::Offline => {
+                    tracing::warn!(node = %name, "node is offline: no heartbeat for {}ms", ctx.policy.offline_after_ms);
+                    ctx.events.publish(HostEvent::NodeOffline { name: name.clone() });
+                    crate::tasks::node_lost(&ctx, &name).await;
+                }
+                NodeState::Online => {
+                    tracing::info!(node = %name, "node is online");
+                    ctx.events.publish(HostEvent::NodeOnline {
+                        name: name.clone(),
+                        why: "heartbeat".into(),
+                    });
+                }
+            }
         }
     }
 }

@@ -132,6 +132,7 @@ pub(crate) async fn submit(ctx: &Ctx, caller: &Caller, spec: TaskSpec) -> anyhow
         .store
         .insert_batch_as(&caller.actor(), &members, now_ms(), first)
         .await?;
+    ctx.events.tasks_changed(&ids, &caller.actor(), first);
     ctx.queued_owners
         .lock()
         .unwrap_or_else(|e| e.into_inner())
