@@ -11,7 +11,7 @@ mod tmux;
 use binary::*;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use tmux::Tmux;
+use tmux::connect_interactively;
 
 #[test]
 fn connect_reaches_a_process_task_as_its_owner_and_no_further() {
@@ -84,34 +84,7 @@ fn connect_reaches_a_process_task_as_its_owner_and_no_further() {
     // Interactive, in a real terminal: a prompt of an ordinary user, typed input, the window's
     // size and a change of it, Ctrl-C reaching the program inside, and the exit code.
     let exe = env!("CARGO_BIN_EXE_river");
-    let tmux = Tmux::start(
-        &format!(
-            "RIVER_CONFIG_DIR={} {exe} connect {id}; echo EXIT=$?; sleep 60",
-            bob.display()
-        ),
-        100,
-        30,
-    );
-    tmux.expect("$");
-    tmux.keys(&["echo typed-$((6*7))", "Enter"]);
-    tmux.expect("typed-42");
-    tmux.keys(&["stty size", "Enter"]);
-    tmux.expect("30 100");
-    assert!(tmux
-        .cmd(&["resize-window", "-t", "t", "-x", "90", "-y", "25"])
-        .status
-        .success());
-    std::thread::sleep(Duration::from_millis(300));
-    tmux.keys(&["stty size", "Enter"]);
-    tmux.expect("25 90");
-    tmux.keys(&["sleep 100", "Enter"]);
-    std::thread::sleep(Duration::from_millis(300));
-    tmux.keys(&["C-c"]);
-    tmux.keys(&["echo still-$((1+1))", "Enter"]);
-    tmux.expect("still-2");
-    tmux.keys(&["exit 3", "Enter"]);
-    tmux.expect("EXIT=3");
-    drop(tmux);
+    connect_interactively(exe, &bob, &id, "$");
 
     // Paused, it says so rather than hang.
     assert!(river(&bob, &["task", "pause", &id]).status.success());

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-use tmux::Tmux;
+use tmux::connect_interactively;
 
 #[path = "cli/forward.rs"]
 mod forward;
@@ -459,34 +459,7 @@ fn connect_and_environments_through_the_binary() {
     // Interactive, in a real terminal: typed input, window size and resize, Ctrl-C reaching the
     // program inside (not river), and the exit code at the end.
     let exe = env!("CARGO_BIN_EXE_river");
-    let tmux = Tmux::start(
-        &format!(
-            "RIVER_CONFIG_DIR={} {exe} connect {id}; echo EXIT=$?; sleep 60",
-            cfg.display()
-        ),
-        100,
-        30,
-    );
-    tmux.expect("#");
-    tmux.keys(&["echo typed-$((6*7))", "Enter"]);
-    tmux.expect("typed-42");
-    tmux.keys(&["stty size", "Enter"]);
-    tmux.expect("30 100");
-    assert!(tmux
-        .cmd(&["resize-window", "-t", "t", "-x", "90", "-y", "25"])
-        .status
-        .success());
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    tmux.keys(&["stty size", "Enter"]);
-    tmux.expect("25 90");
-    tmux.keys(&["sleep 100", "Enter"]);
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    tmux.keys(&["C-c"]);
-    tmux.keys(&["echo still-$((1+1))", "Enter"]);
-    tmux.expect("still-2");
-    tmux.keys(&["exit 3", "Enter"]);
-    tmux.expect("EXIT=3");
-    drop(tmux);
+    connect_interactively(exe, &cfg, &id, "#");
 
     // Edit the environment in its editing container, commit, run the new version.
     let o = river(&cfg, &["env", "shell", "tools", "--detach"]);

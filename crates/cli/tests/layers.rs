@@ -14,28 +14,15 @@ fn imports(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
         let stem = f.file_stem().unwrap().to_string_lossy();
         stem != "tests" && !stem.ends_with("_tests")
     });
-    let mut modules: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for f in &files {
+    let top_of = |f: &Path| -> String {
         let rel = f.strip_prefix(src).unwrap().with_extension("");
-        let top = rel
-            .components()
-            .next()
-            .unwrap()
-            .as_os_str()
-            .to_string_lossy()
-            .into_owned();
-        modules.entry(top).or_default();
-    }
+        let first = rel.components().next().unwrap();
+        first.as_os_str().to_string_lossy().into_owned()
+    };
+    let mut modules: BTreeMap<String, BTreeSet<String>> = files.iter().map(|f| (top_of(f), BTreeSet::new())).collect();
     let known: BTreeSet<String> = modules.keys().cloned().collect();
     for f in &files {
-        let rel = f.strip_prefix(src).unwrap().with_extension("");
-        let top = rel
-            .components()
-            .next()
-            .unwrap()
-            .as_os_str()
-            .to_string_lossy()
-            .into_owned();
+        let top = top_of(f);
         let text = std::fs::read_to_string(f).unwrap();
         let code = text.split("#[cfg(test)]\nmod tests {").next().unwrap_or_default();
         let named = modules.get_mut(&top).unwrap();

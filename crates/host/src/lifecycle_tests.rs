@@ -26,9 +26,18 @@ async fn running_group(ctx: &Ctx, nodes: &[&str]) -> Vec<u64> {
     ids
 }
 
-async fn run_on(ctx: &Ctx, id: u64, node: &str) {
-    let mut t = ctx.store.task(id).await.unwrap().unwrap();
-    t.placement = Some(TaskPlacement {
+/// What a runner's snapshot says of a task it still runs.
+fn still_running(id: u64) -> TaskReport {
+    TaskReport {
+        id,
+        state: "running".into(),
+        exit_code: None,
+        message: None,
+    }
+}
+
+fn on(node: &str) -> Option<TaskPlacement> {
+    Some(TaskPlacement {
         node: node.into(),
         cores: vec![0],
         numa: None,
@@ -36,7 +45,12 @@ async fn run_on(ctx: &Ctx, id: u64, node: &str) {
         memory_bytes: 0,
         ip: None,
         owner: None,
-    });
+    })
+}
+
+async fn run_on(ctx: &Ctx, id: u64, node: &str) {
+    let mut t = ctx.store.task(id).await.unwrap().unwrap();
+    t.placement = on(node);
     assert!(change(ctx, &mut t, Event::Placed, None).await.unwrap());
     let running = Event::Reported {
         state: TaskState::Running,
@@ -55,12 +69,7 @@ async fn a_member_whose_container_is_gone_ends_the_rest_of_its_group() {
     let ctx = h.ctx.clone();
     let ids = running_group(&ctx, &["n1", "n2", "n3"]).await;
     // n1 comes back without member 0: its container is gone.
-    let others = vec![TaskReport {
-        id: 999,
-        state: "running".into(),
-        exit_code: None,
-        message: None,
-    }];
+    let others = vec![still_running(999)];
     crate::reports::reconcile(&ctx, "n1", others).await.unwrap();
     let gone = task(&ctx, ids[0]).await;
     assert_eq!(gone.state, TaskState::Failed);
@@ -134,12 +143,7 @@ async fn a_lost_task_comes_back_with_a_message_saying_so() {
     let t = task(&ctx, ids[0]).await;
     assert_eq!(t.state, TaskState::Lost);
     assert!(t.message.unwrap().contains("went offline"));
-    let still = vec![TaskReport {
-        id: ids[0],
-        state: "running".into(),
-        exit_code: None,
-        message: None,
-    }];
+    let still = vec![still_running(ids[0])];
     crate::reports::reconcile(&ctx, "n1", still).await.unwrap();
     let t = task(&ctx, ids[0]).await;
     assert_eq!(t.state, TaskState::Running);
@@ -157,15 +161,7 @@ async fn a_start_order_that_never_arrived_is_queued_again_without_its_placement(
         .await
         .unwrap();
     let mut t = task(&ctx, ids[0]).await;
-    t.placement = Some(TaskPlacement {
-        node: "n1".into(),
-        cores: vec![0],
-        numa: None,
-        gpus: vec![],
-        memory_bytes: 0,
-        ip: None,
-        owner: None,
-    });
+    t.placement = on("n1");
     change(&ctx, &mut t, Event::Placed, None).await.unwrap();
     crate::reports::reconcile(&ctx, "n1", vec![]).await.unwrap();
     let t = task(&ctx, ids[0]).await;

@@ -525,20 +525,6 @@ async fn a_batch_waiting_for_approval_moves_whole_and_once() {
 /// final (holding), and every such state is listed.
 #[test]
 fn the_sql_state_lists_match_the_task_crate() {
-    use river_task::state::TaskState::*;
-    let all = [
-        Queued,
-        Assigned,
-        Running,
-        Paused,
-        Completed,
-        Failed,
-        Killed,
-        Oom,
-        Lost,
-        Stopped,
-        PendingApproval,
-    ];
     let listed = |sql: &str| -> Vec<TaskState> {
         sql.trim_matches(|c| c == '(' || c == ')')
             .split(',')
@@ -547,7 +533,7 @@ fn the_sql_state_lists_match_the_task_crate() {
     };
     let ended = listed(ended!());
     let holding = listed(holding!());
-    for s in all {
+    for s in TaskState::ALL {
         assert_eq!(ended.contains(&s), s.is_final(), "{s} in ended!()");
         assert_eq!(holding.contains(&s), s.holds_resources(), "{s} in holding!()");
     }

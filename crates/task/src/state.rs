@@ -30,6 +30,21 @@ pub enum TaskState {
 }
 
 impl TaskState {
+    /// Every state.
+    pub const ALL: [TaskState; 11] = [
+        Self::Queued,
+        Self::Assigned,
+        Self::Running,
+        Self::Paused,
+        Self::Completed,
+        Self::Failed,
+        Self::Killed,
+        Self::Oom,
+        Self::Lost,
+        Self::Stopped,
+        Self::PendingApproval,
+    ];
+
     pub fn is_final(self) -> bool {
         matches!(self, Self::Completed | Self::Failed | Self::Killed | Self::Oom)
     }
@@ -66,8 +81,7 @@ impl std::fmt::Display for TaskState {
 impl std::str::FromStr for TaskState {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        use TaskState::*;
-        [Queued, Assigned, Running, Paused, Completed, Failed, Killed, Oom, Lost, Stopped, PendingApproval]
+        Self::ALL
             .into_iter()
             .find(|t| t.as_str() == s)
             .ok_or_else(|| format!("unknown task state {s:?}; use pending_approval, queued, assigned, running, paused, completed, failed, killed, oom, lost or stopped"))
@@ -127,19 +141,7 @@ mod tests {
     use super::TaskState::*;
     use super::*;
 
-    const ALL: [TaskState; 11] = [
-        Queued,
-        Assigned,
-        Running,
-        Paused,
-        Completed,
-        Failed,
-        Killed,
-        Oom,
-        Lost,
-        Stopped,
-        PendingApproval,
-    ];
+    const ALL: [TaskState; 11] = TaskState::ALL;
 
     #[test]
     fn names_round_trip() {

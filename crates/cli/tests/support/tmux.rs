@@ -67,3 +67,36 @@ impl Drop for Tmux {
         let _ = self.cmd(&["kill-server"]);
     }
 }
+
+/// `river connect ID` as a user at a terminal (config directory `cfg`): the prompt `prompt` comes,
+/// typed input runs, the window's size and a change of it reach the program, Ctrl-C reaches the
+/// program inside (not river), and the shell's exit code is river's.
+pub fn connect_interactively(exe: &str, cfg: &std::path::Path, id: &str, prompt: &str) {
+    let tmux = Tmux::start(
+        &format!(
+            "RIVER_CONFIG_DIR={} {exe} connect {id}; echo EXIT=$?; sleep 60",
+            cfg.display()
+        ),
+        100,
+        30,
+    );
+    tmux.expect(prompt);
+    tmux.keys(&["echo typed-$((6*7))", "Enter"]);
+    tmux.expect("typed-42");
+    tmux.keys(&["stty size", "Enter"]);
+    tmux.expect("30 100");
+    assert!(tmux
+        .cmd(&["resize-window", "-t", "t", "-x", "90", "-y", "25"])
+        .status
+        .success());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    tmux.keys(&["stty size", "Enter"]);
+    tmux.expect("25 90");
+    tmux.keys(&["sleep 100", "Enter"]);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    tmux.keys(&["C-c"]);
+    tmux.keys(&["echo still-$((1+1))", "Enter"]);
+    tmux.expect("still-2");
+    tmux.keys(&["exit 3", "Enter"]);
+    tmux.expect("EXIT=3");
+}
