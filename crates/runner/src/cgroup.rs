@@ -179,6 +179,15 @@ impl Cgroup {
         self.dirs.iter().map(|d| d.join("cgroup.procs")).collect()
     }
 
+    /// The `cgroup.procs` files opened for writing, so a child can enter the cgroup between fork
+    /// and exec without opening anything itself.
+    pub fn open_procs(&self) -> std::io::Result<Vec<std::fs::File>> {
+        self.procs_files()
+            .iter()
+            .map(|f| std::fs::OpenOptions::new().write(true).open(f))
+            .collect()
+    }
+
     /// The processes in the cgroup.
     pub fn pids(&self) -> Vec<i32> {
         // On v1 the freezer holds everything the task forked, like the others.

@@ -113,10 +113,7 @@ impl Executor {
         let saved = Saved::load(&self.dir.join(id.to_string()))
             .ok_or_else(|| format!("task {id} was started by an older runner, which kept nothing to connect with"))?;
         let procs = cg
-            .procs_files()
-            .iter()
-            .map(|f| std::fs::OpenOptions::new().write(true).open(f))
-            .collect::<std::io::Result<Vec<_>>>()
+            .open_procs()
             .map_err(|e| format!("node {} could not open the task's cgroup: {e}", self.node))?;
         let mut cmd = tokio::process::Command::new("/bin/sh");
         cmd.arg("-c")

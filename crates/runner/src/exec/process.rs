@@ -46,13 +46,6 @@ fn confine(
     workdir: Option<std::ffi::CString>,
 ) {
     use std::os::fd::AsRawFd as _;
-    let check = |rc: libc::c_int| {
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(std::io::Error::last_os_error())
-        }
-    };
     // SAFETY: the closure runs in the child between fork and exec, where only async-signal-safe
     // calls are allowed: it makes plain system calls on memory the parent prepared, and allocates
     // nothing (an `io::Error` from an OS code does not allocate).
@@ -76,6 +69,15 @@ fn confine(
     }
 }
 
+/// A system call's return code as a result (async-signal-safe: an OS error does not allocate).
+fn check(rc: libc::c_int) -> std::io::Result<()> {
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// In a forked child before `exec`, as root: enters the cgroup through `procs` (opened by the
 /// runner, writing `0`, "this process"), then becomes `user` for good — no supplementary groups,
 /// unable to gain privileges again (no setuid binary gives root back). Async-signal-safe: plain
@@ -83,13 +85,6 @@ fn confine(
 #[allow(unsafe_code)]
 pub(super) fn enter_and_become(procs: &[std::fs::File], user: Option<Ids>) -> std::io::Result<()> {
     use std::os::fd::AsRawFd as _;
-    let check = |rc: libc::c_int| {
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(std::io::Error::last_os_error())
-        }
-    };
     // SAFETY: system calls on descriptors the runner owns and on plain integers.
     unsafe {
         for f in procs {
@@ -161,10 +156,7 @@ impl Executor {
         cg.create(&self.cgroups, &super::cpuset(&p.cores), &mems, memory)
             .map_err(|e| format!("node {} could not set up the task's cgroup: {e}", self.node))?;
         let procs = cg
-            .procs_files()
-            .iter()
-            .map(|f| std::fs::OpenOptions::new().write(true).open(f))
-            .collect::<std::io::Result<Vec<_>>>()
+            .open_procs()
             .map_err(|e| format!("node {} could not open the task's cgroup: {e}", self.node))?;
 
         let dir = self.dir.join(id.to_string());
