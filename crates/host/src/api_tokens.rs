@@ -4,7 +4,6 @@
 //! disabled user's tokens stop working with them. The host keeps only a hash of the secret.
 
 use crate::auth::Caller;
-use crate::clock::{now_ms, now_s};
 use crate::reply::err;
 use crate::Ctx;
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD as B64, Engine as _};
@@ -44,7 +43,7 @@ pub(crate) async fn caller(ctx: &Ctx, text: &str) -> anyhow::Result<Result<Calle
     let Some(t) = ctx.store.api_token(id).await? else {
         return Ok(Err(UNKNOWN));
     };
-    if t.secret_hash != hash(secret) || t.revoked_at.is_some() || t.expires_at <= now_s() {
+    if t.secret_hash != hash(secret) || t.revoked_at.is_some() || t.expires_at <= ctx.clock.now_s() {
         return Ok(Err(UNKNOWN));
     }
     let Some(user) = ctx.store.user(&t.user).await?.filter(|u| u.removed_at.is_none()) else {
@@ -54,7 +53,7 @@ pub(crate) async fn caller(ctx: &Ctx, text: &str) -> anyhow::Result<Result<Calle
         return Ok(Err("this API token's user is disabled"));
     }
     // A use is noted at most every 10 s: a dashboard polling with a token writes little.
-    let now = now_ms();
+    let now = ctx.clock.now_ms();
     if t.last_used_ms.is_none_or(|at| now - at >= 10_000) {
         ctx.store.touch_api_token(id, now).await?;
     }
@@ -122,7 +121,7 @@ pub(crate) async fn create(
     rand::rng().fill_bytes(&mut bytes);
     let id = hex::encode(&bytes[..6]);
     let secret = B64.encode(&bytes[6..]);
-    let now = now_s();
+    let now = ctx.clock.now_s();
     let record = ApiTokenRecord {
         id: id.clone(),
         user: user.clone(),
@@ -146,7 +145,7 @@ pub(crate) async fn create(
     }
     ctx.store
         .event(
-            now_ms(),
+            ctx.clock.now_ms(),
             &caller.actor(),
             "api-token.create",
             &format!("{name} ({}, id {id})", role.as_str()),
@@ -189,7 +188,7 @@ pub(crate) async fn revoke(ctx: &Ctx, caller: &Caller, name: &str, user: Option<
         Ok(u) => u,
         Err(r) => return Ok(r),
     };
-    if !ctx.store.revoke_api_token(&user, name, now_s()).await? {
+    if !ctx.store.revoke_api_token(&user, name, ctx.clock.now_s()).await? {
         return Ok(err(
             ErrorKind::NotFound,
             format!("{user} has no live API token named {name}; `river user token list` shows them"),
@@ -197,7 +196,7 @@ pub(crate) async fn revoke(ctx: &Ctx, caller: &Caller, name: &str, user: Option<
     }
     ctx.store
         .event(
-            now_ms(),
+            ctx.clock.now_ms(),
             &caller.actor(),
             "api-token.revoke",
             &format!("{user}'s {name}"),

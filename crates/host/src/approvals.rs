@@ -4,7 +4,6 @@
 //! group, an array over targets — is approved or rejected whole, so a group never runs in part.
 
 use crate::auth::Caller;
-use crate::clock::now_ms;
 use crate::lifecycle;
 use crate::reply::err;
 use crate::Ctx;
@@ -47,7 +46,7 @@ async fn decidable(ctx: &Ctx, caller: &Caller, id: u64) -> anyhow::Result<Result
 /// Decides the batch of `t` as the lifecycle has it after `event`, all of it or none (another
 /// operator may have decided it meanwhile); the ids moved.
 async fn decide_batch(ctx: &Ctx, mut t: TaskRecord, event: Event, why: Option<String>) -> anyhow::Result<Vec<u64>> {
-    let effects = lifecycle::decide(&mut t, event, why)?;
+    let effects = lifecycle::decide(&mut t, event, why, ctx.clock.now_ms())?;
     let ids = ctx
         .store
         .move_batch(
@@ -87,7 +86,7 @@ pub(crate) async fn approve(ctx: &Ctx, caller: &Caller, id: u64) -> anyhow::Resu
             .insert(t.owner);
     }
     ctx.store
-        .event(now_ms(), &caller.actor(), "task.approve", &ids_text(&ids))
+        .event(ctx.clock.now_ms(), &caller.actor(), "task.approve", &ids_text(&ids))
         .await?;
     Ok(Response::Done {
         message: format!("approved task(s) {}: queued", ids_text(&ids)),
@@ -114,7 +113,7 @@ pub(crate) async fn reject(ctx: &Ctx, caller: &Caller, id: u64, reason: &str) ->
     }
     ctx.store
         .event(
-            now_ms(),
+            ctx.clock.now_ms(),
             &caller.actor(),
             "task.reject",
             &format!("{}: {reason}", ids_text(&ids)),

@@ -2,7 +2,6 @@
 //! node, `river env commit` makes its container the environment's next version and ends it.
 
 use crate::auth::{env_not_theirs, Caller};
-use crate::clock::now_ms;
 use crate::envs::*;
 use crate::Ctx;
 use river_proto::msg::{EnvVersion, ErrorKind, ExportSource, Response, Signal, TaskSpec};
@@ -118,14 +117,14 @@ pub(crate) async fn commit(
         image: tag(name, next),
         archive: Some(archive),
         created_by: caller.actor(),
-        created_at_ms: now_ms(),
+        created_at_ms: ctx.clock.now_ms(),
         message,
         fetches: 0,
     };
     let stored = ctx.store.add_env_version(name, &version).await?;
     ctx.store
         .event(
-            now_ms(),
+            ctx.clock.now_ms(),
             &caller.actor(),
             "env.commit",
             &format!("{name} v{stored} from task {}", t.id),

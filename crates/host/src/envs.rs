@@ -10,7 +10,6 @@
 //!   the image, resuming from an offset after a failure.
 
 use crate::auth::{env_not_theirs, Caller};
-use crate::clock::now_ms;
 pub(crate) use crate::reply::err;
 use crate::Ctx;
 use river_mesh::{open, recv_msg, send_msg, FramedError, RecvStream, SendStream};
@@ -75,11 +74,15 @@ pub(crate) async fn ensure_default(ctx: &Ctx) -> anyhow::Result<()> {
         image: ctx.cfg.default_image.clone(),
         archive: None,
         created_by: "host".into(),
-        created_at_ms: now_ms(),
+        created_at_ms: ctx.clock.now_ms(),
         message: Some("created at host init".into()),
         fetches: 0,
     };
-    match ctx.store.create_env(DEFAULT_ENV, "host", now_ms(), &first).await {
+    match ctx
+        .store
+        .create_env(DEFAULT_ENV, "host", ctx.clock.now_ms(), &first)
+        .await
+    {
         Ok(()) | Err(river_store::StoreError::Exists(_)) => Ok(()),
         Err(e) => Err(e.into()),
     }
@@ -193,11 +196,15 @@ pub(crate) async fn create(
         image: tag(name, 1),
         archive: Some(archive),
         created_by: caller.actor(),
-        created_at_ms: now_ms(),
+        created_at_ms: ctx.clock.now_ms(),
         message: Some(format!("from {from}")),
         fetches: 0,
     };
-    match ctx.store.create_env(name, &caller.actor(), now_ms(), &first).await {
+    match ctx
+        .store
+        .create_env(name, &caller.actor(), ctx.clock.now_ms(), &first)
+        .await
+    {
         Ok(()) => {}
         Err(river_store::StoreError::Exists(_)) => {
             return Ok(err(ErrorKind::Conflict, format!("environment {name} already exists")))
@@ -206,7 +213,7 @@ pub(crate) async fn create(
     }
     ctx.store
         .event(
-            now_ms(),
+            ctx.clock.now_ms(),
             &caller.actor(),
             "env.create",
             &format!("{name} from {from} on {node}"),
@@ -247,7 +254,9 @@ pub(crate) async fn remove(ctx: &Ctx, caller: &Caller, name: &str) -> anyhow::Re
             tracing::warn!(%digest, "removing an archive: {e}");
         }
     }
-    ctx.store.event(now_ms(), &caller.actor(), "env.rm", name).await?;
+    ctx.store
+        .event(ctx.clock.now_ms(), &caller.actor(), "env.rm", name)
+        .await?;
     announce_archives(ctx, None).await;
     Ok(Response::Done {
         message: format!("removed environment {name}"),

@@ -3,7 +3,6 @@
 //! and metrics are the next readers. A slow reader misses events (it is told how many) and never
 //! holds up the services.
 
-use crate::clock::now_ms;
 use crate::Ctx;
 use river_task::state::TaskState;
 use std::sync::Arc;
@@ -70,7 +69,7 @@ pub(crate) async fn record(ctx: Arc<Ctx>, mut events: broadcast::Receiver<HostEv
             HostEvent::TaskChanged { .. } => None,
         };
         if let Some((actor, action, detail)) = row {
-            if let Err(err) = ctx.store.event(now_ms(), &actor, action, &detail).await {
+            if let Err(err) = ctx.store.event(ctx.clock.now_ms(), &actor, action, &detail).await {
                 tracing::error!("audit log: recording {e:?}: {err}");
             }
         }

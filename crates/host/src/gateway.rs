@@ -10,7 +10,6 @@
 //! reach works too (`ssh -L 8888:task-12:8888 -p 7443 river@HOST`).
 
 use crate::auth::Caller;
-use crate::clock::now_ms;
 use crate::reply::err;
 use crate::vps::key_id;
 use crate::Ctx;
@@ -78,7 +77,11 @@ pub(crate) async fn add_key(ctx: &Ctx, caller: &Caller, line: &str, proof: &str)
     let Some(fp) = fingerprint(&line) else {
         return Ok(err(ErrorKind::Invalid, "the key data is not base64"));
     };
-    match ctx.store.add_user_key(user, &key_id(&line), &line, &fp, now_ms()).await {
+    match ctx
+        .store
+        .add_user_key(user, &key_id(&line), &line, &fp, ctx.clock.now_ms())
+        .await
+    {
         Ok(()) => {}
         Err(river_store::StoreError::Exists(_)) => {
             return Ok(err(
@@ -88,7 +91,9 @@ pub(crate) async fn add_key(ctx: &Ctx, caller: &Caller, line: &str, proof: &str)
         }
         Err(e) => return Err(e.into()),
     }
-    ctx.store.event(now_ms(), &caller.actor(), "user.key.add", &fp).await?;
+    ctx.store
+        .event(ctx.clock.now_ms(), &caller.actor(), "user.key.add", &fp)
+        .await?;
     keys(ctx, caller).await
 }
 
@@ -119,7 +124,7 @@ pub(crate) async fn remove_key(ctx: &Ctx, caller: &Caller, key: &str) -> anyhow:
     };
     ctx.store.remove_user_key(user, &key_id(&found.key)).await?;
     ctx.store
-        .event(now_ms(), &caller.actor(), "user.key.rm", &found.fingerprint)
+        .event(ctx.clock.now_ms(), &caller.actor(), "user.key.rm", &found.fingerprint)
         .await?;
     Ok(Response::Done {
         message: format!("removed key {}", found.fingerprint),

@@ -126,7 +126,7 @@ pub(crate) async fn submit(ctx: &Ctx, caller: &Caller, spec: TaskSpec) -> anyhow
         .insert_batch_as(
             &caller.actor(),
             &members,
-            crate::clock::now_ms(),
+            ctx.clock.now_ms(),
             crate::approvals::initial_state(ctx, caller),
         )
         .await?;
@@ -137,7 +137,7 @@ pub(crate) async fn submit(ctx: &Ctx, caller: &Caller, spec: TaskSpec) -> anyhow
     }
     ctx.store
         .event(
-            crate::clock::now_ms(),
+            ctx.clock.now_ms(),
             &caller.actor(),
             "task.group",
             &format!("{ids:?} master {master}"),

@@ -1,7 +1,6 @@
 //! Joining: a peer without a certificate may open one `Join` stream, present a token and a CSR,
 //! and leave with a certificate. Nothing else is possible on such a connection.
 
-use crate::clock::{now_ms, now_s};
 use crate::streams::FIRST_FRAME_TIMEOUT;
 use crate::Ctx;
 use river_mesh::{close, read_header, recv_msg, send_msg, Connection};
@@ -82,7 +81,7 @@ async fn join(ctx: &Ctx, req: &JoinRequest, remote: &str) -> JoinResponse {
         uses_left: record.uses_left,
         revoked: record.revoked,
     };
-    if let Err(why) = state.check(now_s()) {
+    if let Err(why) = state.check(ctx.clock.now_s()) {
         return refused(why);
     }
     match (record.purpose, &record.user) {
@@ -106,7 +105,7 @@ async fn join_node(ctx: &Ctx, token_id: &str, req: &JoinRequest, remote: &str) -
             "a node named {name} is already in the cluster; remove it first (`river node remove {name}`) or join with another `--name`"
         ));
     }
-    let now = now_s();
+    let now = ctx.clock.now_s();
     let (cert_pem, info) = match ctx.issue(
         &req.csr_pem,
         &Subject::Node(name.to_string()),
@@ -136,7 +135,7 @@ async fn join_node(ctx: &Ctx, token_id: &str, req: &JoinRequest, remote: &str) -
     let _ = ctx
         .store
         .event(
-            now_ms(),
+            ctx.clock.now_ms(),
             &format!("node {name}"),
             "node.join",
             &format!("token {token_id} from {remote}"),
@@ -158,7 +157,7 @@ async fn join_user(
     name: &str,
     role: Option<river_proto::msg::Role>,
 ) -> JoinResponse {
-    let now = now_s();
+    let now = ctx.clock.now_s();
     let (cert_pem, info) = match ctx.issue(
         &req.csr_pem,
         &Subject::User(name.to_owned()),
@@ -209,7 +208,12 @@ async fn join_user(
     }
     let _ = ctx
         .store
-        .event(now_ms(), &format!("user {name}"), what, &format!("token {token_id}"))
+        .event(
+            ctx.clock.now_ms(),
+            &format!("user {name}"),
+            what,
+            &format!("token {token_id}"),
+        )
         .await;
     JoinResponse::Issued {
         name: name.to_owned(),

@@ -78,6 +78,8 @@ pub(crate) struct Ctx {
     udp: udp::Routes,
     /// What happens, for whoever reads it (the audit log, a live view).
     events: events::Events,
+    /// The time as the services see it.
+    clock: clock::Clock,
     /// VPSs that just stopped, for their automatic snapshots (`vps::snapshot_stopped`).
     vps_stopped: tokio::sync::mpsc::UnboundedSender<u64>,
     /// How far long operations have got, for progress bars.
@@ -334,6 +336,7 @@ async fn context(
         fetches: Default::default(),
         udp: Default::default(),
         events: Default::default(),
+        clock: Default::default(),
         vps_stopped,
         ops: Default::default(),
         running: Default::default(),

@@ -3,7 +3,6 @@
 //! the rest of a group ends, an overlay address goes back, the scheduler runs, a stopped VPS gets
 //! its snapshot. A new place where a task can end needs no wiring of its own.
 
-use crate::clock::now_ms;
 use crate::events::HostEvent;
 use crate::Ctx;
 use river_proto::msg::{HostMsg, Signal};
@@ -30,9 +29,14 @@ fn life_of(t: &TaskRecord) -> Life {
 /// What the lifecycle decides for `t` after `event`, written into `t` (with `why` as its message
 /// when given) but not stored: for a change the caller stores in a batch of its own. The effects
 /// are the caller's to carry out.
-pub(crate) fn decide(t: &mut TaskRecord, event: Event, why: Option<String>) -> anyhow::Result<Vec<Effect>> {
+pub(crate) fn decide(
+    t: &mut TaskRecord,
+    event: Event,
+    why: Option<String>,
+    now_ms: i64,
+) -> anyhow::Result<Vec<Effect>> {
     let before = life_of(t);
-    let (after, effects) = apply(before, event, now_ms())?;
+    let (after, effects) = apply(before, event, now_ms)?;
     if after == before {
         return Ok(effects);
     }
@@ -55,7 +59,7 @@ pub(crate) fn decide(t: &mut TaskRecord, event: Event, why: Option<String>) -> a
 /// machine forbids is an error and leaves `t` as it was.
 pub(crate) async fn change(ctx: &Ctx, t: &mut TaskRecord, event: Event, why: Option<String>) -> anyhow::Result<bool> {
     let before = t.state;
-    let effects = decide(t, event, why)?;
+    let effects = decide(t, event, why, ctx.clock.now_ms())?;
     if t.state == before {
         return Ok(false);
     }
@@ -76,7 +80,7 @@ pub(crate) async fn carry_out(ctx: &Ctx, t: &TaskRecord, effects: &[Effect]) -> 
             Effect::Unplace => {}
             Effect::EndGroup => Box::pin(end_group(ctx, t)).await?,
             Effect::ReleaseAddress => {
-                ctx.store.release_reservations(now_ms()).await?;
+                ctx.store.release_reservations(ctx.clock.now_ms()).await?;
             }
             Effect::Schedule => ctx.kick.notify_one(),
             Effect::VpsStopped => {

@@ -17,7 +17,7 @@ async fn running_group(ctx: &Ctx, nodes: &[&str]) -> Vec<u64> {
     let members: Vec<(&TaskSpec, Option<&str>)> = specs.iter().map(|s| (s, None)).collect();
     let ids = ctx
         .store
-        .insert_batch_as("user alice", &members, now_ms(), TaskState::Queued)
+        .insert_batch_as("user alice", &members, crate::clock::now_ms(), TaskState::Queued)
         .await
         .unwrap();
     for (id, node) in ids.iter().zip(nodes) {
@@ -157,7 +157,12 @@ async fn a_start_order_that_never_arrived_is_queued_again_without_its_placement(
     let spec = TaskSpec::new("img", vec!["true".into()]);
     let ids = ctx
         .store
-        .insert_batch_as("user alice", &[(&spec, None)], now_ms(), TaskState::Queued)
+        .insert_batch_as(
+            "user alice",
+            &[(&spec, None)],
+            crate::clock::now_ms(),
+            TaskState::Queued,
+        )
         .await
         .unwrap();
     let mut t = task(&ctx, ids[0]).await;

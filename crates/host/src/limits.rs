@@ -5,7 +5,6 @@
 //! scheduler lets others' tasks go ([`river_task::fair::within_limits`]).
 
 use crate::auth::Caller;
-use crate::clock::now_ms;
 use crate::reply::err;
 use crate::Ctx;
 use river_proto::msg::{ErrorKind, LimitValues, Response, Role, TaskSpec, UserLimitsView};
@@ -204,7 +203,12 @@ pub(crate) async fn handle(
             .unwrap_or_else(|e| e.into_inner())
             .insert(user.clone(), now.clone());
         ctx.store
-            .event(now_ms(), &caller.actor(), "user.limits", &format!("{user}: {now:?}"))
+            .event(
+                ctx.clock.now_ms(),
+                &caller.actor(),
+                "user.limits",
+                &format!("{user}: {now:?}"),
+            )
             .await?;
         // Raised limits may let waiting tasks start.
         ctx.kick.notify_one();

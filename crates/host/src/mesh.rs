@@ -2,7 +2,6 @@
 //! opens is checked against what that identity may do before anything is read from it.
 
 use crate::auth::Caller;
-use crate::clock::now_ms;
 use crate::events::HostEvent;
 use crate::streams::{first_msg, FIRST_FRAME_TIMEOUT};
 use crate::{join, rpc, Ctx};
@@ -67,7 +66,7 @@ async fn connection(ctx: Arc<Ctx>, conn: Connection) {
                     return;
                 }
             }
-            if info.not_after <= crate::clock::now_s() {
+            if info.not_after <= ctx.clock.now_s() {
                 // Its certificate ran out while it could not reach the host: it may renew, and
                 // only that, then come back with the new one.
                 tracing::warn!(node = %name, %remote, "node with an expired certificate: renewal only");
@@ -77,7 +76,7 @@ async fn connection(ctx: Arc<Ctx>, conn: Connection) {
             streams(&ctx, &conn, Caller::Node(name)).await;
         }
         Peer::Known(Subject::User(name), info) => {
-            if info.not_after <= crate::clock::now_s() {
+            if info.not_after <= ctx.clock.now_s() {
                 conn.close(
                     close::REVOKED,
                     b"your certificate has expired; log in again with an invite (`river login`)",
@@ -212,7 +211,11 @@ async fn control(
 ) -> Result<(), FramedError> {
     let hello: Hello = first_msg(recv).await?;
     let address = conn.remote_address().to_string();
-    if let Err(e) = ctx.store.node_session(name, &hello.info, &address, now_ms()).await {
+    if let Err(e) = ctx
+        .store
+        .node_session(name, &hello.info, &address, ctx.clock.now_ms())
+        .await
+    {
         tracing::error!(node = %name, "recording session: {e}");
     }
     send_msg(
@@ -248,7 +251,7 @@ async fn control(
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     ctx.registry.attach(name, conn.clone(), tx);
     // Online only now that it is attached: a node that connects but cannot settle is not.
-    if ctx.registry.seen(name, now_ms()) {
+    if ctx.registry.seen(name, ctx.clock.now_ms()) {
         tracing::info!(node = %name, %address, cores = hello.info.cores, gpus = hello.info.gpus.len(), "node is online");
         ctx.events.publish(HostEvent::NodeOnline {
             name: name.to_owned(),
@@ -339,7 +342,7 @@ async fn heartbeats(
     // Acks are tiny; keep them ahead of anything else the host sends this runner.
     let _ = send.set_priority(100);
     while let Some(hb) = recv_msg::<Heartbeat>(recv).await? {
-        let now = now_ms();
+        let now = ctx.clock.now_ms();
         // Heartbeats keep an attached node online; one whose session never settled stays as it is.
         if ctx.registry.connected(name) && ctx.registry.seen(name, now) {
             tracing::info!(node = %name, "node is online");

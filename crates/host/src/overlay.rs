@@ -3,7 +3,6 @@
 //! host by its overlay address), container addresses for the scheduler, who may reach whom
 //! ([`reach`]), and IP reservations with HMAC-signed tokens ([`reservations`]).
 
-use crate::clock::now_ms;
 use crate::reply::err;
 use crate::Ctx;
 use anyhow::Context as _;
@@ -209,7 +208,7 @@ impl Overlay {
                 Err(e.to_string())
             }
         };
-        self.record_health(HOST_NAME, OverlayHealth::of(result, peers, now_ms()));
+        self.record_health(HOST_NAME, OverlayHealth::of(result, peers, crate::clock::now_ms()));
     }
 
     pub(crate) fn record_health(&self, node: &str, h: OverlayHealth) {
@@ -257,7 +256,7 @@ pub(crate) async fn run(ctx: std::sync::Arc<Ctx>) {
         }
         // Every runner gets its plan again: one that missed an announcement catches up.
         broadcast(&ctx).await;
-        match ctx.store.release_reservations(now_ms()).await {
+        match ctx.store.release_reservations(ctx.clock.now_ms()).await {
             Ok(freed) if !freed.is_empty() => tracing::info!(?freed, "released reservations"),
             Ok(_) => {}
             Err(e) => tracing::error!("releasing reservations: {e}"),
@@ -362,7 +361,7 @@ pub(crate) async fn taken(ctx: &Ctx) -> anyhow::Result<BTreeSet<Ipv4Addr>> {
         .iter()
         .filter_map(reach::address_of)
         .collect();
-    let now = now_ms();
+    let now = ctx.clock.now_ms();
     for r in ctx.store.reservations().await? {
         if r.task_id.is_some() || r.expires_at_ms > now {
             taken.extend(r.ip.parse::<Ipv4Addr>().ok());

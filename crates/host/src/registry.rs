@@ -4,7 +4,6 @@
 //! monitor use, loaded from the database at start so a restarted host keeps judging nodes by
 //! their last heartbeat.
 
-use crate::clock::now_ms;
 use crate::events::HostEvent;
 use crate::Ctx;
 use river_mesh::Connection;
@@ -169,23 +168,29 @@ pub(crate) async fn monitor(ctx: Arc<Ctx>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        for (name, state) in ctx.registry.tick(&ctx.policy, now_ms()) {
-            if let Err(e) = ctx.store.set_node_state(&name, state).await {
-                tracing::error!(node = %name, "recording node state: {e}");
+        check_liveness(&ctx).await;
+    }
+}
+
+/// One look at every node's last heartbeat: a node silent for too long is offline (its tasks
+/// lost until it is back), one heard again is online.
+pub(crate) async fn check_liveness(ctx: &Ctx) {
+    for (name, state) in ctx.registry.tick(&ctx.policy, ctx.clock.now_ms()) {
+        if let Err(e) = ctx.store.set_node_state(&name, state).await {
+            tracing::error!(node = %name, "recording node state: {e}");
+        }
+        match state {
+            NodeState::Offline => {
+                tracing::warn!(node = %name, "node is offline: no heartbeat for {}ms", ctx.policy.offline_after_ms);
+                ctx.events.publish(HostEvent::NodeOffline { name: name.clone() });
+                crate::tasks::node_lost(ctx, &name).await;
             }
-            match state {
-                NodeState::Offline => {
-                    tracing::warn!(node = %name, "node is offline: no heartbeat for {}ms", ctx.policy.offline_after_ms);
-                    ctx.events.publish(HostEvent::NodeOffline { name: name.clone() });
-                    crate::tasks::node_lost(&ctx, &name).await;
-                }
-                NodeState::Online => {
-                    tracing::info!(node = %name, "node is online");
-                    ctx.events.publish(HostEvent::NodeOnline {
-                        name: name.clone(),
-                        why: "heartbeat".into(),
-                    });
-                }
+            NodeState::Online => {
+                tracing::info!(node = %name, "node is online");
+                ctx.events.publish(HostEvent::NodeOnline {
+                    name: name.clone(),
+                    why: "heartbeat".into(),
+                });
             }
         }
     }

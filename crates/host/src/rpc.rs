@@ -2,7 +2,6 @@
 //! [`Request`]): authorization first, in one pure function, then the action.
 
 use crate::auth::Caller;
-use crate::clock::{now_ms, now_s};
 use crate::reply::err;
 use crate::Ctx;
 use river_pki::Subject;
@@ -94,7 +93,12 @@ pub(crate) async fn handle(ctx: &Ctx, caller: &Caller, req: Request) -> Response
         // Kept for `river audit` too: the kind and the reason, never the request's contents.
         let _ = ctx
             .store
-            .event(now_ms(), &caller.actor(), "refused", &format!("{}: {why}", req.kind()))
+            .event(
+                ctx.clock.now_ms(),
+                &caller.actor(),
+                "refused",
+                &format!("{}: {why}", req.kind()),
+            )
             .await;
         return err(ErrorKind::Forbidden, why);
     }
@@ -138,12 +142,12 @@ async fn act(ctx: &Ctx, caller: &Caller, req: Request) -> anyhow::Result<Respons
                 format!("no node named {name}; `river node list` shows the nodes"),
             ),
         },
-        Request::NodeRemove { name } => match ctx.store.remove_node(&name, now_s()).await? {
+        Request::NodeRemove { name } => match ctx.store.remove_node(&name, ctx.clock.now_s()).await? {
             Some(_) => {
                 ctx.registry.remove(&name);
                 crate::tasks::node_removed(ctx, &name).await?;
                 crate::overlay::removed(ctx, &name).await?;
-                ctx.store.event(now_ms(), &caller.actor(), "node.remove", &name).await?;
+                ctx.store.event(ctx.clock.now_ms(), &caller.actor(), "node.remove", &name).await?;
                 Response::Done {
                     message: format!("removed node {name}; its certificate is revoked and it can no longer connect"),
                 }
@@ -155,9 +159,9 @@ async fn act(ctx: &Ctx, caller: &Caller, req: Request) -> anyhow::Result<Respons
         },
         Request::NodeAdmit { name } => match ctx.registry.take_unknown(&name) {
             Some((serial, expires_at)) if !ctx.store.is_revoked(&serial).await? => {
-                ctx.store.admit_node(&name, &serial, expires_at, now_s()).await?;
+                ctx.store.admit_node(&name, &serial, expires_at, ctx.clock.now_s()).await?;
                 ctx.store
-                    .event(now_ms(), &caller.actor(), "node.admit", &format!("{name} serial {serial}"))
+                    .event(ctx.clock.now_ms(), &caller.actor(), "node.admit", &format!("{name} serial {serial}"))
                     .await?;
                 Response::Done {
                     message: format!("admitted node {name} with the certificate it presented (serial {serial}); it connects again within its retry interval (at most 30 s)"),
@@ -199,7 +203,7 @@ async fn act(ctx: &Ctx, caller: &Caller, req: Request) -> anyhow::Result<Respons
         ),
         Request::TokenRevoke { id } => {
             if ctx.store.revoke_token(&id).await? {
-                ctx.store.event(now_ms(), &caller.actor(), "token.revoke", &id).await?;
+                ctx.store.event(ctx.clock.now_ms(), &caller.actor(), "token.revoke", &id).await?;
                 Response::Done {
                     message: format!("revoked token {id}"),
                 }
@@ -302,13 +306,13 @@ async fn act(ctx: &Ctx, caller: &Caller, req: Request) -> anyhow::Result<Respons
             let Caller::User { name, .. } = caller else {
                 return Ok(err(ErrorKind::Forbidden, "only users log out"));
             };
-            if !ctx.store.revoke_user_cert(name, &serial, now_s()).await? {
+            if !ctx.store.revoke_user_cert(name, &serial, ctx.clock.now_s()).await? {
                 return Ok(err(
                     ErrorKind::NotFound,
                     "that certificate is not one of yours (or was revoked already)",
                 ));
             }
-            ctx.store.event(now_ms(), &caller.actor(), "user.logout", &serial).await?;
+            ctx.store.event(ctx.clock.now_ms(), &caller.actor(), "user.logout", &serial).await?;
             Response::Done {
                 message: "logged out: this certificate no longer works".into(),
             }
@@ -409,7 +413,7 @@ async fn create_token(
     user: Option<(String, Role)>,
 ) -> anyhow::Result<TokenCreated> {
     let token = JoinToken::generate(&mut rand::rng(), ctx.ca_fp);
-    let now = now_s();
+    let now = ctx.clock.now_s();
     let expires_at = now.saturating_add(i64::try_from(ttl_secs).unwrap_or(i64::MAX));
     let detail = match &user {
         Some((n, r)) => format!("invite {} for user {n} ({})", token.id, r.as_str()),
@@ -428,7 +432,9 @@ async fn create_token(
             revoked: false,
         })
         .await?;
-    ctx.store.event(now_ms(), actor, "token.create", &detail).await?;
+    ctx.store
+        .event(ctx.clock.now_ms(), actor, "token.create", &detail)
+        .await?;
     Ok(TokenCreated {
         id: token.id.clone(),
         token: token.to_string(),
@@ -457,7 +463,7 @@ async fn renew(ctx: &Ctx, caller: &Caller, csr_pem: &str) -> anyhow::Result<Resp
         }
     }
     ctx.store
-        .event(now_ms(), &caller.actor(), "cert.renew", &info.serial)
+        .event(ctx.clock.now_ms(), &caller.actor(), "cert.renew", &info.serial)
         .await?;
     Ok(Response::Renewed { cert_pem })
 }

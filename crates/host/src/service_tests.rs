@@ -544,3 +544,28 @@ async fn the_audit_log_records_nodes_coming_and_going_from_the_events() {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
+
+#[tokio::test]
+async fn a_node_silent_past_its_deadline_goes_offline_and_its_tasks_are_lost_without_waiting() {
+    let h = host().await;
+    let mut r = Runner::join(&h.ctx, "n1", 1).await;
+    let mut events = h.ctx.events.subscribe();
+    let a = submit(&h.ctx, &user("alice"), spec(1)).await.unwrap()[0];
+    schedule(&h.ctx).await;
+    assert_eq!(r.starts(), vec![a]);
+    r.report(&h.ctx, a, TaskState::Running, None).await;
+    // Just inside the deadline: still online.
+    let deadline = std::time::Duration::from_millis(h.ctx.policy.offline_after_ms);
+    h.ctx.clock.advance(deadline - std::time::Duration::from_secs(2));
+    crate::registry::check_liveness(&h.ctx).await;
+    assert_eq!(task(&h.ctx, a).await.state, TaskState::Running);
+    // Past it (simulated: no test sleeps 30 s).
+    h.ctx.clock.advance(std::time::Duration::from_secs(4));
+    crate::registry::check_liveness(&h.ctx).await;
+    assert_eq!(task(&h.ctx, a).await.state, TaskState::Lost);
+    let offline = std::iter::from_fn(|| events.try_recv().ok())
+        .any(|e| e == crate::events::HostEvent::NodeOffline { name: "n1".into() });
+    assert!(offline, "the node's going is an event");
+    let nodes = h.ctx.store.nodes().await.unwrap();
+    assert_eq!(nodes[0].state, river_proto::msg::NodeState::Offline);
+}

@@ -3,7 +3,6 @@
 //! and its tasks stored to wait for the scheduler (`tasks.rs`).
 
 use crate::auth::Caller;
-use crate::clock::now_ms;
 use crate::cluster_view::{ask, sched_node};
 use crate::lifecycle;
 use crate::reply::err;
@@ -130,7 +129,7 @@ pub(crate) async fn submit(ctx: &Ctx, caller: &Caller, spec: TaskSpec) -> anyhow
     };
     let ids = ctx
         .store
-        .insert_batch_as(&caller.actor(), &members, now_ms(), first)
+        .insert_batch_as(&caller.actor(), &members, ctx.clock.now_ms(), first)
         .await?;
     ctx.events.tasks_changed(&ids, &caller.actor(), first);
     ctx.queued_owners
@@ -152,7 +151,7 @@ pub(crate) async fn submit(ctx: &Ctx, caller: &Caller, spec: TaskSpec) -> anyhow
         }
     }
     ctx.store
-        .event(now_ms(), &caller.actor(), "task.submit", &format!("{ids:?}"))
+        .event(ctx.clock.now_ms(), &caller.actor(), "task.submit", &format!("{ids:?}"))
         .await?;
     ctx.kick.notify_one();
     Ok(Response::TaskSubmitted { batch: ids[0], ids })

@@ -5,7 +5,6 @@
 
 use crate::auth::may_touch;
 use crate::auth::Caller;
-use crate::clock::now_ms;
 pub(crate) use crate::cluster_view::{ask, sched_node, usage_by_node};
 use crate::lifecycle;
 pub(crate) use crate::reply::err;
@@ -294,7 +293,12 @@ pub(crate) async fn signal(ctx: &Ctx, caller: &Caller, id: u64, signal: Signal) 
         ));
     }
     ctx.store
-        .event(now_ms(), &caller.actor(), "task.signal", &format!("{id} {signal:?}"))
+        .event(
+            ctx.clock.now_ms(),
+            &caller.actor(),
+            "task.signal",
+            &format!("{id} {signal:?}"),
+        )
         .await?;
     Ok(Response::Done {
         message: format!("sent {} to task {id} on {node}", format!("{signal:?}").to_lowercase()),

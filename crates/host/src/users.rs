@@ -3,7 +3,6 @@
 //! the user's open connections, so it counts at once and not at their next login.
 
 use crate::auth::{may_manage, Caller};
-use crate::clock::{now_ms, now_s};
 use crate::reply::err;
 use crate::Ctx;
 use river_proto::msg::{ErrorKind, Response, Role, Signal};
@@ -31,7 +30,12 @@ async fn target(
         Ok(()) => Ok(Ok(user)),
         Err(why) => {
             ctx.store
-                .event(now_ms(), &caller.actor(), "refused", &format!("{what} {name}: {why}"))
+                .event(
+                    ctx.clock.now_ms(),
+                    &caller.actor(),
+                    "refused",
+                    &format!("{what} {name}: {why}"),
+                )
                 .await?;
             Ok(Err(err(ErrorKind::Forbidden, why)))
         }
@@ -42,7 +46,7 @@ pub(crate) async fn remove(ctx: &Ctx, caller: &Caller, name: &str, kill_tasks: b
     if let Err(refusal) = target(ctx, caller, "UserRemove", name, None).await? {
         return Ok(refusal);
     }
-    ctx.store.remove_user(name, now_s()).await?;
+    ctx.store.remove_user(name, ctx.clock.now_s()).await?;
     let closed = ctx.cut_off_user(name);
     let owner = format!("user {name}");
     let theirs: Vec<u64> = ctx
@@ -75,7 +79,9 @@ pub(crate) async fn remove(ctx: &Ctx, caller: &Caller, name: &str, kill_tasks: b
             theirs.len()
         )
     };
-    ctx.store.event(now_ms(), &caller.actor(), "user.rm", name).await?;
+    ctx.store
+        .event(ctx.clock.now_ms(), &caller.actor(), "user.rm", name)
+        .await?;
     Ok(Response::Done {
         message: format!(
             "removed user {name}: every certificate of theirs revoked, {closed} open connection(s) closed, their gateway keys dropped; {tasks}"
@@ -93,7 +99,7 @@ pub(crate) async fn set_role(ctx: &Ctx, caller: &Caller, name: &str, role: Role)
     ctx.cut_off_user(name);
     ctx.store
         .event(
-            now_ms(),
+            ctx.clock.now_ms(),
             &caller.actor(),
             "user.role",
             &format!("{name}: {} → {}", user.role.as_str(), role.as_str()),
@@ -117,6 +123,8 @@ pub(crate) async fn enable(ctx: &Ctx, caller: &Caller, name: &str, enabled: bool
         format!("{name} is disabled: {closed} open connection(s) closed; nothing of theirs is removed (`river user enable {name}` undoes it)")
     };
     let action = if enabled { "user.enable" } else { "user.disable" };
-    ctx.store.event(now_ms(), &caller.actor(), action, name).await?;
+    ctx.store
+        .event(ctx.clock.now_ms(), &caller.actor(), action, name)
+        .await?;
     Ok(Response::Done { message })
 }

@@ -10,7 +10,6 @@ mod share;
 mod snapshots;
 use crate::auth::may_touch;
 use crate::auth::Caller;
-use crate::clock::now_ms;
 use crate::lifecycle;
 use crate::lifecycle::state_of;
 use crate::reply::err;
@@ -194,7 +193,7 @@ pub(crate) async fn start(ctx: &Ctx, caller: &Caller, id: u64, on: Option<String
     }
     lifecycle::change(ctx, &mut t, Event::Requeued, None).await?;
     ctx.store
-        .event(now_ms(), &caller.actor(), "vps.start", &id.to_string())
+        .event(ctx.clock.now_ms(), &caller.actor(), "vps.start", &id.to_string())
         .await?;
     let when = if ctx.registry.connected(&p.node) {
         String::new()
@@ -231,7 +230,7 @@ pub(crate) async fn remove(ctx: &Ctx, caller: &Caller, id: u64) -> anyhow::Resul
     let why = format!("removed by {}", caller.actor());
     lifecycle::change(ctx, &mut t, Event::Ended(TaskState::Killed), Some(why)).await?;
     ctx.store
-        .event(now_ms(), &caller.actor(), "vps.remove", &id.to_string())
+        .event(ctx.clock.now_ms(), &caller.actor(), "vps.remove", &id.to_string())
         .await?;
     for s in ctx.store.snapshots(id).await? {
         drop_snapshot(ctx, id, s.seq).await;
@@ -291,7 +290,7 @@ pub(crate) async fn keys(
     }
     ctx.save_task(&t).await?;
     ctx.store
-        .event(now_ms(), &caller.actor(), "vps.keys", &id.to_string())
+        .event(ctx.clock.now_ms(), &caller.actor(), "vps.keys", &id.to_string())
         .await?;
     Ok(Response::Task(Box::new(crate::tasks::view(ctx, caller, t))))
 }

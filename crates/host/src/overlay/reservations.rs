@@ -3,7 +3,6 @@
 
 use super::{off, taken, Claim, HOST_MEMBER, MAX_TTL};
 use crate::auth::Caller;
-use crate::clock::now_ms;
 use crate::reply::err;
 use crate::Ctx;
 use river_overlay::net::free_address;
@@ -94,7 +93,7 @@ pub(crate) async fn reserve(
             }
         },
     };
-    let now = now_ms();
+    let now = ctx.clock.now_ms();
     let expires_at_ms = now.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
     let mut nonce = [0u8; 16];
     rand::RngCore::fill_bytes(&mut rand::rng(), &mut nonce);
@@ -135,7 +134,7 @@ pub(crate) async fn list(ctx: &Ctx) -> anyhow::Result<Response> {
     if ctx.overlay.is_none() {
         return Ok(off());
     }
-    let now = now_ms();
+    let now = ctx.clock.now_ms();
     ctx.store.release_reservations(now).await?;
     Ok(Response::Ips(
         ctx.store
@@ -178,7 +177,9 @@ pub(crate) async fn release(ctx: &Ctx, caller: &Caller, ip: &str) -> anyhow::Res
         }
     }
     ctx.store.delete_reservation(ip).await?;
-    ctx.store.event(now_ms(), &caller.actor(), "ip.release", ip).await?;
+    ctx.store
+        .event(ctx.clock.now_ms(), &caller.actor(), "ip.release", ip)
+        .await?;
     Ok(Response::Done {
         message: format!("released {ip}"),
     })
@@ -200,7 +201,7 @@ pub(crate) async fn take_token(
     let Some(claim) = o.verify(&token.0) else {
         return Ok(refused("it was not issued by this cluster or has been altered"));
     };
-    if claim.exp <= now_ms() {
+    if claim.exp <= ctx.clock.now_ms() {
         return Ok(refused("it has expired; reserve again with `river ip reserve`"));
     }
     let ip = claim.ip.to_string();
@@ -242,13 +243,13 @@ pub(crate) async fn take_token(
 
 /// Claims the reservation for the task just queued with it.
 pub(crate) async fn claim(ctx: &Ctx, ip: &str, nonce: &str, task: u64) -> anyhow::Result<bool> {
-    Ok(ctx.store.claim_reservation(ip, nonce, task, now_ms()).await?)
+    Ok(ctx.store.claim_reservation(ip, nonce, task, ctx.clock.now_ms()).await?)
 }
 
 /// Records addresses given to a group's members at submit as claimed reservations, so they are
 /// held from now until each member ends.
 pub(crate) async fn hold(ctx: &Ctx, owner: &str, node: &str, ip: Ipv4Addr, task: u64) -> anyhow::Result<()> {
-    let now = now_ms();
+    let now = ctx.clock.now_ms();
     let nonce = format!("group-{task}");
     ctx.store
         .insert_reservation(&Reservation {

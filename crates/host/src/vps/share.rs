@@ -5,7 +5,6 @@
 
 use crate::auth::may_touch;
 use crate::auth::Caller;
-use crate::clock::now_ms;
 use crate::reply::err;
 use crate::Ctx;
 use river_proto::msg::{ErrorKind, Response};
@@ -64,14 +63,14 @@ pub(crate) async fn share(ctx: &Ctx, caller: &Caller, id: u64, user: &str, on: b
         if t.owner == format!("user {user}") {
             return Ok(err(ErrorKind::Invalid, format!("VPS {id} is {user}'s own")));
         }
-        ctx.store.share_vps(id, user, now_ms()).await?;
+        ctx.store.share_vps(id, user, ctx.clock.now_ms()).await?;
     } else if ctx.store.unshare_vps(id, user).await? {
         // What they have open may reach it; the host cannot tell which, so all of it closes.
         ctx.cut_off_user(user);
     }
     let action = if on { "vps.share" } else { "vps.unshare" };
     ctx.store
-        .event(now_ms(), &caller.actor(), action, &format!("{id} {user}"))
+        .event(ctx.clock.now_ms(), &caller.actor(), action, &format!("{id} {user}"))
         .await?;
     let with = ctx.store.vps_shares(id).await?;
     Ok(Response::Done {

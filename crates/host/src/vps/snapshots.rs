@@ -3,7 +3,6 @@
 
 use super::{home, vps_task};
 use crate::auth::Caller;
-use crate::clock::now_ms;
 use crate::lifecycle;
 use crate::lifecycle::state_of;
 use crate::reply::err;
@@ -15,7 +14,11 @@ use river_task::state::TaskState;
 
 /// The image a snapshot is committed to on its node (untagged there once the host has it).
 fn snapshot_tag(id: u64) -> String {
-    format!("{}/{id}:{}", river_proto::msg::VPS_SNAPSHOT_REPO, now_ms())
+    format!(
+        "{}/{id}:{}",
+        river_proto::msg::VPS_SNAPSHOT_REPO,
+        crate::clock::now_ms()
+    )
 }
 
 /// Commits VPS `t`'s container on its node and keeps the archive as its next snapshot. The error
@@ -55,14 +58,14 @@ async fn take_snapshot(
         archive,
         node,
         created_by: by.to_owned(),
-        created_at_ms: now_ms(),
+        created_at_ms: ctx.clock.now_ms(),
         message,
         auto,
     };
     snap.seq = ctx.store.add_snapshot(&snap).await.map_err(|e| format!("host: {e}"))?;
     let _ = ctx
         .store
-        .event(now_ms(), by, "vps.snapshot", &format!("{id} #{}", snap.seq))
+        .event(ctx.clock.now_ms(), by, "vps.snapshot", &format!("{id} #{}", snap.seq))
         .await;
     // Removed meanwhile: the snapshot has nothing to restore into.
     let gone = ctx
@@ -164,7 +167,12 @@ pub(crate) async fn snapshot_rm(ctx: &Ctx, caller: &Caller, id: u64, seq: u32) -
         ));
     }
     ctx.store
-        .event(now_ms(), &caller.actor(), "vps.snapshot.rm", &format!("{id} #{seq}"))
+        .event(
+            ctx.clock.now_ms(),
+            &caller.actor(),
+            "vps.snapshot.rm",
+            &format!("{id} #{seq}"),
+        )
         .await?;
     Ok(Response::Done {
         message: format!("removed snapshot {seq} of VPS {id}"),
@@ -211,7 +219,12 @@ pub(crate) async fn restore(ctx: &Ctx, caller: &Caller, id: u64, seq: u32) -> an
     from_snapshot(&mut t, &snap);
     lifecycle::change(ctx, &mut t, Event::Requeued, None).await?;
     ctx.store
-        .event(now_ms(), &caller.actor(), "vps.restore", &format!("{id} #{seq}"))
+        .event(
+            ctx.clock.now_ms(),
+            &caller.actor(),
+            "vps.restore",
+            &format!("{id} #{seq}"),
+        )
         .await?;
     Ok(Response::Done {
         message: format!("starting VPS {id} on {} from snapshot {seq}", p.node),
@@ -276,7 +289,7 @@ pub(super) async fn move_to(ctx: &Ctx, caller: &Caller, mut t: TaskRecord, on: S
     lifecycle::change(ctx, &mut t, Event::Requeued, None).await?;
     ctx.store
         .event(
-            now_ms(),
+            ctx.clock.now_ms(),
             &caller.actor(),
             "vps.move",
             &format!("{id} {old_node} -> {on} #{}", snap.seq),
