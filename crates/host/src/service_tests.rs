@@ -50,6 +50,11 @@ pub(crate) struct Runner {
 
 impl Runner {
     pub async fn join(ctx: &Ctx, name: &str, cores: u32) -> Self {
+        Self::join_with(ctx, name, cores, |_| {}).await
+    }
+
+    /// A runner whose machine is as `tune` leaves it.
+    pub async fn join_with(ctx: &Ctx, name: &str, cores: u32, tune: impl FnOnce(&mut NodeInfo)) -> Self {
         let now = crate::clock::now_ms();
         ctx.store
             .admit_node(name, "serial", i64::MAX, now / 1000)
@@ -64,6 +69,8 @@ impl Runner {
             version: "test".into(),
             no_engine: false,
         };
+        let mut info = info;
+        tune(&mut info);
         ctx.store.node_session(name, &info, "127.0.0.1", now).await.unwrap();
         Self::connect(ctx, name)
     }
@@ -568,4 +575,44 @@ async fn a_node_silent_past_its_deadline_goes_offline_and_its_tasks_are_lost_wit
     assert!(offline, "the node's going is an event");
     let nodes = h.ctx.store.nodes().await.unwrap();
     assert_eq!(nodes[0].state, river_proto::msg::NodeState::Offline);
+}
+
+#[tokio::test]
+async fn container_tasks_go_only_where_an_engine_answers() {
+    let h = host().await;
+    let mut bare = Runner::join_with(&h.ctx, "bare", 8, |i| i.no_engine = true).await;
+    let mut docker = Runner::join(&h.ctx, "docker", 1).await;
+    let alice = user("alice");
+    let c1 = submit(&h.ctx, &alice, spec(1)).await.unwrap()[0];
+    let c2 = submit(&h.ctx, &alice, spec(1)).await.unwrap()[0];
+    let mut p = spec(1);
+    p.no_container = true;
+    p.image = String::new();
+    let p = submit(&h.ctx, &alice, p).await.unwrap()[0];
+    schedule(&h.ctx).await;
+    assert_eq!(docker.starts(), vec![c1]);
+    assert_eq!(bare.starts(), vec![p], "a process task may run where no engine is");
+    let why = crate::waiting::why(&h.ctx, &task(&h.ctx, c2).await)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(task(&h.ctx, c2).await.state, TaskState::Queued, "{why}");
+}
+
+#[tokio::test]
+async fn memory_is_a_resource_like_cores() {
+    let h = host().await;
+    let mut r = Runner::join(&h.ctx, "n1", 8).await;
+    let big = |gib: u64| {
+        let mut s = spec(1);
+        s.memory_bytes = Some(gib << 30);
+        s
+    };
+    let a = submit(&h.ctx, &user("alice"), big(6)).await.unwrap()[0];
+    let b = submit(&h.ctx, &user("alice"), big(6)).await.unwrap()[0];
+    schedule(&h.ctx).await;
+    assert_eq!(r.starts(), vec![a], "8 GiB hold one 6 GiB task, not two");
+    assert_eq!(task(&h.ctx, b).await.state, TaskState::Queued);
+    let why = submit(&h.ctx, &user("alice"), big(64)).await.unwrap_err();
+    assert!(why.contains("memory") || why.contains("GiB"), "{why}");
 }
