@@ -18,6 +18,8 @@ mod entrances;
 mod env_edit;
 mod envs;
 mod events;
+#[cfg(test)]
+mod events_tests;
 mod gateway;
 mod groups;
 mod init;
