@@ -134,7 +134,7 @@ pub(crate) async fn commit(
     // bare `killed` (the runner's report of the kill keeps this message).
     if let Some(mut edit) = ctx.store.task(t.id).await? {
         edit.message = Some(format!("saved as {name} v{stored}; its editing container was stopped"));
-        ctx.save_task(&edit).await?;
+        ctx.save_task(&edit, edit.state).await?;
     }
     crate::tasks::signal(ctx, caller, t.id, Signal::Kill).await?;
     show(ctx, name).await

@@ -164,14 +164,20 @@ impl Ctx {
         })
     }
 
-    /// Writes a task's changes; the only way the host changes a task.
-    pub(crate) async fn save_task(&self, t: &river_store::TaskRecord) -> Result<(), river_store::StoreError> {
+    /// Writes a task's changes if its stored state is still `was` (the state the change was
+    /// decided from); whether it did. The only way the host writes a task: a change decided on a
+    /// record read earlier never overwrites one made meanwhile.
+    pub(crate) async fn save_task(
+        &self,
+        t: &river_store::TaskRecord,
+        was: river_task::state::TaskState,
+    ) -> Result<bool, river_store::StoreError> {
         use std::sync::atomic::Ordering;
         self.task_writes.fetch_add(1, Ordering::SeqCst);
         if let Ok(mut r) = self.running.lock() {
             r.remove(&t.id);
         }
-        let saved = self.store.update_task(t).await;
+        let saved = self.store.update_task_from(t, was).await;
         self.task_writes.fetch_add(1, Ordering::SeqCst);
         self.tasks_changed();
         saved

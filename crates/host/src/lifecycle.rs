@@ -54,16 +54,32 @@ pub(crate) fn decide(
     Ok(effects)
 }
 
+/// A change decided on a record that another change overtook before it was stored: nothing was
+/// written. The caller reads the task again (or leaves it to whoever changed it).
+#[derive(Debug, thiserror::Error)]
+#[error("task {id} changed meanwhile; try again")]
+pub(crate) struct Stale {
+    pub id: u64,
+}
+
+/// Whether `e` is a [`Stale`] change.
+pub(crate) fn is_stale(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<Stale>().is_some()
+}
+
 /// Applies `event` to `t`, stores it and carries out what follows. Returns whether the task
 /// changed: an event that changes nothing (a repeated report) stores nothing. An event the state
-/// machine forbids is an error and leaves `t` as it was.
+/// machine forbids is an error and leaves `t` as it was; one overtaken by another change is a
+/// [`Stale`] error, and `t` then holds what was not stored.
 pub(crate) async fn change(ctx: &Ctx, t: &mut TaskRecord, event: Event, why: Option<String>) -> anyhow::Result<bool> {
     let before = t.state;
     let effects = decide(t, event, why, ctx.clock.now_ms())?;
     if t.state == before {
         return Ok(false);
     }
-    ctx.save_task(t).await?;
+    if !ctx.save_task(t, before).await? {
+        anyhow::bail!(Stale { id: t.id });
+    }
     ctx.events.publish(HostEvent::TaskChanged {
         id: t.id,
         owner: t.owner.clone(),
@@ -118,7 +134,8 @@ async fn end_group(ctx: &Ctx, failed: &TaskRecord) -> anyhow::Result<()> {
         if told {
             // Its node kills it; the runner's report of the kill keeps this reason.
             t.message = Some(why.clone());
-            ctx.save_task(&t).await?;
+            // Unless it changed meanwhile (then the message no longer fits).
+            ctx.save_task(&t, t.state).await?;
         } else {
             change(ctx, &mut t, Event::GroupEnded, Some(why.clone())).await?;
         }

@@ -186,3 +186,35 @@ async fn a_stopped_vps_is_handed_on_for_its_snapshot() {
     let t = task(&ctx, ids[0]).await;
     assert_eq!((t.state, t.finished_at_ms), (TaskState::Stopped, None));
 }
+
+#[tokio::test]
+async fn a_change_decided_on_an_old_read_never_overwrites_one_made_meanwhile() {
+    let h = host().await;
+    let ctx = h.ctx.clone();
+    let spec = TaskSpec::new("img", vec!["true".into()]);
+    let ids = ctx
+        .store
+        .insert_batch_as(
+            "user alice",
+            &[(&spec, None)],
+            crate::clock::now_ms(),
+            TaskState::Queued,
+        )
+        .await
+        .unwrap();
+    // The scheduler read it queued; its owner cancels it before the placement is stored.
+    let mut read_by_scheduler = task(&ctx, ids[0]).await;
+    let mut fresh = task(&ctx, ids[0]).await;
+    let cancel = Event::Ended(TaskState::Killed);
+    assert!(change(&ctx, &mut fresh, cancel, Some("cancelled".into()))
+        .await
+        .unwrap());
+    read_by_scheduler.placement = on("n1");
+    let e = change(&ctx, &mut read_by_scheduler, Event::Placed, None)
+        .await
+        .unwrap_err();
+    assert!(is_stale(&e), "{e}");
+    let stored = task(&ctx, ids[0]).await;
+    assert_eq!(stored.state, TaskState::Killed, "the cancel stands");
+    assert!(stored.placement.is_none());
+}

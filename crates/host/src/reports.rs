@@ -36,35 +36,43 @@ pub(crate) async fn on_report(
     exit_code: Option<i64>,
     message: Option<String>,
 ) -> Result<(), Unrecorded> {
-    let result = async {
-        let Some(mut t) = ctx.store.task(id).await? else {
-            anyhow::bail!("unknown task {id}")
-        };
-        if t.placement.as_ref().map(|p| p.node.as_str()) != Some(node) {
-            anyhow::bail!("task {id} is not placed on node {node}");
+    // A change made meanwhile (a cancel, a signal's note) makes the host read the task again.
+    let mut result = Ok(());
+    for _ in 0..3 {
+        result = async {
+            let Some(mut t) = ctx.store.task(id).await? else {
+                anyhow::bail!("unknown task {id}")
+            };
+            if t.placement.as_ref().map(|p| p.node.as_str()) != Some(node) {
+                anyhow::bail!("task {id} is not placed on node {node}");
+            }
+            let to: TaskState = state.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+            let from = state_of(&t);
+            let why = message.clone().or_else(|| {
+                // "went offline; may still be running" no longer holds: say what became of it.
+                (from == TaskState::Lost && to != TaskState::Lost).then(|| {
+                    if to.is_final() {
+                        format!("ended while node {node} was out of touch; its end arrived when it came back")
+                    } else {
+                        format!("node {node} came back; the task had kept running")
+                    }
+                })
+            });
+            let event = Event::Reported { state: to, exit_code };
+            if lifecycle::change(ctx, &mut t, event, why).await? {
+                tracing::info!(task = id, %node, state = to.as_str(), "task state");
+            }
+            Ok(())
         }
-        let to: TaskState = state.parse().map_err(|e: String| anyhow::anyhow!(e))?;
-        let from = state_of(&t);
-        let why = message.or_else(|| {
-            // "went offline; may still be running" no longer holds: say what became of it.
-            (from == TaskState::Lost && to != TaskState::Lost).then(|| {
-                if to.is_final() {
-                    format!("ended while node {node} was out of touch; its end arrived when it came back")
-                } else {
-                    format!("node {node} came back; the task had kept running")
-                }
-            })
-        });
-        let event = Event::Reported { state: to, exit_code };
-        if lifecycle::change(ctx, &mut t, event, why).await? {
-            tracing::info!(task = id, %node, state = to.as_str(), "task state");
+        .await;
+        if !matches!(&result, Err(e) if lifecycle::is_stale(e)) {
+            break;
         }
-        Ok(())
     }
-    .await;
     match result {
         Ok(()) => Ok(()),
-        Err(e) if from_store(&e) => Err(Unrecorded {
+        // Still overtaken after three reads: the runner sends it again with its next session.
+        Err(e) if from_store(&e) || lifecycle::is_stale(&e) => Err(Unrecorded {
             node: node.to_owned(),
             source: e,
         }),
@@ -139,7 +147,13 @@ pub(crate) async fn reconcile(ctx: &Arc<Ctx>, node: &str, reports: Vec<TaskRepor
             ),
             _ => continue,
         };
-        lifecycle::change(ctx, &mut t, event, why).await.map_err(unrecorded)?;
+        match lifecycle::change(ctx, &mut t, event, why).await {
+            // Changed since this session's settling read it (a cancel): that change stands.
+            Err(e) if lifecycle::is_stale(&e) => {}
+            other => {
+                other.map_err(unrecorded)?;
+            }
+        }
     }
     ctx.kick.notify_one();
     Ok(settled)

@@ -198,8 +198,12 @@ pub(crate) async fn schedule_once(ctx: &Ctx) -> anyhow::Result<()> {
             owner: Some(ctx.task_owner(&t.owner).await?),
         };
         t.placement = Some(placement.clone());
-        lifecycle::change(ctx, &mut t, Event::Placed, None).await?;
-        starts.push((t, placement));
+        match lifecycle::change(ctx, &mut t, Event::Placed, None).await {
+            Ok(_) => starts.push((t, placement)),
+            // Cancelled (or otherwise changed) since this pass read the queue: not placed.
+            Err(e) if lifecycle::is_stale(&e) => continue,
+            Err(e) => return Err(e),
+        }
     }
     // Before any of them starts, every runner learns whose the new overlay addresses are (and
     // that an address given again is no longer its old owner's); if that cannot be read, they
@@ -226,8 +230,12 @@ pub(crate) async fn schedule_once(ctx: &Ctx) -> anyhow::Result<()> {
         {
             tracing::info!(task = id, %node, "task assigned");
         } else {
-            // The runner left between the snapshot and now: back to the queue.
-            lifecycle::change(ctx, &mut t, Event::Requeued, None).await?;
+            // The runner left between the snapshot and now: back to the queue (unless something
+            // else changed it meanwhile, which then stands).
+            match lifecycle::change(ctx, &mut t, Event::Requeued, None).await {
+                Err(e) if !lifecycle::is_stale(&e) => return Err(e),
+                _ => {}
+            }
         }
     }
     Ok(())

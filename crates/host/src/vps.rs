@@ -288,7 +288,12 @@ pub(crate) async fn keys(
             format!("that would leave VPS {id} with no key: no one could log in; add another first"),
         ));
     }
-    ctx.save_task(&t).await?;
+    if !ctx.save_task(&t, t.state).await? {
+        return Ok(err(
+            ErrorKind::Conflict,
+            format!("VPS {id} changed meanwhile; try again"),
+        ));
+    }
     ctx.store
         .event(ctx.clock.now_ms(), &caller.actor(), "vps.keys", &id.to_string())
         .await?;

@@ -143,11 +143,21 @@ impl Store {
 
     /// Writes a task's mutable fields (a VPS's spec and target change: its keys, its node).
     pub async fn update_task(&self, t: &TaskRecord) -> Result<()> {
+        self.write_task(t, None).await.map(|_| ())
+    }
+
+    /// Writes `t` only if its stored state is still `was`; whether it did. A change decided on
+    /// a record read earlier never overwrites one made meanwhile (a cancel racing the scheduler).
+    pub async fn update_task_from(&self, t: &TaskRecord, was: TaskState) -> Result<bool> {
+        self.write_task(t, Some(was)).await
+    }
+
+    async fn write_task(&self, t: &TaskRecord, was: Option<TaskState>) -> Result<bool> {
         let id = i64::try_from(t.id).map_err(|_| StoreError::Corrupt(format!("task id {}", t.id)))?;
-        sqlx::query(
+        let done = sqlx::query(
             "UPDATE tasks SET spec_json = ?, target = ?, state = ?, placement_json = ?, exit_code = ?, message = ?,
              started_at_ms = ?, finished_at_ms = ?
-             WHERE id = ?",
+             WHERE id = ? AND (? IS NULL OR state = ?)",
         )
         .bind(json(&t.spec)?)
         .bind(&t.target)
@@ -158,8 +168,10 @@ impl Store {
         .bind(t.started_at_ms)
         .bind(t.finished_at_ms)
         .bind(id)
+        .bind(was.map(TaskState::as_str))
+        .bind(was.map(TaskState::as_str))
         .execute(&self.pool)
         .await?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
     }
 }
