@@ -104,6 +104,8 @@ pub(crate) async fn handle(ctx: &Ctx, caller: &Caller, req: Request) -> Response
     }
     match act(ctx, caller, req).await {
         Ok(r) => r,
+        // Overtaken by another change to the same task: the user may simply ask again.
+        Err(e) if crate::lifecycle::is_stale(&e) => err(ErrorKind::Conflict, e.to_string()),
         Err(e) => {
             let fault = e
                 .chain()
