@@ -150,21 +150,24 @@ async fn a_lost_task_comes_back_with_a_message_saying_so() {
     assert!(t.message.unwrap().contains("came back"));
 }
 
+/// One task of alice's, waiting in the queue; its id.
+async fn queued_task(ctx: &Ctx) -> u64 {
+    let spec = TaskSpec::new("img", vec!["true".into()]);
+    let members = [(&spec, None)];
+    let now = crate::clock::now_ms();
+    let ids = ctx
+        .store
+        .insert_batch_as("user alice", &members, now, TaskState::Queued)
+        .await
+        .unwrap();
+    ids[0]
+}
+
 #[tokio::test]
 async fn a_start_order_that_never_arrived_is_queued_again_without_its_placement() {
     let h = host().await;
     let ctx = h.ctx.clone();
-    let spec = TaskSpec::new("img", vec!["true".into()]);
-    let ids = ctx
-        .store
-        .insert_batch_as(
-            "user alice",
-            &[(&spec, None)],
-            crate::clock::now_ms(),
-            TaskState::Queued,
-        )
-        .await
-        .unwrap();
+    let ids = [queued_task(&ctx).await];
     let mut t = task(&ctx, ids[0]).await;
     t.placement = on("n1");
     change(&ctx, &mut t, Event::Placed, None).await.unwrap();
@@ -191,17 +194,7 @@ async fn a_stopped_vps_is_handed_on_for_its_snapshot() {
 async fn a_change_decided_on_an_old_read_never_overwrites_one_made_meanwhile() {
     let h = host().await;
     let ctx = h.ctx.clone();
-    let spec = TaskSpec::new("img", vec!["true".into()]);
-    let ids = ctx
-        .store
-        .insert_batch_as(
-            "user alice",
-            &[(&spec, None)],
-            crate::clock::now_ms(),
-            TaskState::Queued,
-        )
-        .await
-        .unwrap();
+    let ids = [queued_task(&ctx).await];
     // The scheduler read it queued; its owner cancels it before the placement is stored.
     let mut read_by_scheduler = task(&ctx, ids[0]).await;
     let mut fresh = task(&ctx, ids[0]).await;
