@@ -191,7 +191,7 @@ fn the_host_imports_only_downwards() {
 #[test]
 fn the_runner_imports_only_downwards() {
     let means: &[&str] = &[
-        "cgroup", "config", "forward", "images", "nosuid", "overlay", "process", "sftp", "terminal",
+        "backend", "cgroup", "config", "forward", "images", "nosuid", "overlay", "process", "sftp", "terminal",
     ];
     let work: &[&str] = &["exec"];
     let sessions: &[&str] = &["renew", "session", "ssh"];

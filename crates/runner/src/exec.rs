@@ -1,24 +1,24 @@
-//! Running tasks on this node: containers through `river_docker`, output to files under
-//! `state_dir/tasks/ID/`, and a report to the host at each change of state.
+//! Running tasks on this node: each task's work through a [`Backend`] (a container on the node's
+//! Docker engine, or a process in a cgroup), output in files under `state_dir/tasks/ID/`, and a
+//! report to the host at each change of state. What every kind of work shares lives here: the
+//! reports and the ends recorded on disk, kills and stops a user asked for, a VPS's rules, and
+//! following output.
 
-mod account;
 mod adopt;
-mod attach;
-mod container;
-mod output;
-mod pin;
-mod process;
+mod ends;
+mod logs;
 pub(crate) mod records;
 
-use futures_util::StreamExt;
-use river_docker::{ContainerSpec, Mount, Output, Runtime};
+use crate::backend::container::Containers;
+use crate::backend::process::Processes;
+use crate::backend::{Backend, Ended, Job, Node, Seen};
+use river_docker::Runtime;
 use river_proto::msg::{HostMsg, RunnerMsg, Signal, TaskPlacement, TaskReport, TaskSpec};
-use river_task::state::{exit_state, TaskState};
-use std::collections::{BTreeMap, HashSet};
+use river_task::state::TaskState;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use tokio::io::AsyncWriteExt;
-use tokio::sync::{mpsc, OnceCell};
+use tokio::sync::mpsc;
 
 /// What an executor is told about its node.
 pub(crate) struct Settings {
@@ -49,120 +49,92 @@ pub(crate) struct Settings {
 }
 
 pub(crate) struct Executor {
-    node: String,
-    cluster: String,
-    dir: PathBuf,
-    socket: Option<PathBuf>,
-    fake_gpus: bool,
-    shared: Option<PathBuf>,
-    scratch: PathBuf,
-    allowed_mounts: Vec<PathBuf>,
-    /// Connected on first use; a failed attempt is not kept, so a Docker engine started after the
-    /// runner is found by the next task.
-    runtime: OnceCell<Runtime>,
+    node: Node,
+    /// The backend of container work (and VPSs), and of `--no-container` work.
+    containers: Arc<dyn Backend>,
+    processes: Arc<dyn Backend>,
+    /// The node's Docker engine, for what only it does (environment images, exports, the
+    /// overlay's network, SSH into a VPS); in a running node, the same as `containers`.
+    docker: Arc<Containers>,
     reports: mpsc::UnboundedSender<RunnerMsg>,
     /// Tasks a user asked to kill, so their end reads `killed`, not `failed`.
     kills: Mutex<HashSet<u64>>,
     /// VPSs a user asked to stop or remove, so their end is reported as that.
-    vps_ends: Mutex<std::collections::HashMap<u64, VpsEnd>>,
-    /// Containers' first processes (pid, start time), so a forwarded connection does not ask the
-    /// engine each time; the start time tells a reused pid from the container's.
-    pids: Mutex<std::collections::HashMap<u64, (i64, u64)>>,
+    vps_ends: Mutex<HashMap<u64, VpsEnd>>,
     /// Closed when the runner stops: work spawned here stops with it, as in a process exit.
     stop: tokio::sync::watch::Receiver<()>,
     /// The current session's connection, for fetching environments.
     host: tokio::sync::watch::Sender<Option<river_mesh::Connection>>,
-    images: crate::images::Images,
-    cgroups: crate::cgroup::Cgroups,
-    task_uid_base: u32,
     /// Forwarded UDP flows of the current session.
     pub udp: Arc<crate::forward::UdpFlows>,
     /// This node's part of the overlay network.
     pub overlay: crate::overlay::NodeOverlay,
-    /// The most kept of each output stream of a task.
-    output_cap: Option<u64>,
-    /// Tasks whose container's output is being written to their files now.
-    pumps: Mutex<HashSet<u64>>,
-    /// Bumped whenever a task's output becomes whole (its pump or its process is done), so
-    /// followers learn of the end at once rather than at their next look.
+    /// Tasks whose work runs and whose output is still being written to their files.
+    live: Mutex<HashSet<u64>>,
+    /// Bumped whenever a task's output becomes whole (its work is over and saved), so followers
+    /// learn of the end at once rather than at their next look.
     output_ends: tokio::sync::watch::Sender<u64>,
 }
 
-impl Executor {
-    /// `river-<cluster>-<node>-task-<id>`: unique per engine even when several runners or
-    /// clusters share it.
-    pub(crate) fn container_name(&self, id: u64) -> String {
-        format!("river-{}-{}-task-{id}", self.cluster, self.node)
-    }
-
-    /// `river-tasks`: the bridge network of containers that are not on the overlay, with traffic
-    /// between containers off, so one user's task never reaches another's services directly. One
-    /// per engine, whatever clusters share it: with that traffic off, sharing it lets no container
-    /// reach another, and a network per cluster would be left behind on the engine by each one
-    /// (its address pools run out after about thirty).
-    fn isolated_network(&self) -> String {
-        "river-tasks".to_owned()
-    }
-}
-
-/// Why a VPS's container stopped, when a user asked for it.
+/// Why a VPS's work stopped, when a user asked for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum VpsEnd {
+pub(crate) enum VpsEnd {
     Stop,
     Remove,
     /// Removed because the VPS now lives elsewhere: nothing to report.
     Discard,
 }
 
-/// The label naming whose VPS a container is, and so whose an image committed from it is.
-const OWNER: &str = "river.owner";
-
-/// The container label holding the generation of the VPS's disk it was made for.
-const VPS_GENERATION: &str = "river.vps.generation";
-
-/// How long a stopping VPS gets between SIGTERM and SIGKILL.
-const VPS_STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// A river container on this node.
-struct Mine {
-    task: u64,
-    id: String,
-    /// A VPS: its container is kept when it stops.
-    vps: bool,
-}
-
-fn cpuset(ids: &[u32]) -> String {
-    ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
-}
-
 impl Executor {
     pub fn new(s: Settings, reports: mpsc::UnboundedSender<RunnerMsg>, stop: tokio::sync::watch::Receiver<()>) -> Self {
-        let (host, host_rx) = tokio::sync::watch::channel(None);
-        Self {
-            host,
-            images: crate::images::Images::new(s.blobs, host_rx),
-            cgroups: crate::cgroup::Cgroups::at(&s.cgroup_root),
-            task_uid_base: s.task_uid_base,
-            udp: Arc::default(),
-            overlay: Default::default(),
-            output_cap: s.output_cap,
-            pumps: Mutex::default(),
-            output_ends: tokio::sync::watch::Sender::new(0),
+        let node = Node {
             node: s.node,
             cluster: s.cluster,
             dir: s.dir,
-            socket: s.socket,
             fake_gpus: s.fake_gpus,
             shared: s.shared,
             scratch: s.scratch,
             allowed_mounts: s.allowed_mounts,
-            runtime: OnceCell::new(),
+            task_uid_base: s.task_uid_base,
+            output_cap: s.output_cap,
+        };
+        let (host, host_rx) = tokio::sync::watch::channel(None);
+        let images = crate::images::Images::new(s.blobs, host_rx);
+        let docker = Arc::new(Containers::new(node.clone(), s.socket, images, reports.clone()));
+        let processes = Arc::new(Processes::new(node.clone(), &s.cgroup_root));
+        Self::with_backends(node, docker.clone(), processes, docker, host, reports, stop)
+    }
+
+    /// An executor over these backends (tests give it fakes).
+    pub(crate) fn with_backends(
+        node: Node,
+        containers: Arc<dyn Backend>,
+        processes: Arc<dyn Backend>,
+        docker: Arc<Containers>,
+        host: tokio::sync::watch::Sender<Option<river_mesh::Connection>>,
+        reports: mpsc::UnboundedSender<RunnerMsg>,
+        stop: tokio::sync::watch::Receiver<()>,
+    ) -> Self {
+        Self {
+            node,
+            containers,
+            processes,
+            docker,
             reports,
-            kills: Mutex::new(HashSet::new()),
+            kills: Mutex::default(),
             vps_ends: Mutex::default(),
-            pids: Mutex::default(),
             stop,
+            host,
+            udp: Arc::default(),
+            overlay: Default::default(),
+            live: Mutex::default(),
+            output_ends: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// The container of task `id` on the node's engine.
+    pub(crate) fn container_name(&self, id: u64) -> String {
+        self.docker.name(id)
     }
 
     /// The session's connection to the host, or `None` between sessions.
@@ -172,47 +144,31 @@ impl Executor {
 
     /// Serves an `Export` stream from the host.
     pub async fn export(&self, req: river_proto::msg::ExportRequest, send: &mut river_mesh::SendStream) {
-        let rt = match self.runtime().await {
-            Ok(rt) => rt,
-            Err(message) => {
-                let _ = river_mesh::send_msg(send, &river_proto::msg::ExportReply::Failed { message }).await;
-                let _ = send.finish();
-                return;
-            }
-        };
-        let container = match &req.source {
-            river_proto::msg::ExportSource::Task(id) => {
-                let name = self.container_name(*id);
-                rt.status(&name).await.ok().map(|_| name)
-            }
-            river_proto::msg::ExportSource::Image(_) => None,
-        };
-        crate::images::export(rt, container, req, send).await;
+        self.docker.export(req, send).await;
+    }
+
+    /// The backend whose work task `id` is.
+    fn backend_of(&self, id: u64) -> &Arc<dyn Backend> {
+        if self.processes.holds(id) {
+            &self.processes
+        } else {
+            &self.containers
+        }
+    }
+
+    /// The backend that runs `spec`'s kind of work.
+    fn backend_for(&self, spec: &TaskSpec) -> &Arc<dyn Backend> {
+        if spec.no_container {
+            &self.processes
+        } else {
+            &self.containers
+        }
     }
 
     /// Where a task's ports are: the pid whose network namespace to enter (a container), `None`
     /// for the node's own (a `--no-container` task), or why the task cannot be reached.
     pub async fn network_of(&self, id: u64) -> Result<Option<i64>, String> {
-        if self.process_cgroup(id).exists() {
-            return Ok(None);
-        }
-        let cached = self.pids.lock().ok().and_then(|p| p.get(&id).copied());
-        if let Some((pid, started)) = cached {
-            if start_time(pid) == Some(started) {
-                return Ok(Some(pid));
-            }
-        }
-        let rt = self.runtime().await?;
-        match rt.pid(&self.container_name(id)).await {
-            Ok(Some(pid)) => {
-                if let (Some(started), Ok(mut p)) = (start_time(pid), self.pids.lock()) {
-                    p.insert(id, (pid, started));
-                }
-                Ok(Some(pid))
-            }
-            Ok(None) => Err(format!("task {id} is not running here")),
-            Err(e) => Err(format!("task {id} has no container here: {e}")),
-        }
+        self.backend_of(id).network(id).await
     }
 
     /// Serves a `Terminal` stream from the host.
@@ -222,25 +178,26 @@ impl Executor {
         send: &mut river_mesh::SendStream,
         recv: &mut river_mesh::RecvStream,
     ) -> Result<(), river_mesh::FramedError> {
-        let started = if self.process_cgroup(req.task).exists() {
-            self.attach_process(&req).await
-        } else {
-            match self.runtime().await {
-                Ok(rt) => crate::terminal::in_container(rt, &self.container_name(req.task), &req).await,
-                Err(e) => Err(e),
-            }
-        };
+        let started = self.backend_of(req.task).terminal(&req).await;
         crate::terminal::serve(started, req, send, recv).await
     }
 
     /// Runs `work` until it ends or the runner stops.
     pub(crate) fn spawn_work(&self, work: impl std::future::Future<Output = ()> + Send + 'static) {
-        self.spawn(work)
+        let mut stop = self.stop.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                // The stop first: work woken after the runner stopped does no more.
+                biased;
+                _ = stop.changed() => {}
+                () = work => {}
+            }
+        });
     }
 
     /// The Docker engine, connected on first use.
     pub(crate) async fn docker(&self) -> Result<&Runtime, String> {
-        self.runtime().await
+        self.docker.runtime().await
     }
 
     /// Sends a message to the host on the control stream (queued while disconnected).
@@ -248,59 +205,29 @@ impl Executor {
         self.reports.send(msg).is_ok()
     }
 
-    fn spawn(&self, work: impl std::future::Future<Output = ()> + Send + 'static) {
-        let mut stop = self.stop.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                () = work => {}
-                _ = stop.changed() => {}
-            }
-        });
+    /// Whether a container engine answers on this node now (within 2 s): the host places
+    /// container tasks only where one does.
+    pub async fn engine_answers(&self) -> bool {
+        self.docker.engine_answers().await
     }
 
-    async fn runtime(&self) -> Result<&Runtime, String> {
-        self.runtime
-            .get_or_try_init(|| Runtime::connect(self.socket.as_deref()))
-            .await
-            .map_err(|e| e.to_string())
-    }
-
-    /// Task `id`'s output is being pumped into its files (its container runs).
-    fn pumping(&self, id: u64) {
-        if let Ok(mut p) = self.pumps.lock() {
-            p.insert(id);
+    /// Task `id`'s work runs: its output is followed in its files until it is whole.
+    fn set_live(&self, id: u64) {
+        if let Ok(mut l) = self.live.lock() {
+            l.insert(id);
         }
     }
 
     /// Task `id`'s output files are whole.
-    fn pumped(&self, id: u64) {
-        if let Ok(mut p) = self.pumps.lock() {
-            p.remove(&id);
+    fn set_whole(&self, id: u64) {
+        if let Ok(mut l) = self.live.lock() {
+            l.remove(&id);
         }
-        self.output_ended();
-    }
-
-    /// Wakes those following output: a task's output is whole.
-    fn output_ended(&self) {
         self.output_ends.send_modify(|n| *n = n.wrapping_add(1));
     }
 
-    fn is_pumping(&self, id: u64) -> bool {
-        self.pumps.lock().is_ok_and(|p| p.contains(&id))
-    }
-
-    /// Whether a container engine answers on this node now (within 2 s): the host places
-    /// container tasks only where one does.
-    pub async fn engine_answers(&self) -> bool {
-        let ask = async {
-            match self.runtime().await {
-                Ok(rt) => rt.ping().await,
-                Err(_) => false,
-            }
-        };
-        tokio::time::timeout(std::time::Duration::from_secs(2), ask)
-            .await
-            .unwrap_or(false)
+    fn is_live(&self, id: u64) -> bool {
+        self.live.lock().is_ok_and(|l| l.contains(&id))
     }
 
     fn report(&self, id: u64, state: TaskState, exit_code: Option<i64>, message: Option<String>) {
@@ -328,138 +255,149 @@ impl Executor {
     pub fn handle(self: &Arc<Self>, msg: HostMsg) {
         let me = self.clone();
         match msg {
-            HostMsg::Start { id, spec, placement } if spec.no_container => {
-                self.spawn(async move { me.run_process(id, *spec, placement).await });
-            }
             HostMsg::Start { id, spec, placement } => {
-                self.spawn(async move { me.run(id, *spec, placement).await });
-            }
-            HostMsg::Signal { id, signal } if self.process_cgroup(id).exists() => {
-                self.spawn(async move { me.signal_process(id, signal).await });
+                self.spawn_work(async move { me.run(id, *spec, placement).await });
             }
             HostMsg::Signal { id, signal } => {
-                self.spawn(async move { me.signal(id, signal).await });
+                self.spawn_work(async move { me.signal(id, signal).await });
             }
             HostMsg::Overlay(cfg) => self.overlay.announce(self, &cfg),
             HostMsg::Remove { id } => {
-                self.spawn(async move { me.remove_vps(id, VpsEnd::Remove).await });
+                self.spawn_work(async move { me.remove_vps(id, VpsEnd::Remove).await });
             }
             HostMsg::Discard { id } => {
-                self.spawn(async move { me.remove_vps(id, VpsEnd::Discard).await });
+                self.spawn_work(async move { me.remove_vps(id, VpsEnd::Discard).await });
             }
-            HostMsg::Recorded { ids } => records::acknowledge(&self.dir, &ids),
+            HostMsg::Recorded { ids } => records::acknowledge(&self.node.dir, &ids),
             HostMsg::Archives { keep } => {
-                self.spawn(async move {
-                    if let Ok(rt) = me.runtime().await {
-                        me.images.forget(rt, &keep).await;
-                    }
-                });
+                self.spawn_work(async move { me.docker.forget(&keep).await });
             }
+        }
+    }
+
+    /// Starts a task's work and follows it to its end.
+    async fn run(self: Arc<Self>, id: u64, spec: TaskSpec, placement: TaskPlacement) {
+        if let Some(ip) = &placement.ip {
+            let ready = match ip.parse() {
+                Ok(ip) => self.overlay.ready_for(ip).await,
+                Err(_) => Err(format!("the host gave an unusable overlay address {ip}")),
+            };
+            if let Err(why) = ready {
+                let message = format!("node {}: {why}", self.node.node);
+                return self.report(id, TaskState::Failed, None, Some(message));
+            }
+        }
+        let vps = spec.vps.is_some();
+        let backend = self.backend_for(&spec).clone();
+        // A kill can come before the work has started (the signal and the start are handled side
+        // by side): the work then never starts, or is killed as soon as it has.
+        if self.kills.lock().is_ok_and(|mut k| k.remove(&id)) {
+            let message = Some("killed by its owner before it started".into());
+            return self.report(id, TaskState::Killed, None, message);
+        }
+        let job = Job {
+            id,
+            spec: &spec,
+            placement: &placement,
+        };
+        if let Err(refused) = backend.start(job).await {
+            // A VPS that could not start again is not lost: it can be started again.
+            let state = if vps && refused.kept {
+                TaskState::Stopped
+            } else {
+                TaskState::Failed
+            };
+            return self.report(id, state, None, Some(refused.message));
+        }
+        // Followed from its files from now on, before anyone hears it runs.
+        self.set_live(id);
+        self.report(id, TaskState::Running, None, None);
+        if self.kills.lock().is_ok_and(|k| k.contains(&id)) {
+            // Asked while it was starting, when there was nothing yet to signal.
+            if let Err(e) = backend.signal(id, Signal::Kill).await {
+                tracing::warn!(task = id, "a kill asked while starting: {e}");
+            }
+        }
+        self.follow(&backend, id, Some(placement.memory_bytes), vps).await;
+    }
+
+    /// Follows started (or found) work to its end: its output whole, then the report, then what
+    /// is left of it removed (a VPS's is kept, stopped, unless it is being removed).
+    async fn follow(&self, backend: &Arc<dyn Backend>, id: u64, memory: Option<u64>, vps: bool) {
+        self.set_live(id);
+        let ended = backend.wait(id).await;
+        // The files are whole: followers read them to their end and stop.
+        self.set_whole(id);
+        let killed = self.kills.lock().map(|mut k| k.remove(&id)).unwrap_or(false);
+        if vps {
+            let asked = self.vps_ends.lock().ok().and_then(|mut e| e.remove(&id));
+            if let Some(end) = ends::vps(asked, &ended, killed) {
+                self.report(id, end.state, end.code, end.message);
+            }
+            if matches!(asked, Some(VpsEnd::Remove | VpsEnd::Discard)) {
+                if let Err(e) = backend.remove(id, true).await {
+                    tracing::warn!(task = id, "removing a VPS: {e}");
+                }
+            }
+            return;
+        }
+        let incomplete = match &ended {
+            Ended::Exited { output: Err(why), .. } => {
+                tracing::error!(task = id, "output not saved: {why}");
+                Some(records::output_incomplete(&self.node.task_dir(id), why))
+            }
+            _ => None,
+        };
+        let end = ends::task(&ended, killed, memory, incomplete);
+        // Reported (and recorded) first: removing the work can take a while, and the node's
+        // cores are free already.
+        self.report(id, end.state, end.code, end.message);
+        if let Err(e) = backend.remove(id, false).await {
+            tracing::warn!(task = id, "removing the task's work: {e}");
         }
     }
 
     async fn signal(self: Arc<Self>, id: u64, signal: Signal) {
-        let Ok(rt) = self.runtime().await else { return };
-        let name = self.container_name(id);
-        let result = match signal {
+        let backend = self.backend_of(id).clone();
+        match signal {
             Signal::Kill => {
                 if let Ok(mut k) = self.kills.lock() {
                     k.insert(id);
                 }
-                rt.kill(&name).await
             }
-            Signal::Pause => rt
-                .pause(&name)
-                .await
-                .map(|()| self.report(id, TaskState::Paused, None, None)),
-            Signal::Resume => rt
-                .resume(&name)
-                .await
-                .map(|()| self.report(id, TaskState::Running, None, None)),
             Signal::Stop => {
                 if let Ok(mut e) = self.vps_ends.lock() {
                     e.insert(id, VpsEnd::Stop);
                 }
-                // A frozen container cannot act on SIGTERM: thaw it first.
-                if rt.status(&name).await.is_ok_and(|s| s.paused) {
-                    let _ = rt.resume(&name).await;
-                }
-                rt.stop(&name, VPS_STOP_GRACE).await
             }
-        };
-        if let Err(e) = result {
-            tracing::warn!(task = id, "{signal:?}: {e}");
+            Signal::Pause | Signal::Resume => {}
+        }
+        match backend.signal(id, signal).await {
+            Ok(()) if signal == Signal::Pause => self.report(id, TaskState::Paused, None, None),
+            Ok(()) if signal == Signal::Resume => self.report(id, TaskState::Running, None, None),
+            Ok(()) => {}
+            Err(e) => tracing::warn!(task = id, "{signal:?}: {e}"),
         }
     }
 
-    /// Sends a task's output to `out`: with `follow` and a running container, as it comes until the
-    /// container stops (from the engine, which keeps it all); otherwise what was saved.
-    pub async fn send_logs(
-        &self,
-        id: u64,
-        stderr: bool,
-        follow: bool,
-        out: &mut river_mesh::SendStream,
-    ) -> anyhow::Result<()> {
-        let cg = self.process_cgroup(id);
-        if follow && cg.exists() {
-            return self
-                .follow_file(id, stderr, out, || !cg.exists() || cg.pids().is_empty())
-                .await;
-        }
-        // A container's output is followed in the file its pump writes, not in the engine's
-        // live stream: that stream can end before the container's last bytes (seen with short
-        // tasks: `logs -f` got "one" of "one\ntwo"), while the pump makes its file whole
-        // before it lets go of the task.
-        if follow && self.is_pumping(id) {
-            return self.follow_file(id, stderr, out, || !self.is_pumping(id)).await;
-        }
-        let path = self
-            .dir
-            .join(id.to_string())
-            .join(if stderr { "stderr.log" } else { "stdout.log" });
-        // Streamed from the file, however large, in large pieces handed to the stream without a
-        // copy: QUIC flow control paces the reads.
-        let mut file = match tokio::fs::File::open(&path).await {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && records::was_removed(&self.dir, id) => {
-                let _ = out.reset(river_proto::msg::LOGS_REMOVED.into());
-                anyhow::bail!("the output of task {id} was removed after the node's task_retention")
+    /// Removes a VPS's work, running or not: reported as removed (`Remove`), or silently
+    /// (`Discard`: the VPS lives elsewhere now).
+    async fn remove_vps(self: Arc<Self>, id: u64, why: VpsEnd) {
+        let backend = self.containers.clone();
+        let running = matches!(backend.seen(id).await, Some(Seen::Running | Seen::Paused));
+        if running {
+            // Its follower reports the end, if any.
+            if let Ok(mut e) = self.vps_ends.lock() {
+                e.insert(id, why);
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(e.into()),
-        };
-        // What the node no longer keeps is skipped, with a line saying so. (A running container
-        // followed above comes from its engine, which keeps all of it.)
-        let dropped = output::dropped(&path);
-        if dropped > 0 {
-            out.write_all(output::dropped_line(dropped, self.output_cap).as_bytes())
-                .await?;
-            tokio::io::AsyncSeekExt::seek(&mut file, std::io::SeekFrom::Start(dropped)).await?;
         }
-        let mut buf = bytes::BytesMut::new();
-        loop {
-            buf.reserve(256 << 10);
-            if tokio::io::AsyncReadExt::read_buf(&mut file, &mut buf).await? == 0 {
-                break;
-            }
-            out.write_chunk(buf.split().freeze()).await?;
+        if let Err(e) = backend.remove(id, true).await {
+            tracing::warn!(task = id, "removing a VPS: {e}");
         }
-        // What was kept has gone out; if that is not all there was, the stream does not end
-        // cleanly: the reader sees why.
-        match std::fs::read_to_string(self.dir.join(id.to_string()).join(records::INCOMPLETE)) {
-            Ok(why) => {
-                let _ = out.reset(river_proto::msg::LOGS_INCOMPLETE.into());
-                anyhow::bail!("the output of task {id} is incomplete: {why}")
-            }
-            Err(_) => Ok(()),
+        if !running && why == VpsEnd::Remove {
+            self.report(id, TaskState::Killed, None, Some("removed".into()));
         }
     }
-}
-
-/// When process `pid` started (clock ticks since boot): `/proc/PID/stat`'s 22nd field.
-fn start_time(pid: i64) -> Option<u64> {
-    crate::process::stat_field(pid, 22)
 }
 
 /// The overlay runs beside the tasks, on the executor's engine and session.
@@ -478,16 +416,5 @@ impl crate::overlay::OverlayNode for Executor {
 
     fn spawn_work(&self, work: impl std::future::Future<Output = ()> + Send + 'static) {
         Executor::spawn_work(self, work);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn start_time_of_this_process() {
-        let me = i64::from(std::process::id());
-        let t = super::start_time(me).expect("this process has a start time");
-        assert_eq!(super::start_time(me), Some(t));
-        assert_eq!(super::start_time(i64::from(i32::MAX)), None);
     }
 }

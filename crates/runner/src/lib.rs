@@ -6,9 +6,12 @@
 //! Architecture invariant: a library like the host, started by `river runner`, `river up` and
 //! in-process tests through [`start`]. It never depends on the host crate.
 
+mod backend;
 mod cgroup;
 pub mod config;
 mod exec;
+#[cfg(test)]
+mod exec_tests;
 mod forward;
 mod images;
 mod nosuid;

@@ -1,6 +1,6 @@
 //! A `Terminal` stream from the host: a command (by default a shell) run in a task — in its
 //! container through the engine's exec API, or beside a `--no-container` task's processes
-//! (`exec/attach.rs`) — with its input, output, window size and exit code carried as frames.
+//! (`backend/attach.rs`) — with its input, output, window size and exit code carried as frames.
 
 use futures_util::future::BoxFuture;
 use futures_util::{Stream, StreamExt as _};

@@ -1,14 +1,18 @@
-//! What the runner keeps across its own restarts: containers re-adopted by label, ends recorded
+//! What the runner keeps across its own restarts: work found again through its backend, ends recorded
 //! on disk until the host acknowledges them, and the snapshot a new session starts with.
 
-use super::container::{pump_output, vps_stopped_message};
-use super::*;
+use super::{ends, records, Executor};
+use crate::backend::{Backend, Found, Seen};
+use river_proto::msg::TaskReport;
+use river_task::state::{exit_state, TaskState};
+use std::collections::HashSet;
+use std::sync::Arc;
 
 impl Executor {
     pub(super) fn record(&self, r: &TaskReport) -> anyhow::Result<()> {
         let json = serde_json::json!({ "state": r.state, "exit_code": r.exit_code, "message": r.message });
         river_creds::write_atomic(
-            &self.dir.join(r.id.to_string()).join("result.json"),
+            &self.node.task_dir(r.id).join("result.json"),
             json.to_string().as_bytes(),
             0o644,
         )?;
@@ -16,7 +20,7 @@ impl Executor {
     }
 
     pub(super) fn recorded(&self) -> Vec<TaskReport> {
-        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+        let Ok(entries) = std::fs::read_dir(&self.node.dir) else {
             return Vec::new();
         };
         entries
@@ -35,120 +39,87 @@ impl Executor {
             .collect()
     }
 
-    /// This node's river containers.
-    pub(super) async fn containers(&self, rt: &Runtime) -> Vec<Mine> {
-        let mine = format!("river.cluster={}", self.cluster);
-        match rt.list(&mine).await {
-            Ok(found) => found
-                .into_iter()
-                .filter(|c| c.labels.get("river.node") == Some(&self.node))
-                .filter_map(|c| {
-                    Some(Mine {
-                        task: c.labels.get("river.task")?.parse().ok()?,
-                        vps: c.labels.contains_key("river.vps"),
-                        id: c.id,
-                    })
-                })
-                .collect(),
-            Err(e) => {
-                tracing::warn!("listing containers: {e}");
-                Vec::new()
-            }
+    /// Every backend's work on the node, with its backend.
+    async fn all_found(&self) -> Vec<(Arc<dyn Backend>, Found)> {
+        let mut out = Vec::new();
+        for b in [&self.processes, &self.containers] {
+            out.extend(b.found().await.into_iter().map(|f| (b.clone(), f)));
         }
+        out
     }
 
-    /// At start: keeps watching tasks whose containers kept running while the runner was down, and
-    /// records how the others ended.
+    /// At start: keeps following work that kept running while the runner was down, and records
+    /// how the rest ended.
     pub async fn adopt(self: &Arc<Self>) {
-        self.adopt_processes();
-        let Ok(rt) = self.runtime().await else { return };
         let recorded: HashSet<u64> = self.recorded().iter().map(|r| r.id).collect();
-        for Mine { task: id, id: cid, vps } in self.containers(rt).await {
-            match rt.status(&cid).await {
-                Ok(st) if st.exit.is_none() => {
+        for (backend, Found { id, vps, seen }) in self.all_found().await {
+            match seen {
+                Seen::Running | Seen::Paused => {
                     tracing::info!(task = id, vps, "re-adopted a running task");
-                    self.pumping(id);
+                    // Live at once: a `logs -f` before the follower starts still follows.
+                    self.set_live(id);
                     let me = self.clone();
-                    self.spawn(async move { me.watch(id, cid, None, vps).await });
+                    self.spawn_work(async move { me.follow(&backend, id, None, vps).await });
                 }
-                // A stopped VPS keeps its container; the snapshot tells the host it is stopped.
-                Ok(_) if vps => {}
-                Ok(st) => {
+                // A stopped VPS keeps its work; the snapshot tells the host it is stopped.
+                Seen::Exited { .. } if vps => {}
+                Seen::Exited { .. } => {
                     if !recorded.contains(&id) {
-                        // Its output, all of it, before the container goes.
-                        if let Err(e) =
-                            pump_output(rt.clone(), cid.clone(), self.dir.join(id.to_string()), self.output_cap).await
-                        {
-                            tracing::warn!(task = id, "saving the output: {e}");
-                        }
-                        if let Some(exit) = st.exit {
-                            let state = exit_state(exit.code, exit.oom_killed, false);
-                            self.report(
-                                id,
-                                state,
-                                Some(exit.code),
-                                Some("ended while the runner was down".into()),
-                            );
+                        // Its output, all of it, before the work goes.
+                        if let crate::backend::Ended::Exited { code, oom, output } = backend.wait(id).await {
+                            if let Err(e) = output {
+                                tracing::warn!(task = id, "saving the output: {e}");
+                            }
+                            let state = exit_state(code.unwrap_or(-1), oom, false);
+                            let message = Some("ended while the runner was down".into());
+                            self.report(id, state, code, message);
                         }
                     }
-                    let _ = rt.remove(&cid).await;
+                    if let Err(e) = backend.remove(id, false).await {
+                        tracing::warn!(task = id, "removing the work of an ended task: {e}");
+                    }
                 }
-                Err(e) => tracing::warn!(task = id, "inspecting a container: {e}"),
             }
         }
     }
 
-    /// The node left the cluster: its tasks' containers go too (they would otherwise hold cores
-    /// and GPUs on a machine no one schedules on).
+    /// The node left the cluster: its tasks' work goes too (it would otherwise hold cores and
+    /// GPUs on a machine no one schedules on).
     pub async fn stop_all(&self) {
-        for (id, cg) in self.processes() {
-            tracing::info!(task = id, "killing a process task of a node that left the cluster");
-            cg.kill_all();
-        }
-        let Ok(rt) = self.runtime().await else { return };
-        for Mine { task: id, id: cid, .. } in self.containers(rt).await {
-            tracing::info!(
-                task = id,
-                "removing the container of a task of a node that left the cluster"
-            );
-            let _ = rt.remove(&cid).await;
+        for (backend, Found { id, .. }) in self.all_found().await {
+            tracing::info!(task = id, "removing the work of a task of a node that left the cluster");
+            let _ = backend.signal(id, river_proto::msg::Signal::Kill).await;
+            if let Err(e) = backend.remove(id, false).await {
+                tracing::warn!(task = id, "removing the work: {e}");
+            }
         }
     }
 
     /// What the host should know at the start of a session.
     pub async fn snapshot(&self) -> Vec<TaskReport> {
-        let acked: HashSet<u64> = records::acknowledged(&self.dir);
+        let acked: HashSet<u64> = records::acknowledged(&self.node.dir);
         let mut out = self.recorded();
         let done: HashSet<u64> = out.iter().map(|r| r.id).collect();
-        out.extend(self.process_reports().into_iter().filter(|r| !done.contains(&r.id)));
-        if let Ok(rt) = self.runtime().await {
-            for Mine { task: id, id: cid, vps } in self.containers(rt).await {
-                if done.contains(&id) {
-                    continue;
-                }
-                if let Ok(st) = rt.status(&cid).await {
-                    let state = if st.paused {
-                        TaskState::Paused
-                    } else {
-                        TaskState::Running
-                    };
-                    match st.exit {
-                        None => out.push(TaskReport {
-                            id,
-                            state: state.as_str().into(),
-                            exit_code: None,
-                            message: None,
-                        }),
-                        // A VPS stopped while the host could not hear: it is kept, stopped.
-                        Some(exit) if vps => out.push(TaskReport {
-                            id,
-                            state: TaskState::Stopped.as_str().into(),
-                            exit_code: Some(exit.code),
-                            message: Some(vps_stopped_message(None, &exit)),
-                        }),
-                        Some(_) => {}
-                    }
-                }
+        for (_, Found { id, vps, seen }) in self.all_found().await {
+            if done.contains(&id) {
+                continue;
+            }
+            let report = |state: TaskState, exit_code, message| TaskReport {
+                id,
+                state: state.as_str().into(),
+                exit_code,
+                message,
+            };
+            match seen {
+                Seen::Running => out.push(report(TaskState::Running, None, None)),
+                Seen::Paused => out.push(report(TaskState::Paused, None, None)),
+                // A VPS stopped while the host could not hear: it is kept, stopped.
+                Seen::Exited { code, oom } if vps => out.push(report(
+                    TaskState::Stopped,
+                    code,
+                    Some(ends::vps_stopped_message(None, code, oom)),
+                )),
+                Seen::Exited { .. } => {}
             }
         }
         // Ends the host has stored are not sent again: the snapshot does not grow with history.

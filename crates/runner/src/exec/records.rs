@@ -41,7 +41,9 @@ pub(crate) fn acknowledged(dir: &Path) -> HashSet<u64> {
 
 /// Records that a task's output is incomplete and returns the sentence its record carries.
 pub(crate) fn output_incomplete(task_dir: &Path, why: &str) -> String {
-    if let Err(e) = std::fs::write(task_dir.join(INCOMPLETE), why) {
+    // The directory may be what could not be made the first time.
+    let written = std::fs::create_dir_all(task_dir).and_then(|()| std::fs::write(task_dir.join(INCOMPLETE), why));
+    if let Err(e) = written {
         tracing::error!(dir = %task_dir.display(), "recording that the output is incomplete: {e}");
     }
     format!("its output is incomplete: {why}")

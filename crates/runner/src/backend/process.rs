@@ -11,13 +11,16 @@
 //! finds the task by its cgroup, waits for the cgroup to empty, and still learns how it ended.
 
 use super::account::{self, Ids};
-use super::Executor;
-use crate::cgroup::Cgroup;
-use river_proto::msg::{Signal, TaskPlacement, TaskReport, TaskSpec};
-use river_task::state::{exit_state, TaskState};
+use super::{id_list, Backend, Ended, Found, Job, Node, Refused, Seen};
+use crate::cgroup::{Cgroup, Cgroups};
+use crate::terminal::Started;
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt as _;
+use river_proto::msg::{Signal, TerminalOpen};
+use std::collections::HashMap;
 use std::io::Read as _;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::Duration;
 
 const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -114,52 +117,73 @@ fn recorded_exit(path: &Path) -> Option<i64> {
     text.trim().parse().ok()
 }
 
-impl Executor {
+/// The process backend: each task a process tree in a cgroup of its own, as its owner's uid.
+pub(crate) struct Processes {
+    node: Node,
+    cgroups: Cgroups,
+    /// The shims this runner started, until their wait takes them; a task found after a restart
+    /// has none and is followed through its cgroup.
+    children: Mutex<HashMap<u64, tokio::process::Child>>,
+}
+
+impl Processes {
+    pub fn new(node: Node, cgroup_root: &Path) -> Self {
+        Self {
+            node,
+            cgroups: Cgroups::at(cgroup_root),
+            children: Mutex::default(),
+        }
+    }
+
+    pub(super) fn node(&self) -> &Node {
+        &self.node
+    }
+
     /// `<cluster>-<node>-task-<id>`: the cgroup of a `--no-container` task.
-    fn process_name(&self, id: u64) -> String {
-        format!("{}-{}-task-{id}", self.cluster, self.node)
+    fn cgroup_name(&self, id: u64) -> String {
+        format!("{}-{}-task-{id}", self.node.cluster, self.node.node)
     }
 
-    pub(super) fn process_cgroup(&self, id: u64) -> Cgroup {
-        self.cgroups.task(&self.process_name(id))
+    pub(super) fn cgroup(&self, id: u64) -> Cgroup {
+        self.cgroups.task(&self.cgroup_name(id))
     }
 
-    pub(super) async fn run_process(self: Arc<Self>, id: u64, spec: TaskSpec, p: TaskPlacement) {
-        match self.start_process(id, &spec, &p).await {
+    fn start_job(&self, job: Job<'_>) -> Result<(), Refused> {
+        let id = job.id;
+        match self.start_process(job) {
             Ok(child) => {
-                self.report(id, TaskState::Running, None, None);
-                self.watch_process(id, Some(child), Some(p.memory_bytes)).await;
+                if let Ok(mut c) = self.children.lock() {
+                    c.insert(id, child);
+                }
+                Ok(())
             }
             Err(why) => {
-                let cg = self.process_cgroup(id);
+                let cg = self.cgroup(id);
                 cg.kill_all();
                 let _ = cg.remove();
-                self.report(id, TaskState::Failed, None, Some(why));
+                Err(Refused::failed(why))
             }
         }
     }
 
-    async fn start_process(
-        &self,
-        id: u64,
-        spec: &TaskSpec,
-        p: &TaskPlacement,
-    ) -> Result<tokio::process::Child, String> {
+    fn start_process(&self, job: Job<'_>) -> Result<tokio::process::Child, String> {
+        let Job { id, spec, placement: p } = job;
+        let node = &self.node.node;
         let owner = account::owner_of(p)?;
         // Privileged tasks (operators, where the host allows them) keep root.
-        let ids = self.ids(owner)?;
+        let ids = self.node.ids(owner)?;
         let user = ids.filter(|_| !spec.privileged);
-        let scratch = self.user_scratch(owner, ids)?;
-        let cg = self.process_cgroup(id);
+        let scratch = self.node.user_scratch(owner, ids)?;
+        let cg = self.cgroup(id);
         let mems = p.numa.map(|n| n.to_string()).unwrap_or_default();
         let memory = (p.memory_bytes > 0).then_some(p.memory_bytes);
-        cg.create(&self.cgroups, &super::cpuset(&p.cores), &mems, memory)
-            .map_err(|e| format!("node {} could not set up the task's cgroup: {e}", self.node))?;
+        cg.create(&self.cgroups, &id_list(&p.cores), &mems, memory)
+            .map_err(|e| format!("node {node} could not set up the task's cgroup: {e}"))?;
         let procs = cg
             .open_procs()
-            .map_err(|e| format!("node {} could not open the task's cgroup: {e}", self.node))?;
+            .map_err(|e| format!("node {node} could not open the task's cgroup: {e}"))?;
 
-        let dir = self.dir.join(id.to_string());
+        let dir = self.node.task_dir(id);
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let exit_file = dir.join("exit_code");
         let out = std::fs::File::create(dir.join("stdout.log")).map_err(|e| e.to_string())?;
@@ -179,15 +203,15 @@ impl Executor {
             ("PATH".into(), PATH.into()),
             ("HOME".into(), scratch.join(&work).display().to_string()),
             ("RIVER_TASK_ID".into(), id.to_string()),
-            ("RIVER_NODE".into(), self.node.clone()),
+            ("RIVER_NODE".into(), node.clone()),
             ("RIVER_CORES".into(), p.cores.len().to_string()),
-            ("RIVER_GPUS".into(), super::cpuset(&p.gpus)),
+            ("RIVER_GPUS".into(), id_list(&p.gpus)),
             ("RIVER_SCRATCH".into(), scratch.display().to_string()),
         ];
-        if !p.gpus.is_empty() && !self.fake_gpus {
-            env.push(("CUDA_VISIBLE_DEVICES".into(), super::cpuset(&p.gpus)));
+        if !p.gpus.is_empty() && !self.node.fake_gpus {
+            env.push(("CUDA_VISIBLE_DEVICES".into(), id_list(&p.gpus)));
         }
-        if let Some(shared) = &self.shared {
+        if let Some(shared) = &self.node.shared {
             env.push(("RIVER_SHARED".into(), shared.display().to_string()));
         }
         // Applied by `execve`, after the child has become the user.
@@ -217,18 +241,19 @@ impl Executor {
             .kill_on_drop(false);
         confine(&mut cmd, procs, exit, user, made);
         cmd.spawn()
-            .map_err(|e| format!("node {} could not start the command: {e}", self.node))
+            .map_err(|e| format!("node {node} could not start the command: {e}"))
     }
 
-    /// Follows a process task to its end. `child` is the shim when this runner started it; a
-    /// re-adopted task is followed through its cgroup until that empties.
-    pub(super) async fn watch_process(&self, id: u64, child: Option<tokio::process::Child>, memory: Option<u64>) {
-        let cg = self.process_cgroup(id);
-        let dir = self.dir.join(id.to_string());
+    /// Follows a process task to its end: through the shim when this runner started it, else
+    /// through its cgroup until that empties. Its files are kept within the cap as they grow.
+    async fn wait_for(&self, id: u64) -> Ended {
+        let cg = self.cgroup(id);
+        let dir = self.node.task_dir(id);
+        let child = self.children.lock().ok().and_then(|mut c| c.remove(&id));
         // The task writes its own files; they are kept within the cap while it runs.
         let mut warned = false;
         let mut trim = || {
-            if let Some(cap) = self.output_cap {
+            if let Some(cap) = self.node.output_cap {
                 super::output::trim_task(&dir, cap, &mut warned);
             }
         };
@@ -248,156 +273,135 @@ impl Executor {
             }
         };
         trim();
-        // The command is over; whatever it left running in the background goes with it.
-        if !cg.pids().is_empty() {
-            cg.kill_all();
-            for _ in 0..50 {
-                if cg.pids().is_empty() {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-        self.output_ended();
-        let recorded = recorded_exit(&dir.join("exit_code"));
-        let code = recorded.or_else(|| {
+        // The command is over; whatever it left running in the background goes with it, so
+        // nothing writes to its files after its end.
+        empty(&cg).await;
+        let code = recorded_exit(&dir.join("exit_code")).or_else(|| {
             status.map(|s| {
                 use std::os::unix::process::ExitStatusExt as _;
                 s.code()
                     .map_or_else(|| 128 + i64::from(s.signal().unwrap_or(9)), i64::from)
             })
         });
-        let oom = cg.oom_kills() > 0;
-        let killed = self.kills.lock().map(|mut k| k.remove(&id)).unwrap_or(false);
-        let state = exit_state(code.unwrap_or(-1), oom, killed);
-        let message = match (state, code) {
-            (TaskState::Oom, _) => Some(format!(
-                "killed by the kernel: it exceeded its memory limit{}",
-                memory
-                    .map(|m| format!(" of {}", river_task::size::human(m)))
-                    .unwrap_or_default()
-            )),
-            (_, None) if !killed => Some("ended without recording an exit code".into()),
-            _ => None,
-        };
-        // Reported (and recorded) first: removing cgroups can take the kernel a while, and the
-        // node's cores are free already.
-        self.report(id, state, code, message);
-        if let Err(e) = cg.remove() {
-            tracing::warn!(task = id, "removing the task's cgroup: {e}");
+        Ended::Exited {
+            code,
+            oom: cg.oom_kills() > 0,
+            output: Ok(()),
         }
     }
 
-    pub(super) async fn signal_process(&self, id: u64, signal: Signal) {
-        let cg = self.process_cgroup(id);
-        let result = match signal {
+    fn signal_to(&self, id: u64, signal: Signal) -> Result<(), String> {
+        let cg = self.cgroup(id);
+        match signal {
             Signal::Kill => {
-                if let Ok(mut k) = self.kills.lock() {
-                    k.insert(id);
-                }
                 cg.kill_all();
                 Ok(())
             }
-            Signal::Pause => cg.freeze(true).map(|()| self.report(id, TaskState::Paused, None, None)),
-            Signal::Resume => cg
-                .freeze(false)
-                .map(|()| self.report(id, TaskState::Running, None, None)),
+            Signal::Pause => cg.freeze(true).map_err(|e| e.to_string()),
+            Signal::Resume => cg.freeze(false).map_err(|e| e.to_string()),
             // Only VPSs stop, and a VPS is a container (the host refuses the rest).
             Signal::Stop => Ok(()),
-        };
-        if let Err(e) = result {
-            tracing::warn!(task = id, "{signal:?}: {e}");
         }
     }
 
-    /// `logs -f` of a running task: its output file as it grows, until `ended` says the task is
-    /// over and everything it wrote is in the file (then one last read).
-    pub(super) async fn follow_file(
-        &self,
-        id: u64,
-        stderr: bool,
-        out: &mut river_mesh::SendStream,
-        ended: impl Fn() -> bool,
-    ) -> anyhow::Result<()> {
-        use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
-        let path = self
-            .dir
-            .join(id.to_string())
-            .join(if stderr { "stderr.log" } else { "stdout.log" });
-        let mut sent = 0u64;
-        let mut buf = vec![0u8; 64 * 1024];
-        let mut ends = self.output_ends.subscribe();
-        loop {
-            // Marked seen before the check: an end after it wakes the wait below.
-            ends.borrow_and_update();
-            // Checked before reading, so the last read sees everything written before the end.
-            let ended = ended();
-            // What the node no longer keeps is skipped, with a line saying so.
-            let dropped = super::output::dropped(&path);
-            if sent < dropped {
-                out.write_all(super::output::dropped_line(dropped - sent, self.output_cap).as_bytes())
-                    .await?;
-                sent = dropped;
+    fn seen_of(cg: &Cgroup) -> Seen {
+        if !cg.pids().is_empty() {
+            if cg.frozen() {
+                Seen::Paused
+            } else {
+                Seen::Running
             }
-            if let Ok(mut f) = tokio::fs::File::open(&path).await {
-                f.seek(std::io::SeekFrom::Start(sent)).await?;
-                loop {
-                    let n = f.read(&mut buf).await?;
-                    if n == 0 {
-                        break;
-                    }
-                    out.write_all(&buf[..n]).await?;
-                    sent += n as u64;
-                }
+        } else {
+            Seen::Exited {
+                code: None,
+                oom: cg.oom_kills() > 0,
             }
-            if ended {
-                return Ok(());
-            }
-            // New output is looked for every 0.1 s; the end is heard of at once.
-            let _ = tokio::time::timeout(Duration::from_millis(100), ends.changed()).await;
         }
     }
 
-    /// Process tasks of this runner that have a cgroup: (id, cgroup).
-    pub(super) fn processes(&self) -> Vec<(u64, Cgroup)> {
-        let prefix = format!("{}-{}-task-", self.cluster, self.node);
+    /// Process tasks of this runner that have a cgroup.
+    fn all(&self) -> Vec<Found> {
+        let prefix = format!("{}-{}-task-", self.node.cluster, self.node.node);
         self.cgroups
             .existing(&prefix)
             .into_iter()
             .filter_map(|name| {
                 let id = name.strip_prefix(&prefix)?.parse().ok()?;
-                Some((id, self.cgroups.task(&name)))
+                let seen = match Self::seen_of(&self.cgroups.task(&name)) {
+                    Seen::Exited { oom, .. } => Seen::Exited {
+                        code: recorded_exit(&self.node.task_dir(id).join("exit_code")),
+                        oom,
+                    },
+                    s => s,
+                };
+                Some(Found { id, vps: false, seen })
             })
             .collect()
     }
 
-    /// At start: keeps following process tasks that kept running, records those that ended.
-    pub(super) fn adopt_processes(self: &Arc<Self>) {
-        for (id, _) in self.processes() {
-            tracing::info!(task = id, "re-adopted a process task");
-            let me = self.clone();
-            self.spawn(async move { me.watch_process(id, None, None).await });
+    async fn remove_work(&self, id: u64) -> Result<(), String> {
+        let cg = self.cgroup(id);
+        empty(&cg).await;
+        cg.remove().map_err(|e| format!("removing the task's cgroup: {e}"))
+    }
+}
+
+/// Kills whatever is left in `cg` and waits (a second at most) for it to go.
+async fn empty(cg: &Cgroup) {
+    if cg.pids().is_empty() {
+        return;
+    }
+    cg.kill_all();
+    for _ in 0..50 {
+        if cg.pids().is_empty() {
+            break;
         }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+impl Backend for Processes {
+    fn holds(&self, id: u64) -> bool {
+        self.cgroup(id).exists()
     }
 
-    /// Process tasks still running, for the session's snapshot.
-    pub(super) fn process_reports(&self) -> Vec<TaskReport> {
-        self.processes()
-            .into_iter()
-            .filter(|(_, cg)| !cg.pids().is_empty())
-            .map(|(id, cg)| TaskReport {
-                id,
-                state: if cg.frozen() {
-                    TaskState::Paused
-                } else {
-                    TaskState::Running
-                }
-                .as_str()
-                .into(),
-                exit_code: None,
-                message: None,
-            })
-            .collect()
+    fn start<'a>(&'a self, job: Job<'a>) -> BoxFuture<'a, Result<(), Refused>> {
+        std::future::ready(self.start_job(job)).boxed()
+    }
+
+    fn wait(&self, id: u64) -> BoxFuture<'_, Ended> {
+        self.wait_for(id).boxed()
+    }
+
+    fn signal(&self, id: u64, signal: Signal) -> BoxFuture<'_, Result<(), String>> {
+        std::future::ready(self.signal_to(id, signal)).boxed()
+    }
+
+    fn seen(&self, id: u64) -> BoxFuture<'_, Option<Seen>> {
+        let cg = self.cgroup(id);
+        std::future::ready(cg.exists().then(|| Self::seen_of(&cg))).boxed()
+    }
+
+    fn found(&self) -> BoxFuture<'_, Vec<Found>> {
+        std::future::ready(self.all()).boxed()
+    }
+
+    fn remove(&self, id: u64, _vps: bool) -> BoxFuture<'_, Result<(), String>> {
+        self.remove_work(id).boxed()
+    }
+
+    fn terminal<'a>(&'a self, req: &'a TerminalOpen) -> BoxFuture<'a, Result<Started, String>> {
+        self.attach(req).boxed()
+    }
+
+    fn network(&self, id: u64) -> BoxFuture<'_, Result<Option<i64>, String>> {
+        let here = self.cgroup(id).exists();
+        std::future::ready(if here {
+            Ok(None)
+        } else {
+            Err(format!("task {id} is not running here"))
+        })
+        .boxed()
     }
 }
 

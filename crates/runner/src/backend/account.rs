@@ -5,7 +5,7 @@
 //! the host gave the user, the same on every node. So no user can read another's
 //! `/proc/PID/environ`, signal their processes or write their files.
 
-use super::Executor;
+use super::Node;
 use river_proto::msg::{TaskOwner, TaskPlacement};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
@@ -48,10 +48,10 @@ pub(crate) fn ids_of(passwd: &str, owner: &TaskOwner, base: u32) -> Result<Ids, 
     Ok((uid, uid))
 }
 
-impl Executor {
+impl Node {
     /// The ids `owner`'s unprivileged work runs as on this node; `None` when the runner itself is
     /// not root (then everything runs as the runner's user).
-    pub(super) fn ids(&self, owner: &TaskOwner) -> Result<Option<Ids>, String> {
+    pub(crate) fn ids(&self, owner: &TaskOwner) -> Result<Option<Ids>, String> {
         if !crate::process::running_as_root() {
             return Ok(None);
         }
@@ -62,7 +62,7 @@ impl Executor {
     /// `scratch/NAME`: the owner's own scratch directory, mounted at `/local_temp` in their
     /// containers and `RIVER_SCRATCH` for their processes; theirs alone (mode 0700). Made by root
     /// in a directory only root writes, and never through a link.
-    pub(super) fn user_scratch(&self, owner: &TaskOwner, ids: Option<Ids>) -> Result<PathBuf, String> {
+    pub(crate) fn user_scratch(&self, owner: &TaskOwner, ids: Option<Ids>) -> Result<PathBuf, String> {
         let fail =
             |p: &Path, e: std::io::Error| format!("scratch directory {} on node {}: {e}", p.display(), self.node);
         let root = &self.scratch;

@@ -7,7 +7,7 @@
 //! root reads it: the environment may hold secrets), so a runner that restarted can still attach.
 
 use super::account::Ids;
-use super::Executor;
+use super::process::Processes;
 use crate::terminal::{Control, Started};
 use futures_util::future::BoxFuture;
 use river_docker::Output;
@@ -99,22 +99,22 @@ impl Drop for Attached {
     }
 }
 
-impl Executor {
+impl Processes {
     /// Starts the user's command in process task `req.task`, or says why not.
-    pub(crate) async fn attach_process(&self, req: &TerminalOpen) -> Result<Started, String> {
+    pub(super) async fn attach(&self, req: &TerminalOpen) -> Result<Started, String> {
         let id = req.task;
-        let cg = self.process_cgroup(id);
+        let cg = self.cgroup(id);
         if cg.pids().is_empty() {
             return Err(format!("task {id} is not running here"));
         }
         if cg.frozen() {
             return Err(format!("task {id} is paused; resume it first (river task resume {id})"));
         }
-        let saved = Saved::load(&self.dir.join(id.to_string()))
+        let saved = Saved::load(&self.node().task_dir(id))
             .ok_or_else(|| format!("task {id} was started by an older runner, which kept nothing to connect with"))?;
         let procs = cg
             .open_procs()
-            .map_err(|e| format!("node {} could not open the task's cgroup: {e}", self.node))?;
+            .map_err(|e| format!("node {} could not open the task's cgroup: {e}", self.node().node))?;
         let mut cmd = tokio::process::Command::new("/bin/sh");
         cmd.arg("-c")
             .arg(SHIM)
@@ -125,7 +125,7 @@ impl Executor {
             .env_clear()
             .envs(saved.env.iter().map(|(k, v)| (k, v)))
             .kill_on_drop(false);
-        let fail = |e: std::io::Error| format!("node {} could not start the command: {e}", self.node);
+        let fail = |e: std::io::Error| format!("node {} could not start the command: {e}", self.node().node);
         if req.tty {
             cmd.env("TERM", "xterm-256color");
             let (master, slave) = open_pty().map_err(fail)?;
