@@ -242,6 +242,19 @@ pub(crate) async fn schedule_once(ctx: &Ctx) -> anyhow::Result<()> {
 }
 
 pub(crate) async fn signal(ctx: &Ctx, caller: &Caller, id: u64, signal: Signal) -> anyhow::Result<Response> {
+    // A task that changed between the read and the write (the scheduler placed it, its runner
+    // reported) is read again and the signal decided anew: the user asked once, and the answer is
+    // for the task as it is now.
+    let mut tries = 0;
+    loop {
+        match signal_once(ctx, caller, id, signal).await {
+            Err(e) if lifecycle::is_stale(&e) && tries < 5 => tries += 1,
+            done => return done,
+        }
+    }
+}
+
+async fn signal_once(ctx: &Ctx, caller: &Caller, id: u64, signal: Signal) -> anyhow::Result<Response> {
     let Some(mut t) = ctx.store.task(id).await? else {
         return Ok(err(
             ErrorKind::NotFound,
