@@ -6,6 +6,7 @@
 use crate::proc::{host, runner, River};
 use river_mesh::client;
 use river_proto::msg::{Request, Response, TaskSpec};
+use river_store::prelude::*;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

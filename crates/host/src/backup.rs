@@ -12,6 +12,7 @@
 //! task ids and users' numbers handed out after the backup was taken are never handed out again.
 
 use anyhow::{bail, Context as _};
+use river_store::prelude::*;
 use river_store::Store;
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;

@@ -14,6 +14,7 @@ use river_creds::{private_dir, read_key, write_atomic, Bundle, Meta};
 use river_mesh::Identity;
 use river_pki::{Ca, Subject};
 use river_proto::msg::Role;
+use river_store::prelude::*;
 use river_store::{Store, UserRecord};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

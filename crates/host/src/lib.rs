@@ -53,7 +53,7 @@ use river_mesh::Endpoint;
 use river_pki::Ca;
 use river_proto::liveness::LivenessPolicy;
 use river_proto::msg::TaskOwner;
-use river_store::Store;
+use river_store::prelude::*;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -61,10 +61,14 @@ use tokio::task::JoinSet;
 
 pub use config::HostConfig;
 
+/// The host's store as the services see it: its repository traits, not its database.
+pub(crate) type Db = Arc<dyn Repositories>;
+
 /// Everything a request handler needs, shared by all connections.
 pub(crate) struct Ctx {
     cfg: HostConfig,
-    store: Store,
+    /// What the host keeps, behind the store's repository traits (SQLite today).
+    store: Db,
     ca: Ca,
     ca_fp: [u8; 32],
     registry: registry::Registry,
@@ -293,7 +297,7 @@ pub async fn start(cfg: HostConfig) -> anyhow::Result<RunningHost> {
     let admin_dir = init::admin_bundle(&cfg, &state, &advertised(&cfg, mesh_addr)).await?;
 
     let lock = state.lock;
-    let (ctx, stopped) = context(cfg, state.store, state.ca).await?;
+    let (ctx, stopped) = context(cfg, Arc::new(state.store), state.ca).await?;
     let ctx = Arc::new(ctx);
     envs::ensure_default(&ctx).await?;
     let mut serving = JoinSet::new();
@@ -323,14 +327,14 @@ pub async fn start(cfg: HostConfig) -> anyhow::Result<RunningHost> {
 /// of the services build it this way too). The receiver is for [`vps::snapshot_stopped`].
 async fn context(
     cfg: HostConfig,
-    store: Store,
+    store: Db,
     ca: Ca,
 ) -> anyhow::Result<(Ctx, tokio::sync::mpsc::UnboundedReceiver<u64>)> {
-    let overlay = overlay::Overlay::open(&cfg, &store).await?;
+    let overlay = overlay::Overlay::open(&cfg, store.as_ref()).await?;
     let vps_keys = secrets::HostKeys::open(&cfg.state_dir)?;
     let registry = registry::Registry::default();
     registry.load(&store.nodes().await?);
-    let limits = limits::Overrides::load(&store).await?;
+    let limits = limits::Overrides::load(store.as_ref()).await?;
     let (vps_stopped, stopped) = tokio::sync::mpsc::unbounded_channel();
     let ctx = Ctx {
         ca_fp: ca.fingerprint(),

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 pub(crate) struct Overrides(std::sync::Mutex<HashMap<String, LimitValues>>);
 
 impl Overrides {
-    pub(crate) async fn load(store: &river_store::Store) -> anyhow::Result<Self> {
+    pub(crate) async fn load(store: &dyn river_store::Repositories) -> anyhow::Result<Self> {
         Ok(Self(std::sync::Mutex::new(
             store.user_limits().await?.into_iter().collect(),
         )))

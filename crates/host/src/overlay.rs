@@ -13,7 +13,8 @@ use river_overlay::{Ipv4Net, Member, Plan, Role};
 use river_proto::msg::{
     ErrorKind, HostMsg, OverlayConfig, OverlayHealth, OverlayMemberView, OverlayPeer, OverlayView, Response,
 };
-use river_store::{Store, StoreError};
+use river_store::prelude::*;
+use river_store::StoreError;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
@@ -73,7 +74,7 @@ pub(crate) use reach::refresh_reach;
 pub(crate) use reservations::{claim, hold, list, release, reserve, take_token};
 
 impl Overlay {
-    pub(crate) async fn open(cfg: &crate::HostConfig, store: &Store) -> anyhow::Result<Option<Self>> {
+    pub(crate) async fn open(cfg: &crate::HostConfig, store: &dyn Repositories) -> anyhow::Result<Option<Self>> {
         let o = &cfg.overlay;
         if !o.enabled {
             return Ok(None);
@@ -118,7 +119,7 @@ impl Overlay {
         Ok(Some(overlay))
     }
 
-    async fn load(&self, store: &Store) -> anyhow::Result<()> {
+    async fn load(&self, store: &dyn Repositories) -> anyhow::Result<()> {
         let mut members = BTreeMap::new();
         for (node, idx, underlay) in store.overlay_subnets().await? {
             let Some(subnet) = self.range.subnet(self.prefix, idx) else {
@@ -310,7 +311,7 @@ pub(crate) async fn attached(ctx: &Ctx, node: &str, remote: SocketAddr) {
         tracing::error!(%node, "overlay: {e}");
         return;
     }
-    if let Err(e) = o.load(&ctx.store).await {
+    if let Err(e) = o.load(ctx.store.as_ref()).await {
         tracing::error!("overlay: {e}");
     }
     broadcast(ctx).await;
@@ -320,7 +321,7 @@ pub(crate) async fn attached(ctx: &Ctx, node: &str, remote: SocketAddr) {
 pub(crate) async fn removed(ctx: &Ctx, node: &str) -> anyhow::Result<()> {
     let Some(o) = ctx.overlay.as_ref() else { return Ok(()) };
     ctx.store.remove_subnet(node).await?;
-    o.load(&ctx.store).await?;
+    o.load(ctx.store.as_ref()).await?;
     o.health.lock().unwrap_or_else(|e| e.into_inner()).remove(node);
     broadcast(ctx).await;
     Ok(())

@@ -32,7 +32,7 @@ pub(crate) async fn host_with(tune: impl FnOnce(&mut crate::HostConfig)) -> Host
     };
     tune(&mut cfg);
     let state = crate::init::prepare(&cfg).await.unwrap();
-    let (ctx, stopped) = crate::context(cfg, state.store, state.ca).await.unwrap();
+    let (ctx, stopped) = crate::context(cfg, Arc::new(state.store), state.ca).await.unwrap();
     let ctx = Arc::new(ctx);
     crate::envs::ensure_default(&ctx).await.unwrap();
     Host {

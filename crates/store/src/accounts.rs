@@ -2,10 +2,17 @@
 
 use crate::{Result, Store, StoreError};
 
-impl Store {
+/// Users' numbers, which name their uids on nodes.
+#[async_trait::async_trait]
+pub trait Accounts: Send + Sync {
     /// `name`'s number, given on first ask and the same ever after; never another user's, even
     /// one who is gone.
-    pub async fn user_number(&self, name: &str) -> Result<u32> {
+    async fn user_number(&self, name: &str) -> Result<u32>;
+}
+
+#[async_trait::async_trait]
+impl Accounts for Store {
+    async fn user_number(&self, name: &str) -> Result<u32> {
         let mut tx = self.write_tx().await?;
         sqlx::query("INSERT OR IGNORE INTO user_numbers (name) VALUES (?)")
             .bind(name)
@@ -23,6 +30,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::prelude::*;
 
     #[tokio::test]
     async fn numbers_are_stable_and_never_shared() {

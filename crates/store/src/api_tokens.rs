@@ -36,10 +36,29 @@ fn from_row(r: &sqlx::sqlite::SqliteRow) -> Result<ApiTokenRecord> {
     })
 }
 
-impl Store {
+/// Users' API tokens.
+#[async_trait::async_trait]
+pub trait ApiTokens: Send + Sync {
     /// Stores a new token. A live token of the same user and name is [`StoreError::Exists`]; an
     /// expired one of that name is revoked first, so its name can be used again.
-    pub async fn insert_api_token(&self, t: &ApiTokenRecord, now: i64) -> Result<()> {
+    async fn insert_api_token(&self, t: &ApiTokenRecord, now: i64) -> Result<()>;
+
+    /// The token with this id, revoked or not.
+    async fn api_token(&self, id: &str) -> Result<Option<ApiTokenRecord>>;
+
+    /// A user's tokens (everyone's with `None`), live ones first, newest first.
+    async fn api_tokens(&self, user: Option<&str>) -> Result<Vec<ApiTokenRecord>>;
+
+    /// Revokes `user`'s live token `name`; whether there was one.
+    async fn revoke_api_token(&self, user: &str, name: &str, now: i64) -> Result<bool>;
+
+    /// Notes a use of a token, at most once every 10 s (a script's loop writes little).
+    async fn touch_api_token(&self, id: &str, now_ms: i64) -> Result<()>;
+}
+
+#[async_trait::async_trait]
+impl ApiTokens for Store {
+    async fn insert_api_token(&self, t: &ApiTokenRecord, now: i64) -> Result<()> {
         let mut tx = self.write_tx().await?;
         sqlx::query(
             "UPDATE api_tokens SET revoked_at = ? WHERE user_name = ? AND name = ? AND revoked_at IS NULL AND expires_at <= ?",
@@ -70,8 +89,7 @@ impl Store {
         Ok(())
     }
 
-    /// The token with this id, revoked or not.
-    pub async fn api_token(&self, id: &str) -> Result<Option<ApiTokenRecord>> {
+    async fn api_token(&self, id: &str) -> Result<Option<ApiTokenRecord>> {
         sqlx::query("SELECT * FROM api_tokens WHERE id = ?")
             .bind(id)
             .fetch_optional(&self.pool)
@@ -81,8 +99,7 @@ impl Store {
             .transpose()
     }
 
-    /// A user's tokens (everyone's with `None`), live ones first, newest first.
-    pub async fn api_tokens(&self, user: Option<&str>) -> Result<Vec<ApiTokenRecord>> {
+    async fn api_tokens(&self, user: Option<&str>) -> Result<Vec<ApiTokenRecord>> {
         sqlx::query(
             "SELECT * FROM api_tokens WHERE ?1 IS NULL OR user_name = ?1
              ORDER BY revoked_at IS NOT NULL, created_at DESC, id",
@@ -95,8 +112,7 @@ impl Store {
         .collect()
     }
 
-    /// Revokes `user`'s live token `name`; whether there was one.
-    pub async fn revoke_api_token(&self, user: &str, name: &str, now: i64) -> Result<bool> {
+    async fn revoke_api_token(&self, user: &str, name: &str, now: i64) -> Result<bool> {
         Ok(
             sqlx::query("UPDATE api_tokens SET revoked_at = ? WHERE user_name = ? AND name = ? AND revoked_at IS NULL")
                 .bind(now)
@@ -109,8 +125,7 @@ impl Store {
         )
     }
 
-    /// Notes a use of a token, at most once every 10 s (a script's loop writes little).
-    pub async fn touch_api_token(&self, id: &str, now_ms: i64) -> Result<()> {
+    async fn touch_api_token(&self, id: &str, now_ms: i64) -> Result<()> {
         sqlx::query(
             "UPDATE api_tokens SET last_used_ms = ?1 WHERE id = ?2 AND (last_used_ms IS NULL OR last_used_ms < ?1 - 10000)",
         )

@@ -10,58 +10,6 @@ const DIGEST_USES: &str = "SELECT (SELECT COUNT(*) FROM environment_versions WHE
                                 + (SELECT COUNT(*) FROM vps_snapshots WHERE digest = ?1)";
 
 impl Store {
-    /// A new environment with its first version; `Exists` if the name is taken.
-    pub async fn create_env(&self, name: &str, owner: &str, now_ms: i64, first: &EnvVersion) -> Result<()> {
-        let mut tx = self.write_tx().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO environments (name, owner, created_at_ms) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING",
-        )
-        .bind(name)
-        .bind(owner)
-        .bind(now_ms)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if inserted == 0 {
-            return Err(StoreError::Exists(format!("environment {name}")));
-        }
-        insert_version(&mut tx, name, first).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// Adds `v` as the environment's next version and returns its number (`v.version` is ignored).
-    pub async fn add_env_version(&self, name: &str, v: &EnvVersion) -> Result<u32> {
-        let mut tx = self.write_tx().await?;
-        let last: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM environment_versions WHERE name = ?")
-            .bind(name)
-            .fetch_one(&mut *tx)
-            .await?;
-        let Some(last) = last else {
-            return Err(StoreError::Corrupt(format!("environment {name} has no versions")));
-        };
-        let next = u32::try_from(last + 1).map_err(|_| StoreError::Corrupt(format!("version {last}")))?;
-        insert_version(
-            &mut tx,
-            name,
-            &EnvVersion {
-                version: next,
-                ..v.clone()
-            },
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(next)
-    }
-
-    pub async fn env(&self, name: &str) -> Result<Option<EnvView>> {
-        Ok(self.envs_where(Some(name)).await?.pop())
-    }
-
-    pub async fn envs(&self) -> Result<Vec<EnvView>> {
-        self.envs_where(None).await
-    }
-
     async fn envs_where(&self, name: Option<&str>) -> Result<Vec<EnvView>> {
         let envs = sqlx::query("SELECT * FROM environments WHERE ?1 IS NULL OR name = ?1 ORDER BY name")
             .bind(name)
@@ -108,10 +56,94 @@ impl Store {
         }
         Ok(out)
     }
+}
+/// Environments, their versions and archives, and VPS snapshots.
+#[async_trait::async_trait]
+pub trait Archives: Send + Sync {
+    /// A new environment with its first version; `Exists` if the name is taken.
+    async fn create_env(&self, name: &str, owner: &str, now_ms: i64, first: &EnvVersion) -> Result<()>;
+
+    /// Adds `v` as the environment's next version and returns its number (`v.version` is ignored).
+    async fn add_env_version(&self, name: &str, v: &EnvVersion) -> Result<u32>;
+
+    async fn env(&self, name: &str) -> Result<Option<EnvView>>;
+
+    async fn envs(&self) -> Result<Vec<EnvView>>;
 
     /// Removes an environment; returns the archive digests no other version refers to any more
     /// (the caller deletes those files), or `None` if there was no such environment.
-    pub async fn remove_env(&self, name: &str) -> Result<Option<Vec<String>>> {
+    async fn remove_env(&self, name: &str) -> Result<Option<Vec<String>>>;
+
+    /// Whether some environment version or VPS snapshot refers to the archive with this digest.
+    async fn archive_known(&self, digest: &str) -> Result<bool>;
+
+    /// Records a snapshot under the VPS's next number (its `seq` is ignored); returns that number.
+    async fn add_snapshot(&self, s: &VpsSnapshot) -> Result<u32>;
+
+    /// A VPS's snapshots, oldest first.
+    async fn snapshots(&self, vps: u64) -> Result<Vec<VpsSnapshot>>;
+
+    /// Removes a snapshot. `None`: there was none; `Some(orphan)`: its archive's digest if
+    /// nothing else refers to it any more (the caller deletes that file).
+    async fn remove_snapshot(&self, vps: u64, seq: u32) -> Result<Option<Option<String>>>;
+
+    /// Counts one complete fetch of the archive with this digest.
+    async fn count_fetch(&self, digest: &str) -> Result<()>;
+}
+
+#[async_trait::async_trait]
+impl Archives for Store {
+    async fn create_env(&self, name: &str, owner: &str, now_ms: i64, first: &EnvVersion) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO environments (name, owner, created_at_ms) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(owner)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            return Err(StoreError::Exists(format!("environment {name}")));
+        }
+        insert_version(&mut tx, name, first).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn add_env_version(&self, name: &str, v: &EnvVersion) -> Result<u32> {
+        let mut tx = self.write_tx().await?;
+        let last: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM environment_versions WHERE name = ?")
+            .bind(name)
+            .fetch_one(&mut *tx)
+            .await?;
+        let Some(last) = last else {
+            return Err(StoreError::Corrupt(format!("environment {name} has no versions")));
+        };
+        let next = u32::try_from(last + 1).map_err(|_| StoreError::Corrupt(format!("version {last}")))?;
+        insert_version(
+            &mut tx,
+            name,
+            &EnvVersion {
+                version: next,
+                ..v.clone()
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(next)
+    }
+
+    async fn env(&self, name: &str) -> Result<Option<EnvView>> {
+        Ok(self.envs_where(Some(name)).await?.pop())
+    }
+
+    async fn envs(&self) -> Result<Vec<EnvView>> {
+        self.envs_where(None).await
+    }
+
+    async fn remove_env(&self, name: &str) -> Result<Option<Vec<String>>> {
         let mut tx = self.write_tx().await?;
         let digests: Vec<String> = sqlx::query_scalar(
             "SELECT DISTINCT digest FROM environment_versions WHERE name = ? AND digest IS NOT NULL",
@@ -142,8 +174,7 @@ impl Store {
         Ok(Some(orphans))
     }
 
-    /// Whether some environment version or VPS snapshot refers to the archive with this digest.
-    pub async fn archive_known(&self, digest: &str) -> Result<bool> {
+    async fn archive_known(&self, digest: &str) -> Result<bool> {
         let n: i64 = sqlx::query_scalar(DIGEST_USES)
             .bind(digest)
             .fetch_one(&self.pool)
@@ -151,10 +182,7 @@ impl Store {
         Ok(n > 0)
     }
 
-    // --- VPS snapshots ---
-
-    /// Records a snapshot under the VPS's next number (its `seq` is ignored); returns that number.
-    pub async fn add_snapshot(&self, s: &VpsSnapshot) -> Result<u32> {
+    async fn add_snapshot(&self, s: &VpsSnapshot) -> Result<u32> {
         let mut tx = self.write_tx().await?;
         let last: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM vps_snapshots WHERE vps = ?")
             .bind(s.vps as i64)
@@ -182,8 +210,7 @@ impl Store {
         Ok(u32::try_from(seq).unwrap_or(u32::MAX))
     }
 
-    /// A VPS's snapshots, oldest first.
-    pub async fn snapshots(&self, vps: u64) -> Result<Vec<VpsSnapshot>> {
+    async fn snapshots(&self, vps: u64) -> Result<Vec<VpsSnapshot>> {
         let rows = sqlx::query("SELECT * FROM vps_snapshots WHERE vps = ? ORDER BY seq")
             .bind(vps as i64)
             .fetch_all(&self.pool)
@@ -208,9 +235,7 @@ impl Store {
             .collect())
     }
 
-    /// Removes a snapshot. `None`: there was none; `Some(orphan)`: its archive's digest if
-    /// nothing else refers to it any more (the caller deletes that file).
-    pub async fn remove_snapshot(&self, vps: u64, seq: u32) -> Result<Option<Option<String>>> {
+    async fn remove_snapshot(&self, vps: u64, seq: u32) -> Result<Option<Option<String>>> {
         let mut tx = self.write_tx().await?;
         let digest: Option<String> =
             sqlx::query_scalar("DELETE FROM vps_snapshots WHERE vps = ? AND seq = ? RETURNING digest")
@@ -229,8 +254,7 @@ impl Store {
         Ok(Some((used == 0).then_some(digest)))
     }
 
-    /// Counts one complete fetch of the archive with this digest.
-    pub async fn count_fetch(&self, digest: &str) -> Result<()> {
+    async fn count_fetch(&self, digest: &str) -> Result<()> {
         sqlx::query("UPDATE environment_versions SET fetches = fetches + 1 WHERE digest = ?")
             .bind(digest)
             .execute(&self.pool)

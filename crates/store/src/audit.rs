@@ -14,8 +14,20 @@ pub struct EventRecord {
     pub detail: String,
 }
 
-impl Store {
-    pub async fn event(&self, now_ms: i64, actor: &str, action: &str, detail: &str) -> Result<()> {
+/// The audit trail.
+#[async_trait::async_trait]
+pub trait Audit: Send + Sync {
+    async fn event(&self, now_ms: i64, actor: &str, action: &str, detail: &str) -> Result<()>;
+
+    /// The newest `limit` events, newest first: all of them, or those by or about user `user`
+    /// (acting as `user NAME`, or named first in a `user.*` event's detail), at or after
+    /// `since_ms`.
+    async fn events(&self, user: Option<&str>, since_ms: Option<i64>, limit: u32) -> Result<Vec<EventRecord>>;
+}
+
+#[async_trait::async_trait]
+impl Audit for Store {
+    async fn event(&self, now_ms: i64, actor: &str, action: &str, detail: &str) -> Result<()> {
         sqlx::query("INSERT INTO events (at_ms, actor, action, detail) VALUES (?, ?, ?, ?)")
             .bind(now_ms)
             .bind(actor)
@@ -26,10 +38,7 @@ impl Store {
         Ok(())
     }
 
-    /// The newest `limit` events, newest first: all of them, or those by or about user `user`
-    /// (acting as `user NAME`, or named first in a `user.*` event's detail), at or after
-    /// `since_ms`.
-    pub async fn events(&self, user: Option<&str>, since_ms: Option<i64>, limit: u32) -> Result<Vec<EventRecord>> {
+    async fn events(&self, user: Option<&str>, since_ms: Option<i64>, limit: u32) -> Result<Vec<EventRecord>> {
         let rows = sqlx::query(
             "SELECT at_ms, actor, action, detail FROM events
              WHERE at_ms >= ?1

@@ -1,5 +1,6 @@
 //! The database file itself: opening it safely, noticing damage, and copying it while in use.
 
+use crate::prelude::*;
 use crate::{Result, Store, StoreError};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::Connection as _;
@@ -41,28 +42,6 @@ impl Store {
         Ok(store)
     }
 
-    /// SQLite's own consistency check of every page and index. `Damaged` says what it found.
-    pub async fn check(&self) -> Result<()> {
-        let found: Vec<String> = sqlx::query_scalar("PRAGMA quick_check(5)")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(damaged)?;
-        if found.len() == 1 && found[0] == "ok" {
-            return Ok(());
-        }
-        Err(StoreError::Damaged(found.join("; ")))
-    }
-
-    /// A consistent copy of the whole database at one moment, written to `dest` (which must not
-    /// exist) while the database stays in use. The copy is a plain SQLite file, compacted.
-    pub async fn backup_into(&self, dest: &Path) -> Result<()> {
-        let dest = dest
-            .to_str()
-            .ok_or_else(|| StoreError::Corrupt(format!("backup path {} is not UTF-8", dest.display())))?;
-        sqlx::query("VACUUM INTO ?").bind(dest).execute(&self.pool).await?;
-        Ok(())
-    }
-
     /// A consistent copy of the database file at `src`, which a running host may be using, into
     /// `dest` (which must not exist). Opens `src` read-only and runs no migration: the copy is
     /// the database exactly as the host has it. Refuses a damaged source.
@@ -88,11 +67,48 @@ impl Store {
         store.close().await;
         copied
     }
+}
+/// The store as a whole: its check, backups, id floors.
+#[async_trait::async_trait]
+pub trait Maintenance: Send + Sync {
+    /// SQLite's own consistency check of every page and index. `Damaged` says what it found.
+    async fn check(&self) -> Result<()>;
+
+    /// A consistent copy of the whole database at one moment, written to `dest` (which must not
+    /// exist) while the database stays in use. The copy is a plain SQLite file, compacted.
+    async fn backup_into(&self, dest: &Path) -> Result<()>;
 
     /// After a restore: ids handed out from now on start above `task_floor` (tasks and VPSs) and
     /// `user_floor` (users' numbers), so none repeats one given out after the backup was taken,
     /// which runners may still hold results or files for.
-    pub async fn raise_id_floors(&self, task_floor: i64, user_floor: i64) -> Result<()> {
+    async fn raise_id_floors(&self, task_floor: i64, user_floor: i64) -> Result<()>;
+
+    /// Whether the database records any node or user: one that does not is a new cluster's.
+    async fn is_empty(&self) -> Result<bool>;
+}
+
+#[async_trait::async_trait]
+impl Maintenance for Store {
+    async fn check(&self) -> Result<()> {
+        let found: Vec<String> = sqlx::query_scalar("PRAGMA quick_check(5)")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(damaged)?;
+        if found.len() == 1 && found[0] == "ok" {
+            return Ok(());
+        }
+        Err(StoreError::Damaged(found.join("; ")))
+    }
+
+    async fn backup_into(&self, dest: &Path) -> Result<()> {
+        let dest = dest
+            .to_str()
+            .ok_or_else(|| StoreError::Corrupt(format!("backup path {} is not UTF-8", dest.display())))?;
+        sqlx::query("VACUUM INTO ?").bind(dest).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn raise_id_floors(&self, task_floor: i64, user_floor: i64) -> Result<()> {
         let mut tx = self.write_tx().await?;
         for (table, floor) in [("tasks", task_floor), ("user_numbers", user_floor)] {
             // AUTOINCREMENT keeps its high-water mark here; a table that never had a row has none.
@@ -110,8 +126,7 @@ impl Store {
         Ok(())
     }
 
-    /// Whether the database records any node or user: one that does not is a new cluster's.
-    pub async fn is_empty(&self) -> Result<bool> {
+    async fn is_empty(&self) -> Result<bool> {
         let n: i64 = sqlx::query_scalar("SELECT (SELECT COUNT(*) FROM nodes) + (SELECT COUNT(*) FROM users)")
             .fetch_one(&self.pool)
             .await?;

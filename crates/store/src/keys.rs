@@ -4,17 +4,25 @@ use crate::{Result, Store, StoreError};
 use river_proto::msg::UserKey;
 use sqlx::Row;
 
-impl Store {
+/// Users' SSH keys.
+#[async_trait::async_trait]
+pub trait Keys: Send + Sync {
     /// Registers `line` (`TYPE BASE64 [COMMENT]`, already checked) for `user`. A key already
     /// registered to anyone is refused with `Exists`: a key names one user at the gateway.
-    pub async fn add_user_key(
-        &self,
-        user: &str,
-        key_id: &str,
-        line: &str,
-        fingerprint: &str,
-        now_ms: i64,
-    ) -> Result<()> {
+    async fn add_user_key(&self, user: &str, key_id: &str, line: &str, fingerprint: &str, now_ms: i64) -> Result<()>;
+
+    async fn user_keys(&self, user: &str) -> Result<Vec<UserKey>>;
+
+    /// Removes one of `user`'s keys by its `TYPE BASE64` or its fingerprint; whether there was one.
+    async fn remove_user_key(&self, user: &str, key_id_or_fingerprint: &str) -> Result<bool>;
+
+    /// The user a key (`TYPE BASE64`) is registered to.
+    async fn user_by_key(&self, key_id: &str) -> Result<Option<String>>;
+}
+
+#[async_trait::async_trait]
+impl Keys for Store {
+    async fn add_user_key(&self, user: &str, key_id: &str, line: &str, fingerprint: &str, now_ms: i64) -> Result<()> {
         let r = sqlx::query(
             "INSERT INTO user_keys (key_id, user_name, line, fingerprint, added_at_ms) VALUES (?, ?, ?, ?, ?)",
         )
@@ -34,7 +42,7 @@ impl Store {
         }
     }
 
-    pub async fn user_keys(&self, user: &str) -> Result<Vec<UserKey>> {
+    async fn user_keys(&self, user: &str) -> Result<Vec<UserKey>> {
         let rows = sqlx::query("SELECT * FROM user_keys WHERE user_name = ? ORDER BY added_at_ms, key_id")
             .bind(user)
             .fetch_all(&self.pool)
@@ -49,8 +57,7 @@ impl Store {
             .collect())
     }
 
-    /// Removes one of `user`'s keys by its `TYPE BASE64` or its fingerprint; whether there was one.
-    pub async fn remove_user_key(&self, user: &str, key_id_or_fingerprint: &str) -> Result<bool> {
+    async fn remove_user_key(&self, user: &str, key_id_or_fingerprint: &str) -> Result<bool> {
         let n = sqlx::query("DELETE FROM user_keys WHERE user_name = ?1 AND (key_id = ?2 OR fingerprint = ?2)")
             .bind(user)
             .bind(key_id_or_fingerprint)
@@ -60,8 +67,7 @@ impl Store {
         Ok(n > 0)
     }
 
-    /// The user a key (`TYPE BASE64`) is registered to.
-    pub async fn user_by_key(&self, key_id: &str) -> Result<Option<String>> {
+    async fn user_by_key(&self, key_id: &str) -> Result<Option<String>> {
         Ok(sqlx::query_scalar("SELECT user_name FROM user_keys WHERE key_id = ?")
             .bind(key_id)
             .fetch_optional(&self.pool)

@@ -9,9 +9,27 @@ fn value(r: &sqlx::sqlite::SqliteRow, col: &str) -> Result<Option<u32>> {
         .map(|v| u32::try_from(v).unwrap_or(u32::MAX)))
 }
 
-impl Store {
+/// Per-user limits and what counts against them.
+#[async_trait::async_trait]
+pub trait Limits: Send + Sync {
     /// Every user's overrides, by user name.
-    pub async fn user_limits(&self) -> Result<Vec<(String, LimitValues)>> {
+    async fn user_limits(&self) -> Result<Vec<(String, LimitValues)>>;
+
+    /// The images (ids) of every archive the host keeps: environment versions and VPS snapshots.
+    /// Nodes remove the images they loaded from the host that are not among them.
+    async fn archive_image_ids(&self) -> Result<Vec<String>>;
+
+    /// Bytes of archives the host keeps for `owner` (`user NAME`): the environment versions they
+    /// made and their VPSs' snapshots (an archive two of them share counts for each).
+    async fn archive_bytes_of(&self, owner: &str) -> Result<u64>;
+
+    /// Replaces `user`'s overrides (all unset: the row goes).
+    async fn set_user_limits(&self, user: &str, v: &LimitValues) -> Result<()>;
+}
+
+#[async_trait::async_trait]
+impl Limits for Store {
+    async fn user_limits(&self) -> Result<Vec<(String, LimitValues)>> {
         sqlx::query("SELECT * FROM user_limits ORDER BY user_name")
             .fetch_all(&self.pool)
             .await?
@@ -31,9 +49,7 @@ impl Store {
             .collect()
     }
 
-    /// The images (ids) of every archive the host keeps: environment versions and VPS snapshots.
-    /// Nodes remove the images they loaded from the host that are not among them.
-    pub async fn archive_image_ids(&self) -> Result<Vec<String>> {
+    async fn archive_image_ids(&self) -> Result<Vec<String>> {
         Ok(sqlx::query_scalar(
             "SELECT image_id FROM environment_versions WHERE image_id IS NOT NULL
              UNION SELECT image_id FROM vps_snapshots",
@@ -42,9 +58,7 @@ impl Store {
         .await?)
     }
 
-    /// Bytes of archives the host keeps for `owner` (`user NAME`): the environment versions they
-    /// made and their VPSs' snapshots (an archive two of them share counts for each).
-    pub async fn archive_bytes_of(&self, owner: &str) -> Result<u64> {
+    async fn archive_bytes_of(&self, owner: &str) -> Result<u64> {
         let n: i64 = sqlx::query_scalar(
             "SELECT COALESCE((SELECT SUM(size) FROM environment_versions WHERE created_by = ?1), 0)
                   + COALESCE((SELECT SUM(s.size) FROM vps_snapshots s JOIN tasks t ON t.id = s.vps WHERE t.owner = ?1), 0)",
@@ -55,8 +69,7 @@ impl Store {
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
-    /// Replaces `user`'s overrides (all unset: the row goes).
-    pub async fn set_user_limits(&self, user: &str, v: &LimitValues) -> Result<()> {
+    async fn set_user_limits(&self, user: &str, v: &LimitValues) -> Result<()> {
         if *v == LimitValues::default() {
             sqlx::query("DELETE FROM user_limits WHERE user_name = ?")
                 .bind(user)

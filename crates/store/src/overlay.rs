@@ -29,9 +29,41 @@ fn reservation(r: ReservationRow) -> Reservation {
     }
 }
 
-impl Store {
+/// The overlay's subnets per node and reserved addresses.
+#[async_trait::async_trait]
+pub trait Addresses: Send + Sync {
     /// Every member's subnet index and underlay address, by node name.
-    pub async fn overlay_subnets(&self) -> Result<Vec<(String, u64, Option<String>)>> {
+    async fn overlay_subnets(&self) -> Result<Vec<(String, u64, Option<String>)>>;
+
+    /// Gives `node` subnet `idx` (chosen by the caller among the free ones), or records its new
+    /// underlay address if it has one already. Returns the node's index; `Exists` if another
+    /// node took `idx` meanwhile.
+    async fn assign_subnet(&self, node: &str, idx: u64, underlay: Option<&str>) -> Result<u64>;
+
+    /// Frees a removed node's subnet and drops its reservations.
+    async fn remove_subnet(&self, node: &str) -> Result<()>;
+
+    /// Records a reservation; `Exists` if the address is reserved already.
+    async fn insert_reservation(&self, r: &Reservation) -> Result<()>;
+
+    async fn reservations(&self) -> Result<Vec<Reservation>>;
+
+    async fn reservation(&self, ip: &str) -> Result<Option<Reservation>>;
+
+    /// Ties the unclaimed, unexpired reservation of `ip` with this `nonce` to `task`. False if
+    /// it is gone, expired, claimed already or was reissued (another nonce).
+    async fn claim_reservation(&self, ip: &str, nonce: &str, task: u64, now_ms: i64) -> Result<bool>;
+
+    async fn delete_reservation(&self, ip: &str) -> Result<bool>;
+
+    /// Releases what nobody can use any more: unclaimed reservations past their expiry, and
+    /// claimed ones whose task has ended or no longer exists. Returns the addresses freed.
+    async fn release_reservations(&self, now_ms: i64) -> Result<Vec<String>>;
+}
+
+#[async_trait::async_trait]
+impl Addresses for Store {
+    async fn overlay_subnets(&self) -> Result<Vec<(String, u64, Option<String>)>> {
         let rows: Vec<(String, i64, Option<String>)> =
             sqlx::query_as("SELECT node, idx, underlay FROM overlay_subnets ORDER BY idx")
                 .fetch_all(&self.pool)
@@ -42,10 +74,7 @@ impl Store {
             .collect())
     }
 
-    /// Gives `node` subnet `idx` (chosen by the caller among the free ones), or records its new
-    /// underlay address if it has one already. Returns the node's index; `Exists` if another
-    /// node took `idx` meanwhile.
-    pub async fn assign_subnet(&self, node: &str, idx: u64, underlay: Option<&str>) -> Result<u64> {
+    async fn assign_subnet(&self, node: &str, idx: u64, underlay: Option<&str>) -> Result<u64> {
         let i = i64::try_from(idx).map_err(|_| StoreError::Corrupt("subnet index".into()))?;
         // One statement, so no read transaction has to be upgraded to a write (which SQLite
         // refuses at once, busy timeout or not, when another connection writes meanwhile).
@@ -66,8 +95,7 @@ impl Store {
         Ok(u64::try_from(got).unwrap_or(0))
     }
 
-    /// Frees a removed node's subnet and drops its reservations.
-    pub async fn remove_subnet(&self, node: &str) -> Result<()> {
+    async fn remove_subnet(&self, node: &str) -> Result<()> {
         let mut tx = self.write_tx().await?;
         sqlx::query("DELETE FROM overlay_subnets WHERE node = ?")
             .bind(node)
@@ -81,8 +109,7 @@ impl Store {
         Ok(())
     }
 
-    /// Records a reservation; `Exists` if the address is reserved already.
-    pub async fn insert_reservation(&self, r: &Reservation) -> Result<()> {
+    async fn insert_reservation(&self, r: &Reservation) -> Result<()> {
         sqlx::query(
             "INSERT INTO ip_reservations (ip, node, owner, nonce, created_at_ms, expires_at_ms, task_id)
              VALUES (?, ?, ?, ?, ?, ?, NULL)",
@@ -104,7 +131,7 @@ impl Store {
         Ok(())
     }
 
-    pub async fn reservations(&self) -> Result<Vec<Reservation>> {
+    async fn reservations(&self) -> Result<Vec<Reservation>> {
         let rows: Vec<ReservationRow> = sqlx::query_as(
             "SELECT ip, node, owner, nonce, created_at_ms, expires_at_ms, task_id FROM ip_reservations ORDER BY node, ip",
         )
@@ -113,7 +140,7 @@ impl Store {
         Ok(rows.into_iter().map(reservation).collect())
     }
 
-    pub async fn reservation(&self, ip: &str) -> Result<Option<Reservation>> {
+    async fn reservation(&self, ip: &str) -> Result<Option<Reservation>> {
         let row: Option<ReservationRow> = sqlx::query_as(
             "SELECT ip, node, owner, nonce, created_at_ms, expires_at_ms, task_id FROM ip_reservations WHERE ip = ?",
         )
@@ -123,9 +150,7 @@ impl Store {
         Ok(row.map(reservation))
     }
 
-    /// Ties the unclaimed, unexpired reservation of `ip` with this `nonce` to `task`. False if
-    /// it is gone, expired, claimed already or was reissued (another nonce).
-    pub async fn claim_reservation(&self, ip: &str, nonce: &str, task: u64, now_ms: i64) -> Result<bool> {
+    async fn claim_reservation(&self, ip: &str, nonce: &str, task: u64, now_ms: i64) -> Result<bool> {
         let task = i64::try_from(task).map_err(|_| StoreError::Corrupt("task id".into()))?;
         let done = sqlx::query(
             "UPDATE ip_reservations SET task_id = ?
@@ -140,7 +165,7 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
-    pub async fn delete_reservation(&self, ip: &str) -> Result<bool> {
+    async fn delete_reservation(&self, ip: &str) -> Result<bool> {
         let done = sqlx::query("DELETE FROM ip_reservations WHERE ip = ?")
             .bind(ip)
             .execute(&self.pool)
@@ -148,9 +173,7 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Releases what nobody can use any more: unclaimed reservations past their expiry, and
-    /// claimed ones whose task has ended or no longer exists. Returns the addresses freed.
-    pub async fn release_reservations(&self, now_ms: i64) -> Result<Vec<String>> {
+    async fn release_reservations(&self, now_ms: i64) -> Result<Vec<String>> {
         let freed: Vec<String> = sqlx::query_scalar(concat!(
             "DELETE FROM ip_reservations
                  WHERE (task_id IS NULL AND expires_at_ms <= ?)

@@ -27,10 +27,17 @@ macro_rules! task_filter {
     };
 }
 
-impl Store {
+/// Tasks a page at a time, filtered.
+#[async_trait::async_trait]
+pub trait Pages: Send + Sync {
     /// Up to `limit` tasks matching `q` with ids below `before` (all, without it), newest first,
     /// and how many match `q` in all.
-    pub async fn task_page(&self, q: &TaskQuery, before: Option<u64>, limit: u32) -> Result<(Vec<TaskRecord>, u64)> {
+    async fn task_page(&self, q: &TaskQuery, before: Option<u64>, limit: u32) -> Result<(Vec<TaskRecord>, u64)>;
+}
+
+#[async_trait::async_trait]
+impl Pages for Store {
+    async fn task_page(&self, q: &TaskQuery, before: Option<u64>, limit: u32) -> Result<(Vec<TaskRecord>, u64)> {
         let before = before.map_or(i64::MAX, |b| i64::try_from(b).unwrap_or(i64::MAX));
         let rows = sqlx::query(concat!(
             "SELECT * FROM tasks WHERE ",
@@ -60,6 +67,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::prelude::*;
     use river_proto::msg::{TaskPlacement, TaskSpec, VpsSpec};
     use river_task::state::TaskState;
 

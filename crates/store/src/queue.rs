@@ -1,12 +1,42 @@
 //! The queue as the scheduler reads it: each user's oldest waiting tasks, so that one user with a
 //! thousand tasks waiting does not hide everyone else's behind them.
 
+use crate::prelude::*;
 use crate::{task_from_row, Result, Store, TaskRecord};
 use river_task::state::TaskState;
 
-impl Store {
+/// The queue: who waits, in what order, moved as a batch.
+#[async_trait::async_trait]
+pub trait Queue: Send + Sync {
     /// The users who have tasks waiting.
-    pub async fn queued_owners(&self) -> Result<Vec<String>> {
+    async fn queued_owners(&self) -> Result<Vec<String>>;
+
+    /// Up to `per_owner` of each of `owners`' waiting tasks, oldest first per user (ordered by id
+    /// overall). With one user (or none) named, that is just the queue's head.
+    async fn queued_per_owner(&self, owners: &[String], per_owner: u32) -> Result<Vec<TaskRecord>>;
+
+    /// How many tasks `owner` has waiting, for the queue or for approval.
+    async fn queued_of(&self, owner: &str) -> Result<u64>;
+
+    /// Moves the tasks of batch `batch` that are in state `from` to `to`, with `message` (and a
+    /// finish time when `finished_ms`), in one statement: a task that left `from` meanwhile (killed
+    /// by its owner while an operator approved it) is left alone. Returns the ids moved.
+    async fn move_batch(
+        &self,
+        batch: u64,
+        from: TaskState,
+        to: TaskState,
+        message: Option<&str>,
+        finished_ms: Option<i64>,
+    ) -> Result<Vec<u64>>;
+
+    /// How many tasks wait in the queue that were submitted before task `id`.
+    async fn queued_before(&self, id: u64) -> Result<u64>;
+}
+
+#[async_trait::async_trait]
+impl Queue for Store {
+    async fn queued_owners(&self) -> Result<Vec<String>> {
         Ok(
             sqlx::query_scalar("SELECT DISTINCT owner FROM tasks WHERE state = 'queued'")
                 .fetch_all(&self.pool)
@@ -14,9 +44,7 @@ impl Store {
         )
     }
 
-    /// Up to `per_owner` of each of `owners`' waiting tasks, oldest first per user (ordered by id
-    /// overall). With one user (or none) named, that is just the queue's head.
-    pub async fn queued_per_owner(&self, owners: &[String], per_owner: u32) -> Result<Vec<TaskRecord>> {
+    async fn queued_per_owner(&self, owners: &[String], per_owner: u32) -> Result<Vec<TaskRecord>> {
         if owners.len() <= 1 {
             return self.queued(per_owner).await;
         }
@@ -35,8 +63,7 @@ impl Store {
         Ok(all)
     }
 
-    /// How many tasks `owner` has waiting, for the queue or for approval.
-    pub async fn queued_of(&self, owner: &str) -> Result<u64> {
+    async fn queued_of(&self, owner: &str) -> Result<u64> {
         let n: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM tasks WHERE state IN ('queued', 'pending_approval') AND owner = ?",
         )
@@ -46,10 +73,7 @@ impl Store {
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
-    /// Moves the tasks of batch `batch` that are in state `from` to `to`, with `message` (and a
-    /// finish time when `finished_ms`), in one statement: a task that left `from` meanwhile (killed
-    /// by its owner while an operator approved it) is left alone. Returns the ids moved.
-    pub async fn move_batch(
+    async fn move_batch(
         &self,
         batch: u64,
         from: TaskState,
@@ -74,8 +98,7 @@ impl Store {
         Ok(ids)
     }
 
-    /// How many tasks wait in the queue that were submitted before task `id`.
-    pub async fn queued_before(&self, id: u64) -> Result<u64> {
+    async fn queued_before(&self, id: u64) -> Result<u64> {
         let id = i64::try_from(id).unwrap_or(i64::MAX);
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tasks WHERE state = 'queued' AND id < ?")
             .bind(id)

@@ -6,15 +6,75 @@ use river_proto::msg::TaskSpec;
 use river_task::state::TaskState;
 
 impl Store {
+    async fn write_task(&self, t: &TaskRecord, was: Option<TaskState>) -> Result<bool> {
+        let id = i64::try_from(t.id).map_err(|_| StoreError::Corrupt(format!("task id {}", t.id)))?;
+        let done = sqlx::query(
+            "UPDATE tasks SET spec_json = ?, target = ?, state = ?, placement_json = ?, exit_code = ?, message = ?,
+             started_at_ms = ?, finished_at_ms = ?
+             WHERE id = ? AND (? IS NULL OR state = ?)",
+        )
+        .bind(json(&t.spec)?)
+        .bind(&t.target)
+        .bind(t.state.as_str())
+        .bind(t.placement.as_ref().map(json).transpose()?)
+        .bind(t.exit_code)
+        .bind(&t.message)
+        .bind(t.started_at_ms)
+        .bind(t.finished_at_ms)
+        .bind(id)
+        .bind(was.map(TaskState::as_str))
+        .bind(was.map(TaskState::as_str))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+/// Tasks: inserted, read, and changed only from the state a change was decided on.
+#[async_trait::async_trait]
+pub trait Tasks: Send + Sync {
     /// Queues one task per target (one untargeted task when `targets` is empty), sharing a batch
     /// id (the first task's id), in one transaction. Returns the ids.
-    pub async fn insert_tasks(
+    async fn insert_tasks(&self, owner: &str, spec: &TaskSpec, targets: &[String], now_ms: i64) -> Result<Vec<u64>>;
+
+    /// Queues one task per `(spec, target)`, sharing a batch id (the first task's id), in one
+    /// transaction: the members of a distributed group, each with its own spec. Returns the ids.
+    async fn insert_batch(&self, owner: &str, members: &[(&TaskSpec, Option<&str>)], now_ms: i64) -> Result<Vec<u64>>;
+
+    /// [`Self::insert_batch`], the tasks starting in `state` (`queued`, or `pending_approval`).
+    async fn insert_batch_as(
         &self,
         owner: &str,
-        spec: &TaskSpec,
-        targets: &[String],
+        members: &[(&TaskSpec, Option<&str>)],
         now_ms: i64,
-    ) -> Result<Vec<u64>> {
+        state: TaskState,
+    ) -> Result<Vec<u64>>;
+
+    async fn task(&self, id: u64) -> Result<Option<TaskRecord>>;
+
+    /// Tasks that have not ended, oldest first: what the scheduler and reconciliation look at, so
+    /// their cost does not grow with the history.
+    async fn unfinished_tasks(&self) -> Result<Vec<TaskRecord>>;
+
+    /// Tasks that hold a node's resources or may again (assigned, running, paused, lost).
+    async fn holding_tasks(&self) -> Result<Vec<TaskRecord>>;
+
+    /// The first `limit` queued tasks, oldest first.
+    async fn queued(&self, limit: u32) -> Result<Vec<TaskRecord>>;
+
+    /// Tasks, oldest first; with `state`, only those in it.
+    async fn tasks(&self, state: Option<&str>) -> Result<Vec<TaskRecord>>;
+
+    /// Writes a task's mutable fields (a VPS's spec and target change: its keys, its node).
+    async fn update_task(&self, t: &TaskRecord) -> Result<()>;
+
+    /// Writes `t` only if its stored state is still `was`; whether it did. A change decided on
+    /// a record read earlier never overwrites one made meanwhile (a cancel racing the scheduler).
+    async fn update_task_from(&self, t: &TaskRecord, was: TaskState) -> Result<bool>;
+}
+
+#[async_trait::async_trait]
+impl Tasks for Store {
+    async fn insert_tasks(&self, owner: &str, spec: &TaskSpec, targets: &[String], now_ms: i64) -> Result<Vec<u64>> {
         let members: Vec<(&TaskSpec, Option<&str>)> = if targets.is_empty() {
             vec![(spec, None)]
         } else {
@@ -23,19 +83,11 @@ impl Store {
         self.insert_batch(owner, &members, now_ms).await
     }
 
-    /// Queues one task per `(spec, target)`, sharing a batch id (the first task's id), in one
-    /// transaction: the members of a distributed group, each with its own spec. Returns the ids.
-    pub async fn insert_batch(
-        &self,
-        owner: &str,
-        members: &[(&TaskSpec, Option<&str>)],
-        now_ms: i64,
-    ) -> Result<Vec<u64>> {
+    async fn insert_batch(&self, owner: &str, members: &[(&TaskSpec, Option<&str>)], now_ms: i64) -> Result<Vec<u64>> {
         self.insert_batch_as(owner, members, now_ms, TaskState::Queued).await
     }
 
-    /// [`Self::insert_batch`], the tasks starting in `state` (`queued`, or `pending_approval`).
-    pub async fn insert_batch_as(
+    async fn insert_batch_as(
         &self,
         owner: &str,
         members: &[(&TaskSpec, Option<&str>)],
@@ -72,7 +124,7 @@ impl Store {
         Ok(ids.into_iter().map(|i| u64::try_from(i).unwrap_or(0)).collect())
     }
 
-    pub async fn task(&self, id: u64) -> Result<Option<TaskRecord>> {
+    async fn task(&self, id: u64) -> Result<Option<TaskRecord>> {
         let id = i64::try_from(id).map_err(|_| StoreError::Corrupt(format!("task id {id}")))?;
         sqlx::query("SELECT * FROM tasks WHERE id = ?")
             .bind(id)
@@ -83,9 +135,7 @@ impl Store {
             .transpose()
     }
 
-    /// Tasks that have not ended, oldest first: what the scheduler and reconciliation look at, so
-    /// their cost does not grow with the history.
-    pub async fn unfinished_tasks(&self) -> Result<Vec<TaskRecord>> {
+    async fn unfinished_tasks(&self) -> Result<Vec<TaskRecord>> {
         sqlx::query(concat!(
             "SELECT * FROM tasks WHERE state NOT IN ",
             ended!(),
@@ -98,8 +148,7 @@ impl Store {
         .collect()
     }
 
-    /// Tasks that hold a node's resources or may again (assigned, running, paused, lost).
-    pub async fn holding_tasks(&self) -> Result<Vec<TaskRecord>> {
+    async fn holding_tasks(&self) -> Result<Vec<TaskRecord>> {
         sqlx::query(concat!(
             "SELECT * FROM tasks WHERE state IN ",
             holding!(),
@@ -112,8 +161,7 @@ impl Store {
         .collect()
     }
 
-    /// The first `limit` queued tasks, oldest first.
-    pub async fn queued(&self, limit: u32) -> Result<Vec<TaskRecord>> {
+    async fn queued(&self, limit: u32) -> Result<Vec<TaskRecord>> {
         sqlx::query("SELECT * FROM tasks WHERE state = 'queued' ORDER BY id LIMIT ?")
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
@@ -123,8 +171,7 @@ impl Store {
             .collect()
     }
 
-    /// Tasks, oldest first; with `state`, only those in it.
-    pub async fn tasks(&self, state: Option<&str>) -> Result<Vec<TaskRecord>> {
+    async fn tasks(&self, state: Option<&str>) -> Result<Vec<TaskRecord>> {
         let rows = match state {
             Some(st) => {
                 sqlx::query("SELECT * FROM tasks WHERE state = ? ORDER BY id")
@@ -141,37 +188,11 @@ impl Store {
         rows.iter().map(task_from_row).collect()
     }
 
-    /// Writes a task's mutable fields (a VPS's spec and target change: its keys, its node).
-    pub async fn update_task(&self, t: &TaskRecord) -> Result<()> {
+    async fn update_task(&self, t: &TaskRecord) -> Result<()> {
         self.write_task(t, None).await.map(|_| ())
     }
 
-    /// Writes `t` only if its stored state is still `was`; whether it did. A change decided on
-    /// a record read earlier never overwrites one made meanwhile (a cancel racing the scheduler).
-    pub async fn update_task_from(&self, t: &TaskRecord, was: TaskState) -> Result<bool> {
+    async fn update_task_from(&self, t: &TaskRecord, was: TaskState) -> Result<bool> {
         self.write_task(t, Some(was)).await
-    }
-
-    async fn write_task(&self, t: &TaskRecord, was: Option<TaskState>) -> Result<bool> {
-        let id = i64::try_from(t.id).map_err(|_| StoreError::Corrupt(format!("task id {}", t.id)))?;
-        let done = sqlx::query(
-            "UPDATE tasks SET spec_json = ?, target = ?, state = ?, placement_json = ?, exit_code = ?, message = ?,
-             started_at_ms = ?, finished_at_ms = ?
-             WHERE id = ? AND (? IS NULL OR state = ?)",
-        )
-        .bind(json(&t.spec)?)
-        .bind(&t.target)
-        .bind(t.state.as_str())
-        .bind(t.placement.as_ref().map(json).transpose()?)
-        .bind(t.exit_code)
-        .bind(&t.message)
-        .bind(t.started_at_ms)
-        .bind(t.finished_at_ms)
-        .bind(id)
-        .bind(was.map(TaskState::as_str))
-        .bind(was.map(TaskState::as_str))
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
     }
 }

@@ -19,11 +19,52 @@ pub struct IssuedCert<'a> {
     pub expires_at: i64,
 }
 
-impl Store {
+/// Users, their roles and certificates.
+#[async_trait::async_trait]
+pub trait Users: Send + Sync {
     /// Creates a user and spends one use of its invite (the host's own admin has none),
     /// atomically. A name that is taken is [`StoreError::Exists`]: an invite never touches an
     /// existing user (see [`Self::reenrol_user`]).
-    pub async fn enrol_user(
+    async fn enrol_user(
+        &self,
+        token_id: Option<&str>,
+        now: i64,
+        user: &UserRecord,
+        cert: &IssuedCert<'_>,
+    ) -> Result<()>;
+
+    /// Gives an existing user a new certificate through a reissue token, and revokes every
+    /// certificate issued to them before, atomically. Their role is kept. Returns how many were
+    /// revoked; a user who is gone is [`StoreError::NotFound`].
+    async fn reenrol_user(&self, token_id: &str, now: i64, name: &str, cert: &IssuedCert<'_>) -> Result<u64>;
+
+    /// A user renewed their certificate: the new one is theirs (the old one stays valid until it
+    /// ends, so a renewal whose answer was lost does not lock them out).
+    async fn renew_user_cert(&self, name: &str, cert: &IssuedCert<'_>) -> Result<()>;
+
+    /// Removes a user: every certificate issued to them is revoked, their gateway keys and the
+    /// invites or reissues still waiting for their name are withdrawn, and the account is marked
+    /// removed — kept, so the name (and its number) is never given to anyone else. Returns
+    /// whether there was such a user still there.
+    async fn remove_user(&self, name: &str, now: i64) -> Result<bool>;
+
+    /// Sets a user's role; whether there was such a user.
+    async fn set_user_role(&self, name: &str, role: river_proto::msg::Role) -> Result<bool>;
+
+    /// Disables or enables a user; whether there was such a user.
+    async fn set_user_disabled(&self, name: &str, disabled: bool) -> Result<bool>;
+
+    /// Revokes the certificate `serial` if it was issued to `name` (a logout); whether it was.
+    async fn revoke_user_cert(&self, name: &str, serial: &str, now: i64) -> Result<bool>;
+
+    async fn user(&self, name: &str) -> Result<Option<UserRecord>>;
+
+    async fn users(&self) -> Result<Vec<UserRecord>>;
+}
+
+#[async_trait::async_trait]
+impl Users for Store {
+    async fn enrol_user(
         &self,
         token_id: Option<&str>,
         now: i64,
@@ -51,10 +92,7 @@ impl Store {
         Ok(())
     }
 
-    /// Gives an existing user a new certificate through a reissue token, and revokes every
-    /// certificate issued to them before, atomically. Their role is kept. Returns how many were
-    /// revoked; a user who is gone is [`StoreError::NotFound`].
-    pub async fn reenrol_user(&self, token_id: &str, now: i64, name: &str, cert: &IssuedCert<'_>) -> Result<u64> {
+    async fn reenrol_user(&self, token_id: &str, now: i64, name: &str, cert: &IssuedCert<'_>) -> Result<u64> {
         let mut tx = self.write_tx().await?;
         spend_token(&mut tx, token_id, now).await?;
         let updated = sqlx::query("UPDATE users SET cert_serial = ? WHERE name = ? AND removed_at IS NULL")
@@ -81,9 +119,7 @@ impl Store {
         Ok(revoked)
     }
 
-    /// A user renewed their certificate: the new one is theirs (the old one stays valid until it
-    /// ends, so a renewal whose answer was lost does not lock them out).
-    pub async fn renew_user_cert(&self, name: &str, cert: &IssuedCert<'_>) -> Result<()> {
+    async fn renew_user_cert(&self, name: &str, cert: &IssuedCert<'_>) -> Result<()> {
         let mut tx = self.write_tx().await?;
         sqlx::query("UPDATE users SET cert_serial = ? WHERE name = ?")
             .bind(cert.serial)
@@ -95,11 +131,7 @@ impl Store {
         Ok(())
     }
 
-    /// Removes a user: every certificate issued to them is revoked, their gateway keys and the
-    /// invites or reissues still waiting for their name are withdrawn, and the account is marked
-    /// removed — kept, so the name (and its number) is never given to anyone else. Returns
-    /// whether there was such a user still there.
-    pub async fn remove_user(&self, name: &str, now: i64) -> Result<bool> {
+    async fn remove_user(&self, name: &str, now: i64) -> Result<bool> {
         let mut tx = self.write_tx().await?;
         sqlx::query(
             "INSERT OR IGNORE INTO revoked_certs (serial, subject, revoked_at, expires_at)
@@ -129,8 +161,7 @@ impl Store {
         Ok(gone)
     }
 
-    /// Sets a user's role; whether there was such a user.
-    pub async fn set_user_role(&self, name: &str, role: river_proto::msg::Role) -> Result<bool> {
+    async fn set_user_role(&self, name: &str, role: river_proto::msg::Role) -> Result<bool> {
         Ok(sqlx::query("UPDATE users SET role = ? WHERE name = ?")
             .bind(role.as_str())
             .bind(name)
@@ -140,8 +171,7 @@ impl Store {
             == 1)
     }
 
-    /// Disables or enables a user; whether there was such a user.
-    pub async fn set_user_disabled(&self, name: &str, disabled: bool) -> Result<bool> {
+    async fn set_user_disabled(&self, name: &str, disabled: bool) -> Result<bool> {
         Ok(sqlx::query("UPDATE users SET disabled = ? WHERE name = ?")
             .bind(i64::from(disabled))
             .bind(name)
@@ -151,8 +181,7 @@ impl Store {
             == 1)
     }
 
-    /// Revokes the certificate `serial` if it was issued to `name` (a logout); whether it was.
-    pub async fn revoke_user_cert(&self, name: &str, serial: &str, now: i64) -> Result<bool> {
+    async fn revoke_user_cert(&self, name: &str, serial: &str, now: i64) -> Result<bool> {
         Ok(sqlx::query(
             "INSERT OR IGNORE INTO revoked_certs (serial, subject, revoked_at, expires_at)
              SELECT serial, 'user ' || user_name, ?, expires_at FROM user_certs WHERE serial = ? AND user_name = ?",
@@ -166,7 +195,7 @@ impl Store {
             == 1)
     }
 
-    pub async fn user(&self, name: &str) -> Result<Option<UserRecord>> {
+    async fn user(&self, name: &str) -> Result<Option<UserRecord>> {
         sqlx::query("SELECT * FROM users WHERE name = ?")
             .bind(name)
             .fetch_optional(&self.pool)
@@ -176,7 +205,7 @@ impl Store {
             .transpose()
     }
 
-    pub async fn users(&self) -> Result<Vec<UserRecord>> {
+    async fn users(&self) -> Result<Vec<UserRecord>> {
         sqlx::query("SELECT * FROM users ORDER BY name")
             .fetch_all(&self.pool)
             .await?
