@@ -249,11 +249,12 @@ async fn task_output(
         return error(StatusCode::FORBIDDEN, &why);
     }
     let recv = match crate::logs::open_logs(&ctx, &caller, id, q.stderr).await {
-        Ok(Ok(Some(recv))) => recv,
-        Ok(Ok(None)) => return ([(header::CONTENT_TYPE, "text/plain")], "").into_response(),
-        Ok(Err(Response::Error { kind, message })) => return error(status_of(&kind), &message),
-        Ok(Err(_)) => return error(StatusCode::INTERNAL_SERVER_ERROR, "unexpected answer"),
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &format!("host error: {e}")),
+        Ok(Some(recv)) => recv,
+        Ok(None) => return ([(header::CONTENT_TYPE, "text/plain")], "").into_response(),
+        Err(e) => {
+            let (kind, message) = e.kind_and_message();
+            return error(status_of(&kind), &message);
+        }
     };
     // After an error the stream ends: the error is the last thing the body sees.
     let chunks = futures_util::stream::unfold(Some(recv), |recv| async move {

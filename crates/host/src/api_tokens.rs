@@ -4,7 +4,7 @@
 //! disabled user's tokens stop working with them. The host keeps only a hash of the secret.
 
 use crate::auth::Caller;
-use crate::reply::err;
+use crate::reply::{refused, HostResult};
 use crate::Ctx;
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD as B64, Engine as _};
 use rand::RngCore as _;
@@ -65,25 +65,25 @@ pub(crate) async fn caller(ctx: &Ctx, text: &str) -> anyhow::Result<Result<Calle
 
 /// The user whose tokens a request is about: the caller's own, or `other`'s if the caller may
 /// manage them.
-async fn whose(ctx: &Ctx, caller: &Caller, other: Option<String>) -> anyhow::Result<Result<String, Response>> {
+async fn whose(ctx: &Ctx, caller: &Caller, other: Option<String>) -> HostResult<String> {
     let Caller::User { name: me, role } = caller else {
-        return Ok(Err(err(ErrorKind::Forbidden, "only users have API tokens")));
+        return Err(refused(ErrorKind::Forbidden, "only users have API tokens"));
     };
     let Some(other) = other.filter(|o| o != me) else {
-        return Ok(Ok(me.clone()));
+        return Ok(me.clone());
     };
     if *role < Role::Operator {
-        return Ok(Err(err(
+        return Err(refused(
             ErrorKind::Forbidden,
             "only operators and admins see or revoke someone else's tokens",
-        )));
+        ));
     }
     let Some(target) = ctx.store.user(&other).await? else {
-        return Ok(Err(err(ErrorKind::NotFound, format!("no user {other}"))));
+        return Err(refused(ErrorKind::NotFound, format!("no user {other}")));
     };
     match crate::auth::may_manage(me, *role, &target, None) {
-        Ok(()) => Ok(Ok(other)),
-        Err(why) => Ok(Err(err(ErrorKind::Forbidden, why))),
+        Ok(()) => Ok(other),
+        Err(why) => Err(refused(ErrorKind::Forbidden, why)),
     }
 }
 
@@ -93,22 +93,22 @@ pub(crate) async fn create(
     name: &str,
     ttl_secs: u64,
     role: Option<Role>,
-) -> anyhow::Result<Response> {
+) -> HostResult<Response> {
     let Caller::User { name: user, role: mine } = caller else {
-        return Ok(err(ErrorKind::Forbidden, "only users have API tokens"));
+        return Err(refused(ErrorKind::Forbidden, "only users have API tokens"));
     };
     if let Err(e) = Name::parse(name) {
-        return Ok(err(ErrorKind::Invalid, format!("token name: {e}")));
+        return Err(refused(ErrorKind::Invalid, format!("token name: {e}")));
     }
     if ttl_secs == 0 || ttl_secs > MAX_TTL_SECS {
-        return Ok(err(
+        return Err(refused(
             ErrorKind::Invalid,
             "an API token's lifetime must be between 1s and 366 days",
         ));
     }
     let role = role.unwrap_or(*mine);
     if role > *mine {
-        return Ok(err(
+        return Err(refused(
             ErrorKind::Forbidden,
             format!(
                 "a token may do at most what you may: you are {}, not {}",
@@ -136,7 +136,7 @@ pub(crate) async fn create(
     match ctx.store.insert_api_token(&record, now).await {
         Ok(()) => {}
         Err(StoreError::Exists(_)) => {
-            return Ok(err(
+            return Err(refused(
                 ErrorKind::Conflict,
                 format!("you have a token named {name} already; revoke it first (`river user token revoke {name}`) or choose another name"),
             ))
@@ -160,11 +160,8 @@ pub(crate) async fn create(
     }))
 }
 
-pub(crate) async fn list(ctx: &Ctx, caller: &Caller, user: Option<String>) -> anyhow::Result<Response> {
-    let user = match whose(ctx, caller, user).await? {
-        Ok(u) => u,
-        Err(r) => return Ok(r),
-    };
+pub(crate) async fn list(ctx: &Ctx, caller: &Caller, user: Option<String>) -> HostResult<Response> {
+    let user = whose(ctx, caller, user).await?;
     let tokens = ctx.store.api_tokens(Some(&user)).await?;
     Ok(Response::ApiTokens(
         tokens
@@ -183,13 +180,10 @@ pub(crate) async fn list(ctx: &Ctx, caller: &Caller, user: Option<String>) -> an
     ))
 }
 
-pub(crate) async fn revoke(ctx: &Ctx, caller: &Caller, name: &str, user: Option<String>) -> anyhow::Result<Response> {
-    let user = match whose(ctx, caller, user).await? {
-        Ok(u) => u,
-        Err(r) => return Ok(r),
-    };
+pub(crate) async fn revoke(ctx: &Ctx, caller: &Caller, name: &str, user: Option<String>) -> HostResult<Response> {
+    let user = whose(ctx, caller, user).await?;
     if !ctx.store.revoke_api_token(&user, name, ctx.clock.now_s()).await? {
-        return Ok(err(
+        return Err(refused(
             ErrorKind::NotFound,
             format!("{user} has no live API token named {name}; `river user token list` shows them"),
         ));

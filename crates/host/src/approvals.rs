@@ -5,7 +5,7 @@
 
 use crate::auth::Caller;
 use crate::lifecycle;
-use crate::reply::err;
+use crate::reply::{refused, HostResult};
 use crate::Ctx;
 use river_proto::msg::{ErrorKind, Response};
 use river_store::TaskRecord;
@@ -21,26 +21,26 @@ pub(crate) fn initial_state(ctx: &Ctx, caller: &Caller) -> TaskState {
 }
 
 /// Task `id` if it waits for approval and `caller` may decide it: never their own.
-async fn decidable(ctx: &Ctx, caller: &Caller, id: u64) -> anyhow::Result<Result<TaskRecord, Response>> {
+async fn decidable(ctx: &Ctx, caller: &Caller, id: u64) -> HostResult<TaskRecord> {
     let Some(t) = ctx.store.task(id).await? else {
-        return Ok(Err(err(
+        return Err(refused(
             ErrorKind::NotFound,
             format!("no task {id}; `river task list -s pending_approval` shows what waits"),
-        )));
+        ));
     };
     if t.state != TaskState::PendingApproval {
-        return Ok(Err(err(
+        return Err(refused(
             ErrorKind::Conflict,
             format!("task {id} is {}, not waiting for approval", t.state),
-        )));
+        ));
     }
     if t.owner == caller.actor() {
-        return Ok(Err(err(
+        return Err(refused(
             ErrorKind::Forbidden,
             format!("task {id} is yours; another operator approves or rejects it"),
-        )));
+        ));
     }
-    Ok(Ok(t))
+    Ok(t)
 }
 
 /// Decides the batch of `t` as the lifecycle has it after `event`, all of it or none (another
@@ -69,14 +69,11 @@ fn ids_text(ids: &[u64]) -> String {
     ids.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
 }
 
-pub(crate) async fn approve(ctx: &Ctx, caller: &Caller, id: u64) -> anyhow::Result<Response> {
-    let t = match decidable(ctx, caller, id).await? {
-        Ok(t) => t,
-        Err(r) => return Ok(r),
-    };
+pub(crate) async fn approve(ctx: &Ctx, caller: &Caller, id: u64) -> HostResult<Response> {
+    let t = decidable(ctx, caller, id).await?;
     let ids = decide_batch(ctx, t, Event::Approved, None).await?;
     if ids.is_empty() {
-        return Ok(err(ErrorKind::Conflict, format!("task {id} was decided meanwhile")));
+        return Err(refused(ErrorKind::Conflict, format!("task {id} was decided meanwhile")));
     }
     if let Some(t) = ctx.store.task(ids[0]).await? {
         ctx.queued_owners
@@ -93,23 +90,20 @@ pub(crate) async fn approve(ctx: &Ctx, caller: &Caller, id: u64) -> anyhow::Resu
     })
 }
 
-pub(crate) async fn reject(ctx: &Ctx, caller: &Caller, id: u64, reason: &str) -> anyhow::Result<Response> {
+pub(crate) async fn reject(ctx: &Ctx, caller: &Caller, id: u64, reason: &str) -> HostResult<Response> {
     let reason = reason.trim();
     if reason.is_empty() {
-        return Ok(err(
+        return Err(refused(
             ErrorKind::Invalid,
             "give a reason (--reason): its owner reads it in `river task status`",
         ));
     }
-    let t = match decidable(ctx, caller, id).await? {
-        Ok(t) => t,
-        Err(r) => return Ok(r),
-    };
+    let t = decidable(ctx, caller, id).await?;
     // A group's members held overlay addresses from submission: the lifecycle releases them.
     let why = format!("rejected by {}: {reason}", caller.actor());
     let ids = decide_batch(ctx, t, Event::Ended(TaskState::Killed), Some(why)).await?;
     if ids.is_empty() {
-        return Ok(err(ErrorKind::Conflict, format!("task {id} was decided meanwhile")));
+        return Err(refused(ErrorKind::Conflict, format!("task {id} was decided meanwhile")));
     }
     ctx.store
         .event(

@@ -1,8 +1,8 @@
 //! Who is asking, and every rule about what they may do to what: the one place ownership and
 //! roles are decided. Pure: no store, no I/O — callers fetch the records and ask here.
 
-use crate::reply::err;
-use river_proto::msg::{EnvView, ErrorKind, Response, Role};
+use crate::reply::{refused, HostError};
+use river_proto::msg::{EnvView, ErrorKind, Role};
 use river_store::{TaskRecord, UserRecord};
 
 /// Who opened a stream, as far as authorization is concerned.
@@ -58,7 +58,7 @@ pub(crate) fn may_manage(me: &str, by: Role, target: &UserRecord, new_role: Opti
 /// Why `caller` may not change `env` (edit, commit, remove), if they may not: only its owner and
 /// operators may — and only operators one the cluster owns (`cluster_owned`: the `default` every
 /// task runs without an image).
-pub(crate) fn env_not_theirs(caller: &Caller, env: &EnvView, cluster_owned: bool) -> Option<Response> {
+pub(crate) fn env_not_theirs(caller: &Caller, env: &EnvView, cluster_owned: bool) -> Option<HostError> {
     let operator = matches!(caller, Caller::User { role, .. } if *role >= Role::Operator);
     if operator || env.owner == caller.actor() {
         return None;
@@ -68,7 +68,7 @@ pub(crate) fn env_not_theirs(caller: &Caller, env: &EnvView, cluster_owned: bool
     } else {
         format!("{}'s: only they or an operator may change it", env.owner)
     };
-    Some(err(
+    Some(refused(
         ErrorKind::Forbidden,
         format!(
             "environment {} is {whose}; make one of your own with `river env create NAME --from IMAGE`",

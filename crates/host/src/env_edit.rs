@@ -3,6 +3,7 @@
 
 use crate::auth::{env_not_theirs, Caller};
 use crate::envs::*;
+use crate::reply::{refused, HostResult};
 use crate::Ctx;
 use river_proto::msg::{EnvVersion, ErrorKind, ExportSource, Response, Signal, TaskSpec};
 use river_task::state::TaskState;
@@ -19,15 +20,15 @@ async fn session(ctx: &Ctx, caller: &Caller, name: &str) -> anyhow::Result<Optio
         .find(|t| t.name.as_deref() == Some(wanted.as_str()) && t.owner == caller.actor()))
 }
 
-pub(crate) async fn shell(ctx: &Ctx, caller: &Caller, name: &str, node: Option<String>) -> anyhow::Result<Response> {
+pub(crate) async fn shell(ctx: &Ctx, caller: &Caller, name: &str, node: Option<String>) -> HostResult<Response> {
     let Some(env) = ctx.store.env(name).await? else {
-        return Ok(err(
+        return Err(refused(
             ErrorKind::NotFound,
             format!("no environment {name}; `river env create {name} --from IMAGE` makes it"),
         ));
     };
     if let Some(refusal) = env_not_theirs(caller, &env, env.name == DEFAULT_ENV) {
-        return Ok(refusal);
+        return Err(refusal);
     }
     if let Some(t) = session(ctx, caller, name).await? {
         return Ok(Response::EnvSession {
@@ -52,20 +53,15 @@ pub(crate) async fn shell(ctx: &Ctx, caller: &Caller, name: &str, node: Option<S
     }
 }
 
-pub(crate) async fn commit(
-    ctx: &Ctx,
-    caller: &Caller,
-    name: &str,
-    message: Option<String>,
-) -> anyhow::Result<Response> {
+pub(crate) async fn commit(ctx: &Ctx, caller: &Caller, name: &str, message: Option<String>) -> HostResult<Response> {
     let Some(env) = ctx.store.env(name).await? else {
-        return Ok(err(ErrorKind::NotFound, format!("no environment {name}")));
+        return Err(refused(ErrorKind::NotFound, format!("no environment {name}")));
     };
     if let Some(refusal) = env_not_theirs(caller, &env, env.name == DEFAULT_ENV) {
-        return Ok(refusal);
+        return Err(refusal);
     }
     let Some(t) = session(ctx, caller, name).await? else {
-        return Ok(err(
+        return Err(refused(
             ErrorKind::Conflict,
             format!("you have no editing container for {name}; start one with `river env shell {name}`"),
         ));
@@ -73,12 +69,9 @@ pub(crate) async fn commit(
     let state = t.state;
     let node = t.placement.as_ref().map(|p| p.node.clone());
     let (node, conn) = match (state, node) {
-        (TaskState::Running | TaskState::Paused, Some(node)) => match pick_node(ctx, Some(&node)) {
-            Ok(x) => x,
-            Err(refusal) => return Ok(refusal),
-        },
+        (TaskState::Running | TaskState::Paused, Some(node)) => pick_node(ctx, Some(&node))?,
         _ => {
-            return Ok(err(
+            return Err(refused(
                 ErrorKind::Conflict,
                 format!(
                     "the editing container of {name} (task {}) is {}, not running yet",
@@ -90,7 +83,7 @@ pub(crate) async fn commit(
     let next = env.versions.last().map_or(1, |v| v.version + 1);
     let budget = match crate::limits::archive_budget(ctx, &caller.actor()).await? {
         Ok(b) => b,
-        Err(why) => return Ok(err(ErrorKind::Conflict, why)),
+        Err(why) => return Err(refused(ErrorKind::Conflict, why)),
     };
     let key = format!("env:{name}");
     let archive = match export(
@@ -106,7 +99,7 @@ pub(crate) async fn commit(
     {
         Ok(a) => a,
         Err(why) => {
-            return Ok(err(
+            return Err(refused(
                 ErrorKind::Conflict,
                 format!("node {node} could not commit task {}: {why}", t.id),
             ))

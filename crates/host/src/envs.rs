@@ -10,7 +10,7 @@
 //!   the image, resuming from an offset after a failure.
 
 use crate::auth::{env_not_theirs, Caller};
-pub(crate) use crate::reply::err;
+use crate::reply::{refused, HostResult};
 use crate::Ctx;
 use river_mesh::{open, recv_msg, send_msg, FramedError, RecvStream, SendStream};
 use river_proto::msg::{
@@ -30,7 +30,7 @@ const CHUNK: usize = 256 * 1024;
 
 /// Environment names become image names (`river-env/NAME:vN`), so they are stricter than node
 /// names: lower-case letters, digits and `-`.
-pub(crate) fn check_name(name: &str) -> Result<(), Response> {
+pub(crate) fn check_name(name: &str) -> HostResult<()> {
     let ok = !name.is_empty()
         && name.len() <= 63
         && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
@@ -40,7 +40,7 @@ pub(crate) fn check_name(name: &str) -> Result<(), Response> {
     if ok {
         Ok(())
     } else {
-        Err(err(
+        Err(refused(
             ErrorKind::Invalid,
             format!("invalid environment name {name:?}: use 1-63 lower-case letters, digits or '-', starting with a letter or digit"),
         ))
@@ -90,63 +90,63 @@ pub(crate) async fn ensure_default(ctx: &Ctx) -> anyhow::Result<()> {
 
 /// Turns a submission's environment (named, or the default when it names no image) into the
 /// image and archive its runner needs. The refusal is the answer to send back.
-pub(crate) async fn resolve(ctx: &Ctx, spec: &mut TaskSpec) -> anyhow::Result<Result<(), Response>> {
+pub(crate) async fn resolve(ctx: &Ctx, spec: &mut TaskSpec) -> HostResult<()> {
     spec.archive = None;
     let wanted = match (&spec.environment, spec.image.trim().is_empty()) {
         (Some(_), false) => {
-            return Ok(Err(err(
+            return Err(refused(
                 ErrorKind::Invalid,
                 "choose an environment (--env) or an image (--image), not both",
-            )))
+            ))
         }
         (Some(e), true) => e.clone(),
         (None, true) => DEFAULT_ENV.to_owned(),
-        (None, false) => return Ok(Ok(())),
+        (None, false) => return Ok(()),
     };
     let (name, version) = match wanted.split_once(":v") {
         Some((n, v)) => match v.parse::<u32>() {
             Ok(v) => (n.to_owned(), Some(v)),
             Err(_) => {
-                return Ok(Err(err(
+                return Err(refused(
                     ErrorKind::Invalid,
                     format!("invalid environment {wanted:?}: use NAME or NAME:vN"),
-                )))
+                ))
             }
         },
         None => (wanted.clone(), None),
     };
     let Some(env) = ctx.store.env(&name).await? else {
-        return Ok(Err(err(
+        return Err(refused(
             ErrorKind::NotFound,
             format!("no environment {name}; `river env list` shows them, `river env create` makes one"),
-        )));
+        ));
     };
     let chosen = match version {
         Some(v) => env.versions.iter().find(|x| x.version == v),
         None => env.versions.last(),
     };
     let Some(v) = chosen else {
-        return Ok(Err(err(
+        return Err(refused(
             ErrorKind::NotFound,
             format!("environment {name} has no version {wanted}; `river env list` shows its versions"),
-        )));
+        ));
     };
     spec.environment = Some(format!("{name}:v{}", v.version));
     spec.image = v.image.clone();
     spec.archive = v.archive.clone();
-    Ok(Ok(()))
+    Ok(())
 }
 
 /// The connection to `node`, or to any connected node when `None`.
-pub(crate) fn pick_node(ctx: &Ctx, node: Option<&str>) -> Result<(String, river_mesh::Connection), Response> {
+pub(crate) fn pick_node(ctx: &Ctx, node: Option<&str>) -> HostResult<(String, river_mesh::Connection)> {
     match node {
         Some(n) => ctx
             .registry
             .connection(n)
             .map(|c| (n.to_owned(), c))
-            .ok_or_else(|| err(ErrorKind::Conflict, format!("node {n} is not connected"))),
+            .ok_or_else(|| refused(ErrorKind::Conflict, format!("node {n} is not connected"))),
         None => ctx.registry.connected_nodes().into_iter().next().ok_or_else(|| {
-            err(
+            refused(
                 ErrorKind::Conflict,
                 "no node is connected to build the environment on; start a runner first",
             )
@@ -160,32 +160,27 @@ pub(crate) async fn create(
     name: &str,
     from: &str,
     node: Option<&str>,
-) -> anyhow::Result<Response> {
-    if let Err(refusal) = check_name(name) {
-        return Ok(refusal);
-    }
+) -> HostResult<Response> {
+    check_name(name)?;
     if from.trim().is_empty() {
-        return Ok(err(ErrorKind::Invalid, "no image given; use --from IMAGE"));
+        return Err(refused(ErrorKind::Invalid, "no image given; use --from IMAGE"));
     }
     if ctx.store.env(name).await?.is_some() {
-        return Ok(err(
+        return Err(refused(
             ErrorKind::Conflict,
             format!("environment {name} already exists; `river env shell {name}` then `river env commit {name}` makes a new version"),
         ));
     }
-    let (node, conn) = match pick_node(ctx, node) {
-        Ok(x) => x,
-        Err(refusal) => return Ok(refusal),
-    };
+    let (node, conn) = pick_node(ctx, node)?;
     let budget = match crate::limits::archive_budget(ctx, &caller.actor()).await? {
         Ok(b) => b,
-        Err(why) => return Ok(err(ErrorKind::Conflict, why)),
+        Err(why) => return Err(refused(ErrorKind::Conflict, why)),
     };
     let source = ExportSource::Image(from.to_owned());
     let archive = match export(ctx, &conn, source, &tag(name, 1), false, budget, &format!("env:{name}")).await {
         Ok(a) => a,
         Err(why) => {
-            return Ok(err(
+            return Err(refused(
                 ErrorKind::Conflict,
                 format!("node {node} could not save image {from}: {why}"),
             ))
@@ -207,7 +202,10 @@ pub(crate) async fn create(
     {
         Ok(()) => {}
         Err(river_store::StoreError::Exists(_)) => {
-            return Ok(err(ErrorKind::Conflict, format!("environment {name} already exists")))
+            return Err(refused(
+                ErrorKind::Conflict,
+                format!("environment {name} already exists"),
+            ))
         }
         Err(e) => return Err(e.into()),
     }
@@ -222,32 +220,32 @@ pub(crate) async fn create(
     show(ctx, name).await
 }
 
-pub(crate) async fn show(ctx: &Ctx, name: &str) -> anyhow::Result<Response> {
+pub(crate) async fn show(ctx: &Ctx, name: &str) -> HostResult<Response> {
     Ok(match ctx.store.env(name).await? {
         Some(e) => Response::Env(Box::new(e)),
-        None => err(ErrorKind::NotFound, format!("no environment {name}")),
+        None => return Err(refused(ErrorKind::NotFound, format!("no environment {name}"))),
     })
 }
 
-pub(crate) async fn list(ctx: &Ctx) -> anyhow::Result<Response> {
+pub(crate) async fn list(ctx: &Ctx) -> HostResult<Response> {
     Ok(Response::Envs(ctx.store.envs().await?))
 }
 
-pub(crate) async fn remove(ctx: &Ctx, caller: &Caller, name: &str) -> anyhow::Result<Response> {
+pub(crate) async fn remove(ctx: &Ctx, caller: &Caller, name: &str) -> HostResult<Response> {
     if name == DEFAULT_ENV {
-        return Ok(err(
+        return Err(refused(
             ErrorKind::Conflict,
             "the default environment cannot be removed; commit a new version of it instead",
         ));
     }
     let Some(env) = ctx.store.env(name).await? else {
-        return Ok(err(ErrorKind::NotFound, format!("no environment {name}")));
+        return Err(refused(ErrorKind::NotFound, format!("no environment {name}")));
     };
     if let Some(refusal) = env_not_theirs(caller, &env, env.name == DEFAULT_ENV) {
-        return Ok(refusal);
+        return Err(refusal);
     }
     let Some(orphans) = ctx.store.remove_env(name).await? else {
-        return Ok(err(ErrorKind::NotFound, format!("no environment {name}")));
+        return Err(refused(ErrorKind::NotFound, format!("no environment {name}")));
     };
     for digest in orphans {
         if let Err(e) = tokio::fs::remove_file(blobs(ctx).join(&digest)).await {

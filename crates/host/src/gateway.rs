@@ -10,7 +10,7 @@
 //! reach works too (`ssh -L 8888:task-12:8888 -p 7443 river@HOST`).
 
 use crate::auth::Caller;
-use crate::reply::err;
+use crate::reply::{refused, HostResult};
 use crate::vps::key_id;
 use crate::Ctx;
 use base64::Engine as _;
@@ -37,10 +37,10 @@ fn fingerprint(line: &str) -> Option<String> {
     ))
 }
 
-fn user_name(caller: &Caller) -> Result<&str, Response> {
+fn user_name(caller: &Caller) -> HostResult<&str> {
     match caller {
         Caller::User { name, .. } => Ok(name),
-        Caller::Node(_) => Err(err(ErrorKind::Forbidden, "nodes have no SSH keys")),
+        Caller::Node(_) => Err(refused(ErrorKind::Forbidden, "nodes have no SSH keys")),
     }
 }
 
@@ -62,20 +62,17 @@ fn proves(user: &str, line: &str, proof: &str) -> Result<(), String> {
 }
 
 /// `river user key add FILE`.
-pub(crate) async fn add_key(ctx: &Ctx, caller: &Caller, line: &str, proof: &str) -> anyhow::Result<Response> {
-    let user = match user_name(caller) {
-        Ok(u) => u,
-        Err(refusal) => return Ok(refusal),
-    };
+pub(crate) async fn add_key(ctx: &Ctx, caller: &Caller, line: &str, proof: &str) -> HostResult<Response> {
+    let user = user_name(caller)?;
     let line = match crate::vps::parse_key(line) {
         Ok(l) => l,
-        Err(why) => return Ok(err(ErrorKind::Invalid, why)),
+        Err(why) => return Err(refused(ErrorKind::Invalid, why)),
     };
     if let Err(why) = proves(user, &line, proof) {
-        return Ok(err(ErrorKind::Forbidden, why));
+        return Err(refused(ErrorKind::Forbidden, why));
     }
     let Some(fp) = fingerprint(&line) else {
-        return Ok(err(ErrorKind::Invalid, "the key data is not base64"));
+        return Err(refused(ErrorKind::Invalid, "the key data is not base64"));
     };
     match ctx
         .store
@@ -84,7 +81,7 @@ pub(crate) async fn add_key(ctx: &Ctx, caller: &Caller, line: &str, proof: &str)
     {
         Ok(()) => {}
         Err(river_store::StoreError::Exists(_)) => {
-            return Ok(err(
+            return Err(refused(
                 ErrorKind::Conflict,
                 format!("key {fp} is already registered (to you or another user): a key can name only one user"),
             ))
@@ -97,27 +94,21 @@ pub(crate) async fn add_key(ctx: &Ctx, caller: &Caller, line: &str, proof: &str)
     keys(ctx, caller).await
 }
 
-pub(crate) async fn keys(ctx: &Ctx, caller: &Caller) -> anyhow::Result<Response> {
-    let user = match user_name(caller) {
-        Ok(u) => u,
-        Err(refusal) => return Ok(refusal),
-    };
+pub(crate) async fn keys(ctx: &Ctx, caller: &Caller) -> HostResult<Response> {
+    let user = user_name(caller)?;
     Ok(Response::UserKeys(ctx.store.user_keys(user).await?))
 }
 
 /// Removes a key given as a line, its `TYPE BASE64`, its fingerprint or its comment.
-pub(crate) async fn remove_key(ctx: &Ctx, caller: &Caller, key: &str) -> anyhow::Result<Response> {
-    let user = match user_name(caller) {
-        Ok(u) => u,
-        Err(refusal) => return Ok(refusal),
-    };
+pub(crate) async fn remove_key(ctx: &Ctx, caller: &Caller, key: &str) -> HostResult<Response> {
+    let user = user_name(caller)?;
     let key = key.trim();
     let mine: Vec<UserKey> = ctx.store.user_keys(user).await?;
     let found = mine.iter().find(|k| {
         key_id(&k.key) == key_id(key) || k.fingerprint == key || k.key.split_whitespace().nth(2) == Some(key)
     });
     let Some(found) = found else {
-        return Ok(err(
+        return Err(refused(
             ErrorKind::NotFound,
             "you have no such key; `river user key list` shows yours",
         ));

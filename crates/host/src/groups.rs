@@ -5,7 +5,7 @@
 
 use crate::auth::Caller;
 use crate::cluster_view::{ask, sched_node, usage_by_node};
-use crate::reply::err;
+use crate::reply::{refused, HostResult};
 use crate::Ctx;
 use river_proto::msg::{ErrorKind, Response, TaskSpec};
 use river_task::place;
@@ -14,40 +14,14 @@ use std::net::Ipv4Addr;
 /// The rendezvous port members are told (PyTorch's customary one).
 pub(crate) const MASTER_PORT: u16 = 29500;
 
-/// Largest group one submission may ask for.
-const MAX_MEMBERS: u32 = 1024;
-
-pub(crate) async fn submit(ctx: &Ctx, caller: &Caller, spec: TaskSpec) -> anyhow::Result<Response> {
+/// A group of `n` members (`river_task::workload` has judged its shape).
+pub(crate) async fn submit(ctx: &Ctx, caller: &Caller, spec: TaskSpec, n: u32) -> HostResult<Response> {
     let Some(overlay) = ctx.overlay.as_ref() else {
-        return Ok(err(
+        return Err(refused(
             ErrorKind::Invalid,
             "a distributed launch needs the overlay network (members reach each other by address); an admin turns it on with `[overlay] enabled = true` in the host config",
         ));
     };
-    if spec.no_container || spec.network.as_deref() == Some("bridge") {
-        return Ok(err(
-            ErrorKind::Invalid,
-            "group members run in containers on the overlay network",
-        ));
-    }
-    let n = spec
-        .nodes
-        .unwrap_or(u32::try_from(spec.targets.len()).unwrap_or(u32::MAX));
-    if n == 0 || n > MAX_MEMBERS {
-        return Ok(err(
-            ErrorKind::Invalid,
-            format!("--nodes must be between 1 and {MAX_MEMBERS}"),
-        ));
-    }
-    if !spec.targets.is_empty() && spec.targets.len() != n as usize {
-        return Ok(err(
-            ErrorKind::Invalid,
-            format!(
-                "--nodes {n} with {} targets: give one target per node, or none",
-                spec.targets.len()
-            ),
-        ));
-    }
     let nodes: Vec<place::Node> = ctx.store.nodes().await?.iter().map(|r| sched_node(ctx, r)).collect();
     let used = usage_by_node(&ctx.store.holding_tasks().await?);
     // Which node each member runs on: the targets given, or the n online nodes on the overlay
@@ -55,7 +29,7 @@ pub(crate) async fn submit(ctx: &Ctx, caller: &Caller, spec: TaskSpec) -> anyhow
     let targets: Vec<String> = if spec.targets.is_empty() {
         let a = match ask(&spec, None) {
             Ok(a) => a,
-            Err(e) => return Ok(err(ErrorKind::Invalid, e)),
+            Err(e) => return Err(refused(ErrorKind::Invalid, e)),
         };
         let mut fit: Vec<&place::Node> = nodes
             .iter()
@@ -68,7 +42,7 @@ pub(crate) async fn submit(ctx: &Ctx, caller: &Caller, spec: TaskSpec) -> anyhow
         };
         fit.sort_by_key(|node| (std::cmp::Reverse(free(node)), node.name.clone()));
         if fit.len() < n as usize {
-            return Ok(err(
+            return Err(refused(
                 ErrorKind::Invalid,
                 format!(
                     "a group of {n} needs {n} online nodes on the overlay that can each run one member ({} cores, {} GPUs); {} can",
@@ -86,15 +60,15 @@ pub(crate) async fn submit(ctx: &Ctx, caller: &Caller, spec: TaskSpec) -> anyhow
     for t in &targets {
         let a = match ask(&spec, Some(t)) {
             Ok(a) => a,
-            Err(e) => return Ok(err(ErrorKind::Invalid, e)),
+            Err(e) => return Err(refused(ErrorKind::Invalid, e)),
         };
         if let Err(why) = place::check(&a, &nodes) {
-            return Ok(err(ErrorKind::Invalid, why));
+            return Err(refused(ErrorKind::Invalid, why));
         }
     }
     names.sort_unstable();
     if names.windows(2).any(|w| w[0] == w[1]) {
-        return Ok(err(
+        return Err(refused(
             ErrorKind::Invalid,
             "group members run on different nodes: one target per node",
         ));
@@ -105,7 +79,7 @@ pub(crate) async fn submit(ctx: &Ctx, caller: &Caller, spec: TaskSpec) -> anyhow
     for t in &targets {
         let node = t.split(':').next().unwrap_or(t);
         let Some(ip) = overlay.free_ip(node, &taken) else {
-            return Ok(err(
+            return Err(refused(
                 ErrorKind::Conflict,
                 format!("node {node} has no free overlay address (or no overlay subnet yet)"),
             ));

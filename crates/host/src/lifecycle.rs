@@ -54,18 +54,7 @@ pub(crate) fn decide(
     Ok(effects)
 }
 
-/// A change decided on a record that another change overtook before it was stored: nothing was
-/// written. The caller reads the task again (or leaves it to whoever changed it).
-#[derive(Debug, thiserror::Error)]
-#[error("task {id} changed meanwhile; try again")]
-pub(crate) struct Stale {
-    pub id: u64,
-}
-
-/// Whether `e` is a [`Stale`] change.
-pub(crate) fn is_stale(e: &anyhow::Error) -> bool {
-    e.downcast_ref::<Stale>().is_some()
-}
+pub(crate) use crate::reply::{is_stale, Stale};
 
 /// Applies `event` to `t`, stores it and carries out what follows. Returns whether the task
 /// changed: an event that changes nothing (a repeated report) stores nothing. An event the state

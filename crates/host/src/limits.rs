@@ -5,7 +5,7 @@
 //! scheduler lets others' tasks go ([`river_task::fair::within_limits`]).
 
 use crate::auth::Caller;
-use crate::reply::err;
+use crate::reply::{refused, HostResult};
 use crate::Ctx;
 use river_proto::msg::{ErrorKind, LimitValues, Response, Role, TaskSpec, UserLimitsView};
 use river_task::fair::Hold;
@@ -86,14 +86,9 @@ pub(crate) fn hold_limit(ctx: &Ctx, owner: &str) -> Hold {
 
 /// Refuses a submission of `adding` tasks like `spec` by `caller` that their limits do not allow
 /// ever (more cores or GPUs than they may hold, one VPS too many) or now (a full queue).
-pub(crate) async fn check_submit(
-    ctx: &Ctx,
-    caller: &Caller,
-    spec: &TaskSpec,
-    adding: u64,
-) -> anyhow::Result<Result<(), Response>> {
+pub(crate) async fn check_submit(ctx: &Ctx, caller: &Caller, spec: &TaskSpec, adding: u64) -> HostResult<()> {
     let Caller::User { name, .. } = caller else {
-        return Ok(Ok(()));
+        return Ok(());
     };
     let l = effective(ctx, name);
     let how = format!("(`river user limits {name}` shows yours; an operator can change them)");
@@ -106,33 +101,33 @@ pub(crate) async fn check_submit(
         gpus: spec.gpus.saturating_mul(together),
     };
     if !ask.within(Hold { cores, gpus: 0 }) {
-        return Ok(Err(err(
+        return Err(refused(
             ErrorKind::Invalid,
             format!(
                 "this asks for {} cores at once and you may hold at most {cores} {how}",
                 ask.cores
             ),
-        )));
+        ));
     }
     if !ask.within(Hold { cores: 0, gpus }) {
-        return Ok(Err(err(
+        return Err(refused(
             ErrorKind::Invalid,
             format!(
                 "this asks for {} GPUs at once and you may hold at most {gpus} {how}",
                 ask.gpus
             ),
-        )));
+        ));
     }
     let queued = u64::from(l.queued.unwrap_or(0));
     if queued > 0 {
         let waiting = ctx.store.queued_of(&caller.actor()).await?;
         if waiting + adding > queued {
-            return Ok(Err(err(
+            return Err(refused(
                 ErrorKind::Conflict,
                 format!(
                     "you have {waiting} task(s) waiting and may have at most {queued} {how}; wait for some to start, or kill some (`river task list -s queued`)"
                 ),
-            )));
+            ));
         }
     }
     let vps = l.vps.unwrap_or(0);
@@ -146,15 +141,15 @@ pub(crate) async fn check_submit(
             .filter(|t| t.owner == owner && t.spec.vps.is_some())
             .count();
         if have >= vps as usize {
-            return Ok(Err(err(
+            return Err(refused(
                 ErrorKind::Conflict,
                 format!(
                     "you have {have} VPS(s) and may have at most {vps} {how}; remove one first (`river vps rm ID`)"
                 ),
-            )));
+            ));
         }
     }
-    Ok(Ok(()))
+    Ok(())
 }
 
 /// `river user limits [NAME] [--… N] [--reset]`.
@@ -164,14 +159,14 @@ pub(crate) async fn handle(
     name: Option<String>,
     set: LimitValues,
     reset: bool,
-) -> anyhow::Result<Response> {
+) -> HostResult<Response> {
     let Caller::User { name: me, role } = caller else {
-        return Ok(err(ErrorKind::Forbidden, "only users have limits"));
+        return Err(refused(ErrorKind::Forbidden, "only users have limits"));
     };
     let user = name.unwrap_or_else(|| me.clone());
     let changing = reset || set != LimitValues::default();
     let Some(target) = ctx.store.user(&user).await?.filter(|u| u.removed_at.is_none()) else {
-        return Ok(err(ErrorKind::NotFound, format!("no user {user}")));
+        return Err(refused(ErrorKind::NotFound, format!("no user {user}")));
     };
     if changing || user != *me {
         // Reading someone else's, or changing anyone's (one's own included), is for operators,
@@ -182,7 +177,7 @@ pub(crate) async fn handle(
             crate::auth::may_manage(me, *role, &target, None)
         };
         if let Err(why) = allowed {
-            return Ok(err(ErrorKind::Forbidden, why));
+            return Err(refused(ErrorKind::Forbidden, why));
         }
     }
     if changing {

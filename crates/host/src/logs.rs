@@ -4,7 +4,7 @@
 
 use crate::auth::may_touch;
 use crate::auth::Caller;
-use crate::reply::err;
+use crate::reply::{refused, HostResult};
 use crate::Ctx;
 use river_mesh::{open, send_msg};
 use river_proto::msg::{ErrorKind, LogsRequest, Response};
@@ -15,32 +15,28 @@ const MAX_LOGS: usize = 16 << 20;
 
 /// Where a task's output is: the connection to its node, `None` if it never started, or the
 /// refusal to send back.
-async fn logs_source(
-    ctx: &Ctx,
-    caller: &Caller,
-    id: u64,
-) -> anyhow::Result<Result<Option<river_mesh::Connection>, Response>> {
+async fn logs_source(ctx: &Ctx, caller: &Caller, id: u64) -> HostResult<Option<river_mesh::Connection>> {
     let Some(t) = ctx.store.task(id).await? else {
-        return Ok(Err(err(
+        return Err(refused(
             ErrorKind::NotFound,
             format!("no task {id}; `river task list` shows the tasks"),
-        )));
+        ));
     };
     if !may_touch(caller, &t) {
-        return Ok(Err(err(
+        return Err(refused(
             ErrorKind::Forbidden,
             format!("task {id} belongs to {}", t.owner),
-        )));
+        ));
     }
     let Some(node) = t.placement.as_ref().map(|p| p.node.clone()) else {
-        return Ok(Ok(None));
+        return Ok(None);
     };
     match ctx.registry.connection(&node) {
-        Some(conn) => Ok(Ok(Some(conn))),
-        None => Ok(Err(err(
+        Some(conn) => Ok(Some(conn)),
+        None => Err(refused(
             ErrorKind::Conflict,
             format!("node {node}, which has the logs of task {id}, is offline"),
-        ))),
+        )),
     }
 }
 
@@ -50,11 +46,9 @@ pub(crate) async fn open_logs(
     caller: &Caller,
     id: u64,
     stderr: bool,
-) -> anyhow::Result<Result<Option<river_mesh::RecvStream>, Response>> {
-    let conn = match logs_source(ctx, caller, id).await? {
-        Ok(Some(conn)) => conn,
-        Ok(None) => return Ok(Ok(None)),
-        Err(refusal) => return Ok(Err(refusal)),
+) -> HostResult<Option<river_mesh::RecvStream>> {
+    let Some(conn) = logs_source(ctx, caller, id).await? else {
+        return Ok(None);
     };
     let (mut send, recv) = open(&conn, StreamKind::Logs).await?;
     send_msg(
@@ -67,15 +61,13 @@ pub(crate) async fn open_logs(
     )
     .await?;
     let _ = send.finish();
-    Ok(Ok(Some(recv)))
+    Ok(Some(recv))
 }
 
 /// A task's output so far, in one answer (at most 16 MiB: larger output is read as a stream).
-pub(crate) async fn logs(ctx: &Ctx, caller: &Caller, id: u64, stderr: bool) -> anyhow::Result<Response> {
-    let mut recv = match open_logs(ctx, caller, id, stderr).await? {
-        Ok(Some(recv)) => recv,
-        Ok(None) => return Ok(Response::Logs(Vec::new())),
-        Err(refusal) => return Ok(refusal),
+pub(crate) async fn logs(ctx: &Ctx, caller: &Caller, id: u64, stderr: bool) -> HostResult<Response> {
+    let Some(mut recv) = open_logs(ctx, caller, id, stderr).await? else {
+        return Ok(Response::Logs(Vec::new()));
     };
     let bytes = recv
         .read_to_end(MAX_LOGS)
@@ -98,19 +90,16 @@ pub(crate) async fn stream_logs(
         Err(river_mesh::FramedError::Ended) => return Ok(()),
         Err(e) => return Err(e),
     };
-    let source = match logs_source(ctx, caller, req.id).await {
-        Ok(s) => s,
-        Err(e) => Err(err(ErrorKind::Internal, format!("host error: {e}"))),
-    };
-    let conn = match source {
+    let conn = match logs_source(ctx, caller, req.id).await {
         Ok(Some(conn)) => conn,
         // Not started: no output yet; following it is refused, reading it finds nothing.
         Ok(None) => {
             let answer = if req.follow {
-                err(
+                refused(
                     ErrorKind::Conflict,
                     format!("task {} has not started yet; it has no output", req.id),
                 )
+                .into_response()
             } else {
                 Response::Logs(Vec::new())
             };
@@ -118,8 +107,8 @@ pub(crate) async fn stream_logs(
             let _ = send.finish();
             return Ok(());
         }
-        Err(refusal) => {
-            send_msg(send, &refusal).await?;
+        Err(e) => {
+            send_msg(send, &e.into_response()).await?;
             let _ = send.finish();
             return Ok(());
         }

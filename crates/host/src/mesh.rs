@@ -8,7 +8,7 @@ use crate::{join, rpc, Ctx};
 use river_mesh::{close, peer_subject, read_header, recv_msg, send_msg, Connection, Endpoint, FramedError, Peer};
 use river_mesh::{RecvStream, SendStream};
 use river_pki::Subject;
-use river_proto::msg::{Heartbeat, HeartbeatAck, Hello, HelloReply, HostMsg, Request, Response, RunnerMsg};
+use river_proto::msg::{Heartbeat, HeartbeatAck, Hello, HelloReply, HostMsg, Request, RunnerMsg};
 use river_proto::StreamKind;
 use std::sync::Arc;
 
@@ -368,10 +368,7 @@ async fn request(
     let req: Request = match first_msg(recv).await {
         Ok(r) => r,
         Err(e @ FramedError::Frame(_)) => {
-            let msg = Response::Error {
-                kind: river_proto::msg::ErrorKind::Invalid,
-                message: e.to_string(),
-            };
+            let msg = crate::reply::refused(river_proto::msg::ErrorKind::Invalid, e.to_string()).into_response();
             let _ = send_msg(send, &msg).await;
             return Err(e);
         }

@@ -3,7 +3,7 @@
 //! host by its overlay address), container addresses for the scheduler, who may reach whom
 //! ([`reach`]), and IP reservations with HMAC-signed tokens ([`reservations`]).
 
-use crate::reply::err;
+use crate::reply::{refused, HostError, HostResult};
 use crate::Ctx;
 use anyhow::Context as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
@@ -344,8 +344,8 @@ fn send_plans(ctx: &Ctx) {
     }
 }
 
-fn off() -> Response {
-    err(
+fn off() -> HostError {
+    refused(
         ErrorKind::Invalid,
         "the overlay network is off on this cluster; an admin turns it on with `[overlay] enabled = true` in the host config",
     )
@@ -371,7 +371,7 @@ pub(crate) async fn taken(ctx: &Ctx) -> anyhow::Result<BTreeSet<Ipv4Addr>> {
     Ok(taken)
 }
 
-pub(crate) async fn view(ctx: &Ctx) -> anyhow::Result<Response> {
+pub(crate) async fn view(ctx: &Ctx) -> HostResult<Response> {
     let Some(o) = ctx.overlay.as_ref() else {
         return Ok(Response::Overlay(Box::new(OverlayView {
             enabled: false,

@@ -2,7 +2,7 @@
 //! [`Request`]): authorization first, in one pure function, then the action.
 
 use crate::auth::Caller;
-use crate::reply::err;
+use crate::reply::{refused, HostResult};
 use crate::Ctx;
 use river_pki::Subject;
 use river_proto::msg::{
@@ -100,30 +100,15 @@ pub(crate) async fn handle(ctx: &Ctx, caller: &Caller, req: Request) -> Response
                 &format!("{}: {why}", req.kind()),
             )
             .await;
-        return err(ErrorKind::Forbidden, why);
+        return refused(ErrorKind::Forbidden, why).into_response();
     }
     match act(ctx, caller, req).await {
         Ok(r) => r,
-        // Overtaken by another change to the same task: the user may simply ask again.
-        Err(e) if crate::lifecycle::is_stale(&e) => err(ErrorKind::Conflict, e.to_string()),
-        Err(e) => {
-            let fault = e
-                .chain()
-                .find_map(|c| c.downcast_ref::<river_store::StoreError>()?.machine_fault());
-            match fault {
-                // A write that fails is rolled back whole: the request can be repeated once an
-                // admin has fixed the machine.
-                Some(what) => err(
-                    ErrorKind::Internal,
-                    format!("{what}, so this could not be done ({e}); repeat it once an admin has fixed that"),
-                ),
-                None => err(ErrorKind::Internal, format!("host error: {e}")),
-            }
-        }
+        Err(e) => e.into_response(),
     }
 }
 
-async fn act(ctx: &Ctx, caller: &Caller, req: Request) -> anyhow::Result<Response> {
+async fn act(ctx: &Ctx, caller: &Caller, req: Request) -> HostResult<Response> {
     Ok(match req {
         Request::WhoAmI => match caller {
             Caller::Node(n) => Response::WhoAmI {
@@ -139,10 +124,10 @@ async fn act(ctx: &Ctx, caller: &Caller, req: Request) -> anyhow::Result<Respons
         Request::NodeList => Response::Nodes(ctx.store.nodes().await?.into_iter().map(|n| view(ctx, n)).collect()),
         Request::NodeShow { name } => match ctx.store.node(&name).await? {
             Some(n) => Response::Node(Box::new(view(ctx, n))),
-            None => err(
+            None => return Err(refused(
                 ErrorKind::NotFound,
                 format!("no node named {name}; `river node list` shows the nodes"),
-            ),
+            )),
         },
         Request::NodeRemove { name } => match ctx.store.remove_node(&name, ctx.clock.now_s()).await? {
             Some(_) => {
@@ -154,10 +139,10 @@ async fn act(ctx: &Ctx, caller: &Caller, req: Request) -> anyhow::Result<Respons
                     message: format!("removed node {name}; its certificate is revoked and it can no longer connect"),
                 }
             }
-            None => err(
+            None => return Err(refused(
                 ErrorKind::NotFound,
                 format!("no node named {name}; `river node list` shows the nodes"),
-            ),
+            )),
         },
         Request::NodeAdmit { name } => match ctx.registry.take_unknown(&name) {
             Some((serial, expires_at)) if !ctx.store.is_revoked(&serial).await? => {
@@ -169,23 +154,21 @@ async fn act(ctx: &Ctx, caller: &Caller, req: Request) -> anyhow::Result<Respons
                     message: format!("admitted node {name} with the certificate it presented (serial {serial}); it connects again within its retry interval (at most 30 s)"),
                 }
             }
-            Some(_) => err(
+            Some(_) => return Err(refused(
                 ErrorKind::Invalid,
                 format!("node {name}'s certificate was revoked (the node was removed); join it again with a new token"),
-            ),
-            None => err(
+            )),
+            None => return Err(refused(
                 ErrorKind::NotFound,
                 format!("no unknown node named {name} has tried to connect since the host started; a node the host knows is in `river node list`"),
-            ),
+            )),
         },
         Request::TokenCreate { ttl_secs, uses } => {
             if uses == 0 {
-                return Ok(err(ErrorKind::Invalid, "a token needs at least one use"));
+                return Err(refused(ErrorKind::Invalid, "a token needs at least one use"));
             }
-            match check_ttl(ctx, ttl_secs) {
-                Ok(()) => Response::TokenCreated(create_node_token(ctx, &caller.actor(), ttl_secs, uses).await?),
-                Err(r) => r,
-            }
+            check_ttl(ctx, ttl_secs)?;
+            Response::TokenCreated(create_node_token(ctx, &caller.actor(), ttl_secs, uses).await?)
         }
         Request::TokenList => Response::Tokens(
             ctx.store
@@ -210,30 +193,28 @@ async fn act(ctx: &Ctx, caller: &Caller, req: Request) -> anyhow::Result<Respons
                     message: format!("revoked token {id}"),
                 }
             } else {
-                err(
+                return Err(refused(
                     ErrorKind::NotFound,
                     format!("no token with id {id}; `river token list` shows them"),
-                )
+                ))
             }
         }
         Request::UserInvite { name, role, ttl_secs } => {
             let name = match Name::parse(&name) {
                 Ok(n) => n,
-                Err(e) => return Ok(err(ErrorKind::Invalid, e.to_string())),
+                Err(e) => return Err(refused(ErrorKind::Invalid, e.to_string())),
             };
-            if let Err(r) = check_ttl(ctx, ttl_secs) {
-                return Ok(r);
-            }
+            check_ttl(ctx, ttl_secs)?;
             // An invite makes a new account and never touches an existing one: its holder would
             // become that user, whatever role the invite names.
             if let Some(u) = ctx.store.user(name.as_str()).await? {
                 if u.removed_at.is_some() {
-                    return Ok(err(
+                    return Err(refused(
                         ErrorKind::Conflict,
                         format!("the name {name} belonged to a user who was removed; a name is never given to someone else (tasks, environments and files of theirs may remain), so choose another"),
                     ));
                 }
-                return Ok(err(
+                return Err(refused(
                     ErrorKind::Conflict,
                     format!(
                         "user {name} exists already ({}); an invite only makes new users — to let {name} log in again (a new laptop, a lost key) an admin runs `river user reissue {name}`",
@@ -253,11 +234,9 @@ async fn act(ctx: &Ctx, caller: &Caller, req: Request) -> anyhow::Result<Respons
             Response::TokenCreated(created)
         }
         Request::UserReissue { name, ttl_secs } => {
-            if let Err(r) = check_ttl(ctx, ttl_secs) {
-                return Ok(r);
-            }
+            check_ttl(ctx, ttl_secs)?;
             let Some(u) = ctx.store.user(&name).await?.filter(|u| u.removed_at.is_none()) else {
-                return Ok(err(
+                return Err(refused(
                     ErrorKind::NotFound,
                     format!("no user {name} (removed users do not come back); `river user list` shows them, `river user invite` makes one"),
                 ));
@@ -306,10 +285,10 @@ async fn act(ctx: &Ctx, caller: &Caller, req: Request) -> anyhow::Result<Respons
         Request::Renew { csr_pem } => renew(ctx, caller, &csr_pem).await?,
         Request::Logout { serial } => {
             let Caller::User { name, .. } = caller else {
-                return Ok(err(ErrorKind::Forbidden, "only users log out"));
+                return Err(refused(ErrorKind::Forbidden, "only users log out"));
             };
             if !ctx.store.revoke_user_cert(name, &serial, ctx.clock.now_s()).await? {
-                return Ok(err(
+                return Err(refused(
                     ErrorKind::NotFound,
                     "that certificate is not one of yours (or was revoked already)",
                 ));
@@ -330,7 +309,7 @@ async fn act(ctx: &Ctx, caller: &Caller, req: Request) -> anyhow::Result<Respons
         } => {
             if let Some(st) = &state {
                 if let Err(e) = st.parse::<river_task::state::TaskState>() {
-                    return Ok(err(ErrorKind::Invalid, e));
+                    return Err(refused(ErrorKind::Invalid, e));
                 }
             }
             let q = river_store::TaskQuery {
@@ -386,10 +365,10 @@ async fn act(ctx: &Ctx, caller: &Caller, req: Request) -> anyhow::Result<Respons
     })
 }
 
-fn check_ttl(ctx: &Ctx, ttl_secs: u64) -> Result<(), Response> {
+fn check_ttl(ctx: &Ctx, ttl_secs: u64) -> HostResult<()> {
     let max = ctx.cfg.max_token_ttl.as_secs();
     if ttl_secs == 0 || ttl_secs > max {
-        return Err(err(
+        return Err(refused(
             ErrorKind::Invalid,
             format!("token lifetime must be between 1s and {max}s (max_token_ttl)"),
         ));
@@ -445,14 +424,14 @@ async fn create_token(
     })
 }
 
-async fn renew(ctx: &Ctx, caller: &Caller, csr_pem: &str) -> anyhow::Result<Response> {
+async fn renew(ctx: &Ctx, caller: &Caller, csr_pem: &str) -> HostResult<Response> {
     let (subject, lifetime) = match caller {
         Caller::Node(n) => (Subject::Node(n.clone()), ctx.cfg.node_cert_lifetime),
         Caller::User { name, .. } => (Subject::User(name.clone()), ctx.cfg.user_cert_lifetime),
     };
     let (cert_pem, info) = match ctx.issue(csr_pem, &subject, lifetime) {
         Ok(x) => x,
-        Err(e) => return Ok(err(ErrorKind::Invalid, e)),
+        Err(e) => return Err(refused(ErrorKind::Invalid, e)),
     };
     match caller {
         Caller::Node(n) => ctx.store.set_node_cert(n, &info.serial, info.not_after).await?,

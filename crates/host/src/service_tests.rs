@@ -120,9 +120,14 @@ pub(crate) fn spec(cores: u32) -> TaskSpec {
     s
 }
 
+/// A service's answer as the mesh sends it: a refusal is an error response.
+pub(crate) fn answer(r: crate::reply::HostResult<Response>) -> Response {
+    r.unwrap_or_else(crate::reply::HostError::into_response)
+}
+
 /// Submits as `who`; the ids, or the refusal's message.
 pub(crate) async fn submit(ctx: &Ctx, who: &Caller, s: TaskSpec) -> Result<Vec<u64>, String> {
-    match crate::submit::submit(ctx, who, s).await.unwrap() {
+    match answer(crate::submit::submit(ctx, who, s).await) {
         Response::TaskSubmitted { ids, .. } => Ok(ids),
         Response::Error { message, .. } => Err(message),
         other => panic!("{other:?}"),
@@ -263,10 +268,7 @@ async fn another_user_may_neither_signal_nor_cancel_a_task() {
     let h = host().await;
     let _r = Runner::join(&h.ctx, "n1", 1).await;
     let a = submit(&h.ctx, &user("alice"), spec(1)).await.unwrap()[0];
-    match crate::tasks::signal(&h.ctx, &user("mallory"), a, Signal::Kill)
-        .await
-        .unwrap()
-    {
+    match answer(crate::tasks::signal(&h.ctx, &user("mallory"), a, Signal::Kill).await) {
         Response::Error { message, .. } => assert!(message.contains("alice"), "{message}"),
         other => panic!("{other:?}"),
     }
@@ -425,13 +427,13 @@ async fn a_signal_that_cannot_apply_is_refused_with_the_reason() {
         Response::Error { message, .. } => message,
         other => panic!("{other:?}"),
     };
-    let why = refusal(crate::tasks::signal(&h.ctx, &alice, a, Signal::Pause).await.unwrap());
+    let why = refusal(answer(crate::tasks::signal(&h.ctx, &alice, a, Signal::Pause).await));
     assert!(why.contains("queued"), "{why}");
     schedule(&h.ctx).await;
     assert_eq!(r.starts(), vec![a]);
     r.report(&h.ctx, a, TaskState::Running, None).await;
     r.report(&h.ctx, a, TaskState::Failed, Some(2)).await;
-    let why = refusal(crate::tasks::signal(&h.ctx, &alice, a, Signal::Kill).await.unwrap());
+    let why = refusal(answer(crate::tasks::signal(&h.ctx, &alice, a, Signal::Kill).await));
     assert!(why.contains("already ended (failed)"), "{why}");
 }
 

@@ -5,93 +5,48 @@
 use crate::auth::Caller;
 use crate::cluster_view::{ask, sched_node};
 use crate::lifecycle;
-use crate::reply::err;
+use crate::reply::{refused, HostResult};
 use crate::Ctx;
 use river_proto::msg::{ErrorKind, Response, Role, TaskSpec};
 use river_task::lifecycle::Event;
 use river_task::place;
 use river_task::state::TaskState;
+use river_task::workload::{self, Kind, Network, Shape};
 
-pub(crate) async fn submit(ctx: &Ctx, caller: &Caller, spec: TaskSpec) -> anyhow::Result<Response> {
+pub(crate) async fn submit(ctx: &Ctx, caller: &Caller, spec: TaskSpec) -> HostResult<Response> {
     let mut spec = spec;
-    if let Err(refusal) = crate::vps::prepare(&mut spec) {
-        return Ok(refusal);
-    }
-    if spec.command.is_empty() {
-        return Ok(err(
-            ErrorKind::Invalid,
-            "no command given; put it after `--`, e.g. river task submit -- python train.py",
-        ));
-    }
+    // Whether it can run at all, judged once for every kind of work (`river_task::workload`).
+    let work = workload::parse(&spec).map_err(|why| refused(ErrorKind::Invalid, why))?;
+    crate::vps::prepare(&mut spec)?;
     if spec.privileged {
         if !ctx.cfg.allow_privileged {
-            return Ok(err(
+            return Err(refused(
                 ErrorKind::Forbidden,
                 "privileged tasks are off on this cluster; an admin can allow them with `allow_privileged = true` in the host config",
             ));
         }
         if !matches!(caller, Caller::User { role, .. } if *role >= Role::Operator) {
-            return Ok(err(ErrorKind::Forbidden, "privileged tasks need the operator role"));
+            return Err(refused(ErrorKind::Forbidden, "privileged tasks need the operator role"));
         }
     }
-    if spec.no_container {
-        if !spec.image.trim().is_empty() || spec.environment.is_some() {
-            return Ok(err(
-                ErrorKind::Invalid,
-                "--no-container runs the command on the node itself; drop --image and --env",
-            ));
-        }
-        if !spec.mounts.is_empty() {
-            return Ok(err(
-                ErrorKind::Invalid,
-                "--no-container tasks see the node's own files; --mount does not apply (RIVER_SHARED and RIVER_SCRATCH name the shared and scratch directories)",
-            ));
-        }
-    } else if let Err(refusal) = crate::envs::resolve(ctx, &mut spec).await? {
-        return Ok(refusal);
+    if work.kind != Kind::Process {
+        crate::envs::resolve(ctx, &mut spec).await?;
     }
-    match spec.network.as_deref() {
-        None | Some("bridge") => {}
-        Some("overlay") if ctx.overlay.is_none() => {
-            return Ok(err(
-                ErrorKind::Invalid,
-                "the overlay network is off on this cluster; an admin turns it on with `[overlay] enabled = true` in the host config",
-            ))
-        }
-        Some("overlay") if spec.no_container => {
-            return Ok(err(
-                ErrorKind::Invalid,
-                "--no-container tasks share the node's own network; --network does not apply",
-            ))
-        }
-        Some("overlay") => {}
-        Some(other) => {
-            return Ok(err(
-                ErrorKind::Invalid,
-                format!("--network {other}: the networks are `overlay` and `bridge`"),
-            ))
-        }
+    if work.network == Network::Overlay && ctx.overlay.is_none() && !matches!(work.shape, Shape::Group(_)) {
+        return Err(refused(
+            ErrorKind::Invalid,
+            "the overlay network is off on this cluster; an admin turns it on with `[overlay] enabled = true` in the host config",
+        ));
     }
     // Only the host sets these.
     spec.ip = None;
     spec.rank = None;
     let adding = u64::from(spec.nodes.unwrap_or(0)).max(spec.targets.len().max(1) as u64);
-    if let Err(refusal) = crate::limits::check_submit(ctx, caller, &spec, adding).await? {
-        return Ok(refusal);
+    crate::limits::check_submit(ctx, caller, &spec, adding).await?;
+    if let Shape::Group(members) = work.shape {
+        return crate::groups::submit(ctx, caller, spec, members).await;
     }
-    if spec.nodes.is_some() || spec.group {
-        if spec.ip_token.is_some() {
-            return Ok(err(
-                ErrorKind::Invalid,
-                "a group reserves its members' addresses itself; drop --ip-token",
-            ));
-        }
-        return crate::groups::submit(ctx, caller, spec).await;
-    }
-    let reserved = match crate::overlay::take_token(ctx, &mut spec).await? {
-        Ok(r) => r,
-        Err(refusal) => return Ok(refusal),
-    };
+    let reserved = crate::overlay::take_token(ctx, &mut spec).await?;
     // Impossible requests are refused now, with the reason; possible ones wait their turn. A
     // node that joined but has not reported its machine yet cannot judge: its tasks just wait.
     let all = ctx.store.nodes().await?;
@@ -109,7 +64,7 @@ pub(crate) async fn submit(ctx: &Ctx, caller: &Caller, spec: TaskSpec) -> anyhow
     for t in &targets {
         let a = match ask(&spec, *t) {
             Ok(a) => a,
-            Err(e) => return Ok(err(ErrorKind::Invalid, e)),
+            Err(e) => return Err(refused(ErrorKind::Invalid, e)),
         };
         let judgeable = match &a.target {
             Some(t) => !unknown(t.node.as_str()),
@@ -117,7 +72,7 @@ pub(crate) async fn submit(ctx: &Ctx, caller: &Caller, spec: TaskSpec) -> anyhow
         };
         if judgeable {
             if let Err(why) = place::check(&a, &nodes) {
-                return Ok(err(ErrorKind::Invalid, why));
+                return Err(refused(ErrorKind::Invalid, why));
             }
         }
     }
@@ -144,7 +99,7 @@ pub(crate) async fn submit(ctx: &Ctx, caller: &Caller, spec: TaskSpec) -> anyhow
                 let why = format!("the reservation of {ip} was used by another task");
                 lifecycle::change(ctx, &mut t, Event::Ended(TaskState::Killed), Some(why)).await?;
             }
-            return Ok(err(
+            return Err(refused(
                 ErrorKind::Conflict,
                 format!("the reservation of {ip} was just used by another task"),
             ));

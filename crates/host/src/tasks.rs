@@ -7,7 +7,7 @@ use crate::auth::may_touch;
 use crate::auth::Caller;
 pub(crate) use crate::cluster_view::{ask, sched_node, usage_by_node};
 use crate::lifecycle;
-pub(crate) use crate::reply::err;
+use crate::reply::{refused, HostError, HostResult};
 use crate::Ctx;
 use river_proto::msg::{ErrorKind, HostMsg, Response, Signal, TaskPlacement, TaskView};
 use river_store::TaskRecord;
@@ -241,28 +241,31 @@ pub(crate) async fn schedule_once(ctx: &Ctx) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(crate) async fn signal(ctx: &Ctx, caller: &Caller, id: u64, signal: Signal) -> anyhow::Result<Response> {
+pub(crate) async fn signal(ctx: &Ctx, caller: &Caller, id: u64, signal: Signal) -> HostResult<Response> {
     // A task that changed between the read and the write (the scheduler placed it, its runner
     // reported) is read again and the signal decided anew: the user asked once, and the answer is
     // for the task as it is now.
     let mut tries = 0;
     loop {
         match signal_once(ctx, caller, id, signal).await {
-            Err(e) if lifecycle::is_stale(&e) && tries < 5 => tries += 1,
+            Err(HostError::Failed(e)) if lifecycle::is_stale(&e) && tries < 5 => tries += 1,
             done => return done,
         }
     }
 }
 
-async fn signal_once(ctx: &Ctx, caller: &Caller, id: u64, signal: Signal) -> anyhow::Result<Response> {
+async fn signal_once(ctx: &Ctx, caller: &Caller, id: u64, signal: Signal) -> HostResult<Response> {
     let Some(mut t) = ctx.store.task(id).await? else {
-        return Ok(err(
+        return Err(refused(
             ErrorKind::NotFound,
             format!("no task {id}; `river task list` shows the tasks"),
         ));
     };
     if !may_touch(caller, &t) {
-        return Ok(err(ErrorKind::Forbidden, format!("task {id} belongs to {}", t.owner)));
+        return Err(refused(
+            ErrorKind::Forbidden,
+            format!("task {id} belongs to {}", t.owner),
+        ));
     }
     let state = state_of(&t);
     let wanted = match signal {
@@ -270,7 +273,7 @@ async fn signal_once(ctx: &Ctx, caller: &Caller, id: u64, signal: Signal) -> any
         Signal::Pause => TaskState::Paused,
         Signal::Resume => TaskState::Running,
         Signal::Stop if t.spec.vps.is_none() => {
-            return Ok(err(
+            return Err(refused(
                 ErrorKind::Invalid,
                 format!("task {id} is not a VPS: only a VPS is stopped and kept (`river task kill` ends a task)"),
             ))
@@ -280,13 +283,13 @@ async fn signal_once(ctx: &Ctx, caller: &Caller, id: u64, signal: Signal) -> any
         Signal::Stop => TaskState::Stopped,
     };
     if state == TaskState::Stopped {
-        return Ok(err(
+        return Err(refused(
             ErrorKind::Conflict,
             format!("VPS {id} is stopped; `river vps start {id}` starts it, `river vps rm {id}` removes it"),
         ));
     }
     if state.is_final() {
-        return Ok(err(
+        return Err(refused(
             ErrorKind::Conflict,
             format!(
                 "task {id} has already ended ({}); there is nothing to {}",
@@ -296,7 +299,7 @@ async fn signal_once(ctx: &Ctx, caller: &Caller, id: u64, signal: Signal) -> any
         ));
     }
     if let Err(e) = transition(state, wanted) {
-        return Ok(err(ErrorKind::Conflict, format!("task {id}: {e}")));
+        return Err(refused(ErrorKind::Conflict, format!("task {id}: {e}")));
     }
     if matches!(state, TaskState::Queued | TaskState::PendingApproval) {
         // Never started: cancel it here.
@@ -308,7 +311,7 @@ async fn signal_once(ctx: &Ctx, caller: &Caller, id: u64, signal: Signal) -> any
     }
     let node = t.placement.as_ref().map(|p| p.node.clone()).unwrap_or_default();
     if !ctx.registry.send(&node, HostMsg::Signal { id, signal }) {
-        return Ok(err(
+        return Err(refused(
             ErrorKind::Conflict,
             format!("node {node} of task {id} is not connected; try again when it is back"),
         ));

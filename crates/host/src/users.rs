@@ -3,31 +3,25 @@
 //! the user's open connections, so it counts at once and not at their next login.
 
 use crate::auth::{may_manage, Caller};
-use crate::reply::err;
+use crate::reply::{refused, HostError, HostResult};
 use crate::Ctx;
 use river_proto::msg::{ErrorKind, Response, Role, Signal};
 use river_store::UserRecord;
 
 /// The account `name`, if `caller` may manage it (with `new_role`), else the refusal — which the
 /// audit trail keeps, as `refused` with the request's kind (`what`).
-async fn target(
-    ctx: &Ctx,
-    caller: &Caller,
-    what: &str,
-    name: &str,
-    new_role: Option<Role>,
-) -> anyhow::Result<Result<UserRecord, Response>> {
+async fn target(ctx: &Ctx, caller: &Caller, what: &str, name: &str, new_role: Option<Role>) -> HostResult<UserRecord> {
     let Caller::User { name: me, role: by } = caller else {
-        return Ok(Err(err(ErrorKind::Forbidden, "only users manage users")));
+        return Err(refused(ErrorKind::Forbidden, "only users manage users"));
     };
     let Some(user) = ctx.store.user(name).await?.filter(|u| u.removed_at.is_none()) else {
-        return Ok(Err(err(
+        return Err(refused(
             ErrorKind::NotFound,
             format!("no user {name} (or they were removed, which is for good); `river user list` shows them"),
-        )));
+        ));
     };
     match may_manage(me, *by, &user, new_role) {
-        Ok(()) => Ok(Ok(user)),
+        Ok(()) => Ok(user),
         Err(why) => {
             ctx.store
                 .event(
@@ -37,15 +31,13 @@ async fn target(
                     &format!("{what} {name}: {why}"),
                 )
                 .await?;
-            Ok(Err(err(ErrorKind::Forbidden, why)))
+            Err(refused(ErrorKind::Forbidden, why))
         }
     }
 }
 
-pub(crate) async fn remove(ctx: &Ctx, caller: &Caller, name: &str, kill_tasks: bool) -> anyhow::Result<Response> {
-    if let Err(refusal) = target(ctx, caller, "UserRemove", name, None).await? {
-        return Ok(refusal);
-    }
+pub(crate) async fn remove(ctx: &Ctx, caller: &Caller, name: &str, kill_tasks: bool) -> HostResult<Response> {
+    target(ctx, caller, "UserRemove", name, None).await?;
     ctx.store.remove_user(name, ctx.clock.now_s()).await?;
     let closed = ctx.cut_off_user(name);
     let owner = format!("user {name}");
@@ -60,8 +52,13 @@ pub(crate) async fn remove(ctx: &Ctx, caller: &Caller, name: &str, kill_tasks: b
     let tasks = if kill_tasks {
         let mut killed = 0;
         for id in &theirs {
-            let r = crate::tasks::signal(ctx, caller, *id, Signal::Kill).await?;
-            killed += usize::from(!matches!(r, Response::Error { .. }));
+            // One that cannot be killed (it ended meanwhile, its node is away) is counted out,
+            // not a reason to stop.
+            match crate::tasks::signal(ctx, caller, *id, Signal::Kill).await {
+                Ok(_) => killed += 1,
+                Err(HostError::Refused { .. }) => {}
+                Err(e) => return Err(e),
+            }
         }
         let left = theirs.len() - killed;
         if left == 0 {
@@ -89,11 +86,8 @@ pub(crate) async fn remove(ctx: &Ctx, caller: &Caller, name: &str, kill_tasks: b
     })
 }
 
-pub(crate) async fn set_role(ctx: &Ctx, caller: &Caller, name: &str, role: Role) -> anyhow::Result<Response> {
-    let user = match target(ctx, caller, "UserSetRole", name, Some(role)).await? {
-        Ok(u) => u,
-        Err(refusal) => return Ok(refusal),
-    };
+pub(crate) async fn set_role(ctx: &Ctx, caller: &Caller, name: &str, role: Role) -> HostResult<Response> {
+    let user = target(ctx, caller, "UserSetRole", name, Some(role)).await?;
     ctx.store.set_user_role(name, role).await?;
     // Open connections carry the role they were opened with.
     ctx.cut_off_user(name);
@@ -110,11 +104,9 @@ pub(crate) async fn set_role(ctx: &Ctx, caller: &Caller, name: &str, role: Role)
     })
 }
 
-pub(crate) async fn enable(ctx: &Ctx, caller: &Caller, name: &str, enabled: bool) -> anyhow::Result<Response> {
+pub(crate) async fn enable(ctx: &Ctx, caller: &Caller, name: &str, enabled: bool) -> HostResult<Response> {
     let what = if enabled { "UserEnable" } else { "UserDisable" };
-    if let Err(refusal) = target(ctx, caller, what, name, None).await? {
-        return Ok(refusal);
-    }
+    target(ctx, caller, what, name, None).await?;
     ctx.store.set_user_disabled(name, !enabled).await?;
     let message = if enabled {
         format!("{name} may connect again")

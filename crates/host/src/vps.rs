@@ -12,7 +12,7 @@ use crate::auth::may_touch;
 use crate::auth::Caller;
 use crate::lifecycle;
 use crate::lifecycle::state_of;
-use crate::reply::err;
+use crate::reply::{refused, HostResult};
 use crate::Ctx;
 use base64::Engine as _;
 use river_proto::msg::{ErrorKind, HostMsg, Response, SshServe, TaskSpec};
@@ -95,28 +95,15 @@ pub(crate) fn key_id(line: &str) -> String {
     line.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
 }
 
-/// Checks a new VPS and fills in what it leaves out; `Err` is the refusal to send back.
-pub(crate) fn prepare(spec: &mut TaskSpec) -> Result<(), Response> {
+/// Fills in what a new VPS leaves out (its keys checked and deduplicated, the command that keeps
+/// it up); its shape was judged by `river_task::workload`. `Err` is the refusal to send back.
+pub(crate) fn prepare(spec: &mut TaskSpec) -> HostResult<()> {
     let Some(vps) = spec.vps.as_mut() else {
         return Ok(());
     };
-    let invalid = |m: &str| err(ErrorKind::Invalid, m);
-    if spec.no_container {
-        return Err(invalid("a VPS is a container; --no-container does not apply"));
-    }
-    if spec.nodes.is_some() || spec.group || spec.targets.len() > 1 {
-        return Err(invalid(
-            "a VPS runs on one node: give at most one target (for several machines, create several VPSs)",
-        ));
-    }
-    if vps.ssh_keys.is_empty() && !vps.image_sshd {
-        return Err(invalid(
-            "a VPS needs an SSH public key to let you in: --ssh-key FILE (the default, ~/.ssh/id_ed25519.pub or id_rsa.pub, was not found)",
-        ));
-    }
     let mut keys: Vec<String> = Vec::with_capacity(vps.ssh_keys.len());
     for k in &vps.ssh_keys {
-        let k = parse_key(k).map_err(|e| err(ErrorKind::Invalid, e))?;
+        let k = parse_key(k).map_err(|e| refused(ErrorKind::Invalid, e))?;
         if !keys.iter().any(|have| key_id(have) == key_id(&k)) {
             keys.push(k);
         }
@@ -128,26 +115,26 @@ pub(crate) fn prepare(spec: &mut TaskSpec) -> Result<(), Response> {
     Ok(())
 }
 
-async fn vps_task(ctx: &Ctx, caller: &Caller, id: u64) -> anyhow::Result<Result<TaskRecord, Response>> {
+async fn vps_task(ctx: &Ctx, caller: &Caller, id: u64) -> HostResult<TaskRecord> {
     let Some(t) = ctx.store.task(id).await? else {
-        return Ok(Err(err(
+        return Err(refused(
             ErrorKind::NotFound,
             format!("no VPS {id}; `river vps list` shows them"),
-        )));
+        ));
     };
     if t.spec.vps.is_none() {
-        return Ok(Err(err(
+        return Err(refused(
             ErrorKind::Invalid,
             format!("task {id} is not a VPS; `river task …` manages it"),
-        )));
+        ));
     }
     if !may_touch(caller, &t) {
-        return Ok(Err(err(
+        return Err(refused(
             ErrorKind::Forbidden,
             format!("VPS {id} belongs to {}", t.owner),
-        )));
+        ));
     }
-    Ok(Ok(t))
+    Ok(t)
 }
 
 /// The target that puts a VPS back where its container is: its node, and its GPUs (a container's
@@ -163,24 +150,21 @@ fn home(p: &river_proto::msg::TaskPlacement) -> String {
 
 /// Queues a stopped VPS to start again: on its node, with its overlay address, or (`on`) on
 /// another node from its latest snapshot.
-pub(crate) async fn start(ctx: &Ctx, caller: &Caller, id: u64, on: Option<String>) -> anyhow::Result<Response> {
-    let mut t = match vps_task(ctx, caller, id).await? {
-        Ok(t) => t,
-        Err(refusal) => return Ok(refusal),
-    };
+pub(crate) async fn start(ctx: &Ctx, caller: &Caller, id: u64, on: Option<String>) -> HostResult<Response> {
+    let mut t = vps_task(ctx, caller, id).await?;
     let home_node = t.placement.as_ref().map(|p| p.node.clone());
     if let Some(on) = on.filter(|n| Some(n) != home_node.as_ref()) {
         return move_to(ctx, caller, t, on).await;
     }
     let state = state_of(&t);
     if state != TaskState::Stopped {
-        return Ok(err(
+        return Err(refused(
             ErrorKind::Conflict,
             format!("VPS {id} is {}; only a stopped VPS can be started", t.state),
         ));
     }
     let Some(p) = t.placement.take() else {
-        return Ok(err(ErrorKind::Internal, format!("VPS {id} has no node on record")));
+        return Err(refused(ErrorKind::Internal, format!("VPS {id} has no node on record")));
     };
     t.target = Some(home(&p));
     t.spec.ip = p.ip.clone();
@@ -206,19 +190,16 @@ pub(crate) async fn start(ctx: &Ctx, caller: &Caller, id: u64, on: Option<String
 }
 
 /// Removes a VPS: its container (and disk) go on its node; the record stays, `killed`.
-pub(crate) async fn remove(ctx: &Ctx, caller: &Caller, id: u64) -> anyhow::Result<Response> {
-    let mut t = match vps_task(ctx, caller, id).await? {
-        Ok(t) => t,
-        Err(refusal) => return Ok(refusal),
-    };
+pub(crate) async fn remove(ctx: &Ctx, caller: &Caller, id: u64) -> HostResult<Response> {
+    let mut t = vps_task(ctx, caller, id).await?;
     let state = state_of(&t);
     if state.is_final() {
-        return Ok(err(ErrorKind::Conflict, format!("VPS {id} is already {}", t.state)));
+        return Err(refused(ErrorKind::Conflict, format!("VPS {id} is already {}", t.state)));
     }
     if let Some(p) = t.placement.as_ref() {
         // Its disk is on the node: refuse rather than leave a container no one will remove.
         if !ctx.registry.send(&p.node, HostMsg::Remove { id }) {
-            return Ok(err(
+            return Err(refused(
                 ErrorKind::Conflict,
                 format!(
                     "node {} of VPS {id} is not connected; try again when it is back",
@@ -248,21 +229,18 @@ pub(crate) async fn keys(
     id: u64,
     add: Vec<String>,
     remove: Vec<String>,
-) -> anyhow::Result<Response> {
-    let mut t = match vps_task(ctx, caller, id).await? {
-        Ok(t) => t,
-        Err(refusal) => return Ok(refusal),
-    };
+) -> HostResult<Response> {
+    let mut t = vps_task(ctx, caller, id).await?;
     if state_of(&t).is_final() {
-        return Ok(err(ErrorKind::Conflict, format!("VPS {id} is {}", t.state)));
+        return Err(refused(ErrorKind::Conflict, format!("VPS {id} is {}", t.state)));
     }
     let Some(vps) = t.spec.vps.as_mut() else {
-        return Ok(err(ErrorKind::Invalid, format!("task {id} is not a VPS")));
+        return Err(refused(ErrorKind::Invalid, format!("task {id} is not a VPS")));
     };
     for line in &add {
         let k = match parse_key(line) {
             Ok(k) => k,
-            Err(e) => return Ok(err(ErrorKind::Invalid, e)),
+            Err(e) => return Err(refused(ErrorKind::Invalid, e)),
         };
         if !vps.ssh_keys.iter().any(|have| key_id(have) == key_id(&k)) {
             vps.ssh_keys.push(k);
@@ -276,20 +254,20 @@ pub(crate) async fn keys(
             !(key_id(have) == key_id(line) || comment.is_some_and(|c| c == line.trim()))
         });
         if vps.ssh_keys.len() == before {
-            return Ok(err(
+            return Err(refused(
                 ErrorKind::NotFound,
                 format!("VPS {id} has no key {:?}", abbreviate(line)),
             ));
         }
     }
     if vps.ssh_keys.is_empty() && !vps.image_sshd {
-        return Ok(err(
+        return Err(refused(
             ErrorKind::Invalid,
             format!("that would leave VPS {id} with no key: no one could log in; add another first"),
         ));
     }
     if !ctx.save_task(&t, t.state).await? {
-        return Ok(err(
+        return Err(refused(
             ErrorKind::Conflict,
             format!("VPS {id} changed meanwhile; try again"),
         ));
@@ -350,11 +328,8 @@ mod tests {
             vec![format!("{ED} a")],
             "deduplicated"
         );
-        let mut none = spec.clone();
-        none.vps.as_mut().unwrap().ssh_keys.clear();
-        assert!(prepare(&mut none).is_err());
-        let mut two = spec.clone();
-        two.targets = vec!["a".into(), "b".into()];
-        assert!(prepare(&mut two).is_err());
+        let mut bad = spec.clone();
+        bad.vps.as_mut().unwrap().ssh_keys = vec!["ssh-ed25519 !!!".into()];
+        assert!(prepare(&mut bad).is_err(), "a key that does not parse is refused");
     }
 }

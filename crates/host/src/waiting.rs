@@ -3,6 +3,7 @@
 
 use crate::auth::Caller;
 use crate::cluster_view::{ask, sched_node, usage_by_node};
+use crate::reply::{refused, HostError, HostResult};
 use crate::Ctx;
 use river_proto::msg::{ErrorKind, Response};
 use river_store::TaskRecord;
@@ -18,10 +19,10 @@ const WAIT_MAX: Duration = Duration::from_secs(30);
 const RECHECK: Duration = Duration::from_millis(250);
 
 /// Task `id` as `river task status` shows it: with why it waits, if it does.
-pub(crate) async fn show(ctx: &Ctx, caller: &Caller, id: u64) -> anyhow::Result<Response> {
+pub(crate) async fn show(ctx: &Ctx, caller: &Caller, id: u64) -> HostResult<Response> {
     Ok(match ctx.store.task(id).await? {
         Some(t) => Response::Task(Box::new(view(ctx, caller, t).await?)),
-        None => not_found(id),
+        None => return Err(not_found(id)),
     })
 }
 
@@ -32,11 +33,11 @@ async fn view(ctx: &Ctx, caller: &Caller, t: TaskRecord) -> anyhow::Result<river
     Ok(v)
 }
 
-fn not_found(id: u64) -> Response {
-    Response::Error {
-        kind: ErrorKind::NotFound,
-        message: format!("no task {id}; `river task list` shows the tasks"),
-    }
+fn not_found(id: u64) -> HostError {
+    refused(
+        ErrorKind::NotFound,
+        format!("no task {id}; `river task list` shows the tasks"),
+    )
 }
 
 /// Task `id` once its state is none of `past`, or as it is after `timeout` (at most
@@ -48,14 +49,14 @@ pub(crate) async fn wait(
     id: u64,
     past: &[String],
     timeout: Duration,
-) -> anyhow::Result<Response> {
+) -> HostResult<Response> {
     let mut changed = ctx.task_changed.subscribe();
     let deadline = Instant::now() + timeout.min(WAIT_MAX);
     loop {
         // Marked seen before the read: a write after this wakes the wait below.
         changed.borrow_and_update();
         let Some(t) = ctx.store.task(id).await? else {
-            return Ok(not_found(id));
+            return Err(not_found(id));
         };
         let now = Instant::now();
         if !past.iter().any(|p| p == t.state.as_str()) || now >= deadline {

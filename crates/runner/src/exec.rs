@@ -15,6 +15,7 @@ use crate::backend::{Backend, Ended, Job, Node, Seen};
 use river_docker::Runtime;
 use river_proto::msg::{HostMsg, RunnerMsg, Signal, TaskPlacement, TaskReport, TaskSpec};
 use river_task::state::TaskState;
+use river_task::workload::Kind;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -158,10 +159,9 @@ impl Executor {
 
     /// The backend that runs `spec`'s kind of work.
     fn backend_for(&self, spec: &TaskSpec) -> &Arc<dyn Backend> {
-        if spec.no_container {
-            &self.processes
-        } else {
-            &self.containers
+        match Kind::of(spec) {
+            Kind::Process => &self.processes,
+            Kind::Container | Kind::Vps => &self.containers,
         }
     }
 

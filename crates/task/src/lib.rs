@@ -10,3 +10,4 @@ pub mod place;
 pub mod size;
 pub mod state;
 pub mod target;
+pub mod workload;

@@ -3,7 +3,7 @@
 
 use super::{off, taken, Claim, HOST_MEMBER, MAX_TTL};
 use crate::auth::Caller;
-use crate::reply::err;
+use crate::reply::{refused, HostResult};
 use crate::Ctx;
 use river_overlay::net::free_address;
 use river_proto::msg::{ErrorKind, IpReservation, IpView, Response, Role as UserRole};
@@ -17,19 +17,19 @@ pub(crate) async fn reserve(
     node: Option<String>,
     ip: Option<String>,
     ttl_secs: u64,
-) -> anyhow::Result<Response> {
+) -> HostResult<Response> {
     let Some(o) = ctx.overlay.as_ref() else {
-        return Ok(off());
+        return Err(off());
     };
     let ttl = Duration::from_secs(ttl_secs);
     if ttl.is_zero() || ttl > MAX_TTL {
-        return Ok(err(ErrorKind::Invalid, "--ttl must be between 1s and 7 days"));
+        return Err(refused(ErrorKind::Invalid, "--ttl must be between 1s and 7 days"));
     }
     let ip: Option<Ipv4Addr> = match ip.as_deref().map(str::parse) {
         None => None,
         Some(Ok(ip)) => Some(ip),
         Some(Err(_)) => {
-            return Ok(err(
+            return Err(refused(
                 ErrorKind::Invalid,
                 format!("`{}` is not an IPv4 address", ip.unwrap_or_default()),
             ))
@@ -42,7 +42,7 @@ pub(crate) async fn reserve(
         (None, Some(ip)) => match runners().find(|(_, (s, _))| s.contains(ip)) {
             Some((n, _)) => n.clone(),
             None => {
-                return Ok(err(
+                return Err(refused(
                     ErrorKind::Invalid,
                     format!("{ip} is in no node's overlay subnet; `river node overlay` lists them"),
                 ))
@@ -55,7 +55,7 @@ pub(crate) async fn reserve(
             match online.min_by_key(|(_, (s, _))| taken.iter().filter(|ip| s.contains(**ip)).count()) {
                 Some((n, _)) => n.clone(),
                 None => {
-                    return Ok(err(
+                    return Err(refused(
                         ErrorKind::Invalid,
                         "no node is online on the overlay to reserve an address on",
                     ))
@@ -64,7 +64,7 @@ pub(crate) async fn reserve(
         }
     };
     let Some(subnet) = o.subnet_of(&node).filter(|_| node != HOST_MEMBER) else {
-        return Ok(err(
+        return Err(refused(
             ErrorKind::NotFound,
             format!(
                 "node {node} has no overlay subnet (unknown, or it has not connected since the overlay was turned on)"
@@ -74,19 +74,22 @@ pub(crate) async fn reserve(
     let taken = taken(ctx).await?;
     let ip = match ip {
         Some(ip) if !river_overlay::net::assignable(&subnet).any(|a| a == ip) => {
-            return Ok(err(
+            return Err(refused(
                 ErrorKind::Invalid,
                 format!("{ip} is not a container address of node {node}'s subnet {subnet}"),
             ))
         }
         Some(ip) if taken.contains(&ip) => {
-            return Ok(err(ErrorKind::Conflict, format!("{ip} is in use or reserved already")))
+            return Err(refused(
+                ErrorKind::Conflict,
+                format!("{ip} is in use or reserved already"),
+            ))
         }
         Some(ip) => ip,
         None => match free_address(&subnet, &taken) {
             Some(ip) => ip,
             None => {
-                return Ok(err(
+                return Err(refused(
                     ErrorKind::Conflict,
                     format!("node {node}'s subnet {subnet} has no free address"),
                 ))
@@ -116,7 +119,7 @@ pub(crate) async fn reserve(
     };
     match ctx.store.insert_reservation(&r).await {
         Ok(()) => {}
-        Err(StoreError::Exists(_)) => return Ok(err(ErrorKind::Conflict, format!("{ip} was reserved meanwhile"))),
+        Err(StoreError::Exists(_)) => return Err(refused(ErrorKind::Conflict, format!("{ip} was reserved meanwhile"))),
         Err(e) => return Err(e.into()),
     }
     ctx.store
@@ -130,9 +133,9 @@ pub(crate) async fn reserve(
     }))
 }
 
-pub(crate) async fn list(ctx: &Ctx) -> anyhow::Result<Response> {
+pub(crate) async fn list(ctx: &Ctx) -> HostResult<Response> {
     if ctx.overlay.is_none() {
-        return Ok(off());
+        return Err(off());
     }
     let now = ctx.clock.now_ms();
     ctx.store.release_reservations(now).await?;
@@ -153,16 +156,16 @@ pub(crate) async fn list(ctx: &Ctx) -> anyhow::Result<Response> {
     ))
 }
 
-pub(crate) async fn release(ctx: &Ctx, caller: &Caller, ip: &str) -> anyhow::Result<Response> {
+pub(crate) async fn release(ctx: &Ctx, caller: &Caller, ip: &str) -> HostResult<Response> {
     let Some(r) = ctx.store.reservation(ip).await? else {
-        return Ok(err(
+        return Err(refused(
             ErrorKind::NotFound,
             format!("{ip} is not reserved; `river ip list` shows reservations"),
         ));
     };
     let operator = matches!(caller, Caller::User { role, .. } if *role >= UserRole::Operator);
     if r.owner != caller.actor() && !operator {
-        return Ok(err(
+        return Err(refused(
             ErrorKind::Forbidden,
             format!("{ip} was reserved by {}, not you", r.owner),
         ));
@@ -170,7 +173,7 @@ pub(crate) async fn release(ctx: &Ctx, caller: &Caller, ip: &str) -> anyhow::Res
     if let Some(task) = r.task_id {
         let live = ctx.store.task(task).await?.is_some_and(|t| !t.state.is_final());
         if live {
-            return Ok(err(
+            return Err(refused(
                 ErrorKind::Conflict,
                 format!("{ip} is in use by task {task}; it is released when the task ends"),
             ));
@@ -190,30 +193,32 @@ pub(crate) async fn release(ctx: &Ctx, caller: &Caller, ip: &str) -> anyhow::Res
 pub(crate) async fn take_token(
     ctx: &Ctx,
     spec: &mut river_proto::msg::TaskSpec,
-) -> anyhow::Result<Result<Option<(String, String)>, Response>> {
+) -> HostResult<Option<(String, String)>> {
     let Some(token) = spec.ip_token.take() else {
-        return Ok(Ok(None));
+        return Ok(None);
     };
     let Some(o) = ctx.overlay.as_ref() else {
-        return Ok(Err(off()));
+        return Err(off());
     };
-    let refused = |why: &str| Err(err(ErrorKind::Forbidden, format!("reservation token refused: {why}")));
+    let no = |why: &str| {
+        Err(refused(
+            ErrorKind::Forbidden,
+            format!("reservation token refused: {why}"),
+        ))
+    };
     let Some(claim) = o.verify(&token.0) else {
-        return Ok(refused("it was not issued by this cluster or has been altered"));
+        return no("it was not issued by this cluster or has been altered");
     };
     if claim.exp <= ctx.clock.now_ms() {
-        return Ok(refused("it has expired; reserve again with `river ip reserve`"));
+        return no("it has expired; reserve again with `river ip reserve`");
     }
     let ip = claim.ip.to_string();
     match ctx.store.reservation(&ip).await? {
         Some(r) if r.nonce == claim.nonce && r.task_id.is_none() => {}
         Some(r) if r.nonce == claim.nonce => {
-            return Ok(refused(&format!(
-                "it was used already, by task {}",
-                r.task_id.unwrap_or(0)
-            )))
+            return no(&format!("it was used already, by task {}", r.task_id.unwrap_or(0)))
         }
-        _ => return Ok(refused("the reservation was released")),
+        _ => return no("the reservation was released"),
     }
     if spec.targets.is_empty() {
         spec.targets = vec![claim.node.clone()];
@@ -223,22 +228,22 @@ pub(crate) async fn take_token(
         .iter()
         .any(|t| t.split(':').next() != Some(claim.node.as_str()));
     if spec.targets.len() != 1 || elsewhere {
-        return Ok(Err(err(
+        return Err(refused(
             ErrorKind::Invalid,
             format!(
                 "the reserved address {ip} is on node {}: submit one task, targeted there or not at all",
                 claim.node
             ),
-        )));
+        ));
     }
     if spec.network.as_deref().is_some_and(|n| n != "overlay") || spec.no_container {
-        return Ok(Err(err(
+        return Err(refused(
             ErrorKind::Invalid,
             "a reserved address needs the task on the overlay network",
-        )));
+        ));
     }
     spec.ip = Some(ip.clone());
-    Ok(Ok(Some((ip, claim.nonce))))
+    Ok(Some((ip, claim.nonce)))
 }
 
 /// Claims the reservation for the task just queued with it.

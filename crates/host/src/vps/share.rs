@@ -5,7 +5,7 @@
 
 use crate::auth::may_touch;
 use crate::auth::Caller;
-use crate::reply::err;
+use crate::reply::{refused, HostResult};
 use crate::Ctx;
 use river_proto::msg::{ErrorKind, Response};
 use river_store::TaskRecord;
@@ -39,18 +39,18 @@ pub(crate) async fn extra_keys(ctx: &Ctx, caller: &Caller, t: &TaskRecord) -> Ve
         .unwrap_or_default()
 }
 
-pub(crate) async fn share(ctx: &Ctx, caller: &Caller, id: u64, user: &str, on: bool) -> anyhow::Result<Response> {
+pub(crate) async fn share(ctx: &Ctx, caller: &Caller, id: u64, user: &str, on: bool) -> HostResult<Response> {
     let Some(t) = ctx.store.task(id).await? else {
-        return Ok(err(ErrorKind::NotFound, format!("no VPS {id}")));
+        return Err(refused(ErrorKind::NotFound, format!("no VPS {id}")));
     };
     if t.spec.vps.is_none() {
-        return Ok(err(
+        return Err(refused(
             ErrorKind::Invalid,
             format!("task {id} is not a VPS; only VPSs are shared (others reach a task through its owner)"),
         ));
     }
     if !may_touch(caller, &t) {
-        return Ok(err(
+        return Err(refused(
             ErrorKind::Forbidden,
             format!("VPS {id} belongs to {}; only they or an operator share it", t.owner),
         ));
@@ -58,10 +58,10 @@ pub(crate) async fn share(ctx: &Ctx, caller: &Caller, id: u64, user: &str, on: b
     if on {
         match ctx.store.user(user).await? {
             Some(u) if u.removed_at.is_none() => {}
-            _ => return Ok(err(ErrorKind::NotFound, format!("no user {user}"))),
+            _ => return Err(refused(ErrorKind::NotFound, format!("no user {user}"))),
         }
         if t.owner == format!("user {user}") {
-            return Ok(err(ErrorKind::Invalid, format!("VPS {id} is {user}'s own")));
+            return Err(refused(ErrorKind::Invalid, format!("VPS {id} is {user}'s own")));
         }
         ctx.store.share_vps(id, user, ctx.clock.now_ms()).await?;
     } else if ctx.store.unshare_vps(id, user).await? {

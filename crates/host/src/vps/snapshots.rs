@@ -5,7 +5,7 @@ use super::{home, vps_task};
 use crate::auth::Caller;
 use crate::lifecycle;
 use crate::lifecycle::state_of;
-use crate::reply::err;
+use crate::reply::{refused, HostResult};
 use crate::Ctx;
 use river_proto::msg::{ErrorKind, ExportSource, HostMsg, Response, VpsSnapshot};
 use river_store::TaskRecord;
@@ -138,30 +138,23 @@ async fn auto_snapshot(ctx: std::sync::Arc<Ctx>, id: u64) {
 }
 
 /// `river vps snapshot ID`.
-pub(crate) async fn snapshot(ctx: &Ctx, caller: &Caller, id: u64, message: Option<String>) -> anyhow::Result<Response> {
-    let t = match vps_task(ctx, caller, id).await? {
-        Ok(t) => t,
-        Err(refusal) => return Ok(refusal),
-    };
+pub(crate) async fn snapshot(ctx: &Ctx, caller: &Caller, id: u64, message: Option<String>) -> HostResult<Response> {
+    let t = vps_task(ctx, caller, id).await?;
     Ok(match take_snapshot(ctx, &t, &caller.actor(), message, false).await {
         Ok(s) => Response::Snapshot(Box::new(s)),
-        Err(why) => err(ErrorKind::Conflict, why),
+        Err(why) => return Err(refused(ErrorKind::Conflict, why)),
     })
 }
 
-pub(crate) async fn snapshots(ctx: &Ctx, caller: &Caller, id: u64) -> anyhow::Result<Response> {
-    if let Err(refusal) = vps_task(ctx, caller, id).await? {
-        return Ok(refusal);
-    }
+pub(crate) async fn snapshots(ctx: &Ctx, caller: &Caller, id: u64) -> HostResult<Response> {
+    vps_task(ctx, caller, id).await?;
     Ok(Response::Snapshots(ctx.store.snapshots(id).await?))
 }
 
-pub(crate) async fn snapshot_rm(ctx: &Ctx, caller: &Caller, id: u64, seq: u32) -> anyhow::Result<Response> {
-    if let Err(refusal) = vps_task(ctx, caller, id).await? {
-        return Ok(refusal);
-    }
+pub(crate) async fn snapshot_rm(ctx: &Ctx, caller: &Caller, id: u64, seq: u32) -> HostResult<Response> {
+    vps_task(ctx, caller, id).await?;
     if !drop_snapshot(ctx, id, seq).await {
-        return Ok(err(
+        return Err(refused(
             ErrorKind::NotFound,
             format!("VPS {id} has no snapshot {seq}; `river vps snapshot list {id}` shows them"),
         ));
@@ -191,13 +184,10 @@ fn from_snapshot(t: &mut TaskRecord, s: &VpsSnapshot) {
 }
 
 /// `river vps restore ID SEQ`: a stopped VPS starts again on its node from a snapshot.
-pub(crate) async fn restore(ctx: &Ctx, caller: &Caller, id: u64, seq: u32) -> anyhow::Result<Response> {
-    let mut t = match vps_task(ctx, caller, id).await? {
-        Ok(t) => t,
-        Err(refusal) => return Ok(refusal),
-    };
+pub(crate) async fn restore(ctx: &Ctx, caller: &Caller, id: u64, seq: u32) -> HostResult<Response> {
+    let mut t = vps_task(ctx, caller, id).await?;
     if state_of(&t) != TaskState::Stopped {
-        return Ok(err(
+        return Err(refused(
             ErrorKind::Conflict,
             format!(
                 "VPS {id} is {}; stop it first (`river vps stop {id}`): restoring replaces its disk",
@@ -206,13 +196,13 @@ pub(crate) async fn restore(ctx: &Ctx, caller: &Caller, id: u64, seq: u32) -> an
         ));
     }
     let Some(snap) = ctx.store.snapshots(id).await?.into_iter().find(|s| s.seq == seq) else {
-        return Ok(err(
+        return Err(refused(
             ErrorKind::NotFound,
             format!("VPS {id} has no snapshot {seq}; `river vps snapshot list {id}` shows them"),
         ));
     };
     let Some(p) = t.placement.take() else {
-        return Ok(err(ErrorKind::Internal, format!("VPS {id} has no node on record")));
+        return Err(refused(ErrorKind::Internal, format!("VPS {id} has no node on record")));
     };
     t.target = Some(home(&p));
     t.spec.ip = p.ip.clone();
@@ -234,11 +224,11 @@ pub(crate) async fn restore(ctx: &Ctx, caller: &Caller, id: u64, seq: u32) -> an
 /// `river vps start ID --on NODE`: a stopped VPS (or one lost with its node) starts on another
 /// node from a snapshot: a fresh one when its node is up, else its latest. Its overlay address
 /// changes (addresses belong to nodes); its old container is removed when its node is reachable.
-pub(super) async fn move_to(ctx: &Ctx, caller: &Caller, mut t: TaskRecord, on: String) -> anyhow::Result<Response> {
+pub(super) async fn move_to(ctx: &Ctx, caller: &Caller, mut t: TaskRecord, on: String) -> HostResult<Response> {
     let id = t.id;
     let state = state_of(&t);
     if !matches!(state, TaskState::Stopped | TaskState::Lost) {
-        return Ok(err(
+        return Err(refused(
             ErrorKind::Conflict,
             format!(
                 "VPS {id} is {}; stop it first (`river vps stop {id}`), then start it elsewhere",
@@ -247,7 +237,7 @@ pub(super) async fn move_to(ctx: &Ctx, caller: &Caller, mut t: TaskRecord, on: S
         ));
     }
     if ctx.store.node(&on).await?.is_none() {
-        return Ok(err(
+        return Err(refused(
             ErrorKind::NotFound,
             format!("no node {on}; `river node list` shows them"),
         ));
@@ -258,7 +248,7 @@ pub(super) async fn move_to(ctx: &Ctx, caller: &Caller, mut t: TaskRecord, on: S
     let (snap, note) = if reachable {
         match take_snapshot(ctx, &t, &caller.actor(), Some(format!("moved to {on}")), false).await {
             Ok(s) => (s, String::new()),
-            Err(why) => return Ok(err(ErrorKind::Conflict, why)),
+            Err(why) => return Err(refused(ErrorKind::Conflict, why)),
         }
     } else {
         match ctx.store.snapshots(id).await?.pop() {
@@ -269,7 +259,7 @@ pub(super) async fn move_to(ctx: &Ctx, caller: &Caller, mut t: TaskRecord, on: S
                 (s, note)
             }
             None => {
-                return Ok(err(
+                return Err(refused(
                     ErrorKind::Conflict,
                     format!(
                     "VPS {id} has no snapshot to start from and node {old_node}, which has its disk, is not reachable"
