@@ -194,7 +194,7 @@ fn the_runner_imports_only_downwards() {
         "backend", "cgroup", "config", "forward", "images", "nosuid", "overlay", "process", "sftp", "terminal",
     ];
     let work: &[&str] = &["exec"];
-    let sessions: &[&str] = &["renew", "session", "ssh"];
+    let sessions: &[&str] = &["renew", "session", "ssh", "testing"];
     let wrong = check_layers("runner", &[means, work, sessions]);
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }

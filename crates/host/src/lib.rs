@@ -25,6 +25,8 @@ mod groups;
 mod init;
 mod join;
 mod join_failures;
+#[cfg(test)]
+mod joined_tests;
 mod lifecycle;
 mod limits;
 mod logs;

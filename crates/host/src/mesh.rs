@@ -8,7 +8,7 @@ use crate::{join, rpc, Ctx};
 use river_mesh::{close, peer_subject, read_header, recv_msg, send_msg, Connection, Endpoint, FramedError, Peer};
 use river_mesh::{RecvStream, SendStream};
 use river_pki::Subject;
-use river_proto::msg::{Heartbeat, HeartbeatAck, Hello, HelloReply, HostMsg, Request, RunnerMsg};
+use river_proto::msg::{Heartbeat, HeartbeatAck, Hello, HelloReply, Request, RunnerMsg};
 use river_proto::StreamKind;
 use std::sync::Arc;
 
@@ -258,7 +258,7 @@ async fn control(
             why: address.to_string(),
         });
     }
-    settle(ctx, name, settled);
+    crate::reports::settle(ctx, name, settled);
     crate::envs::announce_archives(ctx, Some(name)).await;
     // The overlay plan goes ahead of any task, on the same ordered stream.
     crate::overlay::attached(ctx, name, conn.remote_address()).await;
@@ -275,30 +275,9 @@ async fn control(
                     None => return Ok(()),
                 },
                 msg = incoming.next::<RunnerMsg>() => match msg? {
-                    Some(RunnerMsg::Task { id, state, exit_code, message }) => {
-                        if let Err(e) = crate::reports::on_report(ctx, name, id, &state, exit_code, message).await {
+                    Some(msg) => {
+                        if let Err(e) = crate::reports::on_runner_msg(ctx, name, msg, &mut resent).await {
                             return unrecorded(conn, e);
-                        }
-                        if crate::reports::is_end(&state) {
-                            ctx.registry.send(name, HostMsg::Recorded { ids: vec![id] });
-                        }
-                    }
-                    Some(RunnerMsg::Snapshot { tasks, more }) => {
-                        resent.extend(tasks);
-                        if !more {
-                            match crate::reports::reconcile(ctx, name, std::mem::take(&mut resent)).await {
-                                Ok(settled) => settle(ctx, name, settled),
-                                Err(e) => return unrecorded(conn, e),
-                            }
-                        }
-                    }
-                    Some(RunnerMsg::Fetch { id, done, total }) => ctx.fetch_progress(id, done, total),
-                    Some(RunnerMsg::Overlay(health)) => {
-                        if let Some(o) = ctx.overlay.as_ref() {
-                            if !health.ok {
-                                tracing::warn!(node = %name, "overlay: {}", health.detail);
-                            }
-                            o.record_health(name, health);
                         }
                     }
                     None => return Ok(()),
@@ -309,16 +288,6 @@ async fn control(
     .await;
     ctx.registry.detach(name, conn);
     result
-}
-
-/// Tells a node what its snapshot settled: VPSs to discard, ends the host has stored.
-fn settle(ctx: &Ctx, name: &str, settled: crate::reports::Settled) {
-    for id in settled.discard {
-        ctx.registry.send(name, HostMsg::Discard { id });
-    }
-    for ids in settled.recorded.chunks(river_proto::msg::SNAPSHOT_PART) {
-        ctx.registry.send(name, HostMsg::Recorded { ids: ids.to_vec() });
-    }
 }
 
 /// A runner's report could not be stored: its session ends, and the runner, reconnecting, sends

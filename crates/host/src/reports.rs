@@ -7,7 +7,7 @@
 use crate::lifecycle::{self, state_of};
 use crate::tasks::unfinished_on;
 use crate::Ctx;
-use river_proto::msg::TaskReport;
+use river_proto::msg::{HostMsg, RunnerMsg, TaskReport};
 use river_task::lifecycle::Event;
 use river_task::state::TaskState;
 use std::sync::Arc;
@@ -157,4 +157,56 @@ pub(crate) async fn reconcile(ctx: &Arc<Ctx>, node: &str, reports: Vec<TaskRepor
     }
     ctx.kick.notify_one();
     Ok(settled)
+}
+
+/// Tells a node what its snapshot settled: VPSs to discard, ends the host has stored.
+pub(crate) fn settle(ctx: &Ctx, name: &str, settled: Settled) {
+    for id in settled.discard {
+        ctx.registry.send(name, HostMsg::Discard { id });
+    }
+    for ids in settled.recorded.chunks(river_proto::msg::SNAPSHOT_PART) {
+        ctx.registry.send(name, HostMsg::Recorded { ids: ids.to_vec() });
+    }
+}
+
+/// One message from runner `name` during its session, whatever carries it: a task's change (an
+/// end is acknowledged once stored), a snapshot sent again (gathered in `resent` until whole),
+/// fetch progress, the overlay's health. `Err`: a report could not be stored, and the session
+/// must end so that the runner sends it again.
+pub(crate) async fn on_runner_msg(
+    ctx: &Arc<Ctx>,
+    name: &str,
+    msg: RunnerMsg,
+    resent: &mut Vec<TaskReport>,
+) -> Result<(), Unrecorded> {
+    match msg {
+        RunnerMsg::Task {
+            id,
+            state,
+            exit_code,
+            message,
+        } => {
+            on_report(ctx, name, id, &state, exit_code, message).await?;
+            if is_end(&state) {
+                ctx.registry.send(name, HostMsg::Recorded { ids: vec![id] });
+            }
+        }
+        RunnerMsg::Snapshot { tasks, more } => {
+            resent.extend(tasks);
+            if !more {
+                let settled = reconcile(ctx, name, std::mem::take(resent)).await?;
+                settle(ctx, name, settled);
+            }
+        }
+        RunnerMsg::Fetch { id, done, total } => ctx.fetch_progress(id, done, total),
+        RunnerMsg::Overlay(health) => {
+            if let Some(o) = ctx.overlay.as_ref() {
+                if !health.ok {
+                    tracing::warn!(node = %name, "overlay: {}", health.detail);
+                }
+                o.record_health(name, health);
+            }
+        }
+    }
+    Ok(())
 }

@@ -9,7 +9,7 @@
 pub(crate) mod account;
 mod attach;
 pub(crate) mod container;
-#[cfg(test)]
+#[cfg(any(test, feature = "testing"))]
 pub(crate) mod fake;
 pub(crate) mod output;
 mod pin;
@@ -61,7 +61,7 @@ pub(crate) struct Job<'a> {
 
 /// Why a start did not happen.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Refused {
+pub struct Refused {
     pub message: String,
     /// Nothing of the work was lost: a VPS that could not start again is stopped, not failed (its
     /// disk is still there). A first start that fails is a failure whatever the work.
@@ -86,7 +86,7 @@ impl Refused {
 
 /// How a task's work ended, once all of its output is saved (or could not be).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Ended {
+pub enum Ended {
     /// Its main process exited: its code (`None`: not known), whether the kernel killed it for
     /// memory, and whether its output was saved whole (`Err`: what was not, and why).
     Exited {
@@ -100,7 +100,7 @@ pub(crate) enum Ended {
 
 /// What a backend sees of a task's work on the node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Seen {
+pub enum Seen {
     Running,
     Paused,
     /// Over, and still there (a VPS's kept container, or one that ended while the runner was

@@ -2,150 +2,9 @@
 //! no session. What it shows: how each end is reported and recorded, kills and stops a user asked
 //! for, a VPS's rules, which backend gets which work, and what a restarted runner finds and says.
 
-use crate::backend::container::Containers;
-use crate::backend::fake::Fake;
-use crate::backend::{Ended, Node, Refused, Seen};
-use crate::exec::Executor;
-use river_proto::msg::{HostMsg, RunnerMsg, Signal, TaskOwner, TaskPlacement, TaskSpec, VpsSpec};
-use std::sync::Arc;
+use crate::testing::{Ended, FakeNode as Runner, Refused, Seen};
+use river_proto::msg::{HostMsg, Signal, TaskSpec, VpsSpec};
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
-
-/// A node: its executor, the fake backends under it, and what it reports to the host.
-struct Runner {
-    exec: Arc<Executor>,
-    containers: Arc<Fake>,
-    processes: Arc<Fake>,
-    reports: mpsc::UnboundedReceiver<RunnerMsg>,
-    dir: Arc<tempfile::TempDir>,
-    /// Dropped: the runner stops, and its work with it.
-    stop: Option<watch::Sender<()>>,
-}
-
-fn node(dir: &std::path::Path) -> Node {
-    Node {
-        node: "n1".into(),
-        cluster: "c0ffee00".into(),
-        dir: dir.join("tasks"),
-        fake_gpus: true,
-        shared: None,
-        scratch: dir.join("scratch"),
-        allowed_mounts: Vec::new(),
-        task_uid_base: 200_000,
-        output_cap: None,
-    }
-}
-
-impl Runner {
-    fn new() -> Self {
-        let dir = Arc::new(tempfile::tempdir().unwrap());
-        Self::over(dir, Arc::default(), Arc::default())
-    }
-
-    /// A runner over these backends and state directory (a restart keeps them).
-    fn over(dir: Arc<tempfile::TempDir>, containers: Arc<Fake>, processes: Arc<Fake>) -> Self {
-        let node = node(dir.path());
-        std::fs::create_dir_all(&node.dir).unwrap();
-        let (tx, reports) = mpsc::unbounded_channel();
-        let (stop, stop_rx) = watch::channel(());
-        let (host, host_rx) = watch::channel(None);
-        let images = crate::images::Images::new(dir.path().join("blobs"), host_rx);
-        let docker = Arc::new(Containers::new(node.clone(), None, images, tx.clone()));
-        let exec = Executor::with_backends(node, containers.clone(), processes.clone(), docker, host, tx, stop_rx);
-        Self {
-            exec: Arc::new(exec),
-            containers,
-            processes,
-            reports,
-            dir,
-            stop: Some(stop),
-        }
-    }
-
-    /// The runner stops and starts again on the same node: its work is where it was.
-    async fn restart(mut self) -> Self {
-        self.stop.take();
-        let next = Self::over(self.dir.clone(), self.containers.clone(), self.processes.clone());
-        next.exec.adopt().await;
-        next
-    }
-
-    fn start(&self, id: u64, spec: TaskSpec) {
-        let placement = TaskPlacement {
-            node: "n1".into(),
-            cores: vec![0, 1],
-            numa: None,
-            gpus: Vec::new(),
-            memory_bytes: 64 << 20,
-            ip: None,
-            owner: Some(TaskOwner {
-                name: "alice".into(),
-                number: 1,
-                operator: false,
-            }),
-        };
-        self.exec.handle(HostMsg::Start {
-            id,
-            spec: Box::new(spec),
-            placement,
-        });
-    }
-
-    fn send(&self, msg: HostMsg) {
-        self.exec.handle(msg);
-    }
-
-    /// The next change of a task's state reported: (id, state, exit code, message).
-    async fn next(&mut self) -> (u64, String, Option<i64>, Option<String>) {
-        loop {
-            let msg = tokio::time::timeout(Duration::from_secs(10), self.reports.recv())
-                .await
-                .expect("a report within 10 s")
-                .expect("the executor is there");
-            if let RunnerMsg::Task {
-                id,
-                state,
-                exit_code,
-                message,
-            } = msg
-            {
-                return (id, state, exit_code, message);
-            }
-        }
-    }
-
-    /// Waits for task `id` to be reported `state`; its exit code and message.
-    async fn expect(&mut self, id: u64, state: &str) -> (Option<i64>, Option<String>) {
-        let (got, s, code, message) = self.next().await;
-        assert_eq!((got, s.as_str()), (id, state), "{message:?}");
-        (code, message)
-    }
-
-    /// No report of a task's state comes within a moment.
-    async fn quiet(&mut self) {
-        tokio::task::yield_now().await;
-        let more = tokio::time::timeout(Duration::from_millis(200), self.next()).await;
-        assert!(more.is_err(), "unexpected report {more:?}");
-    }
-
-    /// The end recorded on disk for task `id`.
-    fn recorded(&self, id: u64) -> Option<serde_json::Value> {
-        let path = self.dir.path().join("tasks").join(id.to_string()).join("result.json");
-        Some(serde_json::from_slice(&std::fs::read(path).ok()?).unwrap())
-    }
-
-    async fn snapshot(&self) -> Vec<(u64, String)> {
-        let mut s: Vec<_> = self
-            .exec
-            .snapshot()
-            .await
-            .into_iter()
-            .map(|r| (r.id, r.state))
-            .collect();
-        s.sort();
-        s
-    }
-}
 
 fn container() -> TaskSpec {
     TaskSpec::new("img", vec!["work".into()])
@@ -177,7 +36,7 @@ fn ended(code: i64, oom: bool, output: Result<(), String>) -> Ended {
 
 #[tokio::test]
 async fn a_task_runs_ends_is_recorded_on_disk_and_its_work_removed() {
-    let mut r = Runner::new();
+    let mut r = Runner::in_temp();
     r.start(1, container());
     r.expect(1, "running").await;
     r.containers.exit(1, 0);
@@ -197,7 +56,7 @@ async fn a_task_runs_ends_is_recorded_on_disk_and_its_work_removed() {
 
 #[tokio::test]
 async fn a_failure_a_signal_from_outside_and_a_kill_asked_for_are_told_apart() {
-    let mut r = Runner::new();
+    let mut r = Runner::in_temp();
     for id in 1..=3 {
         r.start(id, container());
         r.expect(id, "running").await;
@@ -207,7 +66,7 @@ async fn a_failure_a_signal_from_outside_and_a_kill_asked_for_are_told_apart() {
     r.containers.exit(2, 143);
     let (_, message) = r.expect(2, "failed").await;
     assert!(message.unwrap().contains("SIGTERM, which river did not send"));
-    r.send(HostMsg::Signal {
+    r.handle(HostMsg::Signal {
         id: 3,
         signal: Signal::Kill,
     });
@@ -216,7 +75,7 @@ async fn a_failure_a_signal_from_outside_and_a_kill_asked_for_are_told_apart() {
 
 #[tokio::test]
 async fn a_task_over_its_memory_is_told_its_limit() {
-    let mut r = Runner::new();
+    let mut r = Runner::in_temp();
     r.start(1, container());
     r.expect(1, "running").await;
     r.containers.end(1, ended(137, true, Ok(())));
@@ -229,7 +88,7 @@ async fn a_task_over_its_memory_is_told_its_limit() {
 
 #[tokio::test]
 async fn output_that_could_not_be_saved_is_said_in_the_end_and_beside_the_files() {
-    let mut r = Runner::new();
+    let mut r = Runner::in_temp();
     r.start(1, container());
     r.expect(1, "running").await;
     r.containers
@@ -239,13 +98,13 @@ async fn output_that_could_not_be_saved_is_said_in_the_end_and_beside_the_files(
         message.as_deref(),
         Some("its output is incomplete: writing stdout.log: no space left")
     );
-    let marker = r.dir.path().join("tasks/1").join(crate::exec::records::INCOMPLETE);
+    let marker = r.dir().join("tasks/1").join(crate::exec::records::INCOMPLETE);
     assert!(marker.exists(), "task logs reads this and ends with an error");
 }
 
 #[tokio::test]
 async fn work_the_backend_lost_track_of_fails_and_a_vps_only_stops() {
-    let mut r = Runner::new();
+    let mut r = Runner::in_temp();
     r.start(1, container());
     r.start(2, vps());
     r.expect(1, "running").await;
@@ -261,7 +120,7 @@ async fn work_the_backend_lost_track_of_fails_and_a_vps_only_stops() {
 
 #[tokio::test]
 async fn a_refused_start_fails_a_task_and_only_stops_a_vps_whose_disk_is_kept() {
-    let mut r = Runner::new();
+    let mut r = Runner::in_temp();
     r.containers
         .refuse_next(Refused::kept("node n1 could not get environment e: gone"));
     r.start(1, container());
@@ -283,20 +142,20 @@ async fn a_refused_start_fails_a_task_and_only_stops_a_vps_whose_disk_is_kept() 
 
 #[tokio::test]
 async fn process_work_goes_to_the_process_backend_and_its_signals_follow_it() {
-    let mut r = Runner::new();
+    let mut r = Runner::in_temp();
     r.start(1, process());
     r.expect(1, "running").await;
-    r.send(HostMsg::Signal {
+    r.handle(HostMsg::Signal {
         id: 1,
         signal: Signal::Pause,
     });
     r.expect(1, "paused").await;
-    r.send(HostMsg::Signal {
+    r.handle(HostMsg::Signal {
         id: 1,
         signal: Signal::Resume,
     });
     r.expect(1, "running").await;
-    r.send(HostMsg::Signal {
+    r.handle(HostMsg::Signal {
         id: 1,
         signal: Signal::Kill,
     });
@@ -310,10 +169,10 @@ async fn process_work_goes_to_the_process_backend_and_its_signals_follow_it() {
 
 #[tokio::test]
 async fn a_vps_stopped_by_its_owner_keeps_its_work_and_starts_again() {
-    let mut r = Runner::new();
+    let mut r = Runner::in_temp();
     r.start(1, vps());
     r.expect(1, "running").await;
-    r.send(HostMsg::Signal {
+    r.handle(HostMsg::Signal {
         id: 1,
         signal: Signal::Stop,
     });
@@ -338,20 +197,20 @@ async fn a_vps_stopped_by_its_owner_keeps_its_work_and_starts_again() {
 
 #[tokio::test]
 async fn removing_a_vps_running_or_stopped_reports_it_removed_once() {
-    let mut r = Runner::new();
+    let mut r = Runner::in_temp();
     r.start(1, vps());
     r.start(2, vps());
     r.expect(1, "running").await;
     r.expect(2, "running").await;
-    r.send(HostMsg::Remove { id: 1 });
+    r.handle(HostMsg::Remove { id: 1 });
     let (_, m) = r.expect(1, "killed").await;
     assert_eq!(m.as_deref(), Some("removed"));
-    r.send(HostMsg::Signal {
+    r.handle(HostMsg::Signal {
         id: 2,
         signal: Signal::Stop,
     });
     r.expect(2, "stopped").await;
-    r.send(HostMsg::Remove { id: 2 });
+    r.handle(HostMsg::Remove { id: 2 });
     let (_, m) = r.expect(2, "killed").await;
     assert_eq!(m.as_deref(), Some("removed"));
     r.quiet().await;
@@ -362,24 +221,24 @@ async fn removing_a_vps_running_or_stopped_reports_it_removed_once() {
 
 #[tokio::test]
 async fn a_vps_that_moved_elsewhere_is_removed_without_a_word() {
-    let mut r = Runner::new();
+    let mut r = Runner::in_temp();
     r.start(1, vps());
     r.expect(1, "running").await;
-    r.send(HostMsg::Discard { id: 1 });
+    r.handle(HostMsg::Discard { id: 1 });
     r.quiet().await;
     assert_eq!(r.containers.state(1), None);
 }
 
 #[tokio::test]
 async fn a_restarted_runner_follows_work_that_kept_running_and_reports_its_end() {
-    let mut r = Runner::new();
+    let mut r = Runner::in_temp();
     r.start(1, container());
     r.start(2, process());
     r.expect(1, "running").await;
     r.expect(2, "running").await;
     let mut r = r.restart().await;
     assert_eq!(
-        r.snapshot().await,
+        r.snapshot_states().await,
         [(1, "running".to_owned()), (2, "running".to_owned())]
     );
     r.containers.exit(1, 0);
@@ -392,7 +251,7 @@ async fn a_restarted_runner_follows_work_that_kept_running_and_reports_its_end()
 
 #[tokio::test]
 async fn work_that_ended_while_the_runner_was_down_is_reported_once() {
-    let r = Runner::new();
+    let r = Runner::in_temp();
     r.containers.place(
         5,
         false,
@@ -423,7 +282,7 @@ async fn work_that_ended_while_the_runner_was_down_is_reported_once() {
         })
     );
     assert_eq!(
-        r.snapshot().await,
+        r.snapshot_states().await,
         [
             (5, "failed".to_owned()),
             (6, "stopped".to_owned()),
@@ -433,46 +292,46 @@ async fn work_that_ended_while_the_runner_was_down_is_reported_once() {
     // A second restart reports nothing again (5 is recorded), though the snapshot repeats it.
     let mut r = r.restart().await;
     r.quiet().await;
-    assert_eq!(r.snapshot().await[0], (5, "failed".to_owned()));
+    assert_eq!(r.snapshot_states().await[0], (5, "failed".to_owned()));
 }
 
 #[tokio::test]
 async fn ends_repeat_in_each_snapshot_until_the_host_has_stored_them() {
-    let mut r = Runner::new();
+    let mut r = Runner::in_temp();
     r.start(1, container());
     r.expect(1, "running").await;
     r.containers.exit(1, 0);
     r.expect(1, "completed").await;
-    assert_eq!(r.snapshot().await, [(1, "completed".to_owned())]);
+    assert_eq!(r.snapshot_states().await, [(1, "completed".to_owned())]);
     let r = r.restart().await;
     assert_eq!(
-        r.snapshot().await,
+        r.snapshot_states().await,
         [(1, "completed".to_owned())],
         "kept across a restart"
     );
-    r.send(HostMsg::Recorded { ids: vec![1] });
-    assert!(r.snapshot().await.is_empty());
+    r.handle(HostMsg::Recorded { ids: vec![1] });
+    assert!(r.snapshot_states().await.is_empty());
 }
 
 #[tokio::test]
 async fn a_node_that_leaves_takes_all_its_work_with_it() {
-    let mut r = Runner::new();
+    let mut r = Runner::in_temp();
     r.start(1, container());
     r.start(2, process());
     r.start(3, vps());
     for id in 1..=3 {
         r.expect(id, "running").await;
     }
-    r.exec.stop_all().await;
+    r.stop_all().await;
     assert!(r.containers.found_ids().is_empty());
     assert!(r.processes.found_ids().is_empty());
 }
 
 #[tokio::test]
 async fn a_kill_that_comes_before_or_during_the_start_still_kills() {
-    let mut r = Runner::new();
+    let mut r = Runner::in_temp();
     // Before: the work never starts.
-    r.send(HostMsg::Signal {
+    r.handle(HostMsg::Signal {
         id: 1,
         signal: Signal::Kill,
     });
@@ -486,7 +345,7 @@ async fn a_kill_that_comes_before_or_during_the_start_still_kills() {
     while !r.containers.calls().contains(&"start 2".to_owned()) {
         tokio::task::yield_now().await;
     }
-    r.send(HostMsg::Signal {
+    r.handle(HostMsg::Signal {
         id: 2,
         signal: Signal::Kill,
     });

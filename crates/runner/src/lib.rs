@@ -22,6 +22,8 @@ mod session;
 mod sftp;
 mod ssh;
 mod terminal;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 use anyhow::{bail, Context as _};
 use river_creds::Bundle;

@@ -17,7 +17,7 @@ struct Work {
     end: watch::Sender<Option<Ended>>,
 }
 
-pub(crate) struct Fake {
+pub struct Fake {
     work: Mutex<BTreeMap<u64, Work>>,
     /// The next start's refusal, if any.
     refuse: Mutex<Option<Refused>>,
@@ -227,6 +227,11 @@ impl Fake {
             }
         }
         Ok(())
+    }
+
+    /// The work of task `id` is gone without a trace, as after the machine rebooted.
+    pub fn forget(&self, id: u64) {
+        self.work.lock().unwrap().remove(&id);
     }
 
     /// The tasks whose work is on the "node".
