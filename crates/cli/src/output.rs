@@ -89,7 +89,8 @@ impl Progress {
                 None
             }
         };
-        let line = progress_line(what, done, total, rate);
+        let width = usize::from(window_size(2).1);
+        let line = progress_line(what, done, total, rate, width);
         // The line is redrawn in place; what the last one had beyond this one is blanked.
         let len = line.chars().count();
         eprint!("\r{line}{}", " ".repeat(self.drawn.saturating_sub(len)));
@@ -105,38 +106,125 @@ impl Progress {
     }
 }
 
-/// `what [#####-----] 12.0 MiB / 300.0 MiB  25.3 MiB/s  11s left`, shortened to what is known.
-pub fn progress_line(what: &str, done: u64, total: u64, rate: Option<f64>) -> String {
-    let mut line = what.to_owned();
-    if let Some(part) = (done.min(total) * 20).checked_div(total) {
-        let filled = usize::try_from(part).unwrap_or(0);
-        line += &format!(
-            " [{}{}] {} / {}",
-            "#".repeat(filled),
-            "-".repeat(20 - filled.min(20)),
-            bytes(done),
-            bytes(total)
-        );
-    } else if done > 0 {
-        line += &format!(" {}", bytes(done));
-    } else {
-        line += "…";
-    }
-    if let Some(r) = rate.filter(|r| *r > 0.0) {
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-        let per_s = r as u64;
-        line += &format!("  {}/s", bytes(per_s));
-        if total > done {
-            #[allow(
-                clippy::cast_precision_loss,
-                clippy::cast_possible_truncation,
-                clippy::cast_sign_loss
-            )]
-            let left = ((total - done) as f64 / r).ceil() as u64;
-            line += &format!("  {} left", duration(left));
+/// The bar's cells when there is room.
+const BAR: usize = 20;
+
+/// A progress line's parts, so that it can give up the least useful ones to fit a narrow
+/// terminal.
+struct Line {
+    what: String,
+    /// The bar's fill (0 to 1) and the bytes "12.0 MiB / 300.0 MiB", when the total is known;
+    /// else the bytes so far.
+    fill: Option<f64>,
+    amount: Option<String>,
+    rate: Option<String>,
+    left: Option<String>,
+}
+
+impl Line {
+    #[allow(
+        clippy::cast_precision_loss,
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss
+    )]
+    fn new(what: &str, done: u64, total: u64, rate: Option<f64>) -> Self {
+        let rate = rate.filter(|r| *r > 0.0);
+        Self {
+            what: what.to_owned(),
+            fill: (total > 0).then(|| done.min(total) as f64 / total as f64),
+            amount: if total > 0 {
+                Some(format!("{} / {}", bytes(done), bytes(total)))
+            } else {
+                (done > 0).then(|| bytes(done))
+            },
+            rate: rate.map(|r| format!("{}/s", bytes(r as u64))),
+            left: rate
+                .filter(|_| total > done)
+                .map(|r| format!("{} left", duration(((total - done) as f64 / r).ceil() as u64))),
         }
     }
-    line
+
+    #[allow(
+        clippy::cast_precision_loss,
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss
+    )]
+    fn render(&self, bar: usize) -> String {
+        let mut line = self.what.clone();
+        match (self.fill, &self.amount) {
+            (Some(f), Some(amount)) => {
+                if bar > 0 {
+                    let filled = ((f * bar as f64) as usize).min(bar);
+                    line += &format!(" [{}{}]", "#".repeat(filled), "-".repeat(bar - filled));
+                }
+                line += &format!(" {amount}");
+            }
+            (_, Some(amount)) => line += &format!(" {amount}"),
+            _ => line += "…",
+        }
+        if let Some(rate) = &self.rate {
+            line += &format!("  {rate}");
+        }
+        if let Some(left) = &self.left {
+            line += &format!("  {left}");
+        }
+        line
+    }
+}
+
+/// `line` made to fit `width` columns (0: no limit): the bar shrinks first, then the rate and the
+/// time left go, and what is left is cut with "…" — a line wider than its terminal would wrap,
+/// and each redraw would leave a broken copy behind.
+fn fit(line: String, width: usize) -> String {
+    // One column is kept free: a cursor in the last one wraps on some terminals.
+    let room = width.saturating_sub(1);
+    if width == 0 || line.chars().count() <= room {
+        return line;
+    }
+    line.chars()
+        .take(room.saturating_sub(1))
+        .chain(std::iter::once('…'))
+        .collect()
+}
+
+/// `what [#####-----] 12.0 MiB / 300.0 MiB  25.3 MiB/s  11s left`, shortened to what is known,
+/// for `width` columns (0: no limit): it gives up first the bar's length, then the time left and
+/// the rate, then the end of what it says.
+pub fn progress_line(what: &str, done: u64, total: u64, rate: Option<f64>, width: usize) -> String {
+    let mut parts = Line::new(what, done, total, rate);
+    let room = width.saturating_sub(1);
+    if width == 0 {
+        return parts.render(BAR);
+    }
+    for bar in (5..=BAR).rev() {
+        let line = parts.render(bar);
+        if line.chars().count() <= room {
+            return line;
+        }
+    }
+    parts.left = None;
+    for bar in [5, 0] {
+        let line = parts.render(bar);
+        if line.chars().count() <= room {
+            return line;
+        }
+    }
+    parts.rate = None;
+    fit(parts.render(0), width)
+}
+
+/// The (rows, cols) of the terminal on descriptor `fd`, or (0, 0) when it is not one.
+#[allow(unsafe_code)]
+pub fn window_size(fd: libc::c_int) -> (u16, u16) {
+    // SAFETY: TIOCGWINSZ fills a winsize we own.
+    unsafe {
+        let mut ws: libc::winsize = std::mem::zeroed();
+        if libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws) == 0 {
+            (ws.ws_row, ws.ws_col)
+        } else {
+            (0, 0)
+        }
+    }
 }
 
 /// "45s", "3m 20s", "2h 5m".
@@ -198,15 +286,28 @@ mod tests {
     fn a_progress_line_says_bytes_rate_and_time_left_as_far_as_known() {
         let mib = 1024 * 1024;
         assert_eq!(
-            progress_line("snapshot", 100 * mib, 300 * mib, Some(50.0 * 1024.0 * 1024.0)),
+            progress_line("snapshot", 100 * mib, 300 * mib, Some(50.0 * 1024.0 * 1024.0), 0),
             "snapshot [######--------------] 100.0 MiB / 300.0 MiB  50.0 MiB/s  4s left"
         );
         assert_eq!(
-            progress_line("snapshot: committing", 0, 0, None),
+            progress_line("snapshot: committing", 0, 0, None, 0),
             "snapshot: committing…"
         );
-        assert_eq!(progress_line("x", 3 * mib, 0, None), "x 3.0 MiB");
+        assert_eq!(progress_line("x", 3 * mib, 0, None, 0), "x 3.0 MiB");
         assert_eq!(duration(200), "3m 20s");
+        // On an 80-column terminal the long line of a snapshot gives up bar, then rate and time
+        // left, and never wraps.
+        let what = "snapshot of VPS 1: sending the archive to the host";
+        let rate = Some(515.1 * 1024.0);
+        let wide = progress_line(what, 515 * 1024, 240 * mib, rate, 0);
+        assert!(wide.chars().count() > 100, "{wide}");
+        for width in [200, 120, 100, 80, 60, 40, 20] {
+            let line = progress_line(what, 515 * 1024, 240 * mib, rate, width);
+            assert!(line.chars().count() < width, "{width}: {line}");
+        }
+        let at80 = progress_line(what, 515 * 1024, 240 * mib, rate, 80);
+        assert!(at80.contains("515.0 KiB / 240.0 MiB"), "{at80}");
+        assert_eq!(progress_line(what, 515 * 1024, 240 * mib, rate, 200), wide);
         assert_eq!(duration(7500), "2h 5m");
     }
 }

@@ -45,17 +45,8 @@ impl Drop for RawMode {
 }
 
 /// The terminal's (rows, cols), or (0, 0) when standard output is not one.
-#[allow(unsafe_code)]
 fn window_size() -> (u16, u16) {
-    // SAFETY: TIOCGWINSZ fills a winsize we own.
-    unsafe {
-        let mut ws: libc::winsize = std::mem::zeroed();
-        if libc::ioctl(1, libc::TIOCGWINSZ, &mut ws) == 0 {
-            (ws.ws_row, ws.ws_col)
-        } else {
-            (0, 0)
-        }
-    }
+    crate::output::window_size(1)
 }
 
 /// Standard input on a thread of its own (a blocked read must not keep the process alive at
