@@ -6,7 +6,7 @@
 //! whole round — submit, place, start, run, end, acknowledgement — and a runner's restart or
 //! lost connection are tested end to end in milliseconds.
 
-use crate::service_tests::{host, schedule, spec, submit, task, user, Runner};
+use crate::service_tests::{host, schedule, spec, submit, task, user, Host, Runner};
 use crate::Ctx;
 use river_proto::msg::Signal;
 use river_runner::testing::{Fake, FakeNode};
@@ -102,15 +102,30 @@ async fn started(fake: &Fake, id: u64) {
     panic!("task {id} never started on the node");
 }
 
-#[tokio::test]
-async fn a_task_goes_round_from_submit_to_its_end_and_the_node_forgets_it_once_stored() {
+/// A host with node `n1` of `cores` cores joined and its session up (and where the node keeps
+/// its state).
+async fn cluster(cores: u32) -> (Host, tempfile::TempDir, Link) {
     let h = host().await;
     let dir = tempfile::tempdir().unwrap();
-    let node = join(&h.ctx, dir.path(), "n1", 4).await;
-    let link = Link::up(&h.ctx, node).await;
-    let id = submit(&h.ctx, &user("alice"), spec(2)).await.unwrap()[0];
+    let link = Link::up(&h.ctx, join(&h.ctx, dir.path(), "n1", cores).await).await;
+    (h, dir, link)
+}
+
+/// `n` one-core tasks submitted by alice and scheduled; the first is running.
+async fn submitted(h: &Host, n: usize) -> Vec<u64> {
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        ids.extend(submit(&h.ctx, &user("alice"), spec(1)).await.unwrap());
+    }
     schedule(&h.ctx).await;
-    reaches(&h.ctx, id, TaskState::Running).await;
+    reaches(&h.ctx, ids[0], TaskState::Running).await;
+    ids
+}
+
+#[tokio::test]
+async fn a_task_goes_round_from_submit_to_its_end_and_the_node_forgets_it_once_stored() {
+    let (h, _dir, link) = cluster(4).await;
+    let id = submitted(&h, 1).await[0];
     link.containers.exit(id, 0);
     assert_eq!(reaches(&h.ctx, id, TaskState::Completed).await.0, Some(0));
     // The host acknowledged the end: the node's next snapshot leaves it out.
@@ -121,13 +136,9 @@ async fn a_task_goes_round_from_submit_to_its_end_and_the_node_forgets_it_once_s
 
 #[tokio::test]
 async fn a_kill_goes_from_the_user_to_the_work_and_its_end_comes_back() {
-    let h = host().await;
-    let dir = tempfile::tempdir().unwrap();
-    let link = Link::up(&h.ctx, join(&h.ctx, dir.path(), "n1", 4).await).await;
+    let (h, _dir, link) = cluster(4).await;
     let alice = user("alice");
-    let id = submit(&h.ctx, &alice, spec(1)).await.unwrap()[0];
-    schedule(&h.ctx).await;
-    reaches(&h.ctx, id, TaskState::Running).await;
+    let id = submitted(&h, 1).await[0];
     crate::tasks::signal(&h.ctx, &alice, id, Signal::Kill).await.unwrap();
     assert_eq!(reaches(&h.ctx, id, TaskState::Killed).await.0, Some(137));
     assert!(link.containers.calls().contains(&format!("signal {id} Kill")));
@@ -135,9 +146,7 @@ async fn a_kill_goes_from_the_user_to_the_work_and_its_end_comes_back() {
 
 #[tokio::test]
 async fn process_work_runs_on_the_process_backend() {
-    let h = host().await;
-    let dir = tempfile::tempdir().unwrap();
-    let link = Link::up(&h.ctx, join(&h.ctx, dir.path(), "n1", 4).await).await;
+    let (h, _dir, link) = cluster(4).await;
     let mut s = spec(1);
     s.image.clear();
     s.no_container = true;
@@ -151,12 +160,8 @@ async fn process_work_runs_on_the_process_backend() {
 
 #[tokio::test]
 async fn an_end_while_the_node_is_away_arrives_with_its_next_session() {
-    let h = host().await;
-    let dir = tempfile::tempdir().unwrap();
-    let link = Link::up(&h.ctx, join(&h.ctx, dir.path(), "n1", 4).await).await;
-    let id = submit(&h.ctx, &user("alice"), spec(1)).await.unwrap()[0];
-    schedule(&h.ctx).await;
-    reaches(&h.ctx, id, TaskState::Running).await;
+    let (h, _dir, link) = cluster(4).await;
+    let id = submitted(&h, 1).await[0];
     let (containers, node) = (link.containers.clone(), link.down().await);
     // Ends while no session carries its report; the node keeps it on disk.
     containers.exit(id, 0);
@@ -172,12 +177,8 @@ async fn an_end_while_the_node_is_away_arrives_with_its_next_session() {
 
 #[tokio::test]
 async fn a_restarted_runner_keeps_its_task_and_the_host_waits_for_the_end() {
-    let h = host().await;
-    let dir = tempfile::tempdir().unwrap();
-    let link = Link::up(&h.ctx, join(&h.ctx, dir.path(), "n1", 4).await).await;
-    let id = submit(&h.ctx, &user("alice"), spec(1)).await.unwrap()[0];
-    schedule(&h.ctx).await;
-    reaches(&h.ctx, id, TaskState::Running).await;
+    let (h, _dir, link) = cluster(4).await;
+    let id = submitted(&h, 1).await[0];
     let node = link.down().await.restart().await;
     let link = Link::up(&h.ctx, node).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -192,14 +193,9 @@ async fn a_restarted_runner_keeps_its_task_and_the_host_waits_for_the_end() {
 
 #[tokio::test]
 async fn a_task_whose_work_the_machine_lost_fails_and_its_cores_go_to_the_next() {
-    let h = host().await;
-    let dir = tempfile::tempdir().unwrap();
-    let link = Link::up(&h.ctx, join(&h.ctx, dir.path(), "n1", 1).await).await;
-    let alice = user("alice");
-    let a = submit(&h.ctx, &alice, spec(1)).await.unwrap()[0];
-    let b = submit(&h.ctx, &alice, spec(1)).await.unwrap()[0];
-    schedule(&h.ctx).await;
-    reaches(&h.ctx, a, TaskState::Running).await;
+    let (h, _dir, link) = cluster(1).await;
+    let ids = submitted(&h, 2).await;
+    let (a, b) = (ids[0], ids[1]);
     // The machine lost the work while the runner was down (a reboot): nothing of it is left.
     let node = link.down().await;
     let containers = node.containers.clone();
@@ -217,14 +213,10 @@ async fn a_task_whose_work_the_machine_lost_fails_and_its_cores_go_to_the_next()
 
 #[tokio::test]
 async fn a_cancelled_queued_task_never_reaches_the_node() {
-    let h = host().await;
-    let dir = tempfile::tempdir().unwrap();
-    let link = Link::up(&h.ctx, join(&h.ctx, dir.path(), "n1", 1).await).await;
+    let (h, _dir, link) = cluster(1).await;
     let alice = user("alice");
-    let a = submit(&h.ctx, &alice, spec(1)).await.unwrap()[0];
-    let b = submit(&h.ctx, &alice, spec(1)).await.unwrap()[0];
-    schedule(&h.ctx).await;
-    reaches(&h.ctx, a, TaskState::Running).await;
+    let ids = submitted(&h, 2).await;
+    let (a, b) = (ids[0], ids[1]);
     crate::tasks::signal(&h.ctx, &alice, b, Signal::Kill).await.unwrap();
     reaches(&h.ctx, b, TaskState::Killed).await;
     link.containers.exit(a, 0);
