@@ -76,7 +76,8 @@ pub async fn run(river: &Path, tasks: usize, log_mb: usize) -> anyhow::Result<()
     {
         let store = river_store::Store::open(&full.path().join("host/river.db")).await?;
         let spec = TaskSpec::new(IMAGE, vec!["sh".into(), "-c".into(), "echo done".into()]);
-        let batch: Vec<(&TaskSpec, Option<&str>)> = (0..1000).map(|_| (&spec, None)).collect();
+        let none = river_proto::msg::Assigned::default();
+        let batch: Vec<_> = (0..1000).map(|_| (&spec, &none, None)).collect();
         for _ in 0..tasks.div_ceil(1000) {
             store.insert_batch("user admin", &batch, 0).await?;
         }

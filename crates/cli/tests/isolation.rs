@@ -360,9 +360,10 @@ async fn another_users_vps_snapshot_cannot_be_run_by_its_image() {
     // Bob is not shown the image of Ann's VPS…
     let seen = show(&bob, id).await;
     assert!(
-        seen.spec.archive.is_none() && seen.spec.image.is_empty(),
-        "bob sees ann's VPS image: {:?}",
-        seen.spec
+        seen.assigned.archive.is_none() && seen.spec.image.is_empty(),
+        "bob sees ann's VPS image: {:?} {:?}",
+        seen.spec,
+        seen.assigned
     );
     // …and, knowing its id all the same, may not run it.
     let image = snapshot.archive.image_id.clone();

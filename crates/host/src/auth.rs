@@ -99,6 +99,7 @@ mod tests {
             name: None,
             owner: "user bob".into(),
             spec: river_proto::msg::TaskSpec::new("img", vec![]),
+            assigned: Default::default(),
             target: None,
             state: river_task::state::TaskState::Running,
             placement: None,

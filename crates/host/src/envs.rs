@@ -89,9 +89,9 @@ pub(crate) async fn ensure_default(ctx: &Ctx) -> anyhow::Result<()> {
 }
 
 /// Turns a submission's environment (named, or the default when it names no image) into the
-/// image and archive its runner needs. The refusal is the answer to send back.
-pub(crate) async fn resolve(ctx: &Ctx, spec: &mut TaskSpec) -> HostResult<()> {
-    spec.archive = None;
+/// image its runner runs, and the archive it is loaded from (none for a plain image). The
+/// refusal is the answer to send back.
+pub(crate) async fn resolve(ctx: &Ctx, spec: &mut TaskSpec) -> HostResult<Option<ArchiveRef>> {
     let wanted = match (&spec.environment, spec.image.trim().is_empty()) {
         (Some(_), false) => {
             return Err(refused(
@@ -101,7 +101,7 @@ pub(crate) async fn resolve(ctx: &Ctx, spec: &mut TaskSpec) -> HostResult<()> {
         }
         (Some(e), true) => e.clone(),
         (None, true) => DEFAULT_ENV.to_owned(),
-        (None, false) => return Ok(()),
+        (None, false) => return Ok(None),
     };
     let (name, version) = match wanted.split_once(":v") {
         Some((n, v)) => match v.parse::<u32>() {
@@ -133,8 +133,7 @@ pub(crate) async fn resolve(ctx: &Ctx, spec: &mut TaskSpec) -> HostResult<()> {
     };
     spec.environment = Some(format!("{name}:v{}", v.version));
     spec.image = v.image.clone();
-    spec.archive = v.archive.clone();
-    Ok(())
+    Ok(v.archive.clone())
 }
 
 /// The connection to `node`, or to any connected node when `None`.

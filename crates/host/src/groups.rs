@@ -7,15 +7,22 @@ use crate::auth::Caller;
 use crate::cluster_view::{ask, sched_node, usage_by_node};
 use crate::reply::{refused, HostResult};
 use crate::Ctx;
-use river_proto::msg::{ErrorKind, Response, TaskSpec};
+use river_proto::msg::{Assigned, ErrorKind, Response, TaskSpec};
 use river_task::place;
 use std::net::Ipv4Addr;
 
 /// The rendezvous port members are told (PyTorch's customary one).
 pub(crate) const MASTER_PORT: u16 = 29500;
 
-/// A group of `n` members (`river_task::workload` has judged its shape).
-pub(crate) async fn submit(ctx: &Ctx, caller: &Caller, spec: TaskSpec, n: u32) -> HostResult<Response> {
+/// A group of `n` members (`river_task::workload` has judged its shape), each with what the host
+/// assigned the submission (its archive) and an address and rank of its own.
+pub(crate) async fn submit(
+    ctx: &Ctx,
+    caller: &Caller,
+    spec: TaskSpec,
+    n: u32,
+    assigned: Assigned,
+) -> HostResult<Response> {
     let Some(overlay) = ctx.overlay.as_ref() else {
         return Err(refused(
             ErrorKind::Invalid,
@@ -88,13 +95,16 @@ pub(crate) async fn submit(ctx: &Ctx, caller: &Caller, spec: TaskSpec, n: u32) -
         ips.push(ip);
     }
     let master = ips[0];
-    let specs: Vec<TaskSpec> = ips
+    let specs: Vec<(TaskSpec, Assigned)> = ips
         .iter()
         .enumerate()
-        .map(|(rank, ip)| member(&spec, rank as u32, n, *ip, master))
+        .map(|(rank, ip)| member(&spec, &assigned, rank as u32, n, *ip, master))
         .collect();
-    let members: Vec<(&TaskSpec, Option<&str>)> =
-        specs.iter().zip(&targets).map(|(s, t)| (s, Some(t.as_str()))).collect();
+    let members: Vec<(&TaskSpec, &Assigned, Option<&str>)> = specs
+        .iter()
+        .zip(&targets)
+        .map(|((s, a), t)| (s, a, Some(t.as_str())))
+        .collect();
     let ids = ctx
         .store
         .insert_batch_as(
@@ -121,15 +131,26 @@ pub(crate) async fn submit(ctx: &Ctx, caller: &Caller, spec: TaskSpec, n: u32) -
     Ok(Response::TaskSubmitted { batch: ids[0], ids })
 }
 
-/// Member `rank`'s spec: pinned address, and the launcher's environment.
-fn member(spec: &TaskSpec, rank: u32, size: u32, ip: Ipv4Addr, master: Ipv4Addr) -> TaskSpec {
+/// Member `rank`'s spec, with the launcher's environment, and what the host assigns it: its
+/// rank and its pinned address, beside the submission's `assigned`.
+fn member(
+    spec: &TaskSpec,
+    assigned: &Assigned,
+    rank: u32,
+    size: u32,
+    ip: Ipv4Addr,
+    master: Ipv4Addr,
+) -> (TaskSpec, Assigned) {
     let mut s = spec.clone();
     s.nodes = None;
     s.group = false;
     s.targets = Vec::new();
-    s.rank = Some(rank);
-    s.ip = Some(ip.to_string());
     s.network = Some("overlay".into());
+    let assigned = Assigned {
+        rank: Some(rank),
+        ip: Some(ip.to_string()),
+        ..assigned.clone()
+    };
     let mut env = vec![
         ("MASTER_ADDR", master.to_string()),
         ("MASTER_PORT", MASTER_PORT.to_string()),
@@ -154,7 +175,7 @@ fn member(spec: &TaskSpec, rank: u32, size: u32, ip: Ipv4Addr, master: Ipv4Addr)
             s.env.push((k.to_owned(), v));
         }
     }
-    s
+    (s, assigned)
 }
 
 #[cfg(test)]
@@ -166,7 +187,15 @@ mod tests {
         let mut spec = TaskSpec::new("img", vec!["torchrun".into(), "train.py".into()]);
         spec.gpus = 8;
         spec.env.push(("MASTER_PORT".into(), "1234".into()));
-        let m = member(&spec, 1, 2, Ipv4Addr::new(10, 128, 2, 2), Ipv4Addr::new(10, 128, 1, 2));
+        let given = Assigned::default();
+        let (m, a) = member(
+            &spec,
+            &given,
+            1,
+            2,
+            Ipv4Addr::new(10, 128, 2, 2),
+            Ipv4Addr::new(10, 128, 1, 2),
+        );
         let get = |k: &str| m.env.iter().find(|(x, _)| x == k).map(|(_, v)| v.as_str());
         assert_eq!(get("MASTER_ADDR"), Some("10.128.1.2"));
         assert_eq!(get("MASTER_PORT"), Some("1234"), "the user's value is kept");
@@ -174,8 +203,8 @@ mod tests {
         assert_eq!(get("WORLD_SIZE"), Some("2"));
         assert_eq!(get("NODE_RANK"), Some("1"));
         assert_eq!(get("PET_NPROC_PER_NODE"), Some("8"));
-        assert_eq!(m.rank, Some(1));
-        assert_eq!(m.ip.as_deref(), Some("10.128.2.2"));
+        assert_eq!(a.rank, Some(1));
+        assert_eq!(a.ip.as_deref(), Some("10.128.2.2"));
         assert_eq!(m.nodes, None);
     }
 }

@@ -21,8 +21,8 @@ fn life_of(t: &TaskRecord) -> Life {
         started_at_ms: t.started_at_ms,
         finished_at_ms: t.finished_at_ms,
         exit_code: t.exit_code,
-        grouped: t.spec.rank.is_some(),
-        addressed: t.spec.ip.is_some() || t.placement.as_ref().is_some_and(|p| p.ip.is_some()),
+        grouped: t.assigned.rank.is_some(),
+        addressed: t.assigned.ip.is_some() || t.placement.as_ref().is_some_and(|p| p.ip.is_some()),
     }
 }
 
@@ -100,13 +100,15 @@ pub(crate) async fn carry_out(ctx: &Ctx, t: &TaskRecord, effects: &[Effect]) -> 
 /// `failed`, a group member, ended without success: the others are ended too, since a
 /// distributed job cannot go on without one of its ranks.
 async fn end_group(ctx: &Ctx, failed: &TaskRecord) -> anyhow::Result<()> {
-    let Some(rank) = failed.spec.rank else { return Ok(()) };
+    let Some(rank) = failed.assigned.rank else {
+        return Ok(());
+    };
     let why = format!(
         "member {rank} of group {} (task {}) ended as {}",
         failed.batch, failed.id, failed.state
     );
     for mut t in ctx.store.unfinished_tasks().await? {
-        if t.batch != failed.batch || t.id == failed.id || t.spec.rank.is_none() {
+        if t.batch != failed.batch || t.id == failed.id || t.assigned.rank.is_none() {
             continue;
         }
         let node = t.placement.as_ref().map(|p| p.node.clone());

@@ -3,18 +3,18 @@
 
 use super::*;
 use crate::service_tests::host;
-use river_proto::msg::{TaskPlacement, TaskReport, TaskSpec};
+use river_proto::msg::{Assigned, TaskPlacement, TaskReport, TaskSpec};
 
 /// A group of `nodes.len()` members, member `i` running on `nodes[i]`; their ids.
 async fn running_group(ctx: &Ctx, nodes: &[&str]) -> Vec<u64> {
-    let specs: Vec<TaskSpec> = (0..nodes.len())
-        .map(|rank| {
-            let mut s = TaskSpec::new("img", vec!["train".into()]);
-            s.rank = Some(u32::try_from(rank).unwrap());
-            s
+    let spec = TaskSpec::new("img", vec!["train".into()]);
+    let ranks: Vec<Assigned> = (0..nodes.len())
+        .map(|rank| Assigned {
+            rank: Some(u32::try_from(rank).unwrap()),
+            ..Assigned::default()
         })
         .collect();
-    let members: Vec<(&TaskSpec, Option<&str>)> = specs.iter().map(|s| (s, None)).collect();
+    let members: Vec<_> = ranks.iter().map(|a| (&spec, a, None)).collect();
     let ids = ctx
         .store
         .insert_batch_as("user alice", &members, crate::clock::now_ms(), TaskState::Queued)
@@ -153,7 +153,8 @@ async fn a_lost_task_comes_back_with_a_message_saying_so() {
 /// One task of alice's, waiting in the queue; its id.
 async fn queued_task(ctx: &Ctx) -> u64 {
     let spec = TaskSpec::new("img", vec!["true".into()]);
-    let members = [(&spec, None)];
+    let none = Assigned::default();
+    let members = [(&spec, &none, None)];
     let now = crate::clock::now_ms();
     let ids = ctx
         .store

@@ -29,16 +29,9 @@ fn full_spec() -> TaskSpec {
     s.workdir = Some("w".into());
     s.name = Some("n".into());
     s.environment = Some("e".into());
-    s.archive = Some(ArchiveRef {
-        image_id: "sha256:a".into(),
-        digest: "d".into(),
-        size: 1,
-    });
     s.network = Some("bridge".into());
     s.ip_token = Some(Secret("t".into()));
-    s.ip = Some("10.0.0.1".into());
     s.nodes = Some(2);
-    s.rank = Some(0);
     s.vps = Some(VpsSpec {
         ssh_keys: vec![],
         image_sshd: false,
@@ -53,6 +46,26 @@ fn the_document_describes_every_field_of_a_task_spec() {
     assert_eq!(undocumented(&spec, &schema("TaskSpec")), Vec::<String>::new());
     let vps = &schema("TaskSpec")["properties"]["vps"];
     assert_eq!(undocumented(&spec["vps"], vps), Vec::<String>::new());
+}
+
+/// What the host assigns a task, the task view carrying it: every field documented.
+#[test]
+fn the_document_describes_what_the_host_assigns_a_task() {
+    let assigned = river_proto::msg::Assigned {
+        archive: Some(ArchiveRef {
+            image_id: "sha256:a".into(),
+            digest: "d".into(),
+            size: 1,
+        }),
+        ip: Some("10.0.0.1".into()),
+        rank: Some(0),
+    };
+    let value = serde_json::to_value(&assigned).unwrap();
+    assert_eq!(undocumented(&value, &schema("Assigned")), Vec::<String>::new());
+    assert_eq!(
+        schema("Task")["properties"]["assigned"]["$ref"],
+        "#/components/schemas/Assigned"
+    );
 }
 
 fn node() -> NodeView {

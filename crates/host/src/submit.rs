@@ -7,7 +7,7 @@ use crate::cluster_view::{ask, sched_node};
 use crate::lifecycle;
 use crate::reply::{refused, HostResult};
 use crate::Ctx;
-use river_proto::msg::{ErrorKind, Response, Role, TaskSpec};
+use river_proto::msg::{Assigned, ErrorKind, Response, Role, TaskSpec};
 use river_task::lifecycle::Event;
 use river_task::place;
 use river_task::state::TaskState;
@@ -29,8 +29,10 @@ pub(crate) async fn submit(ctx: &Ctx, caller: &Caller, spec: TaskSpec) -> HostRe
             return Err(refused(ErrorKind::Forbidden, "privileged tasks need the operator role"));
         }
     }
+    // What the host decides for it, apart from what the user asked.
+    let mut assigned = Assigned::default();
     if work.kind != Kind::Process {
-        crate::envs::resolve(ctx, &mut spec).await?;
+        assigned.archive = crate::envs::resolve(ctx, &mut spec).await?;
     }
     if work.network == Network::Overlay && ctx.overlay.is_none() && !matches!(work.shape, Shape::Group(_)) {
         return Err(refused(
@@ -38,15 +40,13 @@ pub(crate) async fn submit(ctx: &Ctx, caller: &Caller, spec: TaskSpec) -> HostRe
             "the overlay network is off on this cluster; an admin turns it on with `[overlay] enabled = true` in the host config",
         ));
     }
-    // Only the host sets these.
-    spec.ip = None;
-    spec.rank = None;
     let adding = u64::from(spec.nodes.unwrap_or(0)).max(spec.targets.len().max(1) as u64);
     crate::limits::check_submit(ctx, caller, &spec, adding).await?;
     if let Shape::Group(members) = work.shape {
-        return crate::groups::submit(ctx, caller, spec, members).await;
+        return crate::groups::submit(ctx, caller, spec, members, assigned).await;
     }
     let reserved = crate::overlay::take_token(ctx, &mut spec).await?;
+    assigned.ip = reserved.as_ref().map(|(ip, _)| ip.clone());
     // Impossible requests are refused now, with the reason; possible ones wait their turn. A
     // node that joined but has not reported its machine yet cannot judge: its tasks just wait.
     let all = ctx.store.nodes().await?;
@@ -77,10 +77,13 @@ pub(crate) async fn submit(ctx: &Ctx, caller: &Caller, spec: TaskSpec) -> HostRe
         }
     }
     let first = crate::approvals::initial_state(ctx, caller);
-    let members: Vec<(&TaskSpec, Option<&str>)> = if spec.targets.is_empty() {
-        vec![(&spec, None)]
+    let members: Vec<(&TaskSpec, &Assigned, Option<&str>)> = if spec.targets.is_empty() {
+        vec![(&spec, &assigned, None)]
     } else {
-        spec.targets.iter().map(|t| (&spec, Some(t.as_str()))).collect()
+        spec.targets
+            .iter()
+            .map(|t| (&spec, &assigned, Some(t.as_str())))
+            .collect()
     };
     let ids = ctx
         .store

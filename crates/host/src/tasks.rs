@@ -31,7 +31,7 @@ pub(crate) fn view(ctx: &Ctx, caller: &Caller, mut t: TaskRecord) -> TaskView {
     if !may_touch(caller, &t) {
         t.spec.env = Default::default();
         if t.spec.vps.is_some() {
-            t.spec.archive = None;
+            t.assigned.archive = None;
             t.spec.image = String::new();
         }
     }
@@ -44,6 +44,7 @@ pub(crate) fn view(ctx: &Ctx, caller: &Caller, mut t: TaskRecord) -> TaskView {
         owner: t.owner,
         state: t.state.as_str().into(),
         spec: t.spec,
+        assigned: t.assigned,
         placement: t.placement,
         exit_code: t.exit_code,
         message: t.message,
@@ -160,14 +161,14 @@ pub(crate) async fn schedule_once(ctx: &Ctx) -> anyhow::Result<()> {
         };
         // By default a task joins the overlay where its node is on it; asked for explicitly (or
         // with a reserved address), it waits for an address there.
-        let explicit = t.spec.network.as_deref() == Some("overlay") || t.spec.ip.is_some();
+        let explicit = t.spec.network.as_deref() == Some("overlay") || t.assigned.ip.is_some();
         let node_on = ctx.overlay.as_ref().is_some_and(|o| o.subnet_of(&p.node).is_some());
         let on_overlay = ctx.overlay.is_some()
             && !t.spec.no_container
             && t.spec.network.as_deref() != Some("bridge")
             && (node_on || explicit);
         let ip = match (&ctx.overlay, on_overlay) {
-            (Some(o), true) => match &t.spec.ip {
+            (Some(o), true) => match &t.assigned.ip {
                 Some(reserved) => Some(reserved.clone()),
                 None => {
                     if taken.is_none() {
@@ -224,6 +225,7 @@ pub(crate) async fn schedule_once(ctx: &Ctx) -> anyhow::Result<()> {
                 HostMsg::Start {
                     id,
                     spec: Box::new(t.spec.clone()),
+                    assigned: Box::new(t.assigned.clone()),
                     placement,
                 },
             )

@@ -167,12 +167,12 @@ pub(crate) async fn start(ctx: &Ctx, caller: &Caller, id: u64, on: Option<String
         return Err(refused(ErrorKind::Internal, format!("VPS {id} has no node on record")));
     };
     t.target = Some(home(&p));
-    t.spec.ip = p.ip.clone();
+    t.assigned.ip = p.ip.clone();
     // Its container comes back as it was; should the node have lost it, a new one starts from the
     // latest snapshot rather than from the bare image.
     if let Some(latest) = ctx.store.snapshots(id).await?.pop() {
         t.spec.image = latest.image;
-        t.spec.archive = Some(latest.archive);
+        t.assigned.archive = Some(latest.archive);
         t.spec.environment = None;
     }
     lifecycle::change(ctx, &mut t, Event::Requeued, None).await?;

@@ -10,7 +10,7 @@ use serde::{de::DeserializeOwned, Serialize};
 
 /// The protocol version spoken by this build. Peers with another version are refused with an error
 /// that names both versions.
-pub const PROTOCOL_VERSION: u8 = 6;
+pub const PROTOCOL_VERSION: u8 = 7;
 
 /// Largest frame accepted: large enough for any control message, small enough to bound memory.
 pub const MAX_FRAME_LEN: usize = 4 * 1024 * 1024;

@@ -21,7 +21,7 @@ pub use streams::{
     parse_udp_datagram, udp_datagram, BlobReply, BlobRequest, ExportReply, ExportRequest, ExportSource, ForwardOpen,
     ForwardReply, LogsRequest, SshServe, TermIn, TermOut, TerminalOpen, UdpFrame,
 };
-pub use task::{ArchiveRef, MountSpec, Signal, TaskOwner, TaskPlacement, TaskSpec, TaskView, VpsSpec};
+pub use task::{ArchiveRef, Assigned, MountSpec, Signal, TaskOwner, TaskPlacement, TaskSpec, TaskView, VpsSpec};
 
 /// First frame of a `Join` stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -510,6 +510,7 @@ pub enum HostMsg {
     Start {
         id: u64,
         spec: Box<TaskSpec>,
+        assigned: Box<Assigned>,
         placement: TaskPlacement,
     },
     Signal {

@@ -18,7 +18,7 @@ mod pump;
 
 use crate::terminal::Started;
 use futures_util::future::BoxFuture;
-use river_proto::msg::{Signal, TaskPlacement, TaskSpec, TerminalOpen};
+use river_proto::msg::{Assigned, Signal, TaskPlacement, TaskSpec, TerminalOpen};
 use std::path::PathBuf;
 
 /// What every backend knows of its node.
@@ -52,10 +52,11 @@ impl Node {
     }
 }
 
-/// One task to start: the user's ask and where the host placed it.
+/// One task to start: the user's ask, what the host assigned it, and where it placed it.
 pub(crate) struct Job<'a> {
     pub id: u64,
     pub spec: &'a TaskSpec,
+    pub assigned: &'a Assigned,
     pub placement: &'a TaskPlacement,
 }
 

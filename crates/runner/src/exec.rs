@@ -13,7 +13,7 @@ use crate::backend::container::Containers;
 use crate::backend::process::Processes;
 use crate::backend::{Backend, Ended, Job, Node, Seen};
 use river_docker::Runtime;
-use river_proto::msg::{HostMsg, RunnerMsg, Signal, TaskPlacement, TaskReport, TaskSpec};
+use river_proto::msg::{Assigned, HostMsg, RunnerMsg, Signal, TaskPlacement, TaskReport, TaskSpec};
 use river_task::state::TaskState;
 use river_task::workload::Kind;
 use std::collections::{HashMap, HashSet};
@@ -255,8 +255,13 @@ impl Executor {
     pub fn handle(self: &Arc<Self>, msg: HostMsg) {
         let me = self.clone();
         match msg {
-            HostMsg::Start { id, spec, placement } => {
-                self.spawn_work(async move { me.run(id, *spec, placement).await });
+            HostMsg::Start {
+                id,
+                spec,
+                assigned,
+                placement,
+            } => {
+                self.spawn_work(async move { me.run(id, *spec, *assigned, placement).await });
             }
             HostMsg::Signal { id, signal } => {
                 self.spawn_work(async move { me.signal(id, signal).await });
@@ -276,7 +281,7 @@ impl Executor {
     }
 
     /// Starts a task's work and follows it to its end.
-    async fn run(self: Arc<Self>, id: u64, spec: TaskSpec, placement: TaskPlacement) {
+    async fn run(self: Arc<Self>, id: u64, spec: TaskSpec, assigned: Assigned, placement: TaskPlacement) {
         if let Some(ip) = &placement.ip {
             let ready = match ip.parse() {
                 Ok(ip) => self.overlay.ready_for(ip).await,
@@ -298,6 +303,7 @@ impl Executor {
         let job = Job {
             id,
             spec: &spec,
+            assigned: &assigned,
             placement: &placement,
         };
         if let Err(refused) = backend.start(job).await {

@@ -124,6 +124,7 @@ impl FakeNode {
         self.handle(HostMsg::Start {
             id,
             spec: Box::new(spec),
+            assigned: Box::default(),
             placement,
         });
     }

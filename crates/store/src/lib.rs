@@ -3,7 +3,7 @@
 //! Architecture invariant: this is the only crate that knows sqlx or SQL. It speaks in the
 //! record types below; callers never see rows. Migrations live in `migrations/` and run at open.
 
-use river_proto::msg::{NodeInfo, NodeState, NodeUsage, Role, TaskPlacement, TaskSpec, TokenPurpose};
+use river_proto::msg::{Assigned, NodeInfo, NodeState, NodeUsage, Role, TaskPlacement, TaskSpec, TokenPurpose};
 use river_task::state::TaskState;
 use sqlx::{Row, SqlitePool};
 use std::str::FromStr;
@@ -99,7 +99,10 @@ pub struct TaskRecord {
     pub batch: u64,
     pub name: Option<String>,
     pub owner: String,
+    /// What the user asked.
     pub spec: TaskSpec,
+    /// What the host decided for it at submit.
+    pub assigned: Assigned,
     /// The one target of this task, when it had one.
     pub target: Option<String>,
     pub state: TaskState,
@@ -113,13 +116,20 @@ pub struct TaskRecord {
 
 fn task_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<TaskRecord> {
     let id: i64 = r.try_get("id")?;
+    let spec = r.try_get::<&str, _>("spec_json")?;
     let batch: i64 = r.try_get("batch")?;
     Ok(TaskRecord {
         id: u64::try_from(id).map_err(|_| StoreError::Corrupt(format!("task id {id}")))?,
         batch: u64::try_from(batch).map_err(|_| StoreError::Corrupt(format!("batch {batch}")))?,
         name: r.try_get("name")?,
         owner: r.try_get("owner")?,
-        spec: unjson(r.try_get::<&str, _>("spec_json")?)?,
+        spec: unjson(spec)?,
+        assigned: match r.try_get::<Option<&str>, _>("assigned_json")? {
+            Some(a) => unjson(a)?,
+            // A row from before the host's decisions had a column of their own: they were kept
+            // in the spec, under the same names.
+            None => unjson(spec)?,
+        },
         target: r.try_get("target")?,
         state: r
             .try_get::<&str, _>("state")?

@@ -76,7 +76,8 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let s = Store::open(&d.path().join("river.db")).await.unwrap();
         let spec = TaskSpec::new("img", vec!["true".into()]);
-        let members: Vec<(&TaskSpec, Option<&str>)> = (0..25).map(|_| (&spec, None)).collect();
+        let none = river_proto::msg::Assigned::default();
+        let members: Vec<_> = (0..25).map(|_| (&spec, &none, None)).collect();
         let ids = s.insert_batch("user a", &members, 1).await.unwrap();
         // Three run on node b, one of them a VPS.
         for (i, id) in ids.iter().take(3).enumerate() {

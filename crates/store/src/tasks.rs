@@ -2,18 +2,19 @@
 //! back, and changed — the host changes a task only through its lifecycle, then [`Store::update_task`].
 
 use crate::{json, task_from_row, Result, Store, StoreError, TaskRecord};
-use river_proto::msg::TaskSpec;
+use river_proto::msg::{Assigned, TaskSpec};
 use river_task::state::TaskState;
 
 impl Store {
     async fn write_task(&self, t: &TaskRecord, was: Option<TaskState>) -> Result<bool> {
         let id = i64::try_from(t.id).map_err(|_| StoreError::Corrupt(format!("task id {}", t.id)))?;
         let done = sqlx::query(
-            "UPDATE tasks SET spec_json = ?, target = ?, state = ?, placement_json = ?, exit_code = ?, message = ?,
-             started_at_ms = ?, finished_at_ms = ?
+            "UPDATE tasks SET spec_json = ?, assigned_json = ?, target = ?, state = ?, placement_json = ?, exit_code = ?,
+             message = ?, started_at_ms = ?, finished_at_ms = ?
              WHERE id = ? AND (? IS NULL OR state = ?)",
         )
         .bind(json(&t.spec)?)
+        .bind(json(&t.assigned)?)
         .bind(&t.target)
         .bind(t.state.as_str())
         .bind(t.placement.as_ref().map(json).transpose()?)
@@ -38,13 +39,18 @@ pub trait Tasks: Send + Sync {
 
     /// Queues one task per `(spec, target)`, sharing a batch id (the first task's id), in one
     /// transaction: the members of a distributed group, each with its own spec. Returns the ids.
-    async fn insert_batch(&self, owner: &str, members: &[(&TaskSpec, Option<&str>)], now_ms: i64) -> Result<Vec<u64>>;
+    async fn insert_batch(
+        &self,
+        owner: &str,
+        members: &[(&TaskSpec, &Assigned, Option<&str>)],
+        now_ms: i64,
+    ) -> Result<Vec<u64>>;
 
     /// [`Self::insert_batch`], the tasks starting in `state` (`queued`, or `pending_approval`).
     async fn insert_batch_as(
         &self,
         owner: &str,
-        members: &[(&TaskSpec, Option<&str>)],
+        members: &[(&TaskSpec, &Assigned, Option<&str>)],
         now_ms: i64,
         state: TaskState,
     ) -> Result<Vec<u64>>;
@@ -75,36 +81,42 @@ pub trait Tasks: Send + Sync {
 #[async_trait::async_trait]
 impl Tasks for Store {
     async fn insert_tasks(&self, owner: &str, spec: &TaskSpec, targets: &[String], now_ms: i64) -> Result<Vec<u64>> {
-        let members: Vec<(&TaskSpec, Option<&str>)> = if targets.is_empty() {
-            vec![(spec, None)]
+        let none = Assigned::default();
+        let members: Vec<(&TaskSpec, &Assigned, Option<&str>)> = if targets.is_empty() {
+            vec![(spec, &none, None)]
         } else {
-            targets.iter().map(|t| (spec, Some(t.as_str()))).collect()
+            targets.iter().map(|t| (spec, &none, Some(t.as_str()))).collect()
         };
         self.insert_batch(owner, &members, now_ms).await
     }
 
-    async fn insert_batch(&self, owner: &str, members: &[(&TaskSpec, Option<&str>)], now_ms: i64) -> Result<Vec<u64>> {
+    async fn insert_batch(
+        &self,
+        owner: &str,
+        members: &[(&TaskSpec, &Assigned, Option<&str>)],
+        now_ms: i64,
+    ) -> Result<Vec<u64>> {
         self.insert_batch_as(owner, members, now_ms, TaskState::Queued).await
     }
 
     async fn insert_batch_as(
         &self,
         owner: &str,
-        members: &[(&TaskSpec, Option<&str>)],
+        members: &[(&TaskSpec, &Assigned, Option<&str>)],
         now_ms: i64,
         state: TaskState,
     ) -> Result<Vec<u64>> {
         let mut tx = self.write_tx().await?;
         let mut ids = Vec::with_capacity(members.len());
-        for (spec, target) in members {
-            let spec_json = json(spec)?;
+        for (spec, assigned, target) in members {
             let id: i64 = sqlx::query_scalar(
-                "INSERT INTO tasks (batch, name, owner, spec_json, target, state, submitted_at_ms)
-                 VALUES (0, ?, ?, ?, ?, ?, ?) RETURNING id",
+                "INSERT INTO tasks (batch, name, owner, spec_json, assigned_json, target, state, submitted_at_ms)
+                 VALUES (0, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             )
             .bind(&spec.name)
             .bind(owner)
-            .bind(&spec_json)
+            .bind(json(spec)?)
+            .bind(json(assigned)?)
             .bind(target)
             .bind(state.as_str())
             .bind(now_ms)

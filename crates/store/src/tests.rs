@@ -494,7 +494,8 @@ async fn api_tokens_are_named_once_while_live_and_die_with_their_user() {
 async fn a_batch_waiting_for_approval_moves_whole_and_once() {
     let (_d, s) = store().await;
     let spec = river_proto::msg::TaskSpec::new("img", vec!["true".into()]);
-    let members: Vec<(&river_proto::msg::TaskSpec, Option<&str>)> = vec![(&spec, Some("a")), (&spec, Some("b"))];
+    let none = river_proto::msg::Assigned::default();
+    let members = vec![(&spec, &none, Some("a")), (&spec, &none, Some("b"))];
     let ids = s
         .insert_batch_as("user gus", &members, 1, TaskState::PendingApproval)
         .await
@@ -537,4 +538,34 @@ fn the_sql_state_lists_match_the_task_crate() {
         assert_eq!(ended.contains(&s), s.is_final(), "{s} in ended!()");
         assert_eq!(holding.contains(&s), s.holds_resources(), "{s} in holding!()");
     }
+}
+
+#[tokio::test]
+async fn the_hosts_decisions_are_kept_apart_and_read_from_the_spec_in_rows_from_before() {
+    let (_d, s) = store().await;
+    let spec = river_proto::msg::TaskSpec::new("img", vec!["true".into()]);
+    let assigned = river_proto::msg::Assigned {
+        archive: None,
+        ip: Some("10.128.1.5".into()),
+        rank: Some(2),
+    };
+    let id = s.insert_batch("user a", &[(&spec, &assigned, None)], 1).await.unwrap()[0];
+    let t = s.task(id).await.unwrap().unwrap();
+    assert_eq!((t.spec, t.assigned), (spec.clone(), assigned.clone()));
+    // A row written before `assigned_json` existed: the decisions were fields of the spec.
+    let mut old = serde_json::to_value(&spec).unwrap();
+    old["ip"] = "10.128.1.7".into();
+    old["rank"] = 1.into();
+    sqlx::query("UPDATE tasks SET spec_json = ?, assigned_json = NULL WHERE id = ?")
+        .bind(old.to_string())
+        .bind(i64::try_from(id).unwrap())
+        .execute(&s.pool)
+        .await
+        .unwrap();
+    let t = s.task(id).await.unwrap().unwrap();
+    assert_eq!(
+        (t.assigned.ip.as_deref(), t.assigned.rank),
+        (Some("10.128.1.7"), Some(1))
+    );
+    assert_eq!(t.spec, spec, "and the spec is what the user asked");
 }

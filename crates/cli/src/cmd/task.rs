@@ -165,7 +165,6 @@ pub(crate) fn parse_spec(a: SubmitArgs) -> anyhow::Result<TaskSpec> {
         command: a.command,
         image: a.work.image.unwrap_or_default(),
         environment: a.work.environment,
-        archive: None,
         no_container: a.no_container,
         env: env.into(),
         cores: a.work.cores,
@@ -178,10 +177,8 @@ pub(crate) fn parse_spec(a: SubmitArgs) -> anyhow::Result<TaskSpec> {
         privileged: a.privileged,
         network: a.work.network,
         ip_token: a.ip_token.map(river_proto::msg::Secret),
-        ip: None,
         nodes: a.nodes,
         group: a.group,
-        rank: None,
         vps: None,
     })
 }
@@ -349,7 +346,7 @@ pub(crate) fn detail(t: &TaskView) {
             );
         }
     }
-    if let Some(rank) = t.spec.rank {
+    if let Some(rank) = t.assigned.rank {
         println!("group:     member {rank} of batch {}", t.batch);
     }
     if let Some(c) = t.exit_code {

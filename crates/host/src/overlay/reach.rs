@@ -21,7 +21,7 @@ pub(crate) fn address_of(t: &TaskRecord) -> Option<Ipv4Addr> {
     t.placement
         .as_ref()
         .and_then(|p| p.ip.as_ref())
-        .or(t.spec.ip.as_ref())
+        .or(t.assigned.ip.as_ref())
         .and_then(|ip| ip.parse().ok())
 }
 
@@ -68,8 +68,11 @@ mod tests {
     use river_proto::msg::{TaskPlacement, TaskSpec};
 
     fn task(id: u64, owner: &str, placed: Option<&str>, asked: Option<&str>) -> TaskRecord {
-        let mut spec = TaskSpec::new("img", vec!["true".into()]);
-        spec.ip = asked.map(str::to_owned);
+        let spec = TaskSpec::new("img", vec!["true".into()]);
+        let assigned = river_proto::msg::Assigned {
+            ip: asked.map(str::to_owned),
+            ..Default::default()
+        };
         let placement = placed.map(|ip| TaskPlacement {
             node: "a".into(),
             cores: vec![0],
@@ -85,6 +88,7 @@ mod tests {
             name: None,
             owner: owner.into(),
             spec,
+            assigned,
             target: None,
             state: river_task::state::TaskState::Running,
             placement,

@@ -188,8 +188,9 @@ pub(crate) async fn release(ctx: &Ctx, caller: &Caller, ip: &str) -> HostResult<
     })
 }
 
-/// A submitted spec's reservation token, checked: pins the spec to the reserved node and address
-/// and drops the token. Returns what to claim once the task has an id.
+/// A submitted spec's reservation token, checked: pins the spec to the reserved node and drops
+/// the token. Returns the reserved address (the task's, `Assigned::ip`) and what to claim it
+/// with once the task has an id.
 pub(crate) async fn take_token(
     ctx: &Ctx,
     spec: &mut river_proto::msg::TaskSpec,
@@ -242,7 +243,6 @@ pub(crate) async fn take_token(
             "a reserved address needs the task on the overlay network",
         ));
     }
-    spec.ip = Some(ip.clone());
     Ok(Some((ip, claim.nonce)))
 }
 

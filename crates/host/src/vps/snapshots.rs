@@ -176,7 +176,7 @@ pub(crate) async fn snapshot_rm(ctx: &Ctx, caller: &Caller, id: u64, seq: u32) -
 /// so a runner holding the old container replaces it). The caller queues it.
 fn from_snapshot(t: &mut TaskRecord, s: &VpsSnapshot) {
     t.spec.image = s.image.clone();
-    t.spec.archive = Some(s.archive.clone());
+    t.assigned.archive = Some(s.archive.clone());
     t.spec.environment = None;
     if let Some(v) = t.spec.vps.as_mut() {
         v.generation += 1;
@@ -205,7 +205,7 @@ pub(crate) async fn restore(ctx: &Ctx, caller: &Caller, id: u64, seq: u32) -> Ho
         return Err(refused(ErrorKind::Internal, format!("VPS {id} has no node on record")));
     };
     t.target = Some(home(&p));
-    t.spec.ip = p.ip.clone();
+    t.assigned.ip = p.ip.clone();
     from_snapshot(&mut t, &snap);
     lifecycle::change(ctx, &mut t, Event::Requeued, None).await?;
     ctx.store
@@ -272,7 +272,7 @@ pub(super) async fn move_to(ctx: &Ctx, caller: &Caller, mut t: TaskRecord, on: S
     ctx.registry.send(&old_node, HostMsg::Discard { id });
     let gpus = old.as_ref().map_or(0, |p| p.gpus.len());
     t.spec.gpus = t.spec.gpus.max(u32::try_from(gpus).unwrap_or(u32::MAX));
-    t.spec.ip = None;
+    t.assigned.ip = None;
     t.target = Some(on.clone());
     t.placement = None;
     from_snapshot(&mut t, &snap);

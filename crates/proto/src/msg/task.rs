@@ -49,10 +49,6 @@ pub struct TaskSpec {
     /// `default` environment. The host resolves it to `image` and `archive` at submit.
     #[serde(default)]
     pub environment: Option<String>,
-    /// Set by the host: the environment version's archive, which the runner fetches over the mesh
-    /// if its engine lacks the image.
-    #[serde(default)]
-    pub archive: Option<ArchiveRef>,
     /// Run the command as a process on the node (confined by a cgroup) instead of in a container.
     #[serde(default)]
     pub no_container: bool,
@@ -65,22 +61,33 @@ pub struct TaskSpec {
     /// reservation's node and address, and drops the token.
     #[serde(default)]
     pub ip_token: Option<Secret>,
-    /// Set by the host: the reserved overlay address this task must get.
-    #[serde(default)]
-    pub ip: Option<String>,
     /// A distributed launch over this many nodes: one member per node, started as a group.
     #[serde(default)]
     pub nodes: Option<u32>,
     /// Several targets as one distributed group rather than independent tasks.
     #[serde(default)]
     pub group: bool,
-    /// Set by the host: this member's rank in its group (its batch).
-    #[serde(default)]
-    pub rank: Option<u32>,
     /// A VPS: a persistent container that is stopped and started rather than ended, reached
     /// over SSH.
     #[serde(default)]
     pub vps: Option<VpsSpec>,
+}
+
+/// What the host decides for a task when it accepts it, kept apart from what the user asked
+/// ([`TaskSpec`], which has no place for these: a submission cannot set them). Where it runs and
+/// with which cores is decided later, at placement ([`TaskPlacement`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assigned {
+    /// The environment version's archive, which the runner fetches over the mesh if its engine
+    /// lacks the image.
+    #[serde(default)]
+    pub archive: Option<ArchiveRef>,
+    /// The overlay address this task must get: its reservation's, or a group member's.
+    #[serde(default)]
+    pub ip: Option<String>,
+    /// This member's rank in its group (its batch).
+    #[serde(default)]
+    pub rank: Option<u32>,
 }
 
 /// What makes a task a VPS.
@@ -124,14 +131,11 @@ impl TaskSpec {
             name: None,
             privileged: false,
             environment: None,
-            archive: None,
             no_container: false,
             network: None,
             ip_token: None,
-            ip: None,
             nodes: None,
             group: false,
-            rank: None,
             vps: None,
         }
     }
@@ -175,6 +179,9 @@ pub struct TaskView {
     pub owner: String,
     pub state: String,
     pub spec: TaskSpec,
+    /// What the host decided for it at submit.
+    #[serde(default)]
+    pub assigned: Assigned,
     pub placement: Option<TaskPlacement>,
     pub exit_code: Option<i64>,
     pub message: Option<String>,

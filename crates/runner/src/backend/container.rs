@@ -121,7 +121,12 @@ impl Containers {
     }
 
     async fn start_job(&self, job: Job<'_>) -> Result<(), Refused> {
-        let Job { id, spec, placement } = job;
+        let Job {
+            id,
+            spec,
+            assigned,
+            placement,
+        } = job;
         let node = &self.node.node;
         let rt = self
             .runtime()
@@ -144,7 +149,7 @@ impl Containers {
             }
         }
         // Only a new container needs its image (a VPS's existing one has its own disk).
-        if let Some(a) = &spec.archive {
+        if let Some(a) = &assigned.archive {
             let progress = |task: u64, done: u64, total: u64| {
                 let _ = self.reports.send(RunnerMsg::Fetch { id: task, done, total });
             };

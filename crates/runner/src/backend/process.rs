@@ -167,7 +167,9 @@ impl Processes {
     }
 
     fn start_process(&self, job: Job<'_>) -> Result<tokio::process::Child, String> {
-        let Job { id, spec, placement: p } = job;
+        let Job {
+            id, spec, placement: p, ..
+        } = job;
         let node = &self.node.node;
         let owner = account::owner_of(p)?;
         // Privileged tasks (operators, where the host allows them) keep root.
