@@ -88,6 +88,10 @@ pub(crate) struct Ctx {
     events: events::Events,
     /// The time as the services see it.
     clock: clock::Clock,
+    /// Tests only: a change made by "someone else" just before the next task write, to show what
+    /// a write overtaken by another does.
+    #[cfg(test)]
+    meanwhile: std::sync::Mutex<Option<futures_util::future::BoxFuture<'static, ()>>>,
     /// VPSs that just stopped, for their automatic snapshots (`vps::snapshot_stopped`).
     vps_stopped: tokio::sync::mpsc::UnboundedSender<u64>,
     /// How far long operations have got, for progress bars.
@@ -182,6 +186,13 @@ impl Ctx {
         self.task_writes.fetch_add(1, Ordering::SeqCst);
         if let Ok(mut r) = self.running.lock() {
             r.remove(&t.id);
+        }
+        #[cfg(test)]
+        {
+            let meanwhile = self.meanwhile.lock().ok().and_then(|mut m| m.take());
+            if let Some(change) = meanwhile {
+                change.await;
+            }
         }
         let saved = self.store.update_task_from(t, was).await;
         self.task_writes.fetch_add(1, Ordering::SeqCst);
@@ -351,6 +362,8 @@ async fn context(
         udp: Default::default(),
         events: Default::default(),
         clock: Default::default(),
+        #[cfg(test)]
+        meanwhile: Default::default(),
         vps_stopped,
         ops: Default::default(),
         running: Default::default(),

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::service_tests::host;
-use river_proto::msg::{Assigned, TaskPlacement, TaskReport, TaskSpec};
+use river_proto::msg::{Assigned, Response, TaskPlacement, TaskReport, TaskSpec};
 
 /// A group of `nodes.len()` members, member `i` running on `nodes[i]`; their ids.
 async fn running_group(ctx: &Ctx, nodes: &[&str]) -> Vec<u64> {
@@ -211,4 +211,29 @@ async fn a_change_decided_on_an_old_read_never_overwrites_one_made_meanwhile() {
     let stored = task(&ctx, ids[0]).await;
     assert_eq!(stored.state, TaskState::Killed, "the cancel stands");
     assert!(stored.placement.is_none());
+}
+
+#[tokio::test]
+async fn a_cancel_overtaken_by_the_scheduler_is_decided_again_and_reaches_the_node() {
+    let h = host().await;
+    let ctx = h.ctx.clone();
+    let mut r = crate::service_tests::Runner::join(&ctx, "n1", 4).await;
+    let id = queued_task(&ctx).await;
+    // Between the cancel's read (queued) and its write, a scheduling pass places the task.
+    let mut placed = task(&ctx, id).await;
+    placed.placement = on("n1");
+    placed.state = TaskState::Assigned;
+    let store = ctx.store.clone();
+    *ctx.meanwhile.lock().unwrap() = Some(Box::pin(async move { store.update_task(&placed).await.unwrap() }));
+    let alice = crate::service_tests::user("alice");
+    let answer = crate::service_tests::answer(crate::tasks::signal(&ctx, &alice, id, Signal::Kill).await);
+    // Not a conflict for the user to retry: the kill goes to the node that now has it.
+    assert!(
+        matches!(&answer, Response::Done { message } if message.contains("on n1")),
+        "{answer:?}"
+    );
+    assert!(r
+        .heard()
+        .iter()
+        .any(|m| matches!(m, HostMsg::Signal { id: s, signal: Signal::Kill } if *s == id)));
 }
