@@ -305,7 +305,7 @@ test_overlay() {
     'if [ "$NODE_RANK" = 0 ]; then mkfifo /tmp/in; sleep 60 > /tmp/in & nc -l -p "$MASTER_PORT" < /tmp/in; else until echo "rank $NODE_RANK of $WORLD_SIZE" | nc "$MASTER_ADDR" "$MASTER_PORT"; do sleep 0.3; done; fi' 2>&1) \
     || { echo "    group: $g"; return 1; }
   local ids
-  ids=$(ocli task list -o json | python3 -c "import json,sys; t=[x for x in json.load(sys.stdin) if x['spec'].get('rank') is not None]; b=max(x['batch'] for x in t); print(' '.join(str(x['id']) for x in sorted(t, key=lambda x: x['spec']['rank']) if x['batch'] == b))")
+  ids=$(ocli task list -o json | python3 -c "import json,sys; t=[x for x in json.load(sys.stdin) if x['assigned'].get('rank') is not None]; b=max(x['batch'] for x in t); print(' '.join(str(x['id']) for x in sorted(t, key=lambda x: x['assigned']['rank']) if x['batch'] == b))")
   [[ $(ologs "${ids%% *}") == "rank 1 of 2" ]] || { echo "    master got: $(ologs "${ids%% *}")"; return 1; }
   # One member fails: the group ends, with the failure's exit code and the reason on the other.
   set +e
