@@ -329,8 +329,8 @@ impl Executor {
 
     /// Follows started (or found) work to its end: its output whole, then the report, then what
     /// is left of it removed (a VPS's is kept, stopped, unless it is being removed).
+    /// The caller has marked it live (`set_live`) before anyone could ask to follow it.
     async fn follow(&self, backend: &Arc<dyn Backend>, id: u64, memory: Option<u64>, vps: bool) {
-        self.set_live(id);
         let ended = backend.wait(id).await;
         // The files are whole: followers read them to their end and stop.
         self.set_whole(id);

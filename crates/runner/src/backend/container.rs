@@ -525,3 +525,14 @@ async fn remove_vps_container(rt: &Runtime, name: &str) -> Result<(), river_dock
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn start_time_of_this_process() {
+        let me = i64::from(std::process::id());
+        let t = super::start_time(me).expect("this process has a start time");
+        assert_eq!(super::start_time(me), Some(t));
+        assert_eq!(super::start_time(i64::from(i32::MAX)), None);
+    }
+}

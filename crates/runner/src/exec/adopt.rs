@@ -88,7 +88,7 @@ impl Executor {
     pub async fn stop_all(&self) {
         for (backend, Found { id, .. }) in self.all_found().await {
             tracing::info!(task = id, "removing the work of a task of a node that left the cluster");
-            let _ = backend.signal(id, river_proto::msg::Signal::Kill).await;
+            // Removal kills what still runs (a forced container removal; a cgroup emptied first).
             if let Err(e) = backend.remove(id, false).await {
                 tracing::warn!(task = id, "removing the work: {e}");
             }
