@@ -199,6 +199,70 @@ fn the_runner_imports_only_downwards() {
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
 
+/// Each heavy library is named by one crate, which wraps it in river's own types: swapping it,
+/// or testing around it, touches that crate only.
+const HEAVY: &[(&str, &str)] = &[
+    ("bollard", "docker"),
+    ("nvml-wrapper", "inventory"),
+    ("quinn", "mesh"),
+    ("rcgen", "pki"),
+    ("rtnetlink", "overlay"),
+    ("russh", "ssh"),
+    ("sqlx", "store"),
+];
+
+/// The dependencies (not dev-dependencies) a `Cargo.toml` names.
+fn dependencies(manifest: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut in_deps = false;
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_deps = line == "[dependencies]";
+        } else if in_deps && !line.is_empty() && !line.starts_with('#') {
+            let name = line.split(['=', '.', ' ']).next().unwrap_or_default();
+            out.insert(name.to_owned());
+        }
+    }
+    out
+}
+
+/// Where each heavy library is named other than in its own crate.
+fn heavy_misplaced(manifests: &BTreeMap<String, String>) -> Vec<String> {
+    let mut wrong = Vec::new();
+    for (krate, manifest) in manifests {
+        for dep in dependencies(manifest) {
+            if let Some((_, home)) = HEAVY.iter().find(|(lib, _)| *lib == dep) {
+                if krate != home {
+                    wrong.push(format!(
+                        "{krate} depends on {dep}, which only the {home} crate may name"
+                    ));
+                }
+            }
+        }
+    }
+    wrong
+}
+
+#[test]
+fn each_heavy_library_is_named_by_one_crate() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut manifests = BTreeMap::new();
+    for c in std::fs::read_dir(&root).unwrap() {
+        let dir = c.unwrap().path();
+        if let Ok(text) = std::fs::read_to_string(dir.join("Cargo.toml")) {
+            manifests.insert(dir.file_name().unwrap().to_string_lossy().into_owned(), text);
+        }
+    }
+    for (lib, home) in HEAVY {
+        assert!(
+            dependencies(&manifests[*home]).contains(*lib),
+            "{home} no longer names {lib}: update this test"
+        );
+    }
+    let wrong = heavy_misplaced(&manifests);
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
 /// The checks above catch what they are for: a made-up cycle, and imports however written.
 #[test]
 fn the_checks_find_a_cycle_and_read_grouped_imports() {
@@ -218,5 +282,12 @@ fn the_checks_find_a_cycle_and_read_grouped_imports() {
     assert_eq!(
         crate_paths("use crate::{auth::Caller, mesh};\nlet x = crate::tasks::view(a);"),
         ["auth", "mesh", "tasks"].map(String::from).into_iter().collect()
+    );
+    // A second crate naming russh is found, however it is written; a dev-dependency is not.
+    let host = "[package]\nname = \"river-host\"\n\n[dependencies]\nriver-ssh.workspace = true\nrussh = { workspace = true }\n\n[dev-dependencies]\nsqlx.workspace = true\n";
+    let manifests = BTreeMap::from([("host".to_owned(), host.to_owned())]);
+    assert_eq!(
+        heavy_misplaced(&manifests),
+        ["host depends on russh, which only the ssh crate may name"]
     );
 }

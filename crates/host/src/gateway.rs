@@ -15,9 +15,7 @@ use crate::vps::key_id;
 use crate::Ctx;
 use base64::Engine as _;
 use river_proto::msg::{ErrorKind, Response, UserKey};
-use russh::keys::PublicKey;
-use russh::server::{Auth, ChannelOpenHandle, Msg, Session};
-use russh::{Channel, ChannelId, ChannelOpenFailure, MethodKind};
+use river_ssh::{Event, PublicKey, Refusal, Relay, SessionChannel};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -49,16 +47,17 @@ fn user_name(caller: &Caller) -> HostResult<&str> {
 /// it, anyone could register someone else's (public) key to their own account, and the owner's
 /// gateway logins would land in it.
 fn proves(user: &str, line: &str, proof: &str) -> Result<(), String> {
-    let key = PublicKey::from_openssh(line).map_err(|e| format!("not an SSH public key: {e}"))?;
+    let key = PublicKey::parse(line).map_err(|e| format!("not an SSH public key: {e}"))?;
     let mut parts = line.split_whitespace();
     let (Some(kind), Some(data)) = (parts.next(), parts.next()) else {
         return Err("not an SSH public key".into());
     };
-    let sig = russh::keys::ssh_key::SshSig::from_pem(proof.trim())
-        .map_err(|_| "no proof that you hold the private key came with it (an SSH signature; `river user key add` makes one with `ssh-keygen -Y sign`)".to_owned())?;
     let msg = river_proto::msg::key_proof_message(user, kind, data);
-    key.verify(river_proto::msg::KEY_PROOF_NAMESPACE, msg.as_bytes(), &sig)
-        .map_err(|_| "the signature does not prove that you hold this key's private key (for this account)".to_owned())
+    key.verify(river_proto::msg::KEY_PROOF_NAMESPACE, msg.as_bytes(), proof)
+        .map_err(|e| match e {
+            river_ssh::SignatureError::NotASignature => "no proof that you hold the private key came with it (an SSH signature; `river user key add` makes one with `ssh-keygen -Y sign`)",
+            river_ssh::SignatureError::Wrong => "the signature does not prove that you hold this key's private key (for this account)",
+        }.to_owned())
 }
 
 /// `river user key add FILE`.
@@ -142,19 +141,15 @@ const KEEPALIVE: Duration = Duration::from_secs(15);
 /// Serves one SSH client on the API port.
 pub(crate) async fn serve(ctx: Arc<Ctx>, tcp: tokio::net::TcpStream, remote: SocketAddr) {
     let _ = tcp.set_nodelay(true);
-    let config = russh::server::Config {
-        server_id: russh::SshId::Standard("SSH-2.0-river-gateway".into()),
-        methods: russh::MethodSet::from(&[MethodKind::PublicKey][..]),
-        auth_rejection_time: Duration::from_millis(300),
-        auth_rejection_time_initial: Some(Duration::ZERO),
-        keys: vec![ctx.vps_keys.gateway_key()],
+    let config = river_ssh::Config {
+        name: "river-gateway".into(),
+        host_key: ctx.vps_keys.gateway_key(),
+        subsystems: Vec::new(),
         // Relayed sessions may idle for days, but a client that went away (a laptop closed, a
         // network gone) stops answering keepalives and is dropped within about 45 s, so it
         // holds none of its user's connection places.
-        inactivity_timeout: None,
-        keepalive_interval: Some(KEEPALIVE),
-        keepalive_max: 2,
-        ..Default::default()
+        keepalive: Some(KEEPALIVE),
+        greeting: LOGIN_DEADLINE,
     };
     let cut = Arc::new(tokio::sync::Notify::new());
     let logged_in = Arc::new(AtomicBool::new(false));
@@ -166,41 +161,25 @@ pub(crate) async fn serve(ctx: Arc<Ctx>, tcp: tokio::net::TcpStream, remote: Soc
         held: None,
         logged_in: logged_in.clone(),
     };
+    // A client that has not logged in by the deadline, or whose user is cut off, is
+    // disconnected, with every channel in it.
     let started = tokio::time::Instant::now();
-    match tokio::time::timeout(
-        LOGIN_DEADLINE,
-        russh::server::run_stream(Arc::new(config), tcp, handler),
-    )
-    .await
-    {
-        Ok(Ok(session)) => {
-            // A client that has not logged in by the deadline, or whose user is cut off, is
-            // disconnected (russh runs the session as a task of its own: it is told to go rather
-            // than dropped), with every channel in it.
-            let handle = session.handle();
-            let watch = tokio::spawn(async move {
-                let late = async {
-                    tokio::time::sleep_until(started + LOGIN_DEADLINE).await;
-                    if logged_in.load(Ordering::SeqCst) {
-                        std::future::pending::<()>().await;
-                    }
-                };
-                let why = tokio::select! {
-                    () = cut.notified() => "an admin changed your river account",
-                    () = late => "no login in time",
-                };
-                tracing::info!(%remote, "ssh gateway session closed: {why}");
-                let _ = handle
-                    .disconnect(russh::Disconnect::ByApplication, why.into(), "en".into())
-                    .await;
-            });
-            if let Err(e) = session.await {
-                tracing::debug!(%remote, "ssh gateway session ended: {e}");
+    let stop = async move {
+        let late = async {
+            tokio::time::sleep_until(started + LOGIN_DEADLINE).await;
+            if logged_in.load(Ordering::SeqCst) {
+                std::future::pending::<()>().await;
             }
-            watch.abort();
-        }
-        Ok(Err(e)) => tracing::debug!(%remote, "ssh gateway handshake: {e}"),
-        Err(_) => tracing::debug!(%remote, "ssh gateway: no SSH greeting in time"),
+        };
+        let why = tokio::select! {
+            () = cut.notified() => "an admin changed your river account",
+            () = late => "no login in time",
+        };
+        tracing::info!(%remote, "ssh gateway session closed: {why}");
+        why.to_owned()
+    };
+    if let Err(e) = river_ssh::serve(tcp, config, handler, stop).await {
+        tracing::debug!(%remote, "ssh gateway: {e}");
     }
 }
 
@@ -220,7 +199,7 @@ struct Gateway {
 impl Gateway {
     /// The river user a key is registered to, with their current role.
     async fn owner(&self, key: &PublicKey) -> Option<Caller> {
-        let line = key.to_openssh().ok()?;
+        let line = key.line();
         let name = self.ctx.store.user_by_key(&key_id(&line)).await.ok()??;
         let user = self.ctx.store.user(&name).await.ok()??;
         (!user.disabled).then_some(Caller::User { name, role: user.role })
@@ -237,29 +216,17 @@ fn task_of(host: &str) -> Option<u64> {
     id.parse().ok()
 }
 
-impl russh::server::Handler for Gateway {
-    type Error = russh::Error;
-
-    async fn auth_publickey_offered(
-        &mut self,
-        _user: &str,
-        offer: russh::server::PublicKeyOffer<'_>,
-    ) -> Result<Auth, Self::Error> {
-        Ok(match self.owner(offer.public_key).await {
-            Some(_) => Auth::Accept,
-            None => Auth::reject(),
-        })
-    }
-
-    async fn auth_publickey(
-        &mut self,
-        _user: &str,
-        key: russh::server::VerifiedPublicKey<'_>,
-    ) -> Result<Auth, Self::Error> {
-        let Some(caller) = self.owner(key.public_key).await else {
-            tracing::info!(remote = %self.remote, "ssh gateway: refused a key no user registered");
-            return Ok(Auth::reject());
+impl river_ssh::Handler for Gateway {
+    async fn login(&mut self, _user: &str, key: &PublicKey, proven: bool) -> bool {
+        let Some(caller) = self.owner(key).await else {
+            if proven {
+                tracing::info!(remote = %self.remote, "ssh gateway: refused a key no user registered");
+            }
+            return false;
         };
+        if !proven {
+            return true;
+        }
         tracing::info!(remote = %self.remote, who = %caller.actor(), "ssh gateway: logged in");
         if let Caller::User { name, .. } = &caller {
             self.held = self
@@ -268,94 +235,56 @@ impl russh::server::Handler for Gateway {
                 .hold(name, crate::sessions::Closer::Ssh(self.cut.clone()));
             if self.held.is_none() {
                 tracing::warn!(remote = %self.remote, who = %caller.actor(), "ssh gateway: refused, too many connections of theirs");
-                return Ok(Auth::reject());
+                return false;
             }
         }
         // Read again now that it is held: a removal that landed meanwhile is seen here, or it
         // found the session held.
-        if self.owner(key.public_key).await.is_none() {
+        if self.owner(key).await.is_none() {
             self.held = None;
-            return Ok(Auth::reject());
+            return false;
         }
         self.caller = Some(caller);
         self.logged_in.store(true, Ordering::SeqCst);
-        Ok(Auth::Accept)
+        true
     }
 
-    async fn channel_open_session(
-        &mut self,
-        _channel: Channel<Msg>,
-        reply: ChannelOpenHandle,
-        _session: &mut Session,
-    ) -> Result<(), Self::Error> {
-        // Only to say how the gateway is used, once the client asks for a shell or a command.
-        reply.accept().await;
-        Ok(())
+    /// A session on the gateway itself only says how the gateway is used, once the client asks
+    /// for a shell or a command.
+    fn session(&mut self, channel: SessionChannel) {
+        tokio::spawn(async move {
+            let (mut events, out) = channel.split();
+            while let Some(event) = events.next().await {
+                if let Event::Shell | Event::Exec(_) = event {
+                    let _ = out.stderr(USAGE.as_bytes()).await;
+                    let _ = out.exit_status(1).await;
+                    out.finish().await;
+                    return;
+                }
+            }
+        });
     }
 
-    async fn shell_request(&mut self, channel: ChannelId, session: &mut Session) -> Result<(), Self::Error> {
-        usage(channel, session)
-    }
-
-    async fn exec_request(
-        &mut self,
-        channel: ChannelId,
-        _data: &[u8],
-        session: &mut Session,
-    ) -> Result<(), Self::Error> {
-        usage(channel, session)
-    }
-
-    async fn channel_open_direct_tcpip(
-        &mut self,
-        channel: Channel<Msg>,
-        host_to_connect: &str,
-        port_to_connect: u32,
-        _originator_address: &str,
-        _originator_port: u32,
-        reply: ChannelOpenHandle,
-        _session: &mut Session,
-    ) -> Result<(), Self::Error> {
+    async fn direct_tcpip(&mut self, host: &str, port: u32) -> Result<Relay, Refusal> {
         let Some(caller) = self.caller.clone() else {
-            reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
-            return Ok(());
+            return Err(Refusal::Prohibited("log in first".into()));
         };
-        let (Some(task), Ok(port)) = (task_of(host_to_connect), u16::try_from(port_to_connect)) else {
-            reply
-                .reject(ChannelOpenFailure::Other {
-                    code: 2,
-                    reason: format!("{host_to_connect}: name a task as vps-ID or task-ID (e.g. root@vps-12)"),
-                })
-                .await;
-            return Ok(());
+        let (Some(task), Ok(port)) = (task_of(host), u16::try_from(port)) else {
+            return Err(Refusal::ConnectFailed(format!(
+                "{host}: name a task as vps-ID or task-ID (e.g. root@vps-12)"
+            )));
         };
-        let ctx = self.ctx.clone();
-        let opened = crate::terminal::open_tcp(&ctx, &caller, task, port).await;
-        match opened {
+        match crate::terminal::open_tcp(&self.ctx, &caller, task, port).await {
             Ok((send, recv)) => {
-                reply.accept().await;
                 tracing::info!(who = %caller.actor(), task, port, "ssh gateway: relaying");
-                tokio::spawn(async move {
-                    let mut ch = channel.into_stream();
-                    let mut mesh = tokio::io::join(recv, send);
-                    let _ = tokio::io::copy_bidirectional(&mut ch, &mut mesh).await;
-                });
+                Ok(Box::new(tokio::io::join(recv, send)))
             }
             Err(why) => {
                 tracing::info!(who = %caller.actor(), task, port, "ssh gateway: refused: {why}");
-                reply.reject(ChannelOpenFailure::Other { code: 1, reason: why }).await;
+                Err(Refusal::Prohibited(why))
             }
         }
-        Ok(())
     }
-}
-
-fn usage(channel: ChannelId, session: &mut Session) -> Result<(), russh::Error> {
-    session.channel_success(channel)?;
-    session.extended_data(channel, 1, USAGE.as_bytes().to_vec())?;
-    session.exit_status_request(channel, 1)?;
-    session.eof(channel)?;
-    session.close(channel)
 }
 
 #[cfg(test)]

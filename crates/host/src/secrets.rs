@@ -46,11 +46,11 @@ impl HostKeys {
     }
 
     /// The SSH gateway's host key.
-    pub(crate) fn gateway_key(&self) -> russh::keys::PrivateKey {
+    pub(crate) fn gateway_key(&self) -> river_ssh::HostKey {
         let seed = ring::hmac::sign(&self.0, b"river ssh gateway host key v1");
         let mut s = [0u8; 32];
         s.copy_from_slice(&seed.as_ref()[..32]);
-        host_key(&s)
+        river_ssh::HostKey::from_seed(&s)
     }
 
     /// The seed of VPS `id`'s host key, hex.
@@ -59,11 +59,6 @@ impl HostKeys {
         msg.extend_from_slice(&id.to_be_bytes());
         Secret(hex::encode(ring::hmac::sign(&self.0, &msg).as_ref()))
     }
-}
-
-/// The gateway's host key, from the host's secret like the VPSs' (so it survives restarts).
-fn host_key(seed: &[u8; 32]) -> russh::keys::PrivateKey {
-    russh::keys::PrivateKey::from(russh::keys::ssh_key::private::Ed25519Keypair::from_seed(seed))
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! SSH for VPSs, served by the runner itself (russh), so it works with any image: no sshd in the
+//! SSH for VPSs, served by the runner itself (over `river-ssh`), so it works with any image: no sshd in the
 //! image, nothing installed at start, no internet. The host opens an `Ssh` stream once it has
 //! checked the user may reach the VPS, and sends the VPS's authorized keys and host key with it;
 //! the stream's bytes are then one SSH connection, with the runner as the server. The runner
@@ -15,9 +15,7 @@ use futures_util::StreamExt as _;
 use river_docker::{ExecRequest, Output, Runtime};
 use river_mesh::{send_msg, RecvStream, SendStream};
 use river_proto::msg::{ForwardReply, SshServe};
-use russh::keys::{PrivateKey, PublicKey};
-use russh::server::{Auth, ChannelOpenHandle, Msg, Session};
-use russh::{Channel, ChannelId, ChannelMsg, ChannelOpenFailure, ChannelReadHalf, ChannelWriteHalf, MethodKind};
+use river_ssh::{Event, HostKey, Incoming, Outgoing, PublicKey, Refusal, Relay, SessionChannel};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,7 +33,7 @@ pub(crate) async fn serve(exec: Arc<Executor>, req: SshServe, mut send: SendStre
             Some(pid) => pid,
             None => return Err(format!("task {} is not a VPS", req.task)),
         };
-        let key = host_key(&req.host_key.0).ok_or("the host sent an unusable SSH host key")?;
+        let key = HostKey::from_hex_seed(&req.host_key.0).ok_or("the host sent an unusable SSH host key")?;
         Ok::<_, String>((rt, pid, key))
     };
     let (rt, pid, host_key) = match ready.await {
@@ -51,7 +49,7 @@ pub(crate) async fn serve(exec: Arc<Executor>, req: SshServe, mut send: SendStre
     let keys: Vec<PublicKey> = req
         .keys
         .iter()
-        .filter_map(|k| match PublicKey::from_openssh(k) {
+        .filter_map(|k| match PublicKey::parse(k) {
             Ok(k) => Some(k),
             Err(e) => {
                 tracing::warn!(task = req.task, "an authorized key does not parse: {e}");
@@ -62,15 +60,13 @@ pub(crate) async fn serve(exec: Arc<Executor>, req: SshServe, mut send: SendStre
     if send_msg(&mut send, &ForwardReply::Ok).await.is_err() {
         return;
     }
-    let config = russh::server::Config {
-        server_id: russh::SshId::Standard("SSH-2.0-river".into()),
-        methods: russh::MethodSet::from(&[MethodKind::PublicKey][..]),
-        auth_rejection_time: Duration::from_millis(300),
-        auth_rejection_time_initial: Some(Duration::ZERO),
-        keys: vec![host_key],
+    let config = river_ssh::Config {
+        name: "river".into(),
+        host_key,
+        subsystems: vec!["sftp".into()],
         // A session left idle for days is a VPS's normal life; the mesh notices a dead peer.
-        inactivity_timeout: None,
-        ..Default::default()
+        keepalive: None,
+        greeting: GREETING,
     };
     let conn = Conn {
         task: req.task,
@@ -79,22 +75,13 @@ pub(crate) async fn serve(exec: Arc<Executor>, req: SshServe, mut send: SendStre
         user: None,
     };
     let stream = tokio::io::join(recv, send);
-    match russh::server::run_stream(Arc::new(config), stream, conn).await {
-        Ok(session) => {
-            if let Err(e) = session.await {
-                tracing::debug!(task = req.task, "ssh session ended: {e}");
-            }
-        }
-        Err(e) => tracing::debug!(task = req.task, "ssh handshake: {e}"),
+    if let Err(e) = river_ssh::serve(stream, config, conn, std::future::pending()).await {
+        tracing::debug!(task = req.task, "ssh: {e}");
     }
 }
 
-/// The host key from its Ed25519 seed (hex).
-fn host_key(seed_hex: &str) -> Option<PrivateKey> {
-    let seed: [u8; 32] = hex::decode(seed_hex).ok()?.try_into().ok()?;
-    let pair = russh::keys::ssh_key::private::Ed25519Keypair::from_seed(&seed);
-    Some(PrivateKey::from(pair))
-}
+/// How long a client has to greet once its stream is open.
+const GREETING: Duration = Duration::from_secs(30);
 
 /// The container a connection's sessions run in.
 struct Vps {
@@ -112,141 +99,39 @@ struct Conn {
     user: Option<String>,
 }
 
-impl Conn {
-    fn knows(&self, key: &PublicKey) -> bool {
-        self.keys.iter().any(|k| k.key_data() == key.key_data())
-    }
-}
-
-impl russh::server::Handler for Conn {
-    type Error = russh::Error;
-
-    async fn auth_publickey_offered(
-        &mut self,
-        _user: &str,
-        offer: russh::server::PublicKeyOffer<'_>,
-    ) -> Result<Auth, Self::Error> {
-        Ok(if self.knows(offer.public_key) {
-            Auth::Accept
-        } else {
-            Auth::reject()
-        })
-    }
-
-    async fn auth_publickey(
-        &mut self,
-        user: &str,
-        key: russh::server::VerifiedPublicKey<'_>,
-    ) -> Result<Auth, Self::Error> {
-        if !self.knows(key.public_key) {
+impl river_ssh::Handler for Conn {
+    async fn login(&mut self, user: &str, key: &PublicKey, proven: bool) -> bool {
+        let known = self.keys.iter().any(|k| k.same_key(key));
+        if proven && !known {
             tracing::info!(task = self.task, "ssh: refused a key the VPS does not know");
-            return Ok(Auth::reject());
+        } else if proven {
+            tracing::info!(task = self.task, user, "ssh: logged in");
+            self.user = Some(user.to_owned());
         }
-        tracing::info!(task = self.task, user, "ssh: logged in");
-        self.user = Some(user.to_owned());
-        Ok(Auth::Accept)
+        known
     }
 
-    async fn channel_open_session(
-        &mut self,
-        channel: Channel<Msg>,
-        reply: ChannelOpenHandle,
-        _session: &mut Session,
-    ) -> Result<(), Self::Error> {
-        reply.accept().await;
+    fn session(&mut self, channel: SessionChannel) {
         let (vps, user) = (self.vps.clone(), self.user.clone());
         tokio::spawn(async move {
             let (read, write) = channel.split();
             run_session(&vps, user, read, &write).await;
-            let _ = write.eof().await;
-            let _ = write.close().await;
+            write.finish().await;
         });
-        Ok(())
     }
 
-    async fn channel_open_direct_tcpip(
-        &mut self,
-        channel: Channel<Msg>,
-        host_to_connect: &str,
-        port_to_connect: u32,
-        _originator_address: &str,
-        _originator_port: u32,
-        reply: ChannelOpenHandle,
-        _session: &mut Session,
-    ) -> Result<(), Self::Error> {
-        let Some(addr) = target(host_to_connect, port_to_connect) else {
-            reply
-                .reject(ChannelOpenFailure::Other {
-                    code: 2,
-                    reason: format!("{host_to_connect}: give an IP address or localhost"),
-                })
-                .await;
-            return Ok(());
+    async fn direct_tcpip(&mut self, host: &str, port: u32) -> Result<Relay, Refusal> {
+        let Some(addr) = target(host, port) else {
+            return Err(Refusal::ConnectFailed(format!(
+                "{host}: give an IP address or localhost"
+            )));
         };
         match crate::forward::connect_to_in(Some(self.vps.pid), addr).await {
-            Ok(mut tcp) => {
-                reply.accept().await;
-                tokio::spawn(async move {
-                    let mut ch = channel.into_stream();
-                    let _ = tokio::io::copy_bidirectional(&mut ch, &mut tcp).await;
-                });
-            }
+            Ok(tcp) => Ok(Box::new(tcp)),
             Err(e) => {
                 tracing::debug!(task = self.task, %addr, "ssh -L: {e}");
-                reply.reject(ChannelOpenFailure::ConnectFailed).await;
+                Err(Refusal::ConnectFailed(format!("{addr}: {e}")))
             }
-        }
-        Ok(())
-    }
-
-    // Requests are answered here; the session's own task (which sees them too, in order) acts.
-    async fn pty_request(
-        &mut self,
-        channel: ChannelId,
-        _term: &str,
-        _col_width: u32,
-        _row_height: u32,
-        _pix_width: u32,
-        _pix_height: u32,
-        _modes: &[(russh::Pty, u32)],
-        session: &mut Session,
-    ) -> Result<(), Self::Error> {
-        session.channel_success(channel)
-    }
-
-    async fn env_request(
-        &mut self,
-        channel: ChannelId,
-        _name: &str,
-        _value: &str,
-        session: &mut Session,
-    ) -> Result<(), Self::Error> {
-        session.channel_success(channel)
-    }
-
-    async fn shell_request(&mut self, channel: ChannelId, session: &mut Session) -> Result<(), Self::Error> {
-        session.channel_success(channel)
-    }
-
-    async fn exec_request(
-        &mut self,
-        channel: ChannelId,
-        _data: &[u8],
-        session: &mut Session,
-    ) -> Result<(), Self::Error> {
-        session.channel_success(channel)
-    }
-
-    async fn subsystem_request(
-        &mut self,
-        channel: ChannelId,
-        name: &str,
-        session: &mut Session,
-    ) -> Result<(), Self::Error> {
-        if name == "sftp" {
-            session.channel_success(channel)
-        } else {
-            session.channel_failure(channel)
         }
     }
 }
@@ -300,11 +185,6 @@ fn command(start: &Start) -> Vec<String> {
     vec!["/bin/sh".into(), "-c".into(), script]
 }
 
-/// A terminal dimension as the engine takes it.
-fn clamp(v: u32) -> u16 {
-    u16::try_from(v).unwrap_or(u16::MAX)
-}
-
 fn valid_env_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
@@ -313,31 +193,18 @@ fn valid_env_name(name: &str) -> bool {
 
 /// One session channel: its requests (pty, environment) until one starts something, then that
 /// command's input, output, window size and exit status.
-async fn run_session(vps: &Vps, user: Option<String>, mut read: ChannelReadHalf, write: &ChannelWriteHalf<Msg>) {
+async fn run_session(vps: &Vps, user: Option<String>, mut read: Incoming, write: &Outgoing) {
     let mut pty: Option<(String, u16, u16)> = None;
     let mut env: Vec<String> = Vec::new();
     let start = loop {
-        match read.wait().await {
-            None | Some(ChannelMsg::Close | ChannelMsg::Eof) => return,
-            Some(ChannelMsg::RequestPty {
-                term,
-                col_width,
-                row_height,
-                ..
-            }) => {
-                pty = Some((term, clamp(row_height), clamp(col_width)));
-            }
-            Some(ChannelMsg::SetEnv {
-                variable_name,
-                variable_value,
-                ..
-            }) if valid_env_name(&variable_name) => env.push(format!("{variable_name}={variable_value}")),
-            Some(ChannelMsg::RequestShell { .. }) => break Start::Shell,
-            Some(ChannelMsg::Exec { command, .. }) => {
-                break Start::Exec(String::from_utf8_lossy(&command).into_owned())
-            }
-            Some(ChannelMsg::RequestSubsystem { name, .. }) if name == "sftp" => break Start::Sftp,
-            Some(ChannelMsg::RequestSubsystem { .. }) => return,
+        match read.next().await {
+            None | Some(Event::Eof) => return,
+            Some(Event::Pty { term, cols, rows }) => pty = Some((term, rows, cols)),
+            Some(Event::Env { name, value }) if valid_env_name(&name) => env.push(format!("{name}={value}")),
+            Some(Event::Shell) => break Start::Shell,
+            Some(Event::Exec(command)) => break Start::Exec(String::from_utf8_lossy(&command).into_owned()),
+            Some(Event::Subsystem(name)) if name == "sftp" => break Start::Sftp,
+            Some(Event::Subsystem(_)) => return,
             Some(_) => {}
         }
     };
@@ -359,7 +226,7 @@ async fn run_session(vps: &Vps, user: Option<String>, mut read: ChannelReadHalf,
         Ok(e) => e,
         Err(e) => {
             let msg = format!("river: could not start the session in the VPS: {e}\r\n");
-            let _ = write.extended_data(1, msg.as_bytes()).await;
+            let _ = write.stderr(msg.as_bytes()).await;
             let _ = write.exit_status(255).await;
             return;
         }
@@ -371,7 +238,7 @@ async fn run_session(vps: &Vps, user: Option<String>, mut read: ChannelReadHalf,
         while let Some(chunk) = exec.output.next().await {
             let sent = match chunk {
                 Ok(Output::Stdout(b)) => write.data(&b[..]).await,
-                Ok(Output::Stderr(b)) => write.extended_data(1, &b[..]).await,
+                Ok(Output::Stderr(b)) => write.stderr(&b[..]).await,
                 Err(e) => {
                     tracing::debug!("ssh session output: {e}");
                     break;
@@ -384,23 +251,20 @@ async fn run_session(vps: &Vps, user: Option<String>, mut read: ChannelReadHalf,
     };
     let input = async {
         let mut open = true;
-        while let Some(msg) = read.wait().await {
-            match msg {
-                ChannelMsg::Data { data } if open => {
+        while let Some(event) = read.next().await {
+            match event {
+                Event::Data(data) if open => {
                     let written = exec.input.write_all(&data).await.is_ok() && exec.input.flush().await.is_ok();
                     open = written;
                 }
-                ChannelMsg::WindowChange {
-                    col_width, row_height, ..
-                } if tty => {
-                    let _ = vps.rt.resize_exec(&exec.id, clamp(row_height), clamp(col_width)).await;
+                Event::Resize { cols, rows } if tty => {
+                    let _ = vps.rt.resize_exec(&exec.id, rows, cols).await;
                 }
                 // A terminal has no end of input (closing it hangs the program up); a pipe does.
-                ChannelMsg::Eof if !tty => {
+                Event::Eof if !tty => {
                     let _ = exec.input.shutdown().await;
                     open = false;
                 }
-                ChannelMsg::Close => break,
                 _ => {}
             }
         }
@@ -430,24 +294,23 @@ async fn run_session(vps: &Vps, user: Option<String>, mut read: ChannelReadHalf,
 }
 
 /// The `sftp` subsystem (also what `scp` uses): river's own server, inside the container's files.
-async fn sftp(vps: &Vps, user: Option<String>, mut read: ChannelReadHalf, write: &ChannelWriteHalf<Msg>) {
+async fn sftp(vps: &Vps, user: Option<String>, mut read: Incoming, write: &Outgoing) {
     use tokio::io::AsyncReadExt as _;
     let user = user.filter(|u| !u.is_empty());
     let sock = match crate::sftp::start(vps.pid, user) {
         Ok(s) => s,
         Err(e) => {
-            let _ = write.extended_data(1, format!("river: sftp: {e}\r\n").as_bytes()).await;
+            let _ = write.stderr(format!("river: sftp: {e}\r\n").as_bytes()).await;
             let _ = write.exit_status(1).await;
             return;
         }
     };
     let (mut from_server, mut to_server) = sock.into_split();
     let input = async {
-        while let Some(msg) = read.wait().await {
-            match msg {
-                ChannelMsg::Data { data } if to_server.write_all(&data).await.is_err() => break,
-                ChannelMsg::Data { .. } => {}
-                ChannelMsg::Eof | ChannelMsg::Close => break,
+        while let Some(event) = read.next().await {
+            match event {
+                Event::Data(data) if to_server.write_all(&data).await.is_err() => break,
+                Event::Eof => break,
                 _ => {}
             }
         }
@@ -485,16 +348,6 @@ mod tests {
         assert_eq!(target("[::1]", 22), Some("[::1]:22".parse().unwrap()));
         assert_eq!(target("example.com", 80), None, "no name lookups outside the container");
         assert_eq!(target("localhost", 70_000), None);
-    }
-
-    #[test]
-    fn host_keys_come_from_their_seed() {
-        let seed = "11".repeat(32);
-        let a = host_key(&seed).unwrap();
-        assert_eq!(a.public_key(), host_key(&seed).unwrap().public_key());
-        assert_ne!(a.public_key(), host_key(&"22".repeat(32)).unwrap().public_key());
-        assert!(host_key("zz").is_none());
-        assert!(host_key(&"11".repeat(31)).is_none());
     }
 
     #[test]
