@@ -16,9 +16,9 @@ mod pin;
 pub(crate) mod process;
 mod pump;
 
-use crate::terminal::Started;
+use crate::terminal::{Command, Started};
 use futures_util::future::BoxFuture;
-use river_proto::msg::{Assigned, Signal, TaskPlacement, TaskSpec, TerminalOpen};
+use river_proto::msg::{Assigned, Signal, TaskPlacement, TaskSpec};
 use std::path::PathBuf;
 
 /// What every backend knows of its node.
@@ -149,8 +149,8 @@ pub(crate) trait Backend: Send + Sync {
     /// Removes what is left of the work, running or not (`vps`: with what only a VPS has).
     fn remove(&self, id: u64, vps: bool) -> BoxFuture<'_, Result<(), String>>;
 
-    /// Starts a command in the running work, for `river connect`.
-    fn terminal<'a>(&'a self, req: &'a TerminalOpen) -> BoxFuture<'a, Result<Started, String>>;
+    /// Starts a command in the running work (`river connect`, a VPS's SSH sessions).
+    fn exec<'a>(&'a self, cmd: &'a Command) -> BoxFuture<'a, Result<Started, String>>;
 
     /// The process whose network namespace the work's ports are in (`None`: the node's own).
     fn network(&self, id: u64) -> BoxFuture<'_, Result<Option<i64>, String>>;

@@ -133,11 +133,6 @@ impl Executor {
         }
     }
 
-    /// The container of task `id` on the node's engine.
-    pub(crate) fn container_name(&self, id: u64) -> String {
-        self.docker.name(id)
-    }
-
     /// The session's connection to the host, or `None` between sessions.
     pub fn set_host(&self, conn: Option<river_mesh::Connection>) {
         self.host.send_replace(conn);
@@ -178,8 +173,13 @@ impl Executor {
         send: &mut river_mesh::SendStream,
         recv: &mut river_mesh::RecvStream,
     ) -> Result<(), river_mesh::FramedError> {
-        let started = self.backend_of(req.task).terminal(&req).await;
+        let started = self.exec_in(&crate::terminal::Command::of(&req)).await;
         crate::terminal::serve(started, req, send, recv).await
+    }
+
+    /// Starts a command in task `cmd.task`'s running work.
+    pub(crate) async fn exec_in(&self, cmd: &crate::terminal::Command) -> Result<crate::terminal::Started, String> {
+        self.backend_of(cmd.task).exec(cmd).await
     }
 
     /// Runs `work` until it ends or the runner stops.

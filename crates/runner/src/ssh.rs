@@ -4,15 +4,17 @@
 //! the stream's bytes are then one SSH connection, with the runner as the server. The runner
 //! listens on no port: SSH reaches a node only through the mesh.
 //!
-//! Sessions run inside the container through the engine's exec API: a login shell with a
-//! pseudo-terminal, a command (through `sh -c`, as sshd does) with its exit status. The `sftp`
+//! Sessions run inside the VPS through its backend's `exec` (the engine's exec API for a
+//! container): a login shell with a pseudo-terminal, a command (through `sh -c`, as sshd does)
+//! with its exit status. The `sftp`
 //! subsystem (and so `scp`) is river's own server working inside the container's files (see
 //! `sftp.rs`), so the image needs no `sftp-server`. `direct-tcpip` channels (`ssh -L`, `-D`)
 //! connect from inside the container's network namespace.
 
 use crate::exec::Executor;
+use crate::terminal::{Command, Started};
 use futures_util::StreamExt as _;
-use river_docker::{ExecRequest, Output, Runtime};
+use river_docker::Output;
 use river_mesh::{send_msg, RecvStream, SendStream};
 use river_proto::msg::{ForwardReply, SshServe};
 use river_ssh::{Event, HostKey, Incoming, Outgoing, PublicKey, Refusal, Relay, SessionChannel};
@@ -24,19 +26,14 @@ use tokio::io::AsyncWriteExt as _;
 /// Serves one SSH connection to VPS `req.task` on this stream.
 pub(crate) async fn serve(exec: Arc<Executor>, req: SshServe, mut send: SendStream, recv: RecvStream) {
     let ready = async {
-        let rt = exec
-            .docker()
-            .await
-            .map_err(|e| format!("the node's Docker engine: {e}"))?
-            .clone();
         let pid = match exec.network_of(req.task).await? {
             Some(pid) => pid,
             None => return Err(format!("task {} is not a VPS", req.task)),
         };
         let key = HostKey::from_hex_seed(&req.host_key.0).ok_or("the host sent an unusable SSH host key")?;
-        Ok::<_, String>((rt, pid, key))
+        Ok::<_, String>((pid, key))
     };
-    let (rt, pid, host_key) = match ready.await {
+    let (pid, host_key) = match ready.await {
         Ok(r) => r,
         Err(why) => {
             let _ = send_msg(&mut send, &ForwardReply::Refused(why)).await;
@@ -44,7 +41,6 @@ pub(crate) async fn serve(exec: Arc<Executor>, req: SshServe, mut send: SendStre
             return;
         }
     };
-    let container = exec.container_name(req.task);
     // A key that does not parse lets no one in; the others still work.
     let keys: Vec<PublicKey> = req
         .keys
@@ -70,7 +66,11 @@ pub(crate) async fn serve(exec: Arc<Executor>, req: SshServe, mut send: SendStre
     };
     let conn = Conn {
         task: req.task,
-        vps: Arc::new(Vps { rt, container, pid }),
+        vps: Arc::new(Vps {
+            exec,
+            task: req.task,
+            pid,
+        }),
         keys,
         user: None,
     };
@@ -85,8 +85,8 @@ const GREETING: Duration = Duration::from_secs(30);
 
 /// The container a connection's sessions run in.
 struct Vps {
-    rt: Runtime,
-    container: String,
+    exec: Arc<Executor>,
+    task: u64,
     /// Its first process, whose network namespace `direct-tcpip` connects from.
     pid: i64,
 }
@@ -212,17 +212,24 @@ async fn run_session(vps: &Vps, user: Option<String>, mut read: Incoming, write:
         return sftp(vps, user, read, write).await;
     }
     let tty = pty.is_some();
-    if let Some((term, _, _)) = pty.as_ref().filter(|_| tty) {
+    let (rows, cols) = pty.as_ref().map_or((0, 0), |(_, r, c)| (*r, *c));
+    if let Some((term, _, _)) = &pty {
         env.push(format!("TERM={term}"));
     }
-    let req = ExecRequest {
-        cmd: command(&start),
+    let cmd = Command {
+        task: vps.task,
+        argv: command(&start),
         tty,
+        rows,
+        cols,
         env,
         user: user.filter(|u| !u.is_empty()),
-        workdir: None,
     };
-    let mut exec = match vps.rt.exec_as(&vps.container, req).await {
+    let Started {
+        output: mut exec_output,
+        input: mut exec_input,
+        control,
+    } = match vps.exec.exec_in(&cmd).await {
         Ok(e) => e,
         Err(e) => {
             let msg = format!("river: could not start the session in the VPS: {e}\r\n");
@@ -231,11 +238,8 @@ async fn run_session(vps: &Vps, user: Option<String>, mut read: Incoming, write:
             return;
         }
     };
-    if let Some((_, rows, cols)) = pty.filter(|_| tty).filter(|(_, r, c)| *r > 0 && *c > 0) {
-        let _ = vps.rt.resize_exec(&exec.id, rows, cols).await;
-    }
     let output = async {
-        while let Some(chunk) = exec.output.next().await {
+        while let Some(chunk) = exec_output.next().await {
             let sent = match chunk {
                 Ok(Output::Stdout(b)) => write.data(&b[..]).await,
                 Ok(Output::Stderr(b)) => write.stderr(&b[..]).await,
@@ -254,15 +258,13 @@ async fn run_session(vps: &Vps, user: Option<String>, mut read: Incoming, write:
         while let Some(event) = read.next().await {
             match event {
                 Event::Data(data) if open => {
-                    let written = exec.input.write_all(&data).await.is_ok() && exec.input.flush().await.is_ok();
+                    let written = exec_input.write_all(&data).await.is_ok() && exec_input.flush().await.is_ok();
                     open = written;
                 }
-                Event::Resize { cols, rows } if tty => {
-                    let _ = vps.rt.resize_exec(&exec.id, rows, cols).await;
-                }
+                Event::Resize { cols, rows } if tty => control.resize(rows, cols).await,
                 // A terminal has no end of input (closing it hangs the program up); a pipe does.
                 Event::Eof if !tty => {
-                    let _ = exec.input.shutdown().await;
+                    let _ = exec_input.shutdown().await;
                     open = false;
                 }
                 _ => {}
@@ -272,24 +274,20 @@ async fn run_session(vps: &Vps, user: Option<String>, mut read: Incoming, write:
         // without this a shell left by a vanished client would wait in the VPS for ever. (First:
         // ending the input below also ends the engine's output stream, and with it this future.)
         if tty {
-            if let Some(pid) = vps.rt.exec_pid(&exec.id).await {
+            if let Some(pid) = control.pid().await {
                 hang_up(pid);
             }
         }
         // The command's input ends; its output decides when it is over.
-        let _ = exec.input.shutdown().await;
+        let _ = exec_input.shutdown().await;
         std::future::pending::<()>().await;
     };
     tokio::select! {
         () = output => {}
         () = input => {}
     }
-    // The exec's output ends when the command exits.
-    let status = vps
-        .rt
-        .exec_exit(&exec.id)
-        .await
-        .map_or(255, |c| u32::try_from(c).unwrap_or(255));
+    // The command's output ends when it exits.
+    let status = control.exit().await.map_or(255, |c| u32::try_from(c).unwrap_or(255));
     let _ = write.exit_status(status).await;
 }
 

@@ -21,12 +21,43 @@ fn shell() -> Vec<String> {
     .to_vec()
 }
 
-/// What the user asked to run: their command, or a shell.
-pub(crate) fn command(req: &TerminalOpen) -> Vec<String> {
-    if req.command.is_empty() {
-        shell()
-    } else {
-        req.command.clone()
+/// A command to start in a task's work: for `river connect` (a `Terminal` stream) or an SSH
+/// session into a VPS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Command {
+    pub task: u64,
+    pub argv: Vec<String>,
+    /// On a pseudo-terminal of `rows` × `cols` (0: not known); else on pipes, stdout and stderr
+    /// apart.
+    pub tty: bool,
+    pub rows: u16,
+    pub cols: u16,
+    /// `NAME=value`, on top of the work's own.
+    pub env: Vec<String>,
+    /// Who it runs as inside the work (`None`: the work's own user).
+    pub user: Option<String>,
+}
+
+impl Command {
+    /// What a `Terminal` stream asks to run: its command, or a shell.
+    pub(crate) fn of(req: &TerminalOpen) -> Self {
+        Self {
+            task: req.task,
+            argv: if req.command.is_empty() {
+                shell()
+            } else {
+                req.command.clone()
+            },
+            tty: req.tty,
+            rows: req.rows,
+            cols: req.cols,
+            env: if req.tty {
+                vec!["TERM=xterm-256color".into()]
+            } else {
+                Vec::new()
+            },
+            user: None,
+        }
     }
 }
 
@@ -40,6 +71,8 @@ pub(crate) struct Started {
 /// The rest of a started command: its window and how it ended.
 pub(crate) trait Control: Send + Sync {
     fn resize(&self, rows: u16, cols: u16) -> BoxFuture<'_, ()>;
+    /// Its process while it runs (as the node sees it), to hang its terminal up.
+    fn pid(&self) -> BoxFuture<'_, Option<i64>>;
     /// The exit code, once the output has ended (`None`: unknown).
     fn exit(&self) -> BoxFuture<'_, Option<i64>>;
 }
@@ -57,27 +90,38 @@ impl Control for DockerExec {
         })
     }
 
+    fn pid(&self) -> BoxFuture<'_, Option<i64>> {
+        Box::pin(self.rt.exec_pid(&self.id))
+    }
+
     fn exit(&self) -> BoxFuture<'_, Option<i64>> {
         Box::pin(self.rt.exec_exit(&self.id))
     }
 }
 
 /// Starts the command in `container`, or says why not.
-pub(crate) async fn in_container(rt: &Runtime, container: &str, req: &TerminalOpen) -> Result<Started, String> {
+pub(crate) async fn in_container(rt: &Runtime, container: &str, cmd: &Command) -> Result<Started, String> {
     let running = rt.status(container).await.is_ok_and(|s| s.running && !s.paused);
     if !running {
-        return Err(format!("task {} is not running here", req.task));
+        return Err(format!("task {} is not running here", cmd.task));
     }
+    let req = river_docker::ExecRequest {
+        cmd: cmd.argv.clone(),
+        tty: cmd.tty,
+        env: cmd.env.clone(),
+        user: cmd.user.clone().filter(|u| !u.is_empty()),
+        workdir: None,
+    };
     let exec = rt
-        .exec(container, command(req), req.tty)
+        .exec_as(container, req)
         .await
         .map_err(|e| format!("could not start the command: {e}"))?;
     let control = DockerExec {
         rt: rt.clone(),
         id: exec.id,
     };
-    if req.tty && req.rows > 0 && req.cols > 0 {
-        control.resize(req.rows, req.cols).await;
+    if cmd.tty && cmd.rows > 0 && cmd.cols > 0 {
+        control.resize(cmd.rows, cmd.cols).await;
     }
     Ok(Started {
         output: Box::pin(exec.output.map(|o| o.map_err(|e| e.to_string()))),

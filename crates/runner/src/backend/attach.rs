@@ -8,10 +8,9 @@
 
 use super::account::Ids;
 use super::process::Processes;
-use crate::terminal::{Control, Started};
+use crate::terminal::{Command, Control, Started};
 use futures_util::future::BoxFuture;
 use river_docker::Output;
-use river_proto::msg::TerminalOpen;
 use serde::{Deserialize, Serialize};
 use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -69,6 +68,13 @@ impl Control for Attached {
         })
     }
 
+    fn pid(&self) -> BoxFuture<'_, Option<i64>> {
+        Box::pin(async move {
+            let running = matches!(self.child.lock().await.try_wait(), Ok(None));
+            (running && self.pid > 0).then_some(i64::from(self.pid))
+        })
+    }
+
     fn exit(&self) -> BoxFuture<'_, Option<i64>> {
         Box::pin(async move {
             use std::os::unix::process::ExitStatusExt as _;
@@ -101,8 +107,13 @@ impl Drop for Attached {
 
 impl Processes {
     /// Starts the user's command in process task `req.task`, or says why not.
-    pub(super) async fn attach(&self, req: &TerminalOpen) -> Result<Started, String> {
+    pub(super) async fn attach(&self, req: &Command) -> Result<Started, String> {
         let id = req.task;
+        if req.user.is_some() {
+            return Err(format!(
+                "task {id} runs as its owner; a command in it cannot run as another user"
+            ));
+        }
         let cg = self.cgroup(id);
         if cg.pids().is_empty() {
             return Err(format!("task {id} is not running here"));
@@ -120,14 +131,14 @@ impl Processes {
             .arg(SHIM)
             .arg("river-connect")
             .arg(&saved.work)
-            .args(crate::terminal::command(req))
+            .args(&req.argv)
             .current_dir(&saved.scratch)
             .env_clear()
             .envs(saved.env.iter().map(|(k, v)| (k, v)))
+            .envs(req.env.iter().filter_map(|kv| kv.split_once('=')))
             .kill_on_drop(false);
         let fail = |e: std::io::Error| format!("node {} could not start the command: {e}", self.node().node);
         if req.tty {
-            cmd.env("TERM", "xterm-256color");
             let (master, slave) = open_pty().map_err(fail)?;
             if req.rows > 0 && req.cols > 0 {
                 let _ = set_size(&master, req.rows, req.cols);

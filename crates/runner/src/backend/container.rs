@@ -4,11 +4,11 @@
 
 use super::pump::pump_output;
 use super::{account, id_list, pin, Backend, Ended, Found, Job, Node, Refused, Seen};
-use crate::terminal::Started;
+use crate::terminal::{Command, Started};
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt as _;
 use river_docker::{ContainerSpec, Mount, Runtime};
-use river_proto::msg::{RunnerMsg, Signal, TaskPlacement, TaskSpec, TerminalOpen};
+use river_proto::msg::{RunnerMsg, Signal, TaskPlacement, TaskSpec};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -346,8 +346,8 @@ impl Backend for Containers {
         self.remove_work(id, vps).boxed()
     }
 
-    fn terminal<'a>(&'a self, req: &'a TerminalOpen) -> BoxFuture<'a, Result<Started, String>> {
-        async move { crate::terminal::in_container(self.runtime().await?, &self.name(req.task), req).await }.boxed()
+    fn exec<'a>(&'a self, cmd: &'a Command) -> BoxFuture<'a, Result<Started, String>> {
+        async move { crate::terminal::in_container(self.runtime().await?, &self.name(cmd.task), cmd).await }.boxed()
     }
 
     fn network(&self, id: u64) -> BoxFuture<'_, Result<Option<i64>, String>> {

@@ -2,10 +2,10 @@
 //! call is written down.
 
 use super::{Backend, Ended, Found, Job, Refused, Seen};
-use crate::terminal::Started;
+use crate::terminal::{Command, Started};
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt as _;
-use river_proto::msg::{Signal, TerminalOpen};
+use river_proto::msg::Signal;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use tokio::sync::watch;
@@ -190,8 +190,8 @@ impl Backend for Fake {
         std::future::ready(gone.map(|_| ()).ok_or_else(|| format!("task {id} is not here"))).boxed()
     }
 
-    fn terminal<'a>(&'a self, req: &'a TerminalOpen) -> BoxFuture<'a, Result<Started, String>> {
-        std::future::ready(Err(format!("task {}: the fake backend opens no terminals", req.task))).boxed()
+    fn exec<'a>(&'a self, cmd: &'a Command) -> BoxFuture<'a, Result<Started, String>> {
+        std::future::ready(Err(format!("task {}: the fake backend runs no commands", cmd.task))).boxed()
     }
 
     fn network(&self, id: u64) -> BoxFuture<'_, Result<Option<i64>, String>> {

@@ -13,10 +13,10 @@
 use super::account::{self, Ids};
 use super::{id_list, Backend, Ended, Found, Job, Node, Refused, Seen};
 use crate::cgroup::{Cgroup, Cgroups};
-use crate::terminal::Started;
+use crate::terminal::{Command, Started};
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt as _;
-use river_proto::msg::{Signal, TerminalOpen};
+use river_proto::msg::Signal;
 use std::collections::HashMap;
 use std::io::Read as _;
 use std::path::Path;
@@ -392,8 +392,8 @@ impl Backend for Processes {
         self.remove_work(id).boxed()
     }
 
-    fn terminal<'a>(&'a self, req: &'a TerminalOpen) -> BoxFuture<'a, Result<Started, String>> {
-        self.attach(req).boxed()
+    fn exec<'a>(&'a self, cmd: &'a Command) -> BoxFuture<'a, Result<Started, String>> {
+        self.attach(cmd).boxed()
     }
 
     fn network(&self, id: u64) -> BoxFuture<'_, Result<Option<i64>, String>> {
