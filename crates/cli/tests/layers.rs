@@ -181,7 +181,9 @@ fn the_host_imports_only_downwards() {
         "vps",
         "waiting",
     ];
-    let transports: &[&str] = &["api", "gateway", "join", "logs", "mesh", "rpc", "terminal", "udp"];
+    let transports: &[&str] = &[
+        "api", "gateway", "join", "logs", "mesh", "rpc", "terminal", "udp", "web",
+    ];
     let wrong = check_layers("host", &[base, services, transports]);
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }

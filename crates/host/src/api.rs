@@ -34,6 +34,10 @@ const NO_CALLER: &str = "this endpoint needs a river user certificate (curl --ca
 #[derive(Clone)]
 struct PeerCert(Peer);
 
+/// The user whose mesh connection carries this HTTP connection (a `StreamKind::Http` stream).
+#[derive(Clone)]
+struct MeshUser(String);
+
 pub(crate) async fn serve(ctx: Arc<Ctx>, listener: tokio::net::TcpListener, tls: Arc<rustls::ServerConfig>) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let app = router(ctx.clone());
@@ -81,6 +85,35 @@ pub(crate) async fn serve(ctx: Arc<Ctx>, listener: tokio::net::TcpListener, tls:
     }
 }
 
+/// Serves one HTTP/1.1 connection carried by a mesh stream of `user`'s connection (`river ui`
+/// relays the dashboard's requests this way): the same routes and rules as the HTTPS port, the
+/// caller being that user (read again for each request, like a certificate's).
+pub(crate) async fn serve_stream(
+    ctx: Arc<Ctx>,
+    user: String,
+    send: &mut river_mesh::SendStream,
+    recv: &mut river_mesh::RecvStream,
+) {
+    let app = router(ctx).layer(Extension(MeshUser(user.clone())));
+    let svc = hyper_util::service::TowerToHyperService::new(app);
+    let io = hyper_util::rt::TokioIo::new(tokio::io::join(recv, send));
+    if let Err(e) = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .keep_alive(false)
+        .serve_connection(io, svc)
+        .await
+    {
+        tracing::debug!(%user, "HTTP over the mesh: {e}");
+    }
+}
+
+/// The user `name` as they are now, unless removed or disabled.
+async fn user_caller(ctx: &Ctx, name: String) -> Option<Caller> {
+    let user = ctx.store.user(&name).await.ok()??;
+    (!user.disabled).then_some(Caller::User { name, role: user.role })
+}
+
 /// API callers are users with a current certificate; nodes have no business here.
 async fn caller(ctx: &Ctx, peer: Peer) -> Option<Caller> {
     let Peer::Known(Subject::User(name), info) = peer else {
@@ -89,8 +122,7 @@ async fn caller(ctx: &Ctx, peer: Peer) -> Option<Caller> {
     if ctx.store.is_revoked(&info.serial).await.unwrap_or(true) {
         return None;
     }
-    let user = ctx.store.user(&name).await.ok()??;
-    (!user.disabled).then_some(Caller::User { name, role: user.role })
+    user_caller(ctx, name).await
 }
 
 fn router(ctx: Arc<Ctx>) -> Router {
@@ -100,6 +132,13 @@ fn router(ctx: Arc<Ctx>) -> Router {
             "/api/openapi.json",
             get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
         )
+        .route("/", get(|| async { crate::web::asset("index.html") }))
+        .route(
+            "/ui/{file}",
+            get(|Path(f): Path<String>| async move { crate::web::asset(&f) }),
+        )
+        .route("/api/events", get(events))
+        .route("/api/whoami", get(|s, c| call(s, c, Request::WhoAmI)))
         .route("/api/status", get(|s, c| call(s, c, Request::Status)))
         .route("/api/nodes", get(|s, c| call(s, c, Request::NodeList)))
         .route("/api/nodes/{name}", get(node))
@@ -122,6 +161,7 @@ fn router(ctx: Arc<Ctx>) -> Router {
 async fn resolve(
     State(ctx): State<Arc<Ctx>>,
     peer: Option<Extension<PeerCert>>,
+    mesh: Option<Extension<MeshUser>>,
     mut req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> HttpResponse {
@@ -144,10 +184,25 @@ async fn resolve(
             None => Err("the Authorization header takes `Bearer rvk1.…` (an API token)"),
         },
         (None, Some(Extension(PeerCert(p)))) => caller(&ctx, p).await.ok_or(NO_CALLER),
-        (None, None) => Err(NO_CALLER),
+        (None, None) => match mesh {
+            Some(Extension(MeshUser(name))) => user_caller(&ctx, name).await.ok_or(NO_CALLER),
+            None => Err(NO_CALLER),
+        },
     };
     req.extensions_mut().insert(ApiCaller(who));
     next.run(req).await
+}
+
+/// The cluster's events, live, for anyone who may see its status.
+async fn events(State(ctx): State<Arc<Ctx>>, Extension(ApiCaller(caller)): Extension<ApiCaller>) -> HttpResponse {
+    let caller = match caller {
+        Ok(c) => c,
+        Err(why) => return error(StatusCode::UNAUTHORIZED, why),
+    };
+    if let Err(why) = rpc::authorize(&caller, &Request::Status) {
+        return error(StatusCode::FORBIDDEN, &why);
+    }
+    crate::web::events(&ctx)
 }
 
 async fn health() -> Json<serde_json::Value> {
@@ -221,6 +276,9 @@ async fn task(s: State<Arc<Ctx>>, c: Extension<ApiCaller>, Path(id): Path<u64>) 
 struct LogsQuery {
     #[serde(default)]
     stderr: bool,
+    /// `/output` only: go on with the output as it comes, until the task ends.
+    #[serde(default)]
+    follow: bool,
 }
 
 async fn task_logs(
@@ -248,7 +306,7 @@ async fn task_output(
     if let Err(why) = rpc::authorize(&caller, &Request::TaskLogs { id, stderr: q.stderr }) {
         return error(StatusCode::FORBIDDEN, &why);
     }
-    let recv = match crate::logs::open_logs(&ctx, &caller, id, q.stderr).await {
+    let recv = match crate::logs::open_logs(&ctx, &caller, id, q.stderr, q.follow).await {
         Ok(Some(recv)) => recv,
         Ok(None) => return ([(header::CONTENT_TYPE, "text/plain")], "").into_response(),
         Err(e) => {

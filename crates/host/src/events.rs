@@ -19,6 +19,8 @@ pub(crate) enum HostEvent {
     NodeOnline { name: String, why: String },
     /// Node `name` went offline: no heartbeat in time.
     NodeOffline { name: String },
+    /// Node `name` reported its usage (cores, memory, GPUs), now stored: with every heartbeat.
+    NodeUsage { name: String },
 }
 
 pub(crate) struct Events(broadcast::Sender<HostEvent>);
@@ -66,7 +68,7 @@ pub(crate) async fn record(ctx: Arc<Ctx>, mut events: broadcast::Receiver<HostEv
         let row = match &e {
             HostEvent::NodeOnline { name, why } => Some((format!("node {name}"), "node.online", why.clone())),
             HostEvent::NodeOffline { name } => Some(("host".to_owned(), "node.offline", name.clone())),
-            HostEvent::TaskChanged { .. } => None,
+            HostEvent::TaskChanged { .. } | HostEvent::NodeUsage { .. } => None,
         };
         if let Some((actor, action, detail)) = row {
             if let Err(err) = ctx.store.event(ctx.clock.now_ms(), &actor, action, &detail).await {

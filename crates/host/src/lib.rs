@@ -49,6 +49,7 @@ mod udp;
 mod users;
 mod vps;
 mod waiting;
+mod web;
 
 use anyhow::Context as _;
 use river_mesh::Endpoint;

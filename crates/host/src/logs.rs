@@ -46,27 +46,20 @@ pub(crate) async fn open_logs(
     caller: &Caller,
     id: u64,
     stderr: bool,
+    follow: bool,
 ) -> HostResult<Option<river_mesh::RecvStream>> {
     let Some(conn) = logs_source(ctx, caller, id).await? else {
         return Ok(None);
     };
     let (mut send, recv) = open(&conn, StreamKind::Logs).await?;
-    send_msg(
-        &mut send,
-        &LogsRequest {
-            id,
-            stderr,
-            follow: false,
-        },
-    )
-    .await?;
+    send_msg(&mut send, &LogsRequest { id, stderr, follow }).await?;
     let _ = send.finish();
     Ok(Some(recv))
 }
 
 /// A task's output so far, in one answer (at most 16 MiB: larger output is read as a stream).
 pub(crate) async fn logs(ctx: &Ctx, caller: &Caller, id: u64, stderr: bool) -> HostResult<Response> {
-    let Some(mut recv) = open_logs(ctx, caller, id, stderr).await? else {
+    let Some(mut recv) = open_logs(ctx, caller, id, stderr, false).await? else {
         return Ok(Response::Logs(Vec::new()));
     };
     let bytes = recv

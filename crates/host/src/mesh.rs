@@ -184,6 +184,10 @@ async fn stream(
         (StreamKind::Forward, Caller::User { .. }) => {
             crate::terminal::forward(ctx, conn, caller, &mut send, &mut recv).await
         }
+        (StreamKind::Http, Caller::User { name, .. }) => {
+            crate::api::serve_stream(ctx.clone(), name.clone(), &mut send, &mut recv).await;
+            Ok(())
+        }
         (kind, _) => {
             tracing::warn!(who = %caller.actor(), ?kind, "refused a stream kind this identity may not open");
             refuse(&mut send, &mut recv, STREAM_REFUSED);
@@ -320,8 +324,9 @@ async fn heartbeats(
                 why: "heartbeat".into(),
             });
         }
-        if let Err(e) = ctx.store.heartbeat(name, &hb.usage, now).await {
-            tracing::error!(node = %name, "recording heartbeat: {e}");
+        match ctx.store.heartbeat(name, &hb.usage, now).await {
+            Ok(()) => ctx.events.publish(HostEvent::NodeUsage { name: name.to_owned() }),
+            Err(e) => tracing::error!(node = %name, "recording heartbeat: {e}"),
         }
         send_msg(send, &HeartbeatAck { seq: hb.seq }).await?;
     }

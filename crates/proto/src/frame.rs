@@ -45,6 +45,9 @@ pub enum StreamKind {
     /// Host → runner: an SSH connection to a VPS, served by the runner itself (see
     /// `msg::SshServe`). Users reach it through a `Forward` stream to the VPS's port 22.
     Ssh = 10,
+    /// User → host: one HTTP/1.1 connection to the host's API, as the connection's user (`river
+    /// ui` serves the dashboard on the user's loopback through these).
+    Http = 11,
 }
 
 impl StreamKind {
@@ -60,6 +63,7 @@ impl StreamKind {
             8 => Self::Terminal,
             9 => Self::Forward,
             10 => Self::Ssh,
+            11 => Self::Http,
             _ => return None,
         })
     }
@@ -199,6 +203,7 @@ mod tests {
             StreamKind::Terminal,
             StreamKind::Forward,
             StreamKind::Ssh,
+            StreamKind::Http,
         ] {
             let h = StreamHeader::new(kind);
             assert_eq!(StreamHeader::decode(h.encode()), Ok(h));
