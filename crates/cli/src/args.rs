@@ -95,6 +95,23 @@ pub enum Command {
         #[arg(long)]
         udp: bool,
     },
+    /// Open the web dashboard: served on this machine's loopback, logged in as this CLI's user, in
+    /// your browser (no certificate to install, no password).
+    #[command(after_help = "Examples:
+  river ui                 # opens the dashboard in your browser
+  river ui --no-open -p 8080
+  ssh -L 8080:127.0.0.1:8080 laptop-to-login-node  # then river ui -p 8080 there
+
+The printed link logs one browser in, once; every action is checked by the host as the same
+user's CLI call would be. Ctrl-C stops the dashboard.")]
+    Ui {
+        /// The local port (0 picks a free one).
+        #[arg(short = 'p', long, default_value_t = 0)]
+        port: u16,
+        /// Print the link only; do not start a browser.
+        #[arg(long)]
+        no_open: bool,
+    },
     /// SSH into a task with your own OpenSSH client (its keys, agent and config), through the mesh.
     #[command(
         after_help = "Examples:\n  river ssh 42\n  river ssh 42 -i ~/.ssh/lab_ed25519 -L 8888:localhost:8888\n  river ssh 42 nvidia-smi\n  scp -o ProxyCommand='river ssh-proxy %n' model.pt root@river-42:/data/"

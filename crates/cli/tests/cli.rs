@@ -51,6 +51,7 @@ fn every_command_has_help_with_an_example() {
         vec!["user", "limits", "--help"],
         vec!["task", "approve", "--help"],
         vec!["task", "reject", "--help"],
+        vec!["ui", "--help"],
     ] {
         let o = river(&cfg, &args);
         assert!(o.status.success(), "{args:?}");

@@ -43,6 +43,22 @@ impl Mesh {
         }
     }
 
+    /// A stream of `kind`, retried once on a fresh connection when the current one is dead.
+    pub async fn stream(
+        &self,
+        kind: river_proto::StreamKind,
+    ) -> anyhow::Result<(river_mesh::SendStream, river_mesh::RecvStream)> {
+        let client = self.client().await?;
+        match client.open(kind).await {
+            Ok(s) => Ok(s),
+            Err(e) => {
+                tracing::debug!("reconnecting to the host: {e}");
+                self.forget(&client).await;
+                self.client().await?.open(kind).await
+            }
+        }
+    }
+
     /// A `Forward` stream with its request sent, not yet answered: the caller may send at once
     /// (the answer comes first on the way back), saving a round trip on every new connection.
     async fn open_eager(&self, req: &ForwardOpen) -> anyhow::Result<(river_mesh::SendStream, river_mesh::RecvStream)> {
@@ -128,7 +144,7 @@ pub async fn run(dir: &Path, task: u64, port: u16, local: Option<u16>, bind: IpA
 }
 
 /// Renews the user certificate whenever it comes due, for as long as the process lives.
-async fn keep_renewed(mesh: Arc<Mesh>) {
+pub(crate) async fn keep_renewed(mesh: Arc<Mesh>) {
     loop {
         let next = match mesh.client().await {
             Ok(c) => c.renew_if_due(&mesh.dir).await,
