@@ -16,6 +16,7 @@ install_needs() {
   command -v tmux >/dev/null || missing+=(tmux)
   command -v iptables >/dev/null || missing+=(iptables)
   command -v ssh-keygen >/dev/null || missing+=(openssh-client)
+  command -v chromedriver >/dev/null || missing+=(chromium chromium-driver)
   if [[ ${#missing[@]} -gt 0 ]]; then
     if [[ $EUID -eq 0 ]] && command -v apt-get >/dev/null; then
       echo "== installing ${missing[*]}"
@@ -33,6 +34,8 @@ if [[ $EUID -eq 0 ]]; then
   # A real Docker engine and the busybox test image; the container tests must then run, not skip.
   bash scripts/docker-env.sh
   export RIVER_REQUIRE_DOCKER=1
+  # The dashboard's tests drive a real browser; they must run, not skip.
+  export RIVER_REQUIRE_BROWSER=1
 else
   echo "not root: Docker tests will say they are skipped"
 fi

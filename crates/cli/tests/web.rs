@@ -1,0 +1,247 @@
+//! The web dashboard in a real browser (headless chromium over WebDriver), against real `river
+//! host` and `river runner` processes, reached as users reach it: `river ui` and its link.
+
+#[path = "support/binary.rs"]
+mod binary;
+#[path = "support/webdriver.rs"]
+mod webdriver;
+
+use binary::*;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use webdriver::{browser_ready, Browser, Driver};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// `river ui --no-open` as the user of `cfg`: the process and its link.
+struct Ui(Child, String);
+
+impl Drop for Ui {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Ui {
+    fn start(cfg: &Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_river"))
+            .args(["ui", "--no-open"])
+            .env("RIVER_CONFIG_DIR", cfg)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let lines = lines_of(child.stdout.take().unwrap());
+        let link = lines.recv_timeout(WAIT).expect("river ui printed its link");
+        assert!(
+            link.starts_with("http://127.0.0.1:") && link.contains("/login?key="),
+            "{link}"
+        );
+        Ui(child, link)
+    }
+
+    fn base(&self) -> &str {
+        self.1.split("/login").next().unwrap()
+    }
+}
+
+/// Logs `b` in with `ui`'s link and waits until the page is live.
+fn log_in(b: &Browser, ui: &Ui) {
+    b.go(&ui.1);
+    assert_eq!(b.url(), format!("{}/", ui.base()), "the link leads to the dashboard");
+    b.wait_text("#live", WAIT, |t| t == "live");
+}
+
+/// A POST from the page's own script to `path`, with `token` as its anti-forgery header (none if
+/// empty): the status and body the page gets.
+fn post_from_page(b: &Browser, path: &str, token: &str) -> (i64, String) {
+    let script = format!(
+        "const h = {{}}; const t = {token:?}; if (t === 'cookie') {{ h['X-River-CSRF'] = document.cookie.split('; ').find(c => c.startsWith('river_csrf_')).split('=')[1]; }} else if (t) {{ h['X-River-CSRF'] = t; }}
+         fetch({path:?}, {{ method: 'POST', headers: h }}).then(r => r.text().then(body => done([r.status, body])));"
+    );
+    let v = b.run(&script);
+    (v[0].as_i64().unwrap(), v[1].as_str().unwrap_or_default().to_owned())
+}
+
+fn screenshots() -> Option<std::path::PathBuf> {
+    std::env::var_os("RIVER_WEB_SCREENSHOTS").map(Into::into)
+}
+
+#[test]
+fn the_dashboard_shows_the_cluster_live_and_runs_a_task_from_its_form() {
+    if !browser_ready() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let (_host, admin) = host_process(d.path(), &listen);
+    let _runner = runner_process(d.path(), &admin, &listen, "n1");
+    let alice = person(d.path(), &admin, &listen, "alice", "user");
+    let ui = Ui::start(&alice);
+    let driver = Driver::start(free_port());
+    let b = driver.browser();
+
+    // Without the link the dashboard lets no one in; the link works once.
+    b.go(&format!("{}/", ui.base()));
+    assert!(b.text("body").unwrap().contains("Not logged in"), "{}", b.source());
+    log_in(&b, &ui);
+    let other = driver.browser();
+    other.go(&ui.1);
+    assert!(other.text("body").unwrap().contains("used already"));
+    drop(other);
+
+    // The overview: the node, online, with its cores; who is logged in.
+    let row = b.wait_text("tr[data-node='n1']", WAIT, |t| t.contains("online"));
+    let cores = std::thread::available_parallelism().unwrap().get();
+    assert!(row.contains(&cores.to_string()), "{row}");
+    assert_eq!(b.text("#me").unwrap(), "alice (user)");
+
+    // Live: work submitted elsewhere appears without a reload, and goes when it ends.
+    let id = running_task(&alice, &["--no-container", "--", "sleep", "300"]);
+    let row = format!("#active tr[data-task='{id}']");
+    let seen = Instant::now();
+    b.wait_text(&row, WAIT, |t| t.contains("running"));
+    eprintln!(
+        "a task seen running on the page {:?} after the CLI saw it",
+        seen.elapsed()
+    );
+    if let Some(dir) = screenshots() {
+        b.screenshot(&dir.join("overview.png"));
+    }
+    assert!(river(&alice, &["task", "kill", &id]).status.success());
+    let start = Instant::now();
+    while !b.all(&row).is_empty() {
+        assert!(start.elapsed() < WAIT, "the killed task stayed on the page");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // The submit form: a bad size is refused with the CLI's own sentence.
+    b.go(&format!("{}/#/submit", ui.base()));
+    b.wait_text("#f-submit", WAIT, |t| t == "Submit");
+    b.type_into("#f-command", "echo nothing");
+    b.type_into("#f-memory", "8X");
+    b.click("#f-submit");
+    let said = b.wait_text("#submit-result", WAIT, |t| !t.is_empty());
+    let cli = text(&river(&alice, &["task", "submit", "--memory", "8X", "--", "true"])).1;
+    assert!(cli.contains(&said), "the page said {said:?}, the CLI {cli:?}");
+    // A task through the form: its output appears while it runs, then it completes.
+    b.type_into("#f-memory", "64M");
+    b.type_into("#f-command", "for i in 1 2 3 4; do echo line-$i; sleep 1; done");
+    b.click("#f-process");
+    if let Some(dir) = screenshots() {
+        b.screenshot(&dir.join("submit.png"));
+    }
+    b.click("#f-submit");
+    b.wait_text("#stdout", WAIT, |t| t.contains("line-1"));
+    // The state and the output as one look at the page (it may be redrawn between two).
+    let seen = b.run(
+        "const t = id => (document.getElementById(id) || {}).textContent || ''; done([t('task-state'), t('stdout')]);",
+    );
+    let (state, out) = (seen[0].as_str().unwrap(), seen[1].as_str().unwrap());
+    assert!(
+        state == "running" || !out.contains("line-4"),
+        "the output was shown only once the task had ended ({state}): {out}"
+    );
+    b.wait_text("#task-state", WAIT, |t| t == "completed");
+    b.wait_text("#stdout", WAIT, |t| t.contains("line-4"));
+    if let Some(dir) = screenshots() {
+        b.screenshot(&dir.join("task.png"));
+    }
+    let id = b.url().rsplit('/').next().unwrap().to_owned();
+    let shown: serde_json::Value =
+        serde_json::from_slice(&river(&alice, &["task", "status", &id, "-o", "json"]).stdout).unwrap();
+    assert_eq!(shown["owner"], "user alice");
+    assert_eq!(shown["spec"]["memory_bytes"], 64 << 20);
+
+    // A request that changes something without the page's token is refused, even from the page.
+    let running = running_task(&alice, &["--no-container", "--", "sleep", "300"]);
+    for token in ["", "0123456789abcdef"] {
+        let (status, body) = post_from_page(&b, &format!("/api/tasks/{running}/kill"), token);
+        assert_eq!(status, 403, "{body}");
+        assert!(body.contains("anti-forgery"), "{body}");
+    }
+    let (state, _) = text(&river(&alice, &["task", "status", &running]));
+    assert!(state.contains("running"), "a forged kill went through: {state}");
+    // The page's own button does it.
+    b.go(&format!("{}/#/tasks/{running}", ui.base()));
+    b.wait_text("#task-state", WAIT, |t| t == "running");
+    b.click("button[data-action='kill']");
+    b.wait_text("#task-state", WAIT, |t| t == "killed");
+    if let Some(dir) = screenshots() {
+        b.go(&format!("{}/#/tasks", ui.base()));
+        b.wait_text("#tasks", WAIT, |t| t.contains("killed"));
+        b.screenshot(&dir.join("tasks.png"));
+    }
+}
+
+#[test]
+fn a_viewer_gets_no_actions_and_no_one_reads_another_users_variables() {
+    if !browser_ready() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let (_host, admin) = host_process(d.path(), &listen);
+    let _runner = runner_process(d.path(), &admin, &listen, "n1");
+    let alice = person(d.path(), &admin, &listen, "alice", "user");
+    let bob = person(d.path(), &admin, &listen, "bob", "user");
+    let vic = person(d.path(), &admin, &listen, "vic", "viewer");
+    let secret = "hunter2-0c41d7";
+    let id = running_task(
+        &alice,
+        &[
+            "--no-container",
+            "-e",
+            &format!("PASSWORD={secret}"),
+            "--",
+            "sleep",
+            "300",
+        ],
+    );
+    let driver = Driver::start(free_port());
+
+    for (cfg, name) in [(&vic, "vic (viewer)"), (&bob, "bob (user)")] {
+        let ui = Ui::start(cfg);
+        let b = driver.browser();
+        log_in(&b, &ui);
+        assert_eq!(b.text("#me").unwrap(), name);
+        b.go(&format!("{}/#/tasks/{id}", ui.base()));
+        b.wait_text("#task-state", WAIT, |t| t == "running");
+        assert!(
+            b.all("[data-action]").is_empty(),
+            "{name} was offered actions on alice's task"
+        );
+        assert!(!b.source().contains(secret), "{name} saw alice's password in the page");
+        // What the page could fetch does not hold it either.
+        let v = b.run(&format!("fetch('/api/tasks/{id}').then(r => r.text()).then(done)"));
+        assert!(
+            !v.as_str().unwrap().contains(secret),
+            "{name} read it from the API: {v}"
+        );
+        // With the page's own token, a kill is still the host's to allow: refused, as for the CLI.
+        let (status, body) = post_from_page(&b, &format!("/api/tasks/{id}/kill"), "cookie");
+        assert_eq!(status, 403, "{name}: {body}");
+        let cli = text(&river(cfg, &["task", "kill", &id])).1;
+        let said: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert!(
+            cli.contains(said["error"].as_str().unwrap()),
+            "the page was told {body}, the CLI {cli}"
+        );
+        if name.starts_with("vic") {
+            assert!(b.all("#nav-submit").is_empty(), "a viewer was offered the submit form");
+        }
+    }
+    // The owner sees her variables, and her buttons.
+    let ui = Ui::start(&alice);
+    let b = driver.browser();
+    log_in(&b, &ui);
+    b.go(&format!("{}/#/tasks/{id}", ui.base()));
+    b.wait_text("#task-state", WAIT, |t| t == "running");
+    assert!(!b.all("button[data-action='kill']").is_empty());
+    let v = b.run(&format!("fetch('/api/tasks/{id}').then(r => r.text()).then(done)"));
+    assert!(v.as_str().unwrap().contains(secret), "{v}");
+    assert!(river(&alice, &["task", "kill", &id]).status.success());
+}
