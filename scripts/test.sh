@@ -13,6 +13,7 @@ install_needs() {
   command -v openssl >/dev/null || missing+=(openssl)
   command -v curl >/dev/null || missing+=(curl)
   command -v python3 >/dev/null || missing+=(python3)
+  python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
   command -v tmux >/dev/null || missing+=(tmux)
   command -v iptables >/dev/null || missing+=(iptables)
   command -v ssh-keygen >/dev/null || missing+=(openssh-client)
@@ -36,6 +37,20 @@ if [[ $EUID -eq 0 ]]; then
   export RIVER_REQUIRE_DOCKER=1
   # The dashboard's tests drive a real browser; they must run, not skip.
   export RIVER_REQUIRE_BROWSER=1
+fi
+# The API's property-based check (schemathesis, from PyPI, pinned) in a virtualenv of its own;
+# as root its test must then run, not skip.
+st_venv=target/schemathesis-venv
+if [[ ! -x $st_venv/bin/st ]]; then
+  echo "== installing schemathesis"
+  if ! { python3 -m venv "$st_venv" && "$st_venv/bin/pip" install -q --disable-pip-version-check schemathesis==4.32.5; }; then
+    [[ $EUID -ne 0 ]] || exit 1
+    echo "schemathesis could not be installed: its test will say it is skipped"
+  fi
+fi
+export RIVER_SCHEMATHESIS=$PWD/$st_venv/bin/st
+if [[ $EUID -eq 0 ]]; then
+  export RIVER_REQUIRE_SCHEMATHESIS=1
 else
   echo "not root: Docker tests will say they are skipped"
 fi

@@ -151,6 +151,8 @@ fn router(ctx: Arc<Ctx>) -> Router {
         .route("/api/tasks/{id}/logs", get(task_logs))
         .route("/api/tasks/{id}/output", get(task_output))
         .route("/api/tasks/{id}/{action}", post(task_signal))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route; GET /api/openapi.json lists them") })
+        .layer(axum::middleware::map_response(json_errors))
         .layer(axum::middleware::from_fn_with_state(ctx.clone(), resolve))
         .with_state(ctx)
 }
@@ -191,6 +193,29 @@ async fn resolve(
     };
     req.extensions_mut().insert(ApiCaller(who));
     next.run(req).await
+}
+
+/// Every error is a JSON `{"error": …}`, whoever made it: a refusal of the services, or a request
+/// the router or an extractor turned down (a path or query that does not parse, a body that is not
+/// JSON, a method a route does not take), whose text becomes the message.
+async fn json_errors(resp: HttpResponse) -> HttpResponse {
+    let status = resp.status();
+    let json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if json || !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let body = axum::body::to_bytes(resp.into_body(), 64 << 10)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&body);
+    let message = match text.trim() {
+        "" => status.canonical_reason().unwrap_or("error").to_lowercase(),
+        t => t.to_owned(),
+    };
+    error(status, &message)
 }
 
 /// The cluster's events, live, for anyone who may see its status.

@@ -137,7 +137,10 @@ impl Tasks for Store {
     }
 
     async fn task(&self, id: u64) -> Result<Option<TaskRecord>> {
-        let id = i64::try_from(id).map_err(|_| StoreError::Corrupt(format!("task id {id}")))?;
+        // An id no row can have (a user may ask for any number) is no task, not a damaged store.
+        let Ok(id) = i64::try_from(id) else {
+            return Ok(None);
+        };
         sqlx::query("SELECT * FROM tasks WHERE id = ?")
             .bind(id)
             .fetch_optional(&self.pool)

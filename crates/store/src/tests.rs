@@ -40,6 +40,14 @@ fn node(name: &str) -> NodeRecord {
 }
 
 #[tokio::test]
+async fn a_task_id_beyond_what_the_store_can_hold_is_no_task() {
+    let (_d, s) = store().await;
+    // Asked for by anyone (`GET /api/tasks/18446744073709551615`): before, a 500 "corrupt".
+    assert!(s.task(u64::MAX).await.unwrap().is_none());
+    assert!(s.task(1 << 63).await.unwrap().is_none());
+}
+
+#[tokio::test]
 async fn a_single_use_token_joins_exactly_one_node() {
     let (_d, s) = store().await;
     s.insert_token(&token("t1", 1, 100)).await.unwrap();
