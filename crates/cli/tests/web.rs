@@ -245,3 +245,53 @@ fn a_viewer_gets_no_actions_and_no_one_reads_another_users_variables() {
     assert!(v.as_str().unwrap().contains(secret), "{v}");
     assert!(river(&alice, &["task", "kill", &id]).status.success());
 }
+
+/// WebDriver's keys: Enter, and Control (pressed until the null key releases it).
+const ENTER: &str = "\u{E007}";
+const CTRL: &str = "\u{E009}";
+const RELEASE: &str = "\u{E000}";
+
+#[test]
+fn a_terminal_in_a_tab_runs_commands_in_the_task_and_only_for_who_may() {
+    if !browser_ready() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let (_host, admin) = host_process(d.path(), &listen);
+    let _runner = runner_process(d.path(), &admin, &listen, "n1");
+    let alice = person(d.path(), &admin, &listen, "alice", "user");
+    let bob = person(d.path(), &admin, &listen, "bob", "user");
+    let id = running_task(&alice, &["--no-container", "--", "sleep", "300"]);
+    let driver = Driver::start(free_port());
+
+    let ui = Ui::start(&alice);
+    let b = driver.browser();
+    log_in(&b, &ui);
+    // The task's page links to it.
+    b.go(&format!("{}/#/tasks/{id}", ui.base()));
+    b.wait_text("#open-terminal", WAIT, |t| t.contains("Terminal"));
+    b.go(&format!("{}/ui/terminal.html#{id}", ui.base()));
+    b.wait_text("#term-status", WAIT, |t| t == "connected");
+    let keys = ".xterm-helper-textarea";
+    b.type_keys(keys, &format!("echo hi-$((6*7)){ENTER}"));
+    b.wait_text(".xterm-rows", WAIT, |t| t.contains("hi-42"));
+    // Ctrl-C reaches the program in the terminal, not the page.
+    b.type_keys(keys, &format!("sleep 100{ENTER}"));
+    b.type_keys(keys, &format!("{CTRL}c{RELEASE}"));
+    b.type_keys(keys, &format!("echo after-$((1+1)){ENTER}"));
+    b.wait_text(".xterm-rows", WAIT, |t| t.contains("after-2"));
+    if let Some(dir) = screenshots() {
+        b.screenshot(&dir.join("terminal.png"));
+    }
+    b.type_keys(keys, &format!("exit 3{ENTER}"));
+    b.wait_text("#term-status", WAIT, |t| t == "exited with 3");
+
+    // Bob may read that alice's task runs, but not reach into it.
+    let ui = Ui::start(&bob);
+    let b = driver.browser();
+    log_in(&b, &ui);
+    b.go(&format!("{}/ui/terminal.html#{id}", ui.base()));
+    b.wait_text("#term-status", WAIT, |t| t.contains("refused"));
+    assert!(river(&alice, &["task", "kill", &id]).status.success());
+}

@@ -91,8 +91,8 @@ pub(crate) async fn serve(ctx: Arc<Ctx>, listener: tokio::net::TcpListener, tls:
 pub(crate) async fn serve_stream(
     ctx: Arc<Ctx>,
     user: String,
-    send: &mut river_mesh::SendStream,
-    recv: &mut river_mesh::RecvStream,
+    send: river_mesh::SendStream,
+    recv: river_mesh::RecvStream,
 ) {
     let app = router(ctx).layer(Extension(MeshUser(user.clone())));
     let svc = hyper_util::service::TowerToHyperService::new(app);
@@ -100,8 +100,10 @@ pub(crate) async fn serve_stream(
     if let Err(e) = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
-        .keep_alive(false)
+        // Not `keep_alive(false)`: its `Connection: close` would also end an upgraded connection
+        // (the terminal's WebSocket). The relay sends one request per stream and then closes it.
         .serve_connection(io, svc)
+        .with_upgrades()
         .await
     {
         tracing::debug!(%user, "HTTP over the mesh: {e}");
@@ -150,6 +152,7 @@ fn router(ctx: Arc<Ctx>) -> Router {
         .route("/api/tasks/{id}", get(task))
         .route("/api/tasks/{id}/logs", get(task_logs))
         .route("/api/tasks/{id}/output", get(task_output))
+        .route("/api/tasks/{id}/terminal", get(task_terminal))
         .route("/api/tasks/{id}/{action}", post(task_signal))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route; GET /api/openapi.json lists them") })
         .layer(axum::middleware::map_response(json_errors))
@@ -356,6 +359,46 @@ async fn task_output(
         axum::body::Body::from_stream(chunks),
     )
         .into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct TerminalQuery {
+    #[serde(default)]
+    rows: u16,
+    #[serde(default)]
+    cols: u16,
+}
+
+/// A terminal in a running task, over a WebSocket (the dashboard's; `web::terminal` says what
+/// travels on it): a shell with a pseudo-terminal, reached as `river connect` reaches it.
+async fn task_terminal(
+    State(ctx): State<Arc<Ctx>>,
+    Extension(ApiCaller(caller)): Extension<ApiCaller>,
+    Path(id): Path<u64>,
+    Query(q): Query<TerminalQuery>,
+    ws: axum::extract::ws::WebSocketUpgrade,
+) -> HttpResponse {
+    let caller = match caller {
+        Ok(c) => c,
+        Err(why) => return error(StatusCode::UNAUTHORIZED, why),
+    };
+    let req = river_proto::msg::TerminalOpen {
+        task: id,
+        command: Vec::new(),
+        tty: true,
+        rows: q.rows,
+        cols: q.cols,
+    };
+    // Opened before the upgrade, so that a refusal is an HTTP answer with its reason.
+    match crate::terminal::open_terminal(&ctx, &caller, &req).await {
+        Ok((to_runner, from_runner)) => ws
+            .on_upgrade(move |socket| crate::web::terminal(socket, to_runner, from_runner))
+            .into_response(),
+        Err(e) => {
+            let (kind, message) = e.kind_and_message();
+            error(status_of(&kind), &message)
+        }
+    }
 }
 
 #[derive(serde::Deserialize)]

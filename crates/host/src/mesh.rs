@@ -174,6 +174,11 @@ async fn stream(
             return Err(FramedError::Ended);
         }
     };
+    // HTTP (the dashboard's) takes the stream itself: a WebSocket on it outlives this call.
+    if let (StreamKind::Http, Caller::User { name, .. }) = (header.kind, caller) {
+        crate::api::serve_stream(ctx.clone(), name.clone(), send, recv).await;
+        return Ok(());
+    }
     let result = match (header.kind, caller) {
         (StreamKind::Control, Caller::Node(name)) => control(ctx, conn, name, &mut send, &mut recv).await,
         (StreamKind::Heartbeat, Caller::Node(name)) => heartbeats(ctx, name, &mut send, &mut recv).await,
@@ -183,10 +188,6 @@ async fn stream(
         (StreamKind::Terminal, Caller::User { .. }) => crate::terminal::relay(ctx, caller, &mut send, &mut recv).await,
         (StreamKind::Forward, Caller::User { .. }) => {
             crate::terminal::forward(ctx, conn, caller, &mut send, &mut recv).await
-        }
-        (StreamKind::Http, Caller::User { name, .. }) => {
-            crate::api::serve_stream(ctx.clone(), name.clone(), &mut send, &mut recv).await;
-            Ok(())
         }
         (kind, _) => {
             tracing::warn!(who = %caller.actor(), ?kind, "refused a stream kind this identity may not open");

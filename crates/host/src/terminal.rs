@@ -3,32 +3,70 @@
 //! looks inside the session.
 
 use crate::auth::Caller;
+use crate::reply::{refused, HostResult};
 use crate::Ctx;
 use river_mesh::{open, pipe, recv_msg, send_msg, FramedError, RecvStream, SendStream};
-use river_proto::msg::{ForwardOpen, ForwardReply, TermOut, TerminalOpen};
+use river_proto::msg::{ErrorKind, ForwardOpen, ForwardReply, TermOut, TerminalOpen};
 use river_proto::StreamKind;
 use river_task::state::TaskState;
 
-/// Which runner to relay to, or why not.
+/// Which runner to relay to, or why not (the reason as the user reads it).
 async fn route(ctx: &Ctx, caller: &Caller, task: u64) -> Result<river_mesh::Connection, String> {
+    route_or_refusal(ctx, caller, task)
+        .await
+        .map_err(|e| e.kind_and_message().1)
+}
+
+/// [`route`], with the kind of each refusal.
+async fn route_or_refusal(ctx: &Ctx, caller: &Caller, task: u64) -> HostResult<river_mesh::Connection> {
     let t = match ctx.task_for_stream(task).await {
         Ok(Some(t)) => t,
-        Ok(None) => return Err(format!("no task {task}; `river task list` shows the tasks")),
-        Err(e) => return Err(format!("host error: {e}")),
+        Ok(None) => {
+            return Err(refused(
+                ErrorKind::NotFound,
+                format!("no task {task}; `river task list` shows the tasks"),
+            ))
+        }
+        Err(e) => return Err(anyhow::anyhow!("host error: {e}").into()),
     };
     if !crate::auth::may_touch(caller, &t) && !crate::vps::shared_with(ctx, caller, &t).await {
-        return Err(format!("task {task} belongs to {}; you may not reach it", t.owner));
+        return Err(refused(
+            ErrorKind::Forbidden,
+            format!("task {task} belongs to {}; you may not reach it", t.owner),
+        ));
     }
     if t.state != TaskState::Running {
-        return Err(format!(
-            "task {task} is {}; only a running task can be reached",
-            t.state
+        return Err(refused(
+            ErrorKind::Conflict,
+            format!("task {task} is {}; only a running task can be reached", t.state),
         ));
     }
     let node = t.placement.map(|p| p.node).unwrap_or_default();
-    ctx.registry
-        .connection(&node)
-        .ok_or_else(|| format!("node {node}, where task {task} runs, is offline"))
+    ctx.registry.connection(&node).ok_or_else(|| {
+        refused(
+            ErrorKind::Conflict,
+            format!("node {node}, where task {task} runs, is offline"),
+        )
+    })
+}
+
+/// A `Terminal` stream to the runner of task `req.task`, opened once the caller may reach it (the
+/// web dashboard's terminal, which has no mesh stream of its own to relay); the runner answers
+/// with `TermOut` frames.
+pub(crate) async fn open_terminal(
+    ctx: &Ctx,
+    caller: &Caller,
+    req: &TerminalOpen,
+) -> HostResult<(SendStream, RecvStream)> {
+    let conn = route_or_refusal(ctx, caller, req.task).await?;
+    let (mut to_runner, from_runner) = open(&conn, StreamKind::Terminal)
+        .await
+        .map_err(|e| anyhow::anyhow!("the node of task {}: {e}", req.task))?;
+    send_msg(&mut to_runner, req)
+        .await
+        .map_err(|e| anyhow::anyhow!("the node of task {}: {e}", req.task))?;
+    tracing::info!(who = %caller.actor(), task = req.task, "web terminal opened");
+    Ok((to_runner, from_runner))
 }
 
 /// Checks the caller may reach `task`, then opens a stream of `kind` to its runner and sends it

@@ -5,8 +5,11 @@
 
 use crate::events::HostEvent;
 use crate::Ctx;
+use axum::extract::ws::{Message, WebSocket};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use river_mesh::{send_msg, RecvStream, SendStream};
+use river_proto::msg::{TermIn, TermOut};
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
 
@@ -14,11 +17,25 @@ use tokio::sync::broadcast::error::RecvError;
 /// frames, no other origin.
 pub(crate) const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
-/// The dashboard's files: name → (content type, text).
+/// The terminal page's policy: the same, but xterm.js sets its own styles (a `<style>` it writes
+/// for its colours and cell sizes), which only `'unsafe-inline'` styles allow. Scripts stay `'self'`.
+const TERMINAL_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+const JS: &str = "text/javascript; charset=utf-8";
+const CSS: &str = "text/css; charset=utf-8";
+const HTML: &str = "text/html; charset=utf-8";
+
+/// The dashboard's files: name → (content type, text). xterm.js (and its fit addon) are vendored
+/// unchanged with their licence (`web/vendor/xterm/`), and loaded by the terminal page only.
 const ASSETS: &[(&str, &str, &str)] = &[
-    ("index.html", "text/html; charset=utf-8", include_str!("web/index.html")),
-    ("app.js", "text/javascript; charset=utf-8", include_str!("web/app.js")),
-    ("style.css", "text/css; charset=utf-8", include_str!("web/style.css")),
+    ("index.html", HTML, include_str!("web/index.html")),
+    ("app.js", JS, include_str!("web/app.js")),
+    ("style.css", CSS, include_str!("web/style.css")),
+    ("terminal.html", HTML, include_str!("web/terminal.html")),
+    ("terminal.js", JS, include_str!("web/terminal.js")),
+    ("xterm.js", JS, include_str!("web/vendor/xterm/xterm.js")),
+    ("xterm.css", CSS, include_str!("web/vendor/xterm/xterm.css")),
+    ("addon-fit.js", JS, include_str!("web/vendor/xterm/addon-fit.js")),
 ];
 
 /// One of the dashboard's files, with the headers that keep a page from being framed, sniffed or
@@ -31,6 +48,9 @@ pub(crate) fn asset(name: &str) -> Response {
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
     secure(h);
+    if name == "terminal.html" {
+        h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(TERMINAL_CSP));
+    }
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     r
 }
@@ -88,6 +108,82 @@ fn sse(e: &HostEvent) -> String {
         HostEvent::NodeUsage { name } => ("usage", serde_json::json!({ "name": name })),
     };
     format!("event: {kind}\ndata: {data}\n\n")
+}
+
+/// The browser terminal: a WebSocket bridged to a task's `Terminal` stream. From the browser,
+/// binary messages are keystrokes and a text message `{"resize":{"rows":R,"cols":C}}` a new
+/// window size; to it, binary messages are output and text messages say what happened —
+/// `{"started":true}`, `{"exit":CODE}` or `{"error":"why"}` (each of the last two the end).
+pub(crate) async fn terminal(ws: WebSocket, mut to_runner: SendStream, mut from_runner: RecvStream) {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    let (mut tx, mut rx) = ws.split();
+    let down = async {
+        let mut frames = river_mesh::MsgReader::new(&mut from_runner);
+        loop {
+            let msg = match frames.next::<TermOut>().await {
+                Ok(Some(TermOut::Started)) => Message::Text(r#"{"started":true}"#.into()),
+                Ok(Some(TermOut::Stdout(b) | TermOut::Stderr(b))) => Message::Binary(b.into()),
+                Ok(Some(TermOut::Exit { code })) => {
+                    let _ = tx.send(Message::Text(format!(r#"{{"exit":{code}}}"#).into())).await;
+                    break;
+                }
+                Ok(Some(TermOut::Error(why))) => {
+                    let _ = tx
+                        .send(Message::Text(serde_json::json!({ "error": why }).to_string().into()))
+                        .await;
+                    break;
+                }
+                Ok(None) | Err(_) => {
+                    let why = "the terminal was cut off (its node went away)";
+                    let _ = tx
+                        .send(Message::Text(serde_json::json!({ "error": why }).to_string().into()))
+                        .await;
+                    break;
+                }
+            };
+            if tx.send(msg).await.is_err() {
+                break;
+            }
+        }
+        let _ = tx.close().await;
+    };
+    let up = async {
+        while let Some(Ok(msg)) = rx.next().await {
+            let frame = match msg {
+                Message::Binary(b) => TermIn::Input(b.to_vec()),
+                Message::Text(t) => match serde_json::from_str::<Resize>(t.as_str()) {
+                    Ok(Resize { resize }) => TermIn::Resize {
+                        rows: resize.rows,
+                        cols: resize.cols,
+                    },
+                    Err(_) => continue,
+                },
+                Message::Close(_) => break,
+                _ => continue,
+            };
+            if send_msg(&mut to_runner, &frame).await.is_err() {
+                break;
+            }
+        }
+        // The page went away: the session ends as a `river connect` whose user left.
+        let _ = to_runner.finish();
+        std::future::pending::<()>().await;
+    };
+    tokio::select! {
+        () = down => {}
+        () = up => {}
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct Resize {
+    resize: Size,
+}
+
+#[derive(serde::Deserialize)]
+struct Size {
+    rows: u16,
+    cols: u16,
 }
 
 #[cfg(test)]

@@ -77,10 +77,11 @@ pub async fn run(dir: &Path, port: u16, open: bool) -> anyhow::Result<()> {
                 async move { Ok::<_, std::convert::Infallible>(ui.handle(req).await) }
             });
             let io = hyper_util::rt::TokioIo::new(tcp);
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
+            let served = hyper::server::conn::http1::Builder::new()
                 .serve_connection(io, svc)
-                .await
-            {
+                .with_upgrades()
+                .await;
+            if let Err(e) = served {
                 tracing::debug!("dashboard connection: {e}");
             }
         });
@@ -161,6 +162,16 @@ impl Ui {
             let page = "<!doctype html><title>river</title><p>Not logged in to this dashboard. Open the link <code>river ui</code> printed (it works once), or run <code>river ui</code> again.</p>";
             return text(StatusCode::UNAUTHORIZED, "text/html; charset=utf-8", page.into());
         }
+        // A WebSocket (the terminal) is opened with a GET: the browser always says from where.
+        let upgrade = req.headers().contains_key(header::UPGRADE);
+        let origin = req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok());
+        if upgrade && origin != Some(self.origin.as_str()) {
+            tracing::warn!(?origin, "dashboard: refused a WebSocket from another page");
+            return refused(
+                StatusCode::FORBIDDEN,
+                "refused: this connection did not come from the dashboard's own page",
+            );
+        }
         if !matches!(*req.method(), Method::GET | Method::HEAD) {
             let token = req.headers().get("x-river-csrf").and_then(|v| v.to_str().ok());
             let origin = req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok());
@@ -225,15 +236,31 @@ impl Ui {
         // What authenticates the browser here is not the host's business.
         req.headers_mut().remove(header::COOKIE);
         req.headers_mut().remove(header::AUTHORIZATION);
+        let browser = hyper::upgrade::on(&mut req);
         let (send, recv) = self.mesh.stream(river_proto::StreamKind::Http).await?;
         let io = hyper_util::rt::TokioIo::new(tokio::io::join(recv, send));
         let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await?;
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            if let Err(e) = conn.with_upgrades().await {
                 tracing::debug!("dashboard relay: {e}");
             }
         });
-        let resp = sender.send_request(req).await?;
+        let mut resp = sender.send_request(req).await?;
+        // A connection the host upgrades (a WebSocket) is then relayed byte for byte, both ways.
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            // Only the upgrade: a `close` here would end the browser's side at once.
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            let host = hyper::upgrade::on(&mut resp);
+            tokio::spawn(async move {
+                let (Ok(browser), Ok(host)) = (browser.await, host.await) else {
+                    return;
+                };
+                let mut browser = hyper_util::rt::TokioIo::new(browser);
+                let mut host = hyper_util::rt::TokioIo::new(host);
+                let _ = tokio::io::copy_bidirectional(&mut browser, &mut host).await;
+            });
+        }
         Ok(resp.map(|b| b.boxed()))
     }
 }

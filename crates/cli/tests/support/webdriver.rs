@@ -231,6 +231,17 @@ impl Browser<'_> {
         .unwrap();
     }
 
+    /// Keys typed into the element `css` selects, as it is (nothing cleared first).
+    pub fn type_keys(&self, css: &str, keys: &str) {
+        let e = self.all(css).into_iter().next().unwrap_or_else(|| panic!("no {css}"));
+        self.call(
+            "POST",
+            &format!("/element/{e}/value"),
+            Some(serde_json::json!({ "text": keys })),
+        )
+        .unwrap();
+    }
+
     pub fn click(&self, css: &str) {
         let e = self.all(css).into_iter().next().unwrap_or_else(|| panic!("no {css}"));
         self.call("POST", &format!("/element/{e}/click"), Some(serde_json::json!({})))

@@ -248,6 +248,7 @@ async function taskDetail(id, gen) {
     if (t.spec.vps && t.state === "running") actions.push(act("stop", "Stop"));
     if (t.spec.vps && t.state === "stopped") actions.push(act("start", "Start"));
     if (!FINAL.includes(t.state)) actions.push(act("kill", "Kill", "danger"));
+    if (t.state === "running") actions.push(h("a", { class: "button", id: "open-terminal", href: `/ui/terminal.html#${id}`, target: "_blank", rel: "noopener" }, "Terminal ↗"));
   }
   const p = t.placement;
   show(gen,
