@@ -118,6 +118,13 @@ fn the_dashboard_shows_the_cluster_live_and_runs_a_task_from_its_form() {
         std::thread::sleep(Duration::from_millis(50));
     }
 
+    // The environments (the cluster's default one, made at first start) and the network, whose
+    // overlay is off here: the page says so, with the host's sentence.
+    b.go(&format!("{}/#/envs", ui.base()));
+    b.wait_text("#envs", WAIT, |t| t.contains("default:v1"));
+    b.go(&format!("{}/#/network", ui.base()));
+    b.wait_text("#overlay-off", WAIT, |t| t.contains("overlay network is off"));
+
     // The submit form: a bad size is refused with the CLI's own sentence.
     b.go(&format!("{}/#/submit", ui.base()));
     b.wait_text("#f-submit", WAIT, |t| t == "Submit");

@@ -311,6 +311,48 @@ async function submitPage(gen) {
   show(gen, h("h2", {}, "Submit a task"), form);
 }
 
+async function envsPage(gen) {
+  const envs = await api("/api/envs");
+  const rows = envs.flatMap((e) => e.versions.map((v) => h("tr", { "data-env": e.name },
+    h("td", {}, `${e.name}:v${v.version}`),
+    h("td", {}, v.image),
+    h("td", {}, v.archive ? bytes(v.archive.size) : "–"),
+    h("td", {}, v.fetches),
+    h("td", {}, (v.created_by || e.owner || "").replace(/^user /, "")),
+    h("td", {}, when(v.created_at_ms)),
+    h("td", {}, v.message || ""))));
+  show(gen, h("h2", {}, `Environments (${envs.length})`),
+    rows.length ? h("table", { id: "envs" },
+      h("thead", {}, h("tr", {}, ["Version", "Image", "Archive", "Fetches", "By", "Made", "Message"].map((x) => h("th", {}, x)))),
+      h("tbody", {}, rows)) : h("p", { class: "muted" }, "None."),
+    h("p", { class: "muted" }, "Make one with `river env create NAME --from IMAGE`; change one in a shell with `river env shell NAME`."));
+}
+
+// The overlay network and its reserved addresses; a cluster without the overlay says so.
+async function networkPage(gen) {
+  let [overlay, ips] = await Promise.all([api("/api/overlay"), api("/api/ips").catch((e) => e)]);
+  if (!overlay.enabled) {
+    const why = ips instanceof Error ? ips.message : "The overlay network is off on this cluster.";
+    return show(gen, h("h2", {}, "Network"), h("p", { class: "muted", id: "overlay-off" }, why));
+  }
+  if (ips instanceof Error) ips = [];
+  const members = overlay.members.map((m) => h("tr", { "data-member": m.name, class: m.health && !m.health.ok ? "bad" : null },
+    h("td", {}, m.name), h("td", {}, m.subnet), h("td", {}, m.address), h("td", {}, m.underlay || "–"),
+    h("td", {}, stateCell(m.state)), h("td", {}, m.containers),
+    h("td", {}, m.health ? (m.health.ok ? "ok" : "failing") : "–")));
+  const reserved = ips.map((r) => h("tr", {},
+    h("td", {}, r.ip), h("td", {}, r.node), h("td", {}, r.owner.replace(/^user /, "")),
+    h("td", {}, r.task ? h("a", { href: "#/tasks/" + r.task }, String(r.task)) : "–"), h("td", {}, when(r.expires_at_ms))));
+  show(gen, h("h2", {}, `Overlay ${overlay.range} (VXLAN ${overlay.vni}, port ${overlay.port})`),
+    h("table", { id: "overlay" },
+      h("thead", {}, h("tr", {}, ["Member", "Subnet", "Address", "Underlay", "State", "Containers", "Last reconcile"].map((x) => h("th", {}, x)))),
+      h("tbody", {}, members)),
+    h("h2", {}, `Reserved addresses (${ips.length})`),
+    reserved.length ? h("table", { id: "ips" },
+      h("thead", {}, h("tr", {}, ["Address", "Node", "Owner", "Task", "Expires"].map((x) => h("th", {}, x)))),
+      h("tbody", {}, reserved)) : h("p", { class: "muted" }, "None. `river ip reserve` makes one."));
+}
+
 // ---- routing and live updates ---------------------------------------------------------------
 
 async function render() {
@@ -322,6 +364,8 @@ async function render() {
     else if (parts[0] === "tasks") await tasksPage(gen);
     else if (parts[0] === "nodes" && parts[1]) await nodePage(decodeURIComponent(parts[1]), gen);
     else if (parts[0] === "submit") await submitPage(gen);
+    else if (parts[0] === "envs") await envsPage(gen);
+    else if (parts[0] === "network") await networkPage(gen);
     else await overview(gen);
   } catch (e) {
     show(gen, fail(e));
