@@ -163,6 +163,7 @@ fn the_host_imports_only_downwards() {
         "secrets",
         "sessions",
         "streams",
+        "usage",
     ];
     let services: &[&str] = &[
         "api_tokens",

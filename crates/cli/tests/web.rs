@@ -118,6 +118,19 @@ fn the_dashboard_shows_the_cluster_live_and_runs_a_task_from_its_form() {
         std::thread::sleep(Duration::from_millis(50));
     }
 
+    // The node's page: its usage over the last hour as charts, from its heartbeats; and
+    // `river node show` sums the same hour up.
+    b.go(&format!("{}/#/nodes/n1", ui.base()));
+    b.wait_text("svg[data-chart='cpu']", WAIT, |t| {
+        t.contains("now") && !t.contains("no samples")
+    });
+    assert!(!b.all("svg[data-chart='memory'] polyline").is_empty());
+    if let Some(dir) = screenshots() {
+        b.screenshot(&dir.join("node.png"));
+    }
+    let (shown, _) = text(&river(&alice, &["node", "show", "n1"]));
+    assert!(shown.contains("last hour:   cpu avg"), "{shown}");
+
     // The environments (the cluster's default one, made at first start) and the network, whose
     // overlay is off here: the page says so, with the host's sentence.
     b.go(&format!("{}/#/envs", ui.base()));

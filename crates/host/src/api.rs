@@ -144,6 +144,10 @@ fn router(ctx: Arc<Ctx>) -> Router {
         .route("/api/status", get(|s, c| call(s, c, Request::Status)))
         .route("/api/nodes", get(|s, c| call(s, c, Request::NodeList)))
         .route("/api/nodes/{name}", get(node))
+        .route(
+            "/api/nodes/{name}/usage",
+            get(|s, c, Path(name): Path<String>| call(s, c, Request::NodeUsage { name })),
+        )
         .route("/api/envs", get(|s, c| call(s, c, Request::EnvList)))
         .route("/api/overlay", get(|s, c| call(s, c, Request::Overlay)))
         .route("/api/ips", get(|s, c| call(s, c, Request::IpList)))
@@ -493,6 +497,7 @@ async fn call(
         Response::ApiTokens(t) => serde_json::json!(t),
         Response::UserLimits(l) => serde_json::json!(l),
         Response::Progress(p) => serde_json::json!(p),
+        Response::Usage(u) => serde_json::json!(u),
     };
     Json(body).into_response()
 }

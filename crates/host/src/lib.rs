@@ -46,6 +46,7 @@ mod submit;
 mod tasks;
 mod terminal;
 mod udp;
+mod usage;
 mod users;
 mod vps;
 mod waiting;
@@ -87,6 +88,8 @@ pub(crate) struct Ctx {
     udp: udp::Routes,
     /// What happens, for whoever reads it (the audit log, a live view).
     events: events::Events,
+    /// Each node's usage over the last hour.
+    usage: usage::History,
     /// The time as the services see it.
     clock: clock::Clock,
     /// Tests only: a change made by "someone else" just before the next task write, to show what
@@ -362,6 +365,7 @@ async fn context(
         fetches: Default::default(),
         udp: Default::default(),
         events: Default::default(),
+        usage: Default::default(),
         clock: Default::default(),
         #[cfg(test)]
         meanwhile: Default::default(),

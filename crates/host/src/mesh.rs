@@ -326,7 +326,10 @@ async fn heartbeats(
             });
         }
         match ctx.store.heartbeat(name, &hb.usage, now).await {
-            Ok(()) => ctx.events.publish(HostEvent::NodeUsage { name: name.to_owned() }),
+            Ok(()) => {
+                ctx.usage.record(name, now, &hb.usage);
+                ctx.events.publish(HostEvent::NodeUsage { name: name.to_owned() });
+            }
             Err(e) => tracing::error!(node = %name, "recording heartbeat: {e}"),
         }
         send_msg(send, &HeartbeatAck { seq: hb.seq }).await?;

@@ -145,3 +145,28 @@ fn every_time_the_api_sends_is_in_milliseconds_and_says_so() {
     let wrong: Vec<&String> = keys.iter().filter(|k| !k.ends_with("_ms")).collect();
     assert!(wrong.is_empty(), "times not in milliseconds: {wrong:?}");
 }
+
+/// A node's usage history: every field of a sample, and of its GPUs, documented.
+#[test]
+fn the_document_describes_a_usage_sample() {
+    let doc: serde_json::Value = serde_json::from_str(super::OPENAPI).unwrap();
+    let items = &doc["paths"]["/api/nodes/{name}/usage"]["get"]["responses"]["200"]["content"]["application/json"]
+        ["schema"]["items"];
+    let sample = river_proto::msg::UsageSample {
+        at_ms: 1,
+        cpu_percent: 2.0,
+        memory_used_bytes: 3,
+        gpus: vec![river_proto::msg::GpuUsage {
+            index: 0,
+            util_percent: 4,
+            memory_used_bytes: 5,
+            temperature_c: Some(6),
+        }],
+    };
+    let value = serde_json::to_value(&sample).unwrap();
+    assert_eq!(undocumented(&value, items), Vec::<String>::new());
+    assert_eq!(
+        undocumented(&value["gpus"][0], &items["properties"]["gpus"]["items"]),
+        Vec::<String>::new()
+    );
+}

@@ -30,6 +30,7 @@ pub(crate) fn authorize(caller: &Caller, req: &Request) -> Result<(), String> {
         | Request::Status
         | Request::NodeList
         | Request::NodeShow { .. }
+        | Request::NodeUsage { .. }
         | Request::Renew { .. }
         | Request::Logout { .. }
         | Request::Progress { .. } => Role::Viewer,
@@ -122,6 +123,13 @@ async fn act(ctx: &Ctx, caller: &Caller, req: Request) -> HostResult<Response> {
         },
         Request::Status => Response::Status(status(ctx).await?),
         Request::NodeList => Response::Nodes(ctx.store.nodes().await?.into_iter().map(|n| view(ctx, n)).collect()),
+        Request::NodeUsage { name } => match ctx.store.node(&name).await? {
+            Some(_) => Response::Usage(ctx.usage.of(&name, ctx.clock.now_ms())),
+            None => return Err(refused(
+                ErrorKind::NotFound,
+                format!("no node named {name}; `river node list` shows the nodes"),
+            )),
+        },
         Request::NodeShow { name } => match ctx.store.node(&name).await? {
             Some(n) => Response::Node(Box::new(view(ctx, n))),
             None => return Err(refused(
@@ -132,6 +140,7 @@ async fn act(ctx: &Ctx, caller: &Caller, req: Request) -> HostResult<Response> {
         Request::NodeRemove { name } => match ctx.store.remove_node(&name, ctx.clock.now_s()).await? {
             Some(_) => {
                 ctx.registry.remove(&name);
+                ctx.usage.forget(&name);
                 crate::tasks::node_removed(ctx, &name).await?;
                 crate::overlay::removed(ctx, &name).await?;
                 ctx.store.event(ctx.clock.now_ms(), &caller.actor(), "node.remove", &name).await?;

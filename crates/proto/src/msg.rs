@@ -9,7 +9,7 @@ pub mod people;
 mod secret;
 mod streams;
 mod task;
-pub use node::{Gpu, GpuUsage, NodeInfo, NodeState, NodeUsage, NodeView, NumaNode};
+pub use node::{Gpu, GpuUsage, NodeInfo, NodeState, NodeUsage, NodeView, NumaNode, UsageSample};
 pub use overlay::{IpReservation, IpView, OverlayConfig, OverlayHealth, OverlayMemberView, OverlayPeer, OverlayView};
 pub use people::{
     key_proof_message, ApiTokenCreated, ApiTokenView, EventView, LimitValues, TokenCreated, TokenView, UserKey,
@@ -368,6 +368,11 @@ pub enum Request {
     Progress {
         key: String,
     },
+    /// A node's usage over the last hour, oldest first (the host keeps it in memory). Answered
+    /// with [`Response::Usage`].
+    NodeUsage {
+        name: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -432,6 +437,7 @@ pub enum Response {
     UserLimits(UserLimitsView),
     /// `None`: no such operation is running (it has not started, or has ended).
     Progress(Option<OpProgress>),
+    Usage(Vec<UsageSample>),
 }
 
 /// How far a long operation has got.

@@ -15,10 +15,20 @@ pub async fn run(cmd: NodeCmd, dir: &Path, output: Output) -> anyhow::Result<()>
             show(output, &nodes, |nodes| list(nodes))
         }
         NodeCmd::Show { name } => {
-            let Response::Node(node) = once(dir, Request::NodeShow { name }).await? else {
+            let Response::Node(node) = once(dir, Request::NodeShow { name: name.clone() }).await? else {
                 anyhow::bail!("unexpected answer")
             };
-            show(output, &node, |n| detail(n))
+            // The last hour, summed up under the details (the samples: GET /api/nodes/NAME/usage).
+            let history = match once(dir, Request::NodeUsage { name }).await {
+                Ok(Response::Usage(samples)) => samples,
+                _ => Vec::new(),
+            };
+            show(output, &node, |n| {
+                detail(n);
+                for line in hour(&history) {
+                    println!("{line}");
+                }
+            })
         }
         NodeCmd::Overlay => {
             let Response::Overlay(o) = once(dir, Request::Overlay).await? else {
@@ -136,6 +146,45 @@ fn no_engine(n: &NodeView) -> bool {
     n.usage.as_ref().map_or(n.info.no_engine, |u| u.no_engine)
 }
 
+/// The last hour of a node's usage in a few lines: CPU and memory, then each GPU.
+fn hour(samples: &[river_proto::msg::UsageSample]) -> Vec<String> {
+    let (Some(first), Some(last)) = (samples.first(), samples.last()) else {
+        return Vec::new();
+    };
+    let n = samples.len() as f32;
+    let cpu_avg = samples.iter().map(|s| s.cpu_percent).sum::<f32>() / n;
+    let cpu_max = samples.iter().map(|s| s.cpu_percent).fold(0.0, f32::max);
+    let mem_max = samples.iter().map(|s| s.memory_used_bytes).max().unwrap_or(0);
+    let minutes = (last.at_ms - first.at_ms) / 60_000;
+    let mut out = vec![format!(
+        "last hour:   cpu avg {cpu_avg:.1}%, max {cpu_max:.1}%; memory max {} ({} samples over {minutes} min)",
+        bytes(mem_max),
+        samples.len()
+    )];
+    let mut gpus: Vec<u32> = samples.iter().flat_map(|s| s.gpus.iter().map(|g| g.index)).collect();
+    gpus.sort_unstable();
+    gpus.dedup();
+    for index in gpus {
+        let of: Vec<_> = samples
+            .iter()
+            .flat_map(|s| s.gpus.iter().filter(|g| g.index == index))
+            .collect();
+        let avg = of.iter().map(|g| g.util_percent).sum::<u32>() / u32::try_from(of.len()).unwrap_or(1).max(1);
+        let max = of.iter().map(|g| g.util_percent).max().unwrap_or(0);
+        let mem = of.iter().map(|g| g.memory_used_bytes).max().unwrap_or(0);
+        let temp = of
+            .iter()
+            .filter_map(|g| g.temperature_c)
+            .max()
+            .map_or(String::new(), |t| format!("; temperature max {t}°C"));
+        out.push(format!(
+            "gpu {index} hour:  util avg {avg}%, max {max}%; memory max {}{temp}",
+            bytes(mem)
+        ));
+    }
+    out
+}
+
 fn detail(n: &NodeView) {
     println!("name:        {}", n.name);
     println!("state:       {}", n.state.as_str());
@@ -222,5 +271,34 @@ mod tests {
     fn cpu_ranges() {
         assert_eq!(super::cpus(&[0, 1, 2, 3, 8, 10, 11]), "0-3,8,10-11");
         assert_eq!(super::cpus(&[]), "");
+    }
+
+    #[test]
+    fn an_hour_of_usage_in_a_few_lines() {
+        use river_proto::msg::{GpuUsage, UsageSample};
+        let sample = |at_min: i64, cpu: f32, util: u32, temp: Option<u32>| UsageSample {
+            at_ms: at_min * 60_000,
+            cpu_percent: cpu,
+            memory_used_bytes: (at_min as u64 + 1) << 30,
+            gpus: vec![GpuUsage {
+                index: 0,
+                util_percent: util,
+                memory_used_bytes: 2 << 30,
+                temperature_c: temp,
+            }],
+        };
+        assert!(super::hour(&[]).is_empty());
+        let lines = super::hour(&[
+            sample(0, 10.0, 20, Some(60)),
+            sample(30, 30.0, 80, Some(71)),
+            sample(59, 20.0, 50, None),
+        ]);
+        assert_eq!(
+            lines,
+            [
+                "last hour:   cpu avg 20.0%, max 30.0%; memory max 60.0 GiB (3 samples over 59 min)",
+                "gpu 0 hour:  util avg 50%, max 80%; memory max 2.0 GiB; temperature max 71°C",
+            ]
+        );
     }
 }

@@ -146,8 +146,44 @@ async function overview(gen) {
     failed.length ? [h("h2", {}, "Failed recently"), tasksTable(failed, "failed")] : "");
 }
 
+// A line chart of `points` ([ms, value]) over the last hour, 0…`max`, as SVG (no library).
+function chart(key, title, points, max, label) {
+  const W = 560, H = 120, NS = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(NS, "svg");
+  svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
+  svg.setAttribute("class", "chart");
+  svg.setAttribute("data-chart", key);
+  const el = (tag, attrs) => {
+    const e = document.createElementNS(NS, tag);
+    for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+    svg.append(e);
+    return e;
+  };
+  el("rect", { x: 0, y: 0, width: W, height: H, fill: "#fff", stroke: "#e5e7eb" });
+  const now = Date.now(), span = 3600 * 1000;
+  const xy = ([t, v]) => `${(((t - now + span) / span) * W).toFixed(1)},${(H - (Math.min(v, max) / (max || 1)) * (H - 16) - 4).toFixed(1)}`;
+  if (points.length) {
+    el("polyline", { points: points.map(xy).join(" "), fill: "none", stroke: "#2563eb", "stroke-width": 1.5 });
+    const [cx, cy] = xy(points[points.length - 1]).split(",");
+    el("circle", { cx, cy, r: 3, fill: "#2563eb" });
+  }
+  const last = points.length ? label(points[points.length - 1][1]) : "no samples yet";
+  el("text", { x: 6, y: 13, "font-size": 11, fill: "#6b7280" }).textContent = `${title} — now ${last} (last hour)`;
+  return svg;
+}
+
 async function nodePage(name, gen) {
   const n = await api("/api/nodes/" + encodeURIComponent(name));
+  const hist = await api("/api/nodes/" + encodeURIComponent(name) + "/usage").catch(() => []);
+  const charts = [
+    chart("cpu", "CPU", hist.map((s) => [s.at_ms, s.cpu_percent]), 100, (v) => v.toFixed(0) + "%"),
+    chart("memory", "Memory", hist.map((s) => [s.at_ms, s.memory_used_bytes]), n.info.memory_bytes, bytes),
+  ];
+  for (const g of n.info.gpus || []) {
+    const of = (s) => s.gpus.find((x) => x.index === g.index) || {};
+    charts.push(chart(`gpu${g.index}`, `GPU ${g.index} utilization`, hist.map((s) => [s.at_ms, of(s).util_percent || 0]), 100, (v) => v + "%"));
+    charts.push(chart(`gpu${g.index}-memory`, `GPU ${g.index} memory`, hist.map((s) => [s.at_ms, of(s).memory_used_bytes || 0]), g.memory_bytes, bytes));
+  }
   const numa = (n.info.numa || []).map((z) => `node ${z.id}: cpus ${z.cpus.join(",")} · ${bytes(z.memory_bytes)}`);
   const tasks = (await api("/api/tasks?limit=200&node=" + encodeURIComponent(name))).filter((t) => ACTIVE.includes(t.state));
   show(gen, h("h2", {}, `Node ${n.name}`), nodesTable([n]),
@@ -156,6 +192,7 @@ async function nodePage(name, gen) {
       h("dt", {}, "Version"), h("dd", {}, n.info.version || "–"),
       h("dt", {}, "NUMA"), h("dd", {}, numa.length ? numa.join("; ") : "–"),
       h("dt", {}, "Last heartbeat"), h("dd", {}, when(n.last_heartbeat_ms))),
+    h("h2", {}, "Usage"), h("div", { class: "charts" }, charts),
     h("h2", {}, "Running here"), tasksTable(tasks, "node-tasks"));
 }
 
@@ -384,6 +421,8 @@ function usage() {
   if (state.usageTimer || !(location.hash === "" || location.hash === "#/" || location.hash.startsWith("#/nodes/"))) return;
   state.usageTimer = setTimeout(async () => {
     state.usageTimer = null;
+    // A node's page (its charts) is drawn again whole.
+    if (location.hash.startsWith("#/nodes/")) return render();
     const table = document.getElementById("nodes");
     if (!table) return;
     try {

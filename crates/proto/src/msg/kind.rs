@@ -11,6 +11,7 @@ impl Request {
             Request::Status => "Status",
             Request::NodeList => "NodeList",
             Request::NodeShow { .. } => "NodeShow",
+            Request::NodeUsage { .. } => "NodeUsage",
             Request::NodeRemove { .. } => "NodeRemove",
             Request::TokenCreate { .. } => "TokenCreate",
             Request::TokenList => "TokenList",

@@ -44,6 +44,15 @@ pub struct NodeUsage {
     pub no_engine: bool,
 }
 
+/// A node's usage at one moment, as its heartbeat reported it (`Request::NodeUsage`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UsageSample {
+    pub at_ms: i64,
+    pub cpu_percent: f32,
+    pub memory_used_bytes: u64,
+    pub gpus: Vec<GpuUsage>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GpuUsage {
     pub index: u32,
