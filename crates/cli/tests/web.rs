@@ -315,3 +315,55 @@ fn a_terminal_in_a_tab_runs_commands_in_the_task_and_only_for_who_may() {
     b.wait_text("#term-status", WAIT, |t| t.contains("refused"));
     assert!(river(&alice, &["task", "kill", &id]).status.success());
 }
+
+#[test]
+fn a_vps_is_made_stopped_snapshotted_and_started_from_the_page() {
+    if !browser_ready() || !docker_image_ready() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let (_host, admin) = host_process(d.path(), &listen);
+    let _runner = runner_process(d.path(), &admin, &listen, "n1");
+    let alice = person(d.path(), &admin, &listen, "alice", "user");
+    let key = d.path().join("alice_key");
+    let made = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    let driver = Driver::start(free_port());
+    let ui = Ui::start(&alice);
+    let b = driver.browser();
+    log_in(&b, &ui);
+
+    // Made through the form, with a pasted key: that key logs in.
+    b.go(&format!("{}/#/vps", ui.base()));
+    b.wait_text("#v-create", WAIT, |t| t == "Create VPS");
+    b.type_into("#v-image", "river-test/busybox:1");
+    b.type_into("#v-keys", public.trim());
+    b.click("#v-create");
+    b.wait_text("#task-state", WAIT, |t| t == "running");
+    let id = b.url().rsplit('/').next().unwrap().to_owned();
+    b.wait_text("#ssh-line", WAIT, |t| t == format!("river ssh {id}"));
+    let o = output_within(&mut vps_ssh_command(&alice, &id, &key, &["echo", "in-the-vps"]));
+    assert_eq!(text(&o).0.trim(), "in-the-vps", "{:?}", text(&o));
+
+    // Stopped with its button; a snapshot taken with a message; started again.
+    b.click("button[data-action='stop']");
+    b.wait_text("#task-state", WAIT, |t| t == "stopped");
+    b.type_into("#snapshot-message", "before the start");
+    b.click("#take-snapshot");
+    b.wait_text("#snapshots", WAIT, |t| t.contains("before the start"));
+    if let Some(dir) = screenshots() {
+        b.screenshot(&dir.join("vps.png"));
+    }
+    b.click("button[data-action='start']");
+    b.wait_text("#task-state", WAIT, |t| t == "running");
+    let (listed, _) = text(&river(&alice, &["vps", "snapshot", "list", &id]));
+    assert!(listed.contains("before the start"), "{listed}");
+    let o = river(&alice, &["vps", "rm", &id, "--yes"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+}

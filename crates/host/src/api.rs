@@ -157,6 +157,20 @@ fn router(ctx: Arc<Ctx>) -> Router {
         .route("/api/tasks/{id}/logs", get(task_logs))
         .route("/api/tasks/{id}/output", get(task_output))
         .route("/api/tasks/{id}/terminal", get(task_terminal))
+        .route(
+            "/api/tasks/{id}/snapshots",
+            get(|s, c, Path(id): Path<u64>| call(s, c, Request::VpsSnapshots { id })),
+        )
+        .route(
+            "/api/tasks/{id}/snapshots/{seq}",
+            axum::routing::delete(|s, c, Path((id, seq)): Path<(u64, u32)>| {
+                call(s, c, Request::VpsSnapshotRm { id, seq })
+            }),
+        )
+        .route(
+            "/api/tasks/{id}/snapshots/{seq}/restore",
+            post(|s, c, Path((id, seq)): Path<(u64, u32)>| call(s, c, Request::VpsRestore { id, seq })),
+        )
         .route("/api/tasks/{id}/{action}", post(task_signal))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route; GET /api/openapi.json lists them") })
         .layer(axum::middleware::map_response(json_errors))
@@ -408,6 +422,8 @@ async fn task_terminal(
 #[derive(serde::Deserialize)]
 struct ActionQuery {
     reason: Option<String>,
+    /// `snapshot`: what it is, for the list.
+    message: Option<String>,
 }
 
 async fn task_signal(
@@ -424,7 +440,7 @@ async fn task_signal(
         // VPSs: start a stopped one again, remove one with its disk.
         "start" => return call(s, c, Request::VpsStart { id, on: None }).await,
         "remove" => return call(s, c, Request::VpsRemove { id }).await,
-        "snapshot" => return call(s, c, Request::VpsSnapshot { id, message: None }).await,
+        "snapshot" => return call(s, c, Request::VpsSnapshot { id, message: q.message }).await,
         // Operators, for tasks waiting for approval.
         "approve" => return call(s, c, Request::TaskApprove { id }).await,
         "reject" => {

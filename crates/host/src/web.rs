@@ -30,6 +30,7 @@ const HTML: &str = "text/html; charset=utf-8";
 const ASSETS: &[(&str, &str, &str)] = &[
     ("index.html", HTML, include_str!("web/index.html")),
     ("app.js", JS, include_str!("web/app.js")),
+    ("pages.js", JS, include_str!("web/pages.js")),
     ("style.css", CSS, include_str!("web/style.css")),
     ("terminal.html", HTML, include_str!("web/terminal.html")),
     ("terminal.js", JS, include_str!("web/terminal.js")),

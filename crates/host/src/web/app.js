@@ -146,32 +146,6 @@ async function overview(gen) {
     failed.length ? [h("h2", {}, "Failed recently"), tasksTable(failed, "failed")] : "");
 }
 
-// A line chart of `points` ([ms, value]) over the last hour, 0…`max`, as SVG (no library).
-function chart(key, title, points, max, label) {
-  const W = 560, H = 120, NS = "http://www.w3.org/2000/svg";
-  const svg = document.createElementNS(NS, "svg");
-  svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
-  svg.setAttribute("class", "chart");
-  svg.setAttribute("data-chart", key);
-  const el = (tag, attrs) => {
-    const e = document.createElementNS(NS, tag);
-    for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
-    svg.append(e);
-    return e;
-  };
-  el("rect", { x: 0, y: 0, width: W, height: H, fill: "#fff", stroke: "#e5e7eb" });
-  const now = Date.now(), span = 3600 * 1000;
-  const xy = ([t, v]) => `${(((t - now + span) / span) * W).toFixed(1)},${(H - (Math.min(v, max) / (max || 1)) * (H - 16) - 4).toFixed(1)}`;
-  if (points.length) {
-    el("polyline", { points: points.map(xy).join(" "), fill: "none", stroke: "#2563eb", "stroke-width": 1.5 });
-    const [cx, cy] = xy(points[points.length - 1]).split(",");
-    el("circle", { cx, cy, r: 3, fill: "#2563eb" });
-  }
-  const last = points.length ? label(points[points.length - 1][1]) : "no samples yet";
-  el("text", { x: 6, y: 13, "font-size": 11, fill: "#6b7280" }).textContent = `${title} — now ${last} (last hour)`;
-  return svg;
-}
-
 async function nodePage(name, gen) {
   const n = await api("/api/nodes/" + encodeURIComponent(name));
   const hist = await api("/api/nodes/" + encodeURIComponent(name) + "/usage").catch(() => []);
@@ -284,24 +258,32 @@ async function taskDetail(id, gen) {
     if (t.state === "paused") actions.push(act("resume", "Resume"));
     if (t.spec.vps && t.state === "running") actions.push(act("stop", "Stop"));
     if (t.spec.vps && t.state === "stopped") actions.push(act("start", "Start"));
+    if (t.spec.vps) {
+      const remove = act("remove", "Remove VPS", "danger");
+      remove.addEventListener("click", (ev) => {
+        if (!confirm(`Remove VPS ${id} with its disk and snapshots? This cannot be undone.`)) ev.stopImmediatePropagation();
+      }, { capture: true });
+      actions.push(remove);
+    }
     if (!FINAL.includes(t.state)) actions.push(act("kill", "Kill", "danger"));
     if (t.state === "running") actions.push(h("a", { class: "button", id: "open-terminal", href: `/ui/terminal.html#${id}`, target: "_blank", rel: "noopener" }, "Terminal ↗"));
   }
   const p = t.placement;
   show(gen,
-    h("h2", {}, `Task ${t.id}${t.name ? " · " + t.name : ""}`),
+    h("h2", {}, `${t.spec.vps ? "VPS" : "Task"} ${t.id}${t.name ? " · " + t.name : ""}`),
     h("div", { class: "actions", id: "actions" }, actions),
     h("dl", {},
       h("dt", {}, "State"), h("dd", {}, h("span", { id: "task-state", class: "state " + t.state }, t.state), t.message ? " — " + t.message : ""),
       h("dt", {}, "Owner"), h("dd", {}, t.owner.replace(/^user /, "")),
       h("dt", {}, "Command"), h("dd", {}, h("code", {}, command(t))),
       h("dt", {}, "Environment"), h("dd", {}, t.spec.environment || t.spec.image || "default"),
-      h("dt", {}, "Placement"), h("dd", {}, p ? `${p.node} · cores ${p.cores.join(",")}${p.gpus.length ? " · GPUs " + p.gpus.join(",") : ""} · ${bytes(p.memory_bytes)}` : "not placed yet"),
+      h("dt", {}, "Placement"), h("dd", {}, p ? `${p.node} · cores ${p.cores.join(",")}${p.gpus.length ? " · GPUs " + p.gpus.join(",") : ""} · ${p.memory_bytes ? bytes(p.memory_bytes) : "memory not limited"}` : "not placed yet"),
       h("dt", {}, "Variables"), h("dd", {}, (t.spec.env || []).map(([k]) => k).join(", ") || "none"),
       h("dt", {}, "Exit code"), h("dd", {}, t.exit_code ?? "–"),
       h("dt", {}, "Submitted"), h("dd", {}, when(t.submitted_at_ms)),
       h("dt", {}, "Started"), h("dd", {}, when(t.started_at_ms)),
       h("dt", {}, "Ended"), h("dd", {}, when(t.finished_at_ms))),
+    ...(t.spec.vps ? await vpsSection(t) : []),
     h("h2", {}, "Output"), pre,
     err ? [h("h2", {}, "Errors"), h("pre", { id: "stderr", class: "stderr" }, err)] : "");
 }
@@ -348,48 +330,6 @@ async function submitPage(gen) {
   show(gen, h("h2", {}, "Submit a task"), form);
 }
 
-async function envsPage(gen) {
-  const envs = await api("/api/envs");
-  const rows = envs.flatMap((e) => e.versions.map((v) => h("tr", { "data-env": e.name },
-    h("td", {}, `${e.name}:v${v.version}`),
-    h("td", {}, v.image),
-    h("td", {}, v.archive ? bytes(v.archive.size) : "–"),
-    h("td", {}, v.fetches),
-    h("td", {}, (v.created_by || e.owner || "").replace(/^user /, "")),
-    h("td", {}, when(v.created_at_ms)),
-    h("td", {}, v.message || ""))));
-  show(gen, h("h2", {}, `Environments (${envs.length})`),
-    rows.length ? h("table", { id: "envs" },
-      h("thead", {}, h("tr", {}, ["Version", "Image", "Archive", "Fetches", "By", "Made", "Message"].map((x) => h("th", {}, x)))),
-      h("tbody", {}, rows)) : h("p", { class: "muted" }, "None."),
-    h("p", { class: "muted" }, "Make one with `river env create NAME --from IMAGE`; change one in a shell with `river env shell NAME`."));
-}
-
-// The overlay network and its reserved addresses; a cluster without the overlay says so.
-async function networkPage(gen) {
-  let [overlay, ips] = await Promise.all([api("/api/overlay"), api("/api/ips").catch((e) => e)]);
-  if (!overlay.enabled) {
-    const why = ips instanceof Error ? ips.message : "The overlay network is off on this cluster.";
-    return show(gen, h("h2", {}, "Network"), h("p", { class: "muted", id: "overlay-off" }, why));
-  }
-  if (ips instanceof Error) ips = [];
-  const members = overlay.members.map((m) => h("tr", { "data-member": m.name, class: m.health && !m.health.ok ? "bad" : null },
-    h("td", {}, m.name), h("td", {}, m.subnet), h("td", {}, m.address), h("td", {}, m.underlay || "–"),
-    h("td", {}, stateCell(m.state)), h("td", {}, m.containers),
-    h("td", {}, m.health ? (m.health.ok ? "ok" : "failing") : "–")));
-  const reserved = ips.map((r) => h("tr", {},
-    h("td", {}, r.ip), h("td", {}, r.node), h("td", {}, r.owner.replace(/^user /, "")),
-    h("td", {}, r.task ? h("a", { href: "#/tasks/" + r.task }, String(r.task)) : "–"), h("td", {}, when(r.expires_at_ms))));
-  show(gen, h("h2", {}, `Overlay ${overlay.range} (VXLAN ${overlay.vni}, port ${overlay.port})`),
-    h("table", { id: "overlay" },
-      h("thead", {}, h("tr", {}, ["Member", "Subnet", "Address", "Underlay", "State", "Containers", "Last reconcile"].map((x) => h("th", {}, x)))),
-      h("tbody", {}, members)),
-    h("h2", {}, `Reserved addresses (${ips.length})`),
-    reserved.length ? h("table", { id: "ips" },
-      h("thead", {}, h("tr", {}, ["Address", "Node", "Owner", "Task", "Expires"].map((x) => h("th", {}, x)))),
-      h("tbody", {}, reserved)) : h("p", { class: "muted" }, "None. `river ip reserve` makes one."));
-}
-
 // ---- routing and live updates ---------------------------------------------------------------
 
 async function render() {
@@ -402,6 +342,7 @@ async function render() {
     else if (parts[0] === "nodes" && parts[1]) await nodePage(decodeURIComponent(parts[1]), gen);
     else if (parts[0] === "submit") await submitPage(gen);
     else if (parts[0] === "envs") await envsPage(gen);
+    else if (parts[0] === "vps") await vpsPage(gen);
     else if (parts[0] === "network") await networkPage(gen);
     else await overview(gen);
   } catch (e) {
@@ -411,7 +352,7 @@ async function render() {
 
 // A change on the host redraws the page, unless the user is typing in a form.
 function changed() {
-  if (location.hash.startsWith("#/submit")) return;
+  if (location.hash.startsWith("#/submit") || location.hash.startsWith("#/vps")) return;
   clearTimeout(state.timer);
   state.timer = setTimeout(render, 50);
 }
