@@ -367,3 +367,53 @@ fn a_vps_is_made_stopped_snapshotted_and_started_from_the_page() {
     let o = river(&alice, &["vps", "rm", &id, "--yes"]);
     assert!(o.status.success(), "{:?}", text(&o));
 }
+
+#[test]
+fn an_operator_invites_and_changes_people_from_the_admin_page_and_a_user_has_none() {
+    if !browser_ready() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let (_host, admin) = host_process(d.path(), &listen);
+    let opal = person(d.path(), &admin, &listen, "opal", "operator");
+    let bob = person(d.path(), &admin, &listen, "bob", "user");
+    let driver = Driver::start(free_port());
+
+    // A user has no admin page, and the routes behind it refuse him.
+    let ui = Ui::start(&bob);
+    let b = driver.browser();
+    log_in(&b, &ui);
+    assert!(b.all("#nav-admin").is_empty(), "a user was offered the admin page");
+    let v = b.run("fetch('/api/users').then(r => done(r.status))");
+    assert_eq!(v, 403);
+
+    // The operator invites carol from the page; the token shown logs her in.
+    let ui = Ui::start(&opal);
+    let b = driver.browser();
+    log_in(&b, &ui);
+    b.go(&format!("{}/#/admin", ui.base()));
+    b.wait_text("#users", WAIT, |t| t.contains("bob"));
+    b.type_into("#invite-name", "carol");
+    b.click("#invite-name + select + button");
+    let token = b.wait_text("#secret-token", WAIT, |t| t.starts_with("rvt1."));
+    let carol = login(d.path(), &listen, "carol", &token);
+    let (who, _) = text(&river(&carol, &["whoami"]));
+    assert!(who.contains("carol") && who.contains("(user)"), "{who}");
+    // Her role, changed in the table (read again: people are not among the live events), counts
+    // at once.
+    b.go(&format!("{}/#/", ui.base()));
+    b.go(&format!("{}/#/admin", ui.base()));
+    b.wait_text("tr[data-user='carol']", WAIT, |t| t.contains("active"));
+    b.run("const s = document.querySelector(\"select[data-role-of='carol']\"); s.value = 'viewer'; s.dispatchEvent(new Event('change')); done(true);");
+    until(std::time::Duration::from_secs(30), "carol is a viewer", || {
+        text(&river(&carol, &["whoami"])).0.contains("(viewer)")
+    });
+    // The operator cannot make anyone an admin: the host refuses, as for the CLI.
+    assert!(b.all("#invite-role option[value='admin']").is_empty());
+    if let Some(dir) = screenshots() {
+        b.go(&format!("{}/#/admin", ui.base()));
+        b.wait_text("#audit", WAIT, |t| t.contains("carol"));
+        b.screenshot(&dir.join("admin.png"));
+    }
+}

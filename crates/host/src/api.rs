@@ -3,6 +3,8 @@
 //! [`crate::rpc`], so the API and the CLI share authorization and behaviour, and errors map to
 //! HTTP statuses in one place ([`status_of`]). The routes are described in `openapi.json`.
 
+mod admin;
+
 use crate::auth::Caller;
 use crate::{rpc, Ctx};
 use axum::extract::Query;
@@ -172,6 +174,7 @@ fn router(ctx: Arc<Ctx>) -> Router {
             post(|s, c, Path((id, seq)): Path<(u64, u32)>| call(s, c, Request::VpsRestore { id, seq })),
         )
         .route("/api/tasks/{id}/{action}", post(task_signal))
+        .merge(admin::routes())
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route; GET /api/openapi.json lists them") })
         .layer(axum::middleware::map_response(json_errors))
         .layer(axum::middleware::from_fn_with_state(ctx.clone(), resolve))
@@ -310,8 +313,24 @@ async fn tasks(s: State<Arc<Ctx>>, c: Extension<ApiCaller>, Query(f): Query<Task
     .await
 }
 
-async fn submit(s: State<Arc<Ctx>>, c: Extension<ApiCaller>, Json(spec): Json<TaskSpec>) -> HttpResponse {
-    call(s, c, Request::TaskSubmit(spec)).await
+async fn submit(s: State<Arc<Ctx>>, c: Extension<ApiCaller>, Json(body): Json<Object>) -> HttpResponse {
+    match object::<TaskSpec>(body) {
+        Ok(spec) => call(s, c, Request::TaskSubmit(spec)).await,
+        Err(why) => bad_body(&why),
+    }
+}
+
+/// A request body as it must come: a JSON object (serde would also take an array of the fields
+/// in order, which the document does not allow).
+type Object = serde_json::Map<String, serde_json::Value>;
+
+/// `body` as a `T`, or what is wrong with it (for a 400: [`bad_body`]).
+fn object<T: serde::de::DeserializeOwned>(body: Object) -> Result<T, String> {
+    serde_json::from_value(serde_json::Value::Object(body)).map_err(|e| format!("the request body: {e}"))
+}
+
+fn bad_body(why: &str) -> HttpResponse {
+    error(StatusCode::BAD_REQUEST, why)
 }
 
 async fn task(s: State<Arc<Ctx>>, c: Extension<ApiCaller>, Path(id): Path<u64>) -> HttpResponse {

@@ -170,3 +170,34 @@ fn the_document_describes_a_usage_sample() {
         Vec::<String>::new()
     );
 }
+
+/// The router is built for every connection: its routes (the admin ones merged in, methods on a
+/// path shared between them) must fit together, and every documented path must be one of them.
+#[tokio::test]
+async fn every_documented_route_is_served() {
+    use tower::ServiceExt as _;
+    let host = crate::service_tests::host().await;
+    let doc: serde_json::Value = serde_json::from_str(super::OPENAPI).unwrap();
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for method in ops.as_object().unwrap().keys() {
+            let uri = path
+                .replace("{id}", "1")
+                .replace("{name}", "n")
+                .replace("{seq}", "1")
+                .replace("{action}", "kill");
+            let req = axum::http::Request::builder()
+                .method(method.to_uppercase().as_str())
+                .uri(uri.as_str())
+                .body(axum::body::Body::empty())
+                .unwrap();
+            let resp = super::router(host.ctx.clone()).oneshot(req).await.unwrap();
+            let status = resp.status();
+            let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+            let text = String::from_utf8_lossy(&body);
+            assert!(
+                !text.contains("no such route") && status != axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {path} is documented but not served: {status} {text}"
+            );
+        }
+    }
+}

@@ -31,6 +31,7 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ("index.html", HTML, include_str!("web/index.html")),
     ("app.js", JS, include_str!("web/app.js")),
     ("pages.js", JS, include_str!("web/pages.js")),
+    ("admin.js", JS, include_str!("web/admin.js")),
     ("style.css", CSS, include_str!("web/style.css")),
     ("terminal.html", HTML, include_str!("web/terminal.html")),
     ("terminal.js", JS, include_str!("web/terminal.js")),

@@ -343,6 +343,7 @@ async function render() {
     else if (parts[0] === "submit") await submitPage(gen);
     else if (parts[0] === "envs") await envsPage(gen);
     else if (parts[0] === "vps") await vpsPage(gen);
+    else if (parts[0] === "admin") await adminPage(gen);
     else if (parts[0] === "network") await networkPage(gen);
     else await overview(gen);
   } catch (e) {
@@ -352,7 +353,7 @@ async function render() {
 
 // A change on the host redraws the page, unless the user is typing in a form.
 function changed() {
-  if (location.hash.startsWith("#/submit") || location.hash.startsWith("#/vps")) return;
+  if (["#/submit", "#/vps", "#/admin"].some((p) => location.hash.startsWith(p))) return;
   clearTimeout(state.timer);
   state.timer = setTimeout(render, 50);
 }
@@ -391,11 +392,12 @@ async function start() {
     state.role = me.role;
     document.getElementById("me").textContent = `${me.identity.replace(/^user /, "")} (${me.role})`;
     if (me.role === "viewer") document.getElementById("nav-submit").remove();
+    if (!["operator", "admin"].includes(me.role)) document.getElementById("nav-admin").remove();
   } catch (e) {
     show(state.gen, fail(e));
     return;
   }
-  window.addEventListener("hashchange", () => { taskPage.before = null; render(); });
+  window.addEventListener("hashchange", () => { taskPage.before = null; state.secret = null; render(); });
   listen();
   render();
 }

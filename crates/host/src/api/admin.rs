@@ -1,0 +1,134 @@
+//! The API's routes for running the cluster (the dashboard's admin pages use them): people,
+//! invitations, join tokens, removing nodes. Each becomes the same `Request` as the CLI's
+//! command, so who may do what is decided where it is for the CLI (`rpc::authorize`, `users`).
+
+use super::{bad_body, call, object, ApiCaller, Object};
+use crate::Ctx;
+use axum::extract::{Path, Query, State};
+use axum::response::Response as HttpResponse;
+use axum::routing::{delete, get, post};
+use axum::{Extension, Json, Router};
+use river_proto::msg::{Request, Role};
+use std::sync::Arc;
+
+pub(super) fn routes() -> Router<Arc<Ctx>> {
+    Router::new()
+        .route("/api/users", get(|s, c| call(s, c, Request::UserList)).post(invite))
+        .route("/api/users/{name}", delete(remove_user))
+        .route("/api/users/{name}/role", post(set_role))
+        .route("/api/users/{name}/{switch}", post(switch_user))
+        .route(
+            "/api/tokens",
+            get(|s, c| call(s, c, Request::TokenList)).post(join_token),
+        )
+        .route(
+            "/api/tokens/{id}",
+            delete(|s, c, Path(id): Path<String>| call(s, c, Request::TokenRevoke { id })),
+        )
+        .route(
+            "/api/nodes/{name}",
+            delete(|s, c, Path(name): Path<String>| call(s, c, Request::NodeRemove { name })),
+        )
+}
+
+/// How long an invitation or a join token is good for unless told.
+const DEFAULT_TTL_SECS: u64 = 24 * 60 * 60;
+
+#[derive(serde::Deserialize)]
+struct Invite {
+    name: String,
+    role: Role,
+    ttl_secs: Option<u64>,
+}
+
+/// `river user invite NAME --role ROLE`: the invitation's token, shown this once.
+async fn invite(s: State<Arc<Ctx>>, c: Extension<ApiCaller>, Json(body): Json<Object>) -> HttpResponse {
+    let i: Invite = match object(body) {
+        Ok(i) => i,
+        Err(why) => return bad_body(&why),
+    };
+    let req = Request::UserInvite {
+        name: i.name,
+        role: i.role,
+        ttl_secs: i.ttl_secs.unwrap_or(DEFAULT_TTL_SECS),
+    };
+    call(s, c, req).await
+}
+
+#[derive(serde::Deserialize)]
+struct NewRole {
+    role: Role,
+}
+
+async fn set_role(
+    s: State<Arc<Ctx>>,
+    c: Extension<ApiCaller>,
+    Path(name): Path<String>,
+    Json(body): Json<Object>,
+) -> HttpResponse {
+    match object::<NewRole>(body) {
+        Ok(r) => call(s, c, Request::UserSetRole { name, role: r.role }).await,
+        Err(why) => bad_body(&why),
+    }
+}
+
+/// `…/disable` or `…/enable`.
+async fn switch_user(
+    s: State<Arc<Ctx>>,
+    c: Extension<ApiCaller>,
+    Path((name, switch)): Path<(String, String)>,
+) -> HttpResponse {
+    let enabled = match switch.as_str() {
+        "enable" => true,
+        "disable" => false,
+        _ => {
+            return super::error(
+                axum::http::StatusCode::NOT_FOUND,
+                "no such action; use enable, disable or role",
+            )
+        }
+    };
+    call(s, c, Request::UserEnable { name, enabled }).await
+}
+
+#[derive(serde::Deserialize)]
+struct RemoveQuery {
+    #[serde(default)]
+    kill_tasks: bool,
+}
+
+async fn remove_user(
+    s: State<Arc<Ctx>>,
+    c: Extension<ApiCaller>,
+    Path(name): Path<String>,
+    Query(q): Query<RemoveQuery>,
+) -> HttpResponse {
+    call(
+        s,
+        c,
+        Request::UserRemove {
+            name,
+            kill_tasks: q.kill_tasks,
+        },
+    )
+    .await
+}
+
+#[derive(serde::Deserialize)]
+struct JoinToken {
+    ttl_secs: Option<u64>,
+    uses: Option<u32>,
+}
+
+/// `river token create`: a join token for new nodes, shown this once.
+async fn join_token(s: State<Arc<Ctx>>, c: Extension<ApiCaller>, Json(body): Json<Object>) -> HttpResponse {
+    let t: JoinToken = match object(body) {
+        Ok(t) => t,
+        Err(why) => return bad_body(&why),
+    };
+    let req = Request::TokenCreate {
+        ttl_secs: t.ttl_secs.unwrap_or(DEFAULT_TTL_SECS),
+        uses: t.uses.unwrap_or(1),
+    };
+    call(s, c, req).await
+}

@@ -1,0 +1,92 @@
+// The admin page (operators and admins; the host decides every action as for the CLI): tasks
+// waiting for approval, people and invitations, join tokens, nodes, the audit trail.
+"use strict";
+
+async function adminPage(gen) {
+  if (!["operator", "admin"].includes(state.role)) return show(gen, h("p", { class: "error" }, "Only operators and admins run the cluster."));
+  const admin = state.role === "admin";
+  const [pending, users, audit, tokens, nodes] = await Promise.all([
+    api("/api/tasks?state=pending_approval&limit=200"),
+    api("/api/users"),
+    api("/api/audit?limit=50"),
+    admin ? api("/api/tokens") : [],
+    admin ? api("/api/nodes") : [],
+  ]);
+  const act = (label, fn, cls) => h("button", { class: cls, onclick: async (ev) => {
+    ev.target.disabled = true;
+    try { await fn(); render(); } catch (e) { ev.target.after(fail(e)); }
+  } }, label);
+  const post = (path, json, method) => api(path, { method: method || "POST", json });
+  // A new token is shown above everything until the page is left (the redraw after the action
+  // keeps it); the host never shows it again.
+  const reveal = (what, t) => { state.secret = { what, t }; };
+  const s = state.secret;
+  const secret = h("div", { id: "secret" }, s ? h("p", { class: "error" },
+    `${s.what} (shown this once; valid until ${when(s.t.expires_at_ms)}): `, h("code", { id: "secret-token" }, s.t.token)) : "");
+
+  const approvals = pending.length ? h("table", { id: "approvals" },
+    h("thead", {}, h("tr", {}, ["Task", "Owner", "Command", "Submitted", ""].map((x) => h("th", {}, x)))),
+    h("tbody", {}, pending.map((t) => h("tr", { "data-task": t.id },
+      h("td", {}, h("a", { href: "#/tasks/" + t.id }, String(t.id))), h("td", {}, t.owner.replace(/^user /, "")),
+      h("td", {}, command(t)), h("td", {}, when(t.submitted_at_ms)),
+      h("td", {}, act("Approve", () => post(`/api/tasks/${t.id}/approve`)),
+        act("Reject", () => {
+          const why = prompt(`Why is task ${t.id} rejected? Its owner reads it.`);
+          if (!why) throw new Error("give a reason: its owner reads it");
+          return post(`/api/tasks/${t.id}/reject?reason=${encodeURIComponent(why)}`);
+        }, "danger")))))) : h("p", { class: "muted" }, "Nothing waits for approval.");
+
+  const roles = ["viewer", "user", "operator", "admin"];
+  const me = state.me.replace(/^user /, "");
+  const people = h("table", { id: "users" },
+    h("thead", {}, h("tr", {}, ["Name", "Role", "Since", "State", ""].map((x) => h("th", {}, x)))),
+    h("tbody", {}, users.map((u) => {
+      const gone = u.removed_at_ms !== null && u.removed_at_ms !== undefined;
+      const select = h("select", { "data-role-of": u.name, disabled: gone || u.name === me }, roles.map((r) => h("option", { value: r, selected: r === u.role }, r)));
+      select.addEventListener("change", async () => {
+        try { await post(`/api/users/${encodeURIComponent(u.name)}/role`, { role: select.value }); render(); } catch (e) { select.after(fail(e)); }
+      });
+      return h("tr", { "data-user": u.name, class: gone ? "muted" : null },
+        h("td", {}, u.name), h("td", {}, select), h("td", {}, when(u.created_at_ms)),
+        h("td", {}, gone ? `removed ${when(u.removed_at_ms)}` : u.disabled ? "disabled" : "active"),
+        h("td", {}, gone || u.name === me ? "" : [
+          act(u.disabled ? "Enable" : "Disable", () => post(`/api/users/${encodeURIComponent(u.name)}/${u.disabled ? "enable" : "disable"}`)),
+          act("Remove", () => {
+            if (!confirm(`Remove ${u.name}? Their certificates are revoked and the name is never given again.`)) throw new Error("not removed");
+            return post(`/api/users/${encodeURIComponent(u.name)}`, undefined, "DELETE");
+          }, "danger")]));
+    })));
+  const inviteName = h("input", { id: "invite-name", placeholder: "name" });
+  const inviteRole = h("select", { id: "invite-role" }, roles.filter((r) => admin || r !== "admin").map((r) => h("option", { value: r, selected: r === "user" }, r)));
+  const invite = h("div", { class: "actions" }, inviteName, inviteRole, act("Invite", async () => {
+    const t = await post("/api/users", { name: inviteName.value.trim(), role: inviteRole.value });
+    reveal(`Invitation for ${inviteName.value.trim()}: they run \`river login HOST --token …\` with`, t);
+  }));
+
+  const joinTokens = admin ? [h("h2", {}, "Join tokens and invitations"),
+    h("div", { class: "actions" }, act("New join token", async () => reveal("Join token for a new node", await post("/api/tokens", {})))),
+    h("table", { id: "tokens" },
+      h("thead", {}, h("tr", {}, ["Token", "For", "Expires", "Uses left", ""].map((x) => h("th", {}, x)))),
+      h("tbody", {}, tokens.map((t) => h("tr", { "data-token": t.id, class: t.revoked ? "muted" : null },
+        h("td", {}, t.id), h("td", {}, t.purpose === "node" ? "a node" : `invitation: ${t.user || ""}`),
+        h("td", {}, when(t.expires_at_ms)), h("td", {}, t.revoked ? "revoked" : t.uses_left),
+        h("td", {}, t.revoked ? "" : act("Revoke", () => post(`/api/tokens/${encodeURIComponent(t.id)}`, undefined, "DELETE"), "danger"))))))] : [];
+
+  const nodeRows = admin ? [h("h2", {}, "Nodes"), h("table", { id: "admin-nodes" },
+    h("tbody", {}, nodes.map((n) => h("tr", { "data-node": n.name },
+      h("td", {}, n.name), h("td", {}, stateCell(n.state)), h("td", {}, n.address || "–"),
+      h("td", {}, act("Remove", () => {
+        if (!confirm(`Remove node ${n.name}? Its certificate is revoked and its work fails over.`)) throw new Error("not removed");
+        return post(`/api/nodes/${encodeURIComponent(n.name)}`, undefined, "DELETE");
+      }, "danger"))))))] : [];
+
+  const trail = h("table", { id: "audit" },
+    h("thead", {}, h("tr", {}, ["When", "Who", "What", "Detail"].map((x) => h("th", {}, x)))),
+    h("tbody", {}, audit.map((e) => h("tr", {}, h("td", {}, when(e.at_ms)), h("td", {}, e.actor), h("td", {}, e.action), h("td", {}, e.detail)))));
+
+  show(gen, secret,
+    h("h2", {}, `Waiting for approval (${pending.length})`), approvals,
+    h("h2", {}, "People"), invite, people,
+    ...joinTokens, ...nodeRows,
+    h("h2", {}, "Audit trail (latest 50)"), trail);
+}
