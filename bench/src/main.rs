@@ -9,6 +9,7 @@ mod mesh;
 mod overlay;
 mod proc;
 mod tasks;
+mod web;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -92,6 +93,14 @@ enum Bench {
         #[arg(long, default_value_t = 0)]
         wait_runs: usize,
     },
+    /// The web dashboard in headless Chromium (needs `chromium` and `chromium-driver`): first load
+    /// against a static file, a change seen on the page, the task list with N tasks.
+    Web {
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+        #[arg(long, default_value_t = 10_000)]
+        tasks: usize,
+    },
     /// Idle memory of a real host and runner (`river host`, `river runner`).
     Footprint {
         /// How long to let them idle before measuring.
@@ -145,6 +154,7 @@ fn main() -> anyhow::Result<()> {
             } => tasks::run(&river, count, concurrency, no_container).await,
             Bench::History { tasks, log_mb } => history::run(&river, tasks, log_mb).await,
             Bench::Cli { runs, wait_runs } => cli::run(&river, runs, wait_runs).await,
+            Bench::Web { runs, tasks } => web::run(&river, runs, tasks).await,
         }
     })
 }
