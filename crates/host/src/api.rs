@@ -373,6 +373,13 @@ async fn task_output(
     }
     let recv = match crate::logs::open_logs(&ctx, &caller, id, q.stderr, q.follow).await {
         Ok(Some(recv)) => recv,
+        // Not started: no output yet; following it is refused (as `river task logs -f` is).
+        Ok(None) if q.follow => {
+            return error(
+                StatusCode::CONFLICT,
+                &format!("task {id} has not started yet; it has no output"),
+            )
+        }
         Ok(None) => return ([(header::CONTENT_TYPE, "text/plain")], "").into_response(),
         Err(e) => {
             let (kind, message) = e.kind_and_message();
