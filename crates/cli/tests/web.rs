@@ -364,6 +364,24 @@ fn a_vps_is_made_stopped_snapshotted_and_started_from_the_page() {
     b.wait_text("#task-state", WAIT, |t| t == "running");
     let (listed, _) = text(&river(&alice, &["vps", "snapshot", "list", &id]));
     assert!(listed.contains("before the start"), "{listed}");
+
+    // An environment made from an image on the node, then removed, from its page.
+    b.go(&format!("{}/#/envs", ui.base()));
+    b.wait_text("#env-create", WAIT, |t| t == "Create");
+    b.type_into("#env-name", "tools");
+    b.type_into("#env-from", "river-test/busybox:1");
+    b.click("#env-create");
+    b.wait_text("tr[data-env='tools']", WAIT, |t| t.contains("tools:v1"));
+    let (envs, _) = text(&river(&alice, &["env", "list"]));
+    assert!(envs.contains("tools"), "{envs}");
+    b.click("button[data-remove-env='tools']");
+    b.accept_dialog();
+    let start = std::time::Instant::now();
+    while !b.all("tr[data-env='tools']").is_empty() {
+        assert!(start.elapsed() < WAIT, "the removed environment stayed on the page");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(!text(&river(&alice, &["env", "list"])).0.contains("tools"));
     let o = river(&alice, &["vps", "rm", &id, "--yes"]);
     assert!(o.status.success(), "{:?}", text(&o));
 }

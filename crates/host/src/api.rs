@@ -4,6 +4,7 @@
 //! HTTP statuses in one place ([`status_of`]). The routes are described in `openapi.json`.
 
 mod admin;
+mod envs;
 
 use crate::auth::Caller;
 use crate::{rpc, Ctx};
@@ -175,6 +176,7 @@ fn router(ctx: Arc<Ctx>) -> Router {
         )
         .route("/api/tasks/{id}/{action}", post(task_signal))
         .merge(admin::routes())
+        .merge(envs::routes())
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route; GET /api/openapi.json lists them") })
         .layer(axum::middleware::map_response(json_errors))
         .layer(axum::middleware::from_fn_with_state(ctx.clone(), resolve))

@@ -242,6 +242,15 @@ impl Browser<'_> {
         .unwrap();
     }
 
+    /// Accepts the `confirm()` dialog the page shows now, waiting for it a while.
+    pub fn accept_dialog(&self) {
+        let start = Instant::now();
+        while let Err(e) = self.call("POST", "/alert/accept", Some(serde_json::json!({}))) {
+            assert!(start.elapsed() < Duration::from_secs(30), "no dialog to accept: {e}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn click(&self, css: &str) {
         let e = self.all(css).into_iter().next().unwrap_or_else(|| panic!("no {css}"));
         self.call("POST", &format!("/element/{e}/click"), Some(serde_json::json!({})))

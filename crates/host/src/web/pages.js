@@ -30,17 +30,39 @@ function chart(key, title, points, max, label) {
 
 async function envsPage(gen) {
   const envs = await api("/api/envs");
-  const rows = envs.flatMap((e) => e.versions.map((v) => h("tr", { "data-env": e.name },
+  const remove = (e) => h("button", { class: "danger", "data-remove-env": e.name, onclick: async (ev) => {
+    if (!confirm(`Remove environment ${e.name} with all its versions?`)) return;
+    ev.target.disabled = true;
+    try { await api(`/api/envs/${encodeURIComponent(e.name)}`, { method: "DELETE" }); render(); } catch (err) { ev.target.after(fail(err)); }
+  } }, "Remove");
+  const mine = (e) => state.role === "operator" || state.role === "admin" || e.owner === state.me;
+  const rows = envs.flatMap((e) => e.versions.map((v, i) => h("tr", { "data-env": e.name },
     h("td", {}, `${e.name}:v${v.version}`),
     h("td", {}, v.image),
     h("td", {}, v.archive ? bytes(v.archive.size) : "–"),
     h("td", {}, v.fetches),
     h("td", {}, (v.created_by || e.owner || "").replace(/^user /, "")),
     h("td", {}, when(v.created_at_ms)),
-    h("td", {}, v.message || ""))));
-  show(gen, h("h2", {}, `Environments (${envs.length})`),
+    h("td", {}, v.message || ""),
+    h("td", {}, i === 0 && mine(e) ? remove(e) : ""))));
+  const name = h("input", { id: "env-name", placeholder: "name" });
+  const from = h("input", { id: "env-from", placeholder: "image, e.g. pytorch/pytorch:2.3.0-cuda12.1-cudnn8-runtime" });
+  const make = state.role === "viewer" ? "" : h("div", { class: "actions" }, name, from,
+    h("button", { id: "env-create", onclick: async (ev) => {
+      ev.target.disabled = true;
+      ev.target.textContent = "Saving the image…";
+      try {
+        await api("/api/envs", { method: "POST", json: { name: name.value.trim(), from: from.value.trim() } });
+        render();
+      } catch (err) {
+        ev.target.disabled = false;
+        ev.target.textContent = "Create";
+        document.getElementById("env-result").replaceChildren(fail(err));
+      }
+    } }, "Create"));
+  show(gen, h("h2", {}, `Environments (${envs.length})`), make, h("div", { id: "env-result" }),
     rows.length ? h("table", { id: "envs" },
-      h("thead", {}, h("tr", {}, ["Version", "Image", "Archive", "Fetches", "By", "Made", "Message"].map((x) => h("th", {}, x)))),
+      h("thead", {}, h("tr", {}, ["Version", "Image", "Archive", "Fetches", "By", "Made", "Message", ""].map((x) => h("th", {}, x)))),
       h("tbody", {}, rows)) : h("p", { class: "muted" }, "None."),
     h("p", { class: "muted" }, "Make one with `river env create NAME --from IMAGE`; change one in a shell with `river env shell NAME`."));
 }
