@@ -351,6 +351,21 @@ fn a_vps_is_made_stopped_snapshotted_and_started_from_the_page() {
     let o = output_within(&mut vps_ssh_command(&alice, &id, &key, &["echo", "in-the-vps"]));
     assert_eq!(text(&o).0.trim(), "in-the-vps", "{:?}", text(&o));
 
+    // A second key added on its page logs in too (from the next login on).
+    let second = d.path().join("second_key");
+    assert!(Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&second)
+        .status()
+        .unwrap()
+        .success());
+    let second_public = std::fs::read_to_string(second.with_extension("pub")).unwrap();
+    b.type_into("#vps-add-keys", second_public.trim());
+    b.click("#vps-add-key");
+    b.wait_text("#vps-keys", WAIT, |t| t.matches("ssh-ed25519").count() == 2);
+    let o = output_within(&mut vps_ssh_command(&alice, &id, &second, &["echo", "second-key"]));
+    assert_eq!(text(&o).0.trim(), "second-key", "{:?}", text(&o));
+
     // Stopped with its button; a snapshot taken with a message; started again.
     b.click("button[data-action='stop']");
     b.wait_text("#task-state", WAIT, |t| t == "stopped");
@@ -384,6 +399,47 @@ fn a_vps_is_made_stopped_snapshotted_and_started_from_the_page() {
     assert!(!text(&river(&alice, &["env", "list"])).0.contains("tools"));
     let o = river(&alice, &["vps", "rm", &id, "--yes"]);
     assert!(o.status.success(), "{:?}", text(&o));
+}
+
+#[test]
+fn an_api_token_made_on_the_account_page_works_for_scripts_until_revoked() {
+    if !browser_ready() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let (_host, admin) = host_process(d.path(), &listen);
+    let bob = person(d.path(), &admin, &listen, "bob", "user");
+    let driver = Driver::start(free_port());
+    let ui = Ui::start(&bob);
+    let b = driver.browser();
+    log_in(&b, &ui);
+    b.go(&format!("{}/#/account", ui.base()));
+    b.wait_text("#token-create", WAIT, |t| t == "Create");
+    assert!(
+        b.all("#token-role option[value='operator']").is_empty(),
+        "a user was offered a higher role"
+    );
+    b.type_into("#token-name", "ci");
+    b.click("#token-create");
+    let token = b.wait_text("#secret-token", WAIT, |t| t.starts_with("rvk1."));
+    let whoami = |token: &str| {
+        let o = Command::new("curl")
+            .args(["-s", "--cacert"])
+            .arg(bob.join("ca.crt"))
+            .args(["-H", &format!("Authorization: Bearer {token}")])
+            .arg(format!("https://{listen}/api/whoami"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let me = whoami(&token);
+    assert!(me.contains("\"user bob\""), "{me}");
+    b.wait_text("tr[data-api-token='ci']", WAIT, |t| t.contains("user"));
+    b.click("button[data-revoke='ci']");
+    b.wait_text("tr[data-api-token='ci']", WAIT, |t| t.contains("revoked"));
+    let refused = whoami(&token);
+    assert!(refused.contains("error"), "a revoked token still works: {refused}");
 }
 
 #[test]

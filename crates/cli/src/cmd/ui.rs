@@ -174,7 +174,6 @@ impl Ui {
         }
         if !matches!(*req.method(), Method::GET | Method::HEAD) {
             let token = req.headers().get("x-river-csrf").and_then(|v| v.to_str().ok());
-            let origin = req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok());
             let forged = !token.is_some_and(|t| same(t, &self.csrf)) || origin.is_some_and(|o| o != self.origin);
             if forged {
                 tracing::warn!(path = %req.uri().path(), ?origin, "dashboard: refused a request that did not come from its page");

@@ -1,5 +1,6 @@
-//! The API's routes for running the cluster (the dashboard's admin pages use them): people,
-//! invitations, join tokens, removing nodes. Each becomes the same `Request` as the CLI's
+//! The API's routes for running the cluster and one's own account (the dashboard's admin and
+//! account pages use them): people, invitations, join tokens, removing nodes; one's API tokens;
+//! the keys of a VPS. Each becomes the same `Request` as the CLI's
 //! command, so who may do what is decided where it is for the CLI (`rpc::authorize`, `users`).
 
 use super::{bad_body, call, object, ApiCaller, Object};
@@ -29,6 +30,67 @@ pub(super) fn routes() -> Router<Arc<Ctx>> {
             "/api/nodes/{name}",
             delete(|s, c, Path(name): Path<String>| call(s, c, Request::NodeRemove { name })),
         )
+        .route(
+            "/api/me/tokens",
+            get(|s, c| call(s, c, Request::ApiTokenList { user: None })).post(api_token),
+        )
+        .route(
+            "/api/me/tokens/{name}",
+            delete(|s, c, Path(name): Path<String>| call(s, c, Request::ApiTokenRevoke { name, user: None })),
+        )
+        .route("/api/tasks/{id}/keys", post(vps_keys))
+}
+
+#[derive(serde::Deserialize)]
+struct NewApiToken {
+    name: String,
+    ttl_secs: Option<u64>,
+    role: Option<Role>,
+}
+
+/// How long an API token is good for unless told: 90 days.
+const API_TOKEN_TTL_SECS: u64 = 90 * 24 * 60 * 60;
+
+/// `river user token create`: a token for scripts, acting as the caller, shown this once.
+async fn api_token(s: State<Arc<Ctx>>, c: Extension<ApiCaller>, Json(body): Json<Object>) -> HttpResponse {
+    let t: NewApiToken = match object(body) {
+        Ok(t) => t,
+        Err(why) => return bad_body(&why),
+    };
+    let req = Request::ApiTokenCreate {
+        name: t.name,
+        ttl_secs: t.ttl_secs.unwrap_or(API_TOKEN_TTL_SECS),
+        role: t.role,
+    };
+    call(s, c, req).await
+}
+
+#[derive(serde::Deserialize)]
+struct KeyChange {
+    #[serde(default)]
+    add: Vec<String>,
+    #[serde(default)]
+    remove: Vec<String>,
+}
+
+/// `river vps keys add|rm`: the SSH keys that may log in to a VPS, from its next login on.
+async fn vps_keys(
+    s: State<Arc<Ctx>>,
+    c: Extension<ApiCaller>,
+    Path(id): Path<u64>,
+    Json(body): Json<Object>,
+) -> HttpResponse {
+    match object::<KeyChange>(body) {
+        Ok(k) => {
+            let req = Request::VpsKeys {
+                id,
+                add: k.add,
+                remove: k.remove,
+            };
+            call(s, c, req).await
+        }
+        Err(why) => bad_body(&why),
+    }
 }
 
 /// How long an invitation or a join token is good for unless told.

@@ -90,3 +90,36 @@ async function adminPage(gen) {
     ...joinTokens, ...nodeRows,
     h("h2", {}, "Audit trail (latest 50)"), trail);
 }
+
+// One's own account: API tokens for scripts (`Authorization: Bearer`), made and revoked here.
+async function accountPage(gen) {
+  const tokens = await api("/api/me/tokens");
+  const roles = ["viewer", "user", "operator", "admin"];
+  const s = state.secret;
+  const secret = h("div", { id: "secret" }, s ? h("p", { class: "error" },
+    `${s.what} (shown this once; valid until ${when(s.t.expires_at_ms)}): `, h("code", { id: "secret-token" }, s.t.token)) : "");
+  const name = h("input", { id: "token-name", placeholder: "name, e.g. ci" });
+  const days = h("input", { id: "token-days", type: "number", min: 1, value: 90 });
+  const role = h("select", { id: "token-role" }, roles.slice(0, roles.indexOf(state.role) + 1).map((r) => h("option", { value: r, selected: r === state.role }, r)));
+  const create = h("button", { id: "token-create", onclick: async (ev) => {
+    ev.target.disabled = true;
+    try {
+      const t = await api("/api/me/tokens", { method: "POST", json: { name: name.value.trim(), ttl_secs: parseInt(days.value, 10) * 86400, role: role.value } });
+      state.secret = { what: `API token ${t.name} (${t.role})`, t };
+      render();
+    } catch (e) { ev.target.disabled = false; ev.target.after(fail(e)); }
+  } }, "Create");
+  const rows = tokens.map((t) => h("tr", { "data-api-token": t.name, class: t.revoked_at_ms ? "muted" : null },
+    h("td", {}, t.name), h("td", {}, t.role), h("td", {}, when(t.created_at_ms)), h("td", {}, when(t.expires_at_ms)),
+    h("td", {}, t.last_used_ms ? when(t.last_used_ms) : "never"),
+    h("td", {}, t.revoked_at_ms ? `revoked ${when(t.revoked_at_ms)}` : h("button", { class: "danger", "data-revoke": t.name, onclick: async (ev) => {
+      ev.target.disabled = true;
+      try { await api(`/api/me/tokens/${encodeURIComponent(t.name)}`, { method: "DELETE" }); render(); } catch (e) { ev.target.after(fail(e)); }
+    } }, "Revoke"))));
+  show(gen, secret, h("h2", {}, "API tokens"),
+    h("p", { class: "muted" }, "For scripts and CI: `curl -H 'Authorization: Bearer TOKEN' https://HOST:PORT/api/…` acts as you, at most at the token's role."),
+    h("div", { class: "actions" }, name, h("label", { for: "token-days" }, "days"), days, role, create),
+    rows.length ? h("table", { id: "api-tokens" },
+      h("thead", {}, h("tr", {}, ["Name", "Role", "Made", "Expires", "Last used", ""].map((x) => h("th", {}, x)))),
+      h("tbody", {}, rows)) : h("p", { class: "muted", id: "api-tokens" }, "None."));
+}

@@ -344,6 +344,7 @@ async function render() {
     else if (parts[0] === "envs") await envsPage(gen);
     else if (parts[0] === "vps") await vpsPage(gen);
     else if (parts[0] === "admin") await adminPage(gen);
+    else if (parts[0] === "account") await accountPage(gen);
     else if (parts[0] === "network") await networkPage(gen);
     else await overview(gen);
   } catch (e) {
@@ -353,7 +354,7 @@ async function render() {
 
 // A change on the host redraws the page, unless the user is typing in a form.
 function changed() {
-  if (["#/submit", "#/vps", "#/admin", "#/envs"].some((p) => location.hash.startsWith(p))) return;
+  if (["#/submit", "#/vps", "#/admin", "#/envs", "#/account"].some((p) => location.hash.startsWith(p))) return;
   clearTimeout(state.timer);
   state.timer = setTimeout(render, 50);
 }

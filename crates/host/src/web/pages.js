@@ -117,10 +117,25 @@ async function vpsSection(t) {
       const q = message.value.trim() ? `?message=${encodeURIComponent(message.value.trim())}` : "";
       try { await api(`/api/tasks/${id}/snapshot${q}`, { method: "POST" }); render(); } catch (e) { ev.target.after(fail(e)); }
     } }, "Take a snapshot")) : "";
+  const keys = t.spec.vps.ssh_keys || [];
+  const keyList = keys.map((k) => h("li", { "data-key": k.split(" ")[1] || k },
+    h("code", {}, k.length > 60 ? `${k.slice(0, 30)}…${k.slice(-24)}` : k), " ",
+    may ? h("button", { class: "danger", onclick: async (ev) => {
+      ev.target.disabled = true;
+      try { await api(`/api/tasks/${id}/keys`, { method: "POST", json: { remove: [k] } }); render(); } catch (e) { ev.target.after(fail(e)); }
+    } }, "Remove") : ""));
+  const newKeys = h("textarea", { id: "vps-add-keys", rows: 2, placeholder: "more public keys, one per line" });
+  const addKeys = may ? h("div", { class: "actions" }, newKeys, h("button", { id: "vps-add-key", onclick: async (ev) => {
+    ev.target.disabled = true;
+    const add = newKeys.value.split("\n").map((l) => l.trim()).filter((l) => l && !l.startsWith("#"));
+    try { await api(`/api/tasks/${id}/keys`, { method: "POST", json: { add } }); render(); } catch (e) { ev.target.disabled = false; ev.target.after(fail(e)); }
+  } }, "Add keys")) : "";
   return [
     h("h2", {}, "Log in"),
     h("p", {}, "With your own SSH client and key, through the mesh: ", h("code", { id: "ssh-line" }, `river ssh ${id}`),
       " — or ", h("code", {}, "river ssh-config"), " once, then ", h("code", {}, `ssh river-${id}`), "."),
+    h("h3", {}, "Keys that may log in (from the next login on)"),
+    h("ul", { id: "vps-keys" }, keyList), addKeys,
     h("h2", {}, "Snapshots"),
     take,
     snaps === null ? h("p", { class: "muted" }, "Only its owner and those it is shared with see its snapshots.")
