@@ -315,24 +315,25 @@ async fn tasks(s: State<Arc<Ctx>>, c: Extension<ApiCaller>, Query(f): Query<Task
     .await
 }
 
-async fn submit(s: State<Arc<Ctx>>, c: Extension<ApiCaller>, Json(body): Json<Object>) -> HttpResponse {
-    match object::<TaskSpec>(body) {
-        Ok(spec) => call(s, c, Request::TaskSubmit(spec)).await,
-        Err(why) => bad_body(&why),
+async fn submit(s: State<Arc<Ctx>>, c: Extension<ApiCaller>, Body(spec): Body<TaskSpec>) -> HttpResponse {
+    call(s, c, Request::TaskSubmit(spec)).await
+}
+
+/// A request body as it must come: a JSON object read as a `T` (serde would also take an array
+/// of the fields in order, which the document does not allow), or a 400 saying what is wrong.
+struct Body<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<S> for Body<T> {
+    type Rejection = HttpResponse;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        let Json(object) = Json::<serde_json::Map<String, serde_json::Value>>::from_request(req, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        serde_json::from_value(serde_json::Value::Object(object))
+            .map(Body)
+            .map_err(|e| error(StatusCode::BAD_REQUEST, &format!("the request body: {e}")))
     }
-}
-
-/// A request body as it must come: a JSON object (serde would also take an array of the fields
-/// in order, which the document does not allow).
-type Object = serde_json::Map<String, serde_json::Value>;
-
-/// `body` as a `T`, or what is wrong with it (for a 400: [`bad_body`]).
-fn object<T: serde::de::DeserializeOwned>(body: Object) -> Result<T, String> {
-    serde_json::from_value(serde_json::Value::Object(body)).map_err(|e| format!("the request body: {e}"))
-}
-
-fn bad_body(why: &str) -> HttpResponse {
-    error(StatusCode::BAD_REQUEST, why)
 }
 
 async fn task(s: State<Arc<Ctx>>, c: Extension<ApiCaller>, Path(id): Path<u64>) -> HttpResponse {

@@ -3,12 +3,12 @@
 //! the keys of a VPS. Each becomes the same `Request` as the CLI's
 //! command, so who may do what is decided where it is for the CLI (`rpc::authorize`, `users`).
 
-use super::{bad_body, call, object, ApiCaller, Object};
+use super::{call, ApiCaller, Body};
 use crate::Ctx;
 use axum::extract::{Path, Query, State};
 use axum::response::Response as HttpResponse;
 use axum::routing::{delete, get, post};
-use axum::{Extension, Json, Router};
+use axum::{Extension, Router};
 use river_proto::msg::{Request, Role};
 use std::sync::Arc;
 
@@ -52,11 +52,7 @@ struct NewApiToken {
 const API_TOKEN_TTL_SECS: u64 = 90 * 24 * 60 * 60;
 
 /// `river user token create`: a token for scripts, acting as the caller, shown this once.
-async fn api_token(s: State<Arc<Ctx>>, c: Extension<ApiCaller>, Json(body): Json<Object>) -> HttpResponse {
-    let t: NewApiToken = match object(body) {
-        Ok(t) => t,
-        Err(why) => return bad_body(&why),
-    };
+async fn api_token(s: State<Arc<Ctx>>, c: Extension<ApiCaller>, Body(t): Body<NewApiToken>) -> HttpResponse {
     let req = Request::ApiTokenCreate {
         name: t.name,
         ttl_secs: t.ttl_secs.unwrap_or(API_TOKEN_TTL_SECS),
@@ -78,19 +74,14 @@ async fn vps_keys(
     s: State<Arc<Ctx>>,
     c: Extension<ApiCaller>,
     Path(id): Path<u64>,
-    Json(body): Json<Object>,
+    Body(k): Body<KeyChange>,
 ) -> HttpResponse {
-    match object::<KeyChange>(body) {
-        Ok(k) => {
-            let req = Request::VpsKeys {
-                id,
-                add: k.add,
-                remove: k.remove,
-            };
-            call(s, c, req).await
-        }
-        Err(why) => bad_body(&why),
-    }
+    let req = Request::VpsKeys {
+        id,
+        add: k.add,
+        remove: k.remove,
+    };
+    call(s, c, req).await
 }
 
 /// How long an invitation or a join token is good for unless told.
@@ -104,11 +95,7 @@ struct Invite {
 }
 
 /// `river user invite NAME --role ROLE`: the invitation's token, shown this once.
-async fn invite(s: State<Arc<Ctx>>, c: Extension<ApiCaller>, Json(body): Json<Object>) -> HttpResponse {
-    let i: Invite = match object(body) {
-        Ok(i) => i,
-        Err(why) => return bad_body(&why),
-    };
+async fn invite(s: State<Arc<Ctx>>, c: Extension<ApiCaller>, Body(i): Body<Invite>) -> HttpResponse {
     let req = Request::UserInvite {
         name: i.name,
         role: i.role,
@@ -126,12 +113,9 @@ async fn set_role(
     s: State<Arc<Ctx>>,
     c: Extension<ApiCaller>,
     Path(name): Path<String>,
-    Json(body): Json<Object>,
+    Body(r): Body<NewRole>,
 ) -> HttpResponse {
-    match object::<NewRole>(body) {
-        Ok(r) => call(s, c, Request::UserSetRole { name, role: r.role }).await,
-        Err(why) => bad_body(&why),
-    }
+    call(s, c, Request::UserSetRole { name, role: r.role }).await
 }
 
 /// `…/disable` or `…/enable`.
@@ -183,11 +167,7 @@ struct JoinToken {
 }
 
 /// `river token create`: a join token for new nodes, shown this once.
-async fn join_token(s: State<Arc<Ctx>>, c: Extension<ApiCaller>, Json(body): Json<Object>) -> HttpResponse {
-    let t: JoinToken = match object(body) {
-        Ok(t) => t,
-        Err(why) => return bad_body(&why),
-    };
+async fn join_token(s: State<Arc<Ctx>>, c: Extension<ApiCaller>, Body(t): Body<JoinToken>) -> HttpResponse {
     let req = Request::TokenCreate {
         ttl_secs: t.ttl_secs.unwrap_or(DEFAULT_TTL_SECS),
         uses: t.uses.unwrap_or(1),

@@ -1,12 +1,12 @@
 //! The API's routes that change environments (the dashboard's environments page uses them): make
 //! one from an image, remove one. Each is the CLI's request, decided where the CLI's is.
 
-use super::{bad_body, call, object, ApiCaller, Object};
+use super::{call, ApiCaller, Body};
 use crate::Ctx;
 use axum::extract::{Path, State};
 use axum::response::Response as HttpResponse;
 use axum::routing::{delete, post};
-use axum::{Extension, Json, Router};
+use axum::{Extension, Router};
 use river_proto::msg::Request;
 use std::sync::Arc;
 
@@ -26,16 +26,11 @@ struct NewEnv {
 
 /// `river env create NAME --from IMAGE [--node NODE]`: answers once the image is saved and its
 /// archive kept by the host.
-async fn create(s: State<Arc<Ctx>>, c: Extension<ApiCaller>, Json(body): Json<Object>) -> HttpResponse {
-    match object::<NewEnv>(body) {
-        Ok(e) => {
-            let req = Request::EnvCreate {
-                name: e.name,
-                from: e.from,
-                node: e.node,
-            };
-            call(s, c, req).await
-        }
-        Err(why) => bad_body(&why),
-    }
+async fn create(s: State<Arc<Ctx>>, c: Extension<ApiCaller>, Body(e): Body<NewEnv>) -> HttpResponse {
+    let req = Request::EnvCreate {
+        name: e.name,
+        from: e.from,
+        node: e.node,
+    };
+    call(s, c, req).await
 }
