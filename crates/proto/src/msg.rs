@@ -2,6 +2,7 @@
 //! depends on their layout. Adding a variant at the end of an enum is compatible within a protocol
 //! version; anything else bumps [`crate::PROTOCOL_VERSION`].
 
+mod archive;
 mod kind;
 mod node;
 mod overlay;
@@ -9,11 +10,12 @@ pub mod people;
 mod secret;
 mod streams;
 mod task;
+pub use archive::{EnvVersion, EnvView, VpsSnapshot, VPS_SNAPSHOT_REPO};
 pub use node::{Gpu, GpuUsage, NodeInfo, NodeState, NodeUsage, NodeView, NumaNode, UsageSample};
 pub use overlay::{IpReservation, IpView, OverlayConfig, OverlayHealth, OverlayMemberView, OverlayPeer, OverlayView};
 pub use people::{
     key_proof_message, ApiTokenCreated, ApiTokenView, EventView, LimitValues, TokenCreated, TokenView, UserKey,
-    UserLimitsView, UserView, API_TOKEN_PREFIX, AUDIT_MAX, KEY_PROOF_NAMESPACE,
+    UserLimitsView, UserView, WebSessionView, API_TOKEN_PREFIX, AUDIT_MAX, KEY_PROOF_NAMESPACE,
 };
 pub use secret::{EnvVars, Secret};
 use serde::{Deserialize, Serialize};
@@ -373,6 +375,20 @@ pub enum Request {
     NodeUsage {
         name: String,
     },
+    /// A one-time link that logs a browser in to the dashboard the host serves at its own
+    /// address (`[web]` in its config), as the caller at most at the caller's role. Answered with
+    /// [`Response::WebLink`].
+    WebLink,
+    /// The caller's dashboard sessions, or `user`'s (whom the caller may manage). Answered with
+    /// [`Response::WebSessions`].
+    WebSessions {
+        user: Option<String>,
+    },
+    /// Ends the caller's (or `user`'s) dashboard session `id`, or all of them without one.
+    WebSessionRevoke {
+        id: Option<String>,
+        user: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -438,6 +454,12 @@ pub enum Response {
     /// `None`: no such operation is running (it has not started, or has ended).
     Progress(Option<OpProgress>),
     Usage(Vec<UsageSample>),
+    WebLink {
+        url: String,
+        expires_at_ms: i64,
+    },
+    /// Live sessions, newest first.
+    WebSessions(Vec<WebSessionView>),
 }
 
 /// How far a long operation has got.
@@ -448,52 +470,6 @@ pub struct OpProgress {
     /// Bytes so far, and the whole if known (0: not known yet).
     pub done: u64,
     pub total: u64,
-}
-
-/// The repository of snapshot images (`river-vps/ID:MS`): a node drops one of these once no
-/// container of it is left, since the host keeps the archive.
-pub const VPS_SNAPSHOT_REPO: &str = "river-vps";
-
-/// A saved disk state of a VPS: its container committed to an image, kept by the host as an
-/// archive (so any node can start the VPS from it).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VpsSnapshot {
-    pub vps: u64,
-    /// 1, 2, … per VPS, never reused.
-    pub seq: u32,
-    pub image: String,
-    pub archive: ArchiveRef,
-    /// The node it was taken on.
-    pub node: String,
-    pub created_by: String,
-    pub created_at_ms: i64,
-    pub message: Option<String>,
-    /// Taken when the VPS stopped (the oldest automatic ones are dropped past the host's limit).
-    pub auto: bool,
-}
-
-/// An environment and its versions, oldest first.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EnvView {
-    pub name: String,
-    pub owner: String,
-    pub created_at_ms: i64,
-    pub versions: Vec<EnvVersion>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EnvVersion {
-    pub version: u32,
-    /// What tasks see as their image: `river-env/NAME:vN`, or a registry reference for a version
-    /// that points at one (the default environment before anyone commits to it).
-    pub image: String,
-    /// The archive the host keeps, absent for a registry reference.
-    pub archive: Option<ArchiveRef>,
-    pub created_by: String,
-    pub created_at_ms: i64,
-    pub message: Option<String>,
-    /// How many times nodes fetched this version's archive in full.
-    pub fetches: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -247,8 +247,10 @@ mod audit;
 mod queue;
 mod shares;
 mod users;
+mod web_sessions;
 pub use audit::EventRecord;
 pub use users::IssuedCert;
+pub use web_sessions::WebSessionRecord;
 mod file;
 mod pages;
 pub use pages::TaskQuery;
@@ -273,6 +275,7 @@ pub mod prelude {
     pub use crate::shares::Shares;
     pub use crate::tasks::Tasks;
     pub use crate::users::Users;
+    pub use crate::web_sessions::WebLogins;
     pub use crate::Repositories;
 }
 
@@ -295,6 +298,7 @@ pub trait Repositories:
     + Shares
     + Tasks
     + Users
+    + WebLogins
 {
 }
 
@@ -313,6 +317,7 @@ impl<T> Repositories for T where
         + Shares
         + Tasks
         + Users
+        + WebLogins
 {
 }
 

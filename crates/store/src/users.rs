@@ -115,6 +115,7 @@ impl Users for Store {
         record_cert(&mut tx, name, cert).await?;
         // A lost laptop may hold API tokens too.
         crate::api_tokens::revoke_all(&mut tx, name, now).await?;
+        crate::web_sessions::revoke_all(&mut tx, name, now * 1000).await?;
         tx.commit().await?;
         Ok(revoked)
     }
@@ -150,6 +151,7 @@ impl Users for Store {
             .execute(&mut *tx)
             .await?;
         crate::api_tokens::revoke_all(&mut tx, name, now).await?;
+        crate::web_sessions::revoke_all(&mut tx, name, now * 1000).await?;
         let gone = sqlx::query("UPDATE users SET removed_at = ?, disabled = 1 WHERE name = ? AND removed_at IS NULL")
             .bind(now)
             .bind(name)

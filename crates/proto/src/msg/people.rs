@@ -95,6 +95,19 @@ pub struct ApiTokenView {
     pub revoked_at_ms: Option<i64>,
 }
 
+/// A browser logged in to the dashboard at the host's own address (never its secret).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebSessionView {
+    pub id: String,
+    pub user: String,
+    pub created_at_ms: i64,
+    pub expires_at_ms: i64,
+    pub last_seen_ms: Option<i64>,
+    /// Where it logged in from, and with what browser (as it said).
+    pub address: String,
+    pub agent: String,
+}
+
 /// A user's limits, each set or not (0: no limit).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LimitValues {
