@@ -5,6 +5,8 @@
 
 pub mod client;
 mod framed;
+mod lab_tls;
+pub use lab_tls::lab_server_config;
 mod splice;
 mod tls;
 pub mod udp;

@@ -14,7 +14,7 @@ use std::time::Duration;
 /// ALPN of river's mesh protocol; the version is in every stream header too.
 pub const ALPN: &[u8] = b"river/1";
 
-fn provider() -> Arc<CryptoProvider> {
+pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
