@@ -5,9 +5,11 @@ use std::path::PathBuf;
 
 mod host;
 mod people;
+mod ui;
 mod vps;
 pub use host::{DownArgs, HostArgs, HostCmd, RunnerArgs, UpArgs};
 pub use people::{LimitArgs, LoginArgs, TokenCmd, UserCmd, UserKeyCmd, UserTokenCmd};
+pub use ui::{UiArgs, UiCmd};
 pub use vps::{VpsCmd, VpsCreateArgs, VpsKeysCmd, VpsSnapshotCmd};
 
 #[derive(Debug, Parser)]
@@ -96,22 +98,22 @@ pub enum Command {
         udp: bool,
     },
     /// Open the web dashboard: served on this machine's loopback, logged in as this CLI's user, in
-    /// your browser (no certificate to install, no password).
-    #[command(after_help = "Examples:
+    /// your browser (no certificate to install, no password); or, with `--link`, log a browser in
+    /// to the dashboard the host serves at its own address.
+    #[command(
+        args_conflicts_with_subcommands = true,
+        after_help = "Examples:
   river ui                 # opens the dashboard in your browser
   river ui --no-open -p 8080
   ssh -L 8080:127.0.0.1:8080 laptop-to-login-node  # then river ui -p 8080 there
+  river ui --link          # https://river.lab.example/login?key=… (the host's [web] address)
+  river ui sessions        # browsers logged in there as you
+  river ui revoke --all
 
-The printed link logs one browser in, once; every action is checked by the host as the same
-user's CLI call would be. Ctrl-C stops the dashboard.")]
-    Ui {
-        /// The local port (0 picks a free one).
-        #[arg(short = 'p', long, default_value_t = 0)]
-        port: u16,
-        /// Print the link only; do not start a browser.
-        #[arg(long)]
-        no_open: bool,
-    },
+A printed link logs one browser in, once; every action is checked by the host as the same
+user's CLI call would be. Ctrl-C stops the local dashboard."
+    )]
+    Ui(UiArgs),
     /// SSH into a task with your own OpenSSH client (its keys, agent and config), through the mesh.
     #[command(
         after_help = "Examples:\n  river ssh 42\n  river ssh 42 -i ~/.ssh/lab_ed25519 -L 8888:localhost:8888\n  river ssh 42 nvidia-smi\n  scp -o ProxyCommand='river ssh-proxy %n' model.pt root@river-42:/data/"

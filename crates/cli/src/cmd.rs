@@ -53,7 +53,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let code = connect::terminal(&dir, id, command).await?;
             return Ok(ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(1)));
         }
-        Command::Ui { port, no_open } => ui::run(&dir, port, !no_open).await,
+        Command::Ui(a) => ui::command(a, &dir, cli.output).await,
         Command::Login(a) => user::login(a, &dir).await,
         Command::Logout { local } => user::logout(&dir, local).await,
         Command::Init(c) => init::run(c),

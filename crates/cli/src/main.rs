@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let args = args::Cli::parse();
-    if !args.command.is_server() && !matches!(args.command, args::Command::Forward { .. } | args::Command::Ui { .. }) {
+    if !args.command.is_server() && !matches!(args.command, args::Command::Forward { .. } | args::Command::Ui(_)) {
         quiet_on_closed_output();
     }
     init_logging(&args);

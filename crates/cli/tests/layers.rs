@@ -167,6 +167,7 @@ fn the_host_imports_only_downwards() {
     ];
     let services: &[&str] = &[
         "api_tokens",
+        "web_logins",
         "approvals",
         "env_edit",
         "envs",

@@ -440,6 +440,11 @@ fn an_api_token_made_on_the_account_page_works_for_scripts_until_revoked() {
     b.wait_text("tr[data-api-token='ci']", WAIT, |t| t.contains("revoked"));
     let refused = whoami(&token);
     assert!(refused.contains("error"), "a revoked token still works: {refused}");
+    // "Log out" spends this dashboard's session, as the link was spent.
+    b.click("#logout");
+    b.wait_text("body", WAIT, |t| t.contains("Not logged in"));
+    b.go(&format!("{}/#/account", ui.base()));
+    assert!(b.text("body").unwrap().contains("Not logged in"));
 }
 
 #[test]

@@ -5,6 +5,8 @@
 
 mod admin;
 mod envs;
+mod public;
+pub(crate) use public::serve as serve_at_own_address;
 
 use crate::auth::Caller;
 use crate::{rpc, Ctx};
@@ -40,6 +42,10 @@ struct PeerCert(Peer);
 /// The user whose mesh connection carries this HTTP connection (a `StreamKind::Http` stream).
 #[derive(Clone)]
 struct MeshUser(String);
+
+/// Who a browser session at the host's own address is, or why it is no one (`web::login`).
+#[derive(Clone)]
+pub(crate) struct WebCaller(pub(crate) Result<Caller, &'static str>);
 
 pub(crate) async fn serve(ctx: Arc<Ctx>, listener: tokio::net::TcpListener, tls: Arc<rustls::ServerConfig>) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
@@ -130,7 +136,7 @@ async fn caller(ctx: &Ctx, peer: Peer) -> Option<Caller> {
     user_caller(ctx, name).await
 }
 
-fn router(ctx: Arc<Ctx>) -> Router {
+pub(crate) fn router(ctx: Arc<Ctx>) -> Router {
     Router::new()
         .route("/api/health", get(health))
         .route(
@@ -190,6 +196,7 @@ async fn resolve(
     State(ctx): State<Arc<Ctx>>,
     peer: Option<Extension<PeerCert>>,
     mesh: Option<Extension<MeshUser>>,
+    web: Option<Extension<WebCaller>>,
     mut req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> HttpResponse {
@@ -212,9 +219,10 @@ async fn resolve(
             None => Err("the Authorization header takes `Bearer rvk1.…` (an API token)"),
         },
         (None, Some(Extension(PeerCert(p)))) => caller(&ctx, p).await.ok_or(NO_CALLER),
-        (None, None) => match mesh {
-            Some(Extension(MeshUser(name))) => user_caller(&ctx, name).await.ok_or(NO_CALLER),
-            None => Err(NO_CALLER),
+        (None, None) => match (mesh, web) {
+            (Some(Extension(MeshUser(name))), _) => user_caller(&ctx, name).await.ok_or(NO_CALLER),
+            (None, Some(Extension(WebCaller(who)))) => who,
+            (None, None) => Err(NO_CALLER),
         },
     };
     req.extensions_mut().insert(ApiCaller(who));
@@ -423,6 +431,7 @@ async fn task_terminal(
     Extension(ApiCaller(caller)): Extension<ApiCaller>,
     Path(id): Path<u64>,
     Query(q): Query<TerminalQuery>,
+    ending: Option<Extension<public::Ending>>,
     ws: axum::extract::ws::WebSocketUpgrade,
 ) -> HttpResponse {
     let caller = match caller {
@@ -439,7 +448,15 @@ async fn task_terminal(
     // Opened before the upgrade, so that a refusal is an HTTP answer with its reason.
     match crate::terminal::open_terminal(&ctx, &caller, &req).await {
         Ok((to_runner, from_runner)) => ws
-            .on_upgrade(move |socket| crate::web::terminal(socket, to_runner, from_runner))
+            .on_upgrade(move |socket| {
+                let ended = async move {
+                    match ending {
+                        Some(Extension(e)) => e.wait().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                crate::web::terminal(socket, to_runner, from_runner, ended)
+            })
             .into_response(),
         Err(e) => {
             let (kind, message) = e.kind_and_message();
@@ -543,6 +560,8 @@ async fn call(
         Response::UserLimits(l) => serde_json::json!(l),
         Response::Progress(p) => serde_json::json!(p),
         Response::Usage(u) => serde_json::json!(u),
+        Response::WebLink { url, expires_at_ms } => serde_json::json!({ "url": url, "expires_at_ms": expires_at_ms }),
+        Response::WebSessions(s) => serde_json::json!(s),
     };
     Json(body).into_response()
 }

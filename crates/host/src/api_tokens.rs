@@ -63,11 +63,11 @@ pub(crate) async fn caller(ctx: &Ctx, text: &str) -> anyhow::Result<Result<Calle
     }))
 }
 
-/// The user whose tokens a request is about: the caller's own, or `other`'s if the caller may
-/// manage them.
-async fn whose(ctx: &Ctx, caller: &Caller, other: Option<String>) -> HostResult<String> {
+/// The user whose tokens (`what`: "API tokens", "dashboard sessions") a request is about: the
+/// caller's own, or `other`'s if the caller may manage them.
+pub(crate) async fn whose(ctx: &Ctx, caller: &Caller, other: Option<String>, what: &str) -> HostResult<String> {
     let Caller::User { name: me, role } = caller else {
-        return Err(refused(ErrorKind::Forbidden, "only users have API tokens"));
+        return Err(refused(ErrorKind::Forbidden, format!("only users have {what}")));
     };
     let Some(other) = other.filter(|o| o != me) else {
         return Ok(me.clone());
@@ -75,7 +75,7 @@ async fn whose(ctx: &Ctx, caller: &Caller, other: Option<String>) -> HostResult<
     if *role < Role::Operator {
         return Err(refused(
             ErrorKind::Forbidden,
-            "only operators and admins see or revoke someone else's tokens",
+            format!("only operators and admins see or revoke someone else's {what}"),
         ));
     }
     let Some(target) = ctx.store.user(&other).await? else {
@@ -161,7 +161,7 @@ pub(crate) async fn create(
 }
 
 pub(crate) async fn list(ctx: &Ctx, caller: &Caller, user: Option<String>) -> HostResult<Response> {
-    let user = whose(ctx, caller, user).await?;
+    let user = whose(ctx, caller, user, "API tokens").await?;
     let tokens = ctx.store.api_tokens(Some(&user)).await?;
     Ok(Response::ApiTokens(
         tokens
@@ -181,7 +181,7 @@ pub(crate) async fn list(ctx: &Ctx, caller: &Caller, user: Option<String>) -> Ho
 }
 
 pub(crate) async fn revoke(ctx: &Ctx, caller: &Caller, name: &str, user: Option<String>) -> HostResult<Response> {
-    let user = whose(ctx, caller, user).await?;
+    let user = whose(ctx, caller, user, "API tokens").await?;
     if !ctx.store.revoke_api_token(&user, name, ctx.clock.now_s()).await? {
         return Err(refused(
             ErrorKind::NotFound,

@@ -52,6 +52,39 @@ pub struct HostConfig {
     pub overlay: OverlaySettings,
     /// VPS snapshots.
     pub vps: VpsSettings,
+    /// The dashboard at an address of the host's own, with the lab's certificate (off unless
+    /// `listen` is set; `river ui` serves it on each user's machine either way).
+    pub web: WebSettings,
+}
+
+/// `[web]` in the host config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebSettings {
+    /// Where to serve the dashboard over HTTPS (`0.0.0.0:443`); unset: not served.
+    pub listen: Option<SocketAddr>,
+    /// The certificate chain (PEM) and its private key (PEM) the browser sees, e.g. from the
+    /// lab's CA or Let's Encrypt. Read again when the files change.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// The address people open, as login links name it (`https://river.lab.example`); default:
+    /// `https://` and the first `advertise` name with the port of `listen`.
+    pub url: Option<String>,
+    /// How long a browser stays logged in after it used a link.
+    #[serde(with = "humantime_serde")]
+    pub session_lifetime: Duration,
+}
+
+impl Default for WebSettings {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            cert: None,
+            key: None,
+            url: None,
+            session_lifetime: Duration::from_secs(7 * 86_400),
+        }
+    }
 }
 
 /// `[limits]` in the host config: each user's defaults, 0 meaning no limit.
@@ -137,6 +170,7 @@ impl Default for HostConfig {
             default_image: "python:3.12-slim".into(),
             overlay: OverlaySettings::default(),
             vps: VpsSettings::default(),
+            web: WebSettings::default(),
         }
     }
 }
@@ -201,6 +235,22 @@ impl HostConfig {
             r.parse::<river_proto::msg::Role>()
                 .map_err(|e| ConfigError::Invalid(format!("approval_roles: {e}")))?;
         }
+        if self.web.listen.is_some() && (self.web.cert.is_none() || self.web.key.is_none()) {
+            return Err(ConfigError::Invalid(
+                "web.listen needs web.cert and web.key: the lab's certificate and key files (PEM) for that address"
+                    .into(),
+            ));
+        }
+        if let Some(url) = &self.web.url {
+            if !url.starts_with("https://") || url.trim_end_matches('/').len() <= "https://".len() {
+                return Err(ConfigError::Invalid(format!(
+                    "web.url must be the https:// address people open (https://river.lab.example); got {url:?}"
+                )));
+            }
+        }
+        if self.web.session_lifetime < Duration::from_secs(1) {
+            return Err(ConfigError::Invalid("web.session_lifetime must be at least 1s".into()));
+        }
         if self.node_cert_lifetime < Duration::from_secs(10) || self.user_cert_lifetime < Duration::from_secs(10) {
             return Err(ConfigError::Invalid(
                 "certificate lifetimes must be at least 10s".into(),
@@ -264,6 +314,21 @@ mod tests {
         let bad: HostConfig = toml::from_str("approval_roles = [\"guest\"]\n").unwrap();
         assert!(bad.validate().unwrap_err().to_string().contains("unknown role"));
         assert!(!HostConfig::default().needs_approval(river_proto::msg::Role::Viewer));
+    }
+
+    #[test]
+    fn the_web_address_needs_its_certificate() {
+        let c = |text: &str| toml::from_str::<HostConfig>(text).unwrap().validate();
+        c("[web]\nlisten = \"0.0.0.0:443\"\ncert = \"/c.pem\"\nkey = \"/k.pem\"\n").unwrap();
+        assert!(c("[web]\nlisten = \"0.0.0.0:443\"\n")
+            .unwrap_err()
+            .to_string()
+            .contains("web.cert and web.key"));
+        assert!(c("[web]\nurl = \"http://lab\"\n")
+            .unwrap_err()
+            .to_string()
+            .contains("https://"));
+        assert_eq!(HostConfig::default().web.listen, None);
     }
 
     #[test]

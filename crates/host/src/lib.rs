@@ -51,6 +51,7 @@ mod users;
 mod vps;
 mod waiting;
 mod web;
+mod web_logins;
 
 use anyhow::Context as _;
 use river_mesh::Endpoint;
@@ -123,6 +124,8 @@ pub(crate) struct Ctx {
     limits: limits::Overrides,
     /// Addresses whose joins keep failing.
     join_failures: join_failures::JoinFailures,
+    /// Where the dashboard is served at the host's own address (what login links name), when it is.
+    web_url: Option<String>,
 }
 
 impl Ctx {
@@ -262,6 +265,8 @@ pub struct RunningHost {
     pub mesh_addr: SocketAddr,
     /// Where the HTTPS API (TCP) listens.
     pub api_addr: SocketAddr,
+    /// Where the dashboard is served at the host's own address (`[web]`), when it is.
+    pub web_addr: Option<SocketAddr>,
     /// The first admin's credential bundle, for the local CLI.
     pub admin_dir: PathBuf,
     /// SHA-256 of the CA certificate, hex.
@@ -313,8 +318,14 @@ pub async fn start(cfg: HostConfig) -> anyhow::Result<RunningHost> {
     let api_addr = listener.local_addr()?;
     let admin_dir = init::admin_bundle(&cfg, &state, &advertised(&cfg, mesh_addr)).await?;
 
+    let web = web_listener(&cfg).await?;
     let lock = state.lock;
-    let (ctx, stopped) = context(cfg, Arc::new(state.store), state.ca).await?;
+    let (mut ctx, stopped) = context(cfg, Arc::new(state.store), state.ca).await?;
+    let web_addr = match &web {
+        Some((listener, _)) => Some(listener.local_addr()?),
+        None => None,
+    };
+    ctx.web_url = web_addr.map(|a| web_url(&ctx.cfg, a));
     let ctx = Arc::new(ctx);
     envs::ensure_default(&ctx).await?;
     let mut serving = JoinSet::new();
@@ -327,10 +338,18 @@ pub async fn start(cfg: HostConfig) -> anyhow::Result<RunningHost> {
     if ctx.overlay.is_some() {
         serving.spawn(overlay::run(ctx.clone()));
     }
+    if let Some((listener, tls)) = web {
+        tracing::info!(
+            url = ctx.web_url.as_deref().unwrap_or(""),
+            "the dashboard is served at the host's own address"
+        );
+        serving.spawn(api::serve_at_own_address(ctx.clone(), listener, tls));
+    }
     tracing::info!(%mesh_addr, %api_addr, ca = %hex::encode(ctx.ca_fp), "host is serving");
     Ok(RunningHost {
         mesh_addr,
         api_addr,
+        web_addr,
         admin_dir,
         ca_fingerprint: hex::encode(ctx.ca_fp),
         ctx,
@@ -382,6 +401,7 @@ async fn context(
         vps_keys,
         limits,
         join_failures: Default::default(),
+        web_url: None,
     };
     Ok((ctx, stopped))
 }
@@ -396,6 +416,47 @@ fn advertised(cfg: &HostConfig, bound: SocketAddr) -> String {
         Some(name) => format!("{name}:{}", bound.port()),
         None if bound.ip().is_unspecified() => format!("127.0.0.1:{}", bound.port()),
         None => bound.to_string(),
+    }
+}
+
+/// The dashboard's own address and TLS (`[web]`), when configured: the certificate files are
+/// read now, so a wrong path or a key that is not the certificate's stops the start with why.
+async fn web_listener(
+    cfg: &HostConfig,
+) -> anyhow::Result<Option<(tokio::net::TcpListener, Arc<rustls::ServerConfig>)>> {
+    let (Some(listen), Some(cert), Some(key)) = (cfg.web.listen, &cfg.web.cert, &cfg.web.key) else {
+        return Ok(None);
+    };
+    let tls = river_mesh::lab_server_config(cert, key).context("the dashboard's certificate ([web] cert and key)")?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on tcp {listen} for the dashboard ([web] listen)"))?;
+    Ok(Some((listener, tls)))
+}
+
+/// What login links name: `[web] url`, else `https://` and the host's first advertised name (or
+/// the bound address, or this machine's name) with the dashboard's port.
+fn web_url(cfg: &HostConfig, bound: SocketAddr) -> String {
+    if let Some(url) = &cfg.web.url {
+        return url.trim_end_matches('/').to_owned();
+    }
+    let host = match cfg.advertise.first() {
+        Some(a) if a.starts_with('[') => a.split(']').next().map(|h| format!("{h}]")).unwrap_or_default(),
+        Some(a) if a.parse::<std::net::Ipv6Addr>().is_ok() => format!("[{a}]"),
+        Some(a) => a.split(':').next().unwrap_or(a).to_owned(),
+        None if !bound.ip().is_unspecified() => match bound.ip() {
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+            ip => ip.to_string(),
+        },
+        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".into()),
+    };
+    match bound.port() {
+        443 => format!("https://{host}"),
+        port => format!("https://{host}:{port}"),
     }
 }
 

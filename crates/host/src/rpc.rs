@@ -57,6 +57,8 @@ pub(crate) fn authorize(caller: &Caller, req: &Request) -> Result<(), String> {
         // A user's own tokens; someone else's only if the caller may manage them (checked with
         // the account in hand). A token never does more than its user may.
         Request::ApiTokenCreate { .. } | Request::ApiTokenList { .. } | Request::ApiTokenRevoke { .. } => Role::Viewer,
+        // One's own dashboard logins; someone else's sessions as for their tokens.
+        Request::WebLink | Request::WebSessions { .. } | Request::WebSessionRevoke { .. } => Role::Viewer,
         // Whose task it is is checked with the task in hand.
         Request::TaskSubmit(_) | Request::TaskSignal { .. } | Request::TaskLogs { .. } => Role::User,
         Request::VpsStart { .. }
@@ -371,6 +373,9 @@ async fn act(ctx: &Ctx, caller: &Caller, req: Request) -> HostResult<Response> {
         Request::TaskReject { id, reason } => crate::approvals::reject(ctx, caller, id, &reason).await?,
         Request::UserLimits { name, set, reset } => crate::limits::handle(ctx, caller, name, set, reset).await?,
         Request::Progress { key } => Response::Progress(ctx.ops.get(&key)),
+        Request::WebLink => crate::web_logins::link(ctx, caller).await?,
+        Request::WebSessions { user } => crate::web_logins::list(ctx, caller, user).await?,
+        Request::WebSessionRevoke { id, user } => crate::web_logins::revoke(ctx, caller, id, user).await?,
     })
 }
 

@@ -15,6 +15,12 @@ pub(crate) enum Closer {
     Mesh(Connection),
     /// An SSH gateway session, which ends when this is notified.
     Ssh(Arc<Notify>),
+    /// A request of dashboard session `session` at the host's own address (an event stream or
+    /// a terminal may stay open), which ends when this turns true.
+    Web {
+        session: String,
+        end: Arc<tokio::sync::watch::Sender<bool>>,
+    },
 }
 
 type Open = Arc<Mutex<HashMap<String, HashMap<u64, Closer>>>>;
@@ -80,8 +86,24 @@ impl UserSessions {
                 Closer::Mesh(conn) => conn.close(close::REVOKED, why.as_bytes()),
                 // A permit is kept if the session is not waiting yet.
                 Closer::Ssh(cut) => cut.notify_one(),
+                Closer::Web { end, .. } => {
+                    end.send_replace(true);
+                }
             }
         }
         conns.len()
+    }
+
+    /// Ends what `name`'s dashboard sessions `ids` have open (they were revoked).
+    pub(crate) fn end_web(&self, name: &str, ids: &[String]) {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(theirs) = open.get_mut(name) else { return };
+        theirs.retain(|_, c| match c {
+            Closer::Web { session, end } if ids.contains(session) => {
+                end.send_replace(true);
+                false
+            }
+            _ => true,
+        });
     }
 }

@@ -58,11 +58,14 @@ pub(crate) fn asset(name: &str) -> Response {
 }
 
 /// Headers every dashboard response carries.
-fn secure(h: &mut axum::http::HeaderMap) {
+pub(crate) fn secure(h: &mut axum::http::HeaderMap) {
     h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    // Not `no-referrer`: under it a browser sends `Origin: null` with the page's own changes,
+    // and the origin is how a change from another site is told apart. No other site learns
+    // anything from `same-origin`.
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
 }
 
 /// How often an idle event stream says it is still there (proxies close silent connections).
@@ -116,7 +119,12 @@ fn sse(e: &HostEvent) -> String {
 /// binary messages are keystrokes and a text message `{"resize":{"rows":R,"cols":C}}` a new
 /// window size; to it, binary messages are output and text messages say what happened —
 /// `{"started":true}`, `{"exit":CODE}` or `{"error":"why"}` (each of the last two the end).
-pub(crate) async fn terminal(ws: WebSocket, mut to_runner: SendStream, mut from_runner: RecvStream) {
+pub(crate) async fn terminal(
+    ws: WebSocket,
+    mut to_runner: SendStream,
+    mut from_runner: RecvStream,
+    ended: impl std::future::Future<Output = ()>,
+) {
     use futures_util::{SinkExt as _, StreamExt as _};
     let (mut tx, mut rx) = ws.split();
     let down = async {
@@ -171,9 +179,11 @@ pub(crate) async fn terminal(ws: WebSocket, mut to_runner: SendStream, mut from_
         let _ = to_runner.finish();
         std::future::pending::<()>().await;
     };
+    // `ended`: a dashboard session revoked or expired takes its terminals with it.
     tokio::select! {
         () = down => {}
         () = up => {}
+        () = ended => {}
     }
 }
 

@@ -24,6 +24,60 @@ use std::sync::{Arc, Mutex};
 
 type Body = BoxBody<Bytes, hyper::Error>;
 
+/// `river ui …`.
+pub async fn command(a: crate::args::UiArgs, dir: &Path, output: crate::args::Output) -> anyhow::Result<()> {
+    use crate::args::UiCmd;
+    use crate::client::{now_s, once};
+    use crate::output::{ago, show, table};
+    match a.cmd {
+        None if a.link => {
+            let Reply::WebLink { url, expires_at_ms } = once(dir, Rpc::WebLink).await? else {
+                anyhow::bail!("the host gave an unexpected answer");
+            };
+            eprintln!(
+                "a login link for the dashboard at the host's own address: it logs one browser in as you, once; it expires {} (`river ui sessions` lists the browsers logged in)",
+                ago(expires_at_ms / 1000, now_s())
+            );
+            println!("{url}");
+            Ok(())
+        }
+        None => run(dir, a.port, !a.no_open).await,
+        Some(UiCmd::Sessions { user }) => {
+            let Reply::WebSessions(sessions) = once(dir, Rpc::WebSessions { user }).await? else {
+                anyhow::bail!("the host gave an unexpected answer");
+            };
+            show(output, &sessions, |sessions| {
+                if sessions.is_empty() {
+                    eprintln!("no browser is logged in to the dashboard at the host's own address (`river ui --link` logs one in)");
+                    return;
+                }
+                let now = now_s();
+                let rows = sessions
+                    .iter()
+                    .map(|s| {
+                        vec![
+                            s.id.clone(),
+                            s.user.clone(),
+                            s.address.clone(),
+                            ago(s.created_at_ms / 1000, now),
+                            s.last_seen_ms.map_or("never".into(), |ms| ago(ms / 1000, now)),
+                            ago(s.expires_at_ms / 1000, now),
+                            s.agent.chars().take(40).collect(),
+                        ]
+                    })
+                    .collect();
+                table(
+                    &["ID", "USER", "FROM", "LOGGED IN", "LAST SEEN", "EXPIRES", "BROWSER"],
+                    rows,
+                );
+            })
+        }
+        Some(UiCmd::Revoke { id, all: _, user }) => {
+            crate::cmd::vps::done(once(dir, Rpc::WebSessionRevoke { id, user }).await?)
+        }
+    }
+}
+
 /// One dashboard: its link's key (until used), the session it made, and the page's token.
 struct Ui {
     mesh: Arc<Mesh>,
@@ -32,6 +86,8 @@ struct Ui {
     key: Mutex<Option<String>>,
     session: String,
     csrf: String,
+    /// Set by the page's "Log out": the session is spent, as the link is.
+    logged_out: std::sync::atomic::AtomicBool,
 }
 
 pub async fn run(dir: &Path, port: u16, open: bool) -> anyhow::Result<()> {
@@ -53,6 +109,7 @@ pub async fn run(dir: &Path, port: u16, open: bool) -> anyhow::Result<()> {
         key: Mutex::new(Some(random())),
         session: random(),
         csrf: random(),
+        logged_out: Default::default(),
     });
     let link = format!(
         "{}/login?key={}",
@@ -157,7 +214,8 @@ impl Ui {
         if req.uri().path() == "/login" {
             return self.login(&req);
         }
-        let logged_in = cookie(&req, &self.session_cookie()).is_some_and(|s| same(s, &self.session));
+        let logged_in = !self.logged_out.load(std::sync::atomic::Ordering::SeqCst)
+            && cookie(&req, &self.session_cookie()).is_some_and(|s| same(s, &self.session));
         if !logged_in {
             let page = "<!doctype html><title>river</title><p>Not logged in to this dashboard. Open the link <code>river ui</code> printed (it works once), or run <code>river ui</code> again.</p>";
             return text(StatusCode::UNAUTHORIZED, "text/html; charset=utf-8", page.into());
@@ -182,6 +240,10 @@ impl Ui {
                     "refused: this request did not come from the dashboard's own page (its anti-forgery token is missing or wrong)",
                 );
             }
+        }
+        if req.uri().path() == "/logout" && req.method() == Method::POST {
+            self.logged_out.store(true, std::sync::atomic::Ordering::SeqCst);
+            return text(StatusCode::OK, "application/json", r#"{"message":"logged out"}"#.into());
         }
         match self.relay(req).await {
             Ok(r) => r,

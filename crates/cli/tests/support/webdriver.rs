@@ -1,5 +1,6 @@
 //! A real browser for the dashboard's tests: Debian's `chromium`, headless, driven over
 //! WebDriver (the W3C protocol `chromedriver` speaks, plain JSON over HTTP on loopback).
+#![allow(dead_code)] // each test file uses some of it
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
@@ -66,13 +67,24 @@ impl Driver {
 
     /// A new headless browser window.
     pub fn browser(&self) -> Browser<'_> {
+        self.browser_with(&[])
+    }
+
+    /// A new headless browser window, started with `extra` command-line switches too.
+    pub fn browser_with(&self, extra: &[&str]) -> Browser<'_> {
+        let mut args = vec![
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--window-size=1280,900",
+            "--no-first-run",
+            "--no-default-browser-check",
+        ];
+        args.extend_from_slice(extra);
         let caps = serde_json::json!({ "capabilities": { "alwaysMatch": {
             "browserName": "chrome",
-            "goog:chromeOptions": {
-                "binary": "/usr/bin/chromium",
-                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                         "--window-size=1280,900", "--no-first-run", "--no-default-browser-check"]
-            }
+            "goog:chromeOptions": { "binary": "/usr/bin/chromium", "args": args }
         }}});
         let v = self.call("POST", "/session", Some(caps)).expect("a browser session");
         let id = v["sessionId"].as_str().expect("a session id").to_owned();
@@ -266,6 +278,16 @@ impl Browser<'_> {
             Some(serde_json::json!({ "script": body, "args": [] })),
         )
         .expect("the script runs")
+    }
+
+    /// The cookies the browser holds for the page's site, as WebDriver describes them
+    /// (`name`, `value`, `httpOnly`, `secure`, `sameSite`, …).
+    pub fn cookies(&self) -> Vec<serde_json::Value> {
+        self.call("GET", "/cookie", None)
+            .unwrap()
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// The page's HTML as it is now.

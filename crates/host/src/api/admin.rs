@@ -1,5 +1,6 @@
 //! The API's routes for running the cluster and one's own account (the dashboard's admin and
-//! account pages use them): people, invitations, join tokens, removing nodes; one's API tokens;
+//! account pages use them): people, invitations, join tokens, removing nodes; one's API tokens,
+//! dashboard sessions and login links;
 //! the keys of a VPS. Each becomes the same `Request` as the CLI's
 //! command, so who may do what is decided where it is for the CLI (`rpc::authorize`, `users`).
 
@@ -38,6 +39,24 @@ pub(super) fn routes() -> Router<Arc<Ctx>> {
             "/api/me/tokens/{name}",
             delete(|s, c, Path(name): Path<String>| call(s, c, Request::ApiTokenRevoke { name, user: None })),
         )
+        .route(
+            "/api/me/sessions",
+            get(|s, c| call(s, c, Request::WebSessions { user: None })),
+        )
+        .route(
+            "/api/me/sessions/{id}",
+            delete(|s, c, Path(id): Path<String>| {
+                call(
+                    s,
+                    c,
+                    Request::WebSessionRevoke {
+                        id: Some(id),
+                        user: None,
+                    },
+                )
+            }),
+        )
+        .route("/api/me/login-link", post(|s, c| call(s, c, Request::WebLink)))
         .route("/api/tasks/{id}/keys", post(vps_keys))
 }
 

@@ -91,9 +91,10 @@ async function adminPage(gen) {
     h("h2", {}, "Audit trail (latest 50)"), trail);
 }
 
-// One's own account: API tokens for scripts (`Authorization: Bearer`), made and revoked here.
+// One's own account: API tokens for scripts (`Authorization: Bearer`), made and revoked here,
+// and the browsers logged in to the dashboard at the host's own address.
 async function accountPage(gen) {
-  const tokens = await api("/api/me/tokens");
+  const [tokens, sessions] = await Promise.all([api("/api/me/tokens"), api("/api/me/sessions")]);
   const roles = ["viewer", "user", "operator", "admin"];
   const s = state.secret;
   const secret = h("div", { id: "secret" }, s ? h("p", { class: "error" },
@@ -116,10 +117,25 @@ async function accountPage(gen) {
       ev.target.disabled = true;
       try { await api(`/api/me/tokens/${encodeURIComponent(t.name)}`, { method: "DELETE" }); render(); } catch (e) { ev.target.after(fail(e)); }
     } }, "Revoke"))));
+  const mine = mySession();
+  const sessionRows = sessions.map((s) => h("tr", { "data-session": s.id },
+    h("td", {}, s.id, s.id === mine ? h("span", { class: "muted" }, " (this browser)") : ""),
+    h("td", {}, s.address), h("td", {}, s.agent), h("td", {}, when(s.created_at_ms)),
+    h("td", {}, s.last_seen_ms ? when(s.last_seen_ms) : "never"), h("td", {}, when(s.expires_at_ms)),
+    h("td", {}, h("button", { class: "danger", "data-session-revoke": s.id, onclick: async (ev) => {
+      ev.target.disabled = true;
+      try { await api(`/api/me/sessions/${encodeURIComponent(s.id)}`, { method: "DELETE" }); } catch (e) { ev.target.after(fail(e)); return; }
+      if (s.id === mine) location.href = "/"; else render();
+    } }, "Log out"))));
+  const browsers = [h("h2", {}, "Browsers logged in"),
+    h("p", { class: "muted" }, "At the host's own address, from links `river ui --link` printed (`river ui sessions`, `river ui revoke`)."),
+    sessionRows.length ? h("table", { id: "web-sessions" },
+      h("thead", {}, h("tr", {}, ["Session", "From", "Browser", "Logged in", "Last seen", "Expires", ""].map((x) => h("th", {}, x)))),
+      h("tbody", {}, sessionRows)) : h("p", { class: "muted", id: "web-sessions" }, "None.")];
   show(gen, secret, h("h2", {}, "API tokens"),
     h("p", { class: "muted" }, "For scripts and CI: `curl -H 'Authorization: Bearer TOKEN' https://HOST:PORT/api/…` acts as you, at most at the token's role."),
     h("div", { class: "actions" }, name, h("label", { for: "token-days" }, "days"), days, role, create),
     rows.length ? h("table", { id: "api-tokens" },
       h("thead", {}, h("tr", {}, ["Name", "Role", "Made", "Expires", "Last used", ""].map((x) => h("th", {}, x)))),
-      h("tbody", {}, rows)) : h("p", { class: "muted", id: "api-tokens" }, "None."));
+      h("tbody", {}, rows)) : h("p", { class: "muted", id: "api-tokens" }, "None."), ...browsers);
 }

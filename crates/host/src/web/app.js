@@ -23,10 +23,18 @@ function h(tag, attrs, ...children) {
   return el;
 }
 
+// The page's anti-forgery token: `river ui`'s (named for its port), or the host's own address's.
 function csrf() {
-  const name = "river_csrf_" + location.port + "=";
-  const c = document.cookie.split("; ").find((x) => x.startsWith(name));
-  return c ? c.slice(name.length) : "";
+  for (const name of ["river_csrf_" + location.port + "=", "__Host-river_csrf="]) {
+    const c = document.cookie.split("; ").find((x) => x.startsWith(name));
+    if (c) return c.slice(name.length);
+  }
+  return "";
+}
+
+// This browser's session at the host's own address (its token starts with the session's id).
+function mySession() {
+  return document.cookie.includes("__Host-river_csrf=") ? csrf().split(".")[0] : null;
 }
 
 async function api(path, opts) {
@@ -383,7 +391,22 @@ function listen() {
   es.addEventListener("hello", () => { live.className = "live on"; live.textContent = "live"; changed(); });
   for (const kind of ["task", "node", "resync"]) es.addEventListener(kind, changed);
   es.addEventListener("usage", usage);
-  es.onerror = () => { live.className = "live off"; live.textContent = "reconnecting…"; };
+  es.onerror = () => {
+    live.className = "live off"; live.textContent = "reconnecting…";
+    // A session that ended (revoked, expired, logged out) says so rather than reconnecting.
+    setTimeout(async () => {
+      try { await api("/api/whoami"); } catch (e) {
+        es.close();
+        live.textContent = "logged out";
+        show(++state.gen, fail(e));
+      }
+    }, 500);
+  };
+}
+
+async function logOut() {
+  try { await api("/logout", { method: "POST" }); } catch (_) { /* ended already */ }
+  location.href = "/";
 }
 
 async function start() {
@@ -398,6 +421,7 @@ async function start() {
     show(state.gen, fail(e));
     return;
   }
+  document.getElementById("logout").addEventListener("click", logOut);
   window.addEventListener("hashchange", () => { taskPage.before = null; state.secret = null; render(); });
   listen();
   render();
