@@ -427,3 +427,47 @@ fn a_browser_logs_in_with_the_printed_link_sees_the_cluster_and_is_logged_out_by
         .stdout
         .starts_with(b"[]"));
 }
+
+#[test]
+fn an_invitation_accepted_in_a_browser_makes_the_account_once() {
+    let d = tempfile::tempdir().unwrap();
+    let web = web_host(d.path(), "");
+    let o = river(
+        &web.admin,
+        &["user", "invite", "dave", "--role", "user", "--ttl", "10m"],
+    );
+    assert!(o.status.success(), "{:?}", text(&o));
+    let (invite, said) = text(&o);
+    let invite = invite.trim().to_owned();
+    assert!(said.contains("/login"), "{said}");
+    let b = Curl::new(&web, d.path(), "dave");
+
+    // The login page takes an invitation; its link asks before it is used.
+    let (code, page) = b.call("GET", "/login", &[], None);
+    assert_eq!(code, 200);
+    assert!(page.contains("name=invite"), "{page}");
+    let (code, page) = b.call("GET", &format!("/login?invite={invite}"), &[], None);
+    assert_eq!(code, 200);
+    assert!(page.contains("Accept the invitation"), "{page}");
+    let post =
+        |c: &Curl, origin: &str, body: &str| c.call("POST", "/login", &[format!("Origin: {origin}")], Some(body));
+    let (code, page) = post(&b, "https://evil.example", &format!("invite={invite}"));
+    assert_eq!(code, 403, "{page}");
+    let (code, page) = post(&b, &b.origin(), &format!("invite={invite}"));
+    assert_eq!(code, 200, "{page}");
+    let (_, me) = b.whoami();
+    assert!(me.contains("\"user dave\"") && me.contains("\"user\""), "{me}");
+    let users = river(&web.admin, &["-o", "json", "user", "list"]);
+    assert!(text(&users).0.contains("\"dave\""), "{:?}", text(&users));
+
+    // Once: the same invitation again makes nothing, and a node's join token is no invitation.
+    let again = Curl::new(&web, d.path(), "again");
+    let (code, page) = post(&again, &again.origin(), &format!("invite={invite}"));
+    assert_eq!(code, 403, "{page}");
+    assert_eq!(again.whoami().0, 401);
+    let o = river(&web.admin, &["token", "create", "--ttl", "10m"]);
+    let node_token = text(&o).0.lines().next().unwrap().trim().to_owned();
+    let (code, page) = post(&again, &again.origin(), &format!("invite={node_token}"));
+    assert_eq!(code, 403);
+    assert!(page.contains("not an invitation"), "{page}");
+}

@@ -221,3 +221,34 @@ async fn join_user(
         ca_pem: ctx.ca.cert_pem().to_owned(),
     }
 }
+
+/// An invitation accepted in a browser (the dashboard at the host's own address): the account is
+/// made as `river login --token` makes it, with the invite's name and role, and a certificate no
+/// one holds (the host makes its key and forgets it) — `river user reissue` gives its user one for
+/// a CLI later. Only invitations: a node's join token or a reissue is refused here. Who was
+/// enrolled, or why not.
+pub(crate) async fn accept_in_browser(
+    ctx: &Ctx,
+    text: &str,
+    remote: &str,
+) -> Result<(String, river_proto::msg::Role), String> {
+    let token = JoinToken::parse(text).map_err(|e| e.to_string())?;
+    let record = match ctx.store.token(&token.id).await {
+        Ok(Some(r)) if token.matches_hash(&r.secret_hash) => r,
+        Ok(_) => return Err(TokenRefusal::Unknown.to_string()),
+        Err(e) => return Err(format!("host database error: {e}")),
+    };
+    let (TokenPurpose::User, Some((name, role))) = (record.purpose, record.user) else {
+        return Err("this is not an invitation (a node's join token, or a reissue for `river login --token`)".into());
+    };
+    let (_key, csr_pem) = river_pki::new_key_and_csr(&name).map_err(|e| e.to_string())?;
+    let req = JoinRequest {
+        token: text.to_owned(),
+        name: name.clone(),
+        csr_pem,
+    };
+    match join(ctx, &req, remote).await {
+        JoinResponse::Issued { .. } => Ok((name, role)),
+        JoinResponse::Refused { reason } => Err(reason),
+    }
+}

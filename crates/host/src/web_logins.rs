@@ -99,6 +99,18 @@ pub(crate) async fn start(
     if account.disabled {
         return Ok(Err("this account is disabled"));
     }
+    Ok(Ok(begin(ctx, user, role, address, agent).await?))
+}
+
+/// Starts a session of `user`, at most at `role` (a link spent, an invitation accepted).
+pub(crate) async fn begin(
+    ctx: &Ctx,
+    user: String,
+    role: river_proto::msg::Role,
+    address: &str,
+    agent: &str,
+) -> anyhow::Result<Started> {
+    let now = ctx.clock.now_ms();
     let mut id = [0u8; 6];
     rand::rng().fill_bytes(&mut id);
     let (id, secret) = (hex::encode(id), random());
@@ -118,11 +130,11 @@ pub(crate) async fn start(
     };
     ctx.store.insert_web_session(&record).await?;
     tracing::info!(user = %record.user, session = %id, %address, "a browser logged in to the dashboard");
-    Ok(Ok(Started {
+    Ok(Started {
         csrf: csrf_of(&id, &secret),
         cookie: format!("{id}.{secret}"),
         max_age_s: lifetime_ms / 1000,
-    }))
+    })
 }
 
 /// The session a cookie names, if it is live and its user may still use it; why not, in words.

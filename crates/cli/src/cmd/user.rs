@@ -17,7 +17,11 @@ pub async fn run(cmd: UserCmd, dir: &Path, output: Output) -> anyhow::Result<()>
                 ttl_secs: ttl.as_secs().max(1),
             };
             let what = format!("one-time invite for {name} ({})", role.as_str());
-            login_token(dir, req, output, &what, "they run").await
+            login_token(dir, req, output, &what, "they run").await?;
+            if output == Output::Table {
+                eprintln!("or, where the host serves the dashboard at its own address ([web]), they paste it on its /login page");
+            }
+            Ok(())
         }
         UserCmd::Reissue { name, ttl } => {
             let req = Request::UserReissue {

@@ -147,7 +147,7 @@ fn logged_out(why: &str) -> Response {
     page(
         StatusCode::UNAUTHORIZED,
         &format!(
-            "<h1>river</h1><p>Not logged in: {}.</p><p>Run <code>river ui --link</code> on a machine whose <code>river</code> is logged in, and open the link it prints (it works once, for 10 minutes).</p>",
+            "<h1>river</h1><p>Not logged in: {}.</p><p>Run <code>river ui --link</code> on a machine whose <code>river</code> is logged in, and open the link it prints (it works once, for 10 minutes).</p><p><a href=/login>New here, with an invitation?</a></p>",
             html_escape(why)
         ),
     )
@@ -247,33 +247,46 @@ async fn guard(State(ctx): State<Arc<Ctx>>, mut req: axum::extract::Request, nex
 
 #[derive(serde::Deserialize)]
 struct LinkKey {
-    #[serde(default)]
-    key: String,
+    key: Option<String>,
+    invite: Option<String>,
 }
 
-fn plausible(key: &str) -> bool {
-    !key.is_empty() && key.len() <= 128 && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+/// Whether `s` could be a link's key or an invitation's text (no markup, nothing to escape).
+fn plausible(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 256 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
-/// `GET /login?key=…`: the link asks before it is spent, so a mail scanner or a chat's preview
-/// that fetches links cannot use it up.
+/// `GET /login?key=…` (a link from `river ui --link`) or `?invite=…`: the page asks before the
+/// link is spent, so a mail scanner or a chat's preview that fetches links cannot use it up.
+/// Without either, it says how to log in, and takes an invitation pasted in.
 async fn login_page(Query(q): Query<LinkKey>) -> Response {
-    if !plausible(&q.key) {
-        return page(
-            StatusCode::BAD_REQUEST,
-            "<h1>river</h1><p>This is not a whole login link: copy all of what <code>river ui --link</code> printed.</p>",
-        );
-    }
-    page(
-        StatusCode::OK,
-        &format!(
-            "<h1>river</h1><p>Log this browser in to the dashboard?</p><form method=post action=/login><input type=hidden name=key value=\"{}\"><button id=login type=submit>Log in</button></form><p class=muted>The link works once, for 10 minutes.</p>",
-            q.key
+    let form = |field: &str, value: &str, button: &str, note: &str| {
+        format!(
+            "<form method=post action=/login><input type=hidden name={field} value=\"{value}\"><button id=login type=submit>{button}</button></form><p class=muted>{note}</p>"
+        )
+    };
+    let body = match (q.key.as_deref(), q.invite.as_deref()) {
+        (Some(k), _) if plausible(k) => format!(
+            "<h1>river</h1><p>Log this browser in to the dashboard?</p>{}",
+            form("key", k, "Log in", "The link works once, for 10 minutes.")
         ),
-    )
+        (None, Some(i)) if plausible(i) => format!(
+            "<h1>river</h1><p>You are invited to this cluster. Accept, and this browser is logged in as the user the invitation names.</p>{}",
+            form("invite", i, "Accept the invitation", "For the command line too, ask an admin for <code>river user reissue NAME</code> later.")
+        ),
+        (None, None) => "<h1>river</h1><p>To log in, run <code>river ui --link</code> on a machine whose <code>river</code> is logged in, and open the link it prints.</p><p>New here, with an invitation from an admin?</p><form method=post action=/login><input id=invite name=invite placeholder=\"rvt1.…\" size=60 autocomplete=off><button id=accept type=submit>Accept</button></form>".to_owned(),
+        _ => {
+            return page(
+                StatusCode::BAD_REQUEST,
+                "<h1>river</h1><p>This is not a whole login link: copy all of what <code>river ui --link</code> printed.</p>",
+            )
+        }
+    };
+    page(StatusCode::OK, &body)
 }
 
-/// `POST /login` (the form above): spends the link and starts the session.
+/// `POST /login` (the forms above): spends the link, or accepts the invitation, and starts the
+/// session.
 async fn log_in(
     State(ctx): State<Arc<Ctx>>,
     Extension(Remote(remote)): Extension<Remote>,
@@ -287,20 +300,38 @@ async fn log_in(
             "<h1>river</h1><p>Refused: this login did not come from this site's own page.</p>",
         );
     }
-    let key = body.split('&').find_map(|kv| kv.strip_prefix("key=")).unwrap_or("");
-    if !plausible(key) {
-        return page(StatusCode::BAD_REQUEST, "<h1>river</h1><p>No login link was given.</p>");
-    }
+    let field = |name: &str| {
+        body.split('&')
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+            .map(|v| v.trim().to_owned())
+            .filter(|v| plausible(v))
+    };
     let agent = headers
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let started = match login::start(&ctx, key, &remote.ip().to_string(), agent).await {
+    let address = remote.ip().to_string();
+    let started = match (field("key"), field("invite")) {
+        (Some(key), _) => login::start(&ctx, &key, &address, agent)
+            .await
+            .map(|r| r.map_err(str::to_owned)),
+        (None, Some(invite)) => match crate::join::accept_in_browser(&ctx, &invite, &address).await {
+            Ok((user, role)) => login::begin(&ctx, user, role, &address, agent).await.map(Ok),
+            Err(why) => Ok(Err(why)),
+        },
+        (None, None) => {
+            return page(
+                StatusCode::BAD_REQUEST,
+                "<h1>river</h1><p>No login link or invitation was given.</p>",
+            )
+        }
+    };
+    let started = match started {
         Ok(Ok(s)) => s,
         Ok(Err(why)) => {
             return page(
                 StatusCode::FORBIDDEN,
-                &format!("<h1>river</h1><p>{}.</p>", html_escape(why)),
+                &format!("<h1>river</h1><p>{}.</p>", html_escape(why.trim_end_matches('.'))),
             )
         }
         Err(e) => {

@@ -21,8 +21,11 @@ async function adminPage(gen) {
   // keeps it); the host never shows it again.
   const reveal = (what, t) => { state.secret = { what, t }; };
   const s = state.secret;
+  // At the host's own address an invitation can also be accepted in a browser: its link.
+  const inBrowser = s && s.invite && mySession() !== null ? h("p", {}, "Or, in a browser: ",
+    h("code", { id: "secret-link" }, `${location.origin}/login?invite=${s.t.token}`)) : "";
   const secret = h("div", { id: "secret" }, s ? h("p", { class: "error" },
-    `${s.what} (shown this once; valid until ${when(s.t.expires_at_ms)}): `, h("code", { id: "secret-token" }, s.t.token)) : "");
+    `${s.what} (shown this once; valid until ${when(s.t.expires_at_ms)}): `, h("code", { id: "secret-token" }, s.t.token)) : "", inBrowser);
 
   const approvals = pending.length ? h("table", { id: "approvals" },
     h("thead", {}, h("tr", {}, ["Task", "Owner", "Command", "Submitted", ""].map((x) => h("th", {}, x)))),
@@ -61,6 +64,7 @@ async function adminPage(gen) {
   const invite = h("div", { class: "actions" }, inviteName, inviteRole, act("Invite", async () => {
     const t = await post("/api/users", { name: inviteName.value.trim(), role: inviteRole.value });
     reveal(`Invitation for ${inviteName.value.trim()}: they run \`river login HOST --token …\` with`, t);
+    state.secret.invite = true;
   }));
 
   const joinTokens = admin ? [h("h2", {}, "Join tokens and invitations"),
