@@ -326,8 +326,13 @@ pub enum TaskCmd {
         #[arg(long)]
         owner: Option<String>,
     },
-    /// Show one task.
-    Status { id: u64 },
+    /// Show one task (with `--history`, every state it has been in, when and why).
+    #[command(after_help = "Examples:\n  river task status 42\n  river task status 42 --history")]
+    Status {
+        id: u64,
+        #[arg(long)]
+        history: bool,
+    },
     /// Kill a task (cancels it if it is still queued).
     #[command(after_help = "Example:\n  river task kill 42")]
     Kill { id: u64 },

@@ -190,6 +190,15 @@ fn the_dashboard_shows_the_cluster_live_and_runs_a_task_from_its_form() {
     b.wait_text("#task-state", WAIT, |t| t == "running");
     b.click("button[data-action='kill']");
     b.wait_text("#task-state", WAIT, |t| t == "killed");
+    // Its history, oldest first, as the CLI tells it too.
+    let rows = b.wait_text("#history", WAIT, |t| t.contains("killed"));
+    let order: Vec<usize> = ["queued", "running", "killed"]
+        .iter()
+        .map(|s| rows.find(s).unwrap_or_else(|| panic!("{s} missing: {rows}")))
+        .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{rows}");
+    let (cli, _) = text(&river(&alice, &["task", "status", &running, "--history"]));
+    assert!(cli.contains("WHEN") && cli.contains("killed"), "{cli}");
     if let Some(dir) = screenshots() {
         b.go(&format!("{}/#/tasks", ui.base()));
         b.wait_text("#tasks", WAIT, |t| t.contains("killed"));
@@ -379,6 +388,23 @@ fn a_vps_is_made_stopped_snapshotted_and_started_from_the_page() {
     b.wait_text("#task-state", WAIT, |t| t == "running");
     let (listed, _) = text(&river(&alice, &["vps", "snapshot", "list", &id]));
     assert!(listed.contains("before the start"), "{listed}");
+    // Restarted with one button: stopped, then running again — its history says so.
+    b.click("button[data-action='restart']");
+    let states = || -> Vec<String> {
+        let o = river(&alice, &["task", "status", &id, "--history", "-o", "json"]);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+        v["history"].as_array().map_or(Vec::new(), |h| {
+            h.iter().map(|c| c["state"].as_str().unwrap_or("").to_owned()).collect()
+        })
+    };
+    until(WAIT, "the VPS is stopped and started again", || {
+        let s = states();
+        s.iter().filter(|s| *s == "stopped").count() == 2 && s.last().map(String::as_str) == Some("running")
+    });
+    b.wait_text("#task-state", WAIT, |t| t == "running");
+    until(WAIT, "the page's history shows both stops", || {
+        b.all("#history tr[data-state='stopped']").len() == 2
+    });
 
     // An environment made from an image on the node, then removed, from its page.
     b.go(&format!("{}/#/envs", ui.base()));

@@ -164,6 +164,10 @@ pub(crate) fn router(ctx: Arc<Ctx>) -> Router {
         .route("/api/tasks", get(tasks).post(submit))
         .route("/api/tasks/{id}", get(task))
         .route("/api/tasks/{id}/logs", get(task_logs))
+        .route(
+            "/api/tasks/{id}/history",
+            get(|s, c, Path(id): Path<u64>| call(s, c, Request::TaskHistory { id })),
+        )
         .route("/api/tasks/{id}/output", get(task_output))
         .route("/api/tasks/{id}/terminal", get(task_terminal))
         .route(
@@ -562,6 +566,7 @@ async fn call(
         Response::Usage(u) => serde_json::json!(u),
         Response::WebLink { url, expires_at_ms } => serde_json::json!({ "url": url, "expires_at_ms": expires_at_ms }),
         Response::WebSessions(s) => serde_json::json!(s),
+        Response::TaskHistory(h) => serde_json::json!(h),
     };
     Json(body).into_response()
 }

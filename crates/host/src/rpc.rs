@@ -50,7 +50,10 @@ pub(crate) fn authorize(caller: &Caller, req: &Request) -> Result<(), String> {
         | Request::TokenCreate { .. }
         | Request::TokenList
         | Request::TokenRevoke { .. } => Role::Admin,
-        Request::TaskList { .. } | Request::TaskShow { .. } | Request::TaskWait { .. } => Role::Viewer,
+        Request::TaskList { .. }
+        | Request::TaskShow { .. }
+        | Request::TaskWait { .. }
+        | Request::TaskHistory { .. } => Role::Viewer,
         Request::TaskApprove { .. } | Request::TaskReject { .. } => Role::Operator,
         // One's own limits; someone else's, or setting any, checked with the account in hand.
         Request::UserLimits { .. } => Role::Viewer,
@@ -337,6 +340,7 @@ async fn act(ctx: &Ctx, caller: &Caller, req: Request) -> HostResult<Response> {
             }
         }
         Request::TaskShow { id } => crate::waiting::show(ctx, caller, id).await?,
+        Request::TaskHistory { id } => crate::waiting::history(ctx, id).await?,
         Request::TaskWait { id, past, timeout_ms } => {
             crate::waiting::wait(ctx, caller, id, &past, std::time::Duration::from_millis(timeout_ms)).await?
         }

@@ -26,6 +26,15 @@ pub(crate) async fn show(ctx: &Ctx, caller: &Caller, id: u64) -> HostResult<Resp
     })
 }
 
+/// Every state task `id` has been in (who may see a task may see its history: states, times,
+/// the host's messages — nothing a task list hides).
+pub(crate) async fn history(ctx: &Ctx, id: u64) -> HostResult<Response> {
+    if ctx.store.task(id).await?.is_none() {
+        return Err(not_found(id));
+    }
+    Ok(Response::TaskHistory(ctx.store.task_history(id).await?))
+}
+
 async fn view(ctx: &Ctx, caller: &Caller, t: TaskRecord) -> anyhow::Result<river_proto::msg::TaskView> {
     let waiting = why(ctx, &t).await?;
     let mut v = crate::tasks::view(ctx, caller, t);

@@ -23,7 +23,9 @@ pub use streams::{
     parse_udp_datagram, udp_datagram, BlobReply, BlobRequest, ExportReply, ExportRequest, ExportSource, ForwardOpen,
     ForwardReply, LogsRequest, SshServe, TermIn, TermOut, TerminalOpen, UdpFrame,
 };
-pub use task::{ArchiveRef, Assigned, MountSpec, Signal, TaskOwner, TaskPlacement, TaskSpec, TaskView, VpsSpec};
+pub use task::{
+    ArchiveRef, Assigned, MountSpec, Signal, TaskOwner, TaskPlacement, TaskSpec, TaskStateChange, TaskView, VpsSpec,
+};
 
 /// First frame of a `Join` stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -389,6 +391,10 @@ pub enum Request {
         id: Option<String>,
         user: Option<String>,
     },
+    /// Every state task `id` has been in, oldest first. Answered with [`Response::TaskHistory`].
+    TaskHistory {
+        id: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -460,6 +466,7 @@ pub enum Response {
     },
     /// Live sessions, newest first.
     WebSessions(Vec<WebSessionView>),
+    TaskHistory(Vec<TaskStateChange>),
 }
 
 /// How far a long operation has got.

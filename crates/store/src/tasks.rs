@@ -2,8 +2,9 @@
 //! back, and changed — the host changes a task only through its lifecycle, then [`Store::update_task`].
 
 use crate::{json, task_from_row, Result, Store, StoreError, TaskRecord};
-use river_proto::msg::{Assigned, TaskSpec};
+use river_proto::msg::{Assigned, TaskSpec, TaskStateChange};
 use river_task::state::TaskState;
+use sqlx::Row as _;
 
 impl Store {
     async fn write_task(&self, t: &TaskRecord, was: Option<TaskState>) -> Result<bool> {
@@ -76,6 +77,9 @@ pub trait Tasks: Send + Sync {
     /// Writes `t` only if its stored state is still `was`; whether it did. A change decided on
     /// a record read earlier never overwrites one made meanwhile (a cancel racing the scheduler).
     async fn update_task_from(&self, t: &TaskRecord, was: TaskState) -> Result<bool>;
+
+    /// Every state task `id` has been in, oldest first (empty for no such task).
+    async fn task_history(&self, id: u64) -> Result<Vec<TaskStateChange>>;
 }
 
 #[async_trait::async_trait]
@@ -209,5 +213,26 @@ impl Tasks for Store {
 
     async fn update_task_from(&self, t: &TaskRecord, was: TaskState) -> Result<bool> {
         self.write_task(t, Some(was)).await
+    }
+
+    async fn task_history(&self, id: u64) -> Result<Vec<TaskStateChange>> {
+        let Ok(id) = i64::try_from(id) else {
+            return Ok(Vec::new());
+        };
+        let rows =
+            sqlx::query("SELECT state, at_ms, message, exit_code FROM task_history WHERE task_id = ? ORDER BY seq")
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(TaskStateChange {
+                    state: r.try_get("state")?,
+                    at_ms: r.try_get("at_ms")?,
+                    message: r.try_get("message")?,
+                    exit_code: r.try_get("exit_code")?,
+                })
+            })
+            .collect()
     }
 }

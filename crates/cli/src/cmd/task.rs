@@ -44,11 +44,37 @@ pub async fn run(cmd: TaskCmd, dir: &Path, output: Output) -> anyhow::Result<Exi
                 );
             }
         }
-        TaskCmd::Status { id } => {
+        TaskCmd::Status { id, history: false } => {
             let Response::Task(t) = once(dir, Request::TaskShow { id }).await? else {
                 bail!("unexpected answer")
             };
             show(output, &t, |t| detail(t))?;
+        }
+        TaskCmd::Status { id, history: true } => {
+            let client = Client::connect(dir).await?;
+            let (Response::Task(task), Response::TaskHistory(history)) = (
+                client.call(Request::TaskShow { id }).await?,
+                client.call(Request::TaskHistory { id }).await?,
+            ) else {
+                bail!("unexpected answer")
+            };
+            let both = serde_json::json!({ "task": task, "history": history });
+            show(output, &both, |_| {
+                detail(&task);
+                println!();
+                let rows = history
+                    .iter()
+                    .map(|c| {
+                        vec![
+                            ago(c.at_ms / 1000, now_s()),
+                            c.state.clone(),
+                            c.exit_code.map_or(String::new(), |e| e.to_string()),
+                            c.message.clone().unwrap_or_default(),
+                        ]
+                    })
+                    .collect();
+                table(&["WHEN", "STATE", "EXIT", "WHY"], rows);
+            })?;
         }
         TaskCmd::Kill { id } | TaskCmd::Cancel { id } => signal(dir, id, Signal::Kill).await?,
         TaskCmd::Pause { id, no_wait } => signal_and_wait(dir, id, Signal::Pause, no_wait).await?,

@@ -246,7 +246,8 @@ async function taskDetail(id, gen) {
   const t = await api("/api/tasks/" + id);
   // Output followed live while the task runs (kept across redraws), read whole otherwise.
   const following = state.follow && state.follow.id === id && t.state === "running";
-  const [out, err] = await Promise.all([following ? null : output(id, false), output(id, true)]);
+  const [out, err, history] = await Promise.all([following ? null : output(id, false), output(id, true),
+    api(`/api/tasks/${id}/history`).catch(() => [])]);
   if (gen !== state.gen) return;
   let pre = following ? state.follow.pre : h("pre", { id: "stdout" }, out || "");
   if (!following) {
@@ -264,7 +265,7 @@ async function taskDetail(id, gen) {
   if (mayAct(t)) {
     if (t.state === "running") actions.push(act("pause", "Pause"));
     if (t.state === "paused") actions.push(act("resume", "Resume"));
-    if (t.spec.vps && t.state === "running") actions.push(act("stop", "Stop"));
+    if (t.spec.vps && t.state === "running") actions.push(act("stop", "Stop"), restartButton(id));
     if (t.spec.vps && t.state === "stopped") actions.push(act("start", "Start"));
     if (t.spec.vps) {
       const remove = act("remove", "Remove VPS", "danger");
@@ -292,8 +293,32 @@ async function taskDetail(id, gen) {
       h("dt", {}, "Started"), h("dd", {}, when(t.started_at_ms)),
       h("dt", {}, "Ended"), h("dd", {}, when(t.finished_at_ms))),
     ...(t.spec.vps ? await vpsSection(t) : []),
+    h("h2", {}, "History"),
+    h("table", { id: "history" }, h("tbody", {}, history.map((c) => h("tr", { "data-state": c.state },
+      h("td", {}, when(c.at_ms)), h("td", {}, h("span", { class: "state " + c.state }, c.state)),
+      h("td", {}, c.exit_code === null || c.exit_code === undefined ? "" : `exit ${c.exit_code}`), h("td", {}, c.message || ""))))),
     h("h2", {}, "Output"), pre,
     err ? [h("h2", {}, "Errors"), h("pre", { id: "stderr", class: "stderr" }, err)] : "");
+}
+
+// A VPS's restart: stop it, wait until it has stopped, start it (as `river vps restart`).
+function restartButton(id) {
+  return h("button", { "data-action": "restart", onclick: async (ev) => {
+    ev.target.disabled = true;
+    ev.target.textContent = "Restarting…";
+    try {
+      await api(`/api/tasks/${id}/stop`, { method: "POST" });
+      const deadline = Date.now() + 120000;
+      for (;;) {
+        const t = await api("/api/tasks/" + id);
+        if (t.state === "stopped") break;
+        if (FINAL.includes(t.state) || Date.now() > deadline) throw new Error(`the VPS did not stop (it is ${t.state})`);
+        await new Promise((r) => setTimeout(r, 300));
+      }
+      await api(`/api/tasks/${id}/start`, { method: "POST" });
+      render();
+    } catch (e) { ev.target.after(fail(e)); ev.target.textContent = "Restart"; }
+  } }, "Restart");
 }
 
 async function submitPage(gen) {

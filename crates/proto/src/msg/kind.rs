@@ -15,6 +15,7 @@ impl Request {
             Request::WebLink => "WebLink",
             Request::WebSessions { .. } => "WebSessions",
             Request::WebSessionRevoke { .. } => "WebSessionRevoke",
+            Request::TaskHistory { .. } => "TaskHistory",
             Request::NodeRemove { .. } => "NodeRemove",
             Request::TokenCreate { .. } => "TokenCreate",
             Request::TokenList => "TokenList",

@@ -196,6 +196,16 @@ pub struct TaskView {
     pub waiting: Option<String>,
 }
 
+/// One state a task was in (`Request::TaskHistory`), oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskStateChange {
+    pub state: String,
+    pub at_ms: i64,
+    /// Why, when something said (a refusal, a kill's reason, a node lost).
+    pub message: Option<String>,
+    pub exit_code: Option<i64>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Signal {
     Kill,
