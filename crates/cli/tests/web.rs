@@ -335,6 +335,7 @@ fn a_vps_is_made_stopped_snapshotted_and_started_from_the_page() {
     let (_host, admin) = host_process(d.path(), &listen);
     let _runner = runner_process(d.path(), &admin, &listen, "n1");
     let alice = person(d.path(), &admin, &listen, "alice", "user");
+    let _bob = person(d.path(), &admin, &listen, "bob", "user");
     let key = d.path().join("alice_key");
     let made = Command::new("ssh-keygen")
         .args(["-q", "-t", "ed25519", "-N", "", "-f"])
@@ -388,6 +389,18 @@ fn a_vps_is_made_stopped_snapshotted_and_started_from_the_page() {
     b.wait_text("#task-state", WAIT, |t| t == "running");
     let (listed, _) = text(&river(&alice, &["vps", "snapshot", "list", &id]));
     assert!(listed.contains("before the start"), "{listed}");
+    // Shared with bob from the page, and no longer.
+    let shared = || text(&river(&alice, &["vps", "shares", &id])).0;
+    b.type_into("#share-user", "nobody");
+    b.click("#share");
+    b.wait_text("#view", WAIT, |t| t.contains("no user nobody"));
+    b.type_into("#share-user", "bob");
+    b.click("#share");
+    b.wait_text("#vps-shares", WAIT, |t| t.contains("bob"));
+    assert_eq!(shared().trim(), "bob");
+    b.click("button[data-unshare='bob']");
+    b.wait_text("#vps-shares", WAIT, |t| t.contains("No one"));
+    assert_eq!(shared().trim(), "");
     // Restarted with one button: stopped, then running again — its history says so.
     b.click("button[data-action='restart']");
     let states = || -> Vec<String> {

@@ -567,6 +567,7 @@ async fn call(
         Response::WebLink { url, expires_at_ms } => serde_json::json!({ "url": url, "expires_at_ms": expires_at_ms }),
         Response::WebSessions(s) => serde_json::json!(s),
         Response::TaskHistory(h) => serde_json::json!(h),
+        Response::SharedWith(u) => serde_json::json!(u),
     };
     Json(body).into_response()
 }

@@ -71,7 +71,8 @@ pub(crate) fn authorize(caller: &Caller, req: &Request) -> Result<(), String> {
         | Request::VpsSnapshots { .. }
         | Request::VpsSnapshotRm { .. }
         | Request::VpsRestore { .. }
-        | Request::VpsShare { .. } => Role::User,
+        | Request::VpsShare { .. }
+        | Request::VpsShares { .. } => Role::User,
         // A user's own keys.
         Request::UserKeyAdd { .. } | Request::UserKeys | Request::UserKeyRm { .. } => Role::Viewer,
         Request::EnvList | Request::IpList | Request::Overlay => Role::Viewer,
@@ -368,6 +369,7 @@ async fn act(ctx: &Ctx, caller: &Caller, req: Request) -> HostResult<Response> {
         Request::VpsRemove { id } => crate::vps::remove(ctx, caller, id).await?,
         Request::VpsKeys { id, add, remove } => crate::vps::keys(ctx, caller, id, add, remove).await?,
         Request::VpsShare { id, user, share } => crate::vps::share(ctx, caller, id, &user, share).await?,
+        Request::VpsShares { id } => crate::vps::shares(ctx, caller, id).await?,
         Request::ApiTokenCreate { name, ttl_secs, role } => {
             crate::api_tokens::create(ctx, caller, &name, ttl_secs, role).await?
         }

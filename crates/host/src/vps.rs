@@ -19,7 +19,7 @@ use river_proto::msg::{ErrorKind, HostMsg, Response, SshServe, TaskSpec};
 use river_store::TaskRecord;
 use river_task::lifecycle::Event;
 use river_task::state::TaskState;
-pub(crate) use share::{extra_keys, share, shared_with};
+pub(crate) use share::{extra_keys, share, shared_with, shares};
 use snapshots::{drop_snapshot, move_to};
 pub(crate) use snapshots::{restore, snapshot, snapshot_rm, snapshot_stopped, snapshots};
 

@@ -395,6 +395,11 @@ pub enum Request {
     TaskHistory {
         id: u64,
     },
+    /// Who VPS `id` is shared with (its owner or an operator asks). Answered with
+    /// [`Response::SharedWith`].
+    VpsShares {
+        id: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -467,6 +472,8 @@ pub enum Response {
     /// Live sessions, newest first.
     WebSessions(Vec<WebSessionView>),
     TaskHistory(Vec<TaskStateChange>),
+    /// User names, sorted.
+    SharedWith(Vec<String>),
 }
 
 /// How far a long operation has got.

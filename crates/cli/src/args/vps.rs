@@ -91,6 +91,9 @@ pub enum VpsCmd {
     /// their own keys from `river user key add`); stopping, removing and snapshots stay yours.
     #[command(after_help = "Example:\n  river vps share 42 bob      # bob: river ssh 42")]
     Share { id: u64, user: String },
+    /// Who a VPS is shared with.
+    #[command(after_help = "Example:\n  river vps shares 42")]
+    Shares { id: u64 },
     /// Stop sharing a VPS with someone; what they have open is closed.
     #[command(after_help = "Example:\n  river vps unshare 42 bob")]
     Unshare { id: u64, user: String },

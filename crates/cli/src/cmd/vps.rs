@@ -112,6 +112,19 @@ pub async fn run(cmd: VpsCmd, dir: &Path, output: Output) -> anyhow::Result<()> 
         }
         VpsCmd::Share { id, user } => done(once(dir, Request::VpsShare { id, user, share: true }).await?),
         VpsCmd::Unshare { id, user } => done(once(dir, Request::VpsShare { id, user, share: false }).await?),
+        VpsCmd::Shares { id } => {
+            let Response::SharedWith(users) = once(dir, Request::VpsShares { id }).await? else {
+                anyhow::bail!("unexpected answer")
+            };
+            crate::output::show(output, &users, |users| {
+                if users.is_empty() {
+                    eprintln!("VPS {id} is shared with no one (`river vps share {id} USER`)");
+                }
+                for u in users {
+                    println!("{u}");
+                }
+            })
+        }
         VpsCmd::Keys(VpsKeysCmd::Add { id, file }) => {
             let keys = read_keys(&file)?;
             let t = keys_changed(

@@ -58,6 +58,19 @@ pub(super) fn routes() -> Router<Arc<Ctx>> {
         )
         .route("/api/me/login-link", post(|s, c| call(s, c, Request::WebLink)))
         .route("/api/tasks/{id}/keys", post(vps_keys))
+        .route(
+            "/api/tasks/{id}/shares",
+            get(|s, c, Path(id): Path<u64>| call(s, c, Request::VpsShares { id })),
+        )
+        .route(
+            "/api/tasks/{id}/shares/{user}",
+            axum::routing::put(|s, c, Path((id, user)): Path<(u64, String)>| {
+                call(s, c, Request::VpsShare { id, user, share: true })
+            })
+            .delete(|s, c, Path((id, user)): Path<(u64, String)>| {
+                call(s, c, Request::VpsShare { id, user, share: false })
+            }),
+        )
 }
 
 #[derive(serde::Deserialize)]

@@ -39,7 +39,16 @@ pub(crate) async fn extra_keys(ctx: &Ctx, caller: &Caller, t: &TaskRecord) -> Ve
         .unwrap_or_default()
 }
 
-pub(crate) async fn share(ctx: &Ctx, caller: &Caller, id: u64, user: &str, on: bool) -> HostResult<Response> {
+/// `Request::VpsShares`: who VPS `id` is shared with, for its owner or an operator.
+pub(crate) async fn shares(ctx: &Ctx, caller: &Caller, id: u64) -> HostResult<Response> {
+    let t = shareable(ctx, caller, id).await?;
+    let mut with = ctx.store.vps_shares(t.id).await?;
+    with.sort();
+    Ok(Response::SharedWith(with))
+}
+
+/// VPS `id`, if `caller` may share it.
+async fn shareable(ctx: &Ctx, caller: &Caller, id: u64) -> HostResult<TaskRecord> {
     let Some(t) = ctx.store.task(id).await? else {
         return Err(refused(ErrorKind::NotFound, format!("no VPS {id}")));
     };
@@ -55,6 +64,11 @@ pub(crate) async fn share(ctx: &Ctx, caller: &Caller, id: u64, user: &str, on: b
             format!("VPS {id} belongs to {}; only they or an operator share it", t.owner),
         ));
     }
+    Ok(t)
+}
+
+pub(crate) async fn share(ctx: &Ctx, caller: &Caller, id: u64, user: &str, on: bool) -> HostResult<Response> {
+    let t = shareable(ctx, caller, id).await?;
     if on {
         match ctx.store.user(user).await? {
             Some(u) if u.removed_at.is_none() => {}

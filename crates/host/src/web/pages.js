@@ -95,8 +95,9 @@ async function networkPage(gen) {
 // A VPS's page: how to log in, and its snapshots (take, restore when stopped, remove).
 async function vpsSection(t) {
   const id = t.id;
-  const snaps = await api(`/api/tasks/${id}/snapshots`).catch(() => null);
   const may = mayAct(t);
+  const [snaps, shares] = await Promise.all([api(`/api/tasks/${id}/snapshots`).catch(() => null),
+    may ? api(`/api/tasks/${id}/shares`).catch(() => null) : null]);
   const post = (path, method) => async (ev) => {
     ev.target.disabled = true;
     try { await api(path, { method: method || "POST" }); render(); } catch (e) { ev.target.after(fail(e)); }
@@ -136,6 +137,7 @@ async function vpsSection(t) {
       " — or ", h("code", {}, "river ssh-config"), " once, then ", h("code", {}, `ssh river-${id}`), "."),
     h("h3", {}, "Keys that may log in (from the next login on)"),
     h("ul", { id: "vps-keys" }, keyList), addKeys,
+    ...(shares === null ? [] : sharing(id, shares)),
     h("h2", {}, "Snapshots"),
     take,
     snaps === null ? h("p", { class: "muted" }, "Only its owner and those it is shared with see its snapshots.")
@@ -143,6 +145,21 @@ async function vpsSection(t) {
         h("thead", {}, h("tr", {}, ["Snapshot", "Taken", "By", "Size", "Message", ""].map((x) => h("th", {}, x)))),
         h("tbody", {}, rows)) : h("p", { class: "muted", id: "snapshots" }, "None yet."),
   ];
+}
+
+// Who else may reach the VPS (ssh, connect, forward — with their own keys); its owner or an
+// operator shares it and stops sharing it.
+function sharing(id, users) {
+  const who = h("input", { id: "share-user", placeholder: "user name" });
+  const change = (user, method) => async (ev) => {
+    ev.target.disabled = true;
+    try { await api(`/api/tasks/${id}/shares/${encodeURIComponent(user)}`, { method }); render(); } catch (e) { ev.target.disabled = false; ev.target.after(fail(e)); }
+  };
+  return [h("h3", {}, "Shared with"),
+    users.length ? h("ul", { id: "vps-shares" }, users.map((u) => h("li", { "data-share": u }, u, " ",
+      h("button", { class: "danger", "data-unshare": u, onclick: change(u, "DELETE") }, "Stop sharing"))))
+      : h("p", { class: "muted", id: "vps-shares" }, "No one: only you and operators reach it."),
+    h("div", { class: "actions" }, who, h("button", { id: "share", onclick: (ev) => change(who.value.trim(), "PUT")(ev) }, "Share"))];
 }
 
 async function vpsPage(gen) {

@@ -16,6 +16,7 @@ impl Request {
             Request::WebSessions { .. } => "WebSessions",
             Request::WebSessionRevoke { .. } => "WebSessionRevoke",
             Request::TaskHistory { .. } => "TaskHistory",
+            Request::VpsShares { .. } => "VpsShares",
             Request::NodeRemove { .. } => "NodeRemove",
             Request::TokenCreate { .. } => "TokenCreate",
             Request::TokenList => "TokenList",
