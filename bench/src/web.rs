@@ -5,7 +5,6 @@
 //! tasks in the database, beside a new cluster's.
 
 #[path = "../../crates/cli/tests/support/webdriver.rs"]
-#[allow(dead_code)]
 mod webdriver;
 
 use crate::proc::{host, runner};
