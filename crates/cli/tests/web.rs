@@ -455,6 +455,12 @@ fn an_api_token_made_on_the_account_page_works_for_scripts_until_revoked() {
     log_in(&b, &ui);
     b.go(&format!("{}/#/account", ui.base()));
     b.wait_text("#token-create", WAIT, |t| t == "Create");
+    // One's own limits, as `river user limits` tells them.
+    let o = river(&admin, &["user", "limits", "bob", "--vps", "3"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    b.go(&format!("{}/#/", ui.base()));
+    b.go(&format!("{}/#/account", ui.base()));
+    b.wait_text("#my-limits tr[data-limit='vps']", WAIT, |t| t.contains('3'));
     assert!(
         b.all("#token-role option[value='operator']").is_empty(),
         "a user was offered a higher role"
@@ -527,6 +533,24 @@ fn an_operator_invites_and_changes_people_from_the_admin_page_and_a_user_has_non
     until(std::time::Duration::from_secs(30), "carol is a viewer", || {
         text(&river(&carol, &["whoami"])).0.contains("(viewer)")
     });
+    // Bob's limits, set from the page, count for the CLI; then back to the cluster's defaults.
+    let limits = || -> serde_json::Value {
+        serde_json::from_slice(&river(&opal, &["-o", "json", "user", "limits", "bob"]).stdout).unwrap_or_default()
+    };
+    b.click("button[data-limits-of='bob']");
+    b.wait_text("#limits-of", WAIT, |t| t.contains("bob"));
+    b.type_into("#limit-running_cores", "2");
+    b.click("#limits-save");
+    until(std::time::Duration::from_secs(30), "bob may hold 2 cores", || {
+        limits()["overrides"]["running_cores"] == 2
+    });
+    b.wait_text("tr[data-limit='running_cores']", WAIT, |t| t.contains('2'));
+    b.click("#limits-reset");
+    until(
+        std::time::Duration::from_secs(30),
+        "bob's limits are the defaults",
+        || limits()["overrides"]["running_cores"].is_null(),
+    );
     // The operator cannot make anyone an admin: the host refuses, as for the CLI.
     assert!(b.all("#invite-role option[value='admin']").is_empty());
     if let Some(dir) = screenshots() {

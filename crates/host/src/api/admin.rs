@@ -10,7 +10,7 @@ use axum::extract::{Path, Query, State};
 use axum::response::Response as HttpResponse;
 use axum::routing::{delete, get, post};
 use axum::{Extension, Router};
-use river_proto::msg::{Request, Role};
+use river_proto::msg::{LimitValues, Request, Role};
 use std::sync::Arc;
 
 pub(super) fn routes() -> Router<Arc<Ctx>> {
@@ -18,6 +18,11 @@ pub(super) fn routes() -> Router<Arc<Ctx>> {
         .route("/api/users", get(|s, c| call(s, c, Request::UserList)).post(invite))
         .route("/api/users/{name}", delete(remove_user))
         .route("/api/users/{name}/role", post(set_role))
+        .route(
+            "/api/users/{name}/limits",
+            get(|s, c, Path(name): Path<String>| call(s, c, limits_of(Some(name)))).post(set_limits),
+        )
+        .route("/api/me/limits", get(|s, c| call(s, c, limits_of(None))))
         .route("/api/users/{name}/{switch}", post(switch_user))
         .route(
             "/api/tokens",
@@ -148,6 +153,38 @@ async fn set_role(
     Body(r): Body<NewRole>,
 ) -> HttpResponse {
     call(s, c, Request::UserSetRole { name, role: r.role }).await
+}
+
+/// Reading a user's limits (the caller's own with `None`) is the request that sets none.
+fn limits_of(name: Option<String>) -> Request {
+    Request::UserLimits {
+        name,
+        set: LimitValues::default(),
+        reset: false,
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct NewLimits {
+    #[serde(flatten)]
+    set: LimitValues,
+    #[serde(default)]
+    reset: bool,
+}
+
+/// `river user limits NAME --running-cores 8 …`: the values given (0: no limit), or `reset`.
+async fn set_limits(
+    s: State<Arc<Ctx>>,
+    c: Extension<ApiCaller>,
+    Path(name): Path<String>,
+    Body(l): Body<NewLimits>,
+) -> HttpResponse {
+    let req = Request::UserLimits {
+        name: Some(name),
+        set: l.set,
+        reset: l.reset,
+    };
+    call(s, c, req).await
 }
 
 /// `…/disable` or `…/enable`.

@@ -53,6 +53,7 @@ async function adminPage(gen) {
         h("td", {}, u.name), h("td", {}, select), h("td", {}, when(u.created_at_ms)),
         h("td", {}, gone ? `removed ${when(u.removed_at_ms)}` : u.disabled ? "disabled" : "active"),
         h("td", {}, gone || u.name === me ? "" : [
+          h("button", { "data-limits-of": u.name, onclick: () => { state.limitsOf = u.name; render(); } }, "Limits"),
           act(u.disabled ? "Enable" : "Disable", () => post(`/api/users/${encodeURIComponent(u.name)}/${u.disabled ? "enable" : "disable"}`)),
           act("Remove", () => {
             if (!confirm(`Remove ${u.name}? Their certificates are revoked and the name is never given again.`)) throw new Error("not removed");
@@ -88,17 +89,47 @@ async function adminPage(gen) {
     h("thead", {}, h("tr", {}, ["When", "Who", "What", "Detail"].map((x) => h("th", {}, x)))),
     h("tbody", {}, audit.map((e) => h("tr", {}, h("td", {}, when(e.at_ms)), h("td", {}, e.actor), h("td", {}, e.action), h("td", {}, e.detail)))));
 
+  const limits = state.limitsOf ? await limitsEditor(state.limitsOf) : [];
+
   show(gen, secret,
     h("h2", {}, `Waiting for approval (${pending.length})`), approvals,
-    h("h2", {}, "People"), invite, people,
+    h("h2", {}, "People"), invite, people, ...limits,
     ...joinTokens, ...nodeRows,
     h("h2", {}, "Audit trail (latest 50)"), trail);
+}
+
+// One user's limits (what their work may hold at once, what the host keeps for them): their own
+// values over the cluster's defaults, set or put back to the defaults here as with
+// `river user limits`.
+const LIMITS = [["queued", "tasks waiting"], ["running_cores", "cores at once"], ["running_gpus", "GPUs at once"],
+  ["vps", "VPSs"], ["archive_mib", "MiB of archives"]];
+
+async function limitsEditor(name) {
+  const l = await api(`/api/users/${encodeURIComponent(name)}/limits`);
+  const shown = (v) => (v === null || v === undefined ? "cluster default" : v === 0 ? "no limit" : String(v));
+  const inputs = LIMITS.map(([k]) => h("input", { id: "limit-" + k, type: "number", min: 0,
+    value: l.overrides[k] ?? "", placeholder: `in effect: ${shown(l.effective[k])}` }));
+  const send = (json) => async (ev) => {
+    ev.target.disabled = true;
+    try { await api(`/api/users/${encodeURIComponent(name)}/limits`, { method: "POST", json }); render(); } catch (e) { ev.target.disabled = false; ev.target.after(fail(e)); }
+  };
+  const values = () => Object.fromEntries(LIMITS.map(([k], i) => [k, inputs[i].value.trim()])
+    .filter(([, v]) => v !== "").map(([k, v]) => [k, parseInt(v, 10)]));
+  return [h("h3", { id: "limits-of" }, `Limits of ${name}`),
+    h("p", { class: "muted" }, "Empty: the cluster's default; 0: no limit."),
+    h("table", { id: "limits" }, h("tbody", {}, LIMITS.map(([k, label], i) => h("tr", { "data-limit": k },
+      h("td", {}, label), h("td", {}, inputs[i]), h("td", {}, shown(l.effective[k])))))),
+    h("div", { class: "actions" },
+      h("button", { id: "limits-save", onclick: (ev) => send(values())(ev) }, "Save"),
+      h("button", { id: "limits-reset", onclick: send({ reset: true }) }, "Back to the defaults"),
+      h("button", { onclick: () => { state.limitsOf = null; render(); } }, "Close"))];
 }
 
 // One's own account: API tokens for scripts (`Authorization: Bearer`), made and revoked here,
 // and the browsers logged in to the dashboard at the host's own address.
 async function accountPage(gen) {
-  const [tokens, sessions] = await Promise.all([api("/api/me/tokens"), api("/api/me/sessions")]);
+  const [tokens, sessions, limits] = await Promise.all([api("/api/me/tokens"), api("/api/me/sessions"),
+    api("/api/me/limits").catch(() => null)]);
   const roles = ["viewer", "user", "operator", "admin"];
   const s = state.secret;
   const secret = h("div", { id: "secret" }, s ? h("p", { class: "error" },
@@ -141,5 +172,7 @@ async function accountPage(gen) {
     h("div", { class: "actions" }, name, h("label", { for: "token-days" }, "days"), days, role, create),
     rows.length ? h("table", { id: "api-tokens" },
       h("thead", {}, h("tr", {}, ["Name", "Role", "Made", "Expires", "Last used", ""].map((x) => h("th", {}, x)))),
-      h("tbody", {}, rows)) : h("p", { class: "muted", id: "api-tokens" }, "None."), ...browsers);
+      h("tbody", {}, rows)) : h("p", { class: "muted", id: "api-tokens" }, "None."), ...browsers,
+    ...(limits ? [h("h2", {}, "Your limits"), h("table", { id: "my-limits" }, h("tbody", {}, LIMITS.map(([k, label]) => h("tr", { "data-limit": k },
+      h("td", {}, label), h("td", {}, limits.effective[k] ? String(limits.effective[k]) : "no limit")))))] : []));
 }

@@ -447,7 +447,7 @@ async function start() {
     return;
   }
   document.getElementById("logout").addEventListener("click", logOut);
-  window.addEventListener("hashchange", () => { taskPage.before = null; state.secret = null; render(); });
+  window.addEventListener("hashchange", () => { taskPage.before = null; state.secret = null; state.limitsOf = null; render(); });
   listen();
   render();
 }
