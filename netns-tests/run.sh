@@ -388,6 +388,7 @@ test_vps() {
 
 # The overlay's scenarios: netns-tests/overlay.sh.
 source "$HERE/overlay.sh"
+source "$HERE/dashboard.sh"
 
 # ---------------------------------------------------------------------------------------------
 
@@ -404,6 +405,7 @@ scenario environments
 scenario forward
 scenario vps
 scenario overlay_owners
+scenario overlay_dashboard
 scenario overlay
 echo
 echo "netns: $PASS passed, $FAIL failed"

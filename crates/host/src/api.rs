@@ -159,7 +159,6 @@ pub(crate) fn router(ctx: Arc<Ctx>) -> Router {
         )
         .route("/api/envs", get(|s, c| call(s, c, Request::EnvList)))
         .route("/api/overlay", get(|s, c| call(s, c, Request::Overlay)))
-        .route("/api/ips", get(|s, c| call(s, c, Request::IpList)))
         .route("/api/audit", get(audit))
         .route("/api/tasks", get(tasks).post(submit))
         .route("/api/tasks/{id}", get(task))

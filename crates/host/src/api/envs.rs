@@ -1,20 +1,48 @@
-//! The API's routes that change environments (the dashboard's environments page uses them): make
-//! one from an image, remove one. Each is the CLI's request, decided where the CLI's is.
+//! The API's routes that change environments and overlay addresses (the dashboard's environments
+//! and network pages use them): make an environment from an image, remove one; reserve an
+//! address, release one. Each is the CLI's request, decided where the CLI's is.
 
 use super::{call, ApiCaller, Body};
 use crate::Ctx;
 use axum::extract::{Path, State};
 use axum::response::Response as HttpResponse;
-use axum::routing::{delete, post};
+use axum::routing::{delete, get, post};
 use axum::{Extension, Router};
 use river_proto::msg::Request;
 use std::sync::Arc;
 
+#[derive(serde::Deserialize)]
+struct NewReservation {
+    node: Option<String>,
+    ip: Option<String>,
+    ttl_secs: Option<u64>,
+}
+
+/// How long a reservation made without saying lasts: 10 minutes, as with `river ip reserve`.
+const RESERVATION_TTL_SECS: u64 = 600;
+
+/// `river ip reserve`: an overlay address held for a task to come, with the token it claims it by.
+async fn reserve_ip(s: State<Arc<Ctx>>, c: Extension<ApiCaller>, Body(r): Body<NewReservation>) -> HttpResponse {
+    let req = Request::IpReserve {
+        node: r.node,
+        ip: r.ip,
+        ttl_secs: r.ttl_secs.unwrap_or(RESERVATION_TTL_SECS),
+    };
+    call(s, c, req).await
+}
+
 pub(super) fn routes() -> Router<Arc<Ctx>> {
-    Router::new().route("/api/envs", post(create)).route(
-        "/api/envs/{name}",
-        delete(|s, c, Path(name): Path<String>| call(s, c, Request::EnvRm { name })),
-    )
+    Router::new()
+        .route("/api/envs", post(create))
+        .route(
+            "/api/envs/{name}",
+            delete(|s, c, Path(name): Path<String>| call(s, c, Request::EnvRm { name })),
+        )
+        .route("/api/ips", get(|s, c| call(s, c, Request::IpList)).post(reserve_ip))
+        .route(
+            "/api/ips/{ip}",
+            delete(|s, c, Path(ip): Path<String>| call(s, c, Request::IpRelease { ip })),
+        )
 }
 
 #[derive(serde::Deserialize)]

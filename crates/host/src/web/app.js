@@ -387,7 +387,7 @@ async function render() {
 
 // A change on the host redraws the page, unless the user is typing in a form.
 function changed() {
-  if (["#/submit", "#/vps", "#/admin", "#/envs", "#/account"].some((p) => location.hash.startsWith(p))) return;
+  if (["#/submit", "#/vps", "#/admin", "#/envs", "#/account", "#/network"].some((p) => location.hash.startsWith(p))) return;
   clearTimeout(state.timer);
   state.timer = setTimeout(render, 50);
 }

@@ -79,17 +79,37 @@ async function networkPage(gen) {
     h("td", {}, m.name), h("td", {}, m.subnet), h("td", {}, m.address), h("td", {}, m.underlay || "–"),
     h("td", {}, stateCell(m.state)), h("td", {}, m.containers),
     h("td", {}, m.health ? (m.health.ok ? "ok" : "failing") : "–")));
-  const reserved = ips.map((r) => h("tr", {},
+  const mine = (r) => r.owner === state.me || ["operator", "admin"].includes(state.role);
+  const reserved = ips.map((r) => h("tr", { "data-ip": r.ip },
     h("td", {}, r.ip), h("td", {}, r.node), h("td", {}, r.owner.replace(/^user /, "")),
-    h("td", {}, r.task ? h("a", { href: "#/tasks/" + r.task }, String(r.task)) : "–"), h("td", {}, when(r.expires_at_ms))));
+    h("td", {}, r.task ? h("a", { href: "#/tasks/" + r.task }, String(r.task)) : "–"), h("td", {}, when(r.expires_at_ms)),
+    h("td", {}, mine(r) && state.role !== "viewer" ? h("button", { class: "danger", "data-release": r.ip, onclick: async (ev) => {
+      ev.target.disabled = true;
+      try { await api(`/api/ips/${encodeURIComponent(r.ip)}`, { method: "DELETE" }); render(); } catch (e) { ev.target.after(fail(e)); }
+    } }, "Release") : "")));
+  // A reservation's token is shown once, as `river ip reserve` prints it.
+  const made = state.secret && state.secret.ip ? h("p", { class: "error", id: "secret" }, `Reserved ${state.secret.ip.ip} on ${state.secret.ip.node} until ${when(state.secret.ip.expires_at_ms)}; submit with `,
+    h("code", { id: "secret-token" }, `--ip-token ${state.secret.ip.token}`)) : "";
+  const node = h("select", { id: "ip-node" }, h("option", { value: "" }, "any node"), overlay.members.map((m) => h("option", { value: m.name }, m.name)));
+  const addr = h("input", { id: "ip-address", placeholder: "address (optional)" });
+  const minutes = h("input", { id: "ip-minutes", type: "number", min: 1, value: 10 });
+  const reserve = state.role === "viewer" ? "" : h("div", { class: "actions" }, node, addr, h("label", { for: "ip-minutes" }, "minutes"), minutes,
+    h("button", { id: "ip-reserve", onclick: async (ev) => {
+      ev.target.disabled = true;
+      try {
+        const r = await api("/api/ips", { method: "POST", json: { node: node.value || null, ip: addr.value.trim() || null, ttl_secs: parseInt(minutes.value, 10) * 60 } });
+        state.secret = { ip: r };
+        render();
+      } catch (e) { ev.target.disabled = false; ev.target.after(fail(e)); }
+    } }, "Reserve"));
   show(gen, h("h2", {}, `Overlay ${overlay.range} (VXLAN ${overlay.vni}, port ${overlay.port})`),
     h("table", { id: "overlay" },
       h("thead", {}, h("tr", {}, ["Member", "Subnet", "Address", "Underlay", "State", "Containers", "Last reconcile"].map((x) => h("th", {}, x)))),
       h("tbody", {}, members)),
-    h("h2", {}, `Reserved addresses (${ips.length})`),
+    h("h2", {}, `Reserved addresses (${ips.length})`), made, reserve,
     reserved.length ? h("table", { id: "ips" },
-      h("thead", {}, h("tr", {}, ["Address", "Node", "Owner", "Task", "Expires"].map((x) => h("th", {}, x)))),
-      h("tbody", {}, reserved)) : h("p", { class: "muted" }, "None. `river ip reserve` makes one."));
+      h("thead", {}, h("tr", {}, ["Address", "Node", "Owner", "Task", "Expires", ""].map((x) => h("th", {}, x)))),
+      h("tbody", {}, reserved)) : h("p", { class: "muted", id: "ips" }, "None."));
 }
 
 // A VPS's page: how to log in, and its snapshots (take, restore when stopped, remove).
