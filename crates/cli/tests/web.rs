@@ -310,6 +310,44 @@ fn a_terminal_in_a_tab_runs_commands_in_the_task_and_only_for_who_may() {
     b.type_keys(keys, &format!("{CTRL}c{RELEASE}"));
     b.type_keys(keys, &format!("echo after-$((1+1)){ENTER}"));
     b.wait_text(".xterm-rows", WAIT, |t| t.contains("after-2"));
+    // The terminal's size is the window's: the program sees the rows the page shows, and a
+    // resized window resizes it.
+    let size = |marker: &str| -> (usize, usize) {
+        b.type_keys(keys, &format!("echo {marker} $(stty size){ENTER}"));
+        let seen = b.wait_text(".xterm-rows", WAIT, |t| {
+            t.lines().any(|l| l.starts_with(&format!("{marker} ")))
+        });
+        let line = seen
+            .lines()
+            .find(|l| l.starts_with(&format!("{marker} ")))
+            .unwrap()
+            .to_owned();
+        let n: Vec<usize> = line.split_whitespace().skip(1).filter_map(|n| n.parse().ok()).collect();
+        assert_eq!(n.len(), 2, "{line}");
+        (n[0], n[1])
+    };
+    let shown_rows = || {
+        b.run("done(document.querySelectorAll('.xterm-rows > div').length)")
+            .as_u64()
+            .unwrap() as usize
+    };
+    let before = size("size-a");
+    assert_eq!(before.0, shown_rows());
+    b.resize(900, 600);
+    until(WAIT, "the terminal follows the window", || shown_rows() != before.0);
+    let after = size("size-b");
+    assert_eq!(after.0, shown_rows());
+    assert!(after.0 < before.0 && after.1 < before.1, "{before:?} then {after:?}");
+    // A paste goes to the program as text.
+    b.run(
+        "const dt = new DataTransfer(); dt.setData('text/plain', 'echo pasted-$((6*7))');
+         document.querySelector('.xterm-helper-textarea').dispatchEvent(new ClipboardEvent('paste', { clipboardData: dt, bubbles: true, cancelable: true }));
+         done(true);",
+    );
+    // (The shell takes a paste as text, not as commands: Enter runs it.)
+    b.wait_text(".xterm-rows", WAIT, |t| t.contains("echo pasted-$((6*7))"));
+    b.type_keys(keys, ENTER);
+    b.wait_text(".xterm-rows", WAIT, |t| t.contains("pasted-42"));
     if let Some(dir) = screenshots() {
         b.screenshot(&dir.join("terminal.png"));
     }

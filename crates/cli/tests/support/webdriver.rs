@@ -290,6 +290,16 @@ impl Browser<'_> {
             .unwrap_or_default()
     }
 
+    /// Resizes the window, as a user drags its corner.
+    pub fn resize(&self, width: u32, height: u32) {
+        self.call(
+            "POST",
+            "/window/rect",
+            Some(serde_json::json!({ "width": width, "height": height })),
+        )
+        .expect("the window resizes");
+    }
+
     /// The page's HTML as it is now.
     pub fn source(&self) -> String {
         self.call("GET", "/source", None)
