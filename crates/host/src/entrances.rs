@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 
 /// Connections one address may hold on the TCP port.
 pub(crate) const TCP_PER_ADDRESS: u32 = 32;
+/// Connections one address may hold on the dashboard's own address: a browser keeps up to six
+/// per site and an event stream per tab, and a lab behind one NAT is many browsers.
+pub(crate) const WEB_PER_ADDRESS: u32 = 256;
 /// QUIC connections without a certificate one address may hold (a joining node needs one).
 pub(crate) const ANONYMOUS_PER_ADDRESS: u32 = 4;
 /// How often refusals are summed up in the log.
@@ -69,6 +72,15 @@ impl Entrances {
             counts: Arc::default(),
             per_address: TCP_PER_ADDRESS,
             max_total,
+        }
+    }
+
+    /// The dashboard's own address (`[web]`): the TCP port's total, more per address.
+    pub(crate) fn web() -> Self {
+        Self {
+            door: "dashboard",
+            per_address: WEB_PER_ADDRESS,
+            ..Self::tcp()
         }
     }
 

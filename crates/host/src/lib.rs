@@ -120,6 +120,8 @@ pub(crate) struct Ctx {
     /// Caps on the HTTPS/SSH port's connections, and on QUIC peers without a certificate.
     entrances: entrances::Entrances,
     anonymous: entrances::Entrances,
+    /// The dashboard's own address.
+    web_entrances: entrances::Entrances,
     /// Users' own limits, over the config's defaults.
     limits: limits::Overrides,
     /// Addresses whose joins keep failing.
@@ -397,6 +399,7 @@ async fn context(
         queued_owners: Default::default(),
         entrances: entrances::Entrances::tcp(),
         anonymous: entrances::Entrances::anonymous(),
+        web_entrances: entrances::Entrances::web(),
         overlay,
         vps_keys,
         limits,

@@ -60,7 +60,7 @@ pub(crate) async fn serve(ctx: Arc<Ctx>, listener: tokio::net::TcpListener, tls:
                 continue;
             }
         };
-        let Some(admitted) = ctx.entrances.admit(remote.ip()) else {
+        let Some(admitted) = ctx.web_entrances.admit(remote.ip()) else {
             drop(tcp);
             continue;
         };
