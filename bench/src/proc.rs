@@ -97,13 +97,23 @@ fn free_port() -> u16 {
 
 /// Starts a host process with the given heartbeat timing; returns it and its admin bundle.
 pub async fn host(river: &Path, dir: &Path, interval: Duration) -> anyhow::Result<(River, Bundle, SocketAddr)> {
+    host_with(river, dir, interval, "").await
+}
+
+/// [`host`], its config file ending with `extra` (TOML: sections such as `[web]`).
+pub async fn host_with(
+    river: &Path,
+    dir: &Path,
+    interval: Duration,
+    extra: &str,
+) -> anyhow::Result<(River, Bundle, SocketAddr)> {
     let port = free_port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
     let cfg = dir.join("host.toml");
     std::fs::write(
         &cfg,
         format!(
-            "state_dir = {:?}\nlisten = \"{addr}\"\nheartbeat_interval = \"{}ms\"\noffline_after = \"{}ms\"\n",
+            "state_dir = {:?}\nlisten = \"{addr}\"\nheartbeat_interval = \"{}ms\"\noffline_after = \"{}ms\"\n{extra}",
             dir.join("host"),
             interval.as_millis(),
             interval.as_millis() * 6

@@ -2,12 +2,13 @@
 //! what its first load transfers and how soon it is interactive and drawn, beside a static file
 //! of the same host through the same `river ui`; how soon a change on the host shows on the page
 //! (a kill from the CLI, to the row leaving the page); and the task list's first page with N
-//! tasks in the database, beside a new cluster's.
+//! tasks in the database, beside a new cluster's. The first load is measured at the host's own
+//! address too (`[web]`: HTTPS with a lab certificate, a browser logged in by `river ui --link`).
 
 #[path = "../../crates/cli/tests/support/webdriver.rs"]
 mod webdriver;
 
-use crate::proc::{host, runner};
+use crate::proc::{host, host_with, runner};
 use river_proto::msg::{Assigned, TaskSpec};
 use river_store::prelude::*;
 use std::io::BufRead as _;
@@ -72,15 +73,98 @@ fn now_ms() -> f64 {
         * 1000.0
 }
 
+/// A lab certificate for `localhost` (openssl) in `dir`: its files and the base64 SHA-256 of its
+/// public key, which chromium is told to trust.
+fn lab_certificate(dir: &Path) -> anyhow::Result<(std::path::PathBuf, std::path::PathBuf, String)> {
+    let (cert, key) = (dir.join("web.crt"), dir.join("web.key"));
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ])
+        .args([
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost",
+            "-days",
+            "2",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(Stdio::null())
+        .status()?;
+    anyhow::ensure!(made.success(), "openssl could not make a certificate");
+    let spki = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl x509 -in {} -pubkey -noout | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64",
+            cert.display()
+        ))
+        .output()?;
+    Ok((cert, key, String::from_utf8_lossy(&spki.stdout).trim().to_owned()))
+}
+
+/// The first load at the host's own address: logged in with a `river ui --link` link, then the
+/// same measures as through `river ui`.
+fn own_address(b: &Browser, river: &Path, admin: &Path, port: u16, runs: usize) -> anyhow::Result<()> {
+    let out = Command::new(river)
+        .args(["ui", "--link"])
+        .env("RIVER_CONFIG_DIR", admin)
+        .output()?;
+    let link = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    anyhow::ensure!(
+        link.contains("/login?key="),
+        "river ui --link: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    b.go(&link);
+    b.click("#login");
+    b.wait_text("#live", Duration::from_secs(60), |t| t == "live");
+    let base = format!("https://localhost:{port}");
+    let (mut bytes, mut interactive, mut drawn, mut statik) = (0.0, Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..runs {
+        drawn.push(drawn_after_load(
+            b,
+            &format!("{base}/?r={}", now_ms()),
+            "#nodes tr[data-node]",
+        ));
+        let (n, i, _) = timing(b);
+        bytes = n;
+        interactive.push(i);
+        b.go(&format!("{base}/ui/style.css?r={}", now_ms()));
+        statik.push(timing(b).2);
+    }
+    println!("  at the host's own address (HTTPS, a lab certificate, a browser session):");
+    println!("    first load, bytes                {:8.1} KB", bytes / 1024.0);
+    println!("    interactive (domInteractive)     {:8.1} ms", median(interactive));
+    println!("    overview drawn                   {:8.1} ms", median(drawn));
+    println!("    a static file (style.css)        {:8.1} ms", median(statik));
+    Ok(())
+}
+
 pub async fn run(river: &Path, runs: usize, tasks: usize) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let (_host, bundle, addr) = host(river, dir.path(), Duration::from_secs(5)).await?;
+    let (cert, key, spki) = lab_certificate(dir.path())?;
+    let web_port = free_port();
+    let web = format!(
+        "[web]\nlisten = \"127.0.0.1:{web_port}\"\ncert = {cert:?}\nkey = {key:?}\nurl = \"https://localhost:{web_port}\"\n"
+    );
+    let (_host, bundle, addr) = host_with(river, dir.path(), Duration::from_secs(5), &web).await?;
     let _runner = runner(river, dir.path(), &bundle, addr, "bench").await?;
     let admin = dir.path().join("host/admin");
     let (mut ui_proc, link) = ui(river, &admin)?;
     let base = link.split("/login").next().unwrap_or_default().to_owned();
     let driver = Driver::start(free_port());
-    let b = driver.browser();
+    let trust = format!("--ignore-certificate-errors-spki-list={spki}");
+    let b = driver.browser_with(&[&trust]);
     b.go(&link);
     b.wait_text("#live", Duration::from_secs(60), |t| t == "live");
 
@@ -112,6 +196,7 @@ pub async fn run(river: &Path, runs: usize, tasks: usize) -> anyhow::Result<()> 
         "  a static file (style.css), loaded  {:8.1} ms   (baseline: same host, same relay)",
         median(statik)
     );
+    own_address(&b, river, &admin, web_port, runs)?;
 
     // A change on the host, seen on the page: a task killed from the CLI, until its row goes.
     let mut seen = Vec::new();

@@ -368,6 +368,9 @@ fn a_browser_logs_in_with_the_printed_link_sees_the_cluster_and_is_logged_out_by
     let l = link(&alice);
     b.go(&l);
     b.wait_text("#login", WAIT, |t| t == "Log in");
+    if let Ok(dir) = std::env::var("RIVER_WEB_SCREENSHOTS") {
+        b.screenshot(&Path::new(&dir).join("login.png"));
+    }
     b.click("#login");
     b.wait_text("#live", WAIT, |t| t == "live");
     assert_eq!(b.url(), format!("https://localhost:{}/", web.port));
