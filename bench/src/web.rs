@@ -5,10 +5,13 @@
 //! tasks in the database, beside a new cluster's. The first load is measured at the host's own
 //! address too (`[web]`: HTTPS with a lab certificate, a browser logged in by `river ui --link`).
 
+#[path = "../../crates/cli/tests/support/labcert.rs"]
+mod labcert;
 #[path = "../../crates/cli/tests/support/webdriver.rs"]
 mod webdriver;
 
 use crate::proc::{host, host_with, runner};
+use labcert::lab_certificate;
 use river_proto::msg::{Assigned, TaskSpec};
 use river_store::prelude::*;
 use std::io::BufRead as _;
@@ -71,45 +74,6 @@ fn now_ms() -> f64 {
         .unwrap_or_default()
         .as_secs_f64()
         * 1000.0
-}
-
-/// A lab certificate for `localhost` (openssl) in `dir`: its files and the base64 SHA-256 of its
-/// public key, which chromium is told to trust.
-fn lab_certificate(dir: &Path) -> anyhow::Result<(std::path::PathBuf, std::path::PathBuf, String)> {
-    let (cert, key) = (dir.join("web.crt"), dir.join("web.key"));
-    let made = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-        ])
-        .args([
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost",
-            "-days",
-            "2",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stderr(Stdio::null())
-        .status()?;
-    anyhow::ensure!(made.success(), "openssl could not make a certificate");
-    let spki = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "openssl x509 -in {} -pubkey -noout | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64",
-            cert.display()
-        ))
-        .output()?;
-    Ok((cert, key, String::from_utf8_lossy(&spki.stdout).trim().to_owned()))
 }
 
 /// The first load at the host's own address: logged in with a `river ui --link` link, then the

@@ -5,58 +5,19 @@
 
 #[path = "support/binary.rs"]
 mod binary;
+#[path = "support/labcert.rs"]
+mod labcert;
 #[path = "support/webdriver.rs"]
 mod webdriver;
 
 use binary::*;
+use labcert::lab_certificate;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use webdriver::{browser_ready, Driver};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-/// The lab's certificate for `localhost`, made as a lab admin makes a test one (openssl), and the
-/// base64 SHA-256 of its public key: what chromium is told to trust, as a lab's browsers trust
-/// its CA.
-fn lab_certificate(dir: &Path) -> (PathBuf, PathBuf, String) {
-    let (cert, key) = (dir.join("web.crt"), dir.join("web.key"));
-    let made = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-        ])
-        .args([
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost",
-            "-days",
-            "2",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(made.success(), "openssl made the certificate");
-    let spki = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "openssl x509 -in {} -pubkey -noout | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64",
-            cert.display()
-        ))
-        .output()
-        .unwrap();
-    (cert, key, String::from_utf8_lossy(&spki.stdout).trim().to_owned())
-}
 
 /// A host serving the dashboard at `https://localhost:PORT` with the lab's certificate.
 struct WebHost {
@@ -69,7 +30,7 @@ struct WebHost {
 }
 
 fn web_host(dir: &Path, extra: &str) -> WebHost {
-    let (cert, key, spki) = lab_certificate(dir);
+    let (cert, key, spki) = lab_certificate(dir).expect("openssl made the lab's certificate");
     let listen = format!("127.0.0.1:{}", free_port());
     let port = free_port();
     let config = format!(

@@ -3,6 +3,7 @@
 //! [`crate::rpc`], so the API and the CLI share authorization and behaviour, and errors map to
 //! HTTP statuses in one place ([`status_of`]). The routes are described in `openapi.json`.
 
+mod accept;
 mod admin;
 mod envs;
 mod public;
@@ -51,18 +52,7 @@ pub(crate) async fn serve(ctx: Arc<Ctx>, listener: tokio::net::TcpListener, tls:
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let app = router(ctx.clone());
     loop {
-        let (tcp, remote) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!("accepting an API connection: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let Some(admitted) = ctx.entrances.admit(remote.ip()) else {
-            drop(tcp);
-            continue;
-        };
+        let (tcp, remote, admitted) = accept::admit(&listener, &ctx.entrances).await;
         let (acceptor, app, ctx) = (acceptor.clone(), app.clone(), ctx.clone());
         tokio::spawn(async move {
             let _admitted = admitted;
@@ -70,10 +60,8 @@ pub(crate) async fn serve(ctx: Arc<Ctx>, listener: tokio::net::TcpListener, tls:
             if crate::gateway::is_ssh(&tcp).await {
                 return crate::gateway::serve(ctx, tcp, remote).await;
             }
-            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => return tracing::debug!(%remote, "API TLS handshake failed: {e}"),
-                Err(_) => return tracing::debug!(%remote, "API TLS handshake timed out"),
+            let Some(tls) = accept::handshake(&acceptor, tcp, remote).await else {
+                return;
             };
             let peer = river_mesh::peer_of_certs(tls.get_ref().1.peer_certificates());
             // Only a certificate holder keeps a connection open between requests; everyone

@@ -236,3 +236,52 @@ impl Tasks for Store {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::prelude::*;
+
+    /// Every way of changing a task is in its history, in order, with the task's own times.
+    #[tokio::test]
+    async fn a_task_history_has_every_state_it_was_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("river.db")).await.unwrap();
+        let spec = TaskSpec::new("img", vec!["true".into()]);
+        let none = Assigned::default();
+        let members = vec![(&spec, &none, Some("a")), (&spec, &none, Some("b"))];
+        let ids = s
+            .insert_batch_as("user gus", &members, 1, TaskState::PendingApproval)
+            .await
+            .unwrap();
+        s.move_batch(ids[0], TaskState::PendingApproval, TaskState::Queued, None, None)
+            .await
+            .unwrap();
+        let states = |h: Vec<TaskStateChange>| h.into_iter().map(|c| c.state).collect::<Vec<_>>();
+        assert_eq!(
+            states(s.task_history(ids[0]).await.unwrap()),
+            ["pending_approval", "queued"]
+        );
+        let mut t = s.task(ids[0]).await.unwrap().unwrap();
+        t.state = TaskState::Running;
+        t.started_at_ms = Some(5000);
+        s.update_task_from(&t, TaskState::Queued).await.unwrap();
+        t.message = Some("node lost".into());
+        s.update_task(&t).await.unwrap(); // no change of state: no entry
+        t.state = TaskState::Failed;
+        t.exit_code = Some(3);
+        t.finished_at_ms = Some(9000);
+        s.update_task_from(&t, TaskState::Running).await.unwrap();
+        // A write decided on a state the task is no longer in changes nothing, history included.
+        assert!(!s.update_task_from(&t, TaskState::Queued).await.unwrap());
+        let h = s.task_history(ids[0]).await.unwrap();
+        assert_eq!(states(h.clone()), ["pending_approval", "queued", "running", "failed"]);
+        assert_eq!((h[0].at_ms, h[2].at_ms, h[3].at_ms), (1, 5000, 9000));
+        assert_eq!((h[3].exit_code, h[3].message.as_deref()), (Some(3), Some("node lost")));
+        assert_eq!(
+            states(s.task_history(ids[1]).await.unwrap()),
+            ["pending_approval", "queued"]
+        );
+        assert!(s.task_history(u64::MAX).await.unwrap().is_empty());
+    }
+}

@@ -528,31 +528,6 @@ async fn a_batch_waiting_for_approval_moves_whole_and_once() {
         .unwrap()
         .is_empty());
     assert_eq!(s.queued(10).await.unwrap().len(), 1);
-    // Every way of changing a task is in its history, in order, with the task's own times.
-    let states = |h: Vec<river_proto::msg::TaskStateChange>| h.into_iter().map(|c| c.state).collect::<Vec<_>>();
-    assert_eq!(
-        states(s.task_history(ids[0]).await.unwrap()),
-        ["pending_approval", "queued"]
-    );
-    let mut t = s.task(ids[0]).await.unwrap().unwrap();
-    t.state = TaskState::Running;
-    t.started_at_ms = Some(5000);
-    s.update_task_from(&t, TaskState::Queued).await.unwrap();
-    t.message = Some("node lost".into());
-    s.update_task(&t).await.unwrap(); // no change of state: no entry
-    t.state = TaskState::Failed;
-    t.exit_code = Some(3);
-    t.finished_at_ms = Some(9000);
-    s.update_task_from(&t, TaskState::Running).await.unwrap();
-    let h = s.task_history(ids[0]).await.unwrap();
-    assert_eq!(states(h.clone()), ["pending_approval", "queued", "running", "failed"]);
-    assert_eq!((h[0].at_ms, h[2].at_ms, h[3].at_ms), (1, 5000, 9000));
-    assert_eq!((h[3].exit_code, h[3].message.as_deref()), (Some(3), Some("node lost")));
-    assert_eq!(
-        states(s.task_history(ids[1]).await.unwrap()),
-        ["pending_approval", "killed"]
-    );
-    assert!(s.task_history(u64::MAX).await.unwrap().is_empty());
 }
 
 /// The SQL lists of states say what the task crate says: every state listed is one it calls

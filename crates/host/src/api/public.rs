@@ -52,25 +52,12 @@ pub(crate) async fn serve(ctx: Arc<Ctx>, listener: tokio::net::TcpListener, tls:
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let app = app(ctx.clone());
     loop {
-        let (tcp, remote) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!("accepting a dashboard connection: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let Some(admitted) = ctx.web_entrances.admit(remote.ip()) else {
-            drop(tcp);
-            continue;
-        };
+        let (tcp, remote, admitted) = super::accept::admit(&listener, &ctx.web_entrances).await;
         let (acceptor, app) = (acceptor.clone(), app.clone());
         tokio::spawn(async move {
             let _admitted = admitted;
-            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => return tracing::debug!(%remote, "dashboard TLS handshake failed: {e}"),
-                Err(_) => return tracing::debug!(%remote, "dashboard TLS handshake timed out"),
+            let Some(tls) = super::accept::handshake(&acceptor, tcp, remote).await else {
+                return;
             };
             let svc = hyper_util::service::TowerToHyperService::new(app.layer(Extension(Remote(remote))));
             let served = hyper::server::conn::http1::Builder::new()
