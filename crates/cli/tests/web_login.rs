@@ -141,7 +141,7 @@ impl<'a> Curl<'a> {
 #[test]
 fn a_link_logs_one_browser_in_at_its_role_and_forgeries_and_other_sites_are_refused() {
     let d = tempfile::tempdir().unwrap();
-    let web = web_host(d.path(), "session_lifetime = \"20s\"\n");
+    let web = web_host(d.path(), "");
     let _runner = runner_process(d.path(), &web.admin, &web.listen, "n1");
     let alice = person(d.path(), &web.admin, &web.listen, "alice", "user");
     let bob = person(d.path(), &web.admin, &web.listen, "bob", "user");
@@ -252,11 +252,23 @@ fn a_link_logs_one_browser_in_at_its_role_and_forgeries_and_other_sites_are_refu
     let id2 = running_task(&alice, &["--no-container", "--", "sleep", "300"]);
     let (code, body) = ro.change("POST", &format!("/api/tasks/{id2}/kill"));
     assert_eq!(code, 403, "a viewer's session killed a task: {body}");
+}
 
-    // Sessions end by themselves: after 20 s this one is refused with the reason.
+#[test]
+fn a_session_ends_by_itself_when_its_lifetime_is_up() {
+    let d = tempfile::tempdir().unwrap();
+    let web = web_host(d.path(), "session_lifetime = \"5s\"\n");
+    let alice = person(d.path(), &web.admin, &web.listen, "alice", "user");
+    let a = Curl::new(&web, d.path(), "alice");
+    assert_eq!(a.log_in(&link(&alice)).0, 200);
+    let (code, me) = a.whoami();
+    assert_eq!(code, 200, "{me}");
     until(WAIT, "alice's session expires", || a.whoami().0 == 401);
     let (_, body) = a.whoami();
     assert!(body.contains("session has ended"), "{body}");
+    assert!(river(&alice, &["-o", "json", "ui", "sessions"])
+        .stdout
+        .starts_with(b"[]"));
 }
 
 #[test]
