@@ -5,20 +5,14 @@
 
 use crate::auth::Caller;
 use crate::reply::{refused, HostResult};
+use crate::secrets::secret_hash as hash;
 use crate::Ctx;
-use base64::{engine::general_purpose::URL_SAFE_NO_PAD as B64, Engine as _};
-use rand::RngCore as _;
 use river_proto::msg::{ApiTokenCreated, ApiTokenView, ErrorKind, Response, Role, API_TOKEN_PREFIX};
 use river_proto::name::Name;
 use river_store::{ApiTokenRecord, StoreError};
-use sha2::{Digest as _, Sha256};
 
 /// The longest an API token may be valid.
 pub(crate) const MAX_TTL_SECS: u64 = 366 * 86_400;
-
-fn hash(secret: &str) -> String {
-    hex::encode(Sha256::digest(secret.as_bytes()))
-}
 
 /// `rvk1.ID.SECRET` split into its id and secret.
 fn parse(text: &str) -> Option<(&str, &str)> {
@@ -117,10 +111,7 @@ pub(crate) async fn create(
             ),
         ));
     }
-    let mut bytes = [0u8; 6 + 32];
-    rand::rng().fill_bytes(&mut bytes);
-    let id = hex::encode(&bytes[..6]);
-    let secret = B64.encode(&bytes[6..]);
+    let (id, secret) = crate::secrets::new_credential();
     let now = ctx.clock.now_s();
     let record = ApiTokenRecord {
         id: id.clone(),

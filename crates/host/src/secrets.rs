@@ -5,6 +5,28 @@ use anyhow::Context as _;
 use river_proto::msg::Secret;
 use std::path::Path;
 
+/// A new random secret for a credential: 32 bytes, base64url (fits a URL, a cookie, a header).
+pub(crate) fn new_secret() -> String {
+    use base64::{engine::general_purpose::URL_SAFE_NO_PAD as B64, Engine as _};
+    let mut bytes = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+    B64.encode(bytes)
+}
+
+/// A new credential that reads `ID.SECRET` (an API token, a dashboard session): a public id it is
+/// looked up by (12 hex digits) and its secret.
+pub(crate) fn new_credential() -> (String, String) {
+    let mut id = [0u8; 6];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut id);
+    (hex::encode(id), new_secret())
+}
+
+/// What the host keeps of a credential's secret: its SHA-256, hex.
+pub(crate) fn secret_hash(secret: &str) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(secret.as_bytes()))
+}
+
 /// 32 random bytes kept in `path` (0600), made on first use. `consequence` says what removing the
 /// file would break, for the error on a damaged one.
 pub(crate) fn secret_file(path: &Path, consequence: &str) -> anyhow::Result<Vec<u8>> {

@@ -7,12 +7,10 @@
 
 use crate::auth::Caller;
 use crate::reply::{refused, HostResult};
+use crate::secrets::{new_credential, new_secret, secret_hash as hash};
 use crate::Ctx;
-use base64::{engine::general_purpose::URL_SAFE_NO_PAD as B64, Engine as _};
-use rand::RngCore as _;
 use river_proto::msg::{ErrorKind, Response, WebSessionView};
 use river_store::WebSessionRecord;
-use sha2::{Digest as _, Sha256};
 
 /// The session's cookie: `ID.SECRET`, `HttpOnly`, `Secure`, `SameSite=Strict`. The `__Host-`
 /// prefix makes the browser refuse it unless it is set by this origin itself, over HTTPS, for
@@ -26,16 +24,6 @@ pub(crate) const CSRF_COOKIE: &str = "__Host-river_csrf";
 pub(crate) const LINK_TTL_MS: i64 = 10 * 60_000;
 
 const ENDED: &str = "your dashboard session has ended (it expired, was revoked, or you logged out): `river ui --link` prints a new login link";
-
-fn hash(secret: &str) -> String {
-    hex::encode(Sha256::digest(secret.as_bytes()))
-}
-
-fn random() -> String {
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    B64.encode(bytes)
-}
 
 /// The anti-forgery token of session `id` with `secret`: derived from the secret, so the host
 /// keeps nothing more, and not the secret (the page's script can read it).
@@ -69,7 +57,7 @@ pub(crate) async fn link(ctx: &Ctx, caller: &Caller) -> HostResult<Response> {
     let Caller::User { name, role } = caller else {
         return Err(refused(ErrorKind::Forbidden, "only users log in to the dashboard"));
     };
-    let key = random();
+    let key = new_secret();
     let now = ctx.clock.now_ms();
     let expires_at_ms = now + LINK_TTL_MS;
     ctx.store
@@ -111,9 +99,7 @@ pub(crate) async fn begin(
     agent: &str,
 ) -> anyhow::Result<Started> {
     let now = ctx.clock.now_ms();
-    let mut id = [0u8; 6];
-    rand::rng().fill_bytes(&mut id);
-    let (id, secret) = (hex::encode(id), random());
+    let (id, secret) = new_credential();
     let lifetime_ms = i64::try_from(ctx.cfg.web.session_lifetime.as_millis()).unwrap_or(i64::MAX);
     let agent: String = agent.chars().filter(|c| !c.is_control()).take(200).collect();
     let record = WebSessionRecord {
@@ -239,7 +225,7 @@ mod tests {
 
     #[test]
     fn the_page_token_is_not_the_secret_and_differs_per_session() {
-        let (a, b) = (random(), random());
+        let (a, b) = (new_secret(), new_secret());
         assert_ne!(a, b);
         let t = csrf_of("id1", &a);
         assert!(t.starts_with("id1.") && !t.contains(&a));
