@@ -31,10 +31,12 @@ fn csrf_of(id: &str, secret: &str) -> String {
     format!("{id}.{}", &hash(&format!("river-csrf:{secret}"))[..32])
 }
 
-/// A session that checked out: who it acts as, and the token its page must send with a change.
+/// A session that checked out: whose it is and the role it acts at (its own cap and the user's
+/// role now, the lower), and the token its page must send with a change.
 pub(crate) struct Session {
     pub(crate) id: String,
-    pub(crate) caller: Caller,
+    pub(crate) user: String,
+    pub(crate) role: river_proto::msg::Role,
     pub(crate) csrf: String,
     pub(crate) expires_at_ms: i64,
 }
@@ -150,10 +152,8 @@ pub(crate) async fn check(ctx: &Ctx, cookie: &str) -> anyhow::Result<Result<Sess
     Ok(Ok(Session {
         csrf: csrf_of(id, secret),
         id: s.id,
-        caller: Caller::User {
-            name: s.user,
-            role: s.role.min(user.role),
-        },
+        user: s.user,
+        role: s.role.min(user.role),
         expires_at_ms: s.expires_at_ms,
     }))
 }

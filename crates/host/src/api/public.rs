@@ -190,15 +190,12 @@ async fn guard(State(ctx): State<Arc<Ctx>>, mut req: axum::extract::Request, nex
             );
         }
     }
-    let crate::auth::Caller::User { name, .. } = &session.caller else {
-        return json(StatusCode::UNAUTHORIZED, "not a user");
-    };
     let (end, rx) = tokio::sync::watch::channel(false);
     let closer = Closer::Web {
         session: session.id.clone(),
         end: Arc::new(end),
     };
-    let Some(held) = ctx.sessions.hold(name, closer) else {
+    let Some(held) = ctx.sessions.hold(&session.user, closer) else {
         return json(
             StatusCode::TOO_MANY_REQUESTS,
             "you have too many connections open to the host; close some (tabs, forwards, terminals)",
@@ -210,7 +207,11 @@ async fn guard(State(ctx): State<Arc<Ctx>>, mut req: axum::extract::Request, nex
         deadline: tokio::time::Instant::now() + Duration::from_millis(wait_ms),
         _held: Arc::new(held),
     };
-    req.extensions_mut().insert(WebCaller(Ok(session.caller)));
+    let caller = crate::auth::Caller::User {
+        name: session.user,
+        role: session.role,
+    };
+    req.extensions_mut().insert(WebCaller(Ok(caller)));
     req.extensions_mut().insert(SessionId(session.id));
     req.extensions_mut().insert(ending.clone());
     let resp = next.run(req).await;
