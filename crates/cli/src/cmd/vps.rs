@@ -116,7 +116,7 @@ pub async fn run(cmd: VpsCmd, dir: &Path, output: Output) -> anyhow::Result<()> 
             let Response::SharedWith(users) = once(dir, Request::VpsShares { id }).await? else {
                 anyhow::bail!("unexpected answer")
             };
-            crate::output::show(output, &users, |users| {
+            show(output, &users, |users| {
                 if users.is_empty() {
                     eprintln!("VPS {id} is shared with no one (`river vps share {id} USER`)");
                 }
